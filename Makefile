@@ -1,0 +1,74 @@
+# totesys-etl: every target works from a fresh clone and installs what it needs first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CHECKOV_VENV := .venv-checkov
+ORDERS ?= 100000
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP := $(VENV)/.dev-installed
+
+.PHONY: requirements dev-setup security-test run-flake unit-test check-coverage run-checks \
+        demo bench tf-validate package lint-workflow clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(RUNTIME_STAMP): $(BIN)/python requirements.txt requirements-local.txt pyproject.toml
+	$(BIN)/pip install --quiet -r requirements-local.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $@
+
+$(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+## requirements: .venv with the project, its runtime packages and moto's server
+requirements: $(RUNTIME_STAMP)
+
+## dev-setup: adds the check tools (pytest, coverage, flake8, bandit; checkov in its own venv)
+dev-setup: $(DEV_STAMP)
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet -r requirements-checkov.txt
+	@touch $@
+
+security-test: $(DEV_STAMP) $(CHECKOV_VENV)/.installed
+	$(BIN)/bandit -q -r src -c pyproject.toml
+	bash .ci/checkov.sh $(CHECKOV_VENV)/bin/checkov
+
+run-flake: $(DEV_STAMP)
+	$(BIN)/flake8 src test
+
+unit-test: $(DEV_STAMP)
+	$(BIN)/pytest -q
+
+## check-coverage: the whole suite under coverage, subprocesses included; fails under 90 %
+check-coverage: $(DEV_STAMP)
+	rm -f .coverage .coverage.*
+	$(BIN)/coverage run -m pytest -q
+	$(BIN)/coverage combine -q
+	$(BIN)/coverage report --fail-under=90
+
+lint-workflow:
+	bash .ci/actionlint.sh
+
+tf-validate:
+	bash .ci/tf-validate.sh
+
+package: $(RUNTIME_STAMP)
+	$(BIN)/python .ci/package.py
+
+run-checks: run-flake security-test lint-workflow tf-validate check-coverage
+
+demo: $(RUNTIME_STAMP)
+	$(BIN)/totesys-etl demo
+
+bench: $(RUNTIME_STAMP)
+	$(BIN)/python -m totesys_etl.local.bench --orders $(ORDERS)
+
+clean:
+	rm -rf $(VENV) $(CHECKOV_VENV) build .coverage .coverage.* .pytest_cache

@@ -1,0 +1,120 @@
+"""S3 access: create-only writes, reads, listings. Keys are only ever S3 keys, never paths.
+
+Objects in the lake are immutable (SPEC §4): every write is conditional (`IfNoneMatch='*'`), and
+a key that already exists is left as it is; the caller learns which happened.
+"""
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from typing import Iterator
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+#: Above this size a file goes up in parts, so neither it nor its upload sits in memory whole.
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+PART_SIZE = 16 * 1024 * 1024
+
+_EXISTS = ("PreconditionFailed", "ConditionalRequestConflict", "412")
+
+
+@lru_cache(maxsize=4)
+def _client(endpoint: str | None):
+    return boto3.client("s3", config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+
+
+def client():
+    """One client per endpoint and process (Lambda containers reuse it across invocations)."""
+    return _client(os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def _already_exists(error: ClientError) -> bool:
+    return str(error.response.get("Error", {}).get("Code")) in _EXISTS
+
+
+def put_create_only(bucket: str, key: str, body: bytes, content_type: str = "application/octet-stream") -> bool:
+    """Write `key` unless it exists. True when this call wrote it."""
+    try:
+        client().put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
+        return True
+    except ClientError as e:
+        if _already_exists(e):
+            return False
+        raise
+
+
+def put_json_create_only(bucket: str, key: str, document: dict) -> bool:
+    body = json.dumps(document, indent=1, sort_keys=True, default=str).encode()
+    return put_create_only(bucket, key, body, "application/json")
+
+
+def upload_file_create_only(bucket: str, key: str, path: str) -> bool:
+    """Upload a local file to `key` unless it exists; large files go up in 16 MB parts."""
+    size = os.path.getsize(path)
+    if size <= MULTIPART_THRESHOLD:
+        with open(path, "rb") as f:
+            return put_create_only(bucket, key, f.read())
+    s3 = client()
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    try:
+        parts = []
+        with open(path, "rb") as f:
+            for number, chunk in enumerate(iter(lambda: f.read(PART_SIZE), b""), start=1):
+                etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                      Body=chunk)["ETag"]
+                parts.append({"ETag": etag, "PartNumber": number})
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                     MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+        return True
+    except ClientError as e:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        if _already_exists(e):
+            return False
+        raise
+
+
+def get_bytes(bucket: str, key: str) -> bytes:
+    return client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def download(bucket: str, key: str, path: str) -> None:
+    """Stream an object to a local file (in parts, never whole in memory)."""
+    client().download_file(bucket, key, path)
+
+
+def exists(bucket: str, key: str) -> bool:
+    try:
+        client().head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as e:
+        if str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+
+
+def list_keys(bucket: str, prefix: str, start_after: str | None = None, limit: int | None = None
+              ) -> Iterator[str]:
+    """Keys under `prefix` in S3's (lexicographic) order, after `start_after`, at most `limit`."""
+    kwargs = {"Bucket": bucket, "Prefix": prefix}
+    if start_after:
+        kwargs["StartAfter"] = start_after
+    if limit:
+        kwargs["PaginationConfig"] = {"MaxItems": limit, "PageSize": min(limit, 1000)}
+    for page in client().get_paginator("list_objects_v2").paginate(**kwargs):
+        for item in page.get("Contents", []):
+            yield item["Key"]
+
+
+def copy_create_only(src_bucket: str, src_key: str, bucket: str, key: str) -> bool:
+    """Server-side copy to `key` unless it exists (the original stays where it is)."""
+    try:
+        client().copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": src_bucket, "Key": src_key},
+                             IfNoneMatch="*")
+        return True
+    except ClientError as e:
+        if _already_exists(e):
+            return False
+        raise

@@ -1,0 +1,168 @@
+"""`totesys-etl`: a thin face over the local runtime (SPEC §6).
+
+Exit codes: 0 success, 1 the job failed (or reconcile found a difference), 2 bad usage or
+configuration, each with a one-line reason on stderr. Only this module reads `.local/env`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from totesys_etl import logs
+from totesys_etl.errors import ConfigurationError, EtlError
+
+LOCAL_HOME = Path(".local")
+
+
+def load_local_env(home: Path = LOCAL_HOME) -> bool:
+    """Fill unset SPEC §5 variables from `.local/env`, unless the caller gave its own setup.
+
+    If `TOTESYS_SOURCE_URL` or `AWS_ENDPOINT_URL` is set, `.local/env` is not read at all, so two
+    setups never mix. True when the file was read.
+    """
+    if os.environ.get("TOTESYS_SOURCE_URL") or os.environ.get("AWS_ENDPOINT_URL"):
+        return False
+    path = home / "env"
+    if not path.exists():
+        return False
+    from totesys_etl.local.services import read_env_file
+
+    for key, value in read_env_file(path).items():
+        os.environ.setdefault(key, value)
+    return True
+
+
+def _require(*names: str) -> None:
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        raise ConfigurationError(f"{', '.join(missing)} not set; run `totesys-etl up` or set them (SPEC §5)")
+
+
+def _up(args) -> int:
+    from totesys_etl.local.services import up
+
+    env = up(LOCAL_HOME)
+    print("local services are up; settings written to .local/env:")
+    for key, value in env.items():
+        print(f"  {key}={_redact(value)}")
+    print("use them in a shell with: set -a; . .local/env; set +a")
+    return 0
+
+
+def _redact(value: str) -> str:
+    """A URL with its password shown as *** (printed settings are for reading, .local/env for use)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.password:
+        return value.replace(f":{parts.password}@", ":***@")
+    return value
+
+
+def _down(args) -> int:
+    from totesys_etl.local.services import down
+
+    stopped = down(LOCAL_HOME)
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def _seed(args) -> int:
+    from totesys_etl.local.seed import seed
+
+    load_local_env()
+    url = os.environ.get("TOTESYS_SOURCE_ADMIN_URL") or os.environ.get("TOTESYS_SOURCE_URL")
+    if not url:
+        _require("TOTESYS_SOURCE_ADMIN_URL")
+    counts = seed(url, orders=args.orders, seed=args.seed)
+    print("seeded: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
+    return 0
+
+
+def _simulate(args) -> int:
+    from totesys_etl.local.simulate import simulate
+
+    load_local_env()
+    url = os.environ.get("TOTESYS_SOURCE_ADMIN_URL") or os.environ.get("TOTESYS_SOURCE_URL")
+    if not url:
+        _require("TOTESYS_SOURCE_ADMIN_URL")
+    counts = simulate(url, changes=args.changes, seed=args.seed)
+    print("simulated: " + ", ".join(f"{k} {n:,}" for k, n in counts.items()))
+    return 0
+
+
+def _pipeline_env() -> None:
+    load_local_env()
+    _require("TOTESYS_INGEST_BUCKET", "TOTESYS_PROCESSED_BUCKET")
+
+
+def _tick(args) -> int:
+    from totesys_etl.local.tick import tick
+
+    _pipeline_env()
+    report = tick()
+    print(report.summary())
+    return 0
+
+
+def _run(args) -> int:
+    from totesys_etl.local.tick import run
+
+    _pipeline_env()
+    run(interval=args.interval, ticks=args.ticks, out=sys.stdout)
+    return 0
+
+
+def _reconcile(args) -> int:
+    from totesys_etl.local.reconcile import reconcile
+
+    _pipeline_env()
+    report = reconcile()
+    print(report.table())
+    return 0 if report.ok else 1
+
+
+def _demo(args) -> int:
+    from totesys_etl.local.demo import demo
+
+    return demo(LOCAL_HOME, orders=args.orders, out=sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="totesys-etl", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="start local PostgreSQL and moto's server").set_defaults(func=_up)
+    commands.add_parser("down", help="stop what `up` started").set_defaults(func=_down)
+    p = commands.add_parser("seed", help="recreate the 11 source tables with reproducible data")
+    p.add_argument("--orders", type=int, default=10_000, help="rows in sales_order (default 10,000)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (same seed, same rows)")
+    p.set_defaults(func=_seed)
+    p = commands.add_parser("simulate", help="OLTP activity: new and updated rows")
+    p.add_argument("--changes", type=int, default=100, help="number of changes (default 100)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: a new one)")
+    p.set_defaults(func=_simulate)
+    commands.add_parser("tick", help="one cycle: ingest, process, load, as AWS drives them").set_defaults(func=_tick)
+    p = commands.add_parser("run", help="tick on a schedule")
+    p.add_argument("--interval", type=float, default=60.0, help="seconds between tick starts")
+    p.add_argument("--ticks", type=int, default=None, help="stop after N ticks (default: run until stopped)")
+    p.set_defaults(func=_run)
+    commands.add_parser("reconcile", help="compare warehouse and source; exit 1 on any difference"
+                        ).set_defaults(func=_reconcile)
+    p = commands.add_parser("demo", help="up, seed, tick, simulate, tick, reconcile, summary")
+    p.add_argument("--orders", type=int, default=10_000)
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(os.environ.get("TOTESYS_LOG_LEVEL") or "WARNING")
+    try:
+        return args.func(args)
+    except EtlError as e:
+        print(f"totesys-etl {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 1

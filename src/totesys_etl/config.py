@@ -1,0 +1,50 @@
+"""Settings from the environment (SPEC §5). Handlers read only their environment.
+
+Credentials are never read here: a database is named by a URL or by a Secrets Manager id, and
+`adapters.postgres.connect` resolves it at the moment of connecting.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from totesys_etl.errors import ConfigurationError
+
+DEFAULT_SOURCE_SECRET = "totesys_db_credentials"
+DEFAULT_WAREHOUSE_SECRET = "postgres_db_credentials"
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where a database's credentials come from: a URL (local runs) or a secret id (Lambda)."""
+
+    name: str  # "source" or "warehouse": used in error messages, never the credentials
+    url: str | None
+    secret_id: str
+
+    def __repr__(self) -> str:  # never print a URL: it holds a password
+        return f"Database({self.name!r}, {'url' if self.url else 'secret ' + self.secret_id})"
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: Database
+    warehouse: Database
+    ingest_bucket: str
+    processed_bucket: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        missing = [k for k in ("TOTESYS_INGEST_BUCKET", "TOTESYS_PROCESSED_BUCKET") if not env.get(k)]
+        if missing:
+            raise ConfigurationError(f"missing setting(s): {', '.join(missing)}")
+        return cls(
+            source=Database("source", env.get("TOTESYS_SOURCE_URL") or None,
+                            env.get("TOTESYS_SOURCE_SECRET") or DEFAULT_SOURCE_SECRET),
+            warehouse=Database("warehouse", env.get("TOTESYS_WAREHOUSE_URL") or None,
+                               env.get("TOTESYS_WAREHOUSE_SECRET") or DEFAULT_WAREHOUSE_SECRET),
+            ingest_bucket=env["TOTESYS_INGEST_BUCKET"],
+            processed_bucket=env["TOTESYS_PROCESSED_BUCKET"],
+        )

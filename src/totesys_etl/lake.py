@@ -1,0 +1,117 @@
+"""The lake's layout (SPEC §4): run ids, object keys, manifests, newest-first indexes, marks.
+
+Every stage finds its work here, and nothing here knows a stage. Objects are create-only; what
+changes over time (the newest run, a sweep's low-water mark) is a *new* object under a key that
+sorts newest first, so reading it costs one short listing however long the lake has grown.
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+
+from botocore.exceptions import ClientError
+
+from totesys_etl.adapters import s3
+from totesys_etl.errors import InvalidInput
+
+RUNS_PREFIX = "_runs/"
+RUN_ID = re.compile(r"\d{8}T\d{12}Z")
+_INVERT = str.maketrans("0123456789", "9876543210")
+
+
+def run_id_at(moment: datetime) -> str:
+    """The run id of a run that starts at `moment` (UTC): it sorts in time order."""
+    return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def run_date(run_id: str) -> tuple[str, str, str]:
+    return run_id[0:4], run_id[4:6], run_id[6:8]
+
+
+def table_key(table: str, run_id: str, extension: str) -> str:
+    """`<table>/year=YYYY/month=MM/day=DD/<table>_<run_id>.<extension>`, dated by the run."""
+    year, month, day = run_date(run_id)
+    return f"{table}/year={year}/month={month}/day={day}/{table}_{run_id}.{extension}"
+
+
+def manifest_key(run_id: str) -> str:
+    return f"{RUNS_PREFIX}{run_id}.json"
+
+
+def run_id_of_manifest(key: str) -> str | None:
+    """The run id if `key` is exactly a run manifest's key (`_runs/<run_id>.json`), else None."""
+    if key.startswith(RUNS_PREFIX) and key.endswith(".json"):
+        candidate = key[len(RUNS_PREFIX):-len(".json")]
+        if RUN_ID.fullmatch(candidate):
+            return candidate
+    return None
+
+
+def newest_first(run_id: str) -> str:
+    """A sort key that lists the newest run first (digits complemented: 9 - d)."""
+    return run_id.translate(_INVERT)
+
+
+def write_manifest(bucket: str, run_id: str, manifest: dict) -> bool:
+    """Create the run's manifest; False if it already exists (a rerun of a finished run)."""
+    return s3.put_json_create_only(bucket, manifest_key(run_id), manifest)
+
+
+def read_manifest(bucket: str, run_id: str, required: tuple[str, ...] = ("run_id", "files")) -> dict:
+    """The manifest as a dict; InvalidInput if it is not JSON or lacks a required field."""
+    return parse_manifest(s3.get_bytes(bucket, manifest_key(run_id)), run_id, required)
+
+
+def parse_manifest(body: bytes, run_id: str, required: tuple[str, ...] = ("run_id", "files")) -> dict:
+    try:
+        manifest = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise InvalidInput(f"manifest {manifest_key(run_id)} is not JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise InvalidInput(f"manifest {manifest_key(run_id)} is not a JSON object")
+    missing = [f for f in required if f not in manifest]
+    if missing:
+        raise InvalidInput(f"manifest {manifest_key(run_id)} lacks {', '.join(missing)}")
+    if manifest["run_id"] != run_id:
+        raise InvalidInput(f"manifest {manifest_key(run_id)} names another run {manifest['run_id']!r}")
+    if not isinstance(manifest["files"], dict):
+        raise InvalidInput(f"manifest {manifest_key(run_id)}: files is not an object")
+    return manifest
+
+
+def manifest_exists(bucket: str, run_id: str) -> bool:
+    return s3.exists(bucket, manifest_key(run_id))
+
+
+def runs_after(bucket: str, after: str | None, limit: int | None = None) -> list[str]:
+    """Run ids of the manifests in `bucket` after run `after`, in order (SPEC §4 StartAfter)."""
+    start = manifest_key(after) if after else None
+    return [r for r in (run_id_of_manifest(k) for k in s3.list_keys(bucket, RUNS_PREFIX, start, limit)) if r]
+
+
+def write_mark(bucket: str, prefix: str, run_id: str) -> None:
+    """Record a low-water mark: every run up to `run_id` is handled. Marks only ever accumulate."""
+    s3.put_create_only(bucket, f"{prefix}{newest_first(run_id)}", run_id.encode(), "text/plain")
+
+
+def read_mark(bucket: str, prefix: str) -> str | None:
+    """The highest low-water mark recorded under `prefix`, or None before the first one."""
+    for key in s3.list_keys(bucket, prefix, limit=1):
+        candidate = key[len(prefix):].translate(_INVERT)
+        return candidate if RUN_ID.fullmatch(candidate) else None
+    return None
+
+
+def advance_mark(candidates: list[str], done: set[str]) -> str | None:
+    """The last run of `candidates` (sorted) below which every run is done; None if the first is not."""
+    mark = None
+    for run_id in candidates:
+        if run_id not in done:
+            break
+        mark = run_id
+    return mark
+
+
+def is_missing(error: ClientError) -> bool:
+    return str(error.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")

@@ -1,0 +1,71 @@
+"""Structured logs: one JSON object per line with level, stage, run_id and message (SPEC §6).
+
+An ERROR line also carries `error_kind`, which CloudWatch metric filters count per kind.
+Values that could hold secrets are never passed here: callers log names, counts and seconds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from datetime import datetime, timezone
+
+_LOGGER = logging.getLogger("totesys_etl")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+                "level": record.levelname, "message": record.getMessage()}
+        line.update(getattr(record, "fields", {}))
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+def configure(level: str | None = None, stream=None) -> None:
+    """Send the package's logs to stderr as JSON lines (idempotent; Lambda and CLI alike)."""
+    level = (level or os.environ.get("TOTESYS_LOG_LEVEL") or "INFO").upper()
+    _LOGGER.setLevel(level)
+    _LOGGER.propagate = False
+    if not _LOGGER.handlers:
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(_JsonFormatter())
+        _LOGGER.addHandler(handler)
+
+
+class StageLog:
+    """A logger bound to a stage and (once known) a run: every line carries both."""
+
+    def __init__(self, stage: str, run_id: str | None = None, **fields):
+        configure()
+        self.fields = {"stage": stage, "run_id": run_id, **fields}
+
+    def bind(self, **fields) -> "StageLog":
+        bound = StageLog.__new__(StageLog)
+        bound.fields = {**self.fields, **fields}
+        return bound
+
+    def _log(self, level: int, message: str, fields: dict) -> None:
+        if _LOGGER.isEnabledFor(level):
+            _LOGGER.log(level, message, extra={"fields": {**self.fields, **fields}})
+
+    def info(self, message: str, **fields) -> None:
+        self._log(logging.INFO, message, fields)
+
+    def warning(self, message: str, **fields) -> None:
+        self._log(logging.WARNING, message, fields)
+
+    def error(self, message: str, error_kind: str, **fields) -> None:
+        self._log(logging.ERROR, message, {"error_kind": error_kind, **fields})
+
+
+class Timer:
+    """Seconds since construction, for the `seconds` field of log lines and run summaries."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.start, 4)
