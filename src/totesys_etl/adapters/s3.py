@@ -109,7 +109,13 @@ def list_keys(bucket: str, prefix: str, start_after: str | None = None, limit: i
 
 
 def copy_create_only(src_bucket: str, src_key: str, bucket: str, key: str) -> bool:
-    """Server-side copy to `key` unless it exists (the original stays where it is)."""
+    """Server-side copy to `key` unless it exists (the original stays where it is).
+
+    moto ignores `IfNoneMatch` on CopyObject, so the key is checked first as well; two racing
+    copies of the same original write the same bytes, which keeps the object immutable in effect.
+    """
+    if exists(bucket, key):
+        return False
     try:
         client().copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": src_bucket, "Key": src_key},
                              IfNoneMatch="*")

@@ -1,0 +1,95 @@
+"""`totesys-etl demo`: the main job on a fresh machine, from nothing to a reconciled warehouse.
+
+It works only on the services `up` started (it empties their warehouse and buckets first); it
+never touches a database or bucket given through the environment.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import boto3
+import pg8000.native
+from pg8000.native import identifier
+
+from totesys_etl.adapters.postgres import parse_url
+from totesys_etl.local import notifications, services
+
+DEMO_CHANGES = 500
+
+
+class _Steps:
+    """Progress lines: each step says what it does before it starts and how long it took."""
+
+    def __init__(self, out):
+        self.out, self.seconds = out, {}
+
+    def __call__(self, name: str, action, *args, **kwargs):
+        print(f"-> {name} ...", file=self.out, flush=True)
+        start = time.perf_counter()
+        result = action(*args, **kwargs)
+        self.seconds[name] = time.perf_counter() - start
+        print(f"   done in {self.seconds[name]:.1f}s", file=self.out, flush=True)
+        return result
+
+
+def reset(env: dict[str, str]) -> None:
+    """Empty the warehouse database and the two buckets that `up` created, and their queues."""
+    url = parse_url(env["TOTESYS_WAREHOUSE_URL"])
+    name = url.pop("database")
+    conn = pg8000.native.Connection(database="postgres", **url)
+    try:
+        conn.run(f"DROP DATABASE IF EXISTS {identifier(name)} WITH (FORCE)")
+        conn.run(f"CREATE DATABASE {identifier(name)}")
+    finally:
+        conn.close()
+    s3 = boto3.client("s3")
+    for bucket in (env["TOTESYS_INGEST_BUCKET"], env["TOTESYS_PROCESSED_BUCKET"]):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+        notifications.purge(notifications.ensure(bucket))
+
+
+def _warehouse_counts(env: dict[str, str]) -> dict[str, int]:
+    from totesys_etl.schema import STAR_TABLES
+
+    conn = pg8000.native.Connection(**parse_url(env["TOTESYS_WAREHOUSE_URL"]))
+    try:
+        return {t.name: conn.run(f"SELECT count(*) FROM {identifier(t.name)}")[0][0] for t in STAR_TABLES}
+    finally:
+        conn.close()
+
+
+def demo(home: Path, orders: int, out) -> int:
+    from totesys_etl.local.reconcile import reconcile
+    from totesys_etl.local.seed import seed
+    from totesys_etl.local.simulate import simulate
+    from totesys_etl.local.tick import tick
+
+    started = time.perf_counter()
+    step = _Steps(out)
+    env = step("start local PostgreSQL and moto's server (totesys-etl up)", services.up, home)
+    os.environ.update(env)  # the demo runs on up's services, whatever the shell had set
+    step("empty the warehouse and buckets that up created", reset, env)
+    step(f"seed the source with {orders:,} sales orders", seed, env["TOTESYS_SOURCE_ADMIN_URL"], orders=orders)
+    first = step("tick: first run (everything)", tick)
+    print(f"   {first.summary()}", file=out)
+    step(f"simulate {DEMO_CHANGES} OLTP changes", simulate, env["TOTESYS_SOURCE_ADMIN_URL"], changes=DEMO_CHANGES)
+    second = step("tick: incremental run", tick)
+    print(f"   {second.summary()}", file=out)
+    report = step("reconcile the warehouse with the source", reconcile)
+    print(report.table(), file=out)
+
+    print("\nwarehouse rows:", file=out)
+    for table, count in _warehouse_counts(env).items():
+        print(f"  {table:<22}{count:>10,}", file=out)
+    stages = {s: first.seconds[s] + second.seconds[s] for s in first.seconds}
+    print("handler seconds (both ticks): " + ", ".join(f"{s} {v:.2f}" for s, v in stages.items()), file=out)
+    print(f"lake: s3://{env['TOTESYS_INGEST_BUCKET']} and s3://{env['TOTESYS_PROCESSED_BUCKET']} "
+          f"at {env['AWS_ENDPOINT_URL']}", file=out)
+    print("warehouse: set -a; . .local/env; set +a; psql \"$TOTESYS_WAREHOUSE_URL\"", file=out)
+    print(f"demo {'passed' if report.ok else 'FAILED'} in {time.perf_counter() - started:.0f}s", file=out)
+    return 0 if report.ok else 1

@@ -1,0 +1,134 @@
+"""`totesys-etl reconcile`: the warehouse against the source, table by table (SPEC §6).
+
+Expected rows come from the source through the same declaration the loader uses
+(`schema.derive`), and both sides are reduced to (key, md5 of the canonical row) in SQL, so a
+million rows cost two narrow result sets, not two copies of the data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pycountry
+from pg8000.native import identifier
+
+from totesys_etl.adapters.postgres import Connection, connect
+from totesys_etl.config import Settings
+from totesys_etl.schema import DIMENSIONS, FACTS, fact_references
+from totesys_etl.schema.derive import derived_select
+from totesys_etl.schema.model import Table
+from totesys_etl.schema.warehouse import CURRENCY_NAMES
+
+
+@dataclass
+class TableCheck:
+    table: str
+    source_rows: int = 0
+    warehouse_rows: int = 0
+    missing: list = field(default_factory=list)      # keys in the source, not in the warehouse
+    extra: list = field(default_factory=list)        # keys in the warehouse, not in the source
+    different: list = field(default_factory=list)    # keys whose (newest) row differs
+    duplicate_versions: int = 0
+    unresolved: dict = field(default_factory=dict)   # column -> fact rows whose key does not resolve
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.different or self.duplicate_versions
+                    or any(self.unresolved.values()))
+
+
+@dataclass
+class Report:
+    checks: list[TableCheck]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def table(self) -> str:
+        header = ("table", "source", "warehouse", "missing", "extra", "different", "dup versions",
+                  "unresolved", "status")
+        rows = [header] + [(c.table, f"{c.source_rows:,}", f"{c.warehouse_rows:,}", str(len(c.missing)),
+                            str(len(c.extra)), str(len(c.different)), str(c.duplicate_versions),
+                            str(sum(c.unresolved.values())), "ok" if c.ok else "DIFFERENT") for c in self.checks]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        for c in self.checks:
+            for label, keys in (("missing from the warehouse", c.missing), ("not in the source", c.extra),
+                                ("different", c.different)):
+                if keys:
+                    lines.append(f"{c.table}: {len(keys)} {label}, e.g. {sorted(keys)[:5]}")
+            for column, n in c.unresolved.items():
+                if n:
+                    lines.append(f"{c.table}.{column}: {n} rows do not resolve")
+        lines.append("reconcile: " + ("warehouse equals source" if self.ok else "DIFFERENCES FOUND"))
+        return "\n".join(lines)
+
+
+def _canonical(table: Table, alias: str = "r") -> str:
+    """md5 of a row as text: numerics without trailing zeros, NULL distinct from ''."""
+    parts = []
+    for c in table.data_columns:
+        ref = f"{alias}.{identifier(c.name)}"
+        if c.type.startswith("numeric"):
+            ref = f"trim_scale({ref})"
+        parts.append(f"quote_nullable(({ref})::text)")
+    return f"md5(concat_ws('|', {', '.join(parts)}))"
+
+
+def _source_relation(name: str) -> str:
+    if name == CURRENCY_NAMES.name:
+        return ("(SELECT * FROM unnest(CAST(:codes AS text[]), CAST(:names AS text[]))"
+                " AS n(currency_code, currency_name))")
+    return f"public.{identifier(name)}"
+
+
+def _digests(conn: Connection, sql: str, **params) -> dict:
+    return {row[0]: row[1] for row in conn.run(sql, **params)}
+
+
+def check_table(table: Table, source: Connection, warehouse: Connection) -> TableCheck:
+    key = identifier(table.version_key[0] if table.kind == "fact" else table.key[0])
+    expected_sql = f"SELECT r.{key}, {_canonical(table)} FROM ({derived_select(table, _source_relation)}) AS r"
+    params = {}
+    if any(j.table == CURRENCY_NAMES.name for j in table.joins):
+        currencies = list(pycountry.currencies)
+        params = {"codes": [c.alpha_3 for c in currencies], "names": [c.name for c in currencies]}
+    expected = _digests(source, expected_sql, **params)
+    if table.kind == "fact":
+        order = ", ".join(f"r.{identifier(c)} DESC" for c in table.version_key[1:])
+        actual_sql = (f"SELECT DISTINCT ON (r.{key}) r.{key}, {_canonical(table)} FROM {identifier(table.name)} r "
+                      f"ORDER BY r.{key}, {order}")
+    else:
+        actual_sql = f"SELECT r.{key}, {_canonical(table)} FROM {identifier(table.name)} r"
+    actual = _digests(warehouse, actual_sql)
+    check = TableCheck(table.name, len(expected),
+                       warehouse.run(f"SELECT count(*) FROM {identifier(table.name)}")[0][0])
+    check.missing = [k for k in expected if k not in actual]
+    check.extra = [k for k in actual if k not in expected]
+    check.different = [k for k, digest in expected.items() if k in actual and actual[k] != digest]
+    if table.kind == "fact":
+        versions = ", ".join(identifier(c) for c in table.version_key)
+        check.duplicate_versions = warehouse.run(
+            f"SELECT count(*) - count(DISTINCT ({versions})) FROM {identifier(table.name)}")[0][0]
+        for column, target in fact_references(table).items():
+            dim, dim_key = target.split(".")
+            check.unresolved[column] = warehouse.run(
+                f"SELECT count(*) FROM {identifier(table.name)} f WHERE f.{identifier(column)} IS NOT NULL "
+                f"AND NOT EXISTS (SELECT 1 FROM {identifier(dim)} d "
+                f"WHERE d.{identifier(dim_key)} = f.{identifier(column)})")[0][0]
+    return check
+
+
+def reconcile(settings: Settings | None = None) -> Report:
+    """Compare every dimension and fact with the source; the report says where they differ."""
+    settings = settings or Settings.from_env()
+    source, warehouse = connect(settings.source), connect(settings.warehouse)
+    try:
+        source.run("START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        checks = [check_table(t, source, warehouse) for t in (*DIMENSIONS, *FACTS)]
+        source.run("COMMIT")
+        return Report(checks)
+    finally:
+        source.close()
+        warehouse.close()

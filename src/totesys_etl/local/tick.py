@@ -1,0 +1,126 @@
+"""`totesys-etl tick` and `run`: drive the three handlers exactly as AWS does (SPEC §6).
+
+1. the ingest handler with an EventBridge scheduled event;
+2. every waiting bucket notification (moto's S3 -> SQS) handed to the processor, then the
+   loader, as the S3 events Lambda would receive;
+3. both once more with no event (the sweep), so a run a crash left behind is finished now.
+A tick returns once every ingested run that existed when it started is loaded, waiting for a
+concurrent tick's lock rather than skipping work (up to 10 minutes, then exit 1).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from totesys_etl import lake
+from totesys_etl.adapters.postgres import DatabaseError, connect
+from totesys_etl.config import Settings
+from totesys_etl.errors import TickIncomplete
+from totesys_etl.ingest.handler import lambda_handler as ingest_handler
+from totesys_etl.load.handler import lambda_handler as load_handler
+from totesys_etl.load.ledger import load_mark, loaded_runs
+from totesys_etl.local import notifications
+from totesys_etl.process.handler import lambda_handler as process_handler
+
+WAIT_SECONDS = 600
+POLL_SECONDS = 0.5
+
+
+def scheduled_event() -> dict:
+    """An EventBridge scheduled event, shaped as AWS sends it to the ingest function."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"version": "0", "id": "local-tick", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "000000000000", "time": now, "region": "eu-west-2",
+            "resources": ["arn:aws:events:eu-west-2:000000000000:rule/totesys-etl-local-ingest"], "detail": {}}
+
+
+@dataclass
+class TickReport:
+    run_id: str
+    rows: dict = field(default_factory=lambda: {"ingest": 0, "process": 0, "load": 0})
+    seconds: dict = field(default_factory=lambda: {"ingest": 0.0, "process": 0.0, "load": 0.0})
+    quarantined: int = 0
+
+    def add(self, stage: str, result: dict | None, seconds: float) -> None:
+        self.seconds[stage] += seconds
+        if not result:
+            return
+        if stage == "ingest":
+            self.rows[stage] += sum(result.get("rows", {}).values())
+        for run in result.get("runs", []):
+            self.rows[stage] += sum(run.get("rows", {}).values())
+            self.quarantined += run.get("quarantined", 0)
+
+    def summary(self) -> str:
+        parts = [f"{stage} {self.rows[stage]:,} rows {self.seconds[stage]:.2f}s" for stage in self.rows]
+        note = f", {self.quarantined} quarantined" if self.quarantined else ""
+        return f"tick {self.run_id}: " + ", ".join(parts) + note
+
+
+def _timed(report: TickReport, stage: str, handler, event) -> None:
+    start = time.perf_counter()
+    result = handler(event, None)
+    report.add(stage, result, time.perf_counter() - start)
+
+
+def _unloaded(settings: Settings, runs: set[str]) -> set[str]:
+    """Which of `runs` the warehouse's ledger does not hold yet."""
+    conn = connect(settings.warehouse)
+    try:
+        return runs - loaded_runs(conn, runs)
+    finally:
+        conn.close()
+
+
+def _runs_to_finish(settings: Settings) -> set[str]:
+    """Ingested runs that exist now and are not loaded: listed from the loader's low-water mark."""
+    conn = connect(settings.warehouse)
+    try:
+        try:
+            mark = load_mark(conn)
+        except DatabaseError:  # no schema yet: nothing was ever loaded
+            mark = None
+    finally:
+        conn.close()
+    return set(lake.runs_after(settings.ingest_bucket, mark))
+
+
+def tick(settings: Settings | None = None, wait_seconds: float = WAIT_SECONDS) -> TickReport:
+    settings = settings or Settings.from_env()
+    queues = {stage: notifications.ensure(bucket) for stage, bucket in
+              (("process", settings.ingest_bucket), ("load", settings.processed_bucket))}
+    pending = _runs_to_finish(settings)
+    start = time.perf_counter()
+    result = ingest_handler(scheduled_event(), None)
+    report = TickReport(result["run_id"])
+    report.add("ingest", result, time.perf_counter() - start)
+    pending.add(result["run_id"])
+
+    for stage, handler in (("process", process_handler), ("load", load_handler)):
+        for event, receipt in notifications.receive(queues[stage]):
+            _timed(report, stage, handler, event)
+            notifications.acknowledge(queues[stage], receipt)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        _timed(report, "process", process_handler, {})
+        _timed(report, "load", load_handler, {})
+        pending = _unloaded(settings, pending)
+        if not pending:
+            return report
+        if time.monotonic() > deadline:
+            raise TickIncomplete(f"{len(pending)} run(s) still not loaded after {wait_seconds:.0f} s "
+                                 f"(e.g. {min(pending)}): another loader holds the lock or processing failed")
+        time.sleep(POLL_SECONDS)
+
+
+def run(interval: float, ticks: int | None, out) -> None:
+    """Tick every `interval` seconds (measured start to start), printing a line per tick."""
+    done = 0
+    while ticks is None or done < ticks:
+        started = time.monotonic()
+        report = tick()
+        done += 1
+        print(f"[{done}{'/' + str(ticks) if ticks else ''}] {report.summary()}", file=out, flush=True)
+        if ticks is None or done < ticks:
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))

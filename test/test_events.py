@@ -1,0 +1,26 @@
+import json
+
+from totesys_etl.events import S3Object, parse_event
+
+
+def _record(bucket, key, name="ObjectCreated:Put"):
+    return {"eventSource": "aws:s3", "eventName": name, "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}
+
+
+def test_keys_are_url_decoded_slash_included():
+    event = {"Records": [_record("b", "_runs%2F20261124T071248780573Z.json"), _record("b", "a+b%27c")]}
+    assert parse_event(event).objects == (S3Object("b", "_runs/20261124T071248780573Z.json"), S3Object("b", "a b'c"))
+
+
+def test_no_records_test_events_and_schedules_mean_sweep():
+    for event in ({}, None, {"Records": []}, {"Event": "s3:TestEvent", "Bucket": "b"},
+                  {"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}):
+        assert parse_event(event).sweep
+
+
+def test_sqs_wrapped_events_and_junk_records():
+    inner = {"Records": [_record("b", "k")]}
+    event = {"Records": [{"eventSource": "aws:sqs", "body": json.dumps(inner)},
+                         {"eventSource": "aws:sqs", "body": "not json"},
+                         _record("b", "removed", "ObjectRemoved:Delete"), "junk", {"eventName": "ObjectCreated:Put"}]}
+    assert parse_event(event).objects == (S3Object("b", "k"),)

@@ -1,0 +1,66 @@
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from totesys_etl import lake
+from totesys_etl.adapters import s3
+from totesys_etl.errors import InvalidInput
+
+RUN = "20261124T071248780573Z"
+
+
+def test_run_ids_sort_in_time_order_and_date_the_keys():
+    early = lake.run_id_at(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc))
+    late = lake.run_id_at(datetime(2026, 1, 2, 3, 4, 5, 7, tzinfo=timezone.utc))
+    assert early == "20260102T030405000006Z" and early < late
+    assert lake.table_key("staff", early, "csv") == "staff/year=2026/month=01/day=02/staff_20260102T030405000006Z.csv"
+    assert lake.newest_first(late) < lake.newest_first(early)
+
+
+@pytest.mark.parametrize("key", ["_runs/../x.json", f"_runs/{RUN}.json.bak", f"x/_runs/{RUN}.json",
+                                 "_runs/2026'; DROP TABLE x;--.json", f"_runs/{RUN}"])
+def test_only_exact_manifest_keys_name_a_run(key):
+    assert lake.run_id_of_manifest(key) is None
+
+
+def test_manifest_round_trip_and_create_only(buckets):
+    bucket = buckets[0]
+    assert lake.write_manifest(bucket, RUN, {"run_id": RUN, "files": {}})
+    assert not lake.write_manifest(bucket, RUN, {"run_id": RUN, "files": {"x": 1}})
+    assert lake.read_manifest(bucket, RUN) == {"run_id": RUN, "files": {}}
+    assert lake.manifest_exists(bucket, RUN)
+    assert lake.runs_after(bucket, None) == [RUN]
+    assert lake.runs_after(bucket, RUN) == []
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"{not json", "not JSON"), (b"[1]", "not a JSON object"), (b'{"run_id": "%s"}' % RUN.encode(), "lacks files"),
+    (json.dumps({"run_id": "20200101T000000000000Z", "files": {}}).encode(), "another run"),
+    (json.dumps({"run_id": RUN, "files": []}).encode(), "files is not an object"),
+])
+def test_corrupt_manifests_are_invalid_input(body, reason):
+    with pytest.raises(InvalidInput, match=reason):
+        lake.parse_manifest(body, RUN)
+
+
+def test_marks_return_the_highest(buckets):
+    bucket = buckets[1]
+    assert lake.read_mark(bucket, "_state/m/") is None
+    for run in ("20260101T000000000001Z", "20260101T000000000003Z", "20260101T000000000002Z"):
+        lake.write_mark(bucket, "_state/m/", run)
+    assert lake.read_mark(bucket, "_state/m/") == "20260101T000000000003Z"
+
+
+def test_runs_after_ignores_other_keys(buckets):
+    bucket = buckets[0]
+    for key in (f"_runs/{RUN}.json", "_runs/../evil.json", "_runs/notes.txt"):
+        s3.put_create_only(bucket, key, b"{}")
+    assert lake.runs_after(bucket, None) == [RUN]
+
+
+def test_advance_mark_stops_at_the_first_pending_run():
+    runs = ["a1", "a2", "a3"]
+    assert lake.advance_mark(runs, {"a1", "a3"}) == "a1"
+    assert lake.advance_mark(runs, {"a2"}) is None
+    assert lake.advance_mark(runs, set(runs)) == "a3"

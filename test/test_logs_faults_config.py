@@ -1,0 +1,43 @@
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from totesys_etl import logs
+from totesys_etl.config import Settings
+from totesys_etl.errors import ConfigurationError
+
+
+def test_log_lines_are_json_with_stage_run_and_error_kind():
+    stream = io.StringIO()
+    handler = logs.logging.StreamHandler(stream)
+    handler.setFormatter(logs._JsonFormatter())
+    logs._LOGGER.addHandler(handler)
+    try:
+        log = logs.StageLog("load").bind(run_id="r1")
+        log.info("loaded", rows=3)
+        log.error("failed", "load_failed")
+    finally:
+        logs._LOGGER.removeHandler(handler)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["level"] == "INFO" and first["stage"] == "load" and first["run_id"] == "r1" and first["rows"] == 3
+    assert second["level"] == "ERROR" and second["error_kind"] == "load_failed"
+
+
+def test_crash_point_exits_137_only_at_its_point():
+    code = "from totesys_etl.faults import crash_point; crash_point('load.after_commit'); crash_point('{}')"
+    env = {"TOTESYS_CRASH_AT": "ingest.before_manifest", "PATH": ""}
+    assert subprocess.run([sys.executable, "-c", code.format("x")], env=env).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code.format("ingest.before_manifest")], env=env).returncode == 137
+
+
+def test_settings_need_buckets_and_never_show_urls():
+    with pytest.raises(ConfigurationError, match="TOTESYS_INGEST_BUCKET"):
+        Settings.from_env({})
+    settings = Settings.from_env({"TOTESYS_INGEST_BUCKET": "i", "TOTESYS_PROCESSED_BUCKET": "p",
+                                  "TOTESYS_SOURCE_URL": "postgresql://u:s3cr3tpw@h/db"})
+    assert settings.source.url and "s3cr3tpw" not in repr(settings)
+    assert settings.warehouse.secret_id == "postgres_db_credentials"
+    assert settings.source.secret_id == "totesys_db_credentials"
