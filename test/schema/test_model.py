@@ -28,9 +28,9 @@ def test_unconstrained_numeric_holds_twenty_integer_digits_and_ten_places():
 
 
 def test_the_eleven_source_tables_of_spec_section_2():
-    assert [t.name for t in SOURCE_TABLES] == ["address", "counterparty", "currency", "department", "design",
-                                              "staff", "payment_type", "sales_order", "purchase_order",
-                                              "transaction", "payment"]
+    assert [t.name for t in SOURCE_TABLES] == [
+        "address", "counterparty", "currency", "department", "design", "staff", "payment_type", "sales_order",
+        "purchase_order", "transaction", "payment"]
     for table in SOURCE_TABLES:
         assert table.key == (f"{table.name}_id",)
         assert table.column_names[-2:] == ["created_at", "last_updated"]
@@ -69,8 +69,8 @@ def test_facts_keep_versions_and_reference_dimensions():
 
 
 def test_state_tables_cover_every_table_dimensions_draw_on():
-    assert {t.source for t in STATE_TABLES} == {"address", "counterparty", "currency", "department", "design",
-                                                 "payment_type", "staff", "transaction"}
+    assert {t.source for t in STATE_TABLES} == {
+        "address", "counterparty", "currency", "department", "design", "payment_type", "staff", "transaction"}
     assert state_table("department").column_names == source_table("department").column_names
 
 
