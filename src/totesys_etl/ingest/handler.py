@@ -1,0 +1,25 @@
+"""Lambda entry point of the ingest stage, invoked by the EventBridge schedule.
+
+The event carries nothing the run needs (`{}` and a scheduled event are alike) and `context`
+may be None: settings come from the environment, state from the lake.
+"""
+from __future__ import annotations
+
+from totesys_etl.config import Settings
+from totesys_etl.errors import EtlError
+from totesys_etl.ingest.run import ingest
+from totesys_etl.logs import StageLog
+
+
+def lambda_handler(event: dict | None, context: object = None) -> dict:
+    """`{"stage": "ingest", "run_id", "rows": {table: n}, "files", "seconds"}`; raises on failure
+    after one ERROR line whose `error_kind` the alarms count."""
+    log = StageLog("ingest")
+    try:
+        return ingest(Settings.from_env(), log).summary()
+    except EtlError as e:
+        log.error(f"ingest failed: {e}", e.error_kind)
+        raise
+    except Exception as e:
+        log.error(f"ingest failed: {type(e).__name__}", EtlError.error_kind)
+        raise

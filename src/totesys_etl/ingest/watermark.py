@@ -1,0 +1,129 @@
+"""The previous run's state: its snapshot and cut-off, read back from the lake (the only state).
+
+Each ingest run records the `pg_snapshot` it read under and its cut-off in its manifest. The next
+run treats a row version as new iff it is not visible in that snapshot (readme_files/adr/0001).
+The newest run is found through the newest-first index `_state/ingest_index/`, one short listing
+however long the lake grows; an index entry is only a pointer, and the `_runs/` manifest it points
+to must exist and parse before its watermark is trusted.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from totesys_etl import lake
+from totesys_etl.adapters import s3
+from totesys_etl.errors import InvalidInput
+from totesys_etl.ingest.lakeio import lake_call
+from totesys_etl.logs import StageLog
+
+#: Rows whose `last_updated` is at most this much older than the previous cut-off are re-checked
+#: against the previous snapshot (SPEC §3: a time window may only add to the snapshot method, and
+#: is then at least 15 minutes). It catches writes whose `last_updated` predates the transaction
+#: id they committed under, e.g. a transaction that read for a while before its first write.
+OVERLAP = timedelta(minutes=15)
+
+INDEX_PREFIX = "_state/ingest_index/"
+MANIFEST_FIELDS = ("run_id", "stage", "files", "rows", "snapshot", "cutoff")
+
+_SNAPSHOT = re.compile(r"(\d{1,20}):(\d{1,20}):((?:\d{1,20}(?:,\d{1,20})*)?)")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A `pg_snapshot`: transactions below `xmin` are finished, at or above `xmax` not yet started,
+    and those in `xip` were in progress when it was taken. Ids are 64-bit (`xid8`)."""
+
+    xmin: int
+    xmax: int
+    xip: tuple[int, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "Snapshot":
+        match = _SNAPSHOT.fullmatch(text) if isinstance(text, str) else None
+        if not match:
+            raise ValueError("not a pg_snapshot ('xmin:xmax:xip,...')")
+        xmin, xmax = int(match.group(1)), int(match.group(2))
+        xip = tuple(int(x) for x in match.group(3).split(",") if x)
+        if not (0 < xmin <= xmax < 2 ** 63) or any(not xmin <= x < xmax for x in xip):
+            raise ValueError("pg_snapshot ids out of order")
+        return cls(xmin, xmax, xip)
+
+    def __str__(self) -> str:
+        """The text form PostgreSQL reads back with `::pg_snapshot` (rebuilt from integers)."""
+        return f"{self.xmin}:{self.xmax}:{','.join(str(x) for x in self.xip)}"
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """What a run read: its snapshot, and its cut-off in the source's own zone (like last_updated)."""
+
+    run_id: str
+    snapshot: Snapshot
+    cutoff: datetime
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "Watermark":
+        """The watermark of a parsed ingest manifest; InvalidInput if it does not hold one."""
+        run_id = manifest.get("run_id")
+        missing = [f for f in MANIFEST_FIELDS if f not in manifest]
+        if missing:
+            raise InvalidInput(f"manifest of {run_id!r} lacks {', '.join(missing)}")
+        if manifest["stage"] != "ingest":
+            raise InvalidInput(f"manifest of {run_id!r} is not an ingest manifest")
+        try:
+            snapshot = Snapshot.parse(manifest["snapshot"])
+            cutoff = datetime.strptime(manifest["cutoff"], "%Y-%m-%d %H:%M:%S.%f")
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"manifest of {run_id!r}: {e}") from None
+        return cls(run_id, snapshot, cutoff)
+
+
+def format_cutoff(moment: datetime) -> str:
+    """The manifest's cut-off text: `YYYY-MM-DD HH:MM:SS.ffffff`, no zone (the source's own)."""
+    return moment.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def index_key(run_id: str) -> str:
+    """`_state/ingest_index/<newest_first(run_id)>.json`: listing the prefix gives the newest first."""
+    return f"{INDEX_PREFIX}{lake.newest_first(run_id)}.json"
+
+
+def write_index_entry(bucket: str, manifest: dict) -> bool:
+    key = index_key(manifest["run_id"])
+    with lake_call(bucket, key):
+        return s3.put_json_create_only(bucket, key, manifest)
+
+
+def previous_watermark(bucket: str, log: StageLog) -> Watermark | None:
+    """The newest run whose `_runs/` manifest exists and parses, or None before the first run.
+
+    Index entries are walked newest first and only until one checks out, so the cost does not
+    grow with the lake. An entry without its manifest (a crash between the two writes) or with a
+    corrupt one is skipped with a warning: trusting it could move the cut-off past unread rows.
+    """
+    with lake_call(bucket, INDEX_PREFIX):
+        for key in s3.list_keys(bucket, INDEX_PREFIX):
+            run_id = lake.newest_first(key[len(INDEX_PREFIX):].removesuffix(".json"))  # its own inverse
+            if not lake.RUN_ID.fullmatch(run_id):
+                log.warning("skipping an index entry that names no run", key=key)
+                continue
+            watermark = _read_watermark(bucket, run_id, log)
+            if watermark is not None:
+                return watermark
+    return None
+
+
+def _read_watermark(bucket: str, run_id: str, log: StageLog) -> Watermark | None:
+    key = lake.manifest_key(run_id)
+    with lake_call(bucket, key, missing_ok=True) as call:
+        body = s3.get_bytes(bucket, key)
+    if call.missing:
+        log.warning("skipping an index entry whose manifest does not exist", previous_run_id=run_id)
+        return None
+    try:
+        return Watermark.from_manifest(lake.parse_manifest(body, run_id, MANIFEST_FIELDS))
+    except InvalidInput as e:
+        log.warning(f"skipping a corrupt manifest: {e}", previous_run_id=run_id)
+        return None
