@@ -11,6 +11,7 @@ from totesys_etl.errors import ConfigurationError
 
 
 def test_log_lines_are_json_with_stage_run_and_error_kind():
+    logs.configure("INFO")
     stream = io.StringIO()
     handler = logs.logging.StreamHandler(stream)
     handler.setFormatter(logs._JsonFormatter())

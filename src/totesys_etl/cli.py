@@ -158,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.configure(os.environ.get("TOTESYS_LOG_LEVEL") or "WARNING")
+    # The command prints its own one-line results; the JSON log lines (what CloudWatch reads in
+    # AWS) appear only when asked for, e.g. TOTESYS_LOG_LEVEL=INFO.
+    logs.configure(os.environ.get("TOTESYS_LOG_LEVEL") or "CRITICAL")
     try:
         return args.func(args)
     except EtlError as e:

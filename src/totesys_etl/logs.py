@@ -24,9 +24,14 @@ class _JsonFormatter(logging.Formatter):
 
 
 def configure(level: str | None = None, stream=None) -> None:
-    """Send the package's logs to stderr as JSON lines (idempotent; Lambda and CLI alike)."""
-    level = (level or os.environ.get("TOTESYS_LOG_LEVEL") or "INFO").upper()
-    _LOGGER.setLevel(level)
+    """Send the package's logs to stderr as JSON lines (Lambda and CLI alike).
+
+    Without a `level`, a second call changes nothing, so a command's choice outlives the
+    handlers' own calls.
+    """
+    if _LOGGER.handlers and level is None:
+        return
+    _LOGGER.setLevel((level or os.environ.get("TOTESYS_LOG_LEVEL") or "INFO").upper())
     _LOGGER.propagate = False
     if not _LOGGER.handlers:
         handler = logging.StreamHandler(stream or sys.stderr)

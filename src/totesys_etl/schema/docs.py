@@ -1,0 +1,57 @@
+"""The data dictionary (readme_files/data-dictionary.md), generated from the declarations.
+
+`python -m totesys_etl.schema.docs > readme_files/data-dictionary.md`; a test keeps it current.
+"""
+from __future__ import annotations
+
+from totesys_etl.schema import DIMENSIONS, DIM_DATE, FACTS, STATE_TABLES, fact_references
+from totesys_etl.schema.model import Table
+
+_DERIVATIONS = {"copy": "", "date_of": " (date part)", "time_of": " (time part)",
+                "parse_date": " ('YYYY-MM-DD' text as a date)"}
+
+
+def _origin(table: Table, column) -> str:
+    if not column.source:
+        return "surrogate key (serial)" if column.type == "serial" else "derived from the date"
+    where = column.source if column.source_table else f"{table.source}.{column.source}"
+    return f"`{where}`{_DERIVATIONS[column.derive]}"
+
+
+def _section(table: Table) -> list[str]:
+    lines = [f"### `{table.name}`", ""]
+    if table.description:
+        lines += [table.description, ""]
+    key = ", ".join(table.key)
+    lines.append(f"Key: `{key}`" + (f"; unique version: `({', '.join(table.version_key)})`" if table.version_key
+                                    else ""))
+    for join in table.joins:
+        lines.append(f"Joins `{join.table}` on `{table.source}.{join.local} = {join.table}.{join.remote}`"
+                     f" ({'inner' if join.required else 'left'}).")
+    references = fact_references(table) if table.kind == "fact" else {}
+    lines += ["", "| column | type | null | from | refers to |", "|---|---|---|---|---|"]
+    for c in table.columns:
+        lines.append(f"| {c.name} | {c.type} | {'yes' if c.nullable else 'no'} | {_origin(table, c)} | "
+                     f"{references.get(c.name, '')} |")
+    return lines + [""]
+
+
+def render() -> str:
+    lines = ["# Data dictionary", "",
+             "Generated from `src/totesys_etl/schema/` by `python -m totesys_etl.schema.docs`; do not edit.", "",
+             "Facts keep one row per source version; their keys into dimensions are not enforced by constraints "
+             "(SPEC §3), `totesys-etl reconcile` checks that they resolve.", "", "## Dimensions", ""]
+    for table in (DIM_DATE, *DIMENSIONS):
+        lines += _section(table)
+    lines += ["## Facts", ""]
+    for table in FACTS:
+        lines += _section(table)
+    lines += ["## Loader state (bookkeeping)", "",
+              "The current row of each source table a dimension draws on; a row is replaced only by a newer "
+              "`last_updated`, so runs loaded out of order never make a dimension older.", ""]
+    lines += [f"- `{t.name}`: the columns of source `{t.source}`" for t in STATE_TABLES]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
