@@ -1,0 +1,30 @@
+"""Lambda entry point of the processor: parse the event, process the runs it names (or sweep).
+
+An ingested manifest's `ObjectCreated` event processes that run; an event with no S3 records
+(`{}`, an EventBridge schedule, `s3:TestEvent`) sweeps every run not yet processed. The handler
+returns normally when there is nothing to do; it raises only when work failed, after an ERROR
+line with the failure's `error_kind`.
+"""
+from __future__ import annotations
+
+from totesys_etl import events
+from totesys_etl.config import Settings
+from totesys_etl.logs import StageLog, Timer
+from totesys_etl.process import run
+
+
+def lambda_handler(event, context=None) -> dict:
+    """`{"stage": "process", "status": "ok", "runs": [...], "seconds"}`, runs processed by this call."""
+    timer = Timer()
+    log = StageLog(run.STAGE)
+    try:
+        settings = Settings.from_env()
+        invocation = events.parse_event(event)
+        if invocation.sweep:
+            runs = run.sweep(settings, log)
+        else:
+            runs = run.process_runs(settings, run.manifest_runs(settings, invocation, log), log)
+    except Exception as e:
+        log.error(f"processing failed: {e}", error_kind=run.error_kind(e))
+        raise
+    return {"stage": run.STAGE, "status": "ok", "runs": runs, "seconds": timer.seconds}
