@@ -8,6 +8,7 @@ types (money exact, never rounded), nullability and the manifest's row count. An
 """
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -92,12 +93,13 @@ def read_csv(path: str, table_name: str, expected_rows: int) -> Iterator[pa.Reco
     table = source_table(table_name)
     schema = pa.schema([pa.field(c.name, c.arrow_type) for c in table.columns])
     required = [c.name for c in table.columns if not c.nullable]
+    header = _header(path)
+    if header != table.column_names:
+        raise InvalidInput(f"header {_short(','.join(header or []))!r} is not the declared columns "
+                           f"of {table_name}")
     rows = 0
     try:
         reader = pa_csv.open_csv(path, *csv_options(table))
-        if reader.schema.names != table.column_names:
-            raise InvalidInput(f"header {_short(','.join(reader.schema.names))!r} is not the declared "
-                               f"columns of {table_name}")
         if not reader.schema.equals(schema):
             raise InvalidInput(f"columns of {table_name} do not read as their declared types")
         for batch in reader:
@@ -110,6 +112,15 @@ def read_csv(path: str, table_name: str, expected_rows: int) -> Iterator[pa.Reco
         raise InvalidInput(f"{table_name} CSV does not parse: {_short(str(e))}") from None
     if rows != expected_rows:
         raise InvalidInput(f"{table_name} CSV has {rows} rows, its manifest says {expected_rows}")
+
+
+def _header(path: str) -> list[str] | None:
+    """The first record's fields, read before any typed parsing so a wrong header is named as such."""
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            return next(csv.reader(f), None)
+    except csv.Error:
+        return None
 
 
 def _short(text: str) -> str:
