@@ -1,0 +1,138 @@
+# One role per function, each allowed exactly what its stage does (SPEC §4, design.md):
+#   ingest : read its source secret; list, read and write the ingested bucket (runs, index)
+#   process: list and read the ingested bucket; list, read and write the processed bucket
+#   load   : list and read the processed bucket, list the ingested bucket, read the warehouse
+#            secret, write only quarantine/ in the processed bucket
+# and all three: write their own log group, send traces, use the pipeline's key.
+data "aws_iam_policy_document" "assume_lambda" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["lambda.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "stage" {
+  for_each = local.stages
+
+  name               = "${local.prefix}-${each.key}"
+  description        = "Runs the ${each.key} function of ${local.prefix}."
+  assume_role_policy = data.aws_iam_policy_document.assume_lambda.json
+}
+
+data "aws_iam_policy_document" "common" {
+  for_each = local.stages
+
+  statement {
+    sid       = "OwnLogGroupOnly"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.stage[each.key].arn}:*"]
+  }
+
+  statement {
+    sid       = "Traces"
+    actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
+    resources = ["*"] # X-Ray has no resource-level permissions
+  }
+
+  statement {
+    sid       = "PipelineKey"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.pipeline.arn]
+  }
+}
+
+data "aws_iam_policy_document" "ingest" {
+  statement {
+    sid       = "ListIngested"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.lake["ingested"].arn]
+  }
+
+  statement {
+    sid       = "ReadWriteIngested"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = ["${aws_s3_bucket.lake["ingested"].arn}/*"]
+  }
+
+  statement {
+    sid       = "SourceCredentials"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [aws_secretsmanager_secret.source.arn]
+  }
+}
+
+data "aws_iam_policy_document" "process" {
+  statement {
+    sid       = "ListLake"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.lake["ingested"].arn, aws_s3_bucket.lake["processed"].arn]
+  }
+
+  statement {
+    sid       = "ReadIngested"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.lake["ingested"].arn}/*"]
+  }
+
+  statement {
+    sid       = "ReadWriteProcessed"
+    actions   = ["s3:GetObject", "s3:PutObject"]
+    resources = ["${aws_s3_bucket.lake["processed"].arn}/*"]
+  }
+}
+
+data "aws_iam_policy_document" "load" {
+  statement {
+    sid       = "ListLake"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.lake["ingested"].arn, aws_s3_bucket.lake["processed"].arn]
+  }
+
+  statement {
+    sid       = "ReadProcessed"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.lake["processed"].arn}/*"]
+  }
+
+  statement {
+    sid       = "WriteQuarantine"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.lake["processed"].arn}/quarantine/*"]
+  }
+
+  statement {
+    sid       = "WarehouseCredentials"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [aws_secretsmanager_secret.warehouse.arn]
+  }
+}
+
+locals {
+  stage_policies = {
+    ingest  = data.aws_iam_policy_document.ingest.json
+    process = data.aws_iam_policy_document.process.json
+    load    = data.aws_iam_policy_document.load.json
+  }
+}
+
+data "aws_iam_policy_document" "stage" {
+  for_each = local.stages
+
+  source_policy_documents = [data.aws_iam_policy_document.common[each.key].json, local.stage_policies[each.key]]
+}
+
+resource "aws_iam_role_policy" "stage" {
+  for_each = local.stages
+
+  name   = "${local.prefix}-${each.key}"
+  role   = aws_iam_role.stage[each.key].id
+  policy = data.aws_iam_policy_document.stage[each.key].json
+}

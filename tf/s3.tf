@@ -1,0 +1,102 @@
+# The lake (SPEC §4): the ingested bucket (CSV) and the processed bucket (Parquet). Objects are
+# written create-only and never changed, so versioning only guards against deletes.
+resource "aws_s3_bucket" "lake" {
+  for_each = local.buckets
+
+  #checkov:skip=CKV_AWS_18:Access logging would need a third bucket for every deployment; CloudTrail data events are the audit trail where one is required.
+  #checkov:skip=CKV_AWS_144:Cross-region replication is a disaster-recovery choice per deployment; the lake can be rebuilt from the source.
+  #checkov:skip=CKV2_AWS_61:Lake objects are the pipeline's history and never expire; nothing is overwritten, so there are no noncurrent versions to age out.
+  bucket        = each.value
+  force_destroy = var.force_destroy_buckets
+}
+
+resource "aws_s3_bucket_ownership_controls" "lake" {
+  for_each = aws_s3_bucket.lake
+
+  bucket = each.value.id
+  rule {
+    object_ownership = "BucketOwnerEnforced"
+  }
+}
+
+resource "aws_s3_bucket_public_access_block" "lake" {
+  for_each = aws_s3_bucket.lake
+
+  bucket                  = each.value.id
+  block_public_acls       = true
+  block_public_policy     = true
+  ignore_public_acls      = true
+  restrict_public_buckets = true
+}
+
+resource "aws_s3_bucket_versioning" "lake" {
+  for_each = aws_s3_bucket.lake
+
+  bucket = each.value.id
+  versioning_configuration {
+    status = "Enabled"
+  }
+}
+
+resource "aws_s3_bucket_server_side_encryption_configuration" "lake" {
+  for_each = aws_s3_bucket.lake
+
+  bucket = each.value.id
+  rule {
+    apply_server_side_encryption_by_default {
+      sse_algorithm     = "aws:kms"
+      kms_master_key_id = aws_kms_key.pipeline.arn
+    }
+    bucket_key_enabled = true
+  }
+}
+
+# Only TLS: a request over plain HTTP is refused whoever makes it.
+data "aws_iam_policy_document" "lake_tls_only" {
+  for_each = aws_s3_bucket.lake
+
+  statement {
+    sid       = "DenyInsecureTransport"
+    effect    = "Deny"
+    actions   = ["s3:*"]
+    resources = [each.value.arn, "${each.value.arn}/*"]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "Bool"
+      variable = "aws:SecureTransport"
+      values   = ["false"]
+    }
+  }
+}
+
+resource "aws_s3_bucket_policy" "lake" {
+  for_each = aws_s3_bucket.lake
+
+  bucket = each.value.id
+  policy = data.aws_iam_policy_document.lake_tls_only[each.key].json
+
+  depends_on = [aws_s3_bucket_public_access_block.lake]
+}
+
+# A manifest landing under _runs/ starts the next stage (SPEC §4): ingested -> processor,
+# processed -> loader. The schedules in events.tf sweep up anything whose event was lost.
+resource "aws_s3_bucket_notification" "lake" {
+  for_each = aws_s3_bucket.lake
+
+  bucket = each.value.id
+
+  lambda_function {
+    id                  = "${each.key}-manifest-to-${local.next_stage[each.key]}"
+    lambda_function_arn = aws_lambda_function.stage[local.next_stage[each.key]].arn
+    events              = ["s3:ObjectCreated:*"]
+    filter_prefix       = "_runs/"
+    filter_suffix       = ".json"
+  }
+
+  depends_on = [aws_lambda_permission.from_lake]
+}

@@ -1,0 +1,194 @@
+variable "project" {
+  description = "Project name: the first part of every resource name (`<project>-<environment>-…`)."
+  type        = string
+  default     = "totesys-etl"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,30}[a-z0-9]$", var.project))
+    error_message = "project must be 3-32 characters of lowercase letters, digits and hyphens (it names S3 buckets)."
+  }
+}
+
+variable "environment" {
+  description = "Deployment environment, e.g. dev or prod: the second part of every resource name."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9]{1,11}$", var.environment))
+    error_message = "environment must be 2-12 lowercase letters or digits."
+  }
+}
+
+variable "aws_region" {
+  description = "AWS region everything is deployed to."
+  type        = string
+  default     = "eu-west-2"
+}
+
+variable "tags" {
+  description = "Extra tags added to every resource (Project and Environment are always set)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "build_dir" {
+  description = "Folder holding function.zip and layer.zip built by `make package` (.ci/package.py); null means <repo>/build."
+  type        = string
+  default     = null
+}
+
+variable "lambda_runtime" {
+  description = "Python runtime of the three functions; must match the AWS SDK for pandas layer's Python version."
+  type        = string
+  default     = "python3.12"
+
+  validation {
+    condition     = contains(["python3.11", "python3.12"], var.lambda_runtime)
+    error_message = "lambda_runtime must be python3.11 or python3.12."
+  }
+}
+
+variable "aws_sdk_pandas_layer_arn" {
+  description = <<-EOT
+    ARN of the AWS SDK for pandas managed layer (pandas, pyarrow, awswrangler and pg8000) for
+    this region and runtime: see https://aws-sdk-pandas.readthedocs.io/en/stable/layers.html.
+    Empty means none (tests against a local AWS API, which cannot resolve another account's layer).
+  EOT
+  type        = string
+  default     = "arn:aws:lambda:eu-west-2:336392948345:layer:AWSSDKPandas-Python312:16"
+
+  validation {
+    condition     = var.aws_sdk_pandas_layer_arn == "" || can(regex("^arn:aws[a-z-]*:lambda:[a-z0-9-]+:[0-9]{12}:layer:[A-Za-z0-9_-]+:[0-9]+$", var.aws_sdk_pandas_layer_arn))
+    error_message = "aws_sdk_pandas_layer_arn must be a layer version ARN or empty."
+  }
+}
+
+variable "lambda_memory_mb" {
+  description = "Memory (MB) per stage: ingest, process, load. CPU grows with memory in Lambda."
+  type        = map(number)
+  default = {
+    ingest  = 1024
+    process = 2048
+    load    = 1024
+  }
+
+  validation {
+    condition     = alltrue([for s in ["ingest", "process", "load"] : contains(keys(var.lambda_memory_mb), s)])
+    error_message = "lambda_memory_mb needs ingest, process and load."
+  }
+}
+
+variable "lambda_timeout_s" {
+  description = "Timeout (seconds, at most 900) per stage: ingest, process, load. The loader may wait up to 60 s for the advisory lock."
+  type        = map(number)
+  default = {
+    ingest  = 600
+    process = 600
+    load    = 900
+  }
+
+  validation {
+    condition     = alltrue([for s in ["ingest", "process", "load"] : lookup(var.lambda_timeout_s, s, 0) >= 60 && lookup(var.lambda_timeout_s, s, 0) <= 900])
+    error_message = "lambda_timeout_s needs ingest, process and load, each between 60 and 900."
+  }
+}
+
+variable "log_level" {
+  description = "TOTESYS_LOG_LEVEL of the functions (DEBUG, INFO, WARNING or ERROR)."
+  type        = string
+  default     = "INFO"
+
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR"], var.log_level)
+    error_message = "log_level must be DEBUG, INFO, WARNING or ERROR."
+  }
+}
+
+variable "ingest_interval_minutes" {
+  description = "Minutes between ingest runs (the EventBridge schedule); the silence alarm fires after two intervals without a successful run."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.ingest_interval_minutes >= 1 && floor(var.ingest_interval_minutes) == var.ingest_interval_minutes
+    error_message = "ingest_interval_minutes must be a whole number of minutes, at least 1."
+  }
+}
+
+variable "sweep_interval_minutes" {
+  description = "Minutes between the processor's and loader's sweeps, which pick up any run whose S3 event was lost or failed."
+  type        = number
+  default     = 15
+
+  validation {
+    condition     = var.sweep_interval_minutes >= 1 && floor(var.sweep_interval_minutes) == var.sweep_interval_minutes
+    error_message = "sweep_interval_minutes must be a whole number of minutes, at least 1."
+  }
+}
+
+variable "schedules_enabled" {
+  description = "Whether the EventBridge schedules are enabled (false pauses the pipeline without destroying it)."
+  type        = bool
+  default     = true
+}
+
+variable "source_secret_name" {
+  description = "Secrets Manager name of the totesys source credentials, JSON {\"host\",\"port\",\"username\",\"password\",\"dbname\"} of a read-only role."
+  type        = string
+  default     = "totesys_db_credentials"
+}
+
+variable "warehouse_secret_name" {
+  description = "Secrets Manager name of the warehouse credentials, JSON {\"host\",\"port\",\"username\",\"password\",\"dbname\"}."
+  type        = string
+  default     = "postgres_db_credentials"
+}
+
+variable "secret_recovery_window_days" {
+  description = "Days a destroyed secret can still be restored (0 deletes at once, so a name can be reused immediately)."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.secret_recovery_window_days == 0 || (var.secret_recovery_window_days >= 7 && var.secret_recovery_window_days <= 30)
+    error_message = "secret_recovery_window_days must be 0 or between 7 and 30."
+  }
+}
+
+variable "log_retention_days" {
+  description = "Days CloudWatch keeps the functions' logs."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a retention CloudWatch Logs accepts (e.g. 30, 90, 365)."
+  }
+}
+
+variable "alert_email" {
+  description = "Email address that receives the alarms (SNS sends a confirmation mail first; see readme_files/deployment.md)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", var.alert_email))
+    error_message = "alert_email must be an email address."
+  }
+}
+
+variable "force_destroy_buckets" {
+  description = "Whether `terraform destroy` may delete the lake buckets with their objects (keep false where the data matters)."
+  type        = bool
+  default     = false
+}
+
+variable "kms_deletion_window_days" {
+  description = "Days before a destroyed KMS key is deleted (7-30)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.kms_deletion_window_days >= 7 && var.kms_deletion_window_days <= 30
+    error_message = "kms_deletion_window_days must be between 7 and 30."
+  }
+}
