@@ -42,9 +42,21 @@ class Cut:
 
 def take_snapshot(conn: Connection) -> Cut:
     """The first statement of the run's REPEATABLE READ transaction: it fixes the snapshot that
-    every COPY of the run reads, and the cut-off comes from the database, not the Lambda clock."""
-    snapshot, cutoff, now = conn.run("SELECT pg_current_snapshot()::text, LOCALTIMESTAMP, now()")[0]
-    return Cut(Snapshot.parse(snapshot), cutoff, now)
+    every COPY of the run reads, and the cut-off comes from the database, not the Lambda clock.
+
+    `pg_current_snapshot()` leaves out transactions that are running but started after the most
+    recent commit (they are at or above its xmax, "not yet started"). The next run must know
+    them to re-read their writes once they commit, so the snapshot is widened to the next
+    transaction id still unassigned when it was taken, with every id in between listed as in
+    progress: the same visibility, every late transaction named. A role without privileges reads
+    that next id through `age(xid)`, which is next id minus `xid` for a transaction without one.
+    """
+    snapshot, cutoff, now, reference, age = conn.run(
+        "SELECT snap::text, LOCALTIMESTAMP, now(), ref, age((ref % 4294967296)::text::xid) FROM ("
+        " SELECT snap, CASE WHEN xmax % 4294967296 < 3 THEN xmax - 3 ELSE xmax END AS ref FROM ("
+        "  SELECT pg_current_snapshot() AS snap,"
+        "   pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax) AS s) AS r")[0]
+    return Cut(Snapshot.parse(snapshot).widened_to(reference + age), cutoff, now)
 
 
 def xid8_of_xmin(current_xmax: int) -> str:

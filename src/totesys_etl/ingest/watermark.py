@@ -46,9 +46,17 @@ class Snapshot:
             raise ValueError("not a pg_snapshot ('xmin:xmax:xip,...')")
         xmin, xmax = int(match.group(1)), int(match.group(2))
         xip = tuple(int(x) for x in match.group(3).split(",") if x)
-        if not (0 < xmin <= xmax < 2 ** 63) or any(not xmin <= x < xmax for x in xip):
+        in_order = list(xip) == sorted(xip) and all(xmin <= x < xmax for x in xip)
+        if not (0 < xmin <= xmax < 2 ** 63 and in_order):
             raise ValueError("pg_snapshot ids out of order")
         return cls(xmin, xmax, xip)
+
+    def widened_to(self, next_xid: int) -> "Snapshot":
+        """The same visibility with ids in [xmax, next_xid) listed as in progress (see
+        extract.take_snapshot): ids at or above xmax are invisible either way."""
+        if next_xid <= self.xmax:
+            return self
+        return Snapshot(self.xmin, next_xid, tuple(sorted({*self.xip, *range(self.xmax, next_xid)})))
 
     def __str__(self) -> str:
         """The text form PostgreSQL reads back with `::pg_snapshot` (rebuilt from integers)."""

@@ -1,0 +1,54 @@
+"""Snapshots and watermarks as the manifest records them, and the walk of the newest-first index."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from totesys_etl import lake
+from totesys_etl.adapters import s3
+from totesys_etl.errors import InvalidInput
+from totesys_etl.ingest.watermark import Snapshot, Watermark, index_key, previous_watermark
+from totesys_etl.logs import StageLog
+
+
+def test_snapshot_text_round_trips_and_rejects_what_postgresql_would():
+    snapshot = Snapshot.parse("100:120:101,105")
+    assert snapshot == Snapshot(100, 120, (101, 105)) and str(snapshot) == "100:120:101,105"
+    assert str(Snapshot.parse("7:7:")) == "7:7:"
+    for text in ("", "1:2", "a:b:", "5:3:", "3:10:11", "3:10:2", "3:10:5,4", "1:2:3;DROP", None, 7):
+        with pytest.raises(ValueError):
+            Snapshot.parse(text)
+
+
+def test_widening_lists_every_id_between_xmax_and_the_next_unassigned_one():
+    assert Snapshot(10, 12, (10,)).widened_to(15) == Snapshot(10, 15, (10, 12, 13, 14))
+    assert Snapshot(10, 12, (10,)).widened_to(12) == Snapshot(10, 12, (10,))
+
+
+def _manifest(**changes) -> dict:
+    return {"run_id": "20261124T071248780573Z", "stage": "ingest", "files": {}, "rows": {},
+            "snapshot": "1000:1003:1001", "cutoff": "2026-11-24 07:12:48.780573", **changes}
+
+
+def test_a_watermark_comes_only_from_a_complete_ingest_manifest():
+    mark = Watermark.from_manifest(_manifest())
+    assert mark == Watermark("20261124T071248780573Z", Snapshot(1000, 1003, (1001,)),
+                             datetime(2026, 11, 24, 7, 12, 48, 780573))
+    for bad in (_manifest(stage="process"), _manifest(cutoff="yesterday"), _manifest(snapshot="1:x:"),
+                _manifest(cutoff=None), {k: v for k, v in _manifest().items() if k != "snapshot"}):
+        with pytest.raises(InvalidInput):
+            Watermark.from_manifest(bad)
+
+
+def test_the_index_is_read_newest_first_without_listing_the_runs(buckets):
+    bucket = buckets[0]
+    log = StageLog("ingest")
+    assert previous_watermark(bucket, log) is None
+    older, newer = "20261124T071248780573Z", "20261124T071748780573Z"
+    for run_id in (older, newer):
+        manifest = _manifest(run_id=run_id)
+        lake.write_manifest(bucket, run_id, manifest)
+        s3.put_json_create_only(bucket, index_key(run_id), manifest)
+    assert previous_watermark(bucket, log).run_id == newer
+    assert index_key(newer) < index_key(older)
