@@ -1,0 +1,32 @@
+"""The load Lambda: a processed manifest's S3 event loads that run; any other event sweeps."""
+from __future__ import annotations
+
+from totesys_etl import lake
+from totesys_etl.config import Settings
+from totesys_etl.errors import EtlError
+from totesys_etl.events import parse_event
+from totesys_etl.load.run import STAGE, load
+from totesys_etl.logs import StageLog
+
+
+def lambda_handler(event, context=None) -> dict:
+    """Load the runs whose processed manifests the event names, or sweep (`{}`, a schedule).
+
+    Keys that are not run manifests of the processed bucket are ignored. Returns the summary of
+    the runs this call loaded; raises (after an ERROR line with its error_kind) only when work failed.
+    """
+    log = StageLog(STAGE)
+    try:
+        settings = Settings.from_env()
+        invocation = parse_event(event)
+        run_ids = None
+        if not invocation.sweep:
+            run_ids = [run_id for run_id in (lake.run_id_of_manifest(o.key) for o in invocation.objects
+                                             if o.bucket == settings.processed_bucket) if run_id]
+        result = load(settings, run_ids, log=log)
+    except EtlError as e:
+        if not getattr(e, "logged", False):
+            log.error(str(e), error_kind=e.error_kind)
+        raise
+    log.info("load finished", status=result["status"], runs=len(result["runs"]), seconds=result["seconds"])
+    return result

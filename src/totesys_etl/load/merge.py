@@ -1,0 +1,134 @@
+"""The SQL that folds one run's temp tables into state, dimensions, facts and dim_date.
+
+Every statement is generated from the declarations (readme_files/design.md, "Loader"), and each
+changes a row only when its values change, so a replayed run or a run that repeats known
+versions leaves every row (and its xmin) as it was.
+"""
+from __future__ import annotations
+
+import io
+from datetime import date
+
+import pyarrow.csv as pacsv
+from pg8000.native import identifier
+
+from totesys_etl.adapters.postgres import Connection, copy_in
+from totesys_etl.calendar import date_range, date_rows
+from totesys_etl.load.files import temp_name
+from totesys_etl.schema import DIM_DATE, Table, state_table
+from totesys_etl.schema.derive import PRIMARY, derived_select
+from totesys_etl.schema.ddl import column_list
+from totesys_etl.schema.warehouse import CURRENCY_NAMES
+
+#: SPEC §3: the calendar seeded on the first load, this many years either side of its UTC date.
+SEED_YEARS = 3
+
+
+def _q(name: str) -> str:
+    return identifier(name)
+
+
+def merge_state(conn: Connection, state: Table) -> int:
+    """Upsert the run's rows of one source table into `etl_src_<t>`; rows inserted or replaced.
+
+    A row is replaced only by a newer `last_updated`, so an older run loaded late never wins.
+    """
+    key, target, tmp = _q(state.key[0]), _q(state.name), _q(temp_name(state))
+    names = state.column_names
+    updates = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in names if c not in state.key)
+    conn.run(f"INSERT INTO {target} ({column_list(names)}) "
+             f"SELECT DISTINCT ON ({key}) {column_list(names)} FROM {tmp} "
+             f"ORDER BY {key}, {_q('last_updated')} DESC "
+             f"ON CONFLICT ({key}) DO UPDATE SET {updates} "
+             f"WHERE {target}.{_q('last_updated')} < EXCLUDED.{_q('last_updated')}")
+    return conn.row_count
+
+
+def _relation(source: str) -> str:
+    """The relation a dimension's derivation reads: the loader's state, or a reference table."""
+    return _q(CURRENCY_NAMES.name) if source == CURRENCY_NAMES.name else _q(state_table(source).name)
+
+
+def affected_keys_condition(dimension: Table, run_sources: set[str]) -> str | None:
+    """Which dimension rows this run can change, as a condition on the primary row `p`.
+
+    Its own source's ids in the run, plus primary rows whose join column points at a joined row
+    in the run (an address change reaches every counterparty at that address). None: no row.
+    """
+    conditions = []
+    if dimension.source in run_sources:
+        key = _q(state_table(dimension.source).key[0])
+        conditions.append(f"{PRIMARY}.{key} IN (SELECT {key} FROM {_q(temp_name(state_table(dimension.source)))})")
+    for join in dimension.joins:
+        if join.table != CURRENCY_NAMES.name and join.table in run_sources:
+            tmp = _q(temp_name(state_table(join.table)))
+            conditions.append(f"{PRIMARY}.{_q(join.local)} IN (SELECT {_q(join.remote)} FROM {tmp})")
+    return " OR ".join(f"({c})" for c in conditions) or None
+
+
+def merge_dimension(conn: Connection, dimension: Table, run_sources: set[str]) -> int:
+    """Re-derive the affected rows from state and upsert those whose values differ.
+
+    Derived from the *current* state, so the dimension equals what the final source state gives
+    whatever order runs are loaded in (ADR 0002). Rows inserted or changed.
+    """
+    where = affected_keys_condition(dimension, run_sources)
+    if where is None:
+        return 0
+    key = dimension.key[0]
+    names = [c.name for c in dimension.data_columns]
+    values = [n for n in names if n != key]
+    target = _q(dimension.name)
+    sets = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in values)
+    old = ", ".join(f"{target}.{_q(c)}" for c in values)
+    new = ", ".join(f"EXCLUDED.{_q(c)}" for c in values)
+    conn.run(f"INSERT INTO {target} ({column_list(names)}) {derived_select(dimension, _relation, where)} "
+             f"ON CONFLICT ({_q(key)}) DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})")
+    return conn.row_count
+
+
+def insert_fact_versions(conn: Connection, fact: Table) -> int:
+    """Append the versions this fact has not stored yet, in (id, last_updated) order.
+
+    `NOT EXISTS` first, so a replay draws no serial values; `ON CONFLICT DO NOTHING` covers a
+    version twice in one file. Rows inserted.
+    """
+    names = [c.name for c in fact.data_columns]
+    target, tmp = _q(fact.name), _q(temp_name(fact))
+    same = " AND ".join(f"f.{_q(c)} = t.{_q(c)}" for c in fact.version_key)
+    conn.run(f"INSERT INTO {target} ({column_list(names)}) "
+             f"SELECT {', '.join(f't.{_q(c)}' for c in names)} FROM {tmp} AS t "
+             f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS f WHERE {same}) "
+             f"ORDER BY {', '.join(f't.{_q(c)}' for c in fact.version_key)} "
+             f"ON CONFLICT ({column_list(fact.version_key)}) DO NOTHING")
+    return conn.row_count
+
+
+def insert_dates(conn: Connection) -> int:
+    """Add the run's dim_date rows that are new; rows inserted."""
+    names = DIM_DATE.column_names
+    conn.run(f"INSERT INTO {_q(DIM_DATE.name)} ({column_list(names)}) "
+             f"SELECT {column_list(names)} FROM {_q(temp_name(DIM_DATE))} "
+             f"ON CONFLICT ({column_list(DIM_DATE.key)}) DO NOTHING")
+    return conn.row_count
+
+
+def seed_calendar(conn: Connection, today: date) -> int:
+    """On the first load (dim_date empty), the calendar ±SEED_YEARS around `today`; rows added.
+
+    Afterwards dim_date grows only by the dates the runs' facts need (SPEC §3).
+    """
+    if conn.run(f"SELECT EXISTS (SELECT 1 FROM {_q(DIM_DATE.name)})")[0][0]:
+        return 0
+    rows = date_rows(date_range(_years_from(today, -SEED_YEARS), _years_from(today, SEED_YEARS)))
+    buffer = io.BytesIO()
+    pacsv.write_csv(rows, buffer, pacsv.WriteOptions(include_header=False))
+    return copy_in(conn, DIM_DATE.name, DIM_DATE.column_names, [buffer.getvalue()])
+
+
+def _years_from(day: date, years: int) -> date:
+    """The same day `years` away (29 February becomes the 28th in a common year)."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return day.replace(year=day.year + years, day=28)

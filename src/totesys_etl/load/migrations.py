@@ -1,0 +1,91 @@
+"""Versioned warehouse migrations, recorded in `etl_migrations` (SPEC §3: the loader creates
+the schema if it is missing).
+
+Each migration runs once, in one transaction with its `etl_migrations` row, so a crash leaves
+either all of it or none. The loader calls `migrate` under its session advisory lock; `migrate`
+also takes the same key as a transaction lock, so any other caller (reconcile, a tool) is safe
+against a loader migrating at the same moment. A new schema change is a new entry in
+`MIGRATIONS`, never an edit of an applied one.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import pycountry
+from pg8000.native import identifier
+
+from totesys_etl.adapters.postgres import Connection, transaction
+from totesys_etl.load.ledger import LOADER_LOCK_KEY
+from totesys_etl.schema import DIMENSIONS, STAR_TABLES, STATE_TABLES, state_table
+from totesys_etl.schema.ddl import create_table
+from totesys_etl.schema.warehouse import CURRENCY_NAMES
+
+_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS etl_migrations (
+    version int PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+def _star_schema(conn: Connection) -> None:
+    """SPEC §3 from the declarations, plus the loader's state, ledger, mark and currency names.
+
+    Facts get no foreign-key constraints: a load never waits for another run's dimension rows
+    (reconcile and the tests check that keys resolve). Each state table gets an index on the
+    columns dimensions join through, so "rows whose joined row changed" is an index lookup.
+    Strict `CREATE TABLE` (no IF NOT EXISTS): a warehouse that already holds other tables of
+    these names fails loudly here instead of being loaded into with another shape.
+    """
+    for table in (*STAR_TABLES, *STATE_TABLES, CURRENCY_NAMES):
+        conn.run(create_table(table, if_not_exists=False))
+    for dimension in DIMENSIONS:
+        for join in dimension.joins:
+            if join.table == CURRENCY_NAMES.name:
+                continue
+            state = state_table(dimension.source).name
+            conn.run(f"CREATE INDEX {identifier(f'{state}_{join.local}_idx')} "
+                     f"ON {identifier(state)} ({identifier(join.local)})")
+    conn.run("CREATE TABLE etl_load_ledger (run_id text PRIMARY KEY, loaded_at timestamptz NOT NULL, "
+             "rows jsonb NOT NULL)")
+    conn.run("CREATE TABLE etl_load_mark (singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton), "
+             "run_id text NOT NULL)")
+    currencies = sorted(pycountry.currencies, key=lambda c: c.alpha_3)
+    conn.run("INSERT INTO etl_currency_name (currency_code, currency_name) "
+             "SELECT * FROM unnest(CAST(:codes AS varchar[]), CAST(:names AS varchar[]))",
+             codes=[c.alpha_3 for c in currencies], names=[c.name for c in currencies])
+
+
+#: (version, name, apply). Append only.
+MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
+    (1, "star schema, loader state, ledger, mark, currency names", _star_schema),
+)
+
+
+def applied_versions(conn: Connection) -> set[int]:
+    """Versions recorded in `etl_migrations` (empty if the table does not exist yet)."""
+    if conn.run("SELECT to_regclass('etl_migrations')")[0][0] is None:
+        return set()
+    return {r[0] for r in conn.run("SELECT version FROM etl_migrations")}
+
+
+def migrate(conn: Connection) -> list[int]:
+    """Apply every migration not yet applied, in order; the versions applied by this call.
+
+    Up to date costs one short query and takes no lock, so a no-op load stays fast.
+    """
+    wanted = {version for version, _, _ in MIGRATIONS}
+    if wanted <= applied_versions(conn):
+        return []
+    applied = []
+    with transaction(conn):
+        conn.run("SELECT pg_advisory_xact_lock(:key)", key=LOADER_LOCK_KEY)
+        conn.run(_MIGRATIONS_TABLE)
+        done = applied_versions(conn)
+        for version, name, apply in MIGRATIONS:
+            if version in done:
+                continue
+            apply(conn)
+            conn.run("INSERT INTO etl_migrations (version, name, applied_at) VALUES (:v, :n, now())",
+                     v=version, n=name)
+            applied.append(version)
+    return applied

@@ -1,0 +1,302 @@
+"""Loading runs against a real PostgreSQL and moto: contents, replays, order, concurrency, crashes."""
+from __future__ import annotations
+
+import io
+import secrets
+import threading
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from totesys_etl.config import Settings
+from totesys_etl.errors import LoadFailed
+from totesys_etl.load import files
+from totesys_etl.load import run as load_run_module
+from totesys_etl.load.ledger import load_mark, loaded_runs
+from totesys_etl.load.run import load, warehouse_connection
+from totesys_etl.local import services
+from totesys_etl.schema import DIMENSIONS, FACTS, STATE_TABLES, fact_references, state_table
+
+TODAY = date(2024, 11, 14)
+
+
+def _all_versions(state) -> dict[str, list[dict]]:
+    return {table: list(rows.values()) for table, rows in state.rows.items()}
+
+
+def _second_warehouse(postgres, buckets) -> Settings:
+    name = f"dw_{secrets.token_hex(4)}"
+    services.create_database(postgres, name)
+    return Settings.from_env({"TOTESYS_WAREHOUSE_URL": postgres.url(name), "TOTESYS_INGEST_BUCKET": buckets[0],
+                              "TOTESYS_PROCESSED_BUCKET": buckets[1]})
+
+
+def _data(url, kit) -> dict:
+    """Star tables without surrogate keys or xmin (what may differ between crashed and clean runs)."""
+    return kit.star_snapshot(url, with_system=False)
+
+
+def test_a_loaded_run_equals_its_parquet(settings, processed_lake, totesys, kit, warehouse_url, run_sql):
+    versions = _all_versions(totesys)
+    processed_lake.write_run(kit.run_id(1), versions)
+    result = load(settings, [kit.run_id(1)], today=TODAY)
+
+    assert result["status"] == "ok" and [r["run_id"] for r in result["runs"]] == [kit.run_id(1)]
+    rows = result["runs"][0]["rows"]
+    assert rows["fact_sales_order"] == 2 and rows["fact_payment"] == 2 and rows["dim_currency"] == 5
+    for fact in FACTS:
+        want = sorted(tuple(kit.fact_row(fact, r).values()) for r in versions[fact.source])
+        assert kit.table_rows(warehouse_url, fact) == want, fact.name
+    for state in STATE_TABLES:
+        want = sorted(tuple(r.values()) for r in versions[state.source])
+        assert kit.table_rows(warehouse_url, state) == want, state.name
+    for dimension in DIMENSIONS:
+        assert kit.table_rows(warehouse_url, dimension) == kit.expected_dimension(dimension, totesys), dimension.name
+    currency = dict(run_sql(warehouse_url, "SELECT currency_code, currency_name FROM dim_currency"))
+    assert currency == {"GBP": "Pound Sterling", "USD": "US Dollar", "EUR": "Euro", "CHF": "Swiss Franc",
+                        "XQQ": None}
+    # NULL stays NULL and '' stays '', and awkward text arrives byte for byte.
+    assert run_sql(warehouse_url, "SELECT address_line_2, district, address_line_1 FROM dim_location "
+                                  "WHERE location_id = 2") == [["", "", kit.TRICKY]]
+    assert run_sql(warehouse_url, "SELECT address_line_2, district FROM dim_location WHERE location_id = 1") \
+        == [[None, None]]
+    assert run_sql(warehouse_url, "SELECT payment_amount FROM fact_payment ORDER BY payment_id") \
+        == [[Decimal("0.00000001")], [Decimal("-12345678901.12345678")]]
+    assert loaded_runs(warehouse_connection(settings)) == {kit.run_id(1)}
+
+
+def test_loading_again_changes_no_row(settings, processed_lake, totesys, kit, warehouse_url, run_sql):
+    versions = _all_versions(totesys)
+    processed_lake.write_run(kit.run_id(1), versions)
+    load(settings, [kit.run_id(1)], today=TODAY)
+    before = kit.star_snapshot(warehouse_url)
+    sequences = run_sql(warehouse_url, "SELECT last_value FROM fact_sales_order_sales_record_id_seq")
+
+    assert load(settings, [kit.run_id(1)], today=TODAY)["runs"] == []     # the same event replayed
+    assert load(settings, None, today=TODAY)["runs"] == []                # a sweep
+    processed_lake.write_run(kit.run_id(2), versions)                     # the same versions, another run
+    assert [r["rows"] for r in load(settings, None, today=TODAY)["runs"]] == [{}]
+    assert kit.star_snapshot(warehouse_url) == before
+    assert run_sql(warehouse_url, "SELECT last_value FROM fact_sales_order_sales_record_id_seq") == sequences
+    assert loaded_runs(warehouse_connection(settings)) == {kit.run_id(1), kit.run_id(2)}
+
+
+def _changes(state) -> list[dict[str, list[dict]]]:
+    """Runs 1..4 of a source where a counterparty moves, its old address changes, a department changes."""
+    runs = [_all_versions(state)]
+    runs.append({"counterparty": [state.change("counterparty", 1, legal_address_id=3)],
+                 "sales_order": [state.change("sales_order", 1, units_sold=101)]})
+    runs.append({"address": [state.change("address", 1, city="Bradford", district="West")]})
+    runs.append({"department": [state.change("department", 1, department_name="Retail", location=None)],
+                 "staff": [state.change("staff", 2, last_name="Smith")],
+                 "sales_order": [state.change("sales_order", 1, units_sold=102)]})
+    return runs
+
+
+@pytest.mark.parametrize("order", [[3, 2, 4, 1], [4, 3, 2, 1]])
+def test_runs_out_of_order_end_as_in_order(settings, processed_lake, totesys, kit, warehouse_url, postgres,
+                                           buckets, order):
+    runs = _changes(totesys)
+    for n, versions in enumerate(runs, start=1):
+        processed_lake.write_run(kit.run_id(n), versions)
+    in_order = _second_warehouse(postgres, buckets)
+    for n in range(1, 5):
+        load(in_order, [kit.run_id(n)], today=TODAY)
+    for n in order:
+        load(settings, [kit.run_id(n)], today=TODAY)
+
+    for dimension in DIMENSIONS:
+        assert kit.table_rows(warehouse_url, dimension) == kit.expected_dimension(dimension, totesys), dimension.name
+    assert _data(warehouse_url, kit) == _data(in_order.warehouse.url, kit)
+    counterparty = kit.table_rows(warehouse_url, DIMENSIONS[4])
+    assert counterparty[0][:3] == (1, "Acme, Ltd", "3 Rue")          # moved, and not to the changed address
+    staff = {r[0]: r for r in kit.table_rows(warehouse_url, DIMENSIONS[0])}
+    assert staff[1][3:5] == ("Retail", None) and staff[2][2] == "Smith"
+    fact = kit.table_rows(warehouse_url, FACTS[0])
+    assert [(r[0], r[7]) for r in fact if r[0] == 1] == [(1, 100), (1, 101), (1, 102)]
+
+
+def test_spec_case_counterparty_moved_then_old_address_changed(settings, processed_lake, totesys, kit,
+                                                               warehouse_url):
+    """SPEC §3: run 2 (move) and run 3 (old address changes); run 3 loaded first, then run 2."""
+    runs = _changes(totesys)[:3]
+    for n, versions in enumerate(runs, start=1):
+        processed_lake.write_run(kit.run_id(n), versions)
+    load(settings, [kit.run_id(1)], today=TODAY)
+    load(settings, [kit.run_id(3)], today=TODAY)
+    row = kit.table_rows(warehouse_url, DIMENSIONS[4])[0]
+    assert row[2] == "1 High St" and row[5] == "Bradford"             # still at the old, changed address
+    load(settings, [kit.run_id(2)], today=TODAY)
+    assert kit.table_rows(warehouse_url, DIMENSIONS[4]) == kit.expected_dimension(DIMENSIONS[4], totesys)
+    assert kit.table_rows(warehouse_url, DIMENSIONS[4])[0][5] == "Paris"
+
+
+def test_an_older_version_never_overwrites_a_newer_one(settings, processed_lake, totesys, kit, warehouse_url):
+    old = totesys.rows["address"][1]
+    new = totesys.change("address", 1, city="York")
+    processed_lake.write_run(kit.run_id(2), {"address": [new]})
+    processed_lake.write_run(kit.run_id(1), {"address": [old]})
+    load(settings, [kit.run_id(2)], today=TODAY)
+    before = kit.star_snapshot(warehouse_url)
+    load(settings, [kit.run_id(1)], today=TODAY)
+    assert kit.star_snapshot(warehouse_url) == before
+    assert kit.table_rows(warehouse_url, DIMENSIONS[1])[0][4] == "York"
+
+
+def test_two_loaders_at_once_load_every_row_once(settings, processed_lake, totesys, kit, warehouse_url,
+                                                 postgres, buckets):
+    runs = _changes(totesys)
+    for n, versions in enumerate(runs, start=1):
+        processed_lake.write_run(kit.run_id(n), versions)
+    results, errors = [], []
+
+    def loader():
+        try:
+            results.append(load(settings, None, wait_seconds=60, today=TODAY))
+        except Exception as e:  # asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=loader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [r["status"] for r in results] == ["ok", "ok"]
+    loaded = sorted(r["run_id"] for result in results for r in result["runs"])
+    assert loaded == [kit.run_id(n) for n in range(1, 5)]              # each run loaded by exactly one
+    clean = _second_warehouse(postgres, buckets)
+    load(clean, None, today=TODAY)
+    assert _data(warehouse_url, kit) == _data(clean.warehouse.url, kit)
+    for fact in FACTS:
+        keys = [(r[0], r[3], r[4]) for r in kit.table_rows(warehouse_url, fact)]   # (id, last_updated)
+        assert len(keys) == len(set(keys))
+
+
+def test_an_exception_inside_the_transaction_then_a_rerun_equals_a_clean_load(
+        settings, processed_lake, totesys, kit, warehouse_url, postgres, buckets, monkeypatch, log_lines):
+    runs = _changes(totesys)
+    for n, versions in enumerate(runs, start=1):
+        processed_lake.write_run(kit.run_id(n), versions)
+    load(settings, [kit.run_id(1)], today=TODAY)
+
+    def explode(point):
+        if point == "load.before_commit":
+            raise RuntimeError("simulated crash")
+
+    original = load_run_module.crash_point
+    monkeypatch.setattr(load_run_module, "crash_point", explode)
+    with pytest.raises(LoadFailed):
+        load(settings, None, today=TODAY)
+    assert loaded_runs(warehouse_connection(settings)) == {kit.run_id(1)}
+    errors = [line for line in log_lines if line["level"] == "ERROR"]
+    assert {line["run_id"] for line in errors if line.get("run_id")} == {kit.run_id(n) for n in (2, 3, 4)}
+    assert all(line["error_kind"] == "load_failed" for line in errors)
+    monkeypatch.setattr(load_run_module, "crash_point", original)
+    load(settings, None, today=TODAY)
+
+    clean = _second_warehouse(postgres, buckets)
+    load(clean, None, today=TODAY)
+    assert _data(warehouse_url, kit) == _data(clean.warehouse.url, kit)
+
+
+def test_dim_date_is_seeded_once_then_grows_only_for_fact_dates(
+        settings, processed_lake, totesys, kit, warehouse_url, run_sql):
+    processed_lake.write_run(kit.run_id(1), _all_versions(totesys))
+    load(settings, [kit.run_id(1)], today=TODAY)
+    first, last = date(2021, 11, 14), date(2027, 11, 14)
+    dates = {r[0] for r in run_sql(warehouse_url, "SELECT date_id FROM dim_date")}
+    outside = {date(2031, 1, 1), date(2019, 2, 28)}                     # dates the facts need
+    assert dates == {first + timedelta(days=n) for n in range((last - first).days + 1)} | outside
+    assert run_sql(warehouse_url, "SELECT year, month, day, day_of_week, day_name, month_name, quarter "
+                                  "FROM dim_date WHERE date_id = '2031-01-01'") \
+        == [[2031, 1, 1, 3, "Wednesday", "January", 1]]
+
+    order = totesys.change("sales_order", 2, agreed_delivery_date="2040-02-29")
+    processed_lake.write_run(kit.run_id(2), {"sales_order": [order]})
+    load(settings, [kit.run_id(2)], today=date(2035, 1, 1))            # a later load seeds nothing more
+    grown = {r[0] for r in run_sql(warehouse_url, "SELECT date_id FROM dim_date")}
+    assert grown == dates | {date(2040, 2, 29)}
+
+
+def test_every_fact_key_and_date_resolves(settings, processed_lake, totesys, kit, warehouse_url, run_sql):
+    runs = _changes(totesys)
+    for n, versions in enumerate(runs, start=1):
+        processed_lake.write_run(kit.run_id(n), versions)
+    load(settings, None, today=TODAY)
+    for fact in FACTS:
+        for column, target in fact_references(fact).items():
+            table, key = target.split(".")
+            missing = run_sql(warehouse_url, f'SELECT count(*) FROM {fact.name} f WHERE NOT EXISTS '
+                                             f'(SELECT 1 FROM {table} d WHERE d."{key}" = f."{column}")')
+            assert missing == [[0]], (fact.name, column)
+
+
+def _parquet(table: pa.Table, **options) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, **options)
+    return buffer.getvalue()
+
+
+def test_bad_files_are_quarantined_and_the_rest_loads(settings, processed_lake, totesys, kit, warehouse_url,
+                                                      log_lines, run_sql, monkeypatch):
+    versions = {t: rows for t, rows in _all_versions(totesys).items() if t not in ("payment", "purchase_order")}
+    wrong = pa.table({"payment_id": pa.array([1], pa.int32())})
+    nulls = pa.Table.from_pylist([{**totesys.rows["design"][1], "design_name": None}],
+                                 schema=pa.schema([f.with_nullable(True) for f in
+                                                   state_table("design").arrow_schema]))
+    many = [{**totesys.rows["purchase_order"][1], "purchase_order_id": i} for i in range(1, 20001)]
+    damaged = bytearray(_parquet(pa.Table.from_pylist([kit.fact_row(FACTS[1], r) for r in many],
+                                                      schema=FACTS[1].arrow_schema),
+                                 row_group_size=5000, compression="snappy", write_page_checksum=True))
+    page = pq.ParquetFile(io.BytesIO(bytes(damaged))).metadata.row_group(2).column(0).data_page_offset
+    damaged[page + 40:page + 60] = b"\0" * 20                       # readable footer, bad third row group
+    monkeypatch.setattr(files, "BATCH_ROWS", 4096)                   # so good batches stream before the bad one
+    manifest = processed_lake.write_run(kit.run_id(1), versions, extra_files={
+        "fact_payment": _parquet(wrong), "etl_src_design": _parquet(nulls), "fact_purchase_order": bytes(damaged),
+        "dim_staff": b"not parquet at all"})
+
+    result = load(settings, [kit.run_id(1)], today=TODAY)
+    assert result["runs"][0]["quarantined"] == 4
+    quarantined = set(processed_lake.keys("quarantine/"))
+    for name in ("fact_payment", "etl_src_design", "fact_purchase_order", "dim_staff"):
+        key = manifest["files"][name]["key"]
+        assert {f"quarantine/{kit.run_id(1)}/{key}", f"quarantine/{kit.run_id(1)}/{key}.reason.json"} <= quarantined
+        assert key in processed_lake.keys(key)                           # the original stays
+    errors = [line for line in log_lines if line["level"] == "ERROR"]
+    assert len(errors) == 4 and {line["error_kind"] for line in errors} == {"quarantined_file"}
+    # the rest of the run loaded, and the transaction stayed healthy after the rejected COPYs
+    assert run_sql(warehouse_url, "SELECT count(*) FROM fact_sales_order") == [[2]]
+    assert run_sql(warehouse_url, "SELECT count(*) FROM fact_purchase_order") == [[0]]
+    assert run_sql(warehouse_url, "SELECT count(*) FROM dim_design") == [[0]]
+    assert kit.table_rows(warehouse_url, DIMENSIONS[0]) == kit.expected_dimension(DIMENSIONS[0], totesys)
+    assert loaded_runs(warehouse_connection(settings)) == {kit.run_id(1)}
+
+
+def test_a_corrupt_manifest_is_quarantined_and_passed(settings, processed_lake, kit, log_lines):
+    processed_lake.write_ingested(kit.run_id(1))
+    processed_lake.s3.put_object(Bucket=processed_lake.processed, Key=f"_runs/{kit.run_id(1)}.json", Body=b"{nope")
+    result = load(settings, None, today=TODAY)
+    assert result["runs"] == [{"run_id": kit.run_id(1), "rows": {}, "quarantined": 1,
+                               "seconds": result["runs"][0]["seconds"]}]
+    assert f"quarantine/{kit.run_id(1)}/_runs/{kit.run_id(1)}.json.reason.json" in processed_lake.keys("quarantine/")
+    assert load_mark(warehouse_connection(settings)) == kit.run_id(1)
+    assert [line["error_kind"] for line in log_lines if line["level"] == "ERROR"] == ["quarantined_manifest"]
+
+
+def test_the_sweep_mark_waits_for_a_run_ingested_but_not_processed(settings, processed_lake, totesys, kit):
+    versions = _all_versions(totesys)
+    processed_lake.write_run(kit.run_id(1), versions)
+    processed_lake.write_ingested(kit.run_id(2))                        # not processed yet
+    processed_lake.write_run(kit.run_id(3), {"address": [totesys.change("address", 3, phone="0")]})
+    assert [r["run_id"] for r in load(settings, None, today=TODAY)["runs"]] == [kit.run_id(1), kit.run_id(3)]
+    conn = warehouse_connection(settings)
+    assert load_mark(conn) == kit.run_id(1)
+    processed_lake.write_run(kit.run_id(2), {"address": [totesys.change("address", 2, phone="1")]},
+                             ingested=False)
+    assert [r["run_id"] for r in load(settings, None, today=TODAY)["runs"]] == [kit.run_id(2)]
+    assert load_mark(conn) == kit.run_id(3)
+    assert load(settings, None, today=TODAY)["runs"] == []
