@@ -86,7 +86,8 @@ def test_fact_payment():
          "last_updated_date": date(2022, 12, 31), "last_updated_time": time(17, 45), "transaction_id": 4,
          "counterparty_id": 5, "payment_amount": Decimal("100"), "currency_id": 1, "payment_type_id": 2,
          "paid": False, "payment_date": date(2022, 12, 31)}]
-    assert transform.dates_of(star_table("fact_payment"), out) == {date(2022, 12, 30), date(2022, 12, 31)}
+    assert sorted(transform.dates_of(star_table("fact_payment"), out).to_pylist()) == [
+        date(2022, 12, 30), date(2022, 12, 31)]
 
 
 def test_state_rows_are_the_source_rows_text_exact():
@@ -97,14 +98,14 @@ def test_state_rows_are_the_source_rows_text_exact():
     out = transform.transform(state_table("address"), source_batch("address", rows))
     assert out.schema == state_table("address").arrow_schema
     assert out.to_pylist() == rows
-    assert transform.dates_of(state_table("address"), out) == set()
+    assert len(transform.dates_of(state_table("address"), out)) == 0
 
 
 def test_dates_of_a_fact_are_every_date_it_refers_to():
     later = {**SALES, "sales_order_id": 9, "agreed_delivery_date": "2030-01-02"}
     out = transform.transform(star_table("fact_sales_order"), source_batch("sales_order", [SALES, later]))
-    assert transform.dates_of(star_table("fact_sales_order"), out) == {
-        date(2022, 11, 3), date(2022, 11, 4), date(2022, 11, 7), date(2022, 11, 8), date(2030, 1, 2)}
+    assert sorted(transform.dates_of(star_table("fact_sales_order"), out).to_pylist()) == [
+        date(2022, 11, 3), date(2022, 11, 4), date(2022, 11, 7), date(2022, 11, 8), date(2030, 1, 2)]
 
 
 @pytest.mark.parametrize("bad", ["2022-02-30", "2022-1-3", "03/11/2022", "2022-11-03 ", ""])

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import date
 from typing import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
-from totesys_etl import calendar, lake
+from totesys_etl import lake
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
 from totesys_etl.errors import EtlError, InvalidInput
 from totesys_etl.events import Invocation
 from totesys_etl.faults import crash_point
 from totesys_etl.logs import StageLog, Timer
+from totesys_etl.process import dates as dim_dates
 from totesys_etl.process import quarantine, read, transform
 from totesys_etl.schema import DIM_DATE, Table
 
@@ -63,7 +63,7 @@ def process_run(settings: Settings, run_id: str, log: StageLog | None = None) ->
     if entries is None:
         return None
     outputs: dict[str, dict] = {}
-    dates: set[date] = set()
+    dates = dim_dates.distinct([])
     with tempfile.TemporaryDirectory(prefix="totesys-process-") as folder:
         for entry in entries:
             try:
@@ -72,13 +72,12 @@ def process_run(settings: Settings, run_id: str, log: StageLog | None = None) ->
                 quarantined.append(quarantine.quarantine(settings, run_id, entry.key, str(e), quarantine.FILE,
                                                          log))
                 continue
-            dates |= file_dates
+            dates = dim_dates.distinct([dates, file_dates])
             if written:
                 outputs[transform.output_table(entry.table).name] = written
-        if dates:
-            written = _write_parquet(settings, run_id, DIM_DATE, iter(calendar.date_rows(dates).to_batches()),
-                                     folder, log)
-            outputs[DIM_DATE.name] = written
+        if len(dates):
+            date_batches = dim_dates.date_rows(dates).to_batches()
+            outputs[DIM_DATE.name] = _write_parquet(settings, run_id, DIM_DATE, date_batches, folder, log)
     manifest = {"run_id": run_id, "stage": STAGE, "format": MANIFEST_FORMAT,
                 "files": dict(sorted(outputs.items())), "quarantined": quarantined}
     crash_point("process.before_manifest")
@@ -118,7 +117,7 @@ def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantine
 
 
 def _process_file(settings: Settings, run_id: str, entry: read.FileEntry, folder: str, log: StageLog
-                  ) -> tuple[dict | None, set[date]]:
+                  ) -> tuple[dict | None, pa.Array]:
     """Download, validate and transform one CSV into its output; InvalidInput if it must be quarantined.
 
     Nothing is uploaded until the whole file has been read and checked.
@@ -131,7 +130,7 @@ def _process_file(settings: Settings, run_id: str, entry: read.FileEntry, folder
         if lake.is_missing(e):
             raise InvalidInput(f"{entry.table} CSV named by the manifest cannot be read") from None
         raise
-    dates: set[date] = set()
+    seen: list[pa.Array] = []
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in read.read_csv(path, entry.table, entry.rows):
@@ -139,11 +138,13 @@ def _process_file(settings: Settings, run_id: str, entry: read.FileEntry, folder
                 out = transform.transform(output, batch)
             except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
                 raise InvalidInput(f"{entry.table} rows do not fit {output.name}: {e}") from None
-            dates.update(transform.dates_of(output, out))
+            seen.append(transform.dates_of(output, out))
+            if len(seen) > 64:  # keep the distinct dates compact, whatever the file's size
+                seen[:] = [dim_dates.distinct(seen)]
             yield out
 
     try:
-        return _write_parquet(settings, run_id, output, batches(), folder, log), dates
+        return _write_parquet(settings, run_id, output, batches(), folder, log), dim_dates.distinct(seen)
     finally:
         os.remove(path)
 

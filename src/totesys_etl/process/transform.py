@@ -6,7 +6,6 @@ Each source table feeds exactly one output: a fact (`fact.source`) or the loader
 """
 from __future__ import annotations
 
-from datetime import date
 from typing import Callable
 
 import pyarrow as pa
@@ -58,12 +57,9 @@ def transform(output: Table, batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=output.arrow_schema)
 
 
-def dates_of(output: Table, batch: pa.RecordBatch) -> set[date]:
-    """Every date a batch of fact rows refers to (what `dim_date` must hold for them)."""
-    if output.kind != "fact":
-        return set()
-    dates: set[date] = set()
-    for column in output.data_columns:
-        if column.arrow_type == pa.date32():
-            dates.update(d for d in pc.unique(batch.column(column.name)).to_pylist() if d is not None)
-    return dates
+def dates_of(output: Table, batch: pa.RecordBatch) -> pa.Array:
+    """The distinct dates a batch of fact rows refers to (what `dim_date` must hold for them)."""
+    columns = [batch.column(c.name) for c in output.data_columns if c.arrow_type == pa.date32()]
+    if output.kind != "fact" or not columns:
+        return pa.nulls(0, pa.date32())
+    return pc.unique(pc.drop_null(pa.concat_arrays(columns) if len(columns) > 1 else columns[0]))
