@@ -156,3 +156,16 @@ def test_a_missing_bucket_is_a_lake_error_naming_bucket_and_code(totesys, pipeli
     with pytest.raises(LakeUnavailable, match="s3://no-such-bucket-for-ingest/.*NoSuchBucket") as error:
         run()
     assert error.value.error_kind == "lake_unavailable" and "\n" not in str(error.value)
+
+
+def test_a_source_whose_transaction_ids_went_backwards_is_read_again_in_full(totesys, pipeline_env, ingested,
+                                                                             logs):
+    first = run()
+    restored = {**ingested.manifest(first.run_id), "run_id": "29991231T235959000000Z",
+                "snapshot": "9000000000:9000000000:"}
+    ingested.put(watermark.index_key(restored["run_id"]), b"{}")
+    ingested.put(lake.manifest_key(restored["run_id"]), json.dumps(restored).encode())
+    again = run()
+    assert again.rows == {t.name: ROWS_PER_TABLE for t in SOURCE_TABLES}
+    assert ingested.manifest(again.run_id)["previous_run_id"] is None
+    assert any("went backwards" in line["message"] for line in logs if line["level"] == "WARNING")
