@@ -131,7 +131,7 @@ def test_a_crash_then_a_rerun_completes_the_run(env, new_lake, copy_csv, point):
     assert crashed.returncode == 137, crashed.stderr
     parquet = [k for k in env.keys() if k.endswith(".parquet")]
     if point == "process.before_manifest":
-        assert len(parquet) == 1 and not lake.manifest_exists(env.processed, RUN_A)
+        assert 1 <= len(parquet) < 3 and not lake.manifest_exists(env.processed, RUN_A)  # dim_date: last
     else:
         assert len(parquet) == 3 and lake.manifest_exists(env.processed, RUN_A)
 
