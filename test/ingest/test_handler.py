@@ -57,6 +57,15 @@ def test_a_wrong_password_names_the_database_not_the_password(totesys, source, p
     assert "Wr0ngPass" not in str(error.value) and "Wr0ngPass" not in json.dumps(logs)
 
 
+def test_a_query_the_source_refuses_fails_the_run_before_any_manifest(totesys, pipeline_env, ingested, logs):
+    totesys.run(f"REVOKE SELECT ON payment FROM {READER_ROLE}")
+    with pytest.raises(SourceUnavailable, match="permission denied for table payment"):
+        lambda_handler({}, None)
+    [line] = _error_lines(logs)
+    assert line["error_kind"] == "source_unavailable" and lake.RUN_ID.fullmatch(line["run_id"])
+    assert ingested.keys("_runs/") == [] and ingested.keys("_state/") == []
+
+
 def _secret(value: str) -> str:
     name = f"ingest-test-{uuid.uuid4().hex}"
     boto3.client("secretsmanager").create_secret(Name=name, SecretString=value)

@@ -59,7 +59,7 @@ def ingest(settings: Settings, log: StageLog | None = None) -> IngestResult:
                 ThreadPoolExecutor(max_workers=MAX_PENDING_UPLOADS) as pool:
             manifest = _extract(conn, bucket, previous, folder, pool, log)
     finally:
-        conn.close()
+        _close(conn)
     if manifest["files"]:
         crash_point("ingest.before_manifest")
     write_index_entry(bucket, manifest)
@@ -124,6 +124,14 @@ def _wait_below(pending: list[Future], limit: int) -> list[Future]:
     while len(pending) >= limit:
         pending.pop(0).result()
     return pending
+
+
+def _close(conn) -> None:
+    """Close the connection; a connection already broken must not hide the error that broke it."""
+    try:
+        conn.close()
+    except (InterfaceError, OSError):
+        pass
 
 
 def _db_reason(error: Exception) -> str:
