@@ -262,3 +262,14 @@ def test_a_failed_run_holds_the_mark_but_not_the_runs_after_it(lake_pair, copy_c
     assert [r["run_id"] for r in run.sweep(lake_pair.settings, log)] == [RUN_B]
     assert lake.read_mark(lake_pair.processed, run.MARK_PREFIX) == RUN_C
     assert lake_pair.parquet("etl_src_currency", RUN_B).to_pylist() == SOURCE["currency"]
+
+
+def test_a_file_the_manifest_names_but_that_does_not_exist_is_quarantined(lake_pair, copy_csv):
+    lake_pair.write_run(RUN_A, csvs(copy_csv, {"currency": SOURCE["currency"], "design": SOURCE["design"]}))
+    boto3.client("s3").delete_object(Bucket=lake_pair.ingest, Key=lake.table_key("design", RUN_A, "csv"))
+    result = run.process_run(lake_pair.settings, RUN_A)
+    assert result["rows"] == {"etl_src_currency": 1} and result["quarantined"] == 1
+    key = lake.table_key("design", RUN_A, "csv")
+    assert [q["key"] for q in lake_pair.manifest(RUN_A)["quarantined"]] == [key]
+    assert "does not exist" in json.loads(lake_pair.get(f"quarantine/{RUN_A}/{key}.reason.json"))["reason"]
+    assert f"quarantine/{RUN_A}/{key}" not in lake_pair.keys()
