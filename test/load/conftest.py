@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import secrets
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
@@ -27,8 +28,9 @@ from totesys_etl import lake
 from totesys_etl.adapters.postgres import identifier, parse_url
 from totesys_etl.calendar import date_rows
 from totesys_etl.config import Settings
+from totesys_etl.local import services
 from totesys_etl.logs import configure
-from totesys_etl.schema import DIM_DATE, FACTS, STAR_TABLES, STATE_TABLES, source_table
+from totesys_etl.schema import DIM_DATE, FACTS, STAR_TABLES, STATE_TABLES, source_table, star_table
 from totesys_etl.schema.warehouse import CURRENCY_NAMES
 
 T0 = datetime(2024, 11, 14, 9, 30, 0, 123000)
@@ -221,7 +223,7 @@ def kit() -> SimpleNamespace:
     """The helpers above, for test modules (pytest's importlib mode cannot import a conftest)."""
     return SimpleNamespace(run_id=run_id, table_rows=table_rows, star_snapshot=star_snapshot,
                            expected_dimension=expected_dimension, fact_row=fact_row, run_tables=run_tables,
-                           base_source=base_source, TRICKY=TRICKY)
+                           base_source=base_source, TRICKY=TRICKY, star=star_table)
 
 
 @pytest.fixture
@@ -238,6 +240,17 @@ def processed_lake(buckets) -> ProcessedLake:
 def settings(warehouse_url, buckets) -> Settings:
     return Settings.from_env({"TOTESYS_WAREHOUSE_URL": warehouse_url, "TOTESYS_INGEST_BUCKET": buckets[0],
                               "TOTESYS_PROCESSED_BUCKET": buckets[1]})
+
+
+@pytest.fixture
+def fresh_warehouse(postgres, buckets):
+    """Settings for another, empty warehouse on the same lake (a clean run to compare with)."""
+    def make() -> Settings:
+        name = f"dw_{secrets.token_hex(4)}"
+        services.create_database(postgres, name)
+        return Settings.from_env({"TOTESYS_WAREHOUSE_URL": postgres.url(name), "TOTESYS_INGEST_BUCKET": buckets[0],
+                                  "TOTESYS_PROCESSED_BUCKET": buckets[1]})
+    return make
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import secrets
 import threading
 from datetime import date, timedelta
 from decimal import Decimal
@@ -11,13 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from totesys_etl.config import Settings
 from totesys_etl.errors import LoadFailed
 from totesys_etl.load import files
 from totesys_etl.load import run as load_run_module
 from totesys_etl.load.ledger import load_mark, loaded_runs
 from totesys_etl.load.run import load, warehouse_connection
-from totesys_etl.local import services
 from totesys_etl.schema import DIMENSIONS, FACTS, STATE_TABLES, fact_references, state_table
 
 TODAY = date(2024, 11, 14)
@@ -25,13 +22,6 @@ TODAY = date(2024, 11, 14)
 
 def _all_versions(state) -> dict[str, list[dict]]:
     return {table: list(rows.values()) for table, rows in state.rows.items()}
-
-
-def _second_warehouse(postgres, buckets) -> Settings:
-    name = f"dw_{secrets.token_hex(4)}"
-    services.create_database(postgres, name)
-    return Settings.from_env({"TOTESYS_WAREHOUSE_URL": postgres.url(name), "TOTESYS_INGEST_BUCKET": buckets[0],
-                              "TOTESYS_PROCESSED_BUCKET": buckets[1]})
 
 
 def _data(url, kit) -> dict:
@@ -97,12 +87,12 @@ def _changes(state) -> list[dict[str, list[dict]]]:
 
 
 @pytest.mark.parametrize("order", [[3, 2, 4, 1], [4, 3, 2, 1]])
-def test_runs_out_of_order_end_as_in_order(settings, processed_lake, totesys, kit, warehouse_url, postgres,
-                                           buckets, order):
+def test_runs_out_of_order_end_as_in_order(settings, processed_lake, totesys, kit, warehouse_url,
+                                           fresh_warehouse, order):
     runs = _changes(totesys)
     for n, versions in enumerate(runs, start=1):
         processed_lake.write_run(kit.run_id(n), versions)
-    in_order = _second_warehouse(postgres, buckets)
+    in_order = fresh_warehouse()
     for n in range(1, 5):
         load(in_order, [kit.run_id(n)], today=TODAY)
     for n in order:
@@ -147,7 +137,7 @@ def test_an_older_version_never_overwrites_a_newer_one(settings, processed_lake,
 
 
 def test_two_loaders_at_once_load_every_row_once(settings, processed_lake, totesys, kit, warehouse_url,
-                                                 postgres, buckets):
+                                                 fresh_warehouse):
     runs = _changes(totesys)
     for n, versions in enumerate(runs, start=1):
         processed_lake.write_run(kit.run_id(n), versions)
@@ -168,7 +158,7 @@ def test_two_loaders_at_once_load_every_row_once(settings, processed_lake, totes
     assert [r["status"] for r in results] == ["ok", "ok"]
     loaded = sorted(r["run_id"] for result in results for r in result["runs"])
     assert loaded == [kit.run_id(n) for n in range(1, 5)]              # each run loaded by exactly one
-    clean = _second_warehouse(postgres, buckets)
+    clean = fresh_warehouse()
     load(clean, None, today=TODAY)
     assert _data(warehouse_url, kit) == _data(clean.warehouse.url, kit)
     for fact in FACTS:
@@ -177,7 +167,7 @@ def test_two_loaders_at_once_load_every_row_once(settings, processed_lake, totes
 
 
 def test_an_exception_inside_the_transaction_then_a_rerun_equals_a_clean_load(
-        settings, processed_lake, totesys, kit, warehouse_url, postgres, buckets, monkeypatch, log_lines):
+        settings, processed_lake, totesys, kit, warehouse_url, fresh_warehouse, monkeypatch, log_lines):
     runs = _changes(totesys)
     for n, versions in enumerate(runs, start=1):
         processed_lake.write_run(kit.run_id(n), versions)
@@ -198,7 +188,7 @@ def test_an_exception_inside_the_transaction_then_a_rerun_equals_a_clean_load(
     monkeypatch.setattr(load_run_module, "crash_point", original)
     load(settings, None, today=TODAY)
 
-    clean = _second_warehouse(postgres, buckets)
+    clean = fresh_warehouse()
     load(clean, None, today=TODAY)
     assert _data(warehouse_url, kit) == _data(clean.warehouse.url, kit)
 

@@ -36,7 +36,7 @@ def merge_state(conn: Connection, state: Table) -> int:
     key, target, tmp = _q(state.key[0]), _q(state.name), _q(temp_name(state))
     names = state.column_names
     updates = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in names if c not in state.key)
-    conn.run(f"INSERT INTO {target} ({column_list(names)}) "
+    conn.run(f"INSERT INTO {target} ({column_list(names)}) "  # nosec B608
              f"SELECT DISTINCT ON ({key}) {column_list(names)} FROM {tmp} "
              f"ORDER BY {key}, {_q('last_updated')} DESC "
              f"ON CONFLICT ({key}) DO UPDATE SET {updates} "
@@ -57,12 +57,13 @@ def affected_keys_condition(dimension: Table, run_sources: set[str]) -> str | No
     """
     conditions = []
     if dimension.source in run_sources:
-        key = _q(state_table(dimension.source).key[0])
-        conditions.append(f"{PRIMARY}.{key} IN (SELECT {key} FROM {_q(temp_name(state_table(dimension.source)))})")
+        key, tmp = _q(state_table(dimension.source).key[0]), _q(temp_name(state_table(dimension.source)))
+        conditions.append(f"{PRIMARY}.{key} IN (SELECT {key} FROM {tmp})")  # nosec B608
     for join in dimension.joins:
         if join.table != CURRENCY_NAMES.name and join.table in run_sources:
             tmp = _q(temp_name(state_table(join.table)))
-            conditions.append(f"{PRIMARY}.{_q(join.local)} IN (SELECT {_q(join.remote)} FROM {tmp})")
+            local, remote = _q(join.local), _q(join.remote)
+            conditions.append(f"{PRIMARY}.{local} IN (SELECT {remote} FROM {tmp})")  # nosec B608
     return " OR ".join(f"({c})" for c in conditions) or None
 
 
@@ -82,7 +83,8 @@ def merge_dimension(conn: Connection, dimension: Table, run_sources: set[str]) -
     sets = ", ".join(f"{_q(c)} = EXCLUDED.{_q(c)}" for c in values)
     old = ", ".join(f"{target}.{_q(c)}" for c in values)
     new = ", ".join(f"EXCLUDED.{_q(c)}" for c in values)
-    conn.run(f"INSERT INTO {target} ({column_list(names)}) {derived_select(dimension, _relation, where)} "
+    select = derived_select(dimension, _relation, where)
+    conn.run(f"INSERT INTO {target} ({column_list(names)}) {select} "  # nosec B608
              f"ON CONFLICT ({_q(key)}) DO UPDATE SET {sets} WHERE ({old}) IS DISTINCT FROM ({new})")
     return conn.row_count
 
@@ -96,7 +98,7 @@ def insert_fact_versions(conn: Connection, fact: Table) -> int:
     names = [c.name for c in fact.data_columns]
     target, tmp = _q(fact.name), _q(temp_name(fact))
     same = " AND ".join(f"f.{_q(c)} = t.{_q(c)}" for c in fact.version_key)
-    conn.run(f"INSERT INTO {target} ({column_list(names)}) "
+    conn.run(f"INSERT INTO {target} ({column_list(names)}) "  # nosec B608
              f"SELECT {', '.join(f't.{_q(c)}' for c in names)} FROM {tmp} AS t "
              f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS f WHERE {same}) "
              f"ORDER BY {', '.join(f't.{_q(c)}' for c in fact.version_key)} "
@@ -107,7 +109,7 @@ def insert_fact_versions(conn: Connection, fact: Table) -> int:
 def insert_dates(conn: Connection) -> int:
     """Add the run's dim_date rows that are new; rows inserted."""
     names = DIM_DATE.column_names
-    conn.run(f"INSERT INTO {_q(DIM_DATE.name)} ({column_list(names)}) "
+    conn.run(f"INSERT INTO {_q(DIM_DATE.name)} ({column_list(names)}) "  # nosec B608
              f"SELECT {column_list(names)} FROM {_q(temp_name(DIM_DATE))} "
              f"ON CONFLICT ({column_list(DIM_DATE.key)}) DO NOTHING")
     return conn.row_count
@@ -118,7 +120,8 @@ def seed_calendar(conn: Connection, today: date) -> int:
 
     Afterwards dim_date grows only by the dates the runs' facts need (SPEC §3).
     """
-    if conn.run(f"SELECT EXISTS (SELECT 1 FROM {_q(DIM_DATE.name)})")[0][0]:
+    dim_date = _q(DIM_DATE.name)
+    if conn.run(f"SELECT EXISTS (SELECT 1 FROM {dim_date})")[0][0]:  # nosec B608
         return 0
     rows = date_rows(date_range(_years_from(today, -SEED_YEARS), _years_from(today, SEED_YEARS)))
     buffer = io.BytesIO()
