@@ -1,0 +1,258 @@
+"""tf/ applied for real against the session's moto server, checked with boto3, replanned, destroyed.
+
+moto checks wiring, not behaviour (IAM is not enforced, schedules never fire), so this test
+asserts the wiring: buckets locked down, functions on their handlers with SPEC §5 settings,
+schedules and bucket notifications pointing at the right functions with permission to invoke
+them, least-privilege policies, alarms publishing to the topic, Glue tables matching the schema.
+
+The test works on a temporary copy of tf/ with a test-only `moto_override.tf` (local backend,
+moto's endpoints), never committed. Terraform must be installed: the test fails, it does not
+skip, when it is missing. The provider comes from a local mirror when one exists (the same
+search list as .ci/tf-validate.sh), otherwise from the registry.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess  # nosec B404: runs terraform, a fixed executable, with fixed arguments
+from pathlib import Path
+
+import boto3
+import pytest
+
+from totesys_etl.schema import FACTS, STATE_TABLES
+
+ROOT = Path(__file__).resolve().parents[2]
+MIRROR_CANDIDATES = (os.environ.get("TF_PLUGIN_MIRROR", ""), "/opt/tf-plugins",
+                     "~/.terraform.d/plugins", "~/.local/share/terraform/plugins",
+                     "/usr/local/share/terraform/plugins", "/usr/share/terraform/plugins")
+SERVICES = ("cloudwatch", "events", "glue", "iam", "kms", "lambda", "logs", "s3", "secretsmanager",
+            "sns", "sqs", "sts")
+REGION = "eu-west-2"
+STAGES = ("ingest", "process", "load")
+ERROR_KINDS = ("source_unavailable", "warehouse_unavailable", "lake_unavailable", "secret_invalid",
+               "quarantined_file", "quarantined_manifest", "load_failed", "configuration", "pipeline_failed")
+
+
+def _provider_mirror() -> Path | None:
+    for candidate in MIRROR_CANDIDATES:
+        if candidate and (Path(candidate).expanduser() / "registry.terraform.io/hashicorp/aws").is_dir():
+            return Path(candidate).expanduser()
+    return None
+
+
+def _load_packager():
+    spec = importlib.util.spec_from_file_location("ci_package", ROOT / ".ci" / "package.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Terraform:
+    """Runs terraform in one working directory; `prefix` and `names` are what the test deployed."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], prefix: str, names: dict[str, str]):
+        self.workdir, self.env, self.prefix, self.names = workdir, env, prefix, names
+        self.binary = shutil.which("terraform")
+
+    def __call__(self, *args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+        result = subprocess.run([self.binary, *args, "-no-color"],  # nosec B603
+                                cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=600)
+        if result.returncode not in ok:
+            pytest.fail(f"terraform {args[0]} exited {result.returncode}:\n{result.stdout[-4000:]}\n"
+                        f"{result.stderr[-4000:]}")
+        return result
+
+
+def _override(endpoint: str) -> str:
+    endpoints = "\n".join(f'    {service} = "{endpoint}"' for service in SERVICES)
+    return f'''# Written by test/infra/test_apply.py into a temporary copy of tf/: never committed.
+terraform {{
+  backend "local" {{}}
+}}
+
+provider "aws" {{
+  access_key                  = "testing"
+  secret_key                  = "testing"
+  skip_credentials_validation = true
+  skip_metadata_api_check     = true
+  s3_use_path_style           = true
+
+  endpoints {{
+{endpoints}
+  }}
+}}
+'''
+
+
+@pytest.fixture
+def terraform(moto_server, tmp_path, monkeypatch):
+    if shutil.which("terraform") is None:
+        pytest.fail("terraform is not installed: tf/ cannot be tested (install it, e.g. hashicorp/setup-terraform)")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint)
+
+    workdir = tmp_path / "tf"
+    shutil.copytree(ROOT / "tf", workdir, ignore=shutil.ignore_patterns(
+        ".terraform", ".terraform.lock.hcl", "*.tfstate*", ".terraformrc", "moto_override.tf", "scripts"))
+    (workdir / "moto_override.tf").write_text(_override(moto_server.endpoint))
+    build = tmp_path / "build"
+    _load_packager().build(build)
+
+    mirror = _provider_mirror()
+    rc = tmp_path / "terraformrc"
+    rc.write_text('provider_installation {\n  filesystem_mirror {\n'
+                  f'    path    = "{mirror}"\n    include = ["registry.terraform.io/hashicorp/*"]\n  }}\n}}\n'
+                  if mirror else "")
+    name = f"tfit{os.getpid()}"
+    (workdir / "test.auto.tfvars.json").write_text(json.dumps({
+        "project": name, "environment": "test", "aws_region": REGION, "alert_email": "alerts@example.com",
+        "build_dir": str(build), "aws_sdk_pandas_layer_arn": "", "force_destroy_buckets": True,
+        "secret_recovery_window_days": 0, "kms_deletion_window_days": 7,
+        "source_secret_name": f"{name}/source", "warehouse_secret_name": f"{name}/warehouse",
+    }))
+    env = {**os.environ, "TF_CLI_CONFIG_FILE": str(rc), "TF_IN_AUTOMATION": "1", "TF_INPUT": "0",
+           "CHECKPOINT_DISABLE": "1", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
+    tf = Terraform(workdir, env, prefix=f"{name}-test",
+                   names={"source_secret": f"{name}/source", "warehouse_secret": f"{name}/warehouse"})
+    tf("init")
+    try:
+        yield tf
+    finally:
+        # The plan just refreshed everything, so destroy need not refresh again (a third of its time).
+        tf("destroy", "-auto-approve", "-refresh=false")
+
+
+def _policy(iam, role: str) -> list[dict]:
+    names = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    assert names == [role]
+    document = iam.get_role_policy(RoleName=role, PolicyName=role)["PolicyDocument"]
+    document = json.loads(document) if isinstance(document, str) else document
+    return document["Statement"]
+
+
+def _grants(statements: list[dict]) -> set[tuple[str, str]]:
+    """(action, resource) pairs a policy allows."""
+    pairs = set()
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        pairs |= {(a, r) for a in actions for r in resources}
+    return pairs
+
+
+def test_apply_check_replan_destroy(terraform):
+    terraform("apply", "-auto-approve")
+    outputs = {k: v["value"] for k, v in json.loads(terraform("output", "-json").stdout).items()}
+    prefix = terraform.prefix
+    s3, lam, iam = boto3.client("s3"), boto3.client("lambda"), boto3.client("iam")
+    events, cloudwatch, logs = boto3.client("events"), boto3.client("cloudwatch"), boto3.client("logs")
+    sns, glue, secrets = boto3.client("sns"), boto3.client("glue"), boto3.client("secretsmanager")
+
+    # The lake: versioned, encrypted with the pipeline's key, no public access.
+    key_arn = outputs["kms_key_arn"]
+    buckets = {"ingested": outputs["ingested_bucket"], "processed": outputs["processed_bucket"]}
+    for bucket in buckets.values():
+        assert bucket.startswith(prefix)
+        assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+        rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+        assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn}
+        block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        assert all(block.values()) and len(block) == 4
+        assert "aws:SecureTransport" in s3.get_bucket_policy(Bucket=bucket)["Policy"]
+
+    # The functions: handlers, settings (SPEC §5), own role, our layer.
+    functions = {}
+    for stage in STAGES:
+        config = lam.get_function_configuration(FunctionName=outputs["function_names"][stage])
+        functions[stage] = config
+        assert config["Handler"] == f"totesys_etl.{stage}.handler.lambda_handler"
+        assert config["Runtime"] in ("python3.11", "python3.12")
+        assert config["Role"].endswith(f":role/{prefix}-{stage}")
+        assert config["Environment"]["Variables"] == {
+            "TOTESYS_INGEST_BUCKET": buckets["ingested"], "TOTESYS_PROCESSED_BUCKET": buckets["processed"],
+            "TOTESYS_SOURCE_SECRET": terraform.names["source_secret"],
+            "TOTESYS_WAREHOUSE_SECRET": terraform.names["warehouse_secret"], "TOTESYS_LOG_LEVEL": "INFO"}
+        assert [layer["Arn"].split(":")[-2] for layer in config["Layers"]] == [f"{prefix}-dependencies"]
+
+    # Manifests starting the next stage, with permission to invoke it.
+    for bucket, stage in (("ingested", "process"), ("processed", "load")):
+        notification = s3.get_bucket_notification_configuration(Bucket=buckets[bucket])
+        [target] = notification["LambdaFunctionConfigurations"]
+        assert target["LambdaFunctionArn"] == functions[stage]["FunctionArn"]
+        assert target["Events"] == ["s3:ObjectCreated:*"]
+        rules = {r["Name"]: r["Value"] for r in target["Filter"]["Key"]["FilterRules"]}
+        assert {k.lower(): v for k, v in rules.items()} == {"prefix": "_runs/", "suffix": ".json"}
+        statements = json.loads(lam.get_policy(FunctionName=functions[stage]["FunctionName"])["Policy"])["Statement"]
+        from_s3 = [s for s in statements if s["Principal"] == {"Service": "s3.amazonaws.com"}]
+        assert [s["Condition"]["ArnLike"]["AWS:SourceArn"] for s in from_s3] == [f"arn:aws:s3:::{buckets[bucket]}"]
+    assert not s3.get_bucket_notification_configuration(Bucket=buckets["ingested"]).get("QueueConfigurations")
+
+    # Schedules: ingest every 5 minutes; the sweep invokes the processor and the loader.
+    schedules = {"ingest": ("rate(5 minutes)", ["ingest"]), "sweep": ("rate(15 minutes)", ["process", "load"])}
+    for rule, (expression, stages) in schedules.items():
+        described = events.describe_rule(Name=f"{prefix}-{rule}")
+        assert described["ScheduleExpression"] == expression and described["State"] == "ENABLED"
+        targets = events.list_targets_by_rule(Rule=f"{prefix}-{rule}")["Targets"]
+        assert sorted(t["Arn"] for t in targets) == sorted(functions[s]["FunctionArn"] for s in stages)
+        for stage in stages:
+            statements = json.loads(lam.get_policy(FunctionName=functions[stage]["FunctionName"])["Policy"])
+            assert any(s["Principal"] == {"Service": "events.amazonaws.com"}
+                       and s["Condition"]["ArnLike"]["AWS:SourceArn"] == described["Arn"]
+                       for s in statements["Statement"])
+
+    # Least privilege: each role reaches only its own secret, buckets and log group.
+    source_arn = secrets.describe_secret(SecretId=terraform.names["source_secret"])["ARN"]
+    warehouse_arn = secrets.describe_secret(SecretId=terraform.names["warehouse_secret"])["ARN"]
+    assert secrets.describe_secret(SecretId=source_arn)["KmsKeyId"] in (key_arn, key_arn.split("/")[-1])
+    ingested_arn, processed_arn = (f"arn:aws:s3:::{buckets[b]}" for b in ("ingested", "processed"))
+    grants = {stage: _grants(_policy(iam, f"{prefix}-{stage}")) for stage in STAGES}
+    secret_reads = {stage: {r for a, r in grants[stage] if a == "secretsmanager:GetSecretValue"} for stage in STAGES}
+    assert secret_reads == {"ingest": {source_arn}, "process": set(), "load": {warehouse_arn}}
+    writes = {stage: {r for a, r in grants[stage] if a == "s3:PutObject"} for stage in STAGES}
+    assert writes == {"ingest": {f"{ingested_arn}/*"}, "process": {f"{processed_arn}/*"},
+                      "load": {f"{processed_arn}/quarantine/*"}}
+    assert ("s3:GetObject", f"{ingested_arn}/*") not in grants["load"]
+    assert not any(a.startswith("s3:Delete") or a in ("s3:*", "*") for stage in STAGES for a, _ in grants[stage])
+    for stage in STAGES:
+        group = logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{prefix}-{stage}")["logGroups"]
+        assert [g["retentionInDays"] for g in group] == [365]
+        assert {r for a, r in grants[stage] if a == "logs:PutLogEvents"} == {f"{group[0]['arn'].removesuffix(':*')}:*"}
+
+    # Alarms: ERROR lines per stage and per error_kind, failed invocations, silence; all to the topic.
+    topic = outputs["alarm_topic_arn"]
+    subscriptions = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [("email", "alerts@example.com")]
+    alarms = {a["AlarmName"]: a for a in cloudwatch.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"]}
+    expected = ({f"{prefix}-{s}-errors" for s in STAGES} | {f"{prefix}-{s}-failed-invocations" for s in STAGES}
+                | {f"{prefix}-error-{k}" for k in ERROR_KINDS} | {f"{prefix}-ingest-silent"})
+    assert set(alarms) == expected
+    assert all(a["AlarmActions"] == [topic] for a in alarms.values())
+    kind_alarm = alarms[f"{prefix}-error-load_failed"]
+    assert kind_alarm["Dimensions"] == [{"Name": "error_kind", "Value": "load_failed"}]
+    silent = alarms[f"{prefix}-ingest-silent"]
+    assert silent["EvaluationPeriods"] == 2 and silent["TreatMissingData"] == "breaching"
+    silent_metrics = {m["Id"]: m for m in silent["Metrics"]}
+    assert silent_metrics["invocations"]["MetricStat"]["Period"] == 300
+    assert silent_metrics["invocations"]["MetricStat"]["Metric"]["Dimensions"] == [
+        {"Name": "FunctionName", "Value": functions["ingest"]["FunctionName"]}]
+    for stage in STAGES:
+        filters = logs.describe_metric_filters(logGroupName=f"/aws/lambda/{prefix}-{stage}")["metricFilters"]
+        transformations = {f["metricTransformations"][0]["metricName"]: f for f in filters}
+        assert set(transformations) == {f"{stage}_errors", "errors_by_kind"}
+        assert all('$.level = "ERROR"' in f["filterPattern"] for f in filters)
+        assert alarms[f"{prefix}-{stage}-errors"]["MetricName"] == f"{stage}_errors"
+
+    # Glue: one table per Parquet prefix of the processed bucket, columns from the declarations.
+    tables = {t["Name"]: t for t in glue.get_tables(DatabaseName=outputs["glue_database"])["TableList"]}
+    assert set(tables) == {"dim_date", *(t.name for t in FACTS), *(t.name for t in STATE_TABLES)}
+    for fact in FACTS:
+        descriptor = tables[fact.name]["StorageDescriptor"]
+        assert [c["Name"] for c in descriptor["Columns"]] == fact.arrow_schema.names
+        assert descriptor["Location"] == f"s3://{buckets['processed']}/{fact.name}/"
+        assert [k["Name"] for k in tables[fact.name]["PartitionKeys"]] == ["year", "month", "day"]
+
+    # What moto stored is what tf/ declares: a second plan has nothing to do.
+    assert terraform("plan", "-detailed-exitcode", ok=(0, 2)).returncode == 0, "plan after apply shows drift"
