@@ -287,8 +287,9 @@ def up(home: Path) -> dict[str, str]:
     cluster = _cluster_from(state)
     if cluster is None or not cluster.data_dir.exists():
         cluster = Postgres.create(home / "pg")
-        state = {"postgres": {"data_dir": str(cluster.data_dir), "port": cluster.port,
-                              "password": cluster.password, "bindir": str(cluster.bindir)},
+        # Keep the rest of the state: a moto server that still runs must stay known to `down`.
+        state = {**state, "postgres": {"data_dir": str(cluster.data_dir), "port": cluster.port,
+                                       "password": cluster.password, "bindir": str(cluster.bindir)},
                  "reader_password": secrets.token_urlsafe(18)}
         _save_state(home, state)
     elif not cluster.is_running():

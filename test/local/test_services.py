@@ -1,0 +1,77 @@
+"""The local services' building blocks against the session's real PostgreSQL and moto server."""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+
+import pg8000.native
+import pytest
+
+from totesys_etl.adapters.postgres import parse_url
+from totesys_etl.local import services
+
+
+def test_create_database_and_grant_reader_are_idempotent(postgres, run_sql):
+    name = f"svc{secrets.token_hex(4)}"
+    for _ in range(2):
+        services.create_database(postgres, name)
+        services.grant_reader(postgres, name, postgres.reader_password)
+    admin, reader = postgres.url(name), postgres.url(name, services.READER_ROLE, postgres.reader_password)
+    run_sql(admin, "CREATE TABLE later (x int)")  # created after the grant: readable through default privileges
+    run_sql(admin, "INSERT INTO later VALUES (1)")
+    assert run_sql(reader, "SELECT x FROM later") == [[1]]
+    assert run_sql(admin, "SELECT rolsuper, rolcreatedb, rolcreaterole, pg_has_role(rolname, 'pg_monitor', 'MEMBER') "
+                          "FROM pg_roles WHERE rolname = :r", r=services.READER_ROLE) == [[False, False, False, False]]
+    for statement in ("INSERT INTO later VALUES (2)", "CREATE TABLE mine (x int)", "CREATE SCHEMA mine"):
+        with pytest.raises(pg8000.native.DatabaseError) as refused:
+            run_sql(reader, statement)
+        assert refused.value.args[0]["C"] == "42501", statement
+
+
+def test_settings_are_the_spec_variables_with_the_read_only_source(postgres):
+    state = {"postgres": {"data_dir": str(postgres.data_dir), "port": postgres.port, "password": postgres.password,
+                          "bindir": str(postgres.bindir)}, "reader_password": "pw", "moto": {"port": 1234, "pid": 1}}
+    env = services.settings(state)
+    assert parse_url(env["TOTESYS_SOURCE_URL"])["user"] == services.READER_ROLE
+    assert parse_url(env["TOTESYS_SOURCE_ADMIN_URL"])["user"] == "postgres"
+    assert parse_url(env["TOTESYS_WAREHOUSE_URL"])["database"] == services.WAREHOUSE_DB
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1234"
+    assert (env["TOTESYS_INGEST_BUCKET"], env["TOTESYS_PROCESSED_BUCKET"]) == services.LOCAL_BUCKETS
+
+
+def test_read_env_file_reads_shell_assignments(tmp_path):
+    path = tmp_path / "env"
+    path.write_text("# written by up\n\nA=1\nURL=postgresql://u:p=q@h:1/d\n  B = two \n")
+    assert services.read_env_file(path) == {"A": "1", "URL": "postgresql://u:p=q@h:1/d", "B": "two"}
+
+
+def test_up_recreates_a_lost_cluster_in_a_private_folder_and_keeps_a_running_moto(tmp_path, moto_server):
+    """tmp_path is 0700: as root, the server's user cannot reach it, so the data goes elsewhere.
+    A cluster whose data vanished is made anew, and the moto server `up` recorded stays known."""
+    home = tmp_path / ".local"
+    home.mkdir()
+    (home / "services.json").write_text(json.dumps({
+        "postgres": {"data_dir": str(tmp_path / "gone"), "port": 9, "password": "x", "bindir": "/nowhere"},
+        "reader_password": "x", "moto": {"port": moto_server.port, "pid": moto_server.pid}}))
+    cluster = None
+    try:
+        env = services.up(home)
+        state = json.loads((home / "services.json").read_text())
+        cluster = services._cluster_from(state)
+        assert state["moto"] == {"port": moto_server.port, "pid": moto_server.pid}
+        assert env["AWS_ENDPOINT_URL"] == moto_server.endpoint
+        assert cluster.is_running()
+        owner = pwd.getpwuid(cluster.data_dir.stat().st_uid).pw_name
+        if os.geteuid() == 0:
+            assert owner == services.RUN_AS_USER and not cluster.data_dir.is_relative_to(tmp_path)
+        else:
+            assert cluster.data_dir.is_relative_to(home)
+        conn = pg8000.native.Connection(**parse_url(env["TOTESYS_SOURCE_URL"]))
+        assert conn.run("SELECT current_database(), current_user") == [[services.SOURCE_DB, services.READER_ROLE]]
+        conn.close()
+    finally:
+        if cluster is not None:
+            cluster.destroy()
+    assert not cluster.data_dir.exists() and moto_server.is_running()

@@ -1,0 +1,162 @@
+"""`totesys-etl up / down / seed / simulate` as a user runs them: the installed command, in a subprocess.
+
+`up` keeps its state under `.local/` in the current directory, so each test runs the command with
+`cwd=tmp_path`: a fresh clone's view, and pytest's 0700 temporary folder is the case where the
+PostgreSQL user cannot reach `.local/` and the data must go to a folder of its own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess  # nosec B404
+import sys
+from pathlib import Path
+
+import boto3
+import pg8000.native
+import pytest
+
+from totesys_etl.adapters.postgres import parse_url
+from totesys_etl.local import services
+
+COMMAND = str(Path(sys.executable).with_name("totesys-etl"))
+SPEC_VARIABLES = {"TOTESYS_SOURCE_URL", "TOTESYS_SOURCE_ADMIN_URL", "TOTESYS_WAREHOUSE_URL", "TOTESYS_INGEST_BUCKET",
+                  "TOTESYS_PROCESSED_BUCKET", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
+                  "AWS_SECRET_ACCESS_KEY"}
+
+
+def cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run the command with no TOTESYS_/AWS_ settings but those given, as a fresh shell would."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TOTESYS_", "AWS_"))}
+    return subprocess.run([COMMAND, *args], cwd=cwd, env={**clean, **env}, capture_output=True, text=True,
+                          timeout=300)  # nosec B603
+
+
+def connect(url: str) -> pg8000.native.Connection:
+    return pg8000.native.Connection(**parse_url(url))
+
+
+def reachable(url: str) -> bool:
+    try:
+        connect(url).close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def clone(tmp_path):
+    """A working directory whose `.local/` services are stopped and deleted afterwards."""
+    yield tmp_path
+    cli(tmp_path, "down")
+    state_path = tmp_path / ".local" / "services.json"
+    if state_path.exists():
+        pg = json.loads(state_path.read_text())["postgres"]
+        services.Postgres(Path(pg["data_dir"]), pg["port"], pg["password"], Path(pg["bindir"])).destroy()
+        assert not Path(pg["data_dir"]).exists()
+
+
+def test_up_is_idempotent_and_down_stops_only_what_up_started(clone, postgres, moto_server):
+    first = cli(clone, "up")
+    assert first.returncode == 0, first.stderr
+    env_path = clone / ".local" / "env"
+    env = services.read_env_file(env_path)
+    assert set(env) == SPEC_VARIABLES
+    assert oct(env_path.stat().st_mode & 0o777) == "0o600"
+    for url in (env["TOTESYS_SOURCE_URL"], env["TOTESYS_SOURCE_ADMIN_URL"], env["TOTESYS_WAREHOUSE_URL"]):
+        assert parse_url(url)["password"] not in first.stdout  # printed settings hide passwords
+    state = json.loads((clone / ".local" / "services.json").read_text())
+    data_dir = Path(state["postgres"]["data_dir"])
+    assert pwd.getpwuid(data_dir.stat().st_uid).pw_name == (services.RUN_AS_USER if os.geteuid() == 0
+                                                            else pwd.getpwuid(os.geteuid()).pw_name)
+    if os.geteuid() == 0:  # tmp_path is 0700 root: the server's user cannot reach it
+        assert not data_dir.is_relative_to(clone) and data_dir.parent.name.startswith("totesys-etl-pg-")
+
+    # The source URL is the read-only role; the admin URL may write.
+    reader = connect(env["TOTESYS_SOURCE_URL"])
+    try:
+        assert reader.run("SELECT current_user") == [[services.READER_ROLE]]
+        with pytest.raises(pg8000.native.DatabaseError) as refused:
+            reader.run("CREATE TABLE t (x int)")
+        assert refused.value.args[0]["C"] == "42501"
+    finally:
+        reader.close()
+    assert reachable(env["TOTESYS_WAREHOUSE_URL"])
+
+    # The buckets exist, and the local S3 API honours create-only writes (SPEC §4).
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    names = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    assert {env["TOTESYS_INGEST_BUCKET"], env["TOTESYS_PROCESSED_BUCKET"]} <= names
+    bucket = env["TOTESYS_INGEST_BUCKET"]
+    s3.put_object(Bucket=bucket, Key="a/b", Body=b"1", IfNoneMatch="*")
+    with pytest.raises(s3.exceptions.ClientError) as exists:
+        s3.put_object(Bucket=bucket, Key="a/b", Body=b"2", IfNoneMatch="*")
+    assert exists.value.response["Error"]["Code"] in ("PreconditionFailed", "412")
+    assert s3.get_object(Bucket=bucket, Key="a/b")["Body"].read() == b"1"
+
+    # A second `up` changes nothing: same servers, same settings, same objects.
+    again = cli(clone, "up")
+    assert again.returncode == 0, again.stderr
+    assert services.read_env_file(env_path) == env
+    assert json.loads((clone / ".local" / "services.json").read_text()) == state
+    assert s3.get_object(Bucket=bucket, Key="a/b")["Body"].read() == b"1"
+
+    # seed and simulate find the services through .local/env alone.
+    seeded = cli(clone, "seed", "--orders", "120", "--seed", "3")
+    assert seeded.returncode == 0, seeded.stderr
+    assert "sales_order 120" in seeded.stdout
+    simulated = cli(clone, "simulate", "--changes", "12", "--seed", "1")
+    assert simulated.returncode == 0, simulated.stderr
+    assert simulated.stdout.startswith("simulated:")
+
+    moto_pid = state["moto"]["pid"]
+    down = cli(clone, "down")
+    assert down.returncode == 0, down.stderr
+    assert "PostgreSQL" in down.stdout and "moto" in down.stdout
+    assert not services.MotoServer(state["moto"]["port"], moto_pid).is_running()
+    assert not reachable(env["TOTESYS_SOURCE_ADMIN_URL"])
+    # what others started keeps running
+    assert moto_server.is_running() and postgres.is_running()
+
+    twice = cli(clone, "down")
+    assert twice.returncode == 0 and "nothing was running" in twice.stdout
+
+    # `up` after `down` brings back the same data.
+    back = cli(clone, "up")
+    assert back.returncode == 0, back.stderr
+    env = services.read_env_file(env_path)
+    assert connect(env["TOTESYS_SOURCE_URL"]).run("SELECT count(*) > 120 FROM sales_order") == [[True]]
+
+
+def test_seed_and_simulate_use_the_environment_and_ignore_local_env(tmp_path, source, run_sql):
+    (tmp_path / ".local").mkdir()
+    (tmp_path / ".local" / "env").write_text("TOTESYS_SOURCE_ADMIN_URL=postgresql://x:y@127.0.0.1:9/nowhere\n")
+    settings = {"TOTESYS_SOURCE_URL": source.reader_url, "TOTESYS_SOURCE_ADMIN_URL": source.admin_url}
+    seeded = cli(tmp_path, "seed", "--orders", "40", **settings)
+    assert seeded.returncode == 0, seeded.stderr
+    assert run_sql(source.reader_url, "SELECT count(*) FROM sales_order") == [[40]]
+    simulated = cli(tmp_path, "simulate", "--changes", "9", **settings)
+    assert simulated.returncode == 0, simulated.stderr
+    assert sum(int(part.rsplit(" ", 1)[1]) for part in simulated.stdout.split(":", 1)[1].split(",")) == 9
+
+
+def test_seed_without_settings_is_a_usage_error(tmp_path):
+    result = cli(tmp_path, "seed")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "TOTESYS_SOURCE_ADMIN_URL" in result.stderr
+
+
+def test_seed_through_the_read_only_role_fails_in_one_line_without_the_password(tmp_path, source):
+    result = cli(tmp_path, "seed", "--orders", "10", TOTESYS_SOURCE_URL=source.reader_url)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and "seed failed" in result.stderr
+    assert parse_url(source.reader_url)["password"] not in result.stderr + result.stdout
+
+
+def test_an_unreachable_source_names_itself_not_its_credentials(tmp_path):
+    result = cli(tmp_path, "simulate", TOTESYS_SOURCE_ADMIN_URL="postgresql://admin:s3cret-pw@127.0.0.1:9/totesys")
+    assert result.returncode == 1
+    assert "source" in result.stderr and "s3cret-pw" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
