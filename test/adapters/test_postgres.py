@@ -9,9 +9,18 @@ from totesys_etl.errors import ConfigurationError, SourceUnavailable, WarehouseU
 
 def test_parse_url_decodes_and_refuses_other_schemes():
     assert pg.parse_url("postgresql://a%40b:p%3Aw@h:6543/d%20b") == {
-        "user": "a@b", "password": "p:w", "host": "h", "port": 6543, "database": "d b"}
+        "user": "a@b", "password": "p:w", "host": "h", "port": 6543, "database": "d b", "ssl_context": None}
     with pytest.raises(ConfigurationError):
         pg.parse_url("mysql://u:p@h/db")
+
+
+def test_sslmode_chooses_a_cached_context():
+    assert pg.parse_url("postgresql://u@h/d?sslmode=disable")["ssl_context"] is False
+    required = pg.parse_url("postgresql://u@h/d?sslmode=require")["ssl_context"]
+    assert required is pg.ssl_context("require") and not required.check_hostname
+    assert pg.ssl_context("verify-full").check_hostname
+    with pytest.raises(ConfigurationError):
+        pg.ssl_context("sometimes")
 
 
 def test_unreachable_and_refused_errors_never_show_the_password(postgres, source):
