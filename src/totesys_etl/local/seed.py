@@ -231,8 +231,8 @@ class _SmallTables:
             elif i % 40 == 9:
                 name = 'The "Tote" Emporium'
             commercial = None if rng.random() < 0.1 else f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
-            delivery = None if rng.random() < 0.1 else f"{rng.choice(('', 'Mrs. ', 'Dr. '))}{rng.choice(_FIRST)} " \
-                                                         f"{rng.choice(_LAST)}"
+            title = rng.choice(("", "Mrs. ", "Dr. "))
+            delivery = None if rng.random() < 0.1 else f"{title}{rng.choice(_FIRST)} {rng.choice(_LAST)}"
             if i % 40 == 17:
                 delivery = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}\n(ask at reception)"
             rows.append((i, name, rng.randrange(1, ADDRESSES + 1), commercial, delivery, *self._stamps(rng, i)))
@@ -372,7 +372,7 @@ class _Generator:
             "agreed_payment_date": self.date_text("so.payment", "created", g, 7, after=1),
             "agreed_delivery_location_id": self.pick("so.location", g, ADDRESSES),
         }
-        rows = (f"(SELECT g, {self.so_created('g')} AS created "
+        rows = (f"(SELECT g, {self.so_created('g')} AS created "  # nosec B608 - ints and constants only
                 f"FROM generate_series(1, {self.orders}) AS g OFFSET 0) AS s")
         return columns, rows
 
@@ -390,7 +390,7 @@ class _Generator:
             "agreed_payment_date": self.date_text("po.payment", "created", g, 10, after=1),
             "agreed_delivery_location_id": self.pick("po.location", g, ADDRESSES),
         }
-        rows = (f"(SELECT g, {self.po_created('g')} AS created "
+        rows = (f"(SELECT g, {self.po_created('g')} AS created "  # nosec B608 - ints and constants only
                 f"FROM generate_series(1, {self.purchases}) AS g OFFSET 0) AS s")
         return columns, rows
 
@@ -399,7 +399,7 @@ class _Generator:
     def _order_rows(self, where: str = "") -> str:
         created = (f"CASE WHEN t % 4 = 0 THEN {self.po_created('t / 4')} "
                    f"ELSE {self.so_created('t - t / 4')} END")
-        return (f"(SELECT t, t % 4 = 0 AS purchase, {created} AS created "
+        return (f"(SELECT t, t % 4 = 0 AS purchase, {created} AS created "  # nosec B608 - ints, constants
                 f"FROM generate_series(1, {self.transactions}) AS t {where} OFFSET 0) AS s")
 
     def transaction(self) -> tuple[dict[str, str], str]:
@@ -432,7 +432,7 @@ class _Generator:
             "company_ac_number": f"(10000000 + {self.h('pay.company_ac', 't')} % 90000000)",
             "counterparty_ac_number": f"(10000000 + {self.h('pay.counterparty_ac', 't')} % 90000000)",
         }
-        rows = (f"(SELECT t, purchase, {created} AS paid_at "
+        rows = (f"(SELECT t, purchase, {created} AS paid_at "  # nosec B608 - ints and constants only
                 f"FROM {self._order_rows(f'WHERE (t + {skip}) % 7 <> 0')} OFFSET 0) AS p")
         return columns, rows
 

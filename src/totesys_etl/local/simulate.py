@@ -61,11 +61,14 @@ class _Source:
 
     def __init__(self, conn: Connection, rng: random.Random):
         self.conn, self.rng = conn, rng
-        self.ids = {t: [r[0] for r in conn.run(f"SELECT {identifier(_key(t))} FROM {identifier(t)} "  # nosec B608
-                                                     f"ORDER BY 1")]
-                    for t in ("address", "counterparty", "currency", "department", "design", "staff")}
+        self.ids = {t: self._all_ids(t) for t in ("address", "counterparty", "currency", "department", "design",
+                                                  "staff")}
         self.payment_types = dict(conn.run("SELECT payment_type_name, payment_type_id FROM payment_type"))
         self.today: date = conn.run("SELECT LOCALTIMESTAMP::date")[0][0]
+
+    def _all_ids(self, table: str) -> list[int]:
+        key = identifier(_key(table))
+        return [r[0] for r in self.conn.run(f"SELECT {key} FROM {identifier(table)} ORDER BY 1")]  # nosec B608
 
     def sample(self, table: str, k: int, where: str = "TRUE") -> list[int]:
         """Up to `k` distinct ids of `table` (matching the constant condition `where`).
