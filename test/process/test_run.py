@@ -273,3 +273,13 @@ def test_a_file_the_manifest_names_but_that_does_not_exist_is_quarantined(lake_p
     assert [q["key"] for q in lake_pair.manifest(RUN_A)["quarantined"]] == [key]
     assert "does not exist" in json.loads(lake_pair.get(f"quarantine/{RUN_A}/{key}.reason.json"))["reason"]
     assert f"quarantine/{RUN_A}/{key}" not in lake_pair.keys()
+
+
+def test_a_run_without_an_ingested_manifest_is_left_alone(lake_pair):
+    assert run.process_run(lake_pair.settings, RUN_A) is None
+    assert lake_pair.keys() == []
+
+
+def test_only_a_run_id_names_a_run(lake_pair):
+    with pytest.raises(ValueError):
+        run.process_run(lake_pair.settings, "../20221103T142052186000Z")
