@@ -4,7 +4,7 @@ resource "aws_s3_bucket" "lake" {
   for_each = local.buckets
 
   #checkov:skip=CKV_AWS_18:Access logging would need a third bucket for every deployment; CloudTrail data events are the audit trail where one is required.
-  #checkov:skip=CKV_AWS_144:Cross-region replication is a disaster-recovery choice per deployment; the lake can be rebuilt from the source.
+  #checkov:skip=CKV_AWS_144:Cross-region replication doubles storage for every deployment; versioning guards against deletes, and a second region is a per-deployment disaster-recovery choice.
   #checkov:skip=CKV2_AWS_61:Lake objects are the pipeline's history and never expire; nothing is overwritten, so there are no noncurrent versions to age out.
   bucket        = each.value
   force_destroy = var.force_destroy_buckets
