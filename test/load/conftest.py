@@ -149,7 +149,7 @@ class ProcessedLake:
         self.s3 = boto3.client("s3")
 
     def write_run(self, run_id: str, versions: dict[str, list[dict]], ingested: bool = True,
-                  extra_files: dict[str, bytes] | None = None) -> dict:
+                  extra_files: dict[str, bytes] | None = None, raw_entries: dict | None = None) -> dict:
         files = {}
         for name, table in run_tables(versions).items():
             key = lake.table_key(name, run_id, "parquet")
@@ -161,6 +161,7 @@ class ProcessedLake:
             key = lake.table_key(name, run_id, "parquet")
             self.s3.put_object(Bucket=self.processed, Key=key, Body=body)
             files[name] = {"key": key, "rows": 1}
+        files.update(raw_entries or {})
         manifest = {"run_id": run_id, "stage": "process", "format": 1, "files": files, "quarantined": []}
         if ingested:
             self.write_ingested(run_id)

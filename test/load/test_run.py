@@ -245,23 +245,32 @@ def test_bad_files_are_quarantined_and_the_rest_loads(settings, processed_lake, 
     page = pq.ParquetFile(io.BytesIO(bytes(damaged))).metadata.row_group(2).column(0).data_page_offset
     damaged[page + 40:page + 60] = b"\0" * 20                       # readable footer, bad third row group
     monkeypatch.setattr(files, "BATCH_ROWS", 4096)                   # so good batches stream before the bad one
+    hostile = f"etl_src_currency/../../x_{kit.run_id(2)}.parquet'; DROP TABLE dim_currency; --"
+    processed_lake.s3.put_object(Bucket=processed_lake.processed, Key=hostile, Body=b"never opened")
     manifest = processed_lake.write_run(kit.run_id(1), versions, extra_files={
         "fact_payment": _parquet(wrong), "etl_src_design": _parquet(nulls), "fact_purchase_order": bytes(damaged),
-        "dim_staff": b"not parquet at all"})
+        "etl_src_payment_type": b"not parquet at all"},
+        raw_entries={"dim_staff": {"key": "dim_staff/x.parquet"}, "etl_src_currency": {"key": hostile}})
 
     result = load(settings, [kit.run_id(1)], today=TODAY)
-    assert result["runs"][0]["quarantined"] == 4
+    assert result["runs"][0]["quarantined"] == 5
     quarantined = set(processed_lake.keys("quarantine/"))
-    for name in ("fact_payment", "etl_src_design", "fact_purchase_order", "dim_staff"):
+    for name in ("fact_payment", "etl_src_design", "fact_purchase_order", "etl_src_payment_type"):
         key = manifest["files"][name]["key"]
         assert {f"quarantine/{kit.run_id(1)}/{key}", f"quarantine/{kit.run_id(1)}/{key}.reason.json"} <= quarantined
         assert key in processed_lake.keys(key)                           # the original stays
+    manifest_copy = f"quarantine/{kit.run_id(1)}/_runs/{kit.run_id(1)}.json"     # hostile entries: never opened
+    assert {manifest_copy, manifest_copy + ".reason.json"} <= quarantined and len(quarantined) == 10
+    reason = processed_lake.s3.get_object(Bucket=processed_lake.processed, Key=manifest_copy + ".reason.json")
+    text = reason["Body"].read().decode()
+    assert "'dim_staff'" in text and "'etl_src_currency'" in text
     errors = [line for line in log_lines if line["level"] == "ERROR"]
-    assert len(errors) == 4 and {line["error_kind"] for line in errors} == {"quarantined_file"}
+    assert sorted(line["error_kind"] for line in errors) == ["quarantined_file"] * 4 + ["quarantined_manifest"]
     # the rest of the run loaded, and the transaction stayed healthy after the rejected COPYs
     assert run_sql(warehouse_url, "SELECT count(*) FROM fact_sales_order") == [[2]]
     assert run_sql(warehouse_url, "SELECT count(*) FROM fact_purchase_order") == [[0]]
-    assert run_sql(warehouse_url, "SELECT count(*) FROM dim_design") == [[0]]
+    for table in ("dim_design", "dim_currency", "dim_payment_type"):
+        assert run_sql(warehouse_url, f"SELECT count(*) FROM {table}") == [[0]]
     assert kit.table_rows(warehouse_url, DIMENSIONS[0]) == kit.expected_dimension(DIMENSIONS[0], totesys)
     assert loaded_runs(warehouse_connection(settings)) == {kit.run_id(1)}
 

@@ -153,17 +153,14 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         return {"run_id": run_id, "rows": {}, "quarantined": 1, "seconds": timer.seconds}
 
     rows: dict[str, int] = {}
+    entries, rejected = _entries(manifest, run_id)
     quarantined = 0
+    if rejected:
+        quarantine(bucket, run_id, lake.manifest_key(run_id), "; ".join(rejected), log, MANIFEST_ERROR_KIND)
+        quarantined += 1
     with transaction(conn):
         present = set()
-        for name, entry in sorted(manifest["files"].items()):
-            key = entry.get("key") if isinstance(entry, dict) else None
-            if name not in LOADABLE or not isinstance(key, str):
-                quarantine(bucket, run_id, key if isinstance(key, str) else lake.manifest_key(run_id),
-                           f"manifest entry {name!r} is not a loadable file of a declared table", log,
-                           copy=isinstance(key, str) and name not in LOADABLE)
-                quarantined += 1
-                continue
+        for name, key in entries:
             try:
                 copy_file(conn, bucket, key, LOADABLE[name])
                 present.add(name)
@@ -189,6 +186,24 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
     result = {"run_id": run_id, "rows": rows, "quarantined": quarantined, "seconds": timer.seconds}
     log.info("run loaded", rows=rows, quarantined=quarantined, seconds=result["seconds"])
     return result
+
+
+def _entries(manifest: dict, run_id: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """The manifest's loadable (table, key) pairs, and a reason for each entry that is not one.
+
+    An entry must name a table the loader loads and exactly the key the lake's layout gives it in
+    this run; anything else (another run's file, `..`, an unknown table) is never opened.
+    """
+    entries, rejected = [], []
+    for name, entry in sorted(manifest["files"].items()):
+        key = entry.get("key") if isinstance(entry, dict) else None
+        if name not in LOADABLE:
+            rejected.append(f"entry {name!r} is not a table the loader loads")
+        elif key != lake.table_key(name, run_id, "parquet"):
+            rejected.append(f"entry {name!r} does not name this run's {name} file")
+        else:
+            entries.append((name, key))
+    return entries, rejected
 
 
 def _describe(error: Exception) -> str:
