@@ -45,9 +45,8 @@ def test_first_run_reads_everything_and_writes_its_manifest_last(totesys, pipeli
         rows = csv_rows(ingested, result, table.name)
         assert [int(r[f"{table.name}_id"]) for r in rows] == [1, 2, 3]
         assert list(rows[0]) == table.column_names
-    # The index entry is a copy of the manifest, under the newest-first key.
-    assert ingested.keys("_state/ingest_index/") == [watermark.index_key(result.run_id)]
-    assert lake.parse_manifest(ingested.body(watermark.index_key(result.run_id)), result.run_id) == manifest
+    # The manifests are the ingestor's only state: nothing else is written.
+    assert ingested.keys("_state/") == []
     tables = [line for line in logs if line["message"] == "table extracted"]
     assert sorted(line["table"] for line in tables) == sorted(t.name for t in SOURCE_TABLES)
     assert all(line["run_id"] == result.run_id and line["stage"] == "ingest" and line["rows"] == 3
@@ -130,19 +129,17 @@ def test_text_round_trips_byte_for_byte_and_null_stays_apart_from_empty(totesys,
     assert rows[1][2] == "" and b',"",' in body  # '' is quoted, NULL is an unquoted empty field
 
 
-def test_corrupt_and_orphaned_index_entries_are_never_trusted(totesys, pipeline_env, ingested, logs):
+def test_corrupt_newer_manifests_are_never_trusted(totesys, pipeline_env, ingested, logs):
     first = run()
     future = ["29991231T235959000003Z", "29991231T235959000002Z", "29991231T235959000001Z"]
     good = ingested.manifest(first.run_id)
-    # Newest: an index entry whose manifest was never written (a crash between the two writes).
-    ingested.put(watermark.index_key(future[0]), b"{}")
-    # Next: a manifest that is not JSON; then one that parses but whose snapshot is nonsense.
-    ingested.put(watermark.index_key(future[1]), b"{}")
+    # Newest: a manifest without the fields a watermark needs; then one that is not JSON; then one
+    # that parses but whose snapshot is nonsense. A key that names no run is not a manifest at all.
+    ingested.put(lake.manifest_key(future[0]), json.dumps({"run_id": future[0], "files": {}}).encode())
     ingested.put(lake.manifest_key(future[1]), b"{not json")
-    ingested.put(watermark.index_key(future[2]), b"{}")
     ingested.put(lake.manifest_key(future[2]),
                  json.dumps({**good, "run_id": future[2], "snapshot": "1:x:"}).encode())
-    ingested.put("_state/ingest_index/garbage.json", b"{}")
+    ingested.put("_runs/garbage.json", b"{}")
     totesys.insert_generated(source_table("currency"), 4, 1)
     second = run()
     assert ingested.manifest(second.run_id)["previous_run_id"] == first.run_id
@@ -163,7 +160,6 @@ def test_a_source_whose_transaction_ids_went_backwards_is_read_again_in_full(tot
     first = run()
     restored = {**ingested.manifest(first.run_id), "run_id": "29991231T235959000000Z",
                 "snapshot": "9000000000:9000000000:"}
-    ingested.put(watermark.index_key(restored["run_id"]), b"{}")
     ingested.put(lake.manifest_key(restored["run_id"]), json.dumps(restored).encode())
     again = run()
     assert again.rows == {t.name: ROWS_PER_TABLE for t in SOURCE_TABLES}

@@ -1,14 +1,14 @@
 """Snapshots and watermarks as the manifest records them, and the walk of the newest-first index."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 
 from totesys_etl import lake
 from totesys_etl.adapters import s3
 from totesys_etl.errors import InvalidInput
-from totesys_etl.ingest.watermark import Snapshot, Watermark, index_key, previous_watermark
+from totesys_etl.ingest.watermark import Snapshot, Watermark, previous_watermark
 from totesys_etl.logs import StageLog
 
 
@@ -41,14 +41,18 @@ def test_a_watermark_comes_only_from_a_complete_ingest_manifest():
             Watermark.from_manifest(bad)
 
 
-def test_the_index_is_read_newest_first_without_listing_the_runs(buckets):
+def test_the_newest_readable_manifest_is_found_from_recent_runs_backwards(buckets):
     bucket = buckets[0]
     log = StageLog("ingest")
     assert previous_watermark(bucket, log) is None
-    older, newer = "20261124T071248780573Z", "20261124T071748780573Z"
-    for run_id in (older, newer):
-        manifest = _manifest(run_id=run_id)
-        lake.write_manifest(bucket, run_id, manifest)
-        s3.put_json_create_only(bucket, index_key(run_id), manifest)
-    assert previous_watermark(bucket, log).run_id == newer
-    assert index_key(newer) < index_key(older)
+    older, newer = "20010203T040506000007Z", "20261124T071748780573Z"
+    now = datetime(2026, 11, 24, 7, 30, tzinfo=timezone.utc)
+    lake.write_manifest(bucket, older, _manifest(run_id=older))
+    assert previous_watermark(bucket, log, now=now).run_id == older  # the window widens back to 2001
+    lake.write_manifest(bucket, newer, _manifest(run_id=newer))
+    assert previous_watermark(bucket, log, now=now).run_id == newer
+    s3.put_create_only(bucket, lake.manifest_key("20261124T072000000000Z"), b"{corrupt")
+    assert previous_watermark(bucket, log, now=now).run_id == newer
+    # A clock far behind or ahead of the lake costs listings, never the answer.
+    assert previous_watermark(bucket, log, now=now.replace(year=2040)).run_id == newer
+    assert previous_watermark(bucket, log, now=now.replace(year=2001)).run_id == newer

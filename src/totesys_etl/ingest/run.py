@@ -1,7 +1,7 @@
 """One ingest run: a consistent snapshot of the eleven tables' changes, CSVs, then the manifest.
 
-Order is what makes a crash harmless: CSVs first (create-only, per-run keys), then the index
-entry, then `_runs/<run_id>.json` last. Until the manifest exists the run does not exist: the
+Order is what makes a crash harmless: CSVs first (create-only, per-run keys), then
+`_runs/<run_id>.json` last. Until the manifest exists the run does not exist: the
 next run still starts from the old manifest and reads the same changes again, and downstream
 ignores CSVs that no manifest names.
 """
@@ -21,8 +21,7 @@ from totesys_etl.errors import SourceUnavailable
 from totesys_etl.faults import crash_point
 from totesys_etl.ingest.extract import changes_query, extract_table, take_snapshot
 from totesys_etl.ingest.lakeio import lake_call
-from totesys_etl.ingest.watermark import (OVERLAP, Watermark, format_cutoff, previous_watermark,
-                                          write_index_entry)
+from totesys_etl.ingest.watermark import OVERLAP, Watermark, format_cutoff, previous_watermark
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.schema import SOURCE_TABLES
 
@@ -62,7 +61,6 @@ def ingest(settings: Settings, log: StageLog | None = None) -> IngestResult:
         _close(conn)
     if manifest["files"]:
         crash_point("ingest.before_manifest")
-    write_index_entry(bucket, manifest)
     key = lake.manifest_key(manifest["run_id"])
     with lake_call(bucket, key):
         lake.write_manifest(bucket, manifest["run_id"], manifest)

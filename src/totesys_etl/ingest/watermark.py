@@ -2,15 +2,15 @@
 
 Each ingest run records the `pg_snapshot` it read under and its cut-off in its manifest. The next
 run treats a row version as new iff it is not visible in that snapshot (readme_files/adr/0001).
-The newest run is found through the newest-first index `_state/ingest_index/`, one short listing
-however long the lake grows; an index entry is only a pointer, and the `_runs/` manifest it points
-to must exist and parse before its watermark is trusted.
+The newest run is found by listing `_runs/` only from a recent moment on (an hour back, then
+further back only if that finds nothing readable), so the cost does not grow with the lake and
+nothing but the manifests themselves is kept in the ingested bucket.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from totesys_etl import lake
 from totesys_etl.adapters import s3
@@ -24,7 +24,9 @@ from totesys_etl.logs import StageLog
 #: id they committed under, e.g. a transaction that read for a while before its first write.
 OVERLAP = timedelta(minutes=15)
 
-INDEX_PREFIX = "_state/ingest_index/"
+#: The first listing looks this far back; each further one eight times as far, back to FIRST_RUN.
+RECENT = timedelta(hours=1)
+FIRST_RUN = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MANIFEST_FIELDS = ("run_id", "stage", "files", "rows", "snapshot", "cutoff")
 
 _SNAPSHOT = re.compile(r"(\d{1,20}):(\d{1,20}):((?:\d{1,20}(?:,\d{1,20})*)?)")
@@ -93,42 +95,38 @@ def format_cutoff(moment: datetime) -> str:
     return moment.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
-def index_key(run_id: str) -> str:
-    """`_state/ingest_index/<newest_first(run_id)>.json`: listing the prefix gives the newest first."""
-    return f"{INDEX_PREFIX}{lake.newest_first(run_id)}.json"
+def previous_watermark(bucket: str, log: StageLog, now: datetime | None = None) -> Watermark | None:
+    """The newest run whose `_runs/` manifest parses, or None before the first run.
 
-
-def write_index_entry(bucket: str, manifest: dict) -> bool:
-    key = index_key(manifest["run_id"])
-    with lake_call(bucket, key):
-        return s3.put_json_create_only(bucket, key, manifest)
-
-
-def previous_watermark(bucket: str, log: StageLog) -> Watermark | None:
-    """The newest run whose `_runs/` manifest exists and parses, or None before the first run.
-
-    Index entries are walked newest first and only until one checks out, so the cost does not
-    grow with the lake. An entry without its manifest (a crash between the two writes) or with a
-    corrupt one is skipped with a warning: trusting it could move the cut-off past unread rows.
+    Manifests are listed from `now - RECENT` on (S3 lists in key order, and run ids sort in time
+    order), newest first; if none there is readable, the window grows eightfold until it reaches
+    FIRST_RUN. `now` is only a listing hint (a wrong clock costs listings, never correctness). A
+    corrupt manifest is skipped with a warning: trusting it could move the cut-off past unread rows.
     """
-    with lake_call(bucket, INDEX_PREFIX):
-        for key in s3.list_keys(bucket, INDEX_PREFIX):
-            run_id = lake.newest_first(key[len(INDEX_PREFIX):].removesuffix(".json"))  # its own inverse
-            if not lake.RUN_ID.fullmatch(run_id):
-                log.warning("skipping an index entry that names no run", key=key)
-                continue
-            watermark = _read_watermark(bucket, run_id, log)
-            if watermark is not None:
-                return watermark
-    return None
+    now = now or datetime.now(timezone.utc)
+    window, tried = RECENT, set()
+    while True:
+        start = now - window
+        after = lake.run_id_at(start) if start > FIRST_RUN else None
+        with lake_call(bucket, lake.RUNS_PREFIX):
+            runs = lake.runs_after(bucket, after)
+        for run_id in reversed(runs):
+            if run_id not in tried:
+                tried.add(run_id)
+                watermark = _read_watermark(bucket, run_id, log)
+                if watermark is not None:
+                    return watermark
+        if after is None:
+            return None
+        window *= 8
 
 
 def _read_watermark(bucket: str, run_id: str, log: StageLog) -> Watermark | None:
     key = lake.manifest_key(run_id)
     with lake_call(bucket, key, missing_ok=True) as call:
         body = s3.get_bytes(bucket, key)
-    if call.missing:
-        log.warning("skipping an index entry whose manifest does not exist", previous_run_id=run_id)
+    if call.missing:  # listed a moment ago: only a deletion behind our back gets here
+        log.warning("skipping a manifest that disappeared", previous_run_id=run_id)
         return None
     try:
         return Watermark.from_manifest(lake.parse_manifest(body, run_id, MANIFEST_FIELDS))
