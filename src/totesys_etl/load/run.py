@@ -78,7 +78,7 @@ def load(settings: Settings, run_ids: Iterable[str] | None = None, wait_seconds:
     except (ClientError, BotoCoreError) as e:
         raise LakeUnavailable(_describe(e)) from None
     finally:
-        conn.close()
+        _close(conn)
     return {"stage": STAGE, "status": "ok", "runs": runs, "seconds": timer.seconds}
 
 
@@ -204,6 +204,14 @@ def _entries(manifest: dict, run_id: str) -> tuple[list[tuple[str, str]], list[s
         else:
             entries.append((name, key))
     return entries, rejected
+
+
+def _close(conn: Connection) -> None:
+    """Close the session (releasing the lock); a connection already lost must not mask the real error."""
+    try:
+        conn.close()
+    except (InterfaceError, OSError):
+        pass
 
 
 def _describe(error: Exception) -> str:
