@@ -137,7 +137,7 @@ def run_tables(versions: dict[str, list[dict]]) -> dict[str, pa.Table]:
             out[fact.name] = pa.Table.from_pylist(rows, schema=fact.arrow_schema)
             dates |= {r[c.name] for r in rows for c in fact.data_columns if c.type == "date"}
     if dates:
-        out[DIM_DATE.name] = date_rows(dates)
+        out[DIM_DATE.name] = date_rows(pa.array(sorted(dates), pa.date32()))
     return out
 
 

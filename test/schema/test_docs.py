@@ -5,7 +5,8 @@ from totesys_etl.schema import docs
 
 def test_data_dictionary_is_current():
     committed = Path(__file__).parents[2] / "readme_files" / "data-dictionary.md"
-    assert committed.read_text() == docs.render(), "run: python -m totesys_etl.schema.docs > readme_files/data-dictionary.md"
+    regenerate = "python -m totesys_etl.schema.docs > readme_files/data-dictionary.md"
+    assert committed.read_text() == docs.render(), f"stale: run {regenerate}"
 
 
 def test_data_dictionary_names_every_star_column():

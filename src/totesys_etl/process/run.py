@@ -16,14 +16,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
 
-from totesys_etl import lake
+from totesys_etl import calendar, lake
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
 from totesys_etl.errors import EtlError, InvalidInput
 from totesys_etl.events import Invocation
 from totesys_etl.faults import crash_point
 from totesys_etl.logs import StageLog, Timer
-from totesys_etl.process import dates as dim_dates
 from totesys_etl.process import quarantine, read, transform
 from totesys_etl.schema import DIM_DATE, Table
 
@@ -67,7 +66,7 @@ def process_run(settings: Settings, run_id: str, log: StageLog | None = None) ->
     if entries is None:
         return None
     outputs: dict[str, dict] = {}
-    dates = dim_dates.distinct([])
+    dates = calendar.distinct_dates([])
     with tempfile.TemporaryDirectory(prefix="totesys-process-") as folder:
         with ThreadPoolExecutor(FILE_WORKERS) as pool:
             # Largest first, so the long file starts at once; results are taken in table order.
@@ -80,9 +79,9 @@ def process_run(settings: Settings, run_id: str, log: StageLog | None = None) ->
                     quarantined.append(rejected)
                 elif written:
                     outputs[transform.output_table(entry.table).name] = written
-                dates = dim_dates.distinct([dates, file_dates])
+                dates = calendar.distinct_dates([dates, file_dates])
         if len(dates):
-            date_batches = dim_dates.date_rows(dates).to_batches()
+            date_batches = calendar.date_rows(dates).to_batches()
             outputs[DIM_DATE.name] = _write_parquet(settings, run_id, DIM_DATE, date_batches, folder, log)
     manifest = {"run_id": run_id, "stage": STAGE, "format": MANIFEST_FORMAT,
                 "files": dict(sorted(outputs.items())), "quarantined": quarantined}
@@ -130,7 +129,7 @@ def _file_outcome(settings: Settings, run_id: str, entry: read.FileEntry, folder
         written, dates = _process_file(settings, run_id, entry, folder, log)
     except InvalidInput as e:
         rejected = quarantine.quarantine(settings, run_id, entry.key, str(e), quarantine.FILE, log)
-        return None, dim_dates.distinct([]), rejected
+        return None, calendar.distinct_dates([]), rejected
     return written, dates, None
 
 
@@ -158,11 +157,11 @@ def _process_file(settings: Settings, run_id: str, entry: read.FileEntry, folder
                 raise InvalidInput(f"{entry.table} rows do not fit {output.name}: {e}") from None
             seen.append(transform.dates_of(output, out))
             if len(seen) > 64:  # keep the distinct dates compact, whatever the file's size
-                seen[:] = [dim_dates.distinct(seen)]
+                seen[:] = [calendar.distinct_dates(seen)]
             yield out
 
     try:
-        return _write_parquet(settings, run_id, output, batches(), folder, log), dim_dates.distinct(seen)
+        return _write_parquet(settings, run_id, output, batches(), folder, log), calendar.distinct_dates(seen)
     finally:
         os.remove(path)
 
