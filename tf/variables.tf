@@ -167,7 +167,7 @@ variable "log_retention_days" {
 }
 
 variable "alert_email" {
-  description = "Email address that receives the alarms (SNS sends a confirmation mail first; see README.md, "Deploying to AWS")."
+  description = "Email address that receives the alarms (SNS sends a confirmation mail first; see the README section Deploying to AWS)."
   type        = string
 
   validation {
