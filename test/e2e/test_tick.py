@@ -1,6 +1,7 @@
 """`totesys-etl tick` end to end, as other tools drive it: only the SPEC §5 variables, a read-only
 source role, real PostgreSQL, moto's server, and the bucket notifications (issue 15)."""
 import json
+import os
 import subprocess
 import sys
 from urllib.parse import quote_plus
@@ -18,7 +19,9 @@ pytestmark = pytest.mark.slow
 
 
 def cli(env, *args, extra=None):
-    return subprocess.run([sys.executable, "-m", "totesys_etl", *args], env={**env, **(extra or {}), "PATH": ""},
+    """The command in a subprocess with the SPEC §5 variables in `env` (the fixtures removed every
+    other TOTESYS_/AWS_ variable; the rest of the environment carries coverage's subprocess hook)."""
+    return subprocess.run([sys.executable, "-m", "totesys_etl", *args], env={**os.environ, **env, **(extra or {})},
                           capture_output=True, text=True, timeout=600)
 
 
