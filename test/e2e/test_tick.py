@@ -113,3 +113,30 @@ def test_unreachable_source_fails_with_a_reason_and_no_password(seeded, source, 
     assert result.returncode == 1
     assert "source" in result.stderr and postgres.reader_password not in result.stderr + result.stdout
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_run_ticks_on_a_schedule_with_a_line_per_tick(seeded, warehouse_url, run_sql):
+    result = cli(seeded, "run", "--interval", "0.1", "--ticks", "2")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert [line.split("]")[0] for line in lines] == ["[1/2", "[2/2"]
+    assert all("ingest" in line and "process" in line and "load" in line for line in lines)
+    assert run_sql(warehouse_url, "SELECT count(*) FROM etl_load_ledger")[0][0] == 2
+
+
+def test_reconcile_reports_a_difference_and_exits_1(seeded, warehouse_url, run_sql):
+    assert cli(seeded, "tick").returncode == 0
+    run_sql(warehouse_url, "UPDATE dim_staff SET first_name = 'Changed' WHERE staff_id = 1")
+    run_sql(warehouse_url, "DELETE FROM dim_design WHERE design_id = 2")
+    result = cli(seeded, "reconcile")
+    assert result.returncode == 1
+    assert "dim_staff: 1 different, e.g. [1]" in result.stdout
+    assert "dim_design: 1 missing from the warehouse, e.g. [2]" in result.stdout
+    assert "DIFFERENCES FOUND" in result.stdout
+
+
+def test_reconcile_before_any_load_says_why_in_one_line(seeded):
+    result = cli(seeded, "reconcile")
+    assert result.returncode == 1
+    assert result.stderr.startswith("totesys-etl reconcile: nothing to compare")
+    assert len(result.stderr.splitlines()) == 1

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 import pycountry
 from pg8000.native import identifier
 
-from totesys_etl.adapters.postgres import Connection, connect
+from totesys_etl.adapters.postgres import Connection, DatabaseError, connect
 from totesys_etl.config import Settings
+from totesys_etl.errors import EtlError
 from totesys_etl.schema import DIMENSIONS, FACTS, fact_references
 from totesys_etl.schema.derive import derived_select
 from totesys_etl.schema.model import Table
@@ -130,6 +131,11 @@ def reconcile(settings: Settings | None = None) -> Report:
         checks = [check_table(t, source, warehouse) for t in (*DIMENSIONS, *FACTS)]
         source.run("COMMIT")
         return Report(checks)
+    except DatabaseError as e:
+        detail = e.args[0] if e.args and isinstance(e.args[0], dict) else {}
+        if detail.get("C") == "42P01":  # undefined_table
+            raise EtlError(f"nothing to compare: {detail.get('M')} (has a tick loaded anything yet?)") from None
+        raise EtlError(f"reconcile failed: {detail.get('M', type(e).__name__)}") from None
     finally:
         source.close()
         warehouse.close()
