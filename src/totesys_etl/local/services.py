@@ -287,7 +287,7 @@ def up(home: Path) -> dict[str, str]:
     state = _load_state(home)
     cluster = _cluster_from(state)
     if cluster is None or not cluster.data_dir.exists():
-        cluster = Postgres.create(home / "pg")
+        cluster = Postgres.create(home.resolve() / "pg")  # absolute: commands may run from elsewhere
         # Keep the rest of the state: a moto server that still runs must stay known to `down`.
         state = {**state, "postgres": {"data_dir": str(cluster.data_dir), "port": cluster.port,
                                        "password": cluster.password, "bindir": str(cluster.bindir)},
