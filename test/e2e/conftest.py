@@ -1,0 +1,412 @@
+"""Helpers for the exactly-once suite (issue 17): pipelines side by side, warehouses compared, a tally.
+
+A *pipeline* is one warehouse database and one bucket pair reading a shared source through the
+read-only role, driven only through `totesys-etl tick` (or a handler) in a subprocess with the
+SPEC §5 variables. A faulted pipeline and a clean one read the same source at the same moments,
+so they must end with the same star rows: compared table by table as multisets of rows without
+the surrogate `*_record_id` keys. Every comparison, fault and row count goes into a session tally
+written to `.local/exactly-once.json` (the numbers readme_files/exactly-once.md reports).
+"""
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import boto3
+import pg8000.native
+import pytest
+
+from totesys_etl.adapters.postgres import parse_url
+from totesys_etl.local import services
+from totesys_etl.local.seed import seed
+from totesys_etl.schema import STAR_TABLES
+
+REGION = "eu-west-2"
+TALLY_PATH = Path(__file__).resolve().parents[2] / ".local" / "exactly-once.json"
+_names = itertools.count()
+
+
+def sql(url: str, statement: str, **params):
+    conn = pg8000.native.Connection(**parse_url(url))
+    try:
+        return conn.run(statement, **params)
+    finally:
+        conn.close()
+
+
+def star_rows(url: str) -> dict[str, Counter]:
+    """Each star table as a multiset of rows, every column but the surrogate `serial` key."""
+    rows = {}
+    for table in STAR_TABLES:
+        columns = ", ".join(pg8000.native.identifier(c.name) for c in table.data_columns)
+        rows[table.name] = Counter(tuple(r) for r in sql(url, f"SELECT {columns} FROM {table.name}"))
+    return rows
+
+
+def star_digest(url: str) -> dict[str, list]:
+    """Every star table's rows, surrogate keys included, as (count, md5) per table."""
+    return {t.name: sql(url, f"SELECT count(*), md5(string_agg(x::text, '|' ORDER BY x::text)) FROM {t.name} x")[0]
+            for t in STAR_TABLES}
+
+
+@dataclass
+class Difference:
+    """How a faulted warehouse's table differs from the clean one's, row by row (multisets)."""
+
+    table: str
+    compared: int
+    lost: int          # rows the clean warehouse holds more often than the faulted one
+    duplicated: int    # extra copies of rows the clean warehouse holds
+    unexpected: int    # rows the clean warehouse does not hold at all (e.g. a stale dimension)
+    examples: list
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.unexpected)
+
+
+def differences(faulted: dict[str, Counter], clean: dict[str, Counter]) -> list[Difference]:
+    out = []
+    for table, want in clean.items():
+        got = faulted[table]
+        lost = want - got
+        surplus = got - want
+        duplicated = sum(n for row, n in surplus.items() if row in want)
+        unexpected = sum(n for row, n in surplus.items() if row not in want)
+        examples = [("lost", r) for r in list(lost)[:2]] + [("extra", r) for r in list(surplus)[:2]]
+        out.append(Difference(table, sum(want.values()), sum(lost.values()), duplicated, unexpected, examples))
+    return out
+
+
+class Tally:
+    """What the suite did, counted as it happens, written once at the end of the session."""
+
+    def __init__(self):
+        self.faults = Counter()
+        self.cases = Counter()
+        self.kills = Counter()
+        self.runs_compared = 0
+        self.tables_compared = 0
+        self.rows_compared = 0
+        self.rows_lost = 0
+        self.rows_duplicated = 0
+        self.rows_unexpected = 0
+        self.rows_quarantined = 0
+        self.lock = threading.Lock()
+
+    def fault(self, kind: str, n: int = 1) -> None:
+        with self.lock:
+            self.faults[kind] += n
+
+    def record(self, case: str, diffs: list[Difference]) -> None:
+        with self.lock:
+            self.cases[case] += 1
+            self.runs_compared += 1
+            self.tables_compared += len(diffs)
+            for d in diffs:
+                self.rows_compared += d.compared
+                self.rows_lost += d.lost
+                self.rows_duplicated += d.duplicated
+                self.rows_unexpected += d.unexpected
+
+    def as_dict(self) -> dict:
+        return {"faults_injected": sum(self.faults.values()), "faults": dict(sorted(self.faults.items())),
+                "sigkill_landed_in": dict(sorted(self.kills.items())),
+                "warehouse_comparisons": self.runs_compared, "comparisons_by_case": dict(sorted(self.cases.items())),
+                "tables_compared": self.tables_compared, "rows_compared": self.rows_compared,
+                "rows_lost": self.rows_lost, "rows_duplicated": self.rows_duplicated,
+                "rows_unexpected": self.rows_unexpected, "rows_quarantined_accounted_for": self.rows_quarantined}
+
+
+@pytest.fixture(scope="session")
+def tally():
+    counts = Tally()
+    yield counts
+    if counts.runs_compared or counts.faults:
+        TALLY_PATH.parent.mkdir(parents=True, exist_ok=True)
+        TALLY_PATH.write_text(json.dumps(counts.as_dict(), indent=1) + "\n")
+
+
+@dataclass
+class Pipeline:
+    """One warehouse + bucket pair over the shared source, driven as other tools drive it."""
+
+    name: str
+    env: dict
+    warehouse_url: str
+    ingest_bucket: str
+    processed_bucket: str
+    ticks: list = field(default_factory=list)
+
+    def command(self, *args, extra=None, timeout=600, cwd=None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "totesys_etl", *args], env=self._env(extra),
+                              capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+    def tick(self, extra=None, expect=0, cwd=None) -> subprocess.CompletedProcess:
+        result = self.command("tick", extra=extra, cwd=cwd)
+        assert result.returncode == expect, f"{self.name} tick exit {result.returncode}: {result.stderr[-2000:]}"
+        return result
+
+    def start(self, *args, stderr=None, extra=None) -> subprocess.Popen:
+        """`totesys-etl <args>` started in the background (stderr to a file, to read it while it runs)."""
+        return subprocess.Popen([sys.executable, "-m", "totesys_etl", *args], env=self._env(extra),
+                                stdout=subprocess.DEVNULL, stderr=stderr or subprocess.DEVNULL)
+
+    def start_handler(self, stage: str, event: dict) -> subprocess.Popen:
+        """A stage's Lambda handler in its own process, as a second Lambda container would run it."""
+        code = ("import json, sys\n"
+                f"from totesys_etl.{stage}.handler import lambda_handler\n"
+                "print(json.dumps(lambda_handler(json.loads(sys.argv[1]), None), default=str))\n")
+        return subprocess.Popen([sys.executable, "-c", code, json.dumps(event)], env=self._env(None),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def _env(self, extra) -> dict:
+        return {**self.env, **(extra or {}), "PATH": ""}
+
+    def rows(self) -> dict[str, Counter]:
+        return star_rows(self.warehouse_url)
+
+    def digest(self) -> dict:
+        return star_digest(self.warehouse_url)
+
+    def keys(self, bucket: str, prefix: str = "") -> set[str]:
+        s3 = boto3.client("s3")
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+    def manifests(self, bucket: str) -> list[str]:
+        return sorted(k for k in self.keys(bucket, "_runs/") if re.fullmatch(r"_runs/\d{8}T\d{12}Z\.json", k))
+
+
+@pytest.fixture
+def seeded(source):
+    """The shared source: a small reproducible totesys, read by every pipeline of the test."""
+    seed(source.admin_url, orders=200, seed=17)
+    return source
+
+
+@pytest.fixture
+def new_pipeline(postgres, source, aws):
+    """`new_pipeline(name)`: a fresh warehouse database and bucket pair over the test's source."""
+    s3 = boto3.client("s3")
+
+    def make(name: str) -> Pipeline:
+        tag = f"{os.getpid()}e{next(_names)}"
+        database = f"dw{name}{tag}"
+        services.create_database(postgres, database)
+        buckets = (f"ingested-{name}-{tag}", f"processed-{name}-{tag}")
+        for bucket in buckets:
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        env = {"TOTESYS_SOURCE_URL": source.reader_url, "TOTESYS_SOURCE_ADMIN_URL": source.admin_url,
+               "TOTESYS_WAREHOUSE_URL": postgres.url(database), "TOTESYS_INGEST_BUCKET": buckets[0],
+               "TOTESYS_PROCESSED_BUCKET": buckets[1], "AWS_ENDPOINT_URL": aws.endpoint,
+               "AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        return Pipeline(name, env, postgres.url(database), *buckets)
+
+    return make
+
+
+@pytest.fixture
+def compare(tally):
+    """`compare(case, faulted, clean)`: assert the warehouses hold the same rows; count it all."""
+
+    def check(case: str, faulted: Pipeline, clean: Pipeline, faulted_rows=None, clean_rows=None) -> list:
+        got = faulted.rows() if faulted_rows is None else faulted_rows
+        want = clean.rows() if clean_rows is None else clean_rows
+        assert all(want[t.name] for t in STAR_TABLES), "the clean warehouse must hold rows in every table"
+        diffs = differences(got, want)
+        tally.record(case, diffs)
+        bad = [d for d in diffs if not d.ok]
+        assert not bad, f"{case}: " + "; ".join(
+            f"{d.table}: {d.lost} lost, {d.duplicated} duplicated, {d.unexpected} unexpected, e.g. {d.examples}"
+            for d in bad)
+        return diffs
+
+    return check
+
+
+def error_lines(stderr: str) -> list[dict]:
+    """The JSON log lines of a command run with TOTESYS_LOG_LEVEL=ERROR (every line must parse)."""
+    lines = []
+    for line in stderr.splitlines():
+        if line.strip():
+            lines.append(json.loads(line))
+    return lines
+
+
+@pytest.fixture(scope="session")
+def json_errors():
+    return error_lines
+
+
+@pytest.fixture(scope="session")
+def admin_sql(postgres):
+    """`admin_sql(statement)` on the cluster's `postgres` database (ALTER DATABASE and the like)."""
+    return lambda statement: sql(postgres.url("postgres"), statement)
+
+
+# --- an S3 API that fails on cue -------------------------------------------------------------
+
+@dataclass
+class Rule:
+    """Fail the next `times` requests whose method is `method` and whose decoded path matches."""
+
+    method: str
+    path: re.Pattern
+    times: int
+    mode: str = "503"   # "503": a SlowDown answer; "drop": the connection closed, no answer
+    failed: int = 0
+
+
+class FlakyProxy(ThreadingHTTPServer):
+    """A plain HTTP proxy in front of moto's server that fails chosen requests, then passes all.
+
+    The pipeline under test points AWS_ENDPOINT_URL here; everything else (SQS, other S3 calls)
+    goes through untouched, so the fault is one real failed request on the wire.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str):
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port)
+        self.rules: list[Rule] = []
+        self.failures: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def fail(self, method: str, path: str, times: int = 1, mode: str = "503") -> Rule:
+        rule = Rule(method, re.compile(path), times, mode)
+        with self.lock:
+            self.rules.append(rule)
+        return rule
+
+    def verdict(self, method: str, path: str) -> str | None:
+        with self.lock:
+            for rule in self.rules:
+                if rule.failed < rule.times and rule.method == method and rule.path.search(unquote(path)):
+                    rule.failed += 1
+                    self.failures.append((method, unquote(path)))
+                    return rule.mode
+        return None
+
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "expect",
+               "proxy-connection", "content-length"}
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # quiet: pytest shows failures, not traffic
+        pass
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if not size:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _forward(self):
+        body = self._body()
+        verdict = self.server.verdict(self.command, self.path)
+        if verdict == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        if verdict == "503":
+            payload = b"<Error><Code>SlowDown</Code><Message>injected by the test</Message></Error>"
+            self.send_response(503)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        upstream = http.client.HTTPConnection(*self.server.upstream, timeout=60)
+        try:
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+            headers["Content-Length"] = str(len(body))
+            upstream.request(self.command, self.path, body, headers)
+            response = upstream.getresponse()
+            data = response.read()
+        finally:
+            upstream.close()
+        self.send_response(response.status, response.reason)
+        for key, value in response.getheaders():
+            if key.lower() not in _HOP_BY_HOP or (key.lower() == "content-length" and self.command == "HEAD"):
+                self.send_header(key, value)
+        if self.command != "HEAD":
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+
+@pytest.fixture
+def flaky_s3(aws):
+    proxy = FlakyProxy(aws.endpoint)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    yield proxy
+    proxy.shutdown()
+    proxy.server_close()
+
+
+def wait_for_line(path: Path, needle: str, process: subprocess.Popen, seconds: float = 60) -> bool:
+    """Wait until the file holds a line containing `needle` (False if the process ended first)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists() and needle in path.read_text(errors="replace"):
+            return True
+        if process.poll() is not None:
+            return needle in path.read_text(errors="replace") if path.exists() else False
+        time.sleep(0.02)
+    return False
+
+
+def together(*calls):
+    """Run the calls (each mostly a subprocess) at the same time; their results, in order.
+
+    Pipelines that share nothing but the source may tick side by side: it halves the suite's time
+    on two cores and changes nothing they read (they read the same source state either way).
+    """
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return [f.result() for f in [pool.submit(call) for call in calls]]
+
+
+@pytest.fixture(scope="session")
+def at_once():
+    """`at_once(*calls)`: see `together`."""
+    return together
+
+
+@pytest.fixture(scope="session")
+def wait_line():
+    """`wait_line(path, needle, process)`: see `wait_for_line`."""
+    return wait_for_line
