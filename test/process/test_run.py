@@ -253,7 +253,7 @@ def test_a_failed_run_holds_the_mark_but_not_the_runs_after_it(lake_pair, copy_c
     boto3.client("s3").put_object(Bucket=lake_pair.ingest, Key=key_b, Body=currency["currency"][0],
                                   StorageClass="GLACIER")
     log = run.StageLog("process")
-    with pytest.raises(run.ProcessFailed, match=RUN_B):
+    with pytest.raises(run.ProcessFailed, match=rf"{RUN_B} \(S3 \w+: InvalidObjectState\)"):  # names the cause
         run.sweep(lake_pair.settings, log)
     done = [lake.manifest_exists(lake_pair.processed, r) for r in (RUN_A, RUN_B, RUN_C)]
     assert done == [True, False, True]

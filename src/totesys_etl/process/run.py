@@ -233,20 +233,36 @@ def sweep(settings: Settings, log: StageLog) -> list[dict]:
     return results
 
 
-def _process_each(settings: Settings, run_ids: Iterable[str], log: StageLog) -> tuple[list[dict], list[str]]:
-    results, failed = [], []
+def _process_each(settings: Settings, run_ids: Iterable[str], log: StageLog
+                  ) -> tuple[list[dict], dict[str, str]]:
+    """Each run's result; the runs that failed, each with a one-line reason."""
+    results, failed = [], {}
     for run_id in run_ids:
         try:
             result = process_run(settings, run_id, log)
         except Exception as e:  # each run on its own: log it with its kind, carry on, fail at the end
-            log.bind(run_id=run_id).error(f"run could not be processed: {e}", error_kind=error_kind(e))
-            failed.append(run_id)
+            failed[run_id] = reason(e)
+            log.bind(run_id=run_id).error(f"run could not be processed: {failed[run_id]}", error_kind=error_kind(e))
             continue
         if result is not None:
             results.append(result)
     return results, failed
 
 
-def _raise_if_failed(failed: list[str]) -> None:
+def reason(error: BaseException) -> str:
+    """One line saying why a run failed, so the command's own line names the cause (S3, a bug).
+
+    S3 errors say the operation and S3's code; nothing here carries a credential.
+    """
+    if isinstance(error, ClientError):
+        return f"S3 {error.operation_name}: {error.response.get('Error', {}).get('Code', 'error')}"
+    if isinstance(error, BotoCoreError):
+        return f"S3: {type(error).__name__}"
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def _raise_if_failed(failed: dict[str, str]) -> None:
     if failed:
-        raise ProcessFailed(f"{len(failed)} run(s) could not be processed: {', '.join(failed)}")
+        runs = ", ".join(f"{run_id} ({why})" for run_id, why in failed.items())
+        raise ProcessFailed(f"{len(failed)} run(s) could not be processed: {runs}")
