@@ -267,7 +267,9 @@ class Rule:
     method: str
     path: re.Pattern
     times: int
-    mode: str = "503"   # "503": a SlowDown answer; "drop": the connection closed, no answer
+    #: "403": AccessDenied (not retried); "drop": the connection closed, the request never sent on;
+    #: "lose": the request done upstream, then the connection closed before the answer
+    mode: str = "403"
     failed: int = 0
 
 
@@ -292,7 +294,7 @@ class FlakyProxy(ThreadingHTTPServer):
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def fail(self, method: str, path: str, times: int = 1, mode: str = "503") -> Rule:
+    def fail(self, method: str, path: str, times: int = 1, mode: str = "403") -> Rule:
         rule = Rule(method, re.compile(path), times, mode)
         with self.lock:
             self.rules.append(rule)
@@ -338,9 +340,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
-        if verdict == "503":
-            payload = b"<Error><Code>SlowDown</Code><Message>injected by the test</Message></Error>"
-            self.send_response(503)
+        if verdict == "403":
+            payload = b"<Error><Code>AccessDenied</Code><Message>injected by the test</Message></Error>"
+            self.send_response(403)
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
@@ -355,6 +357,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             data = response.read()
         finally:
             upstream.close()
+        if verdict == "lose":
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
         self.send_response(response.status, response.reason)
         for key, value in response.getheaders():
             if key.lower() not in _HOP_BY_HOP or (key.lower() == "content-length" and self.command == "HEAD"):
