@@ -1,5 +1,5 @@
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -64,3 +64,10 @@ def test_advance_mark_stops_at_the_first_pending_run():
     assert lake.advance_mark(runs, {"a1", "a3"}) == "a1"
     assert lake.advance_mark(runs, {"a2"}) is None
     assert lake.advance_mark(runs, set(runs)) == "a3"
+
+
+def test_settled_keeps_only_run_ids_old_enough_for_a_mark_to_pass():
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+    old, recent, future = (lake.run_id_at(now - lake.SETTLE - timedelta(seconds=1)),
+                           lake.run_id_at(now - timedelta(minutes=1)), "20990101T000000000000Z")
+    assert lake.settled([old, recent, future], now) == [old]

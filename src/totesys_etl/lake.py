@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from botocore.exceptions import ClientError
 
@@ -17,6 +17,10 @@ from totesys_etl.errors import InvalidInput
 
 RUNS_PREFIX = "_runs/"
 RUN_ID = re.compile(r"\d{8}T\d{12}Z")
+#: A run's manifest appears at most this long after the moment its run id names (an ingest Lambda
+#: runs 15 minutes at most; the rest is clock skew), so no manifest can still appear below a run id
+#: older than this. A low-water mark never passes a younger one (see `settled`).
+SETTLE = timedelta(minutes=20)
 _INVERT = str.maketrans("0123456789", "9876543210")
 
 
@@ -111,6 +115,18 @@ def advance_mark(candidates: list[str], done: set[str]) -> str | None:
             break
         mark = run_id
     return mark
+
+
+def settled(run_ids: list[str], now: datetime | None = None) -> list[str]:
+    """The run ids at least SETTLE old: what a sweep may move its low-water mark over.
+
+    A mark moved past a younger run id could pass a run still being ingested (a slow or
+    concurrent ingest writes its manifest last) or a corrupt manifest named in the future, and the
+    sweep, listing only after the mark, would never see the runs below it. Keeping the mark
+    SETTLE behind costs a sweep a listing of a few more recent manifests, never a missed run.
+    """
+    ceiling = run_id_at((now or datetime.now(timezone.utc)) - SETTLE)
+    return [r for r in run_ids if r <= ceiling]
 
 
 def is_missing(error: ClientError) -> bool:

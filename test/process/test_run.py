@@ -244,6 +244,18 @@ def test_sweep_processes_every_pending_run_and_moves_the_mark(lake_pair, copy_cs
     assert len(marks) == 1                             # a sweep that moved nothing writes no mark
 
 
+def test_a_corrupt_manifest_dated_in_the_future_never_hides_the_runs_that_come_after_it(lake_pair, copy_csv):
+    currency = csvs(copy_csv, {"currency": SOURCE["currency"]})
+    lake_pair.write_run(RUN_A, currency)
+    future = "20990101T000000000000Z"
+    lake_pair.put(lake.manifest_key(future), b"{not json")
+    log = run.StageLog("process")
+    assert [r["run_id"] for r in run.sweep(lake_pair.settings, log)] == [RUN_A, future]  # quarantined
+    assert lake.read_mark(lake_pair.processed, run.MARK_PREFIX) == RUN_A          # not the future one
+    lake_pair.write_run(RUN_B, currency)  # a run that appears later, below the bogus one; no event
+    assert [r["run_id"] for r in run.sweep(lake_pair.settings, log)] == [RUN_B]
+
+
 def test_a_failed_run_holds_the_mark_but_not_the_runs_after_it(lake_pair, copy_csv):
     currency = csvs(copy_csv, {"currency": SOURCE["currency"]})
     for run_id in (RUN_A, RUN_B, RUN_C):

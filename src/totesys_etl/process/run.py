@@ -217,7 +217,9 @@ def sweep(settings: Settings, log: StageLog) -> list[dict]:
     """Process every ingested run after the low-water mark that has no processed manifest yet.
 
     Lists from the mark (never from the newest processed run: an older one may still be pending)
-    and moves the mark past every run that is now done, even when a later run failed.
+    and moves the mark past every settled run that is now done, even when a later run failed; never
+    past a run id younger than `lake.SETTLE`, so a slow ingest or a corrupt manifest dated in the
+    future cannot hide the runs that appear below it.
     """
     mark = lake.read_mark(settings.processed_bucket, MARK_PREFIX)
     ingested = lake.runs_after(settings.ingest_bucket, mark)
@@ -225,7 +227,7 @@ def sweep(settings: Settings, log: StageLog) -> list[dict]:
     pending = [r for r in ingested if r not in done]
     results, failed = _process_each(settings, pending, log)
     done.update(r for r in pending if r not in failed)
-    new_mark = lake.advance_mark(ingested, done)
+    new_mark = lake.advance_mark(lake.settled(ingested), done)  # never past a run that may yet appear
     if new_mark and new_mark != mark:
         lake.write_mark(settings.processed_bucket, MARK_PREFIX, new_mark)
         log.info("moved the low-water mark", mark=new_mark)

@@ -1,0 +1,144 @@
+"""Bad input in the buckets (issue 17, SPEC §3 "Nothing lost", §4): quarantined or ignored.
+
+A run's CSVs are damaged (truncated, an extra column, a wrong type) after its manifest was
+written; corrupt and hostile manifests and stray objects with keys such as `../x.csv` or quotes
+and semicolons are planted in both buckets, and their events delivered. One tick later every
+damaged file and manifest is in quarantine with its reason and an ERROR line, nothing is opened
+from a hostile key, the ignored objects are untouched, and the warehouse equals a clean run's
+minus exactly the versions in quarantine.
+"""
+import csv
+import io
+import json
+from datetime import datetime, timedelta, timezone
+from urllib.parse import quote_plus
+
+import boto3
+import pytest
+
+from totesys_etl import lake
+from totesys_etl.local.notifications import queue_name
+from totesys_etl.local.simulate import simulate
+from totesys_etl.schema import FACTS
+
+pytestmark = pytest.mark.slow
+
+DAMAGED = {
+    "sales_order": lambda body: body[: len(body) * 3 // 5],                     # truncated mid-row
+    "payment": lambda body: b"\n".join(line + b",extra" if line else line       # an extra column
+                                       for line in body.split(b"\n")),
+    "purchase_order": lambda body: _first_field(body, b"lots"),                # a wrong type
+}
+
+
+def _first_field(body: bytes, value: bytes) -> bytes:
+    header, first, rest = body.split(b"\n", 2)
+    return b"\n".join([header, value + first[first.index(b","):], rest])
+
+
+def _versions(body: bytes) -> set[tuple]:
+    """(id, last_updated date, time) of each row of an original CSV: the versions quarantined."""
+    reader = csv.DictReader(io.StringIO(body.decode()))
+    out = set()
+    for row in reader:
+        moment = datetime.fromisoformat(row["last_updated"])
+        out.add((int(next(iter(row.values()))), moment.date(), moment.time()))
+    return out
+
+
+def _run_id_after(run_id: str, microseconds: int) -> str:
+    moment = datetime.strptime(run_id, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+    return lake.run_id_at(moment + timedelta(microseconds=microseconds))
+
+
+def _event(bucket: str, keys) -> dict:
+    return {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                         "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(k)}}} for k in keys]}
+
+
+def test_bad_input_is_quarantined_or_ignored_and_nothing_else_is_lost(seeded, new_pipeline, compare, tally,
+                                                                      at_once, json_errors, tmp_path):
+    s3, sqs = boto3.client("s3"), boto3.client("sqs")
+    faulted, clean = new_pipeline("f"), new_pipeline("c")
+    at_once(faulted.tick, clean.tick)
+    simulate(seeded.admin_url, changes=60, seed=71)
+    at_once(lambda: faulted.tick(extra={"TOTESYS_CRASH_AT": "ingest.after_manifest"}, expect=137), clean.tick)
+    ingested, processed = faulted.ingest_bucket, faulted.processed_bucket
+    run_id = lake.run_id_of_manifest(faulted.manifests(ingested)[-1])
+    manifest = json.loads(s3.get_object(Bucket=ingested, Key=lake.manifest_key(run_id))["Body"].read())
+
+    quarantined_versions, damaged = {}, {}
+    for table, damage in DAMAGED.items():
+        key = manifest["files"][table]["key"]
+        body = s3.get_object(Bucket=ingested, Key=key)["Body"].read()
+        quarantined_versions[table] = _versions(body)
+        damaged[key] = damage(body)
+        s3.put_object(Bucket=ingested, Key=key, Body=damaged[key])  # a hostile writer ignores create-only
+    bad_runs = [_run_id_after(run_id, n) for n in (1, 2, 3, 4)]
+    hostile_files = {"sales_order": {"key": "../x.csv", "rows": 1},
+                     "payment": {"key": "it's\"; DROP TABLE fact_payment; --.csv", "rows": 1},
+                     "x'); DROP TABLE dim_staff; --": {"key": lake.table_key("staff", bad_runs[2], "csv"), "rows": 1}}
+    manifests = {  # newer than the real run: none may become the run whose cut-off the ingestor trusts
+        (ingested, bad_runs[0]): b'{"run_id": "' + bad_runs[0].encode() + b'", "files": {',
+        (ingested, bad_runs[1]): json.dumps({"run_id": bad_runs[1]}).encode(),
+        (ingested, bad_runs[2]): json.dumps({"run_id": bad_runs[2], "stage": "ingest", "files": hostile_files,
+                                             "rows": {}}).encode(),
+        (processed, bad_runs[3]): b"\x00not json",
+    }
+    for (bucket, bad_run), body in manifests.items():
+        s3.put_object(Bucket=bucket, Key=lake.manifest_key(bad_run), Body=body)
+    stray = {ingested: ["../x.csv", "it's; DROP TABLE fact_payment; --.csv", "_runs/not-a-run.json",
+                        "_runs/../../x.json", lake.table_key("sales_order", "20260101T000000000000Z", "csv")],
+             processed: ["../x.parquet", '"; DROP TABLE dim_date; --.parquet',
+                         lake.table_key("fact_sales_order", "20260101T000000000000Z", "parquet")]}
+    for bucket, keys in stray.items():
+        for key in keys:
+            s3.put_object(Bucket=bucket, Key=key, Body=b"sales_order_id\n1\n")
+        url = sqs.get_queue_url(QueueName=queue_name(bucket))["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(_event(bucket, keys)))
+    tally.fault("bad object planted", len(damaged) + len(manifests) + sum(map(len, stray.values())))
+
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    result = faulted.tick(extra={"TOTESYS_LOG_LEVEL": "ERROR"}, cwd=workdir)
+    errors = json_errors(result.stderr)
+    assert all(e["level"] == "ERROR" and e["stage"] and e["message"] for e in errors)
+    assert {(e["stage"], e["error_kind"], e["key"]) for e in errors} == {
+        *{("process", "quarantined_file", key) for key in damaged},
+        *{("process", "quarantined_manifest", lake.manifest_key(r)) for r in bad_runs[:3]},
+        ("load", "quarantined_manifest", lake.manifest_key(bad_runs[3]))}
+    assert len(errors) == 7  # one line each, nothing else at ERROR (the stray objects are ignored)
+
+    def quarantined(key, run):
+        return s3.get_object(Bucket=processed, Key=f"quarantine/{run}/{key}")["Body"].read()
+
+    for key, body in damaged.items():
+        assert quarantined(key, run_id) == body == s3.get_object(Bucket=ingested, Key=key)["Body"].read()
+        reason = json.loads(quarantined(key + ".reason.json", run_id))
+        assert reason["error_kind"] == "quarantined_file" and reason["reason"]
+    for (bucket, bad_run), body in manifests.items():
+        assert quarantined(lake.manifest_key(bad_run), bad_run) == body
+    processed_manifest = json.loads(s3.get_object(Bucket=processed, Key=lake.manifest_key(run_id))["Body"].read())
+    assert {q["key"] for q in processed_manifest["quarantined"]} == set(damaged)
+    for bucket, keys in stray.items():
+        for key in keys:  # ignored: untouched, and never copied anywhere
+            assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"sales_order_id\n1\n"
+    quarantine_keys = faulted.keys(processed, "quarantine/")
+    assert not [k for k in quarantine_keys if any(k.endswith(s) for keys in stray.values() for s in keys)]
+    assert not any(".." in k or ";" in k for k in quarantine_keys)
+    assert list(tmp_path.rglob("*")) == [workdir]  # no key ever became a path on disk
+
+    simulate(seeded.admin_url, changes=30, seed=72)  # the stage goes on: the next run loads as usual
+    at_once(faulted.tick, clean.tick)
+    expected = clean.rows()
+    for fact in FACTS:
+        versions = quarantined_versions.get(fact.source, set())
+        names = [c.name for c in fact.data_columns]
+        at = [names.index(c) for c in fact.version_key]
+        kept = {row: n for row, n in expected[fact.name].items() if tuple(row[i] for i in at) not in versions}
+        removed = sum(expected[fact.name].values()) - sum(kept.values())
+        assert removed == len(versions)  # every quarantined version is one the clean run holds, once
+        tally.rows_quarantined += removed
+        expected[fact.name] = type(expected[fact.name])(kept)
+    assert all(quarantined_versions.values())
+    compare("bad input quarantined or ignored", faulted, clean, clean_rows=expected)
