@@ -416,6 +416,7 @@ def run_bench(svc: Services, orders: int, workdir: Path, out: TextIO) -> dict:
             "floor_s": floor_tables,
             "to_sql_s": to_sql_s, "our_load_s": initial["load"]["handler_s"],
             "noop_tick_s": {s: noop[s]["handler_s"] for s in STAGES},
+            "noop_tick_rows": {s: stage_rows(noop[s]) for s in STAGES},
             "tick_1000_s": {s: tick_1000[s]["handler_s"] for s in STAGES},
             "tick_1000_rows": {s: stage_rows(tick_1000[s]) for s in STAGES},
             "snapshot_rows": {s: stage_rows(snapshot[s]) for s in STAGES},
