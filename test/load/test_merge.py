@@ -45,7 +45,8 @@ def test_a_fact_file_that_repeats_a_version_stores_it_once_and_the_run_goes_on(c
         assert merge.insert_fact_versions(conn, PAYMENT) == 3
         conn.run("SELECT 1")  # the transaction is still usable after the fallback
     rows = conn.run("SELECT payment_id, last_updated_time, payment_amount FROM fact_payment ORDER BY 1, 2")
-    assert rows == [[1, time(9, 0), Decimal("1.50")], [1, time(10, 0), Decimal("2.00")], [2, time(9, 0), Decimal("3.25")]]
+    assert rows == [[1, time(9, 0), Decimal("1.50")], [1, time(10, 0), Decimal("2.00")],
+                    [2, time(9, 0), Decimal("3.25")]]
 
 
 def test_fact_versions_already_stored_are_skipped_without_drawing_serials(conn):
