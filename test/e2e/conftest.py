@@ -157,6 +157,7 @@ class Pipeline:
 
     def tick(self, extra=None, expect=0, cwd=None) -> subprocess.CompletedProcess:
         result = self.command("tick", extra=extra, cwd=cwd)
+        self.ticks.append(result.stdout.strip())
         assert result.returncode == expect, f"{self.name} tick exit {result.returncode}: {result.stderr[-2000:]}"
         return result
 
@@ -226,7 +227,8 @@ def compare(tally):
     def check(case: str, faulted: Pipeline, clean: Pipeline, faulted_rows=None, clean_rows=None) -> list:
         got = faulted.rows() if faulted_rows is None else faulted_rows
         want = clean.rows() if clean_rows is None else clean_rows
-        assert all(want[t.name] for t in STAR_TABLES), "the clean warehouse must hold rows in every table"
+        empty = [t.name for t in STAR_TABLES if not want[t.name]]
+        assert not empty, f"the clean warehouse must hold rows in every table, not {empty}: ticks {clean.ticks}"
         diffs = differences(got, want)
         tally.record(case, diffs)
         bad = [d for d in diffs if not d.ok]
