@@ -10,7 +10,7 @@ environment's `TOTESYS_*` settings, so it never touches a database or bucket giv
 
 The floor (SPEC §8) is measured with `psql`, PostgreSQL's own client: its `\\timing` of
 `COPY … TO STDOUT` and `\\copy … FROM` is what the server and libpq cost, with no Python driver
-on top (pg8000 adds about half again to a `COPY TO`), so the ratio is not flattered.
+on top (pg8000 adds about 70 % to a `COPY TO`), so the ratio is not flattered.
 """
 from __future__ import annotations
 
