@@ -86,7 +86,9 @@ def _sweep(conn: Connection, settings: Settings, log: StageLog, today: date | No
     """Every processed run after the mark that the ledger lacks, in run_id order; then move the mark.
 
     The mark is the last run below which every *ingested* run is loaded, so a run ingested but
-    not yet processed holds it back and a late processed run is still found by a later sweep.
+    not yet processed holds it back and a late processed run is still found by a later sweep. It
+    never passes a run id younger than `lake.SETTLE`: a manifest may still appear below one (a slow
+    ingest), and a corrupt manifest dated in the future must not hide the runs after it.
     """
     mark = load_mark(conn)
     ingested = lake.runs_after(settings.ingest_bucket, mark)
@@ -95,7 +97,7 @@ def _sweep(conn: Connection, settings: Settings, log: StageLog, today: date | No
     done = loaded_runs(conn, candidates)
     runs = _load_each(conn, settings.processed_bucket, [r for r in processed if r not in done], log, today)
     done |= {r["run_id"] for r in runs}
-    new_mark = lake.advance_mark(candidates, done)
+    new_mark = lake.advance_mark(lake.settled(candidates), done)
     if new_mark and (mark is None or new_mark > mark):
         set_mark(conn, new_mark)
         log.info("low-water mark moved", mark=new_mark)
@@ -108,7 +110,7 @@ def _load_each(conn: Connection, bucket: str, run_ids: list[str], log: StageLog,
 
     A newer run never waits for an older one that cannot load; the failure is raised at the end.
     """
-    results, failed = [], []
+    results, failed = [], {}
     for run_id in run_ids:
         run_log = log.bind(run_id=run_id)
         try:
@@ -118,12 +120,13 @@ def _load_each(conn: Connection, bucket: str, run_ids: list[str], log: StageLog,
         except Exception as e:  # one run's failure must not stop the others; it is raised below
             error = e if isinstance(e, EtlError) else LoadFailed(_describe(e))
             run_log.error(f"run not loaded: {error}", error_kind=error.error_kind)
-            failed.append(run_id)
+            failed[run_id] = str(error)
             continue
         if result is not None:
             results.append(result)
     if failed:
-        error = LoadFailed(f"{len(failed)} run(s) not loaded: {', '.join(failed)}")
+        reasons = "; ".join(f"{run_id} ({reason})" for run_id, reason in failed.items())
+        error = LoadFailed(f"{len(failed)} run(s) not loaded: {reasons}")
         error.logged = True
         raise error
     return results
