@@ -1,40 +1,21 @@
-"""The local services' building blocks against the session's real PostgreSQL and moto server."""
+"""`up`/`down` bookkeeping against the session's real PostgreSQL and moto server."""
 from __future__ import annotations
 
 import json
 import os
 import pwd
-import secrets
 
 import pg8000.native
-import pytest
 
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local import services
-
-
-def test_create_database_and_grant_reader_are_idempotent(postgres, run_sql):
-    name = f"svc{secrets.token_hex(4)}"
-    for _ in range(2):
-        services.create_database(postgres, name)
-        services.grant_reader(postgres, name, postgres.reader_password)
-    admin, reader = postgres.url(name), postgres.url(name, services.READER_ROLE, postgres.reader_password)
-    run_sql(admin, "CREATE TABLE later (x int)")  # created after the grant: readable through default privileges
-    run_sql(admin, "INSERT INTO later VALUES (1)")
-    assert run_sql(reader, "SELECT x FROM later") == [[1]]
-    assert run_sql(admin, "SELECT rolsuper, rolcreatedb, rolcreaterole, pg_has_role(rolname, 'pg_monitor', 'MEMBER') "
-                          "FROM pg_roles WHERE rolname = :r", r=services.READER_ROLE) == [[False, False, False, False]]
-    for statement in ("INSERT INTO later VALUES (2)", "CREATE TABLE mine (x int)", "CREATE SCHEMA mine"):
-        with pytest.raises(pg8000.native.DatabaseError) as refused:
-            run_sql(reader, statement)
-        assert refused.value.args[0]["C"] == "42501", statement
+from totesys_etl.local import servers, services
 
 
 def test_settings_are_the_spec_variables_with_the_read_only_source(postgres):
     state = {"postgres": {"data_dir": str(postgres.data_dir), "port": postgres.port, "password": postgres.password,
                           "bindir": str(postgres.bindir)}, "reader_password": "pw", "moto": {"port": 1234, "pid": 1}}
     env = services.settings(state)
-    assert parse_url(env["TOTESYS_SOURCE_URL"])["user"] == services.READER_ROLE
+    assert parse_url(env["TOTESYS_SOURCE_URL"])["user"] == servers.READER_ROLE
     assert parse_url(env["TOTESYS_SOURCE_ADMIN_URL"])["user"] == "postgres"
     assert parse_url(env["TOTESYS_WAREHOUSE_URL"])["database"] == services.WAREHOUSE_DB
     assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1234"
@@ -65,11 +46,11 @@ def test_up_recreates_a_lost_cluster_in_a_private_folder_and_keeps_a_running_mot
         assert cluster.is_running()
         owner = pwd.getpwuid(cluster.data_dir.stat().st_uid).pw_name
         if os.geteuid() == 0:
-            assert owner == services.RUN_AS_USER and not cluster.data_dir.is_relative_to(tmp_path)
+            assert owner == servers.RUN_AS_USER and not cluster.data_dir.is_relative_to(tmp_path)
         else:
             assert cluster.data_dir.is_relative_to(home)
         conn = pg8000.native.Connection(**parse_url(env["TOTESYS_SOURCE_URL"]))
-        assert conn.run("SELECT current_database(), current_user") == [[services.SOURCE_DB, services.READER_ROLE]]
+        assert conn.run("SELECT current_database(), current_user") == [[services.SOURCE_DB, servers.READER_ROLE]]
         conn.close()
     finally:
         if cluster is not None:

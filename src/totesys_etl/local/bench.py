@@ -22,9 +22,9 @@ import subprocess  # nosec B404 - the bench runs each stage, and psql, as a proc
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 import boto3
 import pg8000.native
@@ -32,7 +32,8 @@ from pg8000.native import identifier
 
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.errors import EtlError
-from totesys_etl.local import services
+from totesys_etl.local import servers, services
+from totesys_etl.local.progress import Steps
 from totesys_etl.schema import DIM_DATE, DIMENSIONS, FACTS, SOURCE_TABLES, STATE_TABLES, Table
 from totesys_etl.schema.ddl import create_table
 
@@ -65,7 +66,7 @@ class BenchFailed(EtlError):
 class Services:
     """Where the bench runs: a PostgreSQL cluster it may create databases in, and an S3 API."""
 
-    cluster: services.Postgres
+    cluster: servers.Postgres
     reader_password: str
     aws: dict[str, str]  # AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and dummy keys
 
@@ -73,7 +74,7 @@ class Services:
         return self.cluster.url(database)
 
     def reader_url(self, database: str) -> str:
-        return self.cluster.url(database, services.READER_ROLE, self.reader_password)
+        return self.cluster.url(database, servers.READER_ROLE, self.reader_password)
 
 
 @dataclass(frozen=True)
@@ -101,20 +102,11 @@ def _admin(svc: Services, database: str) -> pg8000.native.Connection:
 
 def fresh_database(svc: Services, name: str) -> None:
     """Drop and create one of the bench's own databases (names are this module's constants)."""
-    conn = _admin(svc, "postgres")
-    try:
-        conn.run(f"DROP DATABASE IF EXISTS {identifier(name)} WITH (FORCE)")
-        conn.run(f"CREATE DATABASE {identifier(name)}")
-    finally:
-        conn.close()
+    servers.recreate_database(svc.cluster, name)
 
 
 def drop_database(svc: Services, name: str) -> None:
-    conn = _admin(svc, "postgres")
-    try:
-        conn.run(f"DROP DATABASE IF EXISTS {identifier(name)} WITH (FORCE)")
-    finally:
-        conn.close()
+    servers.admin_run(svc.cluster, "postgres", f"DROP DATABASE IF EXISTS {identifier(name)} WITH (FORCE)")
 
 
 def _s3(svc: Services):
@@ -125,24 +117,14 @@ def _s3(svc: Services):
 
 def fresh_buckets(svc: Services, names: tuple[str, ...]) -> None:
     """The bench's own buckets, existing and empty."""
-    s3 = _s3(svc)
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    for bucket in names:
-        if bucket not in existing:
-            s3.create_bucket(Bucket=bucket,
-                             CreateBucketConfiguration={"LocationConstraint": svc.aws["AWS_DEFAULT_REGION"]})
-            continue
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    servers.empty_buckets(_s3(svc), names)
 
 
 def prepare(svc: Services, pipeline: Pipeline) -> None:
     """A fresh, empty source (readable by the read-only role), warehouse and bucket pair."""
     for database in (pipeline.source_db, pipeline.warehouse_db):
         fresh_database(svc, database)
-    services.grant_reader(svc.cluster, pipeline.source_db, svc.reader_password)
+    servers.grant_reader(svc.cluster, pipeline.source_db, svc.reader_password)
     fresh_buckets(svc, pipeline.buckets)
 
 
@@ -229,7 +211,7 @@ def count_mismatches(svc: Services, pipeline: Pipeline) -> list[str]:
 # --- the floor: PostgreSQL's own COPY out and in ------------------------------------------------
 
 def psql_path() -> Path:
-    bindir = services.postgres_bindir()
+    bindir = servers.postgres_bindir()
     if bindir is None or not (bindir / "psql").exists():
         raise BenchFailed("psql not found beside the PostgreSQL server binaries: the floor needs it")
     return bindir / "psql"
@@ -337,20 +319,6 @@ def machine(svc: Services) -> dict:
 
 # --- the run ------------------------------------------------------------------------------------
 
-@dataclass
-class _Steps:
-    out: TextIO
-    seconds: dict = field(default_factory=dict)
-
-    def __call__(self, name: str, action: Callable, *args, **kwargs):
-        print(f"-> {name} ...", file=self.out, flush=True)
-        start = time.perf_counter()
-        result = action(*args, **kwargs)
-        self.seconds[name] = round(time.perf_counter() - start, 2)
-        print(f"   done in {self.seconds[name]:.1f}s", file=self.out, flush=True)
-        return result
-
-
 def _check(problems: list[str], when: str) -> None:
     if problems:
         raise BenchFailed(f"after {when} the warehouse does not match the source: " + "; ".join(problems))
@@ -364,7 +332,7 @@ def run_bench(svc: Services, orders: int, workdir: Path, out: TextIO) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "bench.log"
     log_path.write_text("")
-    step = _Steps(out)
+    step = Steps(out)
     started = time.perf_counter()
     load_before = os.getloadavg()
     from totesys_etl.local.seed import seed
@@ -492,8 +460,7 @@ def local_services(home: Path) -> Services:
     """`up`'s services (started if none run), as the bench's Services; this process's S3 settings too."""
     env = services.up(home)
     state = json.loads((home / "services.json").read_text())
-    cluster = services.Postgres(Path(state["postgres"]["data_dir"]), state["postgres"]["port"],
-                                state["postgres"]["password"], Path(state["postgres"]["bindir"]))
+    cluster = services.recorded_cluster(home)
     aws = {k: v for k, v in env.items() if k.startswith("AWS_")}
     for key in [k for k in os.environ if k.startswith(("TOTESYS_", "AWS_"))]:
         del os.environ[key]  # the bench never works on a setup given through the environment

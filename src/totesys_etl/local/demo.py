@@ -14,42 +14,18 @@ import pg8000.native
 from pg8000.native import identifier
 
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local import notifications, services
+from totesys_etl.local import notifications, servers, services
+from totesys_etl.local.progress import Steps
 
 DEMO_CHANGES = 500
 
 
-class _Steps:
-    """Progress lines: each step says what it does before it starts and how long it took."""
-
-    def __init__(self, out):
-        self.out, self.seconds = out, {}
-
-    def __call__(self, name: str, action, *args, **kwargs):
-        print(f"-> {name} ...", file=self.out, flush=True)
-        start = time.perf_counter()
-        result = action(*args, **kwargs)
-        self.seconds[name] = time.perf_counter() - start
-        print(f"   done in {self.seconds[name]:.1f}s", file=self.out, flush=True)
-        return result
-
-
-def reset(env: dict[str, str]) -> None:
+def reset(home: Path, env: dict[str, str]) -> None:
     """Empty the warehouse database and the two buckets that `up` created, and their queues."""
-    url = parse_url(env["TOTESYS_WAREHOUSE_URL"])
-    name = url.pop("database")
-    conn = pg8000.native.Connection(database="postgres", **url)
-    try:
-        conn.run(f"DROP DATABASE IF EXISTS {identifier(name)} WITH (FORCE)")
-        conn.run(f"CREATE DATABASE {identifier(name)}")
-    finally:
-        conn.close()
-    s3 = boto3.client("s3")
-    for bucket in (env["TOTESYS_INGEST_BUCKET"], env["TOTESYS_PROCESSED_BUCKET"]):
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+    servers.recreate_database(services.recorded_cluster(home), parse_url(env["TOTESYS_WAREHOUSE_URL"])["database"])
+    buckets = (env["TOTESYS_INGEST_BUCKET"], env["TOTESYS_PROCESSED_BUCKET"])
+    servers.empty_buckets(boto3.client("s3"), buckets)
+    for bucket in buckets:
         notifications.purge(notifications.ensure(bucket))
 
 
@@ -70,10 +46,10 @@ def demo(home: Path, orders: int, out) -> int:
     from totesys_etl.local.tick import tick
 
     started = time.perf_counter()
-    step = _Steps(out)
+    step = Steps(out)
     env = step("start local PostgreSQL and moto's server (totesys-etl up)", services.up, home)
     os.environ.update(env)  # the demo runs on up's services, whatever the shell had set
-    step("empty the warehouse and buckets that up created", reset, env)
+    step("empty the warehouse and buckets that up created", reset, home, env)
     step(f"seed the source with {orders:,} sales orders", seed, env["TOTESYS_SOURCE_ADMIN_URL"], orders=orders)
     first = step("tick: first run (everything)", tick)
     print(f"   {first.summary()}", file=out)

@@ -98,7 +98,7 @@ def finish_source_tables(conn: Connection, reader_role: str | None = None) -> di
     Returns the row count of each table. `reader_role` defaults to the role `up` creates; the
     grant is skipped when no such role exists (a database the caller set up itself).
     """
-    from totesys_etl.local.services import READER_ROLE
+    from totesys_etl.local.servers import READER_ROLE
 
     counts = {}
     for table in SOURCE_TABLES:

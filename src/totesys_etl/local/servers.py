@@ -1,0 +1,252 @@
+"""Real PostgreSQL and moto's server as processes of this machine, and the few admin steps on them.
+
+PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user; when that
+user cannot reach the data folder (a clone under a private home, a 0700 temporary folder), the
+data goes in a folder it owns under the system's temporary folder, recorded in `.local/`.
+The project never changes the permissions of folders it does not own.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess  # nosec B404 - starting the local servers is this module's job
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+RUN_AS_USER = "postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds:.0f} s")
+
+
+def postgres_bindir() -> Path | None:
+    """The machine's PostgreSQL server binaries (pg_config, else the newest Debian layout)."""
+    candidates = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)  # nosec B603
+        candidates.append(out.stdout.strip())
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]),
+                         reverse=True)
+    for folder in candidates:
+        if folder and (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
+            return Path(folder)
+    return None
+
+
+def _run_as() -> list[str]:
+    """The prefix that runs a command as the unprivileged user when we are root."""
+    if os.geteuid() != 0:
+        return []
+    pwd.getpwnam(RUN_AS_USER)  # KeyError if the machine has no such user
+    return ["runuser", "-u", RUN_AS_USER, "--"]
+
+
+def _reachable_by_run_as(folder: Path) -> bool:
+    prefix = _run_as()
+    if not prefix:
+        return True
+    probe = subprocess.run(prefix + ["test", "-w", str(folder)], capture_output=True)  # nosec B603
+    return probe.returncode == 0
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL cluster in `data_dir`, listening on 127.0.0.1 only, password-protected."""
+
+    data_dir: Path
+    port: int
+    password: str
+    bindir: Path
+
+    @classmethod
+    def create(cls, home: Path, port: int | None = None) -> "Postgres":
+        """initdb a new cluster under `home` (or, when the server's user cannot reach it, under a
+        folder of its own in the temporary folder) and start it."""
+        bindir = postgres_bindir()
+        if bindir is None:
+            raise RuntimeError("no PostgreSQL server binaries found (initdb, pg_ctl); install PostgreSQL 15")
+        home.mkdir(parents=True, exist_ok=True)
+        parent = home
+        if os.geteuid() == 0:
+            shutil.chown(home, RUN_AS_USER)
+            if not _reachable_by_run_as(home):
+                parent = Path(tempfile.mkdtemp(prefix="totesys-etl-pg-"))
+                shutil.chown(parent, RUN_AS_USER)
+        cluster = cls(parent / "data", port or free_port(), secrets.token_urlsafe(18), bindir)
+        pwfile = parent / "pwfile"
+        pwfile.write_text(cluster.password)
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, RUN_AS_USER)
+        try:
+            cluster._run("initdb", "-D", str(cluster.data_dir), "-U", "postgres", "-A", "scram-sha-256",
+                         "--pwfile", str(pwfile), "-E", "UTF8", "--locale", "C", "--no-sync")
+        finally:
+            pwfile.unlink()
+        cluster.start()
+        return cluster
+
+    def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(_run_as() + [str(self.bindir / tool), *args],  # nosec B603
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{tool} failed: {(result.stderr or result.stdout).strip()[-500:]}")
+        return result
+
+    def start(self) -> None:
+        """Start the server (fsync off: a local cluster trades durability for speed)."""
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+                   f"-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+                   f"-c timezone=UTC -c lc_messages=C")
+        self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60", "-l",
+                  str(self.data_dir / "server.log"), "-o", options, "start")
+
+    def is_running(self) -> bool:
+        result = subprocess.run(_run_as() + [str(self.bindir / "pg_ctl"), "-D", str(self.data_dir),  # nosec
+                                             "status"], capture_output=True)
+        return result.returncode == 0
+
+    def stop(self) -> None:
+        if self.data_dir.exists() and self.is_running():
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+
+    def url(self, database: str, user: str = "postgres", password: str | None = None) -> str:
+        # The local server has no SSL: sslmode=disable saves building a TLS context per connection.
+        return f"postgresql://{user}:{password or self.password}@127.0.0.1:{self.port}/{database}?sslmode=disable"
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir.parent if self.data_dir.parent.name.startswith("totesys-etl-pg-")
+                      else self.data_dir, ignore_errors=True)
+
+
+@dataclass
+class MotoServer:
+    """moto's server (S3, SQS, SNS, Secrets Manager, CloudWatch, Logs) on 127.0.0.1."""
+
+    port: int
+    pid: int
+
+    @classmethod
+    def start(cls, log_path: Path | None = None, port: int | None = None) -> "MotoServer":
+        port = port or free_port()
+        exe = Path(sys.executable).with_name("moto_server")
+        command = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+        log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        process = subprocess.Popen(command + ["-H", "127.0.0.1", "-p", str(port)],  # nosec B603
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(port)
+        return cls(port, process.pid)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def is_running(self) -> bool:
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return b"moto" in cmdline
+
+    def stop(self) -> None:
+        if self.is_running():
+            os.kill(self.pid, signal.SIGTERM)
+            for _ in range(50):
+                if not self.is_running():
+                    return
+                time.sleep(0.05)
+            os.kill(self.pid, signal.SIGKILL)
+
+
+READER_ROLE = "totesys_reader"
+
+
+def admin_run(cluster: Postgres, database: str, *statements: str) -> None:
+    """Run trusted statements (built from constants and `identifier()`) as the superuser."""
+    import pg8000.native
+
+    conn = pg8000.native.Connection("postgres", host="127.0.0.1", port=cluster.port, database=database,
+                                    password=cluster.password, ssl_context=False)
+    try:
+        for statement in statements:
+            conn.run(statement)
+    finally:
+        conn.close()
+
+
+def create_database(cluster: Postgres, name: str) -> None:
+    from pg8000.native import identifier, literal
+
+    import pg8000.native
+    conn = pg8000.native.Connection("postgres", host="127.0.0.1", port=cluster.port, database="postgres",
+                                    password=cluster.password, ssl_context=False)
+    try:
+        if not conn.run(f"SELECT 1 FROM pg_database WHERE datname = {literal(name)}"):  # nosec B608 - literal()
+            conn.run(f"CREATE DATABASE {identifier(name)}")
+    finally:
+        conn.close()
+
+
+def grant_reader(cluster: Postgres, database: str, password: str, role: str = READER_ROLE) -> None:
+    """A login role that may read the source's tables and nothing else (SPEC §2).
+
+    Default privileges make tables that `seed` creates later readable too.
+    """
+    from pg8000.native import identifier, literal
+
+    role_q = identifier(role)
+    admin_run(cluster, "postgres",
+              f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {literal(role)}) THEN "  # nosec B608
+              f"CREATE ROLE {role_q} LOGIN PASSWORD {literal(password)}; END IF; END $$",
+              f"ALTER ROLE {role_q} LOGIN PASSWORD {literal(password)} NOSUPERUSER NOCREATEDB NOCREATEROLE")
+    admin_run(cluster, database,
+              "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+              f"GRANT CONNECT ON DATABASE {identifier(database)} TO {role_q}",
+              f"GRANT USAGE ON SCHEMA public TO {role_q}",
+              f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role_q}",
+              f"ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT SELECT ON TABLES TO {role_q}")
+
+
+def recreate_database(cluster: Postgres, name: str) -> None:
+    """Drop (closing its sessions) and create a database the local runtime owns: demo, bench."""
+    from pg8000.native import identifier
+
+    admin_run(cluster, "postgres", f"DROP DATABASE IF EXISTS {identifier(name)} WITH (FORCE)",
+              f"CREATE DATABASE {identifier(name)}")
+
+
+def empty_buckets(s3, names) -> None:
+    """Create each bucket if missing, else delete every object in it (local buckets only)."""
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in names:
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket,
+                             CreateBucketConfiguration={"LocationConstraint": s3.meta.region_name})
+            continue
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
