@@ -17,7 +17,7 @@ import boto3
 import pg8000.native
 import pytest
 
-from totesys_etl.local import services
+from totesys_etl.local import servers
 
 _counter = itertools.count()
 REGION = "eu-west-2"
@@ -33,7 +33,7 @@ class Source:
 @pytest.fixture(scope="session")
 def postgres():
     home = Path(tempfile.mkdtemp(prefix="totesys-etl-test-"))
-    cluster = services.Postgres.create(home / "pg")
+    cluster = servers.Postgres.create(home / "pg")
     reader_password = secrets.token_urlsafe(12)
     cluster.reader_password = reader_password
     yield cluster
@@ -43,7 +43,7 @@ def postgres():
 
 @pytest.fixture(scope="session")
 def moto_server():
-    server = services.MotoServer.start()
+    server = servers.MotoServer.start()
     yield server
     server.stop()
 
@@ -68,15 +68,15 @@ def unique(prefix: str) -> str:
 def source(postgres) -> Source:
     """An empty source database; `reader_url` is the read-only role of SPEC §2."""
     name = unique("src")
-    services.create_database(postgres, name)
-    services.grant_reader(postgres, name, postgres.reader_password)
-    return Source(name, postgres.url(name), postgres.url(name, services.READER_ROLE, postgres.reader_password))
+    servers.create_database(postgres, name)
+    servers.grant_reader(postgres, name, postgres.reader_password)
+    return Source(name, postgres.url(name), postgres.url(name, servers.READER_ROLE, postgres.reader_password))
 
 
 @pytest.fixture
 def warehouse_url(postgres) -> str:
     name = unique("dw")
-    services.create_database(postgres, name)
+    servers.create_database(postgres, name)
     return postgres.url(name)
 
 

@@ -18,7 +18,7 @@ import pg8000.native
 import pytest
 
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local import services
+from totesys_etl.local import servers, services
 
 COMMAND = str(Path(sys.executable).with_name("totesys-etl"))
 SPEC_VARIABLES = {"TOTESYS_SOURCE_URL", "TOTESYS_SOURCE_ADMIN_URL", "TOTESYS_WAREHOUSE_URL", "TOTESYS_INGEST_BUCKET",
@@ -53,7 +53,7 @@ def clone(tmp_path):
     state_path = tmp_path / ".local" / "services.json"
     if state_path.exists():
         pg = json.loads(state_path.read_text())["postgres"]
-        services.Postgres(Path(pg["data_dir"]), pg["port"], pg["password"], Path(pg["bindir"])).destroy()
+        servers.Postgres(Path(pg["data_dir"]), pg["port"], pg["password"], Path(pg["bindir"])).destroy()
         assert not Path(pg["data_dir"]).exists()
 
 
@@ -68,7 +68,7 @@ def test_up_is_idempotent_and_down_stops_only_what_up_started(clone, postgres, m
         assert parse_url(url)["password"] not in first.stdout  # printed settings hide passwords
     state = json.loads((clone / ".local" / "services.json").read_text())
     data_dir = Path(state["postgres"]["data_dir"])
-    assert pwd.getpwuid(data_dir.stat().st_uid).pw_name == (services.RUN_AS_USER if os.geteuid() == 0
+    assert pwd.getpwuid(data_dir.stat().st_uid).pw_name == (servers.RUN_AS_USER if os.geteuid() == 0
                                                             else pwd.getpwuid(os.geteuid()).pw_name)
     if os.geteuid() == 0:  # tmp_path is 0700 root: the server's user cannot reach it
         assert not data_dir.is_relative_to(clone) and data_dir.parent.name.startswith("totesys-etl-pg-")
@@ -76,7 +76,7 @@ def test_up_is_idempotent_and_down_stops_only_what_up_started(clone, postgres, m
     # The source URL is the read-only role; the admin URL may write.
     reader = connect(env["TOTESYS_SOURCE_URL"])
     try:
-        assert reader.run("SELECT current_user") == [[services.READER_ROLE]]
+        assert reader.run("SELECT current_user") == [[servers.READER_ROLE]]
         with pytest.raises(pg8000.native.DatabaseError) as refused:
             reader.run("CREATE TABLE t (x int)")
         assert refused.value.args[0]["C"] == "42501"
@@ -115,7 +115,7 @@ def test_up_is_idempotent_and_down_stops_only_what_up_started(clone, postgres, m
     down = cli(clone, "down")
     assert down.returncode == 0, down.stderr
     assert "PostgreSQL" in down.stdout and "moto" in down.stdout
-    assert not services.MotoServer(state["moto"]["port"], moto_pid).is_running()
+    assert not servers.MotoServer(state["moto"]["port"], moto_pid).is_running()
     assert not reachable(env["TOTESYS_SOURCE_ADMIN_URL"])
     # what others started keeps running
     assert moto_server.is_running() and postgres.is_running()

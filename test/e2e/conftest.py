@@ -30,7 +30,7 @@ import pg8000.native
 import pytest
 
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local import services
+from totesys_etl.local import servers
 from totesys_etl.local.seed import seed
 from totesys_etl.schema import STAR_TABLES
 
@@ -207,7 +207,7 @@ def new_pipeline(postgres, source, aws):
     def make(name: str) -> Pipeline:
         tag = f"{os.getpid()}e{next(_names)}"
         database = f"dw{name}{tag}"
-        services.create_database(postgres, database)
+        servers.create_database(postgres, database)
         buckets = (f"ingested-{name}-{tag}", f"processed-{name}-{tag}")
         for bucket in buckets:
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})

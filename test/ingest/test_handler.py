@@ -13,7 +13,7 @@ import pytest
 from totesys_etl import lake
 from totesys_etl.errors import SecretError, SourceUnavailable
 from totesys_etl.ingest.handler import lambda_handler
-from totesys_etl.local.services import READER_ROLE, free_port
+from totesys_etl.local.servers import READER_ROLE, free_port
 from totesys_etl.schema import SOURCE_TABLES
 
 SCHEDULED_EVENT = {"version": "0", "id": "1", "detail-type": "Scheduled Event", "source": "aws.events",
