@@ -1,13 +1,18 @@
 """What changed since the previous run, as SQL, and COPY of it to a local CSV file.
 
-A row version is new iff it is not visible in the previous run's snapshot P (ADR 0001). Per table:
+A row version is new iff the previous run's snapshot P could not have seen it (ADR 0001). A
+visible row whose `xmin` is below P's xmin was committed before P began, so P saw it; any other
+one may not have been: P lists only top-level transactions as in progress, and a row written
+inside a savepoint carries a subtransaction id that `pg_visible_in_snapshot` would wrongly call
+visible. So "unseen" is `xmin8 >= P.xmin`, which re-reads the few versions P did see from
+transactions that ended while an older one was still running (downstream ignores a version it
+holds) and never drops one it did not. Per table:
 
-(a) `last_updated > P.cutoff - OVERLAP AND NOT pg_visible_in_snapshot(xmin8, P.snapshot)`:
-    recent versions (an index range when the source has an index on `last_updated`), minus those
-    P already saw;
-(b) only when P had transactions in progress: `last_updated <= P.cutoff - OVERLAP AND xmin IN
-    P.xip`: versions those transactions wrote and committed after P, however old their
-    `last_updated` (late commits, no time bound).
+(a) `last_updated > P.cutoff - OVERLAP AND xmin8 >= P.xmin`: recent versions (an index range
+    when the source has an index on `last_updated`), minus those P certainly saw;
+(b) only when P had transactions in progress (P.xmin < P.xmax): `last_updated <= P.cutoff -
+    OVERLAP AND xmin8 >= P.xmin`: versions those transactions (or their savepoints) wrote and
+    committed after P, however old their `last_updated` (late commits, no time bound).
 
 The two branches are disjoint on `last_updated`, so `UNION ALL` never doubles a row.
 
@@ -85,13 +90,10 @@ def changes_query(table: Table, previous: Watermark | None, current: Snapshot) -
         return select
     last_updated = identifier("last_updated")
     since = literal((previous.cutoff - OVERLAP).isoformat(sep=" ", timespec="microseconds"))
-    seen_by = literal(str(previous.snapshot))
-    unseen = f"NOT pg_visible_in_snapshot({xid8_of_xmin(current.xmax)}, {seen_by}::pg_snapshot)"
+    unseen = f"{xid8_of_xmin(current.xmax)} >= {literal(str(previous.snapshot.xmin))}::xid8"
     query = f"{select} WHERE {last_updated} > {since}::timestamp AND {unseen}"
-    if previous.snapshot.xip:
-        xids = literal("{" + ",".join(str(x % _XID_SPAN) for x in previous.snapshot.xip) + "}")
-        query += (f" UNION ALL {select} WHERE {last_updated} <= {since}::timestamp"
-                  f" AND xmin = ANY({xids}::xid[]) AND {unseen}")
+    if previous.snapshot.xmin < previous.snapshot.xmax:
+        query += f" UNION ALL {select} WHERE {last_updated} <= {since}::timestamp AND {unseen}"
     return query
 
 
