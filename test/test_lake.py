@@ -52,6 +52,13 @@ def test_marks_return_the_highest(buckets):
     assert lake.read_mark(bucket, "_state/m/") == "20260101T000000000003Z"
 
 
+def test_a_stray_key_under_the_mark_prefix_is_skipped(buckets):
+    bucket = buckets[1]
+    lake.write_mark(bucket, "_state/m/", "20260101T000000000001Z")
+    s3.put_create_only(bucket, "_state/m/0stray", b"x")  # sorts first
+    assert lake.read_mark(bucket, "_state/m/") == "20260101T000000000001Z"
+
+
 def test_runs_after_ignores_other_keys(buckets):
     bucket = buckets[0]
     for key in (f"_runs/{RUN}.json", "_runs/../evil.json", "_runs/notes.txt"):

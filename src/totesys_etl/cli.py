@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from totesys_etl import logs
 from totesys_etl.errors import ConfigurationError, EtlError
 
@@ -166,5 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     except EtlError as e:
         print(f"totesys-etl {args.command}: {e}", file=sys.stderr)
         return e.exit_code
+    except (BotoCoreError, ClientError) as e:
+        print(f"totesys-etl {args.command}: the S3 API failed: {_aws_reason(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 1
+    except Exception as e:  # a bug: one line naming it; the message is left out, it may hold a setting
+        print(f"totesys-etl {args.command}: unexpected {type(e).__name__} (run with TOTESYS_LOG_LEVEL=INFO "
+              f"for the handlers' logs)", file=sys.stderr)
+        return 1
+
+
+def _aws_reason(error: Exception) -> str:
+    if isinstance(error, ClientError):
+        detail = error.response.get("Error", {})
+        return f"{error.operation_name}: {detail.get('Code', 'error')}"
+    return type(error).__name__

@@ -101,9 +101,10 @@ def write_mark(bucket: str, prefix: str, run_id: str) -> None:
 
 def read_mark(bucket: str, prefix: str) -> str | None:
     """The highest low-water mark recorded under `prefix`, or None before the first one."""
-    for key in s3.list_keys(bucket, prefix, limit=1):
+    for key in s3.list_keys(bucket, prefix):
         candidate = key[len(prefix):].translate(_INVERT)
-        return candidate if RUN_ID.fullmatch(candidate) else None
+        if RUN_ID.fullmatch(candidate):  # a stray key is skipped, never a reason to list everything
+            return candidate
     return None
 
 

@@ -14,6 +14,12 @@ def test_parse_url_decodes_and_refuses_other_schemes():
         pg.parse_url("mysql://u:p@h/db")
 
 
+def test_a_malformed_url_is_a_configuration_error_without_the_password():
+    with pytest.raises(ConfigurationError) as error:
+        pg.parse_url("postgresql://reader:my/s3cretpw@db.example:5432/totesys")
+    assert "s3cretpw" not in str(error.value) and "my" not in str(error.value).split("(")[0].split("//")[0]
+
+
 def test_sslmode_chooses_a_cached_context():
     assert pg.parse_url("postgresql://u@h/d?sslmode=disable")["ssl_context"] is False
     required = pg.parse_url("postgresql://u@h/d?sslmode=require")["ssl_context"]

@@ -140,3 +140,9 @@ def test_reconcile_before_any_load_says_why_in_one_line(seeded):
     assert result.returncode == 1
     assert result.stderr.startswith("totesys-etl reconcile: nothing to compare")
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_an_unreachable_s3_api_fails_the_tick_in_one_line(seeded):
+    result = cli({**seeded, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "tick")
+    assert result.returncode == 1
+    assert result.stderr.startswith("totesys-etl tick: the S3 API failed") and len(result.stderr.splitlines()) == 1

@@ -25,12 +25,17 @@ _UNAVAILABLE = {"source": SourceUnavailable, "warehouse": WarehouseUnavailable}
 
 def parse_url(url: str) -> dict:
     """`postgresql://user:password@host:port/dbname[?sslmode=…]` as connection keywords."""
-    parts = urlsplit(url)
+    shape = "a database URL must look like postgresql://user:password@host:port/dbname"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a malformed port, e.g. an unescaped '/' in the password
+    except ValueError:
+        raise ConfigurationError(f"{shape} (percent-encode special characters)") from None
     if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or not parts.path.strip("/"):
-        raise ConfigurationError("a database URL must look like postgresql://user:password@host:port/dbname")
+        raise ConfigurationError(shape)
     sslmode = parse_qs(parts.query).get("sslmode", [None])[0]
     return {"user": unquote(parts.username or ""), "password": unquote(parts.password or "") or None,
-            "host": parts.hostname, "port": parts.port or 5432, "database": unquote(parts.path.lstrip("/")),
+            "host": parts.hostname, "port": port or 5432, "database": unquote(parts.path.lstrip("/")),
             "ssl_context": ssl_context(sslmode)}
 
 

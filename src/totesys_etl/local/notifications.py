@@ -28,10 +28,12 @@ def ensure(bucket: str) -> str:
     wanted = {"Id": "totesys-etl-manifests", "QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
               "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": RUNS_PREFIX},
                                                  {"Name": "suffix", "Value": ".json"}]}}}
-    current = s3.get_bucket_notification_configuration(Bucket=bucket).get("QueueConfigurations", [])
-    if not any(c.get("QueueArn") == arn for c in current):
-        s3.put_bucket_notification_configuration(
-            Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [wanted]})
+    current = s3.get_bucket_notification_configuration(Bucket=bucket)
+    current.pop("ResponseMetadata", None)
+    if not any(c.get("QueueArn") == arn for c in current.get("QueueConfigurations", [])):
+        # Added to whatever the bucket already notifies (the API replaces the whole configuration).
+        current["QueueConfigurations"] = [*current.get("QueueConfigurations", []), wanted]
+        s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=current)
     return url
 
 
