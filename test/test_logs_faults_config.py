@@ -42,3 +42,32 @@ def test_settings_need_buckets_and_never_show_urls():
     assert settings.source.url and "s3cr3tpw" not in repr(settings)
     assert settings.warehouse.secret_id == "postgres_db_credentials"
     assert settings.source.secret_id == "totesys_db_credentials"
+
+
+def test_failures_are_logged_once_with_their_kind_and_reraised():
+    from botocore.exceptions import ClientError
+
+    from totesys_etl.errors import SourceUnavailable
+
+    stream = io.StringIO()
+    handler = logs.logging.StreamHandler(stream)
+    handler.setFormatter(logs._JsonFormatter())
+    logs.configure("INFO")
+    logs._LOGGER.addHandler(handler)
+    already = SourceUnavailable("already said")
+    already.logged = True
+    s3_error = ClientError({"Error": {"Code": "AccessDenied"}}, "PutObject")
+    try:
+        for error in (SourceUnavailable("source database 'x' at h:1 is unavailable: refused"), s3_error,
+                      ValueError("bad\nsecond line"), already):
+            with pytest.raises(type(error)):
+                with logs.failures_logged(logs.StageLog("load"), "load"):
+                    raise error
+    finally:
+        logs._LOGGER.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["error_kind"], line["message"]) for line in lines] == [
+        ("source_unavailable", "load failed: source database 'x' at h:1 is unavailable: refused"),
+        ("lake_unavailable", "load failed: S3 PutObject: AccessDenied"),
+        ("pipeline_failed", "load failed: bad"),
+    ]

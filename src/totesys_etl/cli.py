@@ -13,7 +13,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError, ClientError
 
 from totesys_etl import logs
-from totesys_etl.errors import ConfigurationError, EtlError
+from totesys_etl.errors import ConfigurationError, EtlError, describe
 
 LOCAL_HOME = Path(".local")
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"totesys-etl {args.command}: {e}", file=sys.stderr)
         return e.exit_code
     except (BotoCoreError, ClientError) as e:
-        print(f"totesys-etl {args.command}: the S3 API failed: {_aws_reason(e)}", file=sys.stderr)
+        print(f"totesys-etl {args.command}: the S3 API failed: {describe(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 1
@@ -177,10 +177,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"totesys-etl {args.command}: unexpected {type(e).__name__} (run with TOTESYS_LOG_LEVEL=INFO "
               f"for the handlers' logs)", file=sys.stderr)
         return 1
-
-
-def _aws_reason(error: Exception) -> str:
-    if isinstance(error, ClientError):
-        detail = error.response.get("Error", {})
-        return f"{error.operation_name}: {detail.get('Code', 'error')}"
-    return type(error).__name__

@@ -58,3 +58,31 @@ class TickIncomplete(EtlError):
     """`tick` gave up waiting for runs that a concurrent holder kept locked."""
 
     error_kind = "tick_incomplete"
+
+
+def describe(error: BaseException) -> str:
+    """One line saying why something failed, for logs and the command's exit line.
+
+    S3 errors give the operation and S3's code, database errors the server's message (neither
+    ever holds a credential), anything else its first line; never a traceback.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(error, ClientError):
+        return f"S3 {error.operation_name}: {error.response.get('Error', {}).get('Code', 'error')}"
+    if isinstance(error, BotoCoreError):
+        return f"S3: {type(error).__name__}"
+    detail = error.args[0] if error.args else None
+    if isinstance(detail, dict):  # pg8000's DatabaseError: the server's fields
+        return str(detail.get("M", "database error")).splitlines()[0]
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def kind_of(error: BaseException) -> str:
+    """The `error_kind` a failure counts under: the pipeline's own, the lake's for S3 errors."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(error, (ClientError, BotoCoreError)):
+        return LakeUnavailable.error_kind
+    return getattr(error, "error_kind", EtlError.error_kind)

@@ -10,7 +10,11 @@ import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import Iterator
+
+from totesys_etl.errors import describe, kind_of
 
 _LOGGER = logging.getLogger("totesys_etl")
 
@@ -74,3 +78,18 @@ class Timer:
     @property
     def seconds(self) -> float:
         return round(time.perf_counter() - self.start, 4)
+
+
+@contextmanager
+def failures_logged(log: StageLog, what: str) -> Iterator[None]:
+    """A handler's body: any failure is logged once as ERROR with its `error_kind`, then re-raised.
+
+    An error a stage already logged run by run (`error.logged`) is not logged again, so each
+    failure counts once towards its alarm.
+    """
+    try:
+        yield
+    except Exception as e:
+        if not getattr(e, "logged", False):
+            log.error(f"{what} failed: {describe(e)}", kind_of(e))
+        raise

@@ -16,7 +16,7 @@ from pg8000.native import DatabaseError, InterfaceError, identifier  # noqa: F40
 
 from totesys_etl.adapters.secrets import read_database_secret
 from totesys_etl.config import Database
-from totesys_etl.errors import ConfigurationError, SourceUnavailable, WarehouseUnavailable
+from totesys_etl.errors import ConfigurationError, SourceUnavailable, WarehouseUnavailable, describe
 
 Connection = pg8000.native.Connection
 
@@ -105,13 +105,16 @@ def connect(database: Database, timeout: float = 10.0, application_name: str = "
 
 def _reason(error: Exception, password: str | None) -> str:
     """A one-line reason from a driver error, with the password cut out should it appear."""
-    if isinstance(error, DatabaseError) and error.args and isinstance(error.args[0], dict):
-        text = error.args[0].get("M", "refused")
-    else:
-        text = str(error) or type(error).__name__
-    if password:
-        text = text.replace(password, "***")
-    return text.splitlines()[0] if text else type(error).__name__
+    text = describe(error)
+    return text.replace(password, "***") if password else text
+
+
+def close_quietly(conn: Connection) -> None:
+    """Close a session; a connection already lost must not hide the error that lost it."""
+    try:
+        conn.close()
+    except (InterfaceError, OSError):
+        pass
 
 
 @contextmanager

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
-from totesys_etl.errors import EtlError
 from totesys_etl.ingest.run import ingest
-from totesys_etl.logs import StageLog
+from totesys_etl.logs import StageLog, failures_logged
 
 # Built in Lambda's init phase, once per container (AWS's advice for SDK clients): a warm invocation
 # then pays nothing for it (~0.1 s in a new process). Later calls reuse it; another endpoint gets its own.
@@ -20,11 +19,5 @@ def lambda_handler(event: dict | None, context: object = None) -> dict:
     """`{"stage": "ingest", "run_id", "rows": {table: n}, "files", "seconds"}`; raises on failure
     after one ERROR line whose `error_kind` the alarms count."""
     log = StageLog("ingest")
-    try:
+    with failures_logged(log, "ingest"):
         return ingest(Settings.from_env(), log).summary()
-    except EtlError as e:
-        log.error(f"ingest failed: {e}", e.error_kind)
-        raise
-    except Exception as e:
-        log.error(f"ingest failed: {type(e).__name__}", EtlError.error_kind)
-        raise

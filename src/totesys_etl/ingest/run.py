@@ -17,7 +17,7 @@ from pg8000.native import DatabaseError, InterfaceError
 from totesys_etl import lake
 from totesys_etl.adapters import postgres, s3
 from totesys_etl.config import Settings
-from totesys_etl.errors import SourceUnavailable
+from totesys_etl.errors import SourceUnavailable, describe
 from totesys_etl.faults import crash_point
 from totesys_etl.ingest.extract import changes_query, extract_table, take_snapshot
 from totesys_etl.ingest.lakeio import lake_call
@@ -58,7 +58,7 @@ def ingest(settings: Settings, log: StageLog | None = None) -> IngestResult:
                 ThreadPoolExecutor(max_workers=MAX_PENDING_UPLOADS) as pool:
             manifest = _extract(conn, bucket, previous, folder, pool, log)
     finally:
-        _close(conn)
+        postgres.close_quietly(conn)
     if manifest["files"]:
         crash_point("ingest.before_manifest")
     key = lake.manifest_key(manifest["run_id"])
@@ -101,7 +101,7 @@ def _extract(conn, bucket: str, previous: Watermark | None, folder: str, pool: T
                 else:
                     os.remove(path)
     except (DatabaseError, InterfaceError) as e:
-        raise SourceUnavailable(f"reading the source failed: {_db_reason(e)}") from None
+        raise SourceUnavailable(f"reading the source failed: {describe(e)}") from None
     _wait_below(pending, 1)
     return {"run_id": run_id, "stage": "ingest", "format": 1,
             "previous_run_id": previous.run_id if previous else None,
@@ -122,18 +122,3 @@ def _wait_below(pending: list[Future], limit: int) -> list[Future]:
     while len(pending) >= limit:
         pending.pop(0).result()
     return pending
-
-
-def _close(conn) -> None:
-    """Close the connection; a connection already broken must not hide the error that broke it."""
-    try:
-        conn.close()
-    except (InterfaceError, OSError):
-        pass
-
-
-def _db_reason(error: Exception) -> str:
-    """The server's one-line message (it never holds the password), else the error's type."""
-    if isinstance(error, DatabaseError) and error.args and isinstance(error.args[0], dict):
-        return str(error.args[0].get("M", "error")).splitlines()[0]
-    return type(error).__name__

@@ -4,10 +4,9 @@ from __future__ import annotations
 from totesys_etl import lake
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
-from totesys_etl.errors import EtlError
 from totesys_etl.events import parse_event
 from totesys_etl.load.run import STAGE, load
-from totesys_etl.logs import StageLog
+from totesys_etl.logs import StageLog, failures_logged
 
 # Built in Lambda's init phase, once per container (AWS's advice for SDK clients): a warm invocation
 # then pays nothing for it (~0.1 s in a new process). Later calls reuse it; another endpoint gets its own.
@@ -21,7 +20,7 @@ def lambda_handler(event, context=None) -> dict:
     the runs this call loaded; raises (after an ERROR line with its error_kind) only when work failed.
     """
     log = StageLog(STAGE)
-    try:
+    with failures_logged(log, "load"):
         settings = Settings.from_env()
         invocation = parse_event(event)
         run_ids = None
@@ -29,9 +28,5 @@ def lambda_handler(event, context=None) -> dict:
             run_ids = [run_id for run_id in (lake.run_id_of_manifest(o.key) for o in invocation.objects
                                              if o.bucket == settings.processed_bucket) if run_id]
         result = load(settings, run_ids, log=log)
-    except EtlError as e:
-        if not getattr(e, "logged", False):
-            log.error(str(e), error_kind=e.error_kind)
-        raise
     log.info("load finished", status=result["status"], runs=len(result["runs"]), seconds=result["seconds"])
     return result

@@ -14,9 +14,11 @@ from typing import Iterable, Mapping
 from botocore.exceptions import BotoCoreError, ClientError
 
 from totesys_etl import lake
-from totesys_etl.adapters.postgres import Connection, DatabaseError, InterfaceError, advisory_lock, connect, transaction
+from totesys_etl.adapters.postgres import (Connection, DatabaseError, InterfaceError, advisory_lock, close_quietly,
+                                           connect, transaction)
 from totesys_etl.config import Settings
-from totesys_etl.errors import EtlError, InvalidInput, LakeUnavailable, LoadFailed, WarehouseUnavailable
+from totesys_etl.errors import (EtlError, InvalidInput, LakeUnavailable, LoadFailed, WarehouseUnavailable,
+                                describe)
 from totesys_etl.faults import crash_point
 from totesys_etl.load import merge
 from totesys_etl.load.files import copy_file, quarantine
@@ -74,11 +76,11 @@ def load(settings: Settings, run_ids: Iterable[str] | None = None, wait_seconds:
     except InterfaceError:
         raise WarehouseUnavailable("the warehouse connection was lost during the load") from None
     except DatabaseError as e:
-        raise LoadFailed(f"warehouse: {_describe(e)}") from None
+        raise LoadFailed(f"warehouse: {describe(e)}") from None
     except (ClientError, BotoCoreError) as e:
-        raise LakeUnavailable(_describe(e)) from None
+        raise LakeUnavailable(describe(e)) from None
     finally:
-        _close(conn)
+        close_quietly(conn)
     return {"stage": STAGE, "status": "ok", "runs": runs, "seconds": timer.seconds}
 
 
@@ -118,7 +120,7 @@ def _load_each(conn: Connection, bucket: str, run_ids: list[str], log: StageLog,
         except InterfaceError:
             raise
         except Exception as e:  # one run's failure must not stop the others; it is raised below
-            error = e if isinstance(e, EtlError) else LoadFailed(_describe(e))
+            error = e if isinstance(e, EtlError) else LoadFailed(describe(e))
             run_log.error(f"run not loaded: {error}", error_kind=error.error_kind)
             failed[run_id] = str(error)
             continue
@@ -207,23 +209,3 @@ def _entries(manifest: dict, run_id: str) -> tuple[list[tuple[str, str]], list[s
         else:
             entries.append((name, key))
     return entries, rejected
-
-
-def _close(conn: Connection) -> None:
-    """Close the session (releasing the lock); a connection already lost must not mask the real error."""
-    try:
-        conn.close()
-    except (InterfaceError, OSError):
-        pass
-
-
-def _describe(error: Exception) -> str:
-    """A one-line reason from a driver or S3 error (they carry SQL state or codes, never credentials)."""
-    if isinstance(error, ClientError):
-        return f"S3 {error.operation_name}: {error.response.get('Error', {}).get('Code', 'error')}"
-    if isinstance(error, BotoCoreError):
-        return f"S3: {type(error).__name__}"
-    args = error.args[0] if error.args else None
-    if isinstance(args, dict):
-        return f"{args.get('C', '')} {args.get('M', 'database error')}".strip()
-    return (str(error) or type(error).__name__).splitlines()[0]

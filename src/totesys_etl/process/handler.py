@@ -10,7 +10,7 @@ from __future__ import annotations
 from totesys_etl import events
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
-from totesys_etl.logs import StageLog, Timer
+from totesys_etl.logs import StageLog, Timer, failures_logged
 from totesys_etl.process import run
 
 # Built in Lambda's init phase, once per container (AWS's advice for SDK clients): a warm invocation
@@ -22,14 +22,11 @@ def lambda_handler(event, context=None) -> dict:
     """`{"stage": "process", "status": "ok", "runs": [...], "seconds"}`, runs processed by this call."""
     timer = Timer()
     log = StageLog(run.STAGE)
-    try:
+    with failures_logged(log, "processing"):
         settings = Settings.from_env()
         invocation = events.parse_event(event)
         if invocation.sweep:
             runs = run.sweep(settings, log)
         else:
             runs = run.process_runs(settings, run.manifest_runs(settings, invocation, log), log)
-    except Exception as e:
-        log.error(f"processing failed: {e}", error_kind=run.error_kind(e))
-        raise
     return {"stage": run.STAGE, "status": "ok", "runs": runs, "seconds": timer.seconds}

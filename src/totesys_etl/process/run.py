@@ -14,12 +14,12 @@ from typing import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from totesys_etl import calendar, lake
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
-from totesys_etl.errors import EtlError, InvalidInput
+from totesys_etl.errors import EtlError, InvalidInput, describe, kind_of
 from totesys_etl.events import Invocation
 from totesys_etl.faults import crash_point
 from totesys_etl.logs import StageLog, Timer
@@ -39,13 +39,6 @@ class ProcessFailed(EtlError):
     """One or more runs could not be processed (each was logged with its own error_kind)."""
 
     error_kind = "process_failed"
-
-
-def error_kind(error: BaseException) -> str:
-    """The alarm a failure counts under: the pipeline's own kind, or the lake's for S3 errors."""
-    if isinstance(error, (ClientError, BotoCoreError)):
-        return "lake_unavailable"
-    return getattr(error, "error_kind", "process_failed")
 
 
 def process_run(settings: Settings, run_id: str, log: StageLog | None = None) -> dict | None:
@@ -243,28 +236,17 @@ def _process_each(settings: Settings, run_ids: Iterable[str], log: StageLog
         try:
             result = process_run(settings, run_id, log)
         except Exception as e:  # each run on its own: log it with its kind, carry on, fail at the end
-            failed[run_id] = reason(e)
-            log.bind(run_id=run_id).error(f"run could not be processed: {failed[run_id]}", error_kind=error_kind(e))
+            failed[run_id] = describe(e)
+            log.bind(run_id=run_id).error(f"run could not be processed: {failed[run_id]}", error_kind=kind_of(e))
             continue
         if result is not None:
             results.append(result)
     return results, failed
 
 
-def reason(error: BaseException) -> str:
-    """One line saying why a run failed, so the command's own line names the cause (S3, a bug).
-
-    S3 errors say the operation and S3's code; nothing here carries a credential.
-    """
-    if isinstance(error, ClientError):
-        return f"S3 {error.operation_name}: {error.response.get('Error', {}).get('Code', 'error')}"
-    if isinstance(error, BotoCoreError):
-        return f"S3: {type(error).__name__}"
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
-
-
 def _raise_if_failed(failed: dict[str, str]) -> None:
     if failed:
         runs = ", ".join(f"{run_id} ({why})" for run_id, why in failed.items())
-        raise ProcessFailed(f"{len(failed)} run(s) could not be processed: {runs}")
+        error = ProcessFailed(f"{len(failed)} run(s) could not be processed: {runs}")
+        error.logged = True  # each run was logged with its own error_kind
+        raise error
