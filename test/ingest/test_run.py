@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import datetime, timedelta, timezone
 
 import pg8000.native
 import pyarrow as pa
@@ -187,11 +188,23 @@ def test_a_missing_bucket_is_a_lake_error_naming_bucket_and_code(totesys, pipeli
     assert error.value.error_kind == "lake_unavailable" and "\n" not in str(error.value)
 
 
+def test_a_readable_manifest_dated_in_the_future_is_never_the_previous_run(totesys, pipeline_env, ingested, logs):
+    first = run()
+    forged = {**ingested.manifest(first.run_id), "run_id": "29991231T235959000000Z", "snapshot": "3:3:"}
+    ingested.put(lake.manifest_key(forged["run_id"]), json.dumps(forged).encode())
+    totesys.insert_generated(source_table("currency"), 4, 1)
+    second = run()
+    assert ingested.manifest(second.run_id)["previous_run_id"] == first.run_id
+    assert second.rows == {**{t.name: 0 for t in SOURCE_TABLES}, "currency": 1}
+    assert any("dated after this run" in line["message"] for line in logs if line["level"] == "WARNING")
+
+
 def test_a_source_whose_transaction_ids_went_backwards_is_read_again_in_full(totesys, pipeline_env, ingested,
                                                                              logs):
     first = run()
-    restored = {**ingested.manifest(first.run_id), "run_id": "29991231T235959000000Z",
-                "snapshot": "9000000000:9000000000:"}
+    just_after = lake.run_id_at(datetime.strptime(first.run_id, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+                                + timedelta(microseconds=1))
+    restored = {**ingested.manifest(first.run_id), "run_id": just_after, "snapshot": "9000000000:9000000000:"}
     ingested.put(lake.manifest_key(restored["run_id"]), json.dumps(restored).encode())
     again = run()
     assert again.rows == {t.name: ROWS_PER_TABLE for t in SOURCE_TABLES}

@@ -82,11 +82,16 @@ def _extract(conn, bucket: str, previous: Watermark | None, folder: str, pool: T
         conn.run("SET DateStyle = 'ISO, MDY'")  # the CSV's timestamps: YYYY-MM-DD HH:MM:SS[.ffffff]
         with postgres.transaction(conn, "REPEATABLE READ", read_only=True):
             cut = take_snapshot(conn)
+            run_id = lake.run_id_at(cut.now)
+            if previous is not None and previous.run_id >= run_id:
+                # A manifest dated after this run (a stray or forged key, a clock gone wrong) is
+                # never "the previous run": take the newest one before this run instead.
+                log.warning("the newest manifest is dated after this run: ignored", previous_run_id=previous.run_id)
+                previous = previous_watermark(bucket, log, before=run_id)
             if previous is not None and previous.snapshot.xmax > cut.snapshot.xmax:
                 log.warning("the source's transaction ids went backwards (a restored or replaced "
                             "database?): reading every row", previous_run_id=previous.run_id)
                 previous = None
-            run_id = lake.run_id_at(cut.now)
             log.fields["run_id"] = run_id
             for table in SOURCE_TABLES:
                 timer = Timer()

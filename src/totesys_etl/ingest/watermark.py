@@ -95,8 +95,9 @@ def format_cutoff(moment: datetime) -> str:
     return moment.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
-def previous_watermark(bucket: str, log: StageLog, now: datetime | None = None) -> Watermark | None:
-    """The newest run whose `_runs/` manifest parses, or None before the first run.
+def previous_watermark(bucket: str, log: StageLog, now: datetime | None = None, before: str | None = None
+                       ) -> Watermark | None:
+    """The newest run (before run id `before`, if given) whose `_runs/` manifest parses, or None.
 
     Manifests are listed from `now - RECENT` on (S3 lists in key order, and run ids sort in time
     order), newest first; if none there is readable, the window grows eightfold until it reaches
@@ -111,7 +112,7 @@ def previous_watermark(bucket: str, log: StageLog, now: datetime | None = None) 
         with lake_call(bucket, lake.RUNS_PREFIX):
             runs = lake.runs_after(bucket, after)
         for run_id in reversed(runs):
-            if run_id not in tried:
+            if run_id not in tried and (before is None or run_id < before):
                 tried.add(run_id)
                 watermark = _read_watermark(bucket, run_id, log)
                 if watermark is not None:
