@@ -132,3 +132,32 @@ def settled(run_ids: list[str], now: datetime | None = None) -> list[str]:
 
 def is_missing(error: ClientError) -> bool:
     return str(error.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
+
+
+QUARANTINE_PREFIX = "quarantine/"
+QUARANTINED_FILE, QUARANTINED_MANIFEST = "quarantined_file", "quarantined_manifest"
+
+
+def quarantine_key(run_id: str, key: str) -> str:
+    """`quarantine/<run_id>/<original key>`: the original key is kept, only ever as an S3 key."""
+    return f"{QUARANTINE_PREFIX}{run_id}/{key}"
+
+
+def quarantine(from_bucket: str, key: str, to_bucket: str, run_id: str, reason: str, error_kind: str,
+               log) -> dict:
+    """Nothing lost (SPEC §3): copy `key` aside with `<that key>.reason.json`, log an ERROR, go on.
+
+    The original stays where it is; both writes are create-only, so a rerun or a second worker
+    leaves them as they are. Returns the entry a manifest lists for it.
+    """
+    target = quarantine_key(run_id, key)
+    try:
+        s3.copy_create_only(from_bucket, key, to_bucket, target)
+    except ClientError as e:
+        if not is_missing(e):
+            raise
+        reason = f"{reason} (the object does not exist)"
+    entry = {"key": key, "reason": reason, "error_kind": error_kind}
+    s3.put_json_create_only(to_bucket, f"{target}.reason.json", entry)
+    log.error(f"quarantined {key}: {reason}", error_kind=error_kind, key=key, quarantine_key=target)
+    return entry

@@ -23,11 +23,9 @@ from pg8000.native import identifier
 from totesys_etl import lake
 from totesys_etl.adapters import s3
 from totesys_etl.adapters.postgres import Connection, DatabaseError, copy_in
-from totesys_etl.errors import InvalidInput
-from totesys_etl.logs import StageLog
+from totesys_etl.errors import InvalidInput, describe
 from totesys_etl.schema.model import Table
 
-QUARANTINE_PREFIX = "quarantine/"
 #: Rows per Arrow batch, so per CSV chunk (a few MB): big enough for COPY's speed, small for memory.
 BATCH_ROWS = 65536
 #: SQLSTATE classes that mean "this file's data is bad" (22 data exception, 23 integrity):
@@ -95,7 +93,7 @@ def copy_file(conn: Connection, bucket: str, key: str, table: Table) -> int:
         try:
             parquet = pq.ParquetFile(path, page_checksum_verification=True)
         except Exception as e:  # ArrowInvalid, OSError: not a Parquet file
-            raise InvalidInput(f"not a readable Parquet file: {_one_line(e)}") from None
+            raise InvalidInput(f"not a readable Parquet file: {describe(e)}") from None
         check_schema(parquet.schema_arrow, table)
         conn.run("SAVEPOINT etl_file")
         savepoint_taken = True
@@ -110,7 +108,7 @@ def copy_file(conn: Connection, bucket: str, key: str, table: Table) -> int:
         if not savepoint_taken or not code.startswith(_BAD_DATA_CLASSES):
             raise
         conn.run("ROLLBACK TO SAVEPOINT etl_file")
-        reason = _one_line(feed.error) if feed and feed.error else e.args[0].get("M", "rejected by PostgreSQL")
+        reason = describe(feed.error) if feed and feed.error else e.args[0].get("M", "rejected by PostgreSQL")
         raise InvalidInput(f"PostgreSQL rejected the data: {reason}") from None
     finally:
         os.unlink(path)
@@ -121,28 +119,3 @@ def create_temp_sql(table: Table) -> str:
     columns = ", ".join(f"{identifier(c.name)} {c.type}{'' if c.nullable else ' NOT NULL'}"
                         for c in table.data_columns)
     return f"CREATE TEMP TABLE {identifier(temp_name(table))} ({columns}) ON COMMIT DROP"
-
-
-def quarantine(bucket: str, run_id: str, key: str, reason: str, log: StageLog,
-               error_kind: str = InvalidInput.error_kind, copy: bool = True) -> dict:
-    """Copy `key` aside to `quarantine/<run_id>/<key>` with `<that>.reason.json`; log an ERROR.
-
-    Both writes are create-only, so a rerun after a crash leaves them as they are; the original
-    stays where it is (SPEC §3 "nothing lost").
-    """
-    target = f"{QUARANTINE_PREFIX}{run_id}/{key}"
-    if copy:
-        try:
-            s3.copy_create_only(bucket, key, bucket, target)
-        except ClientError as e:
-            if not lake.is_missing(e):
-                raise
-    entry = {"key": key, "reason": reason, "error_kind": error_kind, "stage": "load"}
-    s3.put_json_create_only(bucket, f"{target}.reason.json", entry)
-    log.error(f"quarantined {key}: {reason}", error_kind=error_kind, key=key, quarantine_key=target)
-    return entry
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
-    return text.splitlines()[0][:500]

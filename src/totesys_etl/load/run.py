@@ -21,7 +21,7 @@ from totesys_etl.errors import (EtlError, InvalidInput, LakeUnavailable, LoadFai
                                 describe)
 from totesys_etl.faults import crash_point
 from totesys_etl.load import merge
-from totesys_etl.load.files import copy_file, quarantine
+from totesys_etl.load.files import copy_file
 from totesys_etl.load.ledger import LOADER_LOCK_KEY, is_loaded, load_mark, loaded_runs, record_run, set_mark
 from totesys_etl.load.migrations import migrate
 from totesys_etl.logs import StageLog, Timer
@@ -30,7 +30,6 @@ from totesys_etl.schema import DIM_DATE, DIMENSIONS, FACTS, STATE_TABLES, Table
 STAGE = "load"
 LOCK_WAIT_VARIABLE = "TOTESYS_LOCK_WAIT_SECONDS"
 DEFAULT_LOCK_WAIT_SECONDS = 60.0
-MANIFEST_ERROR_KIND = "quarantined_manifest"
 
 #: The lake files a processed manifest may name, by table name: what the loader loads.
 LOADABLE: dict[str, Table] = {t.name: t for t in (*STATE_TABLES, *FACTS, DIM_DATE)}
@@ -152,7 +151,7 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
             return None
         raise
     except InvalidInput as e:
-        quarantine(bucket, run_id, lake.manifest_key(run_id), str(e), log, MANIFEST_ERROR_KIND)
+        lake.quarantine(bucket, lake.manifest_key(run_id), bucket, run_id, str(e), lake.QUARANTINED_MANIFEST, log)
         with transaction(conn):
             record_run(conn, run_id, {})
         return {"run_id": run_id, "rows": {}, "quarantined": 1, "seconds": timer.seconds}
@@ -161,7 +160,8 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
     entries, rejected = _entries(manifest, run_id)
     quarantined = 0
     if rejected:
-        quarantine(bucket, run_id, lake.manifest_key(run_id), "; ".join(rejected), log, MANIFEST_ERROR_KIND)
+        lake.quarantine(bucket, lake.manifest_key(run_id), bucket, run_id, "; ".join(rejected),
+                        lake.QUARANTINED_MANIFEST, log)
         quarantined += 1
     with transaction(conn):
         present = set()
@@ -170,7 +170,7 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
                 copy_file(conn, bucket, key, LOADABLE[name])
                 present.add(name)
             except InvalidInput as e:
-                quarantine(bucket, run_id, key, str(e), log)
+                lake.quarantine(bucket, key, bucket, run_id, str(e), lake.QUARANTINED_FILE, log)
                 quarantined += 1
         states = [t for t in STATE_TABLES if t.name in present]
         for state in states:

@@ -23,7 +23,7 @@ from totesys_etl.errors import EtlError, InvalidInput, describe, kind_of
 from totesys_etl.events import Invocation
 from totesys_etl.faults import crash_point
 from totesys_etl.logs import StageLog, Timer
-from totesys_etl.process import quarantine, read, transform
+from totesys_etl.process import read, transform
 from totesys_etl.schema import DIM_DATE, Table
 
 STAGE = "process"
@@ -103,13 +103,15 @@ def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantine
             return None
         raise
     except InvalidInput as e:
-        quarantined.append(quarantine.quarantine(settings, run_id, key, str(e), quarantine.MANIFEST, log))
+        quarantined.append(lake.quarantine(settings.ingest_bucket, key, settings.processed_bucket, run_id, str(e),
+                                           lake.QUARANTINED_MANIFEST, log))
         return []
     entries, rejected = read.manifest_entries(manifest, run_id)
     if rejected:
         reason = "; ".join(f"{r.reason} ({r.key!r})" for r in rejected)
-        quarantine.quarantine(settings, run_id, key, reason, quarantine.MANIFEST, log)
-        quarantined.extend({"key": r.key, "reason": r.reason, "error_kind": quarantine.MANIFEST}
+        lake.quarantine(settings.ingest_bucket, key, settings.processed_bucket, run_id, reason,
+                        lake.QUARANTINED_MANIFEST, log)
+        quarantined.extend({"key": r.key, "reason": r.reason, "error_kind": lake.QUARANTINED_MANIFEST}
                            for r in rejected)
     return entries
 
@@ -121,7 +123,8 @@ def _file_outcome(settings: Settings, run_id: str, entry: read.FileEntry, folder
     try:
         written, dates = _process_file(settings, run_id, entry, folder, log)
     except InvalidInput as e:
-        rejected = quarantine.quarantine(settings, run_id, entry.key, str(e), quarantine.FILE, log)
+        rejected = lake.quarantine(settings.ingest_bucket, entry.key, settings.processed_bucket, run_id, str(e),
+                                   lake.QUARANTINED_FILE, log)
         return None, calendar.distinct_dates([]), rejected
     return written, dates, None
 
