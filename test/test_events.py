@@ -24,3 +24,18 @@ def test_sqs_wrapped_events_and_junk_records():
                          {"eventSource": "aws:sqs", "body": "not json"},
                          _record("b", "removed", "ObjectRemoved:Delete"), "junk", {"eventName": "ObjectCreated:Put"}]}
     assert parse_event(event).objects == (S3Object("b", "k"),)
+
+
+def test_records_that_name_nothing_to_do_are_not_a_sweep():
+    invocation = parse_event({"Records": [_record("b", "x", "ObjectRemoved:Delete")]})
+    assert invocation.objects == () and not invocation.sweep
+
+
+def test_manifest_runs_keeps_this_bucket_s_manifests_once_in_order():
+    event = {"Records": [_record("b", "_runs%2F20260101T000000000002Z.json"),
+                         _record("b", "_runs/20260101T000000000001Z.json"),
+                         _record("b", "_runs/20260101T000000000002Z.json"),
+                         _record("other", "_runs/20260101T000000000003Z.json"), _record("b", "_runs/../x.json")]}
+    runs, others = parse_event(event).manifest_runs("b")
+    assert runs == ["20260101T000000000001Z", "20260101T000000000002Z"]
+    assert others == [S3Object("other", "_runs/20260101T000000000003Z.json"), S3Object("b", "_runs/../x.json")]

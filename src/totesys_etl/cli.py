@@ -42,6 +42,15 @@ def _require(*names: str) -> None:
         raise ConfigurationError(f"{', '.join(missing)} not set; run `totesys-etl up` or set them (SPEC §5)")
 
 
+def _admin_url() -> str:
+    """The source URL `seed` and `simulate` write through (SPEC §5: the admin one, else the source's)."""
+    load_local_env()
+    url = os.environ.get("TOTESYS_SOURCE_ADMIN_URL") or os.environ.get("TOTESYS_SOURCE_URL")
+    if not url:
+        _require("TOTESYS_SOURCE_ADMIN_URL")
+    return url
+
+
 def _up(args) -> int:
     from totesys_etl.local.services import up
 
@@ -74,11 +83,7 @@ def _down(args) -> int:
 def _seed(args) -> int:
     from totesys_etl.local.seed import seed
 
-    load_local_env()
-    url = os.environ.get("TOTESYS_SOURCE_ADMIN_URL") or os.environ.get("TOTESYS_SOURCE_URL")
-    if not url:
-        _require("TOTESYS_SOURCE_ADMIN_URL")
-    counts = seed(url, orders=args.orders, seed=args.seed)
+    counts = seed(_admin_url(), orders=args.orders, seed=args.seed)
     print("seeded: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
     return 0
 
@@ -86,11 +91,7 @@ def _seed(args) -> int:
 def _simulate(args) -> int:
     from totesys_etl.local.simulate import simulate
 
-    load_local_env()
-    url = os.environ.get("TOTESYS_SOURCE_ADMIN_URL") or os.environ.get("TOTESYS_SOURCE_URL")
-    if not url:
-        _require("TOTESYS_SOURCE_ADMIN_URL")
-    counts = simulate(url, changes=args.changes, seed=args.seed)
+    counts = simulate(_admin_url(), changes=args.changes, seed=args.seed)
     print("simulated: " + ", ".join(f"{k} {n:,}" for k, n in counts.items()))
     return 0
 

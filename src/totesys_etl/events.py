@@ -6,8 +6,11 @@ an EventBridge schedule) or an `s3:TestEvent` means "sweep".
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
+
+from totesys_etl.lake import run_id_of_manifest
 
 
 @dataclass(frozen=True)
@@ -18,26 +21,37 @@ class S3Object:
 
 @dataclass(frozen=True)
 class Invocation:
-    """What a stage was asked to do: handle these objects, or (if `sweep`) find its own work."""
+    """What a stage was asked to do: handle these objects, or (if `sweep`) find its own work.
+
+    An event with records that name nothing to do (say only `ObjectRemoved`) is neither: it is
+    not a request to sweep the whole lake.
+    """
 
     objects: tuple[S3Object, ...]
+    sweep: bool = False
 
-    @property
-    def sweep(self) -> bool:
-        return not self.objects
+    def manifest_runs(self, bucket: str) -> tuple[list[str], list[S3Object]]:
+        """The run ids of `bucket`'s run manifests this event names (each once, in order), and the
+        objects it names that are not (to be logged and ignored)."""
+        run_ids, others = set(), []
+        for obj in self.objects:
+            run_id = run_id_of_manifest(obj.key) if obj.bucket == bucket else None
+            if run_id is None:
+                others.append(obj)
+            else:
+                run_ids.add(run_id)
+        return sorted(run_ids), others
 
 
 def parse_event(event) -> Invocation:
     """Read an S3 event (SQS-wrapped or direct), an EventBridge event, `{}` or `None`."""
-    if not isinstance(event, dict) or event.get("Event") == "s3:TestEvent":
-        return Invocation(())
+    if not isinstance(event, dict) or event.get("Event") == "s3:TestEvent" or not event.get("Records"):
+        return Invocation((), sweep=True)
     objects = []
-    for record in event.get("Records") or ():
+    for record in event["Records"]:
         if not isinstance(record, dict):
             continue
         if record.get("eventSource") == "aws:sqs" and isinstance(record.get("body"), str):
-            import json
-
             try:
                 objects.extend(parse_event(json.loads(record["body"])).objects)
             except ValueError:

@@ -56,7 +56,7 @@ def test_the_snapshot_names_a_running_transaction_above_xmax_and_keeps_its_visib
 def test_the_query_reads_everything_first_then_only_unseen_versions():
     table = source_table("currency")
     assert changes_query(table, None, Snapshot(5, 5)) == (
-        'SELECT "currency_id", "currency_code", "created_at", "last_updated" FROM "currency"')
+        'SELECT "currency_id", "currency_code", "created_at", "last_updated" FROM public."currency"')
     cutoff = datetime(2026, 11, 24, 7, 30)
     quiet = changes_query(table, Watermark("r", Snapshot(90, 90), cutoff), Snapshot(100, 100))
     assert "'2026-11-24 07:15:00.000000'::timestamp" in quiet and ">= '90'::xid8" in quiet

@@ -83,7 +83,7 @@ def xid8_of_xmin(current_xmax: int) -> str:
 def changes_query(table: Table, previous: Watermark | None, current: Snapshot) -> str:
     """The SELECT of `table`'s versions that `previous` did not see (all rows without one)."""
     columns = column_list(table.column_names)
-    source = identifier(table.name)
+    source = f"public.{identifier(table.name)}"  # SPEC §2: the tables live in public, whatever search_path says
     # Identifiers from the declaration, quoted; values below are literal()s of parsed numbers/times.
     select = f"SELECT {columns} FROM {source}"  # nosec B608
     if previous is None:

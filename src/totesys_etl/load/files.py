@@ -24,6 +24,7 @@ from totesys_etl import lake
 from totesys_etl.adapters import s3
 from totesys_etl.adapters.postgres import Connection, DatabaseError, copy_in
 from totesys_etl.errors import InvalidInput, describe
+from totesys_etl.schema.ddl import column_definitions
 from totesys_etl.schema.model import Table
 
 #: Rows per Arrow batch, so per CSV chunk (a few MB): big enough for COPY's speed, small for memory.
@@ -116,6 +117,5 @@ def copy_file(conn: Connection, bucket: str, key: str, table: Table) -> int:
 
 def create_temp_sql(table: Table) -> str:
     """A temp table shaped as the lake's file (declared types and NOT NULLs, no keys), dropped at commit."""
-    columns = ", ".join(f"{identifier(c.name)} {c.type}{'' if c.nullable else ' NOT NULL'}"
-                        for c in table.data_columns)
+    columns = ", ".join(column_definitions(table.data_columns))
     return f"CREATE TEMP TABLE {identifier(temp_name(table))} ({columns}) ON COMMIT DROP"

@@ -1,7 +1,6 @@
 """The load Lambda: a processed manifest's S3 event loads that run; any other event sweeps."""
 from __future__ import annotations
 
-from totesys_etl import lake
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
 from totesys_etl.events import parse_event
@@ -25,8 +24,7 @@ def lambda_handler(event, context=None) -> dict:
         invocation = parse_event(event)
         run_ids = None
         if not invocation.sweep:
-            run_ids = [run_id for run_id in (lake.run_id_of_manifest(o.key) for o in invocation.objects
-                                             if o.bucket == settings.processed_bucket) if run_id]
+            run_ids, _ignored = invocation.manifest_runs(settings.processed_bucket)
         result = load(settings, run_ids, log=log)
     log.info("load finished", status=result["status"], runs=len(result["runs"]), seconds=result["seconds"])
     return result

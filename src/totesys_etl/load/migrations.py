@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-import pycountry
 from pg8000.native import identifier
 
 from totesys_etl.adapters.postgres import Connection, transaction
 from totesys_etl.load.ledger import LOADER_LOCK_KEY
 from totesys_etl.schema import DIMENSIONS, STAR_TABLES, STATE_TABLES, state_table
 from totesys_etl.schema.ddl import create_table
+from totesys_etl.schema.warehouse import currency_names
 from totesys_etl.schema.warehouse import CURRENCY_NAMES
 
 _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS etl_migrations (
@@ -49,10 +49,10 @@ def _star_schema(conn: Connection) -> None:
              "rows jsonb NOT NULL)")
     conn.run("CREATE TABLE etl_load_mark (singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton), "
              "run_id text NOT NULL)")
-    currencies = sorted(pycountry.currencies, key=lambda c: c.alpha_3)
+    names = currency_names()
     conn.run("INSERT INTO etl_currency_name (currency_code, currency_name) "
              "SELECT * FROM unnest(CAST(:codes AS varchar[]), CAST(:names AS varchar[]))",
-             codes=[c.alpha_3 for c in currencies], names=[c.name for c in currencies])
+             codes=list(names), names=list(names.values()))
 
 
 #: (version, name, apply). Append only.

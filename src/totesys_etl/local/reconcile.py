@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pycountry
 from pg8000.native import identifier
 
 from totesys_etl.adapters.postgres import Connection, DatabaseError, connect
@@ -17,7 +16,7 @@ from totesys_etl.errors import EtlError
 from totesys_etl.schema import DIMENSIONS, FACTS, fact_references
 from totesys_etl.schema.derive import derived_select
 from totesys_etl.schema.model import Table
-from totesys_etl.schema.warehouse import CURRENCY_NAMES
+from totesys_etl.schema.warehouse import CURRENCY_NAMES, currency_names
 
 
 @dataclass
@@ -94,8 +93,8 @@ def check_table(table: Table, source: Connection, warehouse: Connection) -> Tabl
     expected_sql = f"SELECT r.{key}, {digest} FROM ({derived_select(table, _source_relation)}) AS r"  # nosec B608
     params = {}
     if any(j.table == CURRENCY_NAMES.name for j in table.joins):
-        currencies = list(pycountry.currencies)
-        params = {"codes": [c.alpha_3 for c in currencies], "names": [c.name for c in currencies]}
+        names = currency_names()
+        params = {"codes": list(names), "names": list(names.values())}
     expected = _digests(source, expected_sql, **params)
     if table.kind == "fact":
         order = ", ".join(f"r.{identifier(c)} DESC" for c in table.version_key[1:])

@@ -192,14 +192,10 @@ def _write_parquet(settings: Settings, run_id: str, output: Table, batches: Iter
 
 def manifest_runs(settings: Settings, invocation: Invocation, log: StageLog) -> list[str]:
     """The run ids an S3 event names: ingested manifests only, each once, in run order."""
-    run_ids = set()
-    for obj in invocation.objects:
-        run_id = lake.run_id_of_manifest(obj.key) if obj.bucket == settings.ingest_bucket else None
-        if run_id is None:
-            log.info("ignored an object that is not an ingested run manifest", bucket=obj.bucket, key=obj.key)
-        else:
-            run_ids.add(run_id)
-    return sorted(run_ids)
+    run_ids, others = invocation.manifest_runs(settings.ingest_bucket)
+    for obj in others:
+        log.info("ignored an object that is not an ingested run manifest", bucket=obj.bucket, key=obj.key)
+    return run_ids
 
 
 def process_runs(settings: Settings, run_ids: Iterable[str], log: StageLog) -> list[dict]:

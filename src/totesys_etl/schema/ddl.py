@@ -15,13 +15,18 @@ def column_list(names) -> str:
     return ", ".join(identifier(n) for n in names)
 
 
+def column_definitions(columns) -> list[str]:
+    """`"name" type [NOT NULL]` for each declared column."""
+    return [f"{identifier(c.name)} {c.type}{'' if c.nullable else ' NOT NULL'}" for c in columns]
+
+
 def create_table(table: Table, name: str | None = None, if_not_exists: bool = True,
                  primary_key: bool = True) -> str:
     """`CREATE TABLE` for a declared table: its types, nullability and primary key.
 
     Facts also get their unique version key, which makes a replayed version a no-op.
     """
-    parts = [f"{identifier(c.name)} {c.type}{'' if c.nullable else ' NOT NULL'}" for c in table.columns]
+    parts = column_definitions(table.columns)
     if primary_key:
         parts.append(f"PRIMARY KEY ({column_list(table.key)})")
         if table.version_key:

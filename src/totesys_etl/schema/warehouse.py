@@ -54,6 +54,14 @@ CURRENCY_NAMES = Table(
     description="English ISO 4217 currency names, filled from pycountry.",
 )
 
+
+def currency_names() -> dict[str, str]:
+    """ISO 4217 code -> English name, as pycountry gives it (the rows of `etl_currency_name`)."""
+    import pycountry
+
+    return {c.alpha_3: c.name for c in sorted(pycountry.currencies, key=lambda c: c.alpha_3)}
+
+
 _ADDRESS_PARTS = ("address_line_1", "address_line_2", "district", "city", "postal_code", "country", "phone")
 _NULLABLE_ADDRESS_PARTS = ("address_line_2", "district")
 
