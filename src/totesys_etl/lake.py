@@ -161,3 +161,25 @@ def quarantine(from_bucket: str, key: str, to_bucket: str, run_id: str, reason: 
     s3.put_json_create_only(to_bucket, f"{target}.reason.json", entry)
     log.error(f"quarantined {key}: {reason}", error_kind=error_kind, key=key, quarantine_key=target)
     return entry
+
+
+def manifest_files(manifest: dict, run_id: str, tables, extension: str
+                   ) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str, str]]]:
+    """Split a manifest's `files` into trusted (table, key, entry) and hostile (table, key, reason).
+
+    An entry is trusted only if it names one of `tables` and exactly the key this layout gives
+    that table in this run: anything else (another run's file, `..`, quotes, an unknown table) is
+    never opened. Keys are compared as strings; they never become paths or SQL. A hostile
+    entry's key is shown as given, or as `_runs/<run_id>.json#files/<table>` when it has none.
+    """
+    accepted, rejected = [], []
+    for table, entry in sorted(manifest["files"].items()):
+        key = entry.get("key") if isinstance(entry, dict) else None
+        shown = key if isinstance(key, str) else f"{manifest_key(run_id)}#files/{table}"
+        if table not in tables:
+            rejected.append((table, shown, f"{table!r} is not a table this stage reads"))
+        elif key != table_key(table, run_id, extension):
+            rejected.append((table, shown, f"entry for {table!r} does not name this run's file of it"))
+        else:
+            accepted.append((table, key, entry))
+    return accepted, rejected

@@ -157,7 +157,8 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         return {"run_id": run_id, "rows": {}, "quarantined": 1, "seconds": timer.seconds}
 
     rows: dict[str, int] = {}
-    entries, rejected = _entries(manifest, run_id)
+    trusted, hostile = lake.manifest_files(manifest, run_id, LOADABLE, "parquet")
+    entries, rejected = [(name, key) for name, key, _entry in trusted], [reason for _t, _k, reason in hostile]
     quarantined = 0
     if rejected:
         lake.quarantine(bucket, lake.manifest_key(run_id), bucket, run_id, "; ".join(rejected),
@@ -191,21 +192,3 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
     result = {"run_id": run_id, "rows": rows, "quarantined": quarantined, "seconds": timer.seconds}
     log.info("run loaded", rows=rows, quarantined=quarantined, seconds=result["seconds"])
     return result
-
-
-def _entries(manifest: dict, run_id: str) -> tuple[list[tuple[str, str]], list[str]]:
-    """The manifest's loadable (table, key) pairs, and a reason for each entry that is not one.
-
-    An entry must name a table the loader loads and exactly the key the lake's layout gives it in
-    this run; anything else (another run's file, `..`, an unknown table) is never opened.
-    """
-    entries, rejected = [], []
-    for name, entry in sorted(manifest["files"].items()):
-        key = entry.get("key") if isinstance(entry, dict) else None
-        if name not in LOADABLE:
-            rejected.append(f"entry {name!r} is not a table the loader loads")
-        elif key != lake.table_key(name, run_id, "parquet"):
-            rejected.append(f"entry {name!r} does not name this run's {name} file")
-        else:
-            entries.append((name, key))
-    return entries, rejected

@@ -50,22 +50,17 @@ class RejectedEntry:
 def manifest_entries(manifest: dict, run_id: str) -> tuple[list[FileEntry], list[RejectedEntry]]:
     """Split a manifest's `files` into trusted entries and hostile ones, each in table order.
 
-    A key is compared with `lake.table_key` as a string: it is never a path and never reaches SQL.
+    Which keys are trusted is `lake.manifest_files`; the processor also needs a row count.
     """
-    accepted, rejected = [], []
-    for table, entry in sorted(manifest["files"].items()):
-        key = entry.get("key") if isinstance(entry, dict) else None
-        rows = entry.get("rows") if isinstance(entry, dict) else None
-        shown = key if isinstance(key, str) else f"{lake.manifest_key(run_id)}#files/{table}"
-        if table not in _SOURCE_NAMES:
-            rejected.append(RejectedEntry(table, shown, f"{table!r} is not a source table"))
-        elif key != lake.table_key(table, run_id, "csv"):
-            rejected.append(RejectedEntry(table, shown, f"entry for {table} names an unexpected key"))
-        elif not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
-            rejected.append(RejectedEntry(table, shown, f"entry for {table} has no valid row count"))
+    trusted, hostile = lake.manifest_files(manifest, run_id, _SOURCE_NAMES, "csv")
+    accepted, rejected = [], [RejectedEntry(*h) for h in hostile]
+    for table, key, entry in trusted:
+        rows = entry.get("rows")
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+            rejected.append(RejectedEntry(table, key, f"entry for {table} has no valid row count"))
         else:
             accepted.append(FileEntry(table, key, rows))
-    return accepted, rejected
+    return accepted, sorted(rejected, key=lambda r: r.table)
 
 
 def csv_options(table: Table) -> tuple[pa_csv.ReadOptions, pa_csv.ParseOptions, pa_csv.ConvertOptions]:
