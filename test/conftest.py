@@ -48,9 +48,17 @@ def moto_server():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def scratch_tmp(tmp_path_factory):
+    """TMPDIR for the processes tests start: a crash test's `os._exit` skips the stages' temporary
+    folder clean-up, and those folders then stay with pytest's own, not in the system's /tmp."""
+    return str(tmp_path_factory.mktemp("subprocess-tmp"))
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch):
+def _isolated_env(monkeypatch, scratch_tmp):
     """No test reads the developer's settings or `.local/env`; AWS calls never leave the machine."""
+    monkeypatch.setenv("TMPDIR", scratch_tmp)
     for key in list(os.environ):
         if key.startswith(("TOTESYS_", "AWS_")):
             monkeypatch.delenv(key)

@@ -175,7 +175,7 @@ class Pipeline:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def _env(self, extra) -> dict:
-        return {**self.env, **(extra or {}), "PATH": ""}
+        return {**self.env, **(extra or {}), "PATH": "", "TMPDIR": os.environ["TMPDIR"]}
 
     def rows(self) -> dict[str, Counter]:
         return star_rows(self.warehouse_url)

@@ -72,6 +72,14 @@ def _reachable_by_run_as(folder: Path) -> bool:
     return probe.returncode == 0
 
 
+def _temporary_folder_for_run_as() -> str:
+    """A temporary folder the server's user can reach: TMPDIR may be private to us (pytest's is)."""
+    for folder in (tempfile.gettempdir(), "/tmp", "/var/tmp"):  # nosec B108 - shared by design, 0700 inside
+        if os.path.isdir(folder) and _reachable_by_run_as(Path(folder)):
+            return folder
+    raise RuntimeError("no temporary folder the postgres user can reach for the local cluster")
+
+
 @dataclass
 class Postgres:
     """A PostgreSQL cluster in `data_dir`, listening on 127.0.0.1 only, password-protected."""
@@ -93,7 +101,7 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(home, RUN_AS_USER)
             if not _reachable_by_run_as(home):
-                parent = Path(tempfile.mkdtemp(prefix="totesys-etl-pg-"))
+                parent = Path(tempfile.mkdtemp(prefix="totesys-etl-pg-", dir=_temporary_folder_for_run_as()))
                 shutil.chown(parent, RUN_AS_USER)
         cluster = cls(parent / "data", port or free_port(), secrets.token_urlsafe(18), bindir)
         pwfile = parent / "pwfile"
