@@ -13,7 +13,8 @@ from pg8000.native import identifier
 
 from totesys_etl.errors import ConfigurationError, EtlError
 from totesys_etl.local import servers
-from totesys_etl.local.seed import HISTORY_START, REFERENCE, csv_rows, seed
+from totesys_etl.local.seed import HISTORY_START, REFERENCE, seed
+from totesys_etl.local.source_db import csv_rows
 from totesys_etl.schema import SOURCE_TABLES
 from totesys_etl.schema.source import SOURCE_FOREIGN_KEYS
 

@@ -24,7 +24,7 @@ from pg8000.native import identifier
 from totesys_etl.adapters.postgres import Connection, connect, transaction
 from totesys_etl.config import Database
 from totesys_etl.errors import ConfigurationError
-from totesys_etl.local.seed import source_errors
+from totesys_etl.local.source_db import source_errors
 from totesys_etl.schema import SOURCE_TABLES, source_table
 from totesys_etl.schema.ddl import column_list
 

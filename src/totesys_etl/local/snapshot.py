@@ -14,8 +14,8 @@ from pathlib import Path
 from totesys_etl.adapters.postgres import connect, copy_in, transaction
 from totesys_etl.config import Database
 from totesys_etl.errors import ConfigurationError
-from totesys_etl.local.seed import (create_source_tables, csv_rows, finish_source_tables, prepare_session,
-                                    source_errors)
+from totesys_etl.local.source_db import (create_source_tables, csv_rows, finish_source_tables, prepare_session,
+                                         source_errors)
 from totesys_etl.schema import SOURCE_TABLES
 
 #: The project's copy of the snapshot (SPEC §2: a clone has no ../shared).
