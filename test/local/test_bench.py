@@ -10,7 +10,7 @@ import pg8000.native
 import pytest
 
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local import bench
+from totesys_etl.local import bench, bench_baselines, bench_scratch
 from totesys_etl.local.snapshot import SNAPSHOT, load_snapshot
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ SPEC_KEYS = {"orders", "initial_load_s", "process_start_s", "floor_s", "ratio_to
 @pytest.fixture
 def svc(postgres, aws):
     keys = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-    return bench.Services(postgres, postgres.reader_password, {k: os.environ[k] for k in keys})
+    return bench_scratch.Services(postgres, postgres.reader_password, {k: os.environ[k] for k in keys})
 
 
 def _snapshot_rows() -> int:
@@ -71,17 +71,17 @@ def test_a_tiny_bench_reports_every_spec_key_with_figures_that_add_up(svc, tmp_p
     # The floor's scratch schema is gone; the to_sql scratch database too.
     conn = pg8000.native.Connection(**parse_url(svc.admin_url("postgres")))
     try:
-        assert not conn.run("SELECT 1 FROM pg_database WHERE datname = :n", n=bench.TO_SQL_DB)
+        assert not conn.run("SELECT 1 FROM pg_database WHERE datname = :n", n=bench_baselines.TO_SQL_DB)
     finally:
         conn.close()
     conn = pg8000.native.Connection(**parse_url(svc.admin_url(bench.MAIN[0])))
     try:
-        assert not conn.run("SELECT 1 FROM pg_namespace WHERE nspname = :n", n=bench.FLOOR_SCHEMA)
+        assert not conn.run("SELECT 1 FROM pg_namespace WHERE nspname = :n", n=bench_baselines.FLOOR_SCHEMA)
     finally:
         conn.close()
 
     # The sanity check would have caught a lost row.
-    main = bench.Pipeline(*bench.MAIN)
+    main = bench_scratch.Pipeline(*bench.MAIN)
     assert bench.count_mismatches(svc, main) == []
     conn = pg8000.native.Connection(**parse_url(svc.admin_url(main.warehouse_db)))
     try:
@@ -103,8 +103,8 @@ def test_missed_targets_names_each_figure_over_its_limit():
 
 
 def test_a_failing_stage_stops_the_bench_with_its_reason(svc, tmp_path):
-    env = {**bench.Pipeline("nowhere_src", "nowhere_dw", ("no-such-ingested", "no-such-processed")).env(svc)}
-    with pytest.raises(bench.BenchFailed, match="the ingest handler failed"):
+    env = {**bench_scratch.Pipeline("nowhere_src", "nowhere_dw", ("no-such-ingested", "no-such-processed")).env(svc)}
+    with pytest.raises(bench_scratch.BenchFailed, match="the ingest handler failed"):
         bench.run_stage("ingest", env, {}, tmp_path / "bench.log")
     assert "ERROR" in (tmp_path / "bench.log").read_text()
 
@@ -112,7 +112,7 @@ def test_a_failing_stage_stops_the_bench_with_its_reason(svc, tmp_path):
 def test_a_stage_process_reports_its_own_measurements(svc, tmp_path, source):
     """The per-stage runner on its own: handler seconds, start-up and peak RSS, measured in the child."""
     load_snapshot(source.admin_url)
-    bench.fresh_buckets(svc, ("bench-stage-ingested", "bench-stage-processed"))
+    bench_scratch.fresh_buckets(svc, ("bench-stage-ingested", "bench-stage-processed"))
     env = {"TOTESYS_SOURCE_URL": source.reader_url, "TOTESYS_WAREHOUSE_URL": svc.admin_url("postgres"),
            "TOTESYS_INGEST_BUCKET": "bench-stage-ingested", "TOTESYS_PROCESSED_BUCKET": "bench-stage-processed",
            **svc.aws}

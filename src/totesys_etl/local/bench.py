@@ -8,34 +8,28 @@ The bench works only in databases and buckets of its own (`bench_*`, `totesys-et
 the cluster and S3 API that `up` started, and resets them at will; it never reads the
 environment's `TOTESYS_*` settings, so it never touches a database or bucket given there.
 
-The floor (SPEC §8) is measured with `psql`, PostgreSQL's own client: its `\\timing` of
-`COPY … TO STDOUT` and `\\copy … FROM` is what the server and libpq cost, with no Python driver
-on top (pg8000 adds about 70 % to a `COPY TO`), so the ratio is not flattered.
+Where a run happens is `bench_scratch.py`; the two baselines it is compared with (PostgreSQL's
+own COPY floor, awswrangler's `to_sql`) are `bench_baselines.py`.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import re
-import subprocess  # nosec B404 - the bench runs each stage, and psql, as a process of its own
+import subprocess  # nosec B404 - the bench runs each stage as a process of its own
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import boto3
-import pg8000.native
 from pg8000.native import identifier
 
-from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.errors import EtlError
-from totesys_etl.local import servers, services
+from totesys_etl.local import services
+from totesys_etl.local.bench_baselines import floor, to_sql_seconds
+from totesys_etl.local.bench_scratch import BenchFailed, Pipeline, Services, admin_connection, prepare
 from totesys_etl.local.progress import Steps
-from totesys_etl.schema import DIM_DATE, DIMENSIONS, FACTS, SOURCE_TABLES, STATE_TABLES, Table
-from totesys_etl.schema.ddl import create_table
+from totesys_etl.schema import DIMENSIONS, FACTS, SOURCE_TABLES
 
 STAGES = ("ingest", "process", "load")
 DEFAULT_ORDERS = 100_000
@@ -50,82 +44,6 @@ TARGETS: dict[str, float] = {"ratio_to_floor": 3.0, "noop_tick_handler_s": 0.3, 
 MAIN = ("bench_source", "bench_warehouse", ("totesys-etl-bench-ingested", "totesys-etl-bench-processed"))
 SNAPSHOT = ("bench_snapshot_source", "bench_snapshot_warehouse",
             ("totesys-etl-bench-snapshot-ingested", "totesys-etl-bench-snapshot-processed"))
-TO_SQL_DB = "bench_to_sql"
-FLOOR_SCHEMA = "bench_floor"
-
-_PSQL_TIME = re.compile(r"^Time: ([0-9.]+) ms", re.MULTILINE)
-
-
-class BenchFailed(EtlError):
-    """A stage failed, or the warehouse does not hold what the source does: the figures mean nothing."""
-
-    error_kind = "bench_failed"
-
-
-@dataclass(frozen=True)
-class Services:
-    """Where the bench runs: a PostgreSQL cluster it may create databases in, and an S3 API."""
-
-    cluster: servers.Postgres
-    reader_password: str
-    aws: dict[str, str]  # AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and dummy keys
-
-    def admin_url(self, database: str) -> str:
-        return self.cluster.url(database)
-
-    def reader_url(self, database: str) -> str:
-        return self.cluster.url(database, servers.READER_ROLE, self.reader_password)
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    """A source database, a warehouse database and a bucket pair: one pipeline's SPEC §5 settings."""
-
-    source_db: str
-    warehouse_db: str
-    buckets: tuple[str, str]
-
-    def env(self, svc: Services) -> dict[str, str]:
-        """Exactly what a deployed handler sees: a read-only source role, the warehouse, the buckets."""
-        return {"TOTESYS_SOURCE_URL": svc.reader_url(self.source_db),
-                "TOTESYS_SOURCE_ADMIN_URL": svc.admin_url(self.source_db),
-                "TOTESYS_WAREHOUSE_URL": svc.admin_url(self.warehouse_db),
-                "TOTESYS_INGEST_BUCKET": self.buckets[0], "TOTESYS_PROCESSED_BUCKET": self.buckets[1],
-                **svc.aws}
-
-
-# --- scratch databases and buckets ------------------------------------------------------------
-
-def _admin(svc: Services, database: str) -> pg8000.native.Connection:
-    return pg8000.native.Connection(**parse_url(svc.admin_url(database)))
-
-
-def fresh_database(svc: Services, name: str) -> None:
-    """Drop and create one of the bench's own databases (names are this module's constants)."""
-    servers.recreate_database(svc.cluster, name)
-
-
-def drop_database(svc: Services, name: str) -> None:
-    servers.admin_run(svc.cluster, "postgres", f"DROP DATABASE IF EXISTS {identifier(name)} WITH (FORCE)")
-
-
-def _s3(svc: Services):
-    return boto3.client("s3", endpoint_url=svc.aws["AWS_ENDPOINT_URL"], region_name=svc.aws["AWS_DEFAULT_REGION"],
-                        aws_access_key_id=svc.aws["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=svc.aws["AWS_SECRET_ACCESS_KEY"])
-
-
-def fresh_buckets(svc: Services, names: tuple[str, ...]) -> None:
-    """The bench's own buckets, existing and empty."""
-    servers.empty_buckets(_s3(svc), names)
-
-
-def prepare(svc: Services, pipeline: Pipeline) -> None:
-    """A fresh, empty source (readable by the read-only role), warehouse and bucket pair."""
-    for database in (pipeline.source_db, pipeline.warehouse_db):
-        fresh_database(svc, database)
-    servers.grant_reader(svc.cluster, pipeline.source_db, svc.reader_password)
-    fresh_buckets(svc, pipeline.buckets)
 
 
 # --- stages, each in its own process ------------------------------------------------------------
@@ -176,7 +94,7 @@ def stage_rows(outcome: dict) -> int:
 # --- what the source holds, and does the warehouse hold it ------------------------------------
 
 def source_counts(svc: Services, database: str) -> dict[str, int]:
-    conn = _admin(svc, database)
+    conn = admin_connection(svc, database)
     try:
         return {t.name: conn.run(f"SELECT count(*) FROM {identifier(t.name)}")[0][0]  # nosec B608 - declared
                 for t in SOURCE_TABLES}
@@ -191,7 +109,7 @@ def count_mismatches(svc: Services, pipeline: Pipeline) -> list[str]:
     a stage that lost or doubled rows while being timed.
     """
     expected = source_counts(svc, pipeline.source_db)
-    conn = _admin(svc, pipeline.warehouse_db)
+    conn = admin_connection(svc, pipeline.warehouse_db)
     problems = []
     try:
         for dimension in DIMENSIONS:
@@ -208,94 +126,6 @@ def count_mismatches(svc: Services, pipeline: Pipeline) -> list[str]:
     return problems
 
 
-# --- the floor: PostgreSQL's own COPY out and in ------------------------------------------------
-
-def psql_path() -> Path:
-    bindir = servers.postgres_bindir()
-    if bindir is None or not (bindir / "psql").exists():
-        raise BenchFailed("psql not found beside the PostgreSQL server binaries: the floor needs it")
-    return bindir / "psql"
-
-
-def floor(svc: Services, database: str, workdir: Path) -> dict[str, dict[str, float]]:
-    """Seconds per source table of `COPY (SELECT * FROM t) TO STDOUT` plus `COPY … FROM STDIN` of
-    the same bytes into an unindexed scratch table, all in one psql session (one connection):
-    `{table: {"out": s, "in": s}}`.
-
-    The scratch tables live in a schema of their own in the bench's source database (one
-    connection cannot reach two databases) and are dropped afterwards; the pipeline reads only
-    the eleven tables of `public`.
-    """
-    kwargs = parse_url(svc.admin_url(database))
-    schema = identifier(FLOOR_SCHEMA)
-    with tempfile.TemporaryDirectory(prefix="totesys-bench-floor-", dir=workdir) as folder:
-        lines = ["\\set ON_ERROR_STOP 1", f"DROP SCHEMA IF EXISTS {schema} CASCADE;", f"CREATE SCHEMA {schema};"]
-        lines += [f"CREATE TABLE {schema}.{identifier(t.name)} (LIKE public.{identifier(t.name)});"
-                  for t in SOURCE_TABLES]
-        lines.append("\\timing on")
-        for table in SOURCE_TABLES:
-            path = Path(folder) / f"{table.name}.copy"
-            name = identifier(table.name)
-            lines.append(f"COPY (SELECT * FROM public.{name}) TO STDOUT \\g '{path}'")  # nosec B608 - declared name
-            lines.append(f"\\copy {FLOOR_SCHEMA}.{name} FROM '{path}'")
-            lines.append(f"\\! rm -f '{path}'")
-        lines += ["\\timing off", f"DROP SCHEMA {schema} CASCADE;"]
-        script = Path(folder) / "floor.sql"
-        script.write_text("\n".join(lines) + "\n")
-        env = {**os.environ, "PGPASSWORD": kwargs["password"] or "", "PGSSLMODE": "disable"}
-        done = subprocess.run([str(psql_path()), "-X", "-q", "-h", kwargs["host"], "-p", str(kwargs["port"]),  # nosec
-                               "-U", kwargs["user"], "-d", kwargs["database"], "-f", str(script)],
-                              env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise BenchFailed(f"the floor's psql session failed: {done.stderr.strip()[-300:]}")
-    times = [float(ms) / 1000 for ms in _PSQL_TIME.findall(done.stdout)]
-    if len(times) != 2 * len(SOURCE_TABLES):
-        raise BenchFailed(f"psql reported {len(times)} timings, expected {2 * len(SOURCE_TABLES)}")
-    return {t.name: {"out": round(times[2 * i], 4), "in": round(times[2 * i + 1], 4)}
-            for i, t in enumerate(SOURCE_TABLES)}
-
-
-# --- a typical loader: awswrangler's to_sql, upsert, 1,000 rows a statement ----------------------
-
-def _conflict_columns(table: Table) -> list[str]:
-    return list(table.version_key or table.key)
-
-
-def to_sql_seconds(svc: Services, pipeline: Pipeline, run_id: str, workdir: Path) -> float:
-    """Seconds for `wr.postgresql.to_sql(mode="upsert", chunksize=1000)` to load the run's Parquet.
-
-    Same files as our loader read (the processed manifest's), same server, into a scratch
-    database whose tables are the declared ones (keys included: an upsert needs them). Read as a
-    user of the library would, with `wr.s3.read_parquet` (its nullable dtypes keep integer columns
-    with NULLs integers); the clock covers what our loader's covers: reading the lake and the inserts.
-    """
-    import awswrangler as wr
-    import pg8000
-
-    from totesys_etl import lake
-
-    loadable = {t.name: t for t in (*STATE_TABLES, *FACTS, DIM_DATE)}
-    fresh_database(svc, TO_SQL_DB)
-    conn = pg8000.connect(**parse_url(svc.admin_url(TO_SQL_DB)))
-    try:
-        cursor = conn.cursor()
-        for table in loadable.values():
-            cursor.execute(create_table(table))
-        conn.commit()
-        files = lake.read_manifest(pipeline.buckets[1], run_id)["files"]
-        start = time.perf_counter()
-        for name, entry in sorted(files.items()):
-            table = loadable[name]
-            frame = wr.s3.read_parquet(f"s3://{pipeline.buckets[1]}/{entry['key']}")
-            wr.postgresql.to_sql(frame, conn, table=table.name, schema="public", mode="upsert", chunksize=1000,
-                                 use_column_names=True, upsert_conflict_columns=_conflict_columns(table))
-        seconds = time.perf_counter() - start
-    finally:
-        conn.close()
-    drop_database(svc, TO_SQL_DB)
-    return round(seconds, 4)
-
-
 # --- the machine --------------------------------------------------------------------------------
 
 def machine(svc: Services) -> dict:
@@ -308,7 +138,7 @@ def machine(svc: Services) -> dict:
                        if line.startswith("MemTotal:")), 0)
     except OSError:
         pass
-    conn = _admin(svc, "postgres")
+    conn = admin_connection(svc, "postgres")
     try:
         version = conn.run("SHOW server_version")[0][0]
     finally:

@@ -1,0 +1,83 @@
+"""Where a bench run happens: the cluster and S3 API `up` started, and the bench's own scratch
+databases and buckets, reset at will (never one given through the environment)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import boto3
+import pg8000.native
+from pg8000.native import identifier
+
+from totesys_etl.adapters.postgres import parse_url
+from totesys_etl.errors import EtlError
+from totesys_etl.local import servers
+
+
+class BenchFailed(EtlError):
+    """A stage failed, or the warehouse does not hold what the source does: the figures mean nothing."""
+
+    error_kind = "bench_failed"
+
+
+@dataclass(frozen=True)
+class Services:
+    """Where the bench runs: a PostgreSQL cluster it may create databases in, and an S3 API."""
+
+    cluster: servers.Postgres
+    reader_password: str
+    aws: dict[str, str]  # AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and dummy keys
+
+    def admin_url(self, database: str) -> str:
+        return self.cluster.url(database)
+
+    def reader_url(self, database: str) -> str:
+        return self.cluster.url(database, servers.READER_ROLE, self.reader_password)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A source database, a warehouse database and a bucket pair: one pipeline's SPEC §5 settings."""
+
+    source_db: str
+    warehouse_db: str
+    buckets: tuple[str, str]
+
+    def env(self, svc: Services) -> dict[str, str]:
+        """Exactly what a deployed handler sees: a read-only source role, the warehouse, the buckets."""
+        return {"TOTESYS_SOURCE_URL": svc.reader_url(self.source_db),
+                "TOTESYS_SOURCE_ADMIN_URL": svc.admin_url(self.source_db),
+                "TOTESYS_WAREHOUSE_URL": svc.admin_url(self.warehouse_db),
+                "TOTESYS_INGEST_BUCKET": self.buckets[0], "TOTESYS_PROCESSED_BUCKET": self.buckets[1],
+                **svc.aws}
+
+
+def admin_connection(svc: Services, database: str) -> pg8000.native.Connection:
+    return pg8000.native.Connection(**parse_url(svc.admin_url(database)))
+
+
+def fresh_database(svc: Services, name: str) -> None:
+    """Drop and create one of the bench's own databases (names are this module's constants)."""
+    servers.recreate_database(svc.cluster, name)
+
+
+def drop_database(svc: Services, name: str) -> None:
+    servers.admin_run(svc.cluster, "postgres", f"DROP DATABASE IF EXISTS {identifier(name)} WITH (FORCE)")
+
+
+def _s3(svc: Services):
+    return boto3.client("s3", endpoint_url=svc.aws["AWS_ENDPOINT_URL"], region_name=svc.aws["AWS_DEFAULT_REGION"],
+                        aws_access_key_id=svc.aws["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=svc.aws["AWS_SECRET_ACCESS_KEY"])
+
+
+def fresh_buckets(svc: Services, names: tuple[str, ...]) -> None:
+    """The bench's own buckets, existing and empty."""
+    servers.empty_buckets(_s3(svc), names)
+
+
+def prepare(svc: Services, pipeline: Pipeline) -> None:
+    """A fresh, empty source (readable by the read-only role), warehouse and bucket pair."""
+    for database in (pipeline.source_db, pipeline.warehouse_db):
+        fresh_database(svc, database)
+    servers.grant_reader(svc.cluster, pipeline.source_db, svc.reader_password)
+    fresh_buckets(svc, pipeline.buckets)
