@@ -5,7 +5,7 @@ import pytest
 
 from totesys_etl import lake
 from totesys_etl.adapters import s3
-from totesys_etl.errors import InvalidInput
+from totesys_etl.errors import ConfigurationError, InvalidInput
 
 RUN = "20261124T071248780573Z"
 
@@ -78,3 +78,18 @@ def test_settled_keeps_only_run_ids_old_enough_for_a_mark_to_pass():
     old, recent, future = (lake.run_id_at(now - lake.SETTLE - timedelta(seconds=1)),
                            lake.run_id_at(now - timedelta(minutes=1)), "20990101T000000000000Z")
     assert lake.settled([old, recent, future], now) == [old]
+
+
+def test_settled_follows_the_settle_setting(monkeypatch):
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
+    ten_seconds_ago = lake.run_id_at(now - timedelta(seconds=10))
+    assert lake.settled([ten_seconds_ago], now) == []
+    monkeypatch.setenv(lake.SETTLE_VARIABLE, "5")
+    assert lake.settled([ten_seconds_ago], now) == [ten_seconds_ago]
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan"])
+def test_a_bad_settle_setting_is_a_configuration_error(monkeypatch, value):
+    monkeypatch.setenv(lake.SETTLE_VARIABLE, value)
+    with pytest.raises(ConfigurationError, match="TOTESYS_SETTLE_SECONDS"):
+        lake.settle_period()

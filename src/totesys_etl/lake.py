@@ -7,20 +7,23 @@ sorts newest first, so reading it costs one short listing however long the lake 
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import datetime, timedelta, timezone
 
 from botocore.exceptions import ClientError
 
 from totesys_etl.adapters import s3
-from totesys_etl.errors import InvalidInput
+from totesys_etl.errors import ConfigurationError, InvalidInput
 
 RUNS_PREFIX = "_runs/"
 RUN_ID = re.compile(r"\d{8}T\d{12}Z")
 #: A run's manifest appears at most this long after the moment its run id names (an ingest Lambda
 #: runs 15 minutes at most; the rest is clock skew), so no manifest can still appear below a run id
-#: older than this. A low-water mark never passes a younger one (see `settled`).
+#: older than this. A low-water mark never passes a younger one (see `settled`). Tests lower it
+#: through SETTLE_VARIABLE so that marks move while they run.
 SETTLE = timedelta(minutes=20)
+SETTLE_VARIABLE = "TOTESYS_SETTLE_SECONDS"
 _INVERT = str.maketrans("0123456789", "9876543210")
 
 
@@ -118,15 +121,32 @@ def advance_mark(candidates: list[str], done: set[str]) -> str | None:
     return mark
 
 
+def settle_period(env=None) -> timedelta:
+    """How old a run id must be before a mark may pass it: `TOTESYS_SETTLE_SECONDS`, else SETTLE.
+
+    A value that is not a non-negative number is a configuration error (raised, never ignored).
+    """
+    text = (os.environ if env is None else env).get(SETTLE_VARIABLE)
+    if not text:
+        return SETTLE
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ConfigurationError(f"{SETTLE_VARIABLE} must be a number of seconds >= 0, not {text!r}")
+    return timedelta(seconds=seconds)
+
+
 def settled(run_ids: list[str], now: datetime | None = None) -> list[str]:
-    """The run ids at least SETTLE old: what a sweep may move its low-water mark over.
+    """The run ids at least `settle_period()` old: what a sweep may move its low-water mark over.
 
     A mark moved past a younger run id could pass a run still being ingested (a slow or
     concurrent ingest writes its manifest last) or a corrupt manifest named in the future, and the
     sweep, listing only after the mark, would never see the runs below it. Keeping the mark
     SETTLE behind costs a sweep a listing of a few more recent manifests, never a missed run.
     """
-    ceiling = run_id_at((now or datetime.now(timezone.utc)) - SETTLE)
+    ceiling = run_id_at((now or datetime.now(timezone.utc)) - settle_period())
     return [r for r in run_ids if r <= ceiling]
 
 
