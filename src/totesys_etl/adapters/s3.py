@@ -6,19 +6,21 @@ a key that already exists is left as it is; the caller learns which happened.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from functools import lru_cache
 from typing import Iterator
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 #: Above this size a file goes up in parts, so neither it nor its upload sits in memory whole.
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
 
 _EXISTS = ("PreconditionFailed", "ConditionalRequestConflict", "412")
+_LOG = logging.getLogger("totesys_etl.s3")
 
 
 @lru_cache(maxsize=4)
@@ -70,10 +72,25 @@ def upload_file_create_only(bucket: str, key: str, path: str) -> bool:
                                      MultipartUpload={"Parts": parts}, IfNoneMatch="*")
         return True
     except ClientError as e:
-        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        _abort(s3, bucket, key, upload_id)
         if _already_exists(e):
             return False
         raise
+
+
+def _abort(s3, bucket: str, key: str, upload_id: str) -> None:
+    """Abort an upload that failed, best effort: the caller's answer is the upload's own outcome.
+
+    A refused abort (a role without s3:AbortMultipartUpload, an outage) must not turn "the key
+    already exists" into a failure that every rerun repeats, nor hide the error that ended the
+    upload. The parts it leaves are removed by the buckets' lifecycle rule after a day (tf/s3.tf).
+    """
+    try:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except (ClientError, BotoCoreError) as e:
+        reason = e.response.get("Error", {}).get("Code") if isinstance(e, ClientError) else type(e).__name__
+        _LOG.warning(f"could not abort the multipart upload of {key} ({reason}); the lifecycle rule removes its parts",
+                     extra={"fields": {"stage": None, "run_id": None, "key": key, "error_code": reason}})
 
 
 def get_bytes(bucket: str, key: str) -> bytes:
