@@ -31,7 +31,7 @@ from totesys_etl.config import Settings
 from totesys_etl.local import servers
 from totesys_etl.logs import configure
 from totesys_etl.schema import DIM_DATE, FACTS, STAR_TABLES, STATE_TABLES, source_table, star_table
-from totesys_etl.schema.warehouse import CURRENCY_NAMES
+from totesys_etl.schema.warehouse import CURRENCY_NAMES, bookkeeping_columns
 
 T0 = datetime(2024, 11, 14, 9, 30, 0, 123000)
 TRICKY = 'O\'Brien, "the Quoted"\nsecond line; DROP TABLE x; -- Zoë 😀'
@@ -202,8 +202,8 @@ def expected_dimension(dimension, state: TotesysState) -> list[tuple]:
 
 
 def table_rows(url: str, table, with_system: bool = False) -> list[tuple]:
-    """Every row of a warehouse table in key order (data columns; xmin and surrogate too if asked)."""
-    names = [c.name for c in (table.columns if with_system else table.data_columns)]
+    """Every row of a warehouse table in key order (data columns; xmin, surrogate and etl_ columns too if asked)."""
+    names = [c.name for c in ((*table.columns, *bookkeeping_columns(table)) if with_system else table.data_columns)]
     cols = ", ".join(identifier(n) for n in names)
     if with_system:
         cols = "xmin::text, " + cols

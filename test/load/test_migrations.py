@@ -3,16 +3,19 @@ import threading
 
 import pg8000.native
 
-from totesys_etl.adapters.postgres import parse_url
+from totesys_etl.adapters.postgres import parse_url, transaction
+from totesys_etl.load import migrations
 from totesys_etl.load.migrations import MIGRATIONS, migrate
-from totesys_etl.schema import STAR_TABLES, STATE_TABLES
+from totesys_etl.local import servers
+from totesys_etl.schema import FACTS, STAR_TABLES, STATE_TABLES
+from totesys_etl.schema.warehouse import OLDEST_RUN_ID, bookkeeping_columns
 
 _TYPES = {"int": ("integer", None, None, None), "serial": ("integer", None, None, None),
           "varchar": ("character varying", None, None, None), "boolean": ("boolean", None, None, None),
           "date": ("date", None, None, None), "time": ("time without time zone", None, None, None),
           "timestamp": ("timestamp without time zone", None, None, None),
           "numeric": ("numeric", None, None, None), "varchar(3)": ("character varying", 3, None, None),
-          "numeric(10,2)": ("numeric", None, 10, 2)}
+          "numeric(10,2)": ("numeric", None, 10, 2), "text": ("text", None, None, None)}
 
 
 def _connect(url):
@@ -28,11 +31,13 @@ def _columns(conn, table):
 def test_migration_creates_spec_tables_exactly(warehouse_url):
     conn = _connect(warehouse_url)
     try:
-        assert migrate(conn) == [1]
+        assert migrate(conn) == [1, 2]
         for table in (*STAR_TABLES, *STATE_TABLES):
             got = _columns(conn, table.name)
-            assert [r[0] for r in got] == table.column_names, table.name
-            for (name, data_type, length, precision, scale, nullable, default), column in zip(got, table.columns):
+            columns = (*table.columns, *bookkeeping_columns(table))
+            assert [r[0] for r in got] == [c.name for c in columns], table.name
+            assert ("etl_run_id" in [r[0] for r in got]) == (table.kind in ("fact", "state")), table.name
+            for (name, data_type, length, precision, scale, nullable, default), column in zip(got, columns):
                 kind, want_length, want_precision, want_scale = _TYPES[column.type]
                 assert data_type == kind, (table.name, name)
                 assert length == want_length, (table.name, name)
@@ -77,10 +82,12 @@ def test_migrating_twice_changes_nothing(warehouse_url):
 def test_two_migrations_at_once_apply_once(warehouse_url):
     """Without any outer lock (a tool calling migrate), two callers still serialise."""
     results, errors = [], []
+    barrier = threading.Barrier(2)
 
     def one():
         conn = _connect(warehouse_url)
         try:
+            barrier.wait(timeout=30)      # both connected, then released together: the calls overlap
             results.append(migrate(conn))
         except Exception as e:  # collected and asserted below
             errors.append(e)
@@ -93,4 +100,40 @@ def test_two_migrations_at_once_apply_once(warehouse_url):
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(results) == [[], [1]]
+    assert sorted(results) == [[], [1, 2]]
+
+
+def _shape(conn) -> list:
+    return conn.run("SELECT table_name, column_name, ordinal_position, data_type, is_nullable, column_default "
+                    "FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1, 3")
+
+
+def test_a_version_1_warehouse_migrates_to_the_shape_of_a_fresh_one(postgres, warehouse_url, monkeypatch):
+    """Rows loaded before etl_run_id get a run id older than any run: the next run's version wins."""
+    conn = _connect(warehouse_url)
+    fresh_name = f"dw_fresh_{threading.get_ident()}"
+    servers.create_database(postgres, fresh_name)
+    fresh = _connect(postgres.url(fresh_name))
+    try:
+        monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS[:1])
+        assert migrate(conn) == [1]
+        with transaction(conn):
+            conn.run("INSERT INTO etl_src_design (design_id, design_name, file_location, file_name, created_at, "
+                     "last_updated) VALUES (1, 'd', '/', 'f', now(), now())")
+            conn.run("INSERT INTO fact_payment (payment_id, created_date, created_time, last_updated_date, "
+                     "last_updated_time, transaction_id, counterparty_id, payment_amount, currency_id, "
+                     "payment_type_id, paid, payment_date) VALUES (1, current_date, '09:00', current_date, "
+                     "'09:00', 1, 1, 1, 1, 1, true, current_date)")
+        monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
+        assert migrate(conn) == [2]
+        assert migrate(fresh) == [1, 2]
+        assert _shape(conn) == _shape(fresh)
+        assert conn.run("SELECT etl_run_id FROM etl_src_design UNION ALL SELECT etl_run_id FROM fact_payment") \
+            == [[OLDEST_RUN_ID], [OLDEST_RUN_ID]]
+        assert OLDEST_RUN_ID < "19700101T000000000000Z"
+        for table in (*STATE_TABLES, *FACTS):        # no default left: every later row must name its run
+            assert conn.run("SELECT column_default, is_nullable FROM information_schema.columns "
+                            "WHERE table_name = :t AND column_name = 'etl_run_id'", t=table.name) == [[None, "NO"]]
+    finally:
+        conn.close()
+        fresh.close()

@@ -16,6 +16,7 @@ from totesys_etl.load import run as load_run_module
 from totesys_etl.load.ledger import load_mark, loaded_runs
 from totesys_etl.load.run import load, warehouse_connection
 from totesys_etl.schema import DIMENSIONS, FACTS, STATE_TABLES, fact_references, state_table
+from totesys_etl.schema.warehouse import newest_first
 
 TODAY = date(2024, 11, 14)
 
@@ -136,15 +137,63 @@ def test_an_older_version_never_overwrites_a_newer_one(settings, processed_lake,
     assert kit.table_rows(warehouse_url, DIMENSIONS[1])[0][4] == "York"
 
 
+def _commit_order_runs(totesys, kit, processed_lake) -> dict:
+    """Issue 21 item 1 as the lake shows it. T1 begins (its `now()` is t1), T2 begins at t2, changes
+    address 1, sales order 1 and payment 1 and commits; run 1 reads T2's versions. T1 then changes
+    the same rows and commits (stamp t1, older; payment 1 got the same stamp t2 from a third commit)
+    and run 2 reads those. The source now holds T1's values."""
+    base = _all_versions(totesys)
+    t1 = totesys.tick()
+    t2 = totesys.tick()
+    rows = {table: totesys.rows[table][1] for table in ("address", "sales_order", "payment")}
+    first = {"address": [{**rows["address"], "city": "T2 city", "last_updated": t2}],
+             "sales_order": [{**rows["sales_order"], "units_sold": 222, "last_updated": t2}],
+             "payment": [{**rows["payment"], "payment_amount": Decimal("2.22"), "last_updated": t2}]}
+    totesys.rows["address"][1] = {**rows["address"], "city": "T1 city", "last_updated": t1}
+    totesys.rows["sales_order"][1] = {**rows["sales_order"], "units_sold": 111, "last_updated": t1}
+    totesys.rows["payment"][1] = {**rows["payment"], "payment_amount": Decimal("1.11"), "last_updated": t2}
+    second = {table: [totesys.rows[table][1]] for table in first}
+    processed_lake.write_run(kit.run_id(1), base)
+    processed_lake.write_run(kit.run_id(2), first)
+    processed_lake.write_run(kit.run_id(3), second)
+    return {"t1": t1, "t2": t2}
+
+
+@pytest.mark.parametrize("order", [[1, 2, 3], [1, 3, 2], [3, 2, 1]])
+def test_state_dimensions_and_current_facts_follow_commit_order_not_stamps(
+        settings, processed_lake, totesys, kit, warehouse_url, run_sql, order):
+    stamps = _commit_order_runs(totesys, kit, processed_lake)
+    for n in order:
+        load(settings, [kit.run_id(n)], today=TODAY)
+    assert run_sql(warehouse_url, "SELECT city FROM dim_location WHERE location_id = 1") == [["T1 city"]]
+    assert run_sql(warehouse_url, "SELECT counterparty_legal_city FROM dim_counterparty "
+                                  "WHERE counterparty_id = 1") == [["T1 city"]]
+    assert run_sql(warehouse_url, "SELECT city, last_updated, etl_run_id FROM etl_src_address "
+                                  "WHERE address_id = 1") == [["T1 city", stamps["t1"], kit.run_id(3)]]
+    for dimension in DIMENSIONS:
+        assert kit.table_rows(warehouse_url, dimension) == kit.expected_dimension(dimension, totesys), dimension.name
+    # every version read is kept; the one the latest run read is current, whatever its stamp
+    order_by = ", ".join(f"{c} DESC" for c in newest_first(FACTS[0]))
+    versions = run_sql(warehouse_url, "SELECT units_sold, etl_run_id FROM fact_sales_order WHERE sales_order_id = 1 "
+                                      f"ORDER BY {order_by}")
+    assert versions == [[111, kit.run_id(3)], [222, kit.run_id(2)], [100, kit.run_id(1)]]
+    # two commits with one stamp are one version, and the later commit's values win
+    assert run_sql(warehouse_url, "SELECT payment_amount, etl_run_id FROM fact_payment WHERE payment_id = 1 "
+                                  "ORDER BY last_updated_date, last_updated_time") == [
+        [Decimal("0.00000001"), kit.run_id(1)], [Decimal("1.11"), kit.run_id(3)]]
+
+
 def test_two_loaders_at_once_load_every_row_once(settings, processed_lake, totesys, kit, warehouse_url,
                                                  fresh_warehouse):
     runs = _changes(totesys)
     for n, versions in enumerate(runs, start=1):
         processed_lake.write_run(kit.run_id(n), versions)
     results, errors = [], []
+    barrier = threading.Barrier(2)
 
     def loader():
         try:
+            barrier.wait(timeout=30)       # released together, so the two loads really overlap
             results.append(load(settings, None, wait_seconds=60, today=TODAY))
         except Exception as e:  # asserted below
             errors.append(e)

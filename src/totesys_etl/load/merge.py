@@ -1,8 +1,9 @@
 """The SQL that folds one run's temp tables into state, dimensions, facts and dim_date.
 
 Every statement is generated from the declarations (readme_files/design.md, "Loader"), and each
-changes a row only when its values change, so a replayed run or a run that repeats known
-versions leaves every row (and its xmin) as it was.
+changes a star row only when its values change, so a replayed run or a run that repeats known
+versions leaves every star row (and its xmin) as it was. Which version is newer is decided by the
+run that read it (`etl_run_id`), never by its `last_updated` stamp (SPEC §3).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from totesys_etl.load.files import temp_name
 from totesys_etl.schema import DIM_DATE, Table, state_table
 from totesys_etl.schema.derive import PRIMARY, derived_select
 from totesys_etl.schema.ddl import column_list
-from totesys_etl.schema.warehouse import CURRENCY_NAMES
+from totesys_etl.schema.warehouse import CURRENCY_NAMES, RUN_ID
 
 #: SPEC §3: the calendar seeded on the first load, this many years either side of its UTC date.
 SEED_YEARS = 3
@@ -29,24 +30,37 @@ def _q(name: str) -> str:
     return identifier(name)
 
 
-def merge_state(conn: Connection, state: Table) -> int:
-    """Upsert the run's rows of one source table into `etl_src_<t>`; rows inserted or replaced.
+def merge_state(conn: Connection, state: Table, run_id: str) -> int:
+    """Upsert the run's rows of one source table into `etl_src_<t>`; rows inserted or whose values changed.
 
-    A row is replaced only by a newer `last_updated`, so an older run loaded late never wins.
+    SPEC §3: newer means committed later, not stamped later. A stored row is replaced by this
+    run's version only when this run is later than the run that read the stored one (run ids
+    sort in time order), never by comparing `last_updated`: a transaction that began first and
+    committed last carries the older stamp. So a replay, or an older run loaded late, changes
+    nothing. A later run that read the same values only takes the row's run id over (not counted):
+    a run between the two, loaded late, must not win. Within one run, the newest stamp of an id wins.
+
     An UPDATE of the rows that exist, then an INSERT of those that do not, rather than `ON
     CONFLICT`: its speculative insertion doubles the cost of a big run (1.33M transactions: 4.0 s
     against 1.9 s), and the loader's advisory lock already makes it the only writer.
     """
-    key, target, tmp = _q(state.key[0]), _q(state.name), _q(temp_name(state))
+    key, target, tmp, run = _q(state.key[0]), _q(state.name), _q(temp_name(state)), _q(RUN_ID.name)
     names = state.column_names
+    values = [c for c in names if c not in state.key]
     newest = (f"(SELECT DISTINCT ON ({key}) {column_list(names)} FROM {tmp} "  # nosec B608
               f"ORDER BY {key}, {_q('last_updated')} DESC) AS n")
-    sets = ", ".join(f"{_q(c)} = n.{_q(c)}" for c in names if c not in state.key)
-    conn.run(f"UPDATE {target} SET {sets} FROM {newest} "  # nosec B608 - declared names
-             f"WHERE {target}.{key} = n.{key} AND {target}.{_q('last_updated')} < n.{_q('last_updated')}")
+    sets = ", ".join(f"{_q(c)} = n.{_q(c)}" for c in values)
+    old = ", ".join(f"{target}.{_q(c)}" for c in values)
+    new = ", ".join(f"n.{_q(c)}" for c in values)
+    conn.run(f"UPDATE {target} SET {sets}, {run} = :run_id FROM {newest} "  # nosec B608 - declared names
+             f"WHERE {target}.{key} = n.{key} AND {target}.{run} < :run_id AND ({old}) IS DISTINCT FROM ({new})",
+             run_id=run_id)
     replaced = conn.row_count
-    conn.run(f"INSERT INTO {target} ({column_list(names)}) SELECT {column_list(names)} FROM {newest} "  # nosec
-             f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS s WHERE s.{key} = n.{key})")
+    conn.run(f"UPDATE {target} SET {run} = :run_id WHERE {key} IN (SELECT {key} FROM {tmp}) "  # nosec B608
+             f"AND {run} < :run_id", run_id=run_id)
+    conn.run(f"INSERT INTO {target} ({column_list([*names, RUN_ID.name])}) "  # nosec B608 - declared names
+             f"SELECT {column_list(names)}, CAST(:run_id AS text) FROM {newest} "
+             f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS s WHERE s.{key} = n.{key})", run_id=run_id)
     return replaced + conn.row_count
 
 
@@ -99,32 +113,50 @@ def merge_dimension(conn: Connection, dimension: Table, run_sources: set[str]) -
     return changed + conn.row_count
 
 
-def insert_fact_versions(conn: Connection, fact: Table) -> int:
-    """Append the versions this fact has not stored yet, in (id, last_updated) order.
+def insert_fact_versions(conn: Connection, fact: Table, run_id: str) -> int:
+    """Store this run's fact versions; rows inserted or updated.
 
-    `NOT EXISTS` first, so a replay draws no serial values. A plain INSERT under a savepoint,
-    since `ON CONFLICT`'s speculative insertion costs ~40 % more (1.14M payments: 5.5 s against
-    3.2 s); only a file that holds a version twice (a unique violation) takes the `ON CONFLICT DO
-    NOTHING` path. Rows inserted.
+    A version is (id, last_updated) (SPEC §3, "facts keep history"). One not stored yet is
+    appended, in (id, last_updated) order, with this run's id. One already stored came from
+    another commit with the same stamp, or is the same version read again: it is updated, values
+    and `etl_run_id`, only when this run is later than the one that stored it AND its values
+    differ (the later commit wins) or another version of the id carries a later run than it (the
+    id's current version, `newest_first`, must be the one the latest run read). So a replay, an
+    older run loaded late, or a later run that read the same thing changes no row.
+
+    UPDATE first, so "another version carries a later run" looks only at earlier loads. `NOT
+    EXISTS` before inserting, so a replay draws no serial values. A plain INSERT under a
+    savepoint, since `ON CONFLICT`'s speculative insertion costs ~40 % more (1.14M payments: 5.5 s
+    against 3.2 s); only a file that holds a version twice (a unique violation) takes the `ON
+    CONFLICT DO NOTHING` path.
     """
     names = [c.name for c in fact.data_columns]
-    target, tmp = _q(fact.name), _q(temp_name(fact))
+    values = [c for c in names if c not in fact.version_key]
+    target, tmp, run = _q(fact.name), _q(temp_name(fact)), _q(RUN_ID.name)
     same = " AND ".join(f"f.{_q(c)} = t.{_q(c)}" for c in fact.version_key)
-    insert = (f"INSERT INTO {target} ({column_list(names)}) "  # nosec B608
-              f"SELECT {', '.join(f't.{_q(c)}' for c in names)} FROM {tmp} AS t "
+    id_ = _q(fact.version_key[0])
+    sets = ", ".join(f"{_q(c)} = t.{_q(c)}" for c in values)
+    old = ", ".join(f"f.{_q(c)}" for c in values)
+    new = ", ".join(f"t.{_q(c)}" for c in values)
+    conn.run(f"UPDATE {target} AS f SET {sets}, {run} = :run_id FROM {tmp} AS t "  # nosec B608 - declared names
+             f"WHERE {same} AND f.{run} < :run_id AND (({old}) IS DISTINCT FROM ({new}) OR EXISTS "
+             f"(SELECT 1 FROM {target} AS g WHERE g.{id_} = f.{id_} AND g.{run} > f.{run}))", run_id=run_id)
+    updated = conn.row_count
+    insert = (f"INSERT INTO {target} ({column_list([*names, RUN_ID.name])}) "  # nosec B608
+              f"SELECT {', '.join(f't.{_q(c)}' for c in names)}, CAST(:run_id AS text) FROM {tmp} AS t "
               f"WHERE NOT EXISTS (SELECT 1 FROM {target} AS f WHERE {same}) "
               f"ORDER BY {', '.join(f't.{_q(c)}' for c in fact.version_key)}")
     conn.run("SAVEPOINT etl_fact")
     try:
-        conn.run(insert)
+        conn.run(insert, run_id=run_id)
     except DatabaseError as e:
         if not (e.args and isinstance(e.args[0], dict) and e.args[0].get("C") == _UNIQUE_VIOLATION):
             raise
         conn.run("ROLLBACK TO SAVEPOINT etl_fact")
-        conn.run(f"{insert} ON CONFLICT ({column_list(fact.version_key)}) DO NOTHING")
+        conn.run(f"{insert} ON CONFLICT ({column_list(fact.version_key)}) DO NOTHING", run_id=run_id)
     rows = conn.row_count
     conn.run("RELEASE SAVEPOINT etl_fact")
-    return rows
+    return updated + rows
 
 
 def insert_dates(conn: Connection) -> int:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from pg8000.native import identifier
+from pg8000.native import identifier, literal
 
 from totesys_etl.adapters.postgres import Connection, transaction
 from totesys_etl.load.ledger import LOADER_LOCK_KEY
-from totesys_etl.schema import DIMENSIONS, STAR_TABLES, STATE_TABLES, state_table
-from totesys_etl.schema.ddl import create_table
-from totesys_etl.schema.warehouse import currency_names
-from totesys_etl.schema.warehouse import CURRENCY_NAMES
+from totesys_etl.schema import DIMENSIONS, FACTS, STAR_TABLES, STATE_TABLES, state_table
+from totesys_etl.schema.ddl import column_definitions, create_table
+from totesys_etl.schema.warehouse import CURRENCY_NAMES, OLDEST_RUN_ID, bookkeeping_columns, currency_names
 
 _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS etl_migrations (
     version int PRIMARY KEY,
@@ -55,9 +54,24 @@ def _star_schema(conn: Connection) -> None:
              codes=list(names), names=list(names.values()))
 
 
+def _run_ids(conn: Connection) -> None:
+    """`etl_run_id` on every state and fact row: the run that read the version (SPEC §3, "newer
+    means committed later"). Rows already there get OLDEST_RUN_ID, so any run replaces them and,
+    among themselves, `last_updated` still orders them. A constant default is catalogue-only in
+    PostgreSQL 11+ (no table rewrite); it is dropped after, so every later row names its run.
+    """
+    for table in (*STATE_TABLES, *FACTS):
+        for column in bookkeeping_columns(table):
+            name = identifier(table.name)
+            conn.run(f"ALTER TABLE {name} ADD COLUMN {column_definitions([column])[0]} "
+                     f"DEFAULT {literal(OLDEST_RUN_ID)}")
+            conn.run(f"ALTER TABLE {name} ALTER COLUMN {identifier(column.name)} DROP DEFAULT")
+
+
 #: (version, name, apply). Append only.
 MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (1, "star schema, loader state, ledger, mark, currency names", _star_schema),
+    (2, "etl_run_id on state and fact rows: commit order, not stamps", _run_ids),
 )
 
 

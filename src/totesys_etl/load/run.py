@@ -175,13 +175,13 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
                 quarantined += 1
         states = [t for t in STATE_TABLES if t.name in present]
         for state in states:
-            rows[state.name] = merge.merge_state(conn, state)
+            rows[state.name] = merge.merge_state(conn, state, run_id)
         sources = {t.source for t in states}
         for dimension in DIMENSIONS:
             rows[dimension.name] = merge.merge_dimension(conn, dimension, sources)
         for fact in FACTS:
             if fact.name in present:
-                rows[fact.name] = merge.insert_fact_versions(conn, fact)
+                rows[fact.name] = merge.insert_fact_versions(conn, fact, run_id)
         rows[DIM_DATE.name] = merge.seed_calendar(conn, today or datetime.now(timezone.utc).date())
         if DIM_DATE.name in present:
             rows[DIM_DATE.name] += merge.insert_dates(conn)

@@ -1,9 +1,13 @@
 """The star schema (SPEC §3) and the loader's per-row source state, declared once.
 
 Dimensions are derived from *state*: the current row of every source table a dimension draws
-on, kept by the loader in `etl_src_<table>` and replaced only by a newer `last_updated`. A
-dimension row is then a join over state, so it ends current whatever order runs arrive in
+on, kept by the loader in `etl_src_<table>` and replaced only by the version a later run read
+(SPEC §3: newer means committed later, not stamped later). A dimension row is then a join over
+state, so it ends current whatever order runs arrive in
 (readme_files/adr/0002-dimensions-from-source-state.md).
+
+State and fact rows also carry `etl_run_id`, the run that read the version: a bookkeeping
+column of the warehouse only (not in the lake's Parquet, so not a declared column).
 """
 from __future__ import annotations
 
@@ -137,7 +141,26 @@ def fact_references(fact: Table) -> dict[str, str]:
 def _state(source: str) -> Table:
     src = source_table(source)
     return Table(name=f"etl_src_{source}", kind="state", columns=src.columns, key=src.key, source=source,
-                 description=f"The current row of source `{source}` (newest last_updated wins).")
+                 description=f"The current row of source `{source}` (the version the latest run read).")
+
+
+#: The run that read a state row's or a fact row's version. Run ids sort in time order (lake.RUN_ID),
+#: so "read by a later run" is a text comparison, and never a comparison of `last_updated` stamps.
+RUN_ID = Column("etl_run_id", "text")
+#: The run id rows loaded before `etl_run_id` existed carry: older than any run, so any run's
+#: version replaces them and, among them, the newest `last_updated` stays the current version.
+OLDEST_RUN_ID = "00000000T000000000000Z"
+
+
+def bookkeeping_columns(table: Table) -> tuple[Column, ...]:
+    """The warehouse-only columns a table has after its declared ones (SPEC §3 allows `etl_` columns)."""
+    return (RUN_ID,) if table.kind in ("state", "fact") else ()
+
+
+def newest_first(fact: Table) -> tuple[str, ...]:
+    """The columns that order a fact id's versions newest first (each DESC): the run that read the
+    version, then its stamp (rows loaded before `etl_run_id` all share OLDEST_RUN_ID)."""
+    return (RUN_ID.name, *fact.version_key[1:])
 
 
 #: The source tables dimensions draw on, each kept current by the loader.
