@@ -1,4 +1,6 @@
+import socket
 import threading
+import time
 
 import pytest
 
@@ -76,3 +78,85 @@ def test_advisory_lock_waits_then_gives_up(warehouse_url):
     release.join()
     holder.close()
     waiter.close()
+
+
+def _holder_has_lock(holder, key: int) -> bool:
+    return holder.run("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+                      "AND granted AND objid = :key", key=key)[0][0] == 1
+
+
+def _wait_in_thread(conn, key: int, wait_seconds: float, join_seconds: float) -> tuple[bool, list, float]:
+    """advisory_lock in a thread: (finished within join_seconds, [result], seconds it took)."""
+    result = []
+    started = time.monotonic()
+    waiter = threading.Thread(target=lambda: result.append(pg.advisory_lock(conn, key, wait_seconds)))
+    waiter.start()
+    waiter.join(join_seconds)
+    return not waiter.is_alive(), result, time.monotonic() - started
+
+
+def test_a_lock_wait_of_0_defers_at_once_while_the_holder_still_holds(warehouse_url):
+    """SPEC §5: 0 = defer at once, never wait. `lock_timeout = 0` means *wait forever* in PostgreSQL
+    (the old code blocked here until the holder left; the thread's join timeout shows it)."""
+    holder = pg.connect(Database("warehouse", warehouse_url, "x"))
+    waiter = pg.connect(Database("warehouse", warehouse_url, "x"))
+    try:
+        assert pg.advisory_lock(holder, 43, 1)
+        finished, result, _seconds = _wait_in_thread(waiter, 43, 0, join_seconds=10)
+        assert finished and result == [False]
+        assert _holder_has_lock(holder, 43)                     # it returned while the lock was still held
+        assert waiter.run("SHOW lock_timeout") == [["0"]]       # and left the session as it found it
+        holder.run("SELECT pg_advisory_unlock(43)")
+        assert pg.advisory_lock(waiter, 43, 0)                  # a free lock is taken at once too
+    finally:
+        holder.close()                                          # frees a blocked waiter, should one block
+        waiter.close()
+
+
+def test_a_lock_wait_of_1_second_waits_that_long_then_defers(warehouse_url):
+    holder = pg.connect(Database("warehouse", warehouse_url, "x"))
+    waiter = pg.connect(Database("warehouse", warehouse_url, "x"))
+    try:
+        assert pg.advisory_lock(holder, 44, 0)
+        finished, result, seconds = _wait_in_thread(waiter, 44, 1, join_seconds=30)
+        assert finished and result == [False] and seconds >= 1.0
+        assert _holder_has_lock(holder, 44)
+    finally:
+        holder.close()
+        waiter.close()
+
+
+def test_connections_carry_keepalives_and_timeouts(warehouse_url):
+    conn = pg.connect(Database("warehouse", warehouse_url, "x"))
+    try:
+        shown = {name: conn.run(f"SHOW {name}")[0][0] for name in (
+            "statement_timeout", "idle_in_transaction_session_timeout", "tcp_keepalives_idle",
+            "tcp_keepalives_interval", "tcp_keepalives_count")}
+        assert shown == {"statement_timeout": "15min", "idle_in_transaction_session_timeout": "5min",
+                         "tcp_keepalives_idle": "60", "tcp_keepalives_interval": "15", "tcp_keepalives_count": "4"}
+        sock = conn._usock                      # pg8000's socket: the one connect() opened
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+        interval = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+        count = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
+        assert idle + interval * count <= 120                   # a dead peer is noticed within 2 minutes
+    finally:
+        conn.close()
+
+
+def test_a_session_abandoned_mid_transaction_loses_its_lock(warehouse_url):
+    """A loader that hangs (or dies behind a half-open socket) idle in its transaction is cut off by
+    the server after idle_in_transaction_session_timeout, and its session lock goes with it."""
+    abandoned = pg.connect(Database("warehouse", warehouse_url, "x"), idle_in_transaction_timeout=1)
+    other = pg.connect(Database("warehouse", warehouse_url, "x"))
+    try:
+        assert pg.advisory_lock(abandoned, 45, 0)
+        abandoned.run("START TRANSACTION")
+        abandoned.run("SELECT 1")                               # then nothing: idle in transaction
+        assert not pg.advisory_lock(other, 45, 0)
+        assert pg.advisory_lock(other, 45, 15)                  # freed once the server ends that session
+        with pytest.raises((pg.InterfaceError, pg.DatabaseError, OSError)):   # the session is gone
+            abandoned.run("SELECT 1")
+    finally:
+        pg.close_quietly(abandoned)
+        other.close()

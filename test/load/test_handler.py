@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from urllib.parse import quote_plus
 
 import pg8000.native
@@ -51,15 +53,27 @@ def test_an_event_loads_its_run_and_an_empty_event_sweeps(load_env, processed_la
     assert lambda_handler(_s3_event(processed, f"_runs/{kit.run_id(1)}.json"), None)["runs"] == []
 
 
-def test_a_lock_held_elsewhere_defers(load_env, processed_lake, totesys, kit, warehouse_url, monkeypatch,
-                                      settings):
+@pytest.mark.parametrize("wait", ["0", "1"])
+def test_a_lock_held_elsewhere_defers_after_the_wait_the_setting_gives(
+        load_env, processed_lake, totesys, kit, warehouse_url, monkeypatch, settings, wait):
+    """SPEC §5: TOTESYS_LOCK_WAIT_SECONDS; 0 defers at once (the old code waited forever for 0, and
+    the default of 60 s if the setting were ignored: either fails the join below)."""
     _two_runs(processed_lake, totesys, kit)
-    monkeypatch.setenv("TOTESYS_LOCK_WAIT_SECONDS", "1")
+    monkeypatch.setenv("TOTESYS_LOCK_WAIT_SECONDS", wait)
     holder = pg8000.native.Connection(**parse_url(warehouse_url))
     try:
         holder.run("SELECT pg_advisory_lock(:k)", k=LOADER_LOCK_KEY)
-        result = lambda_handler({}, None)
-        assert result["status"] == "deferred" and result["runs"] == []
+        results = []
+        started = time.monotonic()
+        loader = threading.Thread(target=lambda: results.append(lambda_handler({}, None)))
+        loader.start()
+        loader.join(20)
+        seconds = time.monotonic() - started
+        assert not loader.is_alive(), "the loader waited past its setting"
+        assert results[0]["status"] == "deferred" and results[0]["runs"] == []
+        assert seconds >= float(wait)
+        assert holder.run("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                          "AND pid = pg_backend_pid()") == [[1]]              # deferred while still held
     finally:
         holder.close()                                                    # the lock dies with its session
     assert [r["run_id"] for r in lambda_handler({}, None)["runs"]] == [kit.run_id(1), kit.run_id(2)]

@@ -1,6 +1,10 @@
 """PostgreSQL through pg8000: connecting without leaking credentials, transactions, COPY, locks.
 
-Every connection sets TCP_NODELAY (without it each statement waits ~40-80 ms for delayed ACKs).
+Every connection sets TCP_NODELAY (without it each statement waits ~40-80 ms for delayed ACKs), and
+is made so that a dead or hung client cannot hold a lock for hours (issue 21): TCP keepalives on
+both ends notice a dead peer within ~2 minutes, `statement_timeout` ends a statement at Lambda's
+own limit, and `idle_in_transaction_session_timeout` ends a session left in a transaction. The
+server then ends the session, and with it every lock the session held (the loaders' advisory lock).
 """
 from __future__ import annotations
 
@@ -21,6 +25,14 @@ from totesys_etl.errors import ConfigurationError, SourceUnavailable, WarehouseU
 Connection = pg8000.native.Connection
 
 _UNAVAILABLE = {"source": SourceUnavailable, "warehouse": WarehouseUnavailable}
+
+#: A statement longer than a Lambda invocation may last (15 minutes) has no one left to read it.
+STATEMENT_TIMEOUT_SECONDS = 15 * 60
+#: A session idle inside a transaction this long is a hung or dead client: the server ends it.
+IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 5 * 60
+#: TCP keepalive: first probe after KEEPALIVE_IDLE s of silence, then every KEEPALIVE_INTERVAL s;
+#: KEEPALIVE_COUNT unanswered probes end the connection: a dead peer is noticed within 2 minutes.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 60, 15, 4
 
 
 def parse_url(url: str) -> dict:
@@ -81,19 +93,28 @@ def credentials(database: Database) -> dict:
             "ssl_context": ssl_context(secret.get("sslmode"))}
 
 
-def connect(database: Database, timeout: float = 10.0, application_name: str = "totesys-etl") -> Connection:
+def connect(database: Database, timeout: float = 10.0, application_name: str = "totesys-etl",
+            statement_timeout: float = STATEMENT_TIMEOUT_SECONDS,
+            idle_in_transaction_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT_SECONDS) -> Connection:
     """An open connection, or SourceUnavailable / WarehouseUnavailable naming host and database.
 
-    The reason never carries the password or the URL.
+    The timeouts (seconds) and the server's keepalives are set in the startup packet (no extra
+    round trip); the client's keepalives on the socket. The reason never carries the password or the URL.
     """
     kwargs = credentials(database)
     where = f"{database.name} database {kwargs['database']!r} at {kwargs['host']}:{kwargs['port']}"
     error = _UNAVAILABLE.get(database.name, WarehouseUnavailable)
+    settings = {"statement_timeout": _milliseconds(statement_timeout),
+                "idle_in_transaction_session_timeout": _milliseconds(idle_in_transaction_timeout),
+                "tcp_keepalives_idle": str(KEEPALIVE_IDLE), "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL),
+                "tcp_keepalives_count": str(KEEPALIVE_COUNT)}
     sock = None
     try:
         sock = socket.create_connection((kwargs["host"], kwargs["port"]), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _keep_alive(sock)
         conn = pg8000.native.Connection(sock=sock, timeout=None, application_name=application_name,
+                                        startup_params=settings,
                                         **{k: v for k, v in kwargs.items() if k not in ("port",)})
         sock.settimeout(None)
         return conn
@@ -101,6 +122,25 @@ def connect(database: Database, timeout: float = 10.0, application_name: str = "
         if sock is not None:
             sock.close()
         raise error(f"{where} is unavailable: {_reason(e, kwargs.get('password'))}") from None
+
+
+def _milliseconds(seconds: float) -> str:
+    """A timeout setting's value; at least 1 ms, since 0 means "no timeout" to PostgreSQL."""
+    return str(max(1, round(seconds * 1000)))
+
+
+def _keep_alive(sock: socket.socket) -> None:
+    """Client-side keepalives, so a silent dead server (a half-open connection) fails the client too.
+
+    TCP_USER_TIMEOUT also bounds how long sent data may stay unacknowledged. The per-socket knobs
+    are Linux's (Lambda's); elsewhere only SO_KEEPALIVE is set.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                          ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+                          ("TCP_USER_TIMEOUT", (KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT) * 1000)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _reason(error: Exception, password: str | None) -> str:
@@ -156,9 +196,12 @@ def copy_out(conn: Connection, query: str, stream, **params) -> int:
 def advisory_lock(conn: Connection, key: int, wait_seconds: float) -> bool:
     """Take a session advisory lock, waiting up to `wait_seconds`; False if the wait expired.
 
-    The lock dies with the session, so a crashed holder never blocks a rerun.
+    A wait of 0 (or less) never waits: `pg_try_advisory_lock`, since `lock_timeout = 0` would mean
+    "wait forever" to PostgreSQL. The lock dies with the session, so a crashed holder never blocks a rerun.
     """
-    conn.run(f"SET lock_timeout = {int(wait_seconds * 1000)}")
+    if wait_seconds <= 0:
+        return bool(conn.run("SELECT pg_try_advisory_lock(:key)", key=key)[0][0])
+    conn.run(f"SET lock_timeout = {_milliseconds(wait_seconds)}")
     try:
         conn.run("SELECT pg_advisory_lock(:key)", key=key)
         return True
