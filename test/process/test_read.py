@@ -8,6 +8,7 @@ import pytest
 from totesys_etl import lake
 from totesys_etl.errors import InvalidInput
 from totesys_etl.process import read
+from totesys_etl.schema import source_table
 
 RUN = "20221103T142052186000Z"
 STAMP = "2022-11-03 14:20:52.186"
@@ -29,9 +30,31 @@ def purchase(purchase_order_id, price):
 
 
 def read_all(tmp_path, body: bytes, table: str, rows: int) -> pa.Table:
+    """The fast path: typed batches, clean, with the manifest's row count."""
     path = tmp_path / "in.csv"
     path.write_bytes(body)
-    return pa.Table.from_batches(list(read.read_csv(str(path), table, rows)))
+    declared = source_table(table)
+    read.check_header(str(path), declared)
+    batches = list(read.typed_batches(str(path), declared))
+    if any(read.column_problems(declared, b) for b in batches):
+        raise read.NotClean()  # as the processor's fast path does
+    read.check_count(declared, sum(b.num_rows for b in batches), rows)
+    return pa.Table.from_batches(batches, schema=read.table_schema(declared))
+
+
+def read_carefully(tmp_path, body: bytes, table: str, rows: int) -> tuple[pa.Table, list[list[str]]]:
+    """The careful path: the typed rows (NULL where a value did not convert) and each row's problems."""
+    path = tmp_path / "in.csv"
+    path.write_bytes(body)
+    declared = source_table(table)
+    read.check_header(str(path), declared)
+    typed, reasons = [], []
+    for text in read.text_batches(str(path), declared):
+        batch, problems = read.from_text(declared, text)
+        typed.append(batch)
+        reasons += [[p.reason for p in problems if p.rows[i].as_py()] for i in range(text.num_rows)]
+    read.check_count(declared, len(reasons), rows)
+    return pa.Table.from_batches(typed, schema=read.table_schema(declared)), reasons
 
 
 def test_manifest_entries_accept_only_the_layout_key():
@@ -91,7 +114,7 @@ def test_a_file_bigger_than_a_block_is_read_in_several_batches(tmp_path, monkeyp
     body = header + "".join(f"{i},GBP,{STAMP},{STAMP}\n" for i in range(1, 20001))
     path = tmp_path / "big.csv"
     path.write_text(body)
-    batches = list(read.read_csv(str(path), "currency", 20000))
+    batches = list(read.typed_batches(str(path), source_table("currency")))
     assert len(batches) > 5
     assert sum(b.num_rows for b in batches) == 20000
 
@@ -108,20 +131,36 @@ GOOD = f"1,GBP,{STAMP},{STAMP}\n"
     ("currency_id,currency_code,created_at\n1,GBP,2022-11-03\n", 1, "header"),          # missing column
     (HEADER.strip() + ",extra\n" + GOOD.strip() + ",x\n", 1, "header"),                 # extra header
     (f"currency_code,currency_id,created_at,last_updated\nGBP,1,{STAMP},{STAMP}\n", 1, "header"),  # order
-    (HEADER + f"one,GBP,{STAMP},{STAMP}\n", 1, "does not parse"),                       # wrong type
-    (HEADER + f"1,GBP,03/11/2022,{STAMP}\n", 1, "does not parse"),                      # bad timestamp
-    (HEADER + f"1,,{STAMP},{STAMP}\n", 1, "NOT NULL"),                                  # NULL, NOT NULL
-    (HEADER + f"1,GBP,,{STAMP}\n", 1, "NOT NULL"),                                      # NULL stamp
-    (HEADER + f"99999999999,GBP,{STAMP},{STAMP}\n", 1, "does not parse"),               # int32 overflow
-    (HEADER + GOOD + "\n", 1, "NOT NULL"),                                              # stray empty line
+    (HEADER + GOOD + "\n", 1, "has 2 rows"),                                            # stray empty line
     (HEADER.encode().decode() + "1,\xff,x,y\n", 1, "does not parse"),                   # not UTF-8
     ("", 0, "header"),                                                                  # empty file
     ("\ufeff" + HEADER + GOOD, 1, "header"),                                              # byte order mark
 ])
-def test_malformed_currency_csv_is_invalid(tmp_path, body, rows, reason):
+def test_a_file_that_cannot_be_read_at_all_is_invalid(tmp_path, body, rows, reason):
     data = body.encode("latin-1") if "\xff" in body else body.encode()
     with pytest.raises(InvalidInput, match=reason):
-        read_all(tmp_path, data, "currency", rows)
+        read_carefully(tmp_path, data, "currency", rows)
+
+
+@pytest.mark.parametrize("line, reason", [
+    (f"one,GBP,{STAMP},{STAMP}", "currency_id does not read as int"),                   # wrong type
+    (f"1,GBP,03/11/2022,{STAMP}", "created_at does not read as timestamp"),            # bad timestamp
+    (f"1,,{STAMP},{STAMP}", "currency_code is NULL"),                                  # NULL, NOT NULL
+    (f"1,GBP,,{STAMP}", "created_at is NULL"),                                         # NULL stamp
+    (f"99999999999,GBP,{STAMP},{STAMP}", "currency_id does not read as int"),          # int32 overflow
+    (f"1,GBPX,{STAMP},{STAMP}", "currency_code is longer than varchar(3)"),            # too long
+    (f"1,\"\",{STAMP},{STAMP}", None),                                                 # '' is not NULL
+])
+def test_a_row_that_does_not_fit_is_a_problem_of_that_row_alone(tmp_path, line, reason):
+    body = (HEADER + GOOD + line + "\n" + GOOD.replace("1,", "3,", 1)).encode()
+    if reason:
+        with pytest.raises(read.NotClean):
+            read_all(tmp_path, body, "currency", 3)
+    else:
+        assert read_all(tmp_path, body, "currency", 3).column("currency_code").to_pylist() == ["GBP", "", "GBP"]
+    typed, reasons = read_carefully(tmp_path, body, "currency", 3)
+    assert reasons == [[], [reason] if reason else [], []]
+    assert typed.column("currency_id").to_pylist()[::2] == [1, 3]
 
 
 @pytest.mark.parametrize("table, column, value", [
@@ -132,13 +171,14 @@ def test_malformed_currency_csv_is_invalid(tmp_path, body, rows, reason):
     ("sales_order", "unit_price", "1.005"),                                # 3 places: would round
     ("payment", "paid", "true"),                                           # COPY writes t/f
 ])
-def test_a_value_out_of_its_declared_range_is_invalid_never_rounded(tmp_path, table, column, value):
-    from totesys_etl.schema import source_table
-
+def test_a_value_out_of_its_declared_range_is_a_bad_row_never_rounded(tmp_path, table, column, value):
     columns = source_table(table).column_names
     sample = {"int": "1", "numeric": "1", "numeric(10,2)": "1.00", "boolean": "t", "timestamp": STAMP,
               "varchar": "2022-11-03"}
     values = [value if c.name == column else sample[c.type] for c in source_table(table).columns]
     body = ",".join(columns) + "\n" + ",".join(values) + "\n"
-    with pytest.raises(InvalidInput, match="does not parse"):
+    with pytest.raises(read.NotClean):
         read_all(tmp_path, body.encode(), table, 1)
+    typed, reasons = read_carefully(tmp_path, body.encode(), table, 1)
+    assert reasons == [[f"{column} does not read as {source_table(table).column(column).type}"]]
+    assert typed.column(column).to_pylist() == [None]

@@ -130,9 +130,9 @@ def test_bad_files_are_quarantined_and_the_rest_of_the_run_goes_on(lake_pair, co
     files["currency"] = (good_currency.replace(b"\n1,GBP,", b"\n1,GBP,extra,"), 1)       # extra column
     null_price = files["sales_order"][0].replace(b",5,12345678.91,", b",5,,")
     assert null_price != files["sales_order"][0]
-    files["sales_order"] = (null_price, 1)                                                # NULL, NOT NULL
-    files["payment"] = (files["payment"][0][:-20], 1)                                      # truncated
-    files["purchase_order"] = (files["purchase_order"][0].replace(b"2022-12-31", b"31/12/2022"), 1)
+    files["sales_order"] = (null_price, 1)                                                # NULL, NOT NULL: a row
+    files["payment"] = (files["payment"][0][:-60], 1)                       # truncated: fields missing
+    files["purchase_order"] = (files["purchase_order"][0].replace(b"2022-12-31", b"31/12/2022"), 1)  # a row
     files["staff"] = (files["staff"][0], 2)                                               # row count
     lake_pair.write_run(RUN_A, files)
 
@@ -143,13 +143,21 @@ def test_bad_files_are_quarantined_and_the_rest_of_the_run_goes_on(lake_pair, co
     assert set(manifest["files"]) == {"etl_src_address"}
     bad = ["currency", "payment", "purchase_order", "sales_order", "staff"]
     assert [q["key"] for q in manifest["quarantined"]] == [lake.table_key(t, RUN_A, "csv") for t in bad]
-    assert {q["error_kind"] for q in manifest["quarantined"]} == {"quarantined_file"}
+    kinds = {q["table"]: q["error_kind"] for q in manifest["quarantined"]}
+    assert kinds == {"currency": "quarantined_file", "payment": "quarantined_file", "staff": "quarantined_file",
+                     "sales_order": "quarantined_rows", "purchase_order": "quarantined_rows"}
     for table in bad:
         key = lake.table_key(table, RUN_A, "csv")
-        assert lake_pair.get(f"quarantine/{RUN_A}/{key}") == files[table][0]
         assert lake_pair.get(key, lake_pair.ingest) == files[table][0]   # the original stays
-        reason = json.loads(lake_pair.get(f"quarantine/{RUN_A}/{key}.reason.json"))
-        assert reason["key"] == key and reason["error_kind"] == "quarantined_file" and reason["reason"]
+        target = f"quarantine/{RUN_A}/{key}" + (".rows.csv" if kinds[table] == "quarantined_rows" else "")
+        reason = json.loads(lake_pair.get(f"{target}.reason.json"))
+        assert reason["key"] == key and reason["error_kind"] == kinds[table] and reason["reason"]
+        if kinds[table] == "quarantined_file":
+            assert lake_pair.get(target) == files[table][0]
+        else:   # the one row, as written, with its reason
+            header, row = lake_pair.get(target).decode().splitlines()
+            assert header.startswith('"sales_order_id"' if table == "sales_order" else '"purchase_order_id"')
+            assert reason["rows"] == 1 and ("unit_price is NULL" in row or "agreed_payment_date" in row)
     assert "dim_date" not in manifest["files"]   # quarantined facts bring no dates
 
 

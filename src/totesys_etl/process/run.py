@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
-from totesys_etl import calendar, lake
+from totesys_etl import calendar, lake, quarantine
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
 from totesys_etl.errors import EtlError, InvalidInput, describe, kind_of
@@ -24,7 +25,9 @@ from totesys_etl.events import Invocation
 from totesys_etl.faults import crash_point
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.process import read, transform
-from totesys_etl.schema import DIM_DATE, Table
+from totesys_etl.process import rows as rows_of
+from totesys_etl.process.rows import HeldRows
+from totesys_etl.schema import DIM_DATE, Table, source_table
 
 STAGE = "process"
 #: The processor's low-water mark in the processed bucket: every run up to it is processed.
@@ -45,7 +48,8 @@ def process_run(settings: Settings, run_id: str, log: StageLog | None = None) ->
     """Process one ingested run; None if it is already processed (or its manifest does not exist).
 
     Returns `{"run_id", "rows": {output table: rows}, "quarantined": n, "seconds"}`. Bad input
-    is quarantined and the run goes on; only a failure to do the work (S3 down) raises.
+    is quarantined (a bad row alone, a file only when it cannot be read at all) and the run goes
+    on; only a failure to do the work (S3 down, memory) raises, and then nothing is quarantined.
     """
     if not lake.RUN_ID.fullmatch(run_id):
         raise ValueError(f"not a run id: {run_id!r}")
@@ -66,13 +70,15 @@ def process_run(settings: Settings, run_id: str, log: StageLog | None = None) ->
             largest_first = sorted(range(len(entries)), key=lambda i: -entries[i].rows)
             futures = {i: pool.submit(_file_outcome, settings, run_id, entries[i], f"{folder}/{i}", log)
                        for i in largest_first}
-            for i, entry in enumerate(entries):
-                written, file_dates, rejected = futures[i].result()
-                if rejected:
-                    quarantined.append(rejected)
-                elif written:
-                    outputs[transform.output_table(entry.table).name] = written
-                dates = calendar.distinct_dates([dates, file_dates])
+            # Every file first: a transient failure in any of them raises here, before anything is
+            # quarantined, so a run that fails leaves no quarantine for its retry to contradict.
+            outcomes = [futures[i].result() for i in range(len(entries))]
+        for entry, (written, file_dates, hold) in zip(entries, outcomes):
+            if hold is not None:
+                quarantined.append(hold())
+            if written:
+                outputs[transform.output_table(entry.table).name] = written
+            dates = calendar.distinct_dates([dates, file_dates])
         if len(dates):
             date_batches = calendar.date_rows(dates).to_batches()
             outputs[DIM_DATE.name] = _write_parquet(settings, run_id, DIM_DATE, date_batches, folder, log)
@@ -117,25 +123,36 @@ def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantine
 
 
 def _file_outcome(settings: Settings, run_id: str, entry: read.FileEntry, folder: str, log: StageLog
-                  ) -> tuple[dict | None, pa.Array, dict | None]:
-    """One file's (output entry, dates, quarantine entry): bad input is quarantined here, in the worker."""
+                  ) -> tuple[dict | None, pa.Array, Callable[[], dict] | None]:
+    """One file's (output entry, dates, quarantine to do): a bad file or bad rows are found here, in
+    the worker, and quarantined by the caller once every file of the run is through."""
     os.mkdir(folder)
     try:
-        written, dates = _process_file(settings, run_id, entry, folder, log)
+        written, dates, held = _process_file(settings, run_id, entry, folder, log)
     except InvalidInput as e:
-        rejected = lake.quarantine(settings.ingest_bucket, entry.key, settings.processed_bucket, run_id, str(e),
-                                   lake.QUARANTINED_FILE, log)
-        return None, calendar.distinct_dates([]), rejected
+        reason = str(e)
+
+        def quarantine_file() -> dict:
+            return {"table": entry.table, **lake.quarantine(
+                settings.ingest_bucket, entry.key, settings.processed_bucket, run_id, reason,
+                lake.QUARANTINED_FILE, log)}
+        return None, calendar.distinct_dates([]), quarantine_file
+    if held.count:
+        return written, dates, lambda: quarantine.hold_rows(settings.processed_bucket, run_id, entry.table,
+                                                            entry.key, held, log)
     return written, dates, None
 
 
 def _process_file(settings: Settings, run_id: str, entry: read.FileEntry, folder: str, log: StageLog
-                  ) -> tuple[dict | None, pa.Array]:
-    """Download, validate and transform one CSV into its output; InvalidInput if it must be quarantined.
+                  ) -> tuple[dict | None, pa.Array, HeldRows]:
+    """Download, check and transform one CSV into its output; InvalidInput if it cannot be read at all.
 
-    Nothing is uploaded until the whole file has been read and checked.
+    The fast path converts as pyarrow parses; at the first row that does not fit, the file is read
+    again as text and each batch is checked row by row, its bad rows held back. Nothing is
+    uploaded until the whole file has been read and its row count checked.
     """
     output = transform.output_table(entry.table)
+    table = source_table(entry.table)
     path = os.path.join(folder, "input.csv")  # a fixed name: a key is never a path
     try:
         s3.download(settings.ingest_bucket, entry.key, path)
@@ -143,23 +160,65 @@ def _process_file(settings: Settings, run_id: str, entry: read.FileEntry, folder
         if lake.is_missing(e):
             raise InvalidInput(f"{entry.table} CSV named by the manifest cannot be read") from None
         raise
-    seen: list[pa.Array] = []
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for batch in read.read_csv(path, entry.table, entry.rows):
-            try:
-                out = transform.transform(output, batch)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-                raise InvalidInput(f"{entry.table} rows do not fit {output.name}: {e}") from None
-            seen.append(transform.dates_of(output, out))
-            if len(seen) > 64:  # keep the distinct dates compact, whatever the file's size
-                seen[:] = [calendar.distinct_dates(seen)]
-            yield out
-
+    held = HeldRows(os.path.join(folder, "held.csv"), table.column_names)
     try:
-        return _write_parquet(settings, run_id, output, batches(), folder, log), calendar.distinct_dates(seen)
+        read.check_header(path, table)
+        try:
+            seen: list[pa.Array] = []
+            batches = _dated(output, _clean_batches(path, table, output, entry.rows), seen)
+            return _write_parquet(settings, run_id, output, batches, folder, log), calendar.distinct_dates(seen), held
+        except read.NotClean:
+            log.info(f"{entry.table} has rows that do not fit; checking it row by row", table=entry.table)
+        seen = []
+        try:
+            batches = _dated(output, _careful_batches(path, table, output, entry.rows, held), seen)
+            written = _write_parquet(settings, run_id, output, batches, folder, log)
+        finally:
+            held.close()
+        return written, calendar.distinct_dates(seen), held
     finally:
         os.remove(path)
+
+
+def _clean_batches(path: str, table: Table, output: Table, expected_rows: int) -> Iterator[pa.RecordBatch]:
+    """The fast path: typed batches transformed as they are; NotClean at the first row that does not fit."""
+    rows = 0
+    for batch in read.typed_batches(path, table):
+        out, problems = transform.transform(output, batch)
+        if rows_of.any_rows(problems) or rows_of.any_rows(read.column_problems(table, batch)):
+            raise read.NotClean()
+        rows += batch.num_rows
+        yield out
+    read.check_count(table, rows, expected_rows)
+
+
+def _careful_batches(path: str, table: Table, output: Table, expected_rows: int, held: HeldRows
+                     ) -> Iterator[pa.RecordBatch]:
+    """The careful path: each text batch converted and checked; rows that do not fit go to `held`.
+
+    The row count compares good and held-back rows together with the manifest's.
+    """
+    rows = 0
+    for text in read.text_batches(path, table):
+        typed, problems = read.from_text(table, text)
+        out, derived = transform.transform(output, typed)
+        problems += derived
+        if rows_of.any_rows(problems):
+            bad = rows_of.bad_mask(problems, text.num_rows)
+            held.add(text, bad, rows + 1, rows_of.reasons(problems, bad))
+            out = out.filter(pc.invert(bad))
+        rows += text.num_rows
+        yield out
+    read.check_count(table, rows, expected_rows)
+
+
+def _dated(output: Table, batches: Iterable[pa.RecordBatch], seen: list[pa.Array]) -> Iterator[pa.RecordBatch]:
+    """Pass batches on, collecting the distinct dates they refer to in `seen` (kept compact)."""
+    for batch in batches:
+        seen.append(transform.dates_of(output, batch))
+        if len(seen) > 64:  # keep the distinct dates compact, whatever the file's size
+            seen[:] = [calendar.distinct_dates(seen)]
+        yield batch
 
 
 def _write_parquet(settings: Settings, run_id: str, output: Table, batches: Iterable[pa.RecordBatch],

@@ -2,40 +2,74 @@
 
 Each source table feeds exactly one output: a fact (`fact.source`) or the loader's state table
 (`etl_src_<table>`). Every output column is computed from its declaration (`Column.source`,
-`Column.derive`), so adding a column to `schema/warehouse.py` needs no change here.
+`Column.derive`), so adding a column to `schema/warehouse.py` needs no change here. A value a
+derivation cannot give (a date text that is not a date) is a `Problem` of its row alone.
 """
 from __future__ import annotations
 
+import re
+from datetime import date
 from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from totesys_etl.errors import InvalidInput
+from totesys_etl.process.rows import Problem
 from totesys_etl.schema import FACTS, STATE_TABLES, Column, Table
 
+#: The date texts PostgreSQL's date input reads that are plausible in a varchar date column:
+#: year-month-day with `-`, `/` or `.` and one- or two-digit month and day, or YYYYMMDD, with
+#: surrounding whitespace. Anything else is held back (never guessed: `05/01/2024` depends on
+#: the server's DateStyle).
+_DATE_TEXT = re.compile(r"[ \t\n\r\f\v]*(?:(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})|(\d{4})(\d{2})(\d{2}))[ \t\n\r\f\v]*")
+#: PostgreSQL has no year 0; Arrow would read one.
+_FIRST_DAY = pa.scalar(date(1, 1, 1), pa.date32())
 
-def _copy(values: pa.Array, column: Column) -> pa.Array:
-    return values if values.type == column.arrow_type else values.cast(column.arrow_type)  # safe: no loss
-
-
-def _date_of(values: pa.Array, column: Column) -> pa.Array:
-    return values.cast(pa.date32())
-
-
-def _time_of(values: pa.Array, column: Column) -> pa.Array:
-    return values.cast(pa.time64("us"))
+Derived = tuple[pa.Array, pa.BooleanArray | None]
 
 
-def _parse_date(values: pa.Array, column: Column) -> pa.Array:
-    """'YYYY-MM-DD' text to a date; anything else (another format, 2022-02-30) is invalid input."""
+def _copy(values: pa.Array, column: Column) -> Derived:
+    return (values if values.type == column.arrow_type else values.cast(column.arrow_type)), None  # no loss
+
+
+def _date_of(values: pa.Array, column: Column) -> Derived:
+    return values.cast(pa.date32()), None
+
+
+def _time_of(values: pa.Array, column: Column) -> Derived:
+    return values.cast(pa.time64("us")), None
+
+
+def _parse_date(values: pa.Array, column: Column) -> Derived:
+    """Date text to a date as PostgreSQL's `::date` reads it; rows it cannot read are flagged.
+
+    'YYYY-MM-DD' converts in one vectorised cast (the common case); only a batch holding another
+    form is read value by value.
+    """
     try:
-        return values.cast(pa.date32())
+        dates = values.cast(pa.date32())
+        earliest = pc.min(dates)
+        if not earliest.is_valid or pc.greater_equal(earliest, _FIRST_DAY).as_py():
+            return dates, None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        raise InvalidInput(f"{column.source} holds a value that is not a YYYY-MM-DD date") from None
+        pass
+    parsed = [None if text is None else _pg_date(text) for text in values.to_pylist()]
+    bad = pa.array([text is not None and day is None for text, day in zip(values.to_pylist(), parsed)])
+    return pa.array(parsed, pa.date32()), (bad if bad.true_count else None)
 
 
-DERIVATIONS: dict[str, Callable[[pa.Array, Column], pa.Array]] = {
+def _pg_date(text: str) -> date | None:
+    match = _DATE_TEXT.fullmatch(text)
+    if not match:
+        return None
+    year, month, day = (int(g) for g in (match.groups()[:3] if match.group(1) else match.groups()[3:]))
+    try:
+        return date(year, month, day)
+    except ValueError:  # 2022-02-30, month 13, year 0
+        return None
+
+
+DERIVATIONS: dict[str, Callable[[pa.Array, Column], Derived]] = {
     "copy": _copy, "date_of": _date_of, "time_of": _time_of, "parse_date": _parse_date,
 }
 
@@ -47,14 +81,19 @@ def output_table(source: str) -> Table:
     return _OUTPUTS[source]
 
 
-def transform(output: Table, batch: pa.RecordBatch) -> pa.RecordBatch:
-    """The output's rows for a batch of typed source rows, in the output's exact Arrow schema."""
-    arrays = []
+def transform(output: Table, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, list[Problem]]:
+    """The output's rows for a batch of typed source rows, in the output's exact Arrow schema,
+    and the rows a derivation could not give (NULL in the batch; the caller holds them back)."""
+    arrays, problems = [], []
     for column in output.data_columns:
         if column.source_table is not None:
             raise ValueError(f"{output.name}.{column.name} draws on another table; the loader derives it")
-        arrays.append(DERIVATIONS[column.derive](batch.column(column.source_column or column.name), column))
-    return pa.RecordBatch.from_arrays(arrays, schema=output.arrow_schema)
+        source = column.source_column or column.name
+        values, bad = DERIVATIONS[column.derive](batch.column(source), column)
+        arrays.append(values)
+        if bad is not None:
+            problems.append(Problem(bad, f"{source} is not a date"))
+    return pa.RecordBatch.from_arrays(arrays, schema=output.arrow_schema), problems
 
 
 def dates_of(output: Table, batch: pa.RecordBatch) -> pa.Array:

@@ -1,0 +1,97 @@
+"""What is held back (SPEC §3 "Nothing lost", §6 `quarantine`): rows set aside, and the listing.
+
+Everything quarantined lies in the processed bucket under `quarantine/<run_id>/`, each object
+beside its `<key>.reason.json`: a file or manifest copied whole (`lake.quarantine`, by the
+processor and the loader), or a file's held-back rows (`hold_rows`, by the processor), at
+`quarantine/<run_id>/<original csv key>.rows.csv`. Listing reads those reason files only.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from totesys_etl import lake
+from totesys_etl.adapters import s3
+from totesys_etl.errors import ConfigurationError
+
+QUARANTINED_ROWS = "quarantined_rows"
+ROWS_SUFFIX = ".rows.csv"
+REASON_SUFFIX = ".reason.json"
+
+
+def rows_key(run_id: str, key: str) -> str:
+    """Where the rows held back from `key` in a run go: `quarantine/<run_id>/<key>.rows.csv`."""
+    return f"{lake.quarantine_key(run_id, key)}{ROWS_SUFFIX}"
+
+
+def hold_rows(bucket: str, run_id: str, table: str, key: str, held, log) -> dict:
+    """Publish a file's held-back rows (a `process.rows.HeldRows`) with their reason file; log an ERROR.
+
+    Both writes are create-only and their content follows from the input alone, so a rerun or a
+    second processor leaves them as they are. Returns the entry the processed manifest lists.
+    """
+    target = rows_key(run_id, key)
+    s3.upload_file_create_only(bucket, target, held.path)
+    reasons = dict(sorted(held.reasons.items()))
+    summary = "; ".join(f"{reason} ({n} row{'s' if n != 1 else ''})" for reason, n in reasons.items())
+    entry = {"table": table, "key": key, "rows": held.count, "reason": summary, "reasons": reasons,
+             "error_kind": QUARANTINED_ROWS, "quarantine_key": target}
+    s3.put_json_create_only(bucket, f"{target}{REASON_SUFFIX}", entry)
+    log.error(f"held back {held.count} row(s) of {key}: {summary}", error_kind=QUARANTINED_ROWS, key=key,
+              table=table, rows=held.count, quarantine_key=target)
+    return entry
+
+
+@dataclass(frozen=True)
+class Held:
+    """One quarantined file, manifest or group of rows, as its reason file describes it."""
+
+    run_id: str
+    table: str
+    key: str
+    kind: str
+    rows: int | None
+    reason: str
+
+    def line(self) -> str:
+        what = f"{self.rows} row{'s' if self.rows != 1 else ''}" if self.rows is not None else "whole file"
+        return f"{self.run_id}  {self.table}  {self.key}  {what}  {self.kind}: {self.reason}"
+
+
+def listed(bucket: str, run_id: str | None = None) -> list[Held]:
+    """Everything held back in `bucket`, by run then key; only run `run_id` when given.
+
+    ConfigurationError for a `run_id` that is not one (it would name a prefix, not a run).
+    """
+    if run_id is not None and not lake.RUN_ID.fullmatch(run_id):
+        raise ConfigurationError(f"--run {run_id!r} is not a run id (e.g. 20261123T061128123456Z)")
+    prefix = lake.quarantine_key(run_id, "") if run_id else lake.QUARANTINE_PREFIX
+    held = []
+    for key in s3.list_keys(bucket, prefix):
+        run = key[len(lake.QUARANTINE_PREFIX):].split("/", 1)[0]
+        if not key.endswith(REASON_SUFFIX) or not lake.RUN_ID.fullmatch(run):
+            continue
+        held.append(_entry(run, key, s3.get_bytes(bucket, key)))
+    return sorted(held, key=lambda h: (h.run_id, h.key, h.kind))
+
+
+def _entry(run_id: str, reason_key: str, body: bytes) -> Held:
+    """A reason file as a listing entry; one that is not the JSON a stage writes is still listed."""
+    quarantined = reason_key[len(lake.quarantine_key(run_id, "")):-len(REASON_SUFFIX)]
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        return Held(run_id, _table_of(quarantined), quarantined, "unknown", None, "its reason file is not JSON")
+    key = document.get("key") if isinstance(document.get("key"), str) else quarantined
+    rows = document.get("rows") if isinstance(document.get("rows"), int) else None
+    table = document.get("table") if isinstance(document.get("table"), str) else _table_of(key)
+    return Held(run_id, table, key, str(document.get("error_kind", "unknown")), rows,
+                " ".join(str(document.get("reason", "")).split()))
+
+
+def _table_of(key: str) -> str:
+    """The table a lake key belongs to (`<table>/year=…`), or `-` for a manifest or a stray key."""
+    head, _, rest = key.partition("/")
+    return head if rest.startswith("year=") else "-"

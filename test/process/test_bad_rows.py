@@ -1,0 +1,227 @@
+"""One bad row is held back alone (issue 21 item 3, SPEC §3 "Nothing lost"), on moto's S3.
+
+A row that does not fit its declaration is written to quarantine as a row, with its reason; the
+rest of its file and run are processed in that run, and a later version of the row loads normally.
+Only a file that cannot be read at all is quarantined whole; a transient failure is never quarantined.
+"""
+import csv
+import io
+import json
+import logging
+from datetime import date
+
+import boto3
+import pytest
+
+from totesys_etl import lake
+from totesys_etl.process import read, run, transform
+from totesys_etl.schema import source_table
+
+RUN_A = "20221103T142052186000Z"
+RUN_B = "20221104T090102500000Z"
+STAMP = "2022-11-03 14:20:52.186"
+SAMPLE = {"int": "1", "numeric": "12.5", "numeric(10,2)": "2.50", "boolean": "t", "timestamp": STAMP,
+          "varchar": "x", "varchar(3)": "GBP"}
+
+
+def row(table: str, row_id: int, **values) -> dict:
+    """A row of text values as COPY writes them (None is NULL); date-like varchars hold dates."""
+    out = {}
+    for column in source_table(table).columns:
+        text = SAMPLE[column.type]
+        if column.type == "varchar" and ("date" in column.name):
+            text = "2022-11-10"
+        out[column.name] = text
+    out[source_table(table).key[0]] = str(row_id)
+    return {**out, **values}
+
+
+def csv_text(table: str, rows: list[dict]) -> bytes:
+    """COPY's CSV: NULL is an unquoted empty field, '' is `""`, quotes only where needed."""
+    def field(value):
+        if value is None:
+            return ""
+        if value == "" or any(ch in value for ch in ',"\n\r') or value != value.strip():
+            return '"' + value.replace('"', '""') + '"'
+        return value
+    lines = [",".join(source_table(table).column_names)]
+    lines += [",".join(field(r[c]) for c in source_table(table).column_names) for r in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def held_rows(lake_pair, run_id: str, table: str) -> list[dict]:
+    key = lake.table_key(table, run_id, "csv")
+    body = lake_pair.get(f"quarantine/{run_id}/{key}.rows.csv").decode()
+    return list(csv.DictReader(io.StringIO(body)))
+
+
+@pytest.fixture
+def errors():
+    """The ERROR records the package logs (its logger does not propagate to pytest's caplog)."""
+    records = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append
+    logger = logging.getLogger("totesys_etl")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def test_one_bad_order_among_good_updates_is_held_back_alone(lake_pair, errors):
+    orders = [row("sales_order", 1), row("sales_order", 2, agreed_delivery_date="soon"),
+              row("sales_order", 3), row("sales_order", 4)]
+    currencies = [row("currency", 1)]
+    lake_pair.write_run(RUN_A, {"sales_order": (csv_text("sales_order", orders), 4),
+                                "currency": (csv_text("currency", currencies), 1)})
+
+    result = run.process_run(lake_pair.settings, RUN_A)
+    assert result["rows"]["fact_sales_order"] == 3 and result["rows"]["etl_src_currency"] == 1
+    assert lake_pair.parquet("fact_sales_order", RUN_A).column("sales_order_id").to_pylist() == [1, 3, 4]
+    key = lake.table_key("sales_order", RUN_A, "csv")
+    [entry] = lake_pair.manifest(RUN_A)["quarantined"]
+    assert entry["table"] == "sales_order" and entry["key"] == key and entry["rows"] == 1
+    assert entry["error_kind"] == "quarantined_rows"
+    assert entry["reasons"] == {"agreed_delivery_date is not a date": 1}
+    assert entry["quarantine_key"] == f"quarantine/{RUN_A}/{key}.rows.csv"
+    [held] = held_rows(lake_pair, RUN_A, "sales_order")
+    assert held == {**orders[1], "etl_row": "2", "etl_reason": "agreed_delivery_date is not a date"}
+    assert json.loads(lake_pair.get(f"{entry['quarantine_key']}.reason.json")) == entry
+    assert lake_pair.get(key, lake_pair.ingest) == csv_text("sales_order", orders)  # the original stays
+    [line] = errors
+    assert line.fields["error_kind"] == "quarantined_rows" and line.fields["key"] == key
+    assert line.fields["rows"] == 1
+
+
+BAD = [
+    ("sales_order", "agreed_delivery_date", "2022-02-30", "agreed_delivery_date is not a date"),
+    ("sales_order", "agreed_payment_date", "", "agreed_payment_date is not a date"),
+    ("sales_order", "agreed_payment_date", "0000-01-01", "agreed_payment_date is not a date"),
+    ("sales_order", "unit_price", "123456789.00", "unit_price does not read as numeric(10,2)"),
+    ("sales_order", "unit_price", "1.005", "unit_price does not read as numeric(10,2)"),
+    ("sales_order", "units_sold", "99999999999", "units_sold does not read as int"),
+    ("sales_order", "units_sold", None, "units_sold is NULL"),
+    ("sales_order", "created_at", "03/11/2022", "created_at does not read as timestamp"),
+    ("purchase_order", "item_unit_price", "0.12345678901", "item_unit_price does not read as numeric"),
+    ("purchase_order", "item_unit_price", "123456789012345678901234567890", "item_unit_price does not read as"),
+    ("purchase_order", "purchase_order_id", "lots", "purchase_order_id does not read as int"),
+    ("payment", "paid", "true", "paid does not read as boolean"),
+    ("payment", "payment_date", "soon", "payment_date is not a date"),
+    ("currency", "currency_code", "GBPX", "currency_code is longer than varchar(3)"),
+    ("currency", "currency_code", None, "currency_code is NULL"),
+    ("address", "city", None, "city is NULL"),
+]
+
+
+@pytest.mark.parametrize("table, column, value, reason", BAD)
+def test_a_row_that_does_not_fit_its_declaration_is_held_back_alone(lake_pair, table, column, value, reason):
+    rows = [row(table, 1), row(table, 2, **{column: value}), row(table, 3)]
+    lake_pair.write_run(RUN_A, {table: (csv_text(table, rows), 3)})
+    result = run.process_run(lake_pair.settings, RUN_A)
+
+    output = transform.output_table(table)
+    key = source_table(table).key[0]
+    assert result["rows"][output.name] == 2
+    parquet = lake_pair.parquet(output.name, RUN_A)
+    assert parquet.schema == output.arrow_schema
+    assert parquet.column(key).to_pylist() == [1, 3]
+    [held] = held_rows(lake_pair, RUN_A, table)
+    assert held["etl_row"] == "2" and held["etl_reason"].startswith(reason)
+    assert {c: held[c] for c in rows[1] if rows[1][c] is not None} == {c: v for c, v in rows[1].items()
+                                                                       if v is not None}
+    [entry] = lake_pair.manifest(RUN_A)["quarantined"]
+    assert entry["rows"] == 1 and entry["table"] == table
+
+
+def test_null_and_empty_text_stay_apart_in_held_back_rows(lake_pair):
+    rows = [row("address", 1), row("address", 2, city=None, district="", address_line_2=None)]
+    lake_pair.write_run(RUN_A, {"address": (csv_text("address", rows), 2)})
+    run.process_run(lake_pair.settings, RUN_A)
+    key = lake.table_key("address", RUN_A, "csv")
+    body = lake_pair.get(f"quarantine/{RUN_A}/{key}.rows.csv").decode()
+    fields = next(csv.reader(io.StringIO(body.splitlines()[1])))
+    names = source_table("address").column_names
+    assert body.splitlines()[1].split(",")[names.index("city")] == ""          # NULL: nothing
+    assert body.splitlines()[1].split(",")[names.index("district")] == '""'    # '': quoted
+    assert fields[names.index("district")] == ""
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2024-1-5", date(2024, 1, 5)), (" 2024-01-05 ", date(2024, 1, 5)), ("2024-01-5", date(2024, 1, 5)),
+    ("\t2024-12-31\n", date(2024, 12, 31)), ("2024/1/5", date(2024, 1, 5)), ("20240105", date(2024, 1, 5)),
+    ("2024-01-05", date(2024, 1, 5)),
+])
+def test_a_date_postgresql_reads_is_read_as_postgresql_reads_it(lake_pair, csv_db, text, expected):
+    assert csv_db.run("SELECT CAST(:t AS date)", t=text)[0][0] == expected   # the source's own reading
+    rows = [row("sales_order", 1, agreed_delivery_date=text)]
+    lake_pair.write_run(RUN_A, {"sales_order": (csv_text("sales_order", rows), 1)})
+    result = run.process_run(lake_pair.settings, RUN_A)
+    assert result["quarantined"] == 0
+    assert lake_pair.parquet("fact_sales_order", RUN_A).column("agreed_delivery_date").to_pylist() == [expected]
+    assert expected in lake_pair.parquet("dim_date", RUN_A).column("date_id").to_pylist()
+
+
+@pytest.mark.parametrize("text", ["2022-02-30", "soon", "", "0000-01-01", "2024-13-01", "2024-1-32"])
+def test_a_date_postgresql_refuses_is_a_bad_row(lake_pair, csv_db, text):
+    with pytest.raises(Exception):
+        csv_db.run("SELECT CAST(:t AS date)", t=text)
+    rows = [row("sales_order", 1, agreed_delivery_date=text), row("sales_order", 2)]
+    lake_pair.write_run(RUN_A, {"sales_order": (csv_text("sales_order", rows), 2)})
+    result = run.process_run(lake_pair.settings, RUN_A)
+    assert result["quarantined"] == 1
+    assert lake_pair.parquet("fact_sales_order", RUN_A).column("sales_order_id").to_pylist() == [2]
+
+
+def test_the_next_version_of_a_held_back_row_loads_normally(lake_pair):
+    bad = row("sales_order", 7, agreed_delivery_date="soon")
+    fixed = row("sales_order", 7, agreed_delivery_date="2022-11-20", last_updated="2022-11-04 09:01:02.5")
+    lake_pair.write_run(RUN_A, {"sales_order": (csv_text("sales_order", [bad, row("sales_order", 8)]), 2)})
+    lake_pair.write_run(RUN_B, {"sales_order": (csv_text("sales_order", [fixed]), 1)})
+    assert [r["quarantined"] for r in run.sweep(lake_pair.settings, run.StageLog("process"))] == [1, 0]
+    assert lake_pair.parquet("fact_sales_order", RUN_A).column("sales_order_id").to_pylist() == [8]
+    again = lake_pair.parquet("fact_sales_order", RUN_B).to_pylist()
+    assert [(r["sales_order_id"], r["agreed_delivery_date"]) for r in again] == [(7, date(2022, 11, 20))]
+    assert lake_pair.manifest(RUN_B)["quarantined"] == []
+    assert not [k for k in lake_pair.keys() if k.startswith(f"quarantine/{RUN_B}/")]
+
+
+def test_bad_rows_in_several_batches_of_a_large_file(lake_pair, monkeypatch):
+    monkeypatch.setattr(read, "CSV_BLOCK_BYTES", 16 * 1024)
+    bad = {5: "soon", 1500: "2022-02-30", 2999: "later"}
+    rows = [row("sales_order", i, agreed_delivery_date=bad.get(i, "2022-11-10")) for i in range(1, 3001)]
+    lake_pair.write_run(RUN_A, {"sales_order": (csv_text("sales_order", rows), 3000)})
+    result = run.process_run(lake_pair.settings, RUN_A)
+    assert result["rows"]["fact_sales_order"] == 2997
+    ids = lake_pair.parquet("fact_sales_order", RUN_A).column("sales_order_id").to_pylist()
+    assert ids == [i for i in range(1, 3001) if i not in bad]
+    held = held_rows(lake_pair, RUN_A, "sales_order")
+    assert [(int(h["sales_order_id"]), int(h["etl_row"])) for h in held] == [(i, i) for i in sorted(bad)]
+    assert lake_pair.manifest(RUN_A)["quarantined"][0]["rows"] == 3
+
+
+def test_a_row_count_that_disagrees_counts_held_back_rows_and_quarantines_the_file(lake_pair):
+    rows = [row("sales_order", 1), row("sales_order", 2, agreed_delivery_date="soon")]
+    lake_pair.write_run(RUN_A, {"sales_order": (csv_text("sales_order", rows), 2)})
+    lake_pair.write_run(RUN_B, {"sales_order": (csv_text("sales_order", rows), 1)})
+    assert run.process_run(lake_pair.settings, RUN_A)["rows"] == {"fact_sales_order": 1, "dim_date": 2}
+    result = run.process_run(lake_pair.settings, RUN_B)
+    assert result["rows"] == {}
+    [entry] = lake_pair.manifest(RUN_B)["quarantined"]
+    assert entry["error_kind"] == "quarantined_file" and "2 rows, its manifest says 1" in entry["reason"]
+    assert not [k for k in lake_pair.keys() if k.startswith(f"quarantine/{RUN_B}/") and ".rows.csv" in k]
+
+
+def test_a_failing_download_fails_the_run_and_quarantines_nothing(lake_pair):
+    """An S3 error is transient: the run raises for a retry; no quarantine, no processed manifest."""
+    orders = [row("sales_order", 1), row("sales_order", 2, agreed_delivery_date="soon")]
+    lake_pair.write_run(RUN_A, {"sales_order": (csv_text("sales_order", orders), 2),
+                                "currency": (csv_text("currency", [row("currency", 1)]), 1)})
+    key = lake.table_key("currency", RUN_A, "csv")    # archived: S3 refuses to read it
+    boto3.client("s3").put_object(Bucket=lake_pair.ingest, Key=key, Body=csv_text("currency", [row("currency", 1)]),
+                                  StorageClass="GLACIER")
+    with pytest.raises(Exception, match="InvalidObjectState"):
+        run.process_run(lake_pair.settings, RUN_A)
+    assert not lake.manifest_exists(lake_pair.processed, RUN_A)
+    assert not [k for k in lake_pair.keys() if k.startswith("quarantine/")]
+
+    lake_pair.put(key, csv_text("currency", [row("currency", 1)]))   # back: the retry does it all
+    assert run.process_run(lake_pair.settings, RUN_A)["quarantined"] == 1
