@@ -127,6 +127,19 @@ def _reconcile(args) -> int:
     return 0 if report.ok else 1
 
 
+def _quarantine(args) -> int:
+    """What is held back (SPEC §6): one line per quarantined file, manifest or group of rows."""
+    from totesys_etl.quarantine import listed
+
+    _pipeline_env()
+    held = listed(os.environ["TOTESYS_PROCESSED_BUCKET"], args.run)
+    for entry in held:
+        print(entry.line())
+    if not held:
+        print(f"nothing is held back{' in run ' + args.run if args.run else ''}")
+    return 0
+
+
 def _demo(args) -> int:
     from totesys_etl.local.demo import demo
 
@@ -153,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
     commands.add_parser("reconcile", help="compare warehouse and source; exit 1 on any difference"
                         ).set_defaults(func=_reconcile)
+    p = commands.add_parser("quarantine", help="list what is held back, per run, with reasons")
+    p.add_argument("--run", default=None, metavar="RUN_ID", help="only this run")
+    p.set_defaults(func=_quarantine)
     p = commands.add_parser("demo", help="up, seed, tick, simulate, tick, reconcile, summary")
     p.add_argument("--orders", type=int, default=10_000)
     p.set_defaults(func=_demo)
