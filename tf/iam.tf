@@ -56,9 +56,11 @@ data "aws_iam_policy_document" "ingest" {
     resources = [aws_s3_bucket.lake["ingested"].arn]
   }
 
+  # A CSV over 64 MB goes up in parts (adapters/s3.py); its upload is aborted when the complete
+  # fails, e.g. with 412 on a rerun whose file already exists.
   statement {
     sid       = "ReadWriteIngested"
-    actions   = ["s3:GetObject", "s3:PutObject"]
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
     resources = ["${aws_s3_bucket.lake["ingested"].arn}/*"]
   }
 
@@ -82,9 +84,10 @@ data "aws_iam_policy_document" "process" {
     resources = ["${aws_s3_bucket.lake["ingested"].arn}/*"]
   }
 
+  # Parquet over 64 MB goes up in parts, aborted when the complete fails (as for the ingest).
   statement {
     sid       = "ReadWriteProcessed"
-    actions   = ["s3:GetObject", "s3:PutObject"]
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
     resources = ["${aws_s3_bucket.lake["processed"].arn}/*"]
   }
 }

@@ -45,6 +45,11 @@ resource "aws_lambda_function" "stage" {
   timeout          = var.lambda_timeout_s[each.key]
   kms_key_arn      = aws_kms_key.pipeline.arn
 
+  # /tmp sized from the measured peak (readme_files/benchmarks.md); Lambda's default is 512 MB.
+  ephemeral_storage {
+    size = var.lambda_ephemeral_storage_mb[each.key]
+  }
+
   # SPEC §5: bucket names and the ids of the secrets (never their values).
   environment {
     variables = {

@@ -5,7 +5,6 @@ resource "aws_s3_bucket" "lake" {
 
   #checkov:skip=CKV_AWS_18:Access logging would need a third bucket for every deployment; CloudTrail data events are the audit trail where one is required.
   #checkov:skip=CKV_AWS_144:Cross-region replication doubles storage for every deployment; versioning guards against deletes, and a second region is a per-deployment disaster-recovery choice.
-  #checkov:skip=CKV2_AWS_61:Lake objects are the pipeline's history and never expire; nothing is overwritten, so there are no noncurrent versions to age out.
   bucket        = each.value
   force_destroy = var.force_destroy_buckets
 }
@@ -48,6 +47,27 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "lake" {
       kms_master_key_id = aws_kms_key.pipeline.arn
     }
     bucket_key_enabled = true
+  }
+}
+
+# Lake objects are the pipeline's history and never expire (nothing is overwritten, so there are
+# no noncurrent versions to age out). The one rule removes the parts of multipart uploads that never
+# completed: a function that timed out mid-upload, or an abort that failed after a 412
+# (adapters/s3.py); such parts are invisible to listings but billed until removed.
+resource "aws_s3_bucket_lifecycle_configuration" "lake" {
+  for_each = aws_s3_bucket.lake
+
+  bucket = each.value.id
+
+  rule {
+    id     = "abort-incomplete-multipart-uploads"
+    status = "Enabled"
+
+    filter {}
+
+    abort_incomplete_multipart_upload {
+      days_after_initiation = var.incomplete_upload_days
+    }
   }
 }
 

@@ -93,6 +93,36 @@ variable "lambda_timeout_s" {
   }
 }
 
+variable "lambda_ephemeral_storage_mb" {
+  description = <<-EOT
+    /tmp (MB, 512-10240) per stage: ingest, process, load. The stages stage each table's CSV and
+    Parquet in /tmp; the defaults are the peaks `make bench` measures (peak_tmp_mb), extrapolated
+    to 10M orders with headroom (readme_files/benchmarks.md). Raise them for a larger source.
+  EOT
+  type        = map(number)
+  default = {
+    ingest  = 2048
+    process = 4096
+    load    = 2048
+  }
+
+  validation {
+    condition     = alltrue([for s in ["ingest", "process", "load"] : lookup(var.lambda_ephemeral_storage_mb, s, 0) >= 512 && lookup(var.lambda_ephemeral_storage_mb, s, 0) <= 10240])
+    error_message = "lambda_ephemeral_storage_mb needs ingest, process and load, each between 512 and 10240."
+  }
+}
+
+variable "incomplete_upload_days" {
+  description = "Days after which the lake buckets' lifecycle rule removes the parts of a multipart upload that never completed."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.incomplete_upload_days >= 1 && floor(var.incomplete_upload_days) == var.incomplete_upload_days
+    error_message = "incomplete_upload_days must be a whole number of days, at least 1."
+  }
+}
+
 variable "log_level" {
   description = "TOTESYS_LOG_LEVEL of the functions (DEBUG, INFO, WARNING or ERROR)."
   type        = string

@@ -1,127 +1,22 @@
-"""tf/ applied for real against the session's moto server, checked with boto3, replanned, destroyed.
+"""tf/ applied for real against the session's moto server, checked with boto3, replanned.
 
 moto checks wiring, not behaviour (IAM is not enforced, schedules never fire), so this test
 asserts the wiring: buckets locked down, functions on their handlers with SPEC §5 settings,
 schedules and bucket notifications pointing at the right functions with permission to invoke
 them, least-privilege policies, alarms publishing to the topic, Glue tables matching the schema.
-
-The test works on a temporary copy of tf/ with a test-only `moto_override.tf` (local backend,
-moto's endpoints), never committed. Terraform must be installed: the test fails, it does not
-skip, when it is missing. The provider comes from a local mirror when one exists (the same
-search list as .ci/tf-validate.sh), otherwise from the registry.
+The deployment (conftest.py) is shared with test_iam_calls.py and destroyed after the session.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import shutil
-import subprocess  # nosec B404: runs terraform, a fixed executable, with fixed arguments
-from pathlib import Path
 
 import boto3
-import pytest
 
 from totesys_etl.schema import FACTS, STATE_TABLES
 
-ROOT = Path(__file__).resolve().parents[2]
-MIRROR_CANDIDATES = (os.environ.get("TF_PLUGIN_MIRROR", ""), "/opt/tf-plugins",
-                     "~/.terraform.d/plugins", "~/.local/share/terraform/plugins",
-                     "/usr/local/share/terraform/plugins", "/usr/share/terraform/plugins")
-SERVICES = ("cloudwatch", "events", "glue", "iam", "kms", "lambda", "logs", "s3", "secretsmanager",
-            "sns", "sqs", "sts")
-REGION = "eu-west-2"
 STAGES = ("ingest", "process", "load")
 ERROR_KINDS = ("source_unavailable", "warehouse_unavailable", "lake_unavailable", "secret_invalid",
                "quarantined_file", "quarantined_manifest", "load_failed", "configuration", "pipeline_failed")
-
-
-def _provider_mirror() -> Path | None:
-    for candidate in MIRROR_CANDIDATES:
-        if candidate and (Path(candidate).expanduser() / "registry.terraform.io/hashicorp/aws").is_dir():
-            return Path(candidate).expanduser()
-    return None
-
-
-def _load_packager():
-    spec = importlib.util.spec_from_file_location("ci_package", ROOT / ".ci" / "package.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-class Terraform:
-    """Runs terraform in one working directory; `prefix` and `names` are what the test deployed."""
-
-    def __init__(self, workdir: Path, env: dict[str, str], prefix: str, names: dict[str, str]):
-        self.workdir, self.env, self.prefix, self.names = workdir, env, prefix, names
-        self.binary = shutil.which("terraform")
-
-    def __call__(self, *args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
-        result = subprocess.run([self.binary, *args, "-no-color"],  # nosec B603
-                                cwd=self.workdir, env=self.env, capture_output=True, text=True, timeout=600)
-        if result.returncode not in ok:
-            pytest.fail(f"terraform {args[0]} exited {result.returncode}:\n{result.stdout[-4000:]}\n"
-                        f"{result.stderr[-4000:]}")
-        return result
-
-
-def _override(endpoint: str) -> str:
-    endpoints = "\n".join(f'    {service} = "{endpoint}"' for service in SERVICES)
-    return f'''# Written by test/infra/test_apply.py into a temporary copy of tf/: never committed.
-terraform {{
-  backend "local" {{}}
-}}
-
-provider "aws" {{
-  access_key                  = "testing"
-  secret_key                  = "testing"
-  skip_credentials_validation = true
-  skip_metadata_api_check     = true
-  s3_use_path_style           = true
-
-  endpoints {{
-{endpoints}
-  }}
-}}
-'''
-
-
-@pytest.fixture
-def terraform(moto_server, tmp_path, monkeypatch):
-    if shutil.which("terraform") is None:
-        pytest.fail("terraform is not installed: tf/ cannot be tested (install it, e.g. hashicorp/setup-terraform)")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint)
-
-    workdir = tmp_path / "tf"
-    shutil.copytree(ROOT / "tf", workdir, ignore=shutil.ignore_patterns(
-        ".terraform", ".terraform.lock.hcl", "*.tfstate*", ".terraformrc", "moto_override.tf", "scripts"))
-    (workdir / "moto_override.tf").write_text(_override(moto_server.endpoint))
-    build = tmp_path / "build"
-    _load_packager().build(build)
-
-    mirror = _provider_mirror()
-    rc = tmp_path / "terraformrc"
-    rc.write_text('provider_installation {\n  filesystem_mirror {\n'
-                  f'    path    = "{mirror}"\n    include = ["registry.terraform.io/hashicorp/*"]\n  }}\n}}\n'
-                  if mirror else "")
-    name = f"tfit{os.getpid()}"
-    (workdir / "test.auto.tfvars.json").write_text(json.dumps({
-        "project": name, "environment": "test", "aws_region": REGION, "alert_email": "alerts@example.com",
-        "build_dir": str(build), "aws_sdk_pandas_layer_arn": "", "force_destroy_buckets": True,
-        "secret_recovery_window_days": 0, "kms_deletion_window_days": 7,
-        "source_secret_name": f"{name}/source", "warehouse_secret_name": f"{name}/warehouse",
-    }))
-    env = {**os.environ, "TF_CLI_CONFIG_FILE": str(rc), "TF_IN_AUTOMATION": "1", "TF_INPUT": "0",
-           "CHECKPOINT_DISABLE": "1", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION}
-    tf = Terraform(workdir, env, prefix=f"{name}-test",
-                   names={"source_secret": f"{name}/source", "warehouse_secret": f"{name}/warehouse"})
-    tf("init")
-    try:
-        yield tf
-    finally:
-        # The plan just refreshed everything, so destroy need not refresh again (a third of its time).
-        tf("destroy", "-auto-approve", "-refresh=false")
 
 
 def _policy(iam, role: str) -> list[dict]:
@@ -143,9 +38,8 @@ def _grants(statements: list[dict]) -> set[tuple[str, str]]:
     return pairs
 
 
-def test_apply_check_replan_destroy(terraform):
-    terraform("apply", "-auto-approve")
-    outputs = {k: v["value"] for k, v in json.loads(terraform("output", "-json").stdout).items()}
+def test_apply_check_replan(deployment, aws):
+    terraform, outputs = deployment.terraform, deployment.outputs
     prefix = terraform.prefix
     s3, lam, iam = boto3.client("s3"), boto3.client("lambda"), boto3.client("iam")
     events, cloudwatch, logs = boto3.client("events"), boto3.client("cloudwatch"), boto3.client("logs")
@@ -162,8 +56,14 @@ def test_apply_check_replan_destroy(terraform):
         block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
         assert all(block.values()) and len(block) == 4
         assert "aws:SecureTransport" in s3.get_bucket_policy(Bucket=bucket)["Policy"]
+        # Parts of uploads that never completed are removed after a day; objects never expire.
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        assert [(r["Status"], r["AbortIncompleteMultipartUpload"]) for r in rules] == [
+            ("Enabled", {"DaysAfterInitiation": 1})]
+        assert not any("Expiration" in r or "NoncurrentVersionExpiration" in r for r in rules)
 
-    # The functions: handlers, settings (SPEC §5), own role, our layer.
+    # The functions: handlers, settings (SPEC §5), own role, our layer, /tmp as sized.
+    tfvars = json.loads((terraform.workdir / "test.auto.tfvars.json").read_text())
     functions = {}
     for stage in STAGES:
         config = lam.get_function_configuration(FunctionName=outputs["function_names"][stage])
@@ -176,6 +76,7 @@ def test_apply_check_replan_destroy(terraform):
             "TOTESYS_SOURCE_SECRET": terraform.names["source_secret"],
             "TOTESYS_WAREHOUSE_SECRET": terraform.names["warehouse_secret"], "TOTESYS_LOG_LEVEL": "INFO"}
         assert [layer["Arn"].split(":")[-2] for layer in config["Layers"]] == [f"{prefix}-dependencies"]
+        assert config["EphemeralStorage"] == {"Size": tfvars["lambda_ephemeral_storage_mb"][stage]}
 
     # Manifests starting the next stage, with permission to invoke it.
     for bucket, stage in (("ingested", "process"), ("processed", "load")):
@@ -214,6 +115,8 @@ def test_apply_check_replan_destroy(terraform):
     writes = {stage: {r for a, r in grants[stage] if a == "s3:PutObject"} for stage in STAGES}
     assert writes == {"ingest": {f"{ingested_arn}/*"}, "process": {f"{processed_arn}/*"},
                       "load": {f"{processed_arn}/quarantine/*"}}
+    aborts = {stage: {r for a, r in grants[stage] if a == "s3:AbortMultipartUpload"} for stage in STAGES}
+    assert aborts == {"ingest": {f"{ingested_arn}/*"}, "process": {f"{processed_arn}/*"}, "load": set()}
     assert ("s3:GetObject", f"{ingested_arn}/*") not in grants["load"]
     assert not any(a.startswith("s3:Delete") or a in ("s3:*", "*") for stage in STAGES for a, _ in grants[stage])
     for stage in STAGES:
