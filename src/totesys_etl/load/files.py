@@ -6,6 +6,10 @@ declaration, and streamed batch by batch: each Arrow batch becomes one header-le
 sent as one CopyData message. Each file is copied under a savepoint, so a file PostgreSQL
 rejects (a NULL where the declaration forbids one, a value out of range) is rolled back alone
 and quarantined while the rest of the run loads.
+
+Only a file that is bad in itself is quarantined: not Parquet, another schema, corrupt pages, or
+data PostgreSQL rejects. A transient fault (memory, a local I/O error, S3, a lost connection) is
+raised, so the run fails and a later invocation retries it (SPEC §3, "Nothing lost").
 """
 from __future__ import annotations
 
@@ -35,6 +39,16 @@ _BAD_DATA_CLASSES = ("22", "23")
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False)
 
 
+def is_transient(error: BaseException) -> bool:
+    """Whether a failure reading a local Parquet file is the machine's fault, not the file's.
+
+    Memory (pyarrow's ArrowMemoryError is a MemoryError) and an operating-system I/O error, which
+    carries an errno. pyarrow reports a corrupt file as an OSError *without* an errno ("Couldn't
+    deserialize thrift", a failed page checksum) or as ArrowInvalid: those are the file's fault.
+    """
+    return isinstance(error, MemoryError) or (isinstance(error, OSError) and error.errno is not None)
+
+
 def temp_name(table: Table) -> str:
     return f"etl_tmp_{table.name}"
 
@@ -58,7 +72,8 @@ class _CsvFeed:
 
     An exception escaping while pg8000 streams a COPY would leave the protocol mid-copy, so a
     read error is kept and a NUL byte (which PostgreSQL always rejects, SQLSTATE 22021) is sent
-    instead: the COPY fails as a normal statement error, rolled back to the file's savepoint.
+    instead: the COPY fails as a normal statement error, rolled back to the file's savepoint, and
+    `copy_file` then quarantines the file, or raises the kept error if it was transient.
     """
 
     def __init__(self, parquet: pq.ParquetFile, columns: list[str]):
@@ -93,7 +108,9 @@ def copy_file(conn: Connection, bucket: str, key: str, table: Table) -> int:
             raise
         try:
             parquet = pq.ParquetFile(path, page_checksum_verification=True)
-        except Exception as e:  # ArrowInvalid, OSError: not a Parquet file
+        except Exception as e:  # ArrowInvalid, OSError: not a Parquet file; memory or I/O: transient
+            if is_transient(e):
+                raise
             raise InvalidInput(f"not a readable Parquet file: {describe(e)}") from None
         check_schema(parquet.schema_arrow, table)
         conn.run("SAVEPOINT etl_file")
@@ -109,6 +126,8 @@ def copy_file(conn: Connection, bucket: str, key: str, table: Table) -> int:
         if not savepoint_taken or not code.startswith(_BAD_DATA_CLASSES):
             raise
         conn.run("ROLLBACK TO SAVEPOINT etl_file")
+        if feed and feed.error and is_transient(feed.error):
+            raise feed.error from None  # the read failed, not the data: the run fails, to be retried
         reason = describe(feed.error) if feed and feed.error else e.args[0].get("M", "rejected by PostgreSQL")
         raise InvalidInput(f"PostgreSQL rejected the data: {reason}") from None
     finally:

@@ -1,0 +1,72 @@
+"""Transient faults while reading a run's Parquet fail the run, to be retried; only bad files are quarantined.
+
+A real out-of-memory or disk fault cannot be produced on demand, so these tests make pyarrow's
+reader raise at its edge (the library call), as it does when the machine is short of memory or a
+local read fails. Everything else is real: moto's S3, PostgreSQL, the loader's transaction.
+"""
+from __future__ import annotations
+
+import errno
+from datetime import date
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from totesys_etl.errors import LoadFailed
+from totesys_etl.load.files import is_transient
+from totesys_etl.load.ledger import loaded_runs
+from totesys_etl.load.run import load, warehouse_connection
+
+TODAY = date(2024, 11, 14)
+
+
+def _fail_once(error: BaseException):
+    """A replacement for a pyarrow call that raises `error` on its first call, then behaves."""
+    calls = []
+
+    def install(original):
+        def replacement(*args, **kwargs):
+            if not calls:
+                calls.append(1)
+                raise error
+            return original(*args, **kwargs)
+        return replacement
+    return install, calls
+
+
+@pytest.mark.parametrize("where, error", [
+    ("read", pa.ArrowMemoryError("malloc of size 67108864 failed")),
+    ("read", MemoryError()),
+    ("open", MemoryError()),
+    ("open", OSError(errno.EIO, "Input/output error")),
+    ("read", OSError(errno.ENOSPC, "No space left on device")),
+])
+def test_a_transient_read_failure_fails_the_run_quarantines_nothing_and_a_rerun_loads_it(
+        settings, processed_lake, totesys, kit, warehouse_url, run_sql, monkeypatch, log_lines, where, error):
+    processed_lake.write_run(kit.run_id(1), {t: list(rows.values()) for t, rows in totesys.rows.items()})
+    install, calls = _fail_once(error)
+    if where == "read":
+        monkeypatch.setattr(pq.ParquetFile, "iter_batches", install(pq.ParquetFile.iter_batches))
+    else:
+        monkeypatch.setattr(pq, "ParquetFile", install(pq.ParquetFile))
+
+    with pytest.raises(LoadFailed):
+        load(settings, [kit.run_id(1)], today=TODAY)
+    assert calls == [1]
+    assert processed_lake.keys("quarantine/") == []
+    assert loaded_runs(warehouse_connection(settings)) == set()
+    assert run_sql(warehouse_url, "SELECT count(*) FROM fact_sales_order") == [[0]]
+    assert not any(line.get("error_kind", "").startswith("quarantined") for line in log_lines)
+
+    result = load(settings, [kit.run_id(1)], today=TODAY)             # the retry loads it all
+    assert result["runs"][0]["quarantined"] == 0
+    assert run_sql(warehouse_url, "SELECT count(*) FROM fact_sales_order") == [[2]]
+    assert processed_lake.keys("quarantine/") == []
+
+
+def test_what_is_transient_and_what_is_bad_data():
+    assert is_transient(MemoryError()) and is_transient(pa.ArrowMemoryError("oom"))
+    assert is_transient(OSError(errno.EIO, "Input/output error"))
+    assert not is_transient(OSError("Couldn't deserialize thrift: No more data to read."))  # pyarrow: corrupt
+    assert not is_transient(pa.ArrowInvalid("Parquet magic bytes not found in footer"))
