@@ -91,3 +91,14 @@ def test_without_settings_quarantine_is_a_usage_error(tmp_path, monkeypatch, cap
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     assert cli.main(["quarantine"]) == 2
     assert "TOTESYS_INGEST_BUCKET" in capsys.readouterr().err
+
+
+def test_a_key_with_a_control_character_is_still_one_line(buckets, monkeypatch, capsys):
+    monkeypatch.setenv("TOTESYS_INGEST_BUCKET", buckets[0])
+    monkeypatch.setenv("TOTESYS_PROCESSED_BUCKET", buckets[1])
+    key = "x\tDROP TABLE dim_date;.csv"
+    boto3.client("s3").put_object(Bucket=buckets[0], Key=key, Body=b"x")
+    lake.quarantine(buckets[0], key, buckets[1], RUN_A, "a stray\nreason", lake.QUARANTINED_FILE, StageLog("load"))
+    assert cli.main(["quarantine"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    assert line == f"{RUN_A}  -  {key!r}  whole file  quarantined_file: a stray reason"

@@ -55,7 +55,8 @@ class Held:
 
     def line(self) -> str:
         what = f"{self.rows} row{'s' if self.rows != 1 else ''}" if self.rows is not None else "whole file"
-        return f"{self.run_id}  {self.table}  {self.key}  {what}  {self.kind}: {self.reason}"
+        key = self.key if self.key.isprintable() else repr(self.key)  # one line, whatever a key holds
+        return f"{self.run_id}  {self.table}  {key}  {what}  {self.kind}: {self.reason}"
 
 
 def listed(bucket: str, run_id: str | None = None) -> list[Held]:
