@@ -95,15 +95,17 @@ variable "lambda_timeout_s" {
 
 variable "lambda_ephemeral_storage_mb" {
   description = <<-EOT
-    /tmp (MB, 512-10240) per stage: ingest, process, load. The stages stage each table's CSV and
-    Parquet in /tmp; the defaults are the peaks `make bench` measures (peak_tmp_mb), extrapolated
-    to 10M orders with headroom (readme_files/benchmarks.md). Raise them for a larger source.
+    /tmp (MB, 512-10240) per stage: ingest, process, load. A full load holds files in /tmp: the
+    ingest up to 3 CSVs, the processor up to 4 CSVs and their Parquet, the loader one Parquet.
+    `make bench` measured 13, 38 and 5 MB at 100,000 orders (peak_tmp_mb), linear in orders; the
+    defaults hold 10M orders with headroom, where 512 MB (Lambda's default) runs out near 1M in the
+    processor (readme_files/benchmarks.md). Raise them for a larger source.
   EOT
   type        = map(number)
   default = {
-    ingest  = 2048
-    process = 4096
-    load    = 2048
+    ingest  = 4096
+    process = 8192
+    load    = 1024
   }
 
   validation {

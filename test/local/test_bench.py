@@ -5,18 +5,19 @@ No timing is asserted (the machine is shared); what must hold whatever the speed
 import io
 import json
 import os
+import time
 
 import pg8000.native
 import pytest
 
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local import bench, bench_baselines, bench_scratch
+from totesys_etl.local import bench, bench_baselines, bench_scratch, stage
 from totesys_etl.local.snapshot import SNAPSHOT, load_snapshot
 
 pytestmark = pytest.mark.slow
 
 SPEC_KEYS = {"orders", "initial_load_s", "process_start_s", "floor_s", "ratio_to_floor", "speedup_vs_to_sql",
-             "noop_tick_handler_s", "tick_1000_handler_s", "peak_rss_mb", "snapshot_load_s"}
+             "noop_tick_handler_s", "tick_1000_handler_s", "peak_rss_mb", "snapshot_load_s", "peak_tmp_mb"}
 
 
 @pytest.fixture
@@ -42,9 +43,13 @@ def test_a_tiny_bench_reports_every_spec_key_with_figures_that_add_up(svc, tmp_p
     detail = results["detail"]
     source_rows = detail["source_rows"]
     assert source_rows["sales_order"] == 300 and source_rows["purchase_order"] == 100
-    for key in ("peak_rss_mb", "snapshot_load_s"):
+    for key in ("peak_rss_mb", "snapshot_load_s", "peak_tmp_mb"):
         assert set(results[key]) == {"ingest", "process", "load"}
-        assert all(v > 0 for v in results[key].values())
+        assert all(v >= 0 for v in results[key].values())
+    assert all(v > 0 for key in ("peak_rss_mb", "snapshot_load_s") for v in results[key].values())
+    # The ingest holds the run's CSVs in its temporary folder, the processor CSVs and their Parquet.
+    assert results["peak_tmp_mb"]["ingest"] > 0 and results["peak_tmp_mb"]["process"] > 0
+    assert all(detail["initial_load"][s]["peak_tmp_mb"] == results["peak_tmp_mb"][s] for s in results["peak_tmp_mb"])
     stages = detail["initial_load"]
     assert results["initial_load_s"] == pytest.approx(sum(s["handler_s"] for s in stages.values()), abs=1e-3)
     assert results["process_start_s"] == pytest.approx(sum(s["process_start_s"] for s in stages.values()), abs=1e-3)
@@ -116,8 +121,28 @@ def test_a_stage_process_reports_its_own_measurements(svc, tmp_path, source):
     env = {"TOTESYS_SOURCE_URL": source.reader_url, "TOTESYS_WAREHOUSE_URL": svc.admin_url("postgres"),
            "TOTESYS_INGEST_BUCKET": "bench-stage-ingested", "TOTESYS_PROCESSED_BUCKET": "bench-stage-processed",
            **svc.aws}
+    before = set(os.listdir(os.environ["TMPDIR"]))
     outcome = bench.run_stage("ingest", env, {}, tmp_path / "bench.log")
     assert outcome["stage"] == "ingest" and "error" not in outcome
+    assert outcome["peak_tmp_mb"] > 0
+    assert set(os.listdir(os.environ["TMPDIR"])) == before  # the stage's temporary folder is removed
     assert outcome["handler_s"] > 0 and outcome["process_start_s"] > 0
     assert outcome["peak_rss_mb"] > 20  # a Python process with boto3 and pyarrow loaded
     assert bench.stage_rows(outcome) == _snapshot_rows()
+
+
+def test_the_tmp_watch_reports_the_most_held_at_once(tmp_path):
+    """Files written, then deleted, then a smaller one: the peak is the first, not the last or the sum."""
+    folder = tmp_path / "tmp"
+    (folder / "run").mkdir(parents=True)
+    with stage.TmpWatch(str(folder), interval=0.01) as watch:
+        (folder / "run" / "a.csv").write_bytes(b"x" * 3_000_000)
+        (folder / "b.parquet").write_bytes(b"y" * 1_000_000)
+        time.sleep(0.2)
+        (folder / "run" / "a.csv").unlink()
+        (folder / "b.parquet").unlink()
+        (folder / "c.csv").write_bytes(b"z" * 500_000)
+        time.sleep(0.2)
+    assert watch.peak_bytes == 4_000_000
+    assert watch.peak_mb == round(4_000_000 / 1024 / 1024, 3)
+    assert watch.size() == 500_000

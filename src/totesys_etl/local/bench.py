@@ -1,8 +1,9 @@
 """`make bench [ORDERS=N]`: the figures of SPEC §8, measured on the local services.
 
 Every stage runs in a process of its own (`local/stage.py`), as a Lambda invocation does, so a
-stage's peak RSS is its own and its imports are not hidden in another stage's process; its
-handler seconds are timed inside that process, start-up reported apart.
+stage's peak RSS and peak temporary files (what Lambda's /tmp must hold, `peak_tmp_mb`) are its
+own and its imports are not hidden in another stage's process; its handler seconds are timed
+inside that process, start-up reported apart.
 
 The bench works only in databases and buckets of its own (`bench_*`, `totesys-etl-bench-*`) on
 the cluster and S3 API that `up` started, and resets them at will; it never reads the
@@ -207,13 +208,15 @@ def run_bench(svc: Services, orders: int, workdir: Path, out: TextIO) -> dict:
         "noop_tick_handler_s": handler_seconds(noop),
         "tick_1000_handler_s": handler_seconds(tick_1000),
         "peak_rss_mb": {s: initial[s]["peak_rss_mb"] for s in STAGES},
+        "peak_tmp_mb": {s: initial[s]["peak_tmp_mb"] for s in STAGES},
         "snapshot_load_s": {s: snapshot[s]["handler_s"] for s in STAGES},
         "detail": {
             "source_rows": counts,
             "initial_load": {s: {"handler_s": initial[s]["handler_s"], "process_start_s": initial[s]["process_start_s"],
                                  "rows": stage_rows(initial[s]),
                                  "source_rows_per_s": round(source_rows / initial[s]["handler_s"]),
-                                 "peak_rss_mb": initial[s]["peak_rss_mb"]} for s in STAGES},
+                                 "peak_rss_mb": initial[s]["peak_rss_mb"],
+                                 "peak_tmp_mb": initial[s]["peak_tmp_mb"]} for s in STAGES},
             "floor_s": floor_tables, "floor_copy_out_s": floor_out, "floor_copy_in_s": round(floor_s - floor_out, 4),
             "to_sql_s": to_sql_s, "our_load_s": initial["load"]["handler_s"],
             "noop_tick_s": {s: noop[s]["handler_s"] for s in STAGES},
@@ -268,17 +271,18 @@ def markdown(results: dict) -> str:
             ("tick_1000_handler_s", f"{results['tick_1000_handler_s']:.3f} ({stages(d['tick_1000_s'])})", "<= 2",
              status("tick_1000_handler_s")),
             ("peak_rss_mb", stages(results["peak_rss_mb"], " MB"), "<= 1024 each", status("peak_rss_mb")),
+            ("peak_tmp_mb", stages(results["peak_tmp_mb"], " MB"), "sizes /tmp (tf: ephemeral_storage)", ""),
             ("snapshot_load_s", f"{sum(results['snapshot_load_s'].values()):.2f} "
                                 f"({stages(results['snapshot_load_s'])})", "<= 2.5 in all",
              status("snapshot_load_s"))]
     lines = ["| key | value | target | |", "|---|---|---|---|"]
     lines += [f"| `{k}` | {v} | {t} | {s} |" for k, v, t, s in rows]
-    lines += ["", "| stage (initial load) | handler s | start-up s | rows | source rows/s | peak RSS MB |",
-              "|---|---:|---:|---:|---:|---:|"]
+    lines += ["", "| stage (initial load) | handler s | start-up s | rows | source rows/s | peak RSS MB "
+                  "| peak /tmp MB |", "|---|---:|---:|---:|---:|---:|---:|"]
     for s in STAGES:
         v = d["initial_load"][s]
         lines.append(f"| {s} | {v['handler_s']:.2f} | {v['process_start_s']:.2f} | {v['rows']:,} | "
-                     f"{v['source_rows_per_s']:,} | {v['peak_rss_mb']:.0f} |")
+                     f"{v['source_rows_per_s']:,} | {v['peak_rss_mb']:.0f} | {v['peak_tmp_mb']:.1f} |")
     m = d["machine"]
     lines += ["", f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram_gb']} GB RAM, PostgreSQL {m['postgresql']}, "
                   f"Python {m['python']}; load average before {m['load_average_before'][0]}, "

@@ -6,9 +6,10 @@ Prints one JSON object on stdout: `handler_s` (the handler call alone, timed ins
 process), `process_start_s` (from `--started`, the caller's clock just before it spawned the
 process, to the moment the handler is called: interpreter start-up and imports, what a Lambda's
 cold start costs; without `--started`, from this module's first line), `peak_rss_mb`
-(`resource.getrusage`, the whole process's high-water mark) and the handler's `result`. The
-handler's own JSON log lines go to stderr. Exit 1, after the same JSON with `error`, when the
-handler raised.
+(`resource.getrusage`, the whole process's high-water mark), `peak_tmp_mb` (the most the handler
+held in its temporary folder at once: what Lambda's /tmp must hold, see `TmpWatch`) and the
+handler's `result`. The handler's own JSON log lines go to stderr. Exit 1, after the same JSON
+with `error`, when the handler raised.
 """
 from __future__ import annotations
 
@@ -19,8 +20,12 @@ _MODULE_START = time.time()
 import argparse  # noqa: E402 - the clock above must start before any import
 import importlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import resource  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
 
 HANDLERS = {stage: f"totesys_etl.{stage}.handler" for stage in ("ingest", "process", "load")}
 
@@ -28,6 +33,52 @@ HANDLERS = {stage: f"totesys_etl.{stage}.handler" for stage in ("ingest", "proce
 def peak_rss_mb() -> float:
     """This process's peak resident set in MB (Linux reports `ru_maxrss` in KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+class TmpWatch:
+    """The peak size of the files under `folder`, sampled every `interval` seconds in a thread.
+
+    The stages keep their files in `tempfile`'s folder (in Lambda, /tmp: the only writable place),
+    so pointing `tempfile` at a fresh folder and sampling it measures what a Lambda's
+    `ephemeral_storage` must hold. Sampling can miss a peak shorter than `interval`; at the sizes
+    that matter a file lives for seconds (written, uploaded, deleted), so the miss is negligible.
+    """
+
+    def __init__(self, folder: str, interval: float = 0.02):
+        self.folder, self.interval = folder, interval
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tmp-watch", daemon=True)
+
+    def size(self) -> int:
+        """Bytes in the files under the folder now (files vanishing mid-walk are skipped)."""
+        total = 0
+        for root, _dirs, files in os.walk(self.folder):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(root, name)).st_size
+                except OSError:
+                    pass
+        return total
+
+    def _run(self) -> None:
+        while True:
+            self.peak_bytes = max(self.peak_bytes, self.size())
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "TmpWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self.peak_bytes, self.size())
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak_bytes / 1024 / 1024, 3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,13 +93,22 @@ def main(argv: list[str] | None = None) -> int:
     ready = time.time()
     outcome = {"stage": args.stage,
                "process_start_s": round(ready - (args.started if args.started is not None else _MODULE_START), 4)}
-    start = time.perf_counter()
+    # A fresh temporary folder of the handler's own, as a new Lambda container's /tmp.
+    scratch = tempfile.mkdtemp(prefix=f"totesys-{args.stage}-tmp-")
+    tempfile.tempdir = scratch
     try:
-        outcome["result"] = handler(event, None)
-    except Exception as e:  # the handler logged it; the caller needs the outcome either way
-        outcome["error"] = f"{type(e).__name__}: {e}"
-    outcome["handler_s"] = round(time.perf_counter() - start, 4)
+        with TmpWatch(scratch) as tmp:
+            start = time.perf_counter()
+            try:
+                outcome["result"] = handler(event, None)
+            except Exception as e:  # the handler logged it; the caller needs the outcome either way
+                outcome["error"] = f"{type(e).__name__}: {e}"
+            outcome["handler_s"] = round(time.perf_counter() - start, 4)
+    finally:
+        tempfile.tempdir = None
+        shutil.rmtree(scratch, ignore_errors=True)
     outcome["peak_rss_mb"] = peak_rss_mb()
+    outcome["peak_tmp_mb"] = tmp.peak_mb
     print(json.dumps(outcome, default=str), flush=True)
     return 1 if "error" in outcome else 0
 
