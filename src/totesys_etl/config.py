@@ -27,12 +27,32 @@ class Database:
         return f"Database({self.name!r}, {'url' if self.url else 'secret ' + self.secret_id})"
 
 
+#: SPEC §3 "Old stamps still arrive": the longest time between two scans by transaction id.
+FULL_RESCAN_VARIABLE = "TOTESYS_FULL_RESCAN_SECONDS"
+DEFAULT_FULL_RESCAN_SECONDS = 3600.0
+
+
+def seconds_setting(env: Mapping[str, str], name: str, default: float) -> float:
+    """A non-negative number of seconds from `env[name]` (default when unset); exit 2 otherwise."""
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also rejects nan
+        raise ConfigurationError(f"{name} must be a number of seconds >= 0, not {text!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     source: Database
     warehouse: Database
     ingest_bucket: str
     processed_bucket: str
+    full_rescan_seconds: float = DEFAULT_FULL_RESCAN_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -47,4 +67,5 @@ class Settings:
                                env.get("TOTESYS_WAREHOUSE_SECRET") or DEFAULT_WAREHOUSE_SECRET),
             ingest_bucket=env["TOTESYS_INGEST_BUCKET"],
             processed_bucket=env["TOTESYS_PROCESSED_BUCKET"],
+            full_rescan_seconds=seconds_setting(env, FULL_RESCAN_VARIABLE, DEFAULT_FULL_RESCAN_SECONDS),
         )

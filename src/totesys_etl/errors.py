@@ -36,6 +36,13 @@ class LakeUnavailable(EtlError):
     error_kind = "lake_unavailable"
 
 
+class RunIdCollision(EtlError):
+    """Another ingest already wrote objects under this run id: two snapshots must never mix in one
+    run (SPEC §4), so this one stops without a manifest and the next run reads its changes."""
+
+    error_kind = "run_id_collision"
+
+
 class SecretError(EtlError):
     """A Secrets Manager secret is missing or not the JSON SPEC §5 describes."""
 

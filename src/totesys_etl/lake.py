@@ -14,7 +14,8 @@ from datetime import datetime, timedelta, timezone
 from botocore.exceptions import ClientError
 
 from totesys_etl.adapters import s3
-from totesys_etl.errors import ConfigurationError, InvalidInput
+from totesys_etl.config import seconds_setting
+from totesys_etl.errors import InvalidInput
 
 RUNS_PREFIX = "_runs/"
 RUN_ID = re.compile(r"\d{8}T\d{12}Z")
@@ -122,20 +123,9 @@ def advance_mark(candidates: list[str], done: set[str]) -> str | None:
 
 
 def settle_period(env=None) -> timedelta:
-    """How old a run id must be before a mark may pass it: `TOTESYS_SETTLE_SECONDS`, else SETTLE.
-
-    A value that is not a non-negative number is a configuration error (raised, never ignored).
-    """
-    text = (os.environ if env is None else env).get(SETTLE_VARIABLE)
-    if not text:
-        return SETTLE
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:
-        raise ConfigurationError(f"{SETTLE_VARIABLE} must be a number of seconds >= 0, not {text!r}")
-    return timedelta(seconds=seconds)
+    """How old a run id must be before a mark may pass it: `TOTESYS_SETTLE_SECONDS`, else SETTLE."""
+    env = os.environ if env is None else env
+    return timedelta(seconds=seconds_setting(env, SETTLE_VARIABLE, SETTLE.total_seconds()))
 
 
 def settled(run_ids: list[str], now: datetime | None = None) -> list[str]:

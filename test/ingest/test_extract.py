@@ -1,13 +1,13 @@
 """The change query's pieces, checked against real PostgreSQL 15 as the read-only role."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pg8000.native
 
 from totesys_etl.adapters.postgres import parse_url, transaction
-from totesys_etl.ingest.extract import changes_query, take_snapshot, xid8_of_xmin
-from totesys_etl.ingest.watermark import Snapshot, Watermark
+from totesys_etl.ingest.extract import Cut, changes_query, plan_read, take_snapshot, unread_after, xid8_of_xmin
+from totesys_etl.ingest.watermark import Snapshot, Unread, Watermark
 from totesys_etl.schema import source_table
 
 EPOCH = 1 << 32
@@ -53,15 +53,52 @@ def test_the_snapshot_names_a_running_transaction_above_xmax_and_keeps_its_visib
         reader.close()
 
 
-def test_the_query_reads_everything_first_then_only_unseen_versions():
+def _cut(snapshot: Snapshot, now=datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)) -> Cut:
+    return Cut(snapshot, now.replace(tzinfo=None), now)
+
+
+def test_the_query_reads_everything_first_then_recent_stamps_then_every_stamp():
     table = source_table("currency")
-    assert changes_query(table, None, Snapshot(5, 5)) == (
+    first = plan_read(None, _cut(Snapshot(5, 5)), 3600)
+    assert first.mode == "first" and changes_query(table, first) == (
         'SELECT "currency_id", "currency_code", "created_at", "last_updated" FROM public."currency"')
     cutoff = datetime(2026, 11, 24, 7, 30)
-    quiet = changes_query(table, Watermark("r", Snapshot(90, 90), cutoff), Snapshot(100, 100))
-    assert "'2026-11-24 07:15:00.000000'::timestamp" in quiet and ">= '90'::xid8" in quiet
-    assert "UNION ALL" not in quiet  # nothing was in progress at P: no late commit to look for
-    previous = Watermark("r", Snapshot(EPOCH + 1, EPOCH + 9, (EPOCH + 1, EPOCH + 4)), cutoff)
-    busy = changes_query(table, previous, Snapshot(EPOCH + 20, EPOCH + 20))
-    assert busy.count("UNION ALL") == 1 and busy.count(f">= '{EPOCH + 1}'::xid8") == 2
-    assert "\"last_updated\" <= '2026-11-24 07:15:00.000000'::timestamp" in busy
+    rescanned = "20261124T073000000000Z"
+    quiet = plan_read(Watermark("r", Snapshot(90, 90), cutoff, rescanned_at=rescanned), _cut(Snapshot(100, 100)), 3600)
+    assert quiet.mode == "recent"
+    sql = changes_query(table, quiet)
+    assert "\"last_updated\" > '2026-11-24 07:15:00.000000'::timestamp" in sql and "xmin::text::bigint >= 90" in sql
+    # P had 91 and 94 in progress; 94 has ended since: P's late writes may carry any stamp.
+    previous = Watermark("r", Snapshot(91, 99, (91, 94)), cutoff, seen="{[92,93)}", rescanned_at=rescanned,
+                         unread=(Unread("{[80,85)}", datetime(2026, 11, 24, 7, 0)),))
+    busy = plan_read(previous, _cut(Snapshot(91, 120, (91,))), 3600)
+    assert busy.mode == "full"
+    sql = changes_query(table, busy)
+    assert "last_updated\" >" not in sql and "NOT (xmin::text::bigint <@ '{[92,93)}'::int8multirange)" in sql
+    assert "[80,85)" not in sql  # claims are for the scan by transaction id alone
+    late = plan_read(previous, _cut(Snapshot(91, 120, (91,)), datetime(2026, 11, 24, 8, 30, tzinfo=timezone.utc)),
+                     3600)
+    assert late.mode == "rescan" and "<@ '{[80,85)}'::int8multirange AND \"last_updated\" <= '2026-11-24 07:00" \
+        in changes_query(table, late)
+    assert plan_read(previous, _cut(Snapshot(91, 120, (91,))), 0).mode == "rescan"
+    assert plan_read(Watermark("r", Snapshot(90, 90), cutoff), _cut(Snapshot(100, 100)), 3600).mode == "rescan"
+
+
+def test_a_recent_run_leaves_its_new_ids_old_stamps_unread_and_a_full_run_keeps_only_what_it_could_not_read(
+        source, run_sql):
+    cutoff = datetime(2026, 11, 24, 7, 30)
+    claim = Unread("{[80,100)}", datetime(2026, 11, 24, 7, 0))
+    previous = Watermark("r", Snapshot(90, 95, (90, 93)), cutoff, seen="{[91,92)}", unread=(claim,),
+                         rescanned_at="20261124T073000000000Z")
+    conn = pg8000.native.Connection(**parse_url(source.reader_url))
+    try:
+        recent = plan_read(previous, _cut(Snapshot(90, 110, (90, 93))), 3600)
+        assert recent.mode == "recent"
+        assert unread_after(conn, recent) == [claim, Unread("{[95,110)}", datetime(2026, 11, 24, 7, 15))]
+        full = plan_read(previous, _cut(Snapshot(90, 110, (90,))), 3600)
+        assert full.mode == "full"
+        # The full run read every stamp of ids >= 90 not in P.seen: what stays unread is below 90 or in it.
+        assert unread_after(conn, full) == [Unread("{[80,90),[91,92)}", claim.stamped_up_to)]
+        assert unread_after(conn, plan_read(previous, _cut(Snapshot(90, 110, (90,))), 0)) == []
+    finally:
+        conn.close()

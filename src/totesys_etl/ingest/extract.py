@@ -1,48 +1,80 @@
 """What changed since the previous run, as SQL, and COPY of it to a local CSV file.
 
-A row version is new iff the previous run's snapshot P could not have seen it (ADR 0001). A
-visible row whose `xmin` is below P's xmin was committed before P began, so P saw it; any other
-one may not have been: P lists only top-level transactions as in progress, and a row written
-inside a savepoint carries a subtransaction id that `pg_visible_in_snapshot` would wrongly call
-visible. So "unseen" is `xmin8 >= P.xmin`, which re-reads the few versions P did see from
-transactions that ended while an older one was still running (downstream ignores a version it
-holds) and never drops one it did not. Per table:
+A row version is identified by its writer's transaction id `x` (the row's `xmin`, made 64-bit) and
+its stamp `s` (`last_updated`). The previous run P left in its manifest (watermark.py) its
+snapshot, `P.seen` (the ids between its xmin and xmax, not in progress, whose versions it saw) and
+`P.unread` (id ranges whose old-stamped versions no run has read yet). A version is *unseen by P*
+iff `x >= P.xmin AND x NOT IN P.seen`: every id below P.xmin had ended before P, every id in
+P.seen was seen, and any other id was in progress at P, started after it, or belongs to a
+savepoint of a transaction in progress (a subtransaction id, which `pg_snapshot` never lists).
+Each run reads, per table, in one of three ways (readme_files/adr/0001-late-commits.md):
 
-(a) `last_updated > P.cutoff - OVERLAP AND xmin8 >= P.xmin`: recent versions (an index range
-    when the source has an index on `last_updated`), minus those P certainly saw;
-(b) only when P had transactions in progress (P.xmin < P.xmax): `last_updated <= P.cutoff -
-    OVERLAP AND xmin8 >= P.xmin`: versions those transactions (or their savepoints) wrote and
-    committed after P, however old their `last_updated` (late commits, no time bound).
+- **recent** (nothing P had in progress has ended): unseen versions stamped after `P.cutoff -
+  OVERLAP`, an index range when the source indexes `last_updated`. Versions of ids that first
+  became visible to this run but are stamped earlier are left `unread`: they wait for a run that
+  reads every stamp.
+- **full** (something P had in progress has ended: it may have written old stamps): every unseen
+  version whatever its stamp (a sequential scan). What it read is no longer `unread`.
+- **rescan** (the first run; or `full_rescan_seconds` since the last scan): as full, plus every
+  `unread` version. Nothing is left unread afterwards.
 
-The two branches are disjoint on `last_updated`, so `UNION ALL` never doubles a row.
-
-COPY takes no bind parameters, so the few values in these statements are built from integers
-and datetimes parsed out of the previous manifest (never from its text) and quoted with pg8000's
-`literal()`; identifiers come from the schema declaration, quoted with `identifier()`.
+So a run ships what changed since the previous run however long a transaction stays open, and
+never ships a version a run already shipped. COPY takes no bind parameters, so the few values in
+these statements are built from integers, validated id-range text and datetimes parsed out of
+the previous manifest (never copied from its text unchecked), quoted with pg8000's `literal()`;
+identifiers come from the schema declaration, quoted with `identifier()`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 
 from pg8000.native import identifier, literal
 
 from totesys_etl.adapters.postgres import Connection, copy_out
-from totesys_etl.ingest.watermark import OVERLAP, Snapshot, Watermark
+from totesys_etl.ingest.watermark import NO_XIDS, OVERLAP, Snapshot, Unread, Watermark, format_cutoff, xid_ranges
 from totesys_etl.schema.ddl import column_list
 from totesys_etl.schema.model import Table
 
 _XID_SPAN = 1 << 32
+#: The source-wide advisory lock key (any 64-bit constant) under which a run takes its snapshot and
+#: names itself, so that run ids sort in snapshot order even when two ingests start together.
+SNAPSHOT_LOCK_KEY = 0x746F7465_73797331  # "totesys1"
+#: Past this many unread claims a run scans by transaction id at once, so statements stay short.
+MAX_UNREAD = 200
 
 
 @dataclass(frozen=True)
 class Cut:
     """This run's consistent view: its snapshot, its cut-off (the source's local time, like
-    `last_updated`) and the database's `now()` in UTC, which names the run."""
+    `last_updated`) and the database's clock in UTC just after the snapshot, which names the run."""
 
     snapshot: Snapshot
     cutoff: datetime
     now: datetime
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How this run reads every table: `mode` is `first`, `recent`, `full` or `rescan`."""
+
+    previous: Watermark | None
+    current: Snapshot
+    mode: str
+
+    @property
+    def reads_every_stamp(self) -> bool:
+        return self.mode != "recent"
+
+
+def lock_snapshot_order(conn: Connection) -> None:
+    """Hold the snapshot lock for this session (released by `release_snapshot_order`, or by the
+    session's end). Any role may take an advisory lock; it writes nothing in the source."""
+    conn.run("SELECT pg_advisory_lock(CAST(:key AS bigint))", key=SNAPSHOT_LOCK_KEY)
+
+
+def release_snapshot_order(conn: Connection) -> None:
+    conn.run("SELECT pg_advisory_unlock(CAST(:key AS bigint))", key=SNAPSHOT_LOCK_KEY)
 
 
 def take_snapshot(conn: Connection) -> Cut:
@@ -55,17 +87,41 @@ def take_snapshot(conn: Connection) -> Cut:
     transaction id still unassigned when it was taken, with every id in between listed as in
     progress: the same visibility, every late transaction named. A role without privileges reads
     that next id through `age(xid)`, which is next id minus `xid` for a transaction without one.
+    The run is named by `clock_timestamp()`, read after the snapshot; under the snapshot lock, a
+    later snapshot therefore always gets a later run id (the loader relies on that order).
     """
     snapshot, cutoff, now, reference, age = conn.run(
-        "SELECT snap::text, LOCALTIMESTAMP, now(), ref, age((ref % 4294967296)::text::xid) FROM ("
+        "SELECT snap::text, LOCALTIMESTAMP, clock_timestamp(), ref, age((ref % 4294967296)::text::xid) FROM ("
         " SELECT snap, CASE WHEN xmax % 4294967296 < 3 THEN xmax - 3 ELSE xmax END AS ref FROM ("
         "  SELECT pg_current_snapshot() AS snap,"
         "   pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax) AS s) AS r")[0]
     return Cut(Snapshot.parse(snapshot).widened_to(reference + age), cutoff, now)
 
 
+def plan_read(previous: Watermark | None, cut: Cut, full_rescan_seconds: float) -> Plan:
+    """Decide how this run reads (see the module docstring)."""
+    if previous is None:
+        return Plan(None, cut.snapshot, "first")
+    if _rescan_due(previous, cut.now, full_rescan_seconds):
+        return Plan(previous, cut.snapshot, "rescan")
+    ended = any(_ended(x, cut.snapshot) for x in previous.snapshot.xip)
+    return Plan(previous, cut.snapshot, "full" if ended else "recent")
+
+
+def _rescan_due(previous: Watermark, now: datetime, full_rescan_seconds: float) -> bool:
+    if previous.rescanned_at is None or len(previous.unread) >= MAX_UNREAD:
+        return True
+    last = datetime.strptime(previous.rescanned_at, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+    return (now - last).total_seconds() >= full_rescan_seconds
+
+
+def _ended(xid: int, snapshot: Snapshot) -> bool:
+    """True if transaction `xid` had ended when `snapshot` was taken."""
+    return xid < snapshot.xmin or (xid < snapshot.xmax and xid not in snapshot.xip)
+
+
 def xid8_of_xmin(current_xmax: int) -> str:
-    """SQL for the row's 64-bit `xmin` (xid8), given the current snapshot's xmax.
+    """SQL for the row's 64-bit `xmin` as a bigint, given the current snapshot's xmax.
 
     The `xmin` system column is a 32-bit xid; a visible row's transaction began within 2^31 ids
     before the current xmax, so it lies in xmax's epoch, or the one before when adding xmax's
@@ -75,26 +131,99 @@ def xid8_of_xmin(current_xmax: int) -> str:
     raw = "xmin::text::bigint"
     base = current_xmax >> 32 << 32
     if base == 0:
-        return f"{raw}::text::xid8"
-    return (f"(CASE WHEN {base} + {raw} >= {current_xmax} THEN {base - _XID_SPAN} ELSE {base} END"
-            f" + {raw})::text::xid8")
+        return raw
+    return f"(CASE WHEN {base} + {raw} >= {current_xmax} THEN {base - _XID_SPAN} ELSE {base} END + {raw})"
 
 
-def changes_query(table: Table, previous: Watermark | None, current: Snapshot) -> str:
-    """The SELECT of `table`'s versions that `previous` did not see (all rows without one)."""
+def _xids(text: str) -> str:
+    return f"{literal(xid_ranges(text))}::int8multirange"
+
+
+def _stamp(moment: datetime) -> str:
+    return f"{literal(format_cutoff(moment))}::timestamp"
+
+
+def _unread_condition(x: str, unread: tuple[Unread, ...]) -> str | None:
+    last_updated = identifier("last_updated")
+    claims = [f"({x} <@ {_xids(u.xids)} AND {last_updated} <= {_stamp(u.stamped_up_to)})" for u in unread]
+    return " OR ".join(claims) or None
+
+
+def changes_query(table: Table, plan: Plan) -> str:
+    """The SELECT of `table`'s versions this run ships (all rows on the first run)."""
     columns = column_list(table.column_names)
     source = f"public.{identifier(table.name)}"  # SPEC §2: the tables live in public, whatever search_path says
     # Identifiers from the declaration, quoted; values below are literal()s of parsed numbers/times.
     select = f"SELECT {columns} FROM {source}"  # nosec B608
+    previous = plan.previous
     if previous is None:
         return select
-    last_updated = identifier("last_updated")
-    since = literal((previous.cutoff - OVERLAP).isoformat(sep=" ", timespec="microseconds"))
-    unseen = f"{xid8_of_xmin(current.xmax)} >= {literal(str(previous.snapshot.xmin))}::xid8"
-    query = f"{select} WHERE {last_updated} > {since}::timestamp AND {unseen}"
-    if previous.snapshot.xmin < previous.snapshot.xmax:
-        query += f" UNION ALL {select} WHERE {last_updated} <= {since}::timestamp AND {unseen}"
-    return query
+    x = xid8_of_xmin(plan.current.xmax)
+    where = f"{x} >= {int(previous.snapshot.xmin)}"
+    if previous.seen != NO_XIDS:
+        where += f" AND NOT ({x} <@ {_xids(previous.seen)})"
+    if not plan.reads_every_stamp:
+        since = _stamp(previous.cutoff - OVERLAP)
+        return f"{select} WHERE {identifier('last_updated')} > {since} AND {where}"
+    unread = _unread_condition(x, previous.unread) if plan.mode == "rescan" else None
+    if unread:
+        where = f"({where}) OR {unread}"
+    return f"{select} WHERE {where}"
+
+
+def seen_query(tables: list[Table], plan: Plan) -> str | None:
+    """The SELECT of this run's `seen`: ids strictly between its snapshot's xmin and xmax, not in
+    progress, whose versions this run read or the previous run had seen. None when every id in
+    that range was in progress (nothing to tell apart).
+
+    The next run cannot tell such an id's visibility from this snapshot alone (a savepoint's id is
+    never listed as in progress), so this run records what it actually saw.
+    """
+    current = plan.current
+    between = range(current.xmin + 1, current.xmax)
+    if len(between) <= len([x for x in current.xip if x in between]):
+        return None
+    x = xid8_of_xmin(current.xmax)
+    observed = f"{x} > {int(current.xmin)} AND {x} < {int(current.xmax)}"
+    if not plan.reads_every_stamp:
+        since = _stamp(plan.previous.cutoff - OVERLAP)
+        observed += f" AND {identifier('last_updated')} > {since} AND {x} >= {int(plan.previous.snapshot.xmin)}"
+    union = " UNION ".join(f"SELECT {x} AS x FROM public.{identifier(t.name)} WHERE {observed}"  # nosec B608
+                           for t in tables)
+    carried = _xids(plan.previous.seen if plan.previous else NO_XIDS)
+    return (f"SELECT ((coalesce(range_agg(int8range(x, x + 1)), '{{}}'::int8multirange) + {carried})"  # nosec
+            f" * int8multirange(int8range({int(current.xmin)}, {int(current.xmax)}, '()')))::text FROM ({union}) AS s")
+
+
+def unread_after(conn: Connection, plan: Plan) -> list[Unread]:
+    """What the next run inherits unread.
+
+    Nothing after a rescan or a first run. After a run that read recent stamps only: what was
+    unread, plus the versions of ids that first became visible to it, stamped before its window.
+    After a run that read every stamp of every id unseen by P: only the part of each claim that
+    lies outside that (ids below P.xmin, or in P.seen), computed by PostgreSQL's multirange algebra.
+    """
+    previous = plan.previous
+    if previous is None or plan.mode in ("first", "rescan"):
+        return []
+    if plan.mode == "recent":
+        unread = list(previous.unread)
+        if previous.snapshot.xmax < plan.current.xmax:
+            xids = f"{{[{previous.snapshot.xmax},{plan.current.xmax})}}"
+            unread.append(Unread(xids, previous.cutoff - OVERLAP))
+        return unread
+    unread = []
+    for claim in previous.unread:
+        left = conn.run("SELECT (CAST(:claim AS int8multirange) * (int8multirange(int8range(NULL, "
+                        "CAST(:xmin AS bigint))) + CAST(:seen AS int8multirange)))::text",
+                        claim=claim.xids, xmin=previous.snapshot.xmin, seen=previous.seen)[0][0]
+        if left != NO_XIDS:
+            unread.append(Unread(left, claim.stamped_up_to))
+    return unread
+
+
+def rescanned_at(plan: Plan, run_id: str) -> str | None:
+    return run_id if plan.mode in ("first", "rescan") else plan.previous.rescanned_at
 
 
 def extract_table(conn: Connection, query: str, path: str) -> int:

@@ -17,9 +17,9 @@ from pg8000.native import DatabaseError, InterfaceError
 from totesys_etl import lake
 from totesys_etl.adapters import postgres, s3
 from totesys_etl.config import Settings
-from totesys_etl.errors import SourceUnavailable, describe
+from totesys_etl.errors import RunIdCollision, SourceUnavailable, describe
 from totesys_etl.faults import crash_point
-from totesys_etl.ingest.extract import changes_query, extract_table, take_snapshot
+from totesys_etl.ingest import extract
 from totesys_etl.ingest.lakeio import lake_call
 from totesys_etl.ingest.watermark import OVERLAP, Watermark, format_cutoff, previous_watermark
 from totesys_etl.logs import StageLog, Timer
@@ -56,23 +56,30 @@ def ingest(settings: Settings, log: StageLog | None = None) -> IngestResult:
     try:
         with tempfile.TemporaryDirectory(prefix="totesys-ingest-") as folder, \
                 ThreadPoolExecutor(max_workers=MAX_PENDING_UPLOADS) as pool:
-            manifest = _extract(conn, bucket, previous, folder, pool, log)
+            manifest = _extract(conn, bucket, previous, settings.full_rescan_seconds, folder, pool, log)
     finally:
         postgres.close_quietly(conn)
     if manifest["files"]:
         crash_point("ingest.before_manifest")
     key = lake.manifest_key(manifest["run_id"])
     with lake_call(bucket, key):
-        lake.write_manifest(bucket, manifest["run_id"], manifest)
+        created = lake.write_manifest(bucket, manifest["run_id"], manifest)
+    if not created:
+        raise _collision(manifest["run_id"])
     crash_point("ingest.after_manifest")
     result = IngestResult(manifest["run_id"], manifest["rows"], len(manifest["files"]), timer.seconds)
     log.info("ingest run written", files=result.files, rows=sum(result.rows.values()), seconds=result.seconds,
-             previous_run_id=manifest["previous_run_id"])
+             previous_run_id=manifest["previous_run_id"], read=manifest["read"])
     return result
 
 
-def _extract(conn, bucket: str, previous: Watermark | None, folder: str, pool: ThreadPoolExecutor,
-             log: StageLog) -> dict:
+def _collision(run_id: str) -> RunIdCollision:
+    return RunIdCollision(f"another ingest already wrote objects of run {run_id}: stopped without a manifest, "
+                          "so the next run reads these changes")
+
+
+def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds: float, folder: str,
+             pool: ThreadPoolExecutor, log: StageLog) -> dict:
     """Read every table's changes in one REPEATABLE READ READ ONLY transaction, uploading as it goes;
     the run's manifest once every upload has finished."""
     pending: list[Future] = []
@@ -80,8 +87,10 @@ def _extract(conn, bucket: str, previous: Watermark | None, folder: str, pool: T
     rows: dict[str, int] = {}
     try:
         conn.run("SET DateStyle = 'ISO, MDY'")  # the CSV's timestamps: YYYY-MM-DD HH:MM:SS[.ffffff]
+        extract.lock_snapshot_order(conn)
         with postgres.transaction(conn, "REPEATABLE READ", read_only=True):
-            cut = take_snapshot(conn)
+            cut = extract.take_snapshot(conn)
+            extract.release_snapshot_order(conn)
             run_id = lake.run_id_at(cut.now)
             if previous is not None and previous.run_id >= run_id:
                 # A manifest dated after this run (a stray or forged key, a clock gone wrong) is
@@ -93,31 +102,40 @@ def _extract(conn, bucket: str, previous: Watermark | None, folder: str, pool: T
                             "database?): reading every row", previous_run_id=previous.run_id)
                 previous = None
             log.fields["run_id"] = run_id
+            plan = extract.plan_read(previous, cut, full_rescan_seconds)
             for table in SOURCE_TABLES:
                 timer = Timer()
                 path = os.path.join(folder, f"{table.name}.csv")
-                rows[table.name] = extract_table(conn, changes_query(table, previous, cut.snapshot), path)
+                rows[table.name] = extract.extract_table(conn, extract.changes_query(table, plan), path)
                 log.info("table extracted", table=table.name, rows=rows[table.name], seconds=timer.seconds)
                 if rows[table.name]:
                     key = lake.table_key(table.name, run_id, "csv")
                     files[table.name] = {"key": key, "rows": rows[table.name], "columns": table.column_names}
                     pending = _wait_below(pending, MAX_PENDING_UPLOADS)
-                    pending.append(pool.submit(_upload, bucket, key, path))
+                    pending.append(pool.submit(_upload, bucket, key, path, run_id))
                 else:
                     os.remove(path)
+            seen_query = extract.seen_query(list(SOURCE_TABLES), plan)
+            seen = conn.run(seen_query)[0][0] if seen_query else "{}"
+            unread = [u.to_json() for u in extract.unread_after(conn, plan)]
     except (DatabaseError, InterfaceError) as e:
         raise SourceUnavailable(f"reading the source failed: {describe(e)}") from None
     _wait_below(pending, 1)
-    return {"run_id": run_id, "stage": "ingest", "format": 1,
+    return {"run_id": run_id, "stage": "ingest", "format": 2,
             "previous_run_id": previous.run_id if previous else None,
             "snapshot": str(cut.snapshot), "cutoff": format_cutoff(cut.cutoff),
-            "overlap_seconds": int(OVERLAP.total_seconds()), "files": files, "rows": rows}
+            "overlap_seconds": int(OVERLAP.total_seconds()), "read": plan.mode, "seen": seen,
+            "unread": unread,
+            "rescanned_at": extract.rescanned_at(plan, run_id), "files": files, "rows": rows}
 
 
-def _upload(bucket: str, key: str, path: str) -> None:
+def _upload(bucket: str, key: str, path: str, run_id: str) -> None:
+    """Upload one CSV create-only; a key already taken means another ingest had this run id."""
     try:
         with lake_call(bucket, key):
-            s3.upload_file_create_only(bucket, key, path)
+            created = s3.upload_file_create_only(bucket, key, path)
+        if not created:
+            raise _collision(run_id)
     finally:
         os.remove(path)
 

@@ -1,10 +1,12 @@
-"""The previous run's state: its snapshot and cut-off, read back from the lake (the only state).
+"""The previous run's state, read back from the lake (its manifest is the ingest's only state).
 
-Each ingest run records the `pg_snapshot` it read under and its cut-off in its manifest. The next
-run treats a row version as new iff it is not visible in that snapshot (readme_files/adr/0001).
-The newest run is found by listing `_runs/` only from a recent moment on (an hour back, then
-further back only if that finds nothing readable), so the cost does not grow with the lake and
-nothing but the manifests themselves is kept in the ingested bucket.
+Each ingest run records in its manifest what the next run needs to read exactly what is new
+(readme_files/adr/0001-late-commits.md): the `pg_snapshot` it read under, its cut-off, the
+transaction ids it saw that its snapshot alone cannot tell apart (`seen`), the id ranges whose
+old-stamped versions wait for the next scan by transaction id (`unread`), and when that scan last
+ran (`rescanned_at`). The newest run is found by listing `_runs/` only from a recent moment on (an
+hour back, then further back only if that finds nothing readable), so the cost does not grow
+with the lake.
 """
 from __future__ import annotations
 
@@ -30,6 +32,43 @@ FIRST_RUN = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MANIFEST_FIELDS = ("run_id", "stage", "files", "rows", "snapshot", "cutoff")
 
 _SNAPSHOT = re.compile(r"(\d{1,20}):(\d{1,20}):((?:\d{1,20}(?:,\d{1,20})*)?)")
+#: PostgreSQL's text form of a (canonical) `int8multirange`: `{}` or `{[a,b),[c,d)}`.
+_XID_RANGES = re.compile(r"\{(?:\[\d{1,20},\d{1,20}\)(?:,\[\d{1,20},\d{1,20}\))*)?\}")
+NO_XIDS = "{}"
+_STAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def xid_ranges(text) -> str:
+    """Validated `int8multirange` text of transaction ids (it becomes a SQL literal only after this)."""
+    if not isinstance(text, str) or not _XID_RANGES.fullmatch(text):
+        raise ValueError("not a set of transaction id ranges ('{[a,b),...}')")
+    return text
+
+
+def parse_stamp(text) -> datetime:
+    """A `last_updated`-like moment written by `format_cutoff` (no zone: the source's own)."""
+    if not isinstance(text, str):
+        raise ValueError("not a timestamp")
+    return datetime.strptime(text, _STAMP_FORMAT)
+
+
+@dataclass(frozen=True)
+class Unread:
+    """Versions no run has read yet: written by a transaction whose id is in `xids`, stamped at or
+    before `stamped_up_to`. A run that read only recent stamps leaves these for the next scan by
+    transaction id; every other run must leave them alone, so that scan reads each exactly once."""
+
+    xids: str
+    stamped_up_to: datetime
+
+    def to_json(self) -> dict:
+        return {"xids": self.xids, "stamped_up_to": format_cutoff(self.stamped_up_to)}
+
+    @classmethod
+    def from_json(cls, entry) -> "Unread":
+        if not isinstance(entry, dict):
+            raise ValueError("an unread entry is not an object")
+        return cls(xid_ranges(entry.get("xids")), parse_stamp(entry.get("stamped_up_to")))
 
 
 @dataclass(frozen=True)
@@ -67,11 +106,19 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class Watermark:
-    """What a run read: its snapshot, and its cut-off in the source's own zone (like last_updated)."""
+    """What a run read: its snapshot, its cut-off in the source's own zone (like last_updated), the
+    ids it saw in its snapshot's in-between range, what it left unread, and its last full scan.
+
+    A manifest from before these fields existed gives no `seen`, no `unread` and no
+    `rescanned_at`: the next run then scans whole tables (it may ship a version again, never lose one).
+    """
 
     run_id: str
     snapshot: Snapshot
     cutoff: datetime
+    seen: str = NO_XIDS
+    unread: tuple[Unread, ...] = ()
+    rescanned_at: str | None = None
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "Watermark":
@@ -84,10 +131,17 @@ class Watermark:
             raise InvalidInput(f"manifest of {run_id!r} is not an ingest manifest")
         try:
             snapshot = Snapshot.parse(manifest["snapshot"])
-            cutoff = datetime.strptime(manifest["cutoff"], "%Y-%m-%d %H:%M:%S.%f")
+            cutoff = parse_stamp(manifest["cutoff"])
+            seen = xid_ranges(manifest.get("seen", NO_XIDS))
+            unread = manifest.get("unread", [])
+            if not isinstance(unread, list):
+                raise ValueError("unread is not a list")
+            rescanned_at = manifest.get("rescanned_at")
+            if rescanned_at is not None and not (isinstance(rescanned_at, str) and lake.RUN_ID.fullmatch(rescanned_at)):
+                raise ValueError("rescanned_at is not a run id")
+            return cls(run_id, snapshot, cutoff, seen, tuple(Unread.from_json(u) for u in unread), rescanned_at)
         except (TypeError, ValueError) as e:
             raise InvalidInput(f"manifest of {run_id!r}: {e}") from None
-        return cls(run_id, snapshot, cutoff)
 
 
 def format_cutoff(moment: datetime) -> str:
