@@ -219,12 +219,35 @@ def star_snapshot(url: str, with_system: bool = True) -> dict[str, list[tuple]]:
     return {t.name: table_rows(url, t, with_system) for t in STAR_TABLES}
 
 
+def commit_order_runs(totesys: TotesysState, processed_lake: ProcessedLake) -> dict:
+    """Issue 21 item 1 as the lake shows it. Run 1 reads the whole source. T1 begins (its `now()` is
+    t1), T2 begins at t2, changes address 1, sales order 1 and payment 1 and commits; run 2 reads
+    T2's versions. T1 then changes the same rows and commits (stamp t1, older; payment 1 got the
+    same stamp t2 from a third commit) and run 3 reads those. The source now holds T1's values."""
+    base = {table: list(rows.values()) for table, rows in totesys.rows.items()}
+    t1 = totesys.tick()
+    t2 = totesys.tick()
+    rows = {table: totesys.rows[table][1] for table in ("address", "sales_order", "payment")}
+    first = {"address": [{**rows["address"], "city": "T2 city", "last_updated": t2}],
+             "sales_order": [{**rows["sales_order"], "units_sold": 222, "last_updated": t2}],
+             "payment": [{**rows["payment"], "payment_amount": Decimal("2.22"), "last_updated": t2}]}
+    totesys.rows["address"][1] = {**rows["address"], "city": "T1 city", "last_updated": t1}
+    totesys.rows["sales_order"][1] = {**rows["sales_order"], "units_sold": 111, "last_updated": t1}
+    totesys.rows["payment"][1] = {**rows["payment"], "payment_amount": Decimal("1.11"), "last_updated": t2}
+    second = {table: [totesys.rows[table][1]] for table in first}
+    processed_lake.write_run(run_id(1), base)
+    processed_lake.write_run(run_id(2), first)
+    processed_lake.write_run(run_id(3), second)
+    return {"t1": t1, "t2": t2}
+
+
 @pytest.fixture
 def kit() -> SimpleNamespace:
     """The helpers above, for test modules (pytest's importlib mode cannot import a conftest)."""
     return SimpleNamespace(run_id=run_id, table_rows=table_rows, star_snapshot=star_snapshot,
                            expected_dimension=expected_dimension, fact_row=fact_row, run_tables=run_tables,
-                           base_source=base_source, TRICKY=TRICKY, star=star_table)
+                           base_source=base_source, TRICKY=TRICKY, star=star_table,
+                           commit_order_runs=commit_order_runs)
 
 
 @pytest.fixture

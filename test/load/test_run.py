@@ -137,32 +137,10 @@ def test_an_older_version_never_overwrites_a_newer_one(settings, processed_lake,
     assert kit.table_rows(warehouse_url, DIMENSIONS[1])[0][4] == "York"
 
 
-def _commit_order_runs(totesys, kit, processed_lake) -> dict:
-    """Issue 21 item 1 as the lake shows it. T1 begins (its `now()` is t1), T2 begins at t2, changes
-    address 1, sales order 1 and payment 1 and commits; run 1 reads T2's versions. T1 then changes
-    the same rows and commits (stamp t1, older; payment 1 got the same stamp t2 from a third commit)
-    and run 2 reads those. The source now holds T1's values."""
-    base = _all_versions(totesys)
-    t1 = totesys.tick()
-    t2 = totesys.tick()
-    rows = {table: totesys.rows[table][1] for table in ("address", "sales_order", "payment")}
-    first = {"address": [{**rows["address"], "city": "T2 city", "last_updated": t2}],
-             "sales_order": [{**rows["sales_order"], "units_sold": 222, "last_updated": t2}],
-             "payment": [{**rows["payment"], "payment_amount": Decimal("2.22"), "last_updated": t2}]}
-    totesys.rows["address"][1] = {**rows["address"], "city": "T1 city", "last_updated": t1}
-    totesys.rows["sales_order"][1] = {**rows["sales_order"], "units_sold": 111, "last_updated": t1}
-    totesys.rows["payment"][1] = {**rows["payment"], "payment_amount": Decimal("1.11"), "last_updated": t2}
-    second = {table: [totesys.rows[table][1]] for table in first}
-    processed_lake.write_run(kit.run_id(1), base)
-    processed_lake.write_run(kit.run_id(2), first)
-    processed_lake.write_run(kit.run_id(3), second)
-    return {"t1": t1, "t2": t2}
-
-
 @pytest.mark.parametrize("order", [[1, 2, 3], [1, 3, 2], [3, 2, 1]])
 def test_state_dimensions_and_current_facts_follow_commit_order_not_stamps(
         settings, processed_lake, totesys, kit, warehouse_url, run_sql, order):
-    stamps = _commit_order_runs(totesys, kit, processed_lake)
+    stamps = kit.commit_order_runs(totesys, processed_lake)
     for n in order:
         load(settings, [kit.run_id(n)], today=TODAY)
     assert run_sql(warehouse_url, "SELECT city FROM dim_location WHERE location_id = 1") == [["T1 city"]]

@@ -3,6 +3,11 @@
 Expected rows come from the source through the same declaration the loader uses
 (`schema.derive`), and both sides are reduced to (key, md5 of the canonical row) in SQL, so a
 million rows cost two narrow result sets, not two copies of the data.
+
+A fact keeps every version; the one compared with the source is the id's current version, the
+one the latest run read (`etl_run_id`, then `last_updated`: SPEC §3, newer means committed later).
+Fact history is checked too: no version stored twice, and the source's current version of every
+row stored at all (a lost version is told apart from an older version wrongly taken as current).
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from totesys_etl.errors import EtlError
 from totesys_etl.schema import DIMENSIONS, FACTS, fact_references
 from totesys_etl.schema.derive import derived_select
 from totesys_etl.schema.model import Table
-from totesys_etl.schema.warehouse import CURRENCY_NAMES, currency_names
+from totesys_etl.schema.warehouse import CURRENCY_NAMES, currency_names, newest_first
 
 
 @dataclass
@@ -26,7 +31,8 @@ class TableCheck:
     warehouse_rows: int = 0
     missing: list = field(default_factory=list)      # keys in the source, not in the warehouse
     extra: list = field(default_factory=list)        # keys in the warehouse, not in the source
-    different: list = field(default_factory=list)    # keys whose (newest) row differs
+    different: list = field(default_factory=list)    # keys whose (current) row differs
+    missing_versions: list = field(default_factory=list)  # fact ids whose source version is not stored at all
     duplicate_versions: int = 0
     unresolved: dict = field(default_factory=dict)   # column -> fact rows whose key does not resolve
 
@@ -55,7 +61,8 @@ class Report:
         lines.insert(1, "  ".join("-" * w for w in widths))
         for c in self.checks:
             for label, keys in (("missing from the warehouse", c.missing), ("not in the source", c.extra),
-                                ("different", c.different)):
+                                ("different", c.different),
+                                ("without the source's current version stored", c.missing_versions)):
                 if keys:
                     lines.append(f"{c.table}: {len(keys)} {label}, e.g. {sorted(keys)[:5]}")
             for column, n in c.unresolved.items():
@@ -97,7 +104,7 @@ def check_table(table: Table, source: Connection, warehouse: Connection) -> Tabl
         params = {"codes": list(names), "names": list(names.values())}
     expected = _digests(source, expected_sql, **params)
     if table.kind == "fact":
-        order = ", ".join(f"r.{identifier(c)} DESC" for c in table.version_key[1:])
+        order = ", ".join(f"r.{identifier(c)} DESC" for c in newest_first(table))
         actual_sql = (f"SELECT DISTINCT ON (r.{key}) r.{key}, {digest} FROM {name} r "  # nosec B608
                       f"ORDER BY r.{key}, {order}")
     else:
@@ -109,6 +116,7 @@ def check_table(table: Table, source: Connection, warehouse: Connection) -> Tabl
     check.extra = [k for k in actual if k not in expected]
     check.different = [k for k, digest in expected.items() if k in actual and actual[k] != digest]
     if table.kind == "fact":
+        check.missing_versions = _versions_not_stored(warehouse, table, check.different, expected)
         versions = ", ".join(identifier(c) for c in table.version_key)
         check.duplicate_versions = warehouse.run(
             f"SELECT count(*) - count(DISTINCT ({versions})) FROM {identifier(table.name)}")[0][0]  # nosec B608
@@ -119,6 +127,20 @@ def check_table(table: Table, source: Connection, warehouse: Connection) -> Tabl
                 f"AND NOT EXISTS (SELECT 1 FROM {identifier(dim)} d "
                 f"WHERE d.{identifier(dim_key)} = f.{identifier(column)})")[0][0]
     return check
+
+
+def _versions_not_stored(warehouse: Connection, fact: Table, different: list, expected: dict) -> list:
+    """Of the fact ids whose current version differs, those with no row equal to the source's row.
+
+    Only the differing ids are read again, so a clean warehouse pays nothing for this.
+    """
+    if not different:
+        return []
+    key = identifier(fact.version_key[0])
+    stored = warehouse.run(f"SELECT r.{key}, {_canonical(fact)} FROM {identifier(fact.name)} r "  # nosec B608
+                           f"WHERE r.{key} = ANY(CAST(:ids AS int[]))", ids=sorted(different))
+    held = {(k, digest) for k, digest in stored}
+    return [k for k in different if (k, expected[k]) not in held]
 
 
 def reconcile(settings: Settings | None = None) -> Report:

@@ -1,0 +1,125 @@
+"""`reconcile` against a real source and a warehouse the loader built: clean after the commit-order
+scenario, and each kind of difference it reports shown to fire (and to make the CLI exit 1)."""
+from __future__ import annotations
+
+from datetime import date
+
+import pg8000.native
+import pytest
+
+from totesys_etl import cli
+from totesys_etl.adapters.postgres import identifier, parse_url, transaction
+from totesys_etl.config import Settings
+from totesys_etl.load.run import load
+from totesys_etl.local.reconcile import reconcile
+from totesys_etl.local.source_db import create_source_tables, finish_source_tables
+from totesys_etl.schema import SOURCE_TABLES
+from totesys_etl.schema.ddl import column_list
+
+TODAY = date(2024, 11, 14)
+
+
+def _write_source(url: str, state) -> None:
+    """The source's tables holding exactly `state`'s current rows."""
+    conn = pg8000.native.Connection(**parse_url(url))
+    try:
+        with transaction(conn):
+            create_source_tables(conn)
+            for table in SOURCE_TABLES:
+                names = table.column_names
+                for row in state.rows[table.name].values():
+                    conn.run(f"INSERT INTO {identifier(table.name)} ({column_list(names)}) "
+                             f"VALUES ({', '.join(':' + n for n in names)})", **{n: row.get(n) for n in names})
+            finish_source_tables(conn)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def built(source, settings, processed_lake, totesys, kit, monkeypatch):
+    """The commit-order scenario loaded (runs 1, 3, 2: the late one last) and the source as it ends."""
+    kit.commit_order_runs(totesys, processed_lake)
+    _write_source(source.admin_url, totesys)
+    for n in (1, 3, 2):
+        load(settings, [kit.run_id(n)], today=TODAY)
+    env = {"TOTESYS_SOURCE_URL": source.reader_url, "TOTESYS_WAREHOUSE_URL": settings.warehouse.url,
+           "TOTESYS_INGEST_BUCKET": settings.ingest_bucket, "TOTESYS_PROCESSED_BUCKET": settings.processed_bucket}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings.from_env(env)
+
+
+def _checks(report) -> dict:
+    return {c.table: c for c in report.checks}
+
+
+def test_reconcile_is_clean_after_commit_order_is_not_stamp_order(built, capsys):
+    report = reconcile(built)
+    assert report.ok, report.table()
+    assert _checks(report)["fact_sales_order"].warehouse_rows == 4        # order 1 in 3 versions, order 2 in 1
+    assert cli.main(["reconcile"]) == 0
+    assert "warehouse equals source" in capsys.readouterr().out
+
+
+def _fails_with(capsys, text: str) -> None:
+    assert cli.main(["reconcile"]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFERENCES FOUND" in out and text in out, out
+
+
+def test_a_planted_dimension_row_is_reported_as_extra(built, run_sql, capsys):
+    run_sql(built.warehouse.url, "INSERT INTO dim_design (design_id, design_name, file_location, file_name) "
+                                 "VALUES (99, 'planted', '/', 'p.json')")
+    check = _checks(reconcile(built))["dim_design"]
+    assert check.extra == [99] and not check.missing and not check.different and not check.ok
+    _fails_with(capsys, "dim_design: 1 not in the source, e.g. [99]")
+
+
+def test_a_changed_fact_value_is_reported_as_different(built, run_sql, capsys):
+    run_sql(built.warehouse.url, "UPDATE fact_payment SET paid = NOT paid WHERE payment_id = 2")
+    check = _checks(reconcile(built))["fact_payment"]
+    assert check.different == [2] and check.missing_versions == [2] and not check.extra and not check.missing
+    _fails_with(capsys, "fact_payment: 1 different, e.g. [2]")
+
+
+def test_a_fact_key_that_resolves_to_no_dimension_row_is_reported(built, run_sql, capsys):
+    """An old version (not the current one, so nothing else differs) points at a design that does not exist."""
+    run_sql(built.warehouse.url,
+            "INSERT INTO fact_sales_order (sales_order_id, created_date, created_time, last_updated_date, "
+            "last_updated_time, sales_staff_id, counterparty_id, units_sold, unit_price, currency_id, design_id, "
+            "agreed_payment_date, agreed_delivery_date, agreed_delivery_location_id, etl_run_id) "
+            "SELECT sales_order_id, created_date, created_time, last_updated_date - 1, last_updated_time, "
+            "sales_staff_id, counterparty_id, units_sold, unit_price, currency_id, 999, agreed_payment_date, "
+            "agreed_delivery_date, agreed_delivery_location_id, '00000000T000000000000Z' "
+            "FROM fact_sales_order WHERE sales_order_id = 2")
+    check = _checks(reconcile(built))["fact_sales_order"]
+    assert check.unresolved["design_id"] == 1 and sum(check.unresolved.values()) == 1
+    assert not check.different and not check.missing and not check.extra and not check.ok
+    _fails_with(capsys, "fact_sales_order.design_id: 1 rows do not resolve")
+
+
+def test_a_lost_current_version_and_a_wrong_current_version_are_told_apart(built, run_sql, kit):
+    """Sales order 1 has three versions (runs 1, 2, 3); the source holds run 3's. Losing it is a
+    missing version; keeping it but letting an older run's version look current is only different."""
+    url = built.warehouse.url
+    run_sql(url, "UPDATE fact_sales_order SET etl_run_id = '00000000T000000000000Z' "
+                 "WHERE sales_order_id = 1 AND etl_run_id = :r", r=kit.run_id(3))
+    check = _checks(reconcile(built))["fact_sales_order"]
+    assert check.different == [1] and check.missing_versions == []
+    run_sql(url, "DELETE FROM fact_sales_order WHERE sales_order_id = 1 AND units_sold = 111")
+    check = _checks(reconcile(built))["fact_sales_order"]
+    assert check.different == [1] and check.missing_versions == [1]
+
+
+def test_a_version_stored_twice_is_reported(built, run_sql):
+    unique = run_sql(built.warehouse.url, "SELECT conname FROM pg_constraint "
+                                          "WHERE conrelid = 'fact_payment'::regclass AND contype = 'u'")[0][0]
+    run_sql(built.warehouse.url, f'ALTER TABLE fact_payment DROP CONSTRAINT "{unique}"')
+    run_sql(built.warehouse.url,
+            "INSERT INTO fact_payment (payment_id, created_date, created_time, last_updated_date, last_updated_time, "
+            "transaction_id, counterparty_id, payment_amount, currency_id, payment_type_id, paid, payment_date, "
+            "etl_run_id) SELECT payment_id, created_date, created_time, last_updated_date, last_updated_time, "
+            "transaction_id, counterparty_id, payment_amount, currency_id, payment_type_id, paid, payment_date, "
+            "'00000000T000000000000Z' FROM fact_payment WHERE payment_id = 2")
+    check = _checks(reconcile(built))["fact_payment"]
+    assert check.duplicate_versions == 1 and not check.ok
