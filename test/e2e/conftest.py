@@ -10,10 +10,12 @@ written to `.local/exactly-once.json` (the numbers the README's "Exactly once, p
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import itertools
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import threading
@@ -21,6 +23,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -29,14 +32,32 @@ import boto3
 import pg8000.native
 import pytest
 
+from totesys_etl import lake
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.local import servers
 from totesys_etl.local.seed import seed
+from totesys_etl.process.run import MARK_PREFIX
 from totesys_etl.schema import STAR_TABLES
 
 REGION = "eu-west-2"
 TALLY_PATH = Path(__file__).resolve().parents[2] / ".local" / "exactly-once.json"
+#: TOTESYS_SETTLE_SECONDS for every pipeline here: short enough that the sweeps' low-water marks
+#: move while a test runs (SPEC §5), so the crash, replay and concurrency cases run with marks
+#: that have advanced, not only with every run still inside the settle window.
+SETTLE_SECONDS = 2.0
 _names = itertools.count()
+
+
+def _load_oracle():
+    """test/oracle.py, imported by path (pytest's importlib mode gives tests no shared package)."""
+    spec = importlib.util.spec_from_file_location("totesys_test_oracle", Path(__file__).parents[1] / "oracle.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+oracle = _load_oracle()
 
 
 def sql(url: str, statement: str, **params):
@@ -105,6 +126,9 @@ class Tally:
         self.rows_duplicated = 0
         self.rows_unexpected = 0
         self.rows_quarantined = 0
+        self.oracle_checks = 0
+        self.oracle_rows = 0
+        self.marks_moved = Counter()
         self.lock = threading.Lock()
 
     def fault(self, kind: str, n: int = 1) -> None:
@@ -122,22 +146,49 @@ class Tally:
                 self.rows_duplicated += d.duplicated
                 self.rows_unexpected += d.unexpected
 
+    def oracle(self, verdict) -> None:
+        with self.lock:
+            self.oracle_checks += 1
+            self.oracle_rows += verdict.rows_checked
+
     def as_dict(self) -> dict:
         return {"faults_injected": sum(self.faults.values()), "faults": dict(sorted(self.faults.items())),
                 "sigkill_landed_in": dict(sorted(self.kills.items())),
                 "warehouse_comparisons": self.runs_compared, "comparisons_by_case": dict(sorted(self.cases.items())),
                 "tables_compared": self.tables_compared, "rows_compared": self.rows_compared,
                 "rows_lost": self.rows_lost, "rows_duplicated": self.rows_duplicated,
-                "rows_unexpected": self.rows_unexpected, "rows_quarantined_accounted_for": self.rows_quarantined}
+                "rows_unexpected": self.rows_unexpected, "rows_quarantined_accounted_for": self.rows_quarantined,
+                "oracle_checks": self.oracle_checks, "oracle_rows_checked": self.oracle_rows,
+                "marks_seen_moving": dict(sorted(self.marks_moved.items()))}
 
 
 @pytest.fixture(scope="session")
 def tally():
     counts = Tally()
     yield counts
-    if counts.runs_compared or counts.faults:
+    if counts.runs_compared or counts.faults or counts.oracle_checks:
         TALLY_PATH.parent.mkdir(parents=True, exist_ok=True)
         TALLY_PATH.write_text(json.dumps(counts.as_dict(), indent=1) + "\n")
+
+
+#: What a gated child runs before its work: say it is ready, then wait for the line that releases it.
+_GATE = "print('ready', flush=True)\nsys.stdin.readline()\n"
+
+
+def release(*processes: subprocess.Popen) -> None:
+    """A barrier for processes: wait until every one is ready at its gate, then open all the gates
+    together, so the work starts at once however long each took to start up."""
+    for process in processes:
+        assert process.stdout.readline().strip() == "ready", f"a gated process did not start: {process.args}"
+    for process in processes:
+        process.stdin.write("\n")
+        process.stdin.flush()
+
+
+@pytest.fixture(scope="session")
+def open_gates():
+    """`open_gates(*processes)`: see `release`."""
+    return release
 
 
 @dataclass
@@ -149,6 +200,7 @@ class Pipeline:
     warehouse_url: str
     ingest_bucket: str
     processed_bucket: str
+    source_url: str = ""
     ticks: list = field(default_factory=list)
 
     def command(self, *args, extra=None, timeout=600, cwd=None) -> subprocess.CompletedProcess:
@@ -159,7 +211,12 @@ class Pipeline:
         result = self.command("tick", extra=extra, cwd=cwd)
         self.ticks.append(result.stdout.strip())
         assert result.returncode == expect, f"{self.name} tick exit {result.returncode}: {result.stderr[-2000:]}"
+        assert self.leaks(result) == [], f"{self.name} tick showed credentials"
         return result
+
+    def leaks(self, result) -> list[str]:
+        """Which of this pipeline's credentials appear in a command's stdout or stderr (logs)."""
+        return [name for name, value in self.secrets().items() if value in result.stdout + result.stderr]
 
     def start(self, *args, stderr=None, extra=None) -> subprocess.Popen:
         """`totesys-etl <args>` started in the background (stderr to a file, to read it while it runs)."""
@@ -167,15 +224,26 @@ class Pipeline:
                                 stdout=subprocess.DEVNULL, stderr=stderr or subprocess.DEVNULL)
 
     def start_handler(self, stage: str, event: dict) -> subprocess.Popen:
-        """A stage's Lambda handler in its own process, as a second Lambda container would run it."""
+        """A stage's Lambda handler in its own process, as a second Lambda container would run it.
+
+        The process imports everything, prints "ready" and waits at a gate (a line on its stdin)
+        before it calls the handler: `release()` opens the gates of several at once."""
         code = ("import json, sys\n"
                 f"from totesys_etl.{stage}.handler import lambda_handler\n"
+                + _GATE +
                 "print(json.dumps(lambda_handler(json.loads(sys.argv[1]), None), default=str))\n")
         return subprocess.Popen([sys.executable, "-c", code, json.dumps(event)], env=self._env(None),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def start_gated(self, *args, stderr, extra=None) -> subprocess.Popen:
+        """`totesys-etl <args>` imported and waiting at a gate (see `start_handler`); stdout is the gate's."""
+        code = "import sys\nfrom totesys_etl.cli import main\n" + _GATE + "sys.exit(main(sys.argv[1:]))\n"
+        return subprocess.Popen([sys.executable, "-c", code, *args], env=self._env(extra), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=stderr, text=True)
 
     def _env(self, extra) -> dict:
-        return {**self.env, **(extra or {}), "PATH": "", "TMPDIR": os.environ["TMPDIR"]}
+        inherited = {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}  # a checkout under test
+        return {**self.env, **(extra or {}), **inherited, "PATH": "", "TMPDIR": os.environ["TMPDIR"]}
 
     def rows(self) -> dict[str, Counter]:
         return star_rows(self.warehouse_url)
@@ -190,6 +258,21 @@ class Pipeline:
 
     def manifests(self, bucket: str) -> list[str]:
         return sorted(k for k in self.keys(bucket, "_runs/") if re.fullmatch(r"_runs/\d{8}T\d{12}Z\.json", k))
+
+    def run_ids(self, bucket: str | None = None) -> list[str]:
+        return [lake.run_id_of_manifest(k) for k in self.manifests(bucket or self.ingest_bucket)]
+
+    def marks(self) -> tuple[str | None, str | None]:
+        """(the processor's low-water mark in the processed bucket, the loader's in `etl_load_mark`)."""
+        loader = sql(self.warehouse_url, "SELECT run_id FROM etl_load_mark")
+        return lake.read_mark(self.processed_bucket, MARK_PREFIX), loader[0][0] if loader else None
+
+    def secrets(self) -> dict[str, str]:
+        """Every credential this pipeline is given: none may appear in its output or logs."""
+        out = {"AWS secret key": self.env["AWS_SECRET_ACCESS_KEY"]}
+        for name in ("TOTESYS_SOURCE_URL", "TOTESYS_SOURCE_ADMIN_URL", "TOTESYS_WAREHOUSE_URL"):
+            out[name + " password"] = parse_url(self.env[name])["password"]
+        return out
 
 
 @pytest.fixture
@@ -214,17 +297,44 @@ def new_pipeline(postgres, source, aws):
         env = {"TOTESYS_SOURCE_URL": source.reader_url, "TOTESYS_SOURCE_ADMIN_URL": source.admin_url,
                "TOTESYS_WAREHOUSE_URL": postgres.url(database), "TOTESYS_INGEST_BUCKET": buckets[0],
                "TOTESYS_PROCESSED_BUCKET": buckets[1], "AWS_ENDPOINT_URL": aws.endpoint,
-               "AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-        return Pipeline(name, env, postgres.url(database), *buckets)
+               "AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": f"aws-{secrets.token_urlsafe(12)}",  # moto takes any; a leak is findable
+               "TOTESYS_SETTLE_SECONDS": str(SETTLE_SECONDS)}
+        return Pipeline(name, env, postgres.url(database), *buckets, source_url=source.admin_url)
 
     return make
 
 
+def check_oracle(case: str, pipeline: Pipeline, tally: Tally, held_back=None, skip_keys=()):
+    """Assert the warehouse is what test/oracle.py computes from the source and the lake's CSVs."""
+    verdict = oracle.check(pipeline.source_url, pipeline.warehouse_url, pipeline.ingest_bucket,
+                           held_back=held_back, skip_keys=skip_keys)
+    tally.oracle(verdict)
+    assert not verdict.problems, f"{case}: the oracle disagrees: " + "; ".join(verdict.problems)
+    return verdict
+
+
+@pytest.fixture(scope="session")
+def oracle_module():
+    """test/oracle.py itself, for tests that call `oracle.check` on a warehouse they damage."""
+    return oracle
+
+
+@pytest.fixture
+def against_oracle(tally):
+    """`against_oracle(case, pipeline, held_back=None, skip_keys=())`: see `check_oracle`."""
+    return lambda case, pipeline, **kw: check_oracle(case, pipeline, tally, **kw)
+
+
 @pytest.fixture
 def compare(tally):
-    """`compare(case, faulted, clean)`: assert the warehouses hold the same rows; count it all."""
+    """`compare(case, faulted, clean)`: assert the warehouses hold the same rows, and the faulted
+    one holds what the independent oracle computes from the source; count it all.
 
-    def check(case: str, faulted: Pipeline, clean: Pipeline, faulted_rows=None, clean_rows=None) -> list:
+    `held_back` / `skip_keys` go to the oracle (versions quarantined on purpose, damaged CSVs)."""
+
+    def check(case: str, faulted: Pipeline, clean: Pipeline, faulted_rows=None, clean_rows=None,
+              held_back=None, skip_keys=()) -> list:
         got = faulted.rows() if faulted_rows is None else faulted_rows
         want = clean.rows() if clean_rows is None else clean_rows
         empty = [t.name for t in STAR_TABLES if not want[t.name]]
@@ -235,7 +345,37 @@ def compare(tally):
         assert not bad, f"{case}: " + "; ".join(
             f"{d.table}: {d.lost} lost, {d.duplicated} duplicated, {d.unexpected} unexpected, e.g. {d.examples}"
             for d in bad)
+        check_oracle(case, faulted, tally, held_back=held_back, skip_keys=skip_keys)
         return diffs
+
+    return check
+
+
+@pytest.fixture
+def marks_move(tally):
+    """`marks_move(case, pipeline)`: once the settle period has passed, a quiet tick moves both
+    low-water marks up to at least the newest run before it, never back, and changes no star row.
+
+    It asserts what the suite never saw before issue 26: marks that advance end to end."""
+
+    def check(case: str, pipeline: Pipeline) -> tuple:
+        def newest() -> str:  # a manifest planted in the future (bad input) is no run that happened
+            now = lake.run_id_at(datetime.now(timezone.utc))
+            return max(r for r in pipeline.run_ids() if r <= now)
+
+        before_marks, before_rows, newest_before = pipeline.marks(), pipeline.digest(), newest()
+        time.sleep(SETTLE_SECONDS + 0.2)
+        pipeline.tick()
+        after = pipeline.marks()
+        newest_after = newest()
+        for stage, old, new in zip(("process", "load"), before_marks, after):
+            assert new is not None and newest_before <= new <= newest_after, \
+                f"{case}: {stage} mark {new}, newest run {newest_before}"
+            assert old is None or new >= old, f"{case}: the {stage} mark went back from {old} to {new}"
+            with tally.lock:
+                tally.marks_moved[stage] += new != old
+        assert pipeline.digest() == before_rows, f"{case}: a quiet tick changed star rows"
+        return after
 
     return check
 
