@@ -2,6 +2,7 @@
 scenario, and each kind of difference it reports shown to fire (and to make the CLI exit 1)."""
 from __future__ import annotations
 
+import logging
 from datetime import date
 
 import pg8000.native
@@ -33,6 +34,15 @@ def _write_source(url: str, state) -> None:
             finish_source_tables(conn)
     finally:
         conn.close()
+
+
+@pytest.fixture(autouse=True)
+def _log_level_restored():
+    """`cli.main` sets the package's log level for the command (CRITICAL); later tests need theirs."""
+    logger = logging.getLogger("totesys_etl")
+    level = logger.level
+    yield
+    logger.setLevel(level)
 
 
 @pytest.fixture
