@@ -9,14 +9,17 @@ from __future__ import annotations
 import csv
 import io
 import random
-from datetime import datetime
+import threading
+from datetime import datetime, timezone
 
 import pg8000.native
 import pytest
 
+from totesys_etl import lake
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.config import Settings
 from totesys_etl.errors import RunIdCollision
+from totesys_etl.ingest import extract
 from totesys_etl.ingest import run as ingest_run
 from totesys_etl.ingest.run import IngestResult, ingest
 from totesys_etl.schema import SOURCE_TABLES
@@ -223,3 +226,22 @@ def _csv_text(value) -> str:
         text = value.isoformat(sep=" ", timespec="microseconds")
         return text.rstrip("0").rstrip(".")
     return str(value)
+
+
+def test_a_run_takes_its_snapshot_and_its_id_under_the_source_wide_lock(totesys, source, pipeline_env):
+    """Run ids must sort like snapshots (the loader keeps the latest run's version): while another
+    session holds the snapshot lock, an ingest waits before it takes its snapshot."""
+    holder = pg8000.native.Connection(**parse_url(source.reader_url))
+    result: list = []
+    try:
+        holder.run("SELECT pg_advisory_lock(CAST(:key AS bigint))", key=extract.SNAPSHOT_LOCK_KEY)
+        waiting = threading.Thread(target=lambda: result.append(run()))
+        waiting.start()
+        waiting.join(timeout=1.0)
+        assert waiting.is_alive() and result == []
+        released_at = datetime.now(timezone.utc)
+        holder.run("SELECT pg_advisory_unlock(CAST(:key AS bigint))", key=extract.SNAPSHOT_LOCK_KEY)
+        waiting.join(timeout=30)
+    finally:
+        holder.close()
+    assert len(result) == 1 and result[0].run_id > lake.run_id_at(released_at)
