@@ -142,6 +142,12 @@ def test_connections_carry_keepalives_and_timeouts(warehouse_url):
         assert idle + interval * count <= 120                   # a dead peer is noticed within 2 minutes
     finally:
         conn.close()
+    unbounded = pg.connect(Database("warehouse", warehouse_url, "x"), statement_timeout=None)
+    try:                                                        # a local tool's bulk load may opt out
+        assert unbounded.run("SHOW statement_timeout") == [["0"]]
+        assert unbounded.run("SHOW idle_in_transaction_session_timeout") == [["5min"]]
+    finally:
+        unbounded.close()
 
 
 def test_a_session_abandoned_mid_transaction_loses_its_lock(warehouse_url):

@@ -94,20 +94,23 @@ def credentials(database: Database) -> dict:
 
 
 def connect(database: Database, timeout: float = 10.0, application_name: str = "totesys-etl",
-            statement_timeout: float = STATEMENT_TIMEOUT_SECONDS,
-            idle_in_transaction_timeout: float = IDLE_IN_TRANSACTION_TIMEOUT_SECONDS) -> Connection:
+            statement_timeout: float | None = STATEMENT_TIMEOUT_SECONDS,
+            idle_in_transaction_timeout: float | None = IDLE_IN_TRANSACTION_TIMEOUT_SECONDS) -> Connection:
     """An open connection, or SourceUnavailable / WarehouseUnavailable naming host and database.
 
-    The timeouts (seconds) and the server's keepalives are set in the startup packet (no extra
-    round trip); the client's keepalives on the socket. The reason never carries the password or the URL.
+    The timeouts (seconds; None leaves the server's setting, for a local tool's long bulk load)
+    and the server's keepalives are set in the startup packet (no extra round trip); the client's
+    keepalives on the socket. The reason never carries the password or the URL.
     """
     kwargs = credentials(database)
     where = f"{database.name} database {kwargs['database']!r} at {kwargs['host']}:{kwargs['port']}"
     error = _UNAVAILABLE.get(database.name, WarehouseUnavailable)
-    settings = {"statement_timeout": _milliseconds(statement_timeout),
-                "idle_in_transaction_session_timeout": _milliseconds(idle_in_transaction_timeout),
-                "tcp_keepalives_idle": str(KEEPALIVE_IDLE), "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL),
+    settings = {"tcp_keepalives_idle": str(KEEPALIVE_IDLE), "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL),
                 "tcp_keepalives_count": str(KEEPALIVE_COUNT)}
+    for name, seconds in (("statement_timeout", statement_timeout),
+                          ("idle_in_transaction_session_timeout", idle_in_transaction_timeout)):
+        if seconds is not None:
+            settings[name] = _milliseconds(seconds)
     sock = None
     try:
         sock = socket.create_connection((kwargs["host"], kwargs["port"]), timeout=timeout)
