@@ -9,13 +9,16 @@ where the faulted one's ingest took effect.
 import json
 import random
 import signal
-import time
+import subprocess
+import threading
 from urllib.parse import quote_plus
 
 import boto3
+import pg8000.native
 import pytest
 
 from totesys_etl import lake
+from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.faults import POINTS
 from totesys_etl.local.notifications import queue_name
 from totesys_etl.local.simulate import simulate
@@ -43,7 +46,7 @@ def test_a_crash_at_each_point_of_a_first_tick_then_a_rerun_equals_a_clean_run(s
 
 
 def test_a_crash_at_each_point_of_a_later_tick_with_the_source_changed_before_the_rerun(
-        seeded, new_pipeline, compare, tally, at_once):
+        seeded, new_pipeline, compare, tally, at_once, marks_move):
     """After a clean first load: change, crash at each point, change again, rerun.
 
     A run whose ingest manifest was never written does not exist, so its equivalent clean run
@@ -69,48 +72,113 @@ def test_a_crash_at_each_point_of_a_later_tick_with_the_source_changed_before_th
         compare(f"crash at {point} (later tick, source changed)", pipeline, oracle,
                 clean_rows=without_rows if oracle is clean_without else clean_rows)
     assert faulted["load.before_commit"].command("reconcile").returncode == 0
+    marks_move("after a crash inside the load", faulted["load.before_commit"])
 
 
 def _crash(pipeline, point):
     return lambda: pipeline.tick(extra={"TOTESYS_CRASH_AT": point}, expect=137)
 
 
-def test_sigkill_at_random_moments_then_a_rerun_equals_a_clean_run(seeded, new_pipeline, compare, tally, tmp_path,
-                                                                   at_once):
-    """Rounds of: source change, tick killed (once or twice) after a seeded-random delay, rerun."""
-    rng = random.Random(20261124)
+#: The kills of the SIGKILL test, round by round: each lands in the stage it names, timed from that
+#: stage's own progress (a round of two kills ticks twice before the rerun).
+KILL_ROUNDS = (("ingest",), ("process",), ("load",), ("process", "load"))
+
+
+def test_sigkill_inside_each_stage_then_a_rerun_equals_a_clean_run(seeded, new_pipeline, compare, tally,
+                                                                   at_once, marks_move):
+    """Rounds of: source change, a tick SIGKILLed inside a chosen stage, a rerun; then compare.
+
+    A kill is timed from the stage it targets, not from a clock: ingest is killed on its first
+    "table extracted" line, the processor on its first "wrote <table>" line (both read from the
+    tick's stderr as they are written), the loader once its warehouse session is inside a
+    transaction (seen in pg_stat_activity). Each kill must land before that stage's completion
+    marker (the ingested manifest, the processed manifest, the load ledger row) exists.
+    """
     faulted, clean = new_pipeline("f"), new_pipeline("c")
-    started = time.monotonic()
-    clean.tick()
-    duration = time.monotonic() - started  # a whole tick, start-up included: kills land inside it
-    faulted.tick()
-    for round_ in range(4):
+    at_once(faulted.tick, clean.tick)
+    marks = [faulted.marks()]
+    for round_, stages in enumerate(KILL_ROUNDS):
         change(seeded, seed=100 + round_, changes=30)
 
         def kills():
-            for kill in range(rng.choice((1, 2))):
-                log = tmp_path / f"kill-{round_}-{kill}.log"
-                with open(log, "w") as stderr:
-                    process = faulted.start("tick", stderr=stderr, extra={"TOTESYS_LOG_LEVEL": "INFO"})
-                    time.sleep(rng.uniform(0.3, 1.1) * duration)
-                    process.send_signal(signal.SIGKILL)
-                    code = process.wait()
-                tally.kills[_landed_in(log, code)] += 1
-                if code == -signal.SIGKILL:
-                    tally.fault("SIGKILL mid-tick")
+            for stage in stages:
+                landed = _kill_inside(faulted, stage)
+                tally.kills[landed] += 1
+                tally.fault(f"SIGKILL inside {stage}")
 
         at_once(kills, clean.tick)
         faulted.tick()
-        compare("SIGKILL at a random moment", faulted, clean)
+        compare(f"SIGKILL inside {' then '.join(stages)}", faulted, clean)
+        marks.append(faulted.marks())
+    marks.append(marks_move("after SIGKILLs", faulted))
+    for stage, history in zip(("process", "load"), zip(*marks)):
+        moved = [m for m in history if m is not None]
+        assert moved == sorted(moved), f"the {stage} mark went back: {history}"
     assert faulted.command("reconcile").returncode == 0
 
 
-def _landed_in(log, code: int) -> str:
-    """Which stage a kill interrupted: the stage of the last log line written before it."""
-    if code == 0:
-        return "after the tick ended"
-    stages = [json.loads(line).get("stage") for line in log.read_text().splitlines() if line.startswith("{")]
-    return stages[-1] if stages else "start-up"
+def _kill_inside(pipeline, stage: str) -> str:
+    """Start a tick, SIGKILL it inside `stage`, and assert that the stage had not finished."""
+    process = pipeline.start("tick", stderr=subprocess.PIPE, extra={"TOTESYS_LOG_LEVEL": "INFO"})
+    lines, target = [], {}
+    killed = threading.Event()
+
+    def kill(reason: dict) -> None:
+        if not killed.is_set():
+            process.send_signal(signal.SIGKILL)
+            target.update(reason)
+            killed.set()
+
+    def read() -> None:
+        for raw in process.stderr:
+            line = json.loads(raw) if raw.startswith(b"{") else {"message": raw.decode(errors="replace")}
+            lines.append(line)
+            if line.get("stage") == "ingest" and not target.get("tick"):
+                target["tick"] = line.get("run_id")
+            if stage == "ingest" and line.get("message") == "table extracted":
+                kill({"run_id": line["run_id"]})
+            if stage == "process" and line.get("stage") == "process" and line["message"].startswith("wrote "):
+                kill({"run_id": line["run_id"]})
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    if stage == "load":
+        _kill_once_loading(pipeline, process, kill)
+    code = process.wait(timeout=600)
+    reader.join(timeout=60)
+    assert killed.is_set() and code == -signal.SIGKILL, f"the kill never landed in {stage}: exit {code}, {lines[-3:]}"
+    run_id = target.get("run_id") or target.get("tick")
+    ingested = lake.manifest_exists(pipeline.ingest_bucket, run_id)
+    processed = lake.manifest_exists(pipeline.processed_bucket, run_id)
+    loaded = run_sql_rows(pipeline, "SELECT count(*) FROM etl_load_ledger WHERE run_id = :r", r=run_id)[0][0]
+    finished = {"ingest": ingested, "process": processed, "load": bool(loaded)}
+    assert not finished[stage], f"the kill landed after {stage} had finished run {run_id}: {lines[-3:]}"
+    assert all(finished[s] for s in ("ingest", "process")[:("ingest", "process", "load").index(stage)]), finished
+    return stage
+
+
+def run_sql_rows(pipeline, statement: str, **params):
+    conn = pg8000.native.Connection(**parse_url(pipeline.warehouse_url))
+    try:
+        return conn.run(statement, **params)
+    finally:
+        conn.close()
+
+
+def _kill_once_loading(pipeline, process, kill) -> None:
+    """Kill the tick as soon as its loader's session is inside a transaction in the warehouse."""
+    database = parse_url(pipeline.warehouse_url)["database"]
+    conn = pg8000.native.Connection(**parse_url(pipeline.warehouse_url))
+    try:
+        while process.poll() is None:
+            inside = conn.run("SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND "
+                              "application_name = 'totesys-etl-load' AND state = 'idle in transaction'",
+                              d=database)[0][0]
+            if inside:
+                kill({})  # the tick's own run is processed by now, and not yet loaded (asserted)
+                return
+    finally:
+        conn.close()
 
 
 def _notifications(pipeline, bucket: str, run_ids) -> list[dict]:
@@ -140,7 +208,7 @@ def _drain(bucket: str) -> int:
             drained += 1
 
 
-def test_every_notification_twice_and_shuffled(seeded, new_pipeline, compare, tally, at_once):
+def test_every_notification_twice_and_shuffled(seeded, new_pipeline, compare, tally, at_once, marks_move):
     """Runs reach the processor and the loader out of order and twice; then every event of the
     lake is replayed twice, shuffled, and no star row changes at all, surrogate keys included."""
     rng = random.Random(17)
@@ -167,3 +235,4 @@ def test_every_notification_twice_and_shuffled(seeded, new_pipeline, compare, ta
     faulted.tick()
     assert faulted.digest() == before
     compare("every event replayed twice, shuffled", faulted, clean)
+    marks_move("after replayed events", faulted)
