@@ -2,14 +2,22 @@
 
 Objects in the lake are immutable (SPEC §4): every write is conditional (`IfNoneMatch='*'`), and
 a key that already exists is left as it is; the caller learns which happened.
+
+S3 answers a conditional write in two ways that must not be confused: 412 `PreconditionFailed`
+means the key exists; 409 `ConditionalRequestConflict` means another write of the same key is
+still in flight, and that write may yet fail, so the key may never exist. A 409 is therefore
+retried with backoff, and after the last retry a HEAD decides: the key exists (another writer
+finished it: "already exists") or the write fails. Reading a 409 as "already exists" would let a
+manifest name a file that is not there.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import time
 from functools import lru_cache
-from typing import Iterator
+from typing import Callable, Iterator
 
 import boto3
 from botocore.config import Config
@@ -19,7 +27,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
 
-_EXISTS = ("PreconditionFailed", "ConditionalRequestConflict", "412")
+_EXISTS = ("PreconditionFailed", "412")
+_CONFLICT = ("ConditionalRequestConflict", "409")
+#: Seconds to wait before each new attempt after a 409 (about 6 s in all, then HEAD decides).
+CONFLICT_DELAYS = (0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 _LOG = logging.getLogger("totesys_etl.s3")
 
 
@@ -33,19 +44,40 @@ def client():
     return _client(os.environ.get("AWS_ENDPOINT_URL"))
 
 
-def _already_exists(error: ClientError) -> bool:
-    return str(error.response.get("Error", {}).get("Code")) in _EXISTS
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code"))
+
+
+def _create_only(bucket: str, key: str, write: Callable[[], None]) -> bool:
+    """Run one conditional `write` of `key`: True when it wrote, False when the key exists.
+
+    A 409 (another write of the key in flight) is retried after each of CONFLICT_DELAYS; if the
+    conflict outlasts them, HEAD decides: present is "already exists", absent raises the 409.
+    """
+    for delay in (*CONFLICT_DELAYS, None):
+        try:
+            write()
+            return True
+        except ClientError as e:
+            if _code(e) in _EXISTS:
+                return False
+            if _code(e) not in _CONFLICT:
+                raise
+            conflict = e
+        if delay is not None:
+            _LOG.info(f"another write of {key} is in flight (409); retrying in {delay} s",
+                      extra={"fields": {"stage": None, "run_id": None, "key": key}})
+            time.sleep(delay)
+    if exists(bucket, key):
+        return False
+    raise conflict
 
 
 def put_create_only(bucket: str, key: str, body: bytes, content_type: str = "application/octet-stream") -> bool:
     """Write `key` unless it exists. True when this call wrote it."""
-    try:
+    def put() -> None:
         client().put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type, IfNoneMatch="*")
-        return True
-    except ClientError as e:
-        if _already_exists(e):
-            return False
-        raise
+    return _create_only(bucket, key, put)
 
 
 def put_json_create_only(bucket: str, key: str, document: dict) -> bool:
@@ -59,6 +91,12 @@ def upload_file_create_only(bucket: str, key: str, path: str) -> bool:
     if size <= MULTIPART_THRESHOLD:
         with open(path, "rb") as f:
             return put_create_only(bucket, key, f.read())
+    # After a 409 S3 wants the whole upload again (a new upload id and every part), so each
+    # attempt is a complete multipart upload.
+    return _create_only(bucket, key, lambda: _multipart_upload(bucket, key, path))
+
+
+def _multipart_upload(bucket: str, key: str, path: str) -> None:
     s3 = client()
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
     try:
@@ -70,11 +108,8 @@ def upload_file_create_only(bucket: str, key: str, path: str) -> bool:
                 parts.append({"ETag": etag, "PartNumber": number})
         s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
                                      MultipartUpload={"Parts": parts}, IfNoneMatch="*")
-        return True
-    except ClientError as e:
+    except ClientError:
         _abort(s3, bucket, key, upload_id)
-        if _already_exists(e):
-            return False
         raise
 
 
@@ -133,11 +168,8 @@ def copy_create_only(src_bucket: str, src_key: str, bucket: str, key: str) -> bo
     """
     if exists(bucket, key):
         return False
-    try:
+
+    def copy() -> None:
         client().copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": src_bucket, "Key": src_key},
                              IfNoneMatch="*")
-        return True
-    except ClientError as e:
-        if _already_exists(e):
-            return False
-        raise
+    return _create_only(bucket, key, copy)
