@@ -1,10 +1,18 @@
 # The processed lake as an Athena-queryable catalogue: one Glue table per Parquet prefix
 # (fact_*, dim_date, etl_src_*), columns generated from src/totesys_etl/schema into
-# glue_tables.tf.json (tf/scripts/generate_glue_tables.py). Partitions follow the lake's
-# year=/month=/day= keys through partition projection, so no crawler or MSCK REPAIR is needed.
+# glue_tables.tf.json (tf/scripts/generate_glue_tables.py), with the partition keys every table
+# shares. The keys are run_year/run_month/run_day (dim_date has data columns year, month and
+# day, and Athena refuses a table whose partition key repeats a column); partition projection
+# maps them onto the lake's year=/month=/day= levels, so no crawler or MSCK REPAIR is needed.
 locals {
-  lake_first_year = 2020
-  lake_last_year  = 2099
+  glue_partition_projection = merge([
+    for key in local.glue_partition_keys : {
+      "projection.${key.name}.type"   = "integer"
+      "projection.${key.name}.range"  = "${key.first},${key.last}"
+      "projection.${key.name}.digits" = tostring(key.digits)
+    }
+  ]...)
+  glue_partition_path = join("/", [for key in local.glue_partition_keys : "${key.path}=$${${key.name}}"])
 }
 
 resource "aws_glue_catalog_database" "lake" {
@@ -20,32 +28,20 @@ resource "aws_glue_catalog_table" "lake" {
   description   = each.value.description
   table_type    = "EXTERNAL_TABLE"
 
-  parameters = {
+  parameters = merge(local.glue_partition_projection, {
     EXTERNAL                    = "TRUE"
     classification              = "parquet"
     "projection.enabled"        = "true"
-    "projection.year.type"      = "integer"
-    "projection.year.range"     = "${local.lake_first_year},${local.lake_last_year}"
-    "projection.month.type"     = "integer"
-    "projection.month.range"    = "1,12"
-    "projection.month.digits"   = "2"
-    "projection.day.type"       = "integer"
-    "projection.day.range"      = "1,31"
-    "projection.day.digits"     = "2"
-    "storage.location.template" = "s3://${aws_s3_bucket.lake["processed"].id}/${each.key}/year=$${year}/month=$${month}/day=$${day}"
-  }
+    "storage.location.template" = "s3://${aws_s3_bucket.lake["processed"].id}/${each.key}/${local.glue_partition_path}"
+  })
 
-  partition_keys {
-    name = "year"
-    type = "int"
-  }
-  partition_keys {
-    name = "month"
-    type = "int"
-  }
-  partition_keys {
-    name = "day"
-    type = "int"
+  dynamic "partition_keys" {
+    for_each = local.glue_partition_keys
+    content {
+      name    = partition_keys.value.name
+      type    = "int"
+      comment = "the run's ${partition_keys.value.path} (S3 level ${partition_keys.value.path}=)"
+    }
   }
 
   storage_descriptor {

@@ -155,7 +155,12 @@ def test_apply_check_replan(deployment, aws):
         descriptor = tables[fact.name]["StorageDescriptor"]
         assert [c["Name"] for c in descriptor["Columns"]] == fact.arrow_schema.names
         assert descriptor["Location"] == f"s3://{buckets['processed']}/{fact.name}/"
-        assert [k["Name"] for k in tables[fact.name]["PartitionKeys"]] == ["year", "month", "day"]
+        assert [k["Name"] for k in tables[fact.name]["PartitionKeys"]] == ["run_year", "run_month", "run_day"]
+        assert tables[fact.name]["Parameters"]["storage.location.template"] == (
+            f"s3://{buckets['processed']}/{fact.name}/year=${{run_year}}/month=${{run_month}}/day=${{run_day}}")
+    for table in tables.values():  # Athena refuses a table whose partition key repeats a column
+        names = [c["Name"].lower() for c in table["StorageDescriptor"]["Columns"] + table["PartitionKeys"]]
+        assert len(names) == len(set(names)), table["Name"]
 
     # What moto stored is what tf/ declares: a second plan has nothing to do.
     assert terraform("plan", "-detailed-exitcode", ok=(0, 2)).returncode == 0, "plan after apply shows drift"

@@ -56,3 +56,31 @@ def test_a_type_with_no_glue_equivalent_is_refused(generator):
 
     with pytest.raises(ValueError):
         generator.glue_type(pa.list_(pa.int32()))
+
+
+def _duplicates(names: list[str]) -> set[str]:
+    """Names that occur twice, compared as Athena does (case-insensitively)."""
+    lowered = [n.lower() for n in names]
+    return {n for n in lowered if lowered.count(n) > 1}
+
+
+def test_no_table_has_a_column_twice_counting_its_partition_keys(generator):
+    """Athena refuses every query on a table whose partition key repeats a data column's name."""
+    document = json.loads(generator.render())["locals"]
+    partition_keys = [k["name"] for k in document["glue_partition_keys"]]
+    assert partition_keys, "the lake is partitioned by date, so every table has partition keys"
+    repeated = {name: _duplicates([c["name"] for c in table["columns"]] + partition_keys)
+                for name, table in document["glue_tables"].items()}
+    assert {name: d for name, d in repeated.items() if d} == {}
+
+
+def test_partition_keys_follow_the_lakes_key_layout(generator):
+    """Renamed keys still project onto `<table>/year=YYYY/month=MM/day=DD/` (lake.table_key)."""
+    from totesys_etl.lake import table_key
+
+    keys = json.loads(generator.render())["locals"]["glue_partition_keys"]
+    levels = table_key("fact_sales_order", "20250307T101500000000Z", "parquet").split("/")[1:-1]
+    assert [f"{k['path']}=" for k in keys] == [level.split("=")[0] + "=" for level in levels]
+    assert [len(level.split("=")[1]) for level in levels] == [k["digits"] for k in keys]
+    glue_tf = (ROOT / "tf/glue.tf").read_text(encoding="utf-8")
+    assert "local.glue_partition_keys" in glue_tf  # glue.tf declares what the generator wrote
