@@ -45,8 +45,10 @@ def test_a_run_inside_the_settle_window_holds_the_marks_back_and_they_never_go_b
             handler({}, None)
         return pipeline.marks()
 
-    # The second run a second (of margin) inside the window, the first three seconds outside it.
-    assert sweep(lambda: _age(second) + 1) == (first, first)
+    # The second run 2.5 s (of margin for the sweep's own listing) inside the window; the first,
+    # over three seconds older, outside it.
+    assert _age(first) - _age(second) > 3
+    assert sweep(lambda: _age(second) + 2.5) == (first, first)
     assert sweep(lambda: 0) == (second, second)
     assert sweep(lambda: 3600) == (second, second)  # nothing settled now: the marks stay, never back to None
     pipeline.tick(extra=HOLD)
