@@ -359,7 +359,7 @@ def seed(admin_url: str, orders: int = 10_000, seed: int = 1) -> dict[str, int]:
     """
     if orders < 0:
         raise ConfigurationError("--orders must be 0 or more")
-    conn = connect(Database("source", admin_url, ""), application_name="totesys-etl seed")
+    conn = connect(Database("source", admin_url, ""), statement_timeout=None, application_name="totesys-etl seed")
     try:
         with source_errors("seed"), transaction(conn):
             prepare_session(conn)

@@ -280,7 +280,7 @@ def simulate(admin_url: str, changes: int = 100, seed: int | None = None) -> dic
     if changes < 0:
         raise ConfigurationError("--changes must be 0 or more")
     rng = random.Random(seed)  # nosec B311 - simulated activity, not security
-    conn = connect(Database("source", admin_url, ""), application_name="totesys-etl simulate")
+    conn = connect(Database("source", admin_url, ""), statement_timeout=None, application_name="totesys-etl simulate")
     try:
         if len(conn.run("SELECT 1 FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY(:names)",
                         names=[t.name for t in SOURCE_TABLES])) < len(SOURCE_TABLES):

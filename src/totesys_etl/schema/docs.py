@@ -40,15 +40,19 @@ def render() -> str:
     lines = ["# Data dictionary", "",
              "Generated from `src/totesys_etl/schema/` by `python -m totesys_etl.schema.docs`; do not edit.", "",
              "Facts keep one row per source version; their keys into dimensions are not enforced by constraints "
-             "(SPEC §3), `totesys-etl reconcile` checks that they resolve.", "", "## Dimensions", ""]
+             "(SPEC §3), `totesys-etl reconcile` checks that they resolve. Fact and state tables also carry "
+             "`etl_run_id` (text), the run that read the version: a fact id's current version is the one with "
+             "the greatest `etl_run_id`, then the greatest `last_updated` (newer means committed later, not "
+             "stamped later).", "", "## Dimensions", ""]
     for table in (DIM_DATE, *DIMENSIONS):
         lines += _section(table)
     lines += ["## Facts", ""]
     for table in FACTS:
         lines += _section(table)
     lines += ["## Loader state (bookkeeping)", "",
-              "The current row of each source table a dimension draws on; a row is replaced only by a newer "
-              "`last_updated`, so runs loaded out of order never make a dimension older.", ""]
+              "The current row of each source table a dimension draws on, with `etl_run_id`, the run that read "
+              "it; a row is replaced only by the version a later run read (never by comparing `last_updated`), "
+              "so runs loaded out of order never make a dimension older.", ""]
     lines += [f"- `{t.name}`: the columns of source `{t.source}`" for t in STATE_TABLES]
     return "\n".join(lines) + "\n"
 
