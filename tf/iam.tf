@@ -3,7 +3,8 @@
 #   process: list and read the ingested bucket; list, read and write the processed bucket
 #   load   : list and read the processed bucket, list the ingested bucket, read the warehouse
 #            secret, write only quarantine/ in the processed bucket
-# and all three: write their own log group, send traces, use the pipeline's key.
+# and all three: write their own log group, send traces, send a failed event to the failed-events
+# queue, use the pipeline's key.
 data "aws_iam_policy_document" "assume_lambda" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -40,6 +41,13 @@ data "aws_iam_policy_document" "common" {
     sid       = "Traces"
     actions   = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
     resources = ["*"] # X-Ray has no resource-level permissions
+  }
+
+  # The on-failure destination of asynchronous invocations (lambda.tf): Lambda sends with the role.
+  statement {
+    sid       = "FailedEvents"
+    actions   = ["sqs:SendMessage"]
+    resources = [aws_sqs_queue.failed_events.arn]
   }
 
   statement {

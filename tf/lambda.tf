@@ -29,7 +29,7 @@ resource "aws_cloudwatch_log_group" "stage" {
 resource "aws_lambda_function" "stage" {
   for_each = local.stages
 
-  #checkov:skip=CKV_AWS_116:No dead-letter queue: a failed S3 event is never lost work, since the scheduled sweep re-handles every unhandled manifest (SPEC §4) and the failure raises an alarm.
+  #checkov:skip=CKV_AWS_116:A failed event goes to the on-failure destination (aws_lambda_function_event_invoke_config.stage, the failed-events queue), AWS's successor to a dead-letter queue; the scheduled sweep re-handles every unhandled manifest anyway (SPEC §4).
   #checkov:skip=CKV_AWS_117:The functions reach the source and warehouse wherever they are; a VPC (with NAT or endpoints for S3, Secrets Manager and Logs) is a per-deployment network choice.
   #checkov:skip=CKV_AWS_272:Code signing needs an AWS Signer profile; the zip comes from the reviewed main branch through CI, and its hash is pinned by source_code_hash.
   #checkov:skip=CKV_AWS_115:Concurrency limits are per account (a new account cannot reserve any); stages are safe when concurrent (advisory lock, create-only writes), so no reservation is needed.
@@ -77,4 +77,29 @@ resource "aws_lambda_permission" "from_lake" {
   principal      = "s3.amazonaws.com"
   source_arn     = aws_s3_bucket.lake[each.value].arn
   source_account = local.account_id
+}
+
+# Asynchronous invocations (the schedules and the S3 notifications) that fail. Lambda's default
+# retries each twice over up to 6 hours, which only repeats the same failure (and its alarm
+# mails): the next schedule, or the sweep for an S3 event, runs the work again anyway (SPEC §4).
+# So retries and event age are set here, and an event that still fails is kept in a queue for
+# inspection, never mailed (the failed-invocations alarm already says it happened).
+resource "aws_sqs_queue" "failed_events" {
+  name                      = "${local.prefix}-failed-events"
+  message_retention_seconds = 1209600 # 14 days, SQS's longest
+  kms_master_key_id         = aws_kms_key.pipeline.arn
+}
+
+resource "aws_lambda_function_event_invoke_config" "stage" {
+  for_each = local.stages
+
+  function_name                = aws_lambda_function.stage[each.key].function_name
+  maximum_retry_attempts       = var.lambda_async_retries
+  maximum_event_age_in_seconds = var.lambda_max_event_age_s
+
+  destination_config {
+    on_failure {
+      destination = aws_sqs_queue.failed_events.arn
+    }
+  }
 }

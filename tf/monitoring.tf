@@ -1,7 +1,8 @@
 # Alarms (SPEC §6): the functions log JSON lines with level, stage, run_id, message and, on
 # ERROR, error_kind. Metric filters count ERROR lines per stage and per error_kind; Lambda's
 # own metrics catch what never reaches a log line (a timeout, running out of memory) and a
-# silent ingestor. Every alarm mails the subscribers of one SNS topic.
+# silent ingestor. Every alarm mails the subscribers of one SNS topic when it fires; only the
+# silence alarm also mails when it clears.
 resource "aws_sns_topic" "alarms" {
   name              = "${local.prefix}-alarms"
   kms_master_key_id = aws_kms_key.pipeline.id
@@ -62,7 +63,6 @@ resource "aws_cloudwatch_metric_alarm" "stage_errors" {
   threshold           = 1
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.alarms.arn]
-  ok_actions          = [aws_sns_topic.alarms.arn]
 }
 
 resource "aws_cloudwatch_metric_alarm" "error_kind" {
@@ -80,7 +80,6 @@ resource "aws_cloudwatch_metric_alarm" "error_kind" {
   threshold           = 1
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.alarms.arn]
-  ok_actions          = [aws_sns_topic.alarms.arn]
 
   depends_on = [aws_cloudwatch_log_metric_filter.error_kinds]
 }
@@ -101,7 +100,6 @@ resource "aws_cloudwatch_metric_alarm" "failed_invocations" {
   threshold           = 1
   treat_missing_data  = "notBreaching"
   alarm_actions       = [aws_sns_topic.alarms.arn]
-  ok_actions          = [aws_sns_topic.alarms.arn]
 }
 
 # Silence: no successful ingest run (invocations minus failures) in two schedule intervals,
@@ -115,7 +113,8 @@ resource "aws_cloudwatch_metric_alarm" "ingest_silent" {
   datapoints_to_alarm = 2
   treat_missing_data  = "breaching"
   alarm_actions       = [aws_sns_topic.alarms.arn]
-  ok_actions          = [aws_sns_topic.alarms.arn]
+  # The one alarm whose end is news (the pipeline runs again); the others clear silently.
+  ok_actions = [aws_sns_topic.alarms.arn]
 
   metric_query {
     id          = "successes"

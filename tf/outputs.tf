@@ -37,3 +37,8 @@ output "kms_key_arn" {
   description = "Customer-managed key encrypting the lake, secrets, logs and alarm topic (grant Athena users kms:Decrypt)."
   value       = aws_kms_key.pipeline.arn
 }
+
+output "failed_events_queue_url" {
+  description = "SQS queue holding asynchronous events that failed after their retries (14 days)."
+  value       = aws_sqs_queue.failed_events.url
+}

@@ -17,6 +17,13 @@ variable "environment" {
     condition     = can(regex("^[a-z][a-z0-9]{1,11}$", var.environment))
     error_message = "environment must be 2-12 lowercase letters or digits."
   }
+
+  # The longest name built from them is a bucket's, `<project>-<environment>-processed-<account id>`,
+  # and S3 allows 63 characters: 1 + 11 + 12 leave 39 for the two (every other name is shorter).
+  validation {
+    condition     = length(var.project) + length(var.environment) <= 39
+    error_message = "project and environment together must be at most 39 characters: the bucket name <project>-<environment>-processed-<12-digit account id> must fit S3's 63."
+  }
 }
 
 variable "aws_region" {
@@ -111,6 +118,28 @@ variable "lambda_ephemeral_storage_mb" {
   validation {
     condition     = alltrue([for s in ["ingest", "process", "load"] : lookup(var.lambda_ephemeral_storage_mb, s, 0) >= 512 && lookup(var.lambda_ephemeral_storage_mb, s, 0) <= 10240])
     error_message = "lambda_ephemeral_storage_mb needs ingest, process and load, each between 512 and 10240."
+  }
+}
+
+variable "lambda_async_retries" {
+  description = "Retries (0-2) of a failed asynchronous invocation (schedule or S3 event). 0: the next schedule, or the sweep for an S3 event, runs the work again anyway, and a retry only repeats the failure and its alarm."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = contains([0, 1, 2], var.lambda_async_retries)
+    error_message = "lambda_async_retries must be 0, 1 or 2."
+  }
+}
+
+variable "lambda_max_event_age_s" {
+  description = "Seconds (60-21600) an asynchronous event may wait for a function (throttled, retried) before it goes to the failed-events queue; an older tick or S3 event is stale, the sweep covers it."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.lambda_max_event_age_s >= 60 && var.lambda_max_event_age_s <= 21600
+    error_message = "lambda_max_event_age_s must be between 60 and 21600."
   }
 }
 

@@ -78,6 +78,18 @@ def test_apply_check_replan(deployment, aws):
         assert [layer["Arn"].split(":")[-2] for layer in config["Layers"]] == [f"{prefix}-dependencies"]
         assert config["EphemeralStorage"] == {"Size": tfvars["lambda_ephemeral_storage_mb"][stage]}
 
+    # Asynchronous failures: no retries by default (the schedule or the sweep runs the work again),
+    # a bounded event age, and a failed event kept in the encrypted failed-events queue, never mailed.
+    sqs = boto3.client("sqs")
+    queue_url = outputs["failed_events_queue_url"]
+    queue = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    assert queue["KmsMasterKeyId"] in (key_arn, key_arn.split("/")[-1])
+    assert queue["MessageRetentionPeriod"] == "1209600"
+    for stage in STAGES:
+        invoke = lam.get_function_event_invoke_config(FunctionName=functions[stage]["FunctionName"])
+        assert (invoke["MaximumRetryAttempts"], invoke["MaximumEventAgeInSeconds"]) == (0, 3600)
+        assert invoke["DestinationConfig"]["OnFailure"]["Destination"] == queue["QueueArn"]
+
     # Manifests starting the next stage, with permission to invoke it.
     for bucket, stage in (("ingested", "process"), ("processed", "load")):
         notification = s3.get_bucket_notification_configuration(Bucket=buckets[bucket])
@@ -119,6 +131,8 @@ def test_apply_check_replan(deployment, aws):
     assert aborts == {"ingest": {f"{ingested_arn}/*"}, "process": {f"{processed_arn}/*"}, "load": set()}
     assert ("s3:GetObject", f"{ingested_arn}/*") not in grants["load"]
     assert not any(a.startswith("s3:Delete") or a in ("s3:*", "*") for stage in STAGES for a, _ in grants[stage])
+    assert all({r for a, r in grants[stage] if a.startswith("sqs:")} == {queue["QueueArn"]}
+               and {a for a, _ in grants[stage] if a.startswith("sqs:")} == {"sqs:SendMessage"} for stage in STAGES)
     for stage in STAGES:
         group = logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{prefix}-{stage}")["logGroups"]
         assert [g["retentionInDays"] for g in group] == [365]
@@ -133,6 +147,9 @@ def test_apply_check_replan(deployment, aws):
                 | {f"{prefix}-error-{k}" for k in ERROR_KINDS} | {f"{prefix}-ingest-silent"})
     assert set(alarms) == expected
     assert all(a["AlarmActions"] == [topic] for a in alarms.values())
+    # Only the silence alarm mails when it clears: an error alarm's OK is no news.
+    assert {name for name, a in alarms.items() if a["OKActions"]} == {f"{prefix}-ingest-silent"}
+    assert alarms[f"{prefix}-ingest-silent"]["OKActions"] == [topic]
     kind_alarm = alarms[f"{prefix}-error-load_failed"]
     assert kind_alarm["Dimensions"] == [{"Name": "error_kind", "Value": "load_failed"}]
     silent = alarms[f"{prefix}-ingest-silent"]
