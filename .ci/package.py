@@ -1,16 +1,28 @@
 """Build the Lambda zips that tf/lambda.tf deploys: `function.zip` and `layer.zip`.
 
 Why Python and not Terraform's archive provider: only the aws provider is available offline, and
-a zip built here with fixed timestamps, modes and order has the same bytes on every machine, so
-`filebase64sha256()` changes only when the code does (no spurious redeploys, no plan drift).
+a zip built here with fixed timestamps, modes and order, its entries stored uncompressed, has the
+same bytes on every machine and under every Python, so `filebase64sha256()` changes only when the
+code does (no spurious redeploys, no plan drift). Stored, not deflated: deflate's output depends on
+the zlib each Python was built with, so a compressed zip could differ between two interpreters
+(the layer is ~24 MB stored, well inside Lambda's 50 MB upload limit).
 
 - `function.zip`: the `totesys_etl` package without the local runtime (`local/`) and the command
   line (`cli.py`, `__main__.py`): Lambda code never imports them (STYLE: the handlers know nothing
   of the local runtime).
-- `layer.zip`: `python/pycountry` (currency names), the one runtime package the AWS SDK for pandas
-  managed layer lacks (that layer ships pandas, pyarrow, awswrangler and pg8000; the runtime ships
-  boto3). Copied from the installed, pinned distribution, so no network is needed. Its `locales/`
-  (translations, ~20 MB) are left out: the pipeline uses English names only.
+- `layer.zip`, under `python/`:
+  - `pycountry` (currency names), which the AWS SDK for pandas managed layer lacks (that layer
+    ships pandas, pyarrow and pg8000). Its `locales/` (translations, ~20 MB) are left out: the
+    pipeline uses English names only.
+  - `boto3`, `botocore`, `s3transfer` and `jmespath`, at the versions requirements.txt pins and the
+    tests run with. The managed layer leaves boto3 to the Lambda runtime, whose botocore may
+    predate calls the code makes (CopyObject with `IfNoneMatch`, added late 2025); a layer comes
+    before the runtime's own copy on `sys.path`. (`python-dateutil` and `urllib3`, which botocore
+    accepts in wide ranges, come from the runtime.)
+  Copied from the installed, pinned distributions (pure Python), so no network is needed. Of each
+  `.dist-info` only what describes the release (METADATA, licences, top_level.txt) is kept: RECORD
+  and INSTALLER describe this machine's install (its Python's .pyc names), so they would make the
+  bytes depend on the Python that built the zip.
 
 Usage: `python .ci/package.py [--out DIR]` (default `build/`); prints the two paths.
 """
@@ -26,8 +38,12 @@ PACKAGE_DIR = ROOT / "src" / "totesys_etl"
 
 #: Parts of the package that only the local runtime and the command line use.
 FUNCTION_EXCLUDES = ("local/", "cli.py", "__main__.py")
+#: Distributions the layer carries (see above); each must be installed (`make requirements`).
+LAYER_DISTRIBUTIONS = ("pycountry", "boto3", "botocore", "s3transfer", "jmespath")
 #: Parts of pycountry that the pipeline never reads.
 LAYER_EXCLUDES = ("pycountry/locales/", "pycountry/tests/")
+#: Files of a `.dist-info` that describe this machine's install rather than the release.
+INSTALL_RECORDS = ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json")
 #: Zip's earliest representable time: every entry gets it, so the bytes do not depend on mtimes.
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -42,13 +58,13 @@ def write_zip(target: Path, entries: dict[str, Path]) -> Path:
     """Write `entries` (archive name -> file) in sorted order with fixed times and modes."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".zip.partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive:
         for name in sorted(entries):
             info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            info.compress_type = zipfile.ZIP_STORED
             info.external_attr = 0o100644 << 16
             info.create_system = 3  # unix, so the mode above is honoured everywhere
-            archive.writestr(info, entries[name].read_bytes(), compresslevel=9)
+            archive.writestr(info, entries[name].read_bytes())
     partial.replace(target)
     return target
 
@@ -65,15 +81,20 @@ def function_entries() -> dict[str, Path]:
 
 
 def layer_entries() -> dict[str, Path]:
-    dist = importlib.metadata.distribution("pycountry")
     entries = {}
-    for file in dist.files or ():
-        relative = PurePosixPath(file).as_posix()
-        path = Path(dist.locate_file(file))
-        if path.is_file() and not _skipped(relative, LAYER_EXCLUDES):
-            entries[f"python/{relative}"] = path
-    if "python/pycountry/__init__.py" not in entries:
-        raise SystemExit("package.py: pycountry is not installed in this interpreter (run `make requirements`)")
+    for name in LAYER_DISTRIBUTIONS:
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            raise SystemExit(f"package.py: {name} is not installed in this interpreter (run `make requirements`)")
+        for file in dist.files or ():
+            relative = PurePosixPath(file)
+            path = Path(dist.locate_file(file))
+            if (".." in relative.parts or not path.is_file()  # scripts installed outside site-packages
+                    or (relative.parts[0].endswith(".dist-info") and relative.name in INSTALL_RECORDS)
+                    or _skipped(relative.as_posix(), LAYER_EXCLUDES)):
+                continue
+            entries[f"python/{relative.as_posix()}"] = path
     return entries
 
 

@@ -1,6 +1,7 @@
-# The three stage functions (SPEC §1), all from one zip built by `make package`, plus a small
-# layer (pycountry) on top of the AWS SDK for pandas managed layer, which ships pandas,
-# pyarrow, awswrangler and pg8000 (boto3 comes with the runtime).
+# The three stage functions (SPEC §1), all from one zip built by `make package`, plus the
+# project's layer on top of the AWS SDK for pandas managed layer (pandas, pyarrow, pg8000): it
+# adds pycountry and the pinned boto3/botocore the tests ran with, which take precedence over the
+# runtime's own copy (.ci/package.py says why).
 locals {
   function_zip = "${local.build_dir}/function.zip"
   layer_zip    = "${local.build_dir}/layer.zip"
@@ -12,7 +13,7 @@ locals {
 
 resource "aws_lambda_layer_version" "dependencies" {
   layer_name          = "${local.prefix}-dependencies"
-  description         = "pycountry, the one runtime package the AWS SDK for pandas layer lacks"
+  description         = "pycountry and the pinned boto3, botocore, s3transfer and jmespath (.ci/package.py)"
   filename            = local.layer_zip
   source_code_hash    = filebase64sha256(local.layer_zip)
   compatible_runtimes = [var.lambda_runtime]

@@ -1,6 +1,7 @@
 """The Lambda zips of .ci/package.py: what goes in, and the same bytes on every build."""
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import zipfile
 from pathlib import Path
@@ -43,9 +44,53 @@ def test_builds_are_byte_identical_with_fixed_times_and_modes(package, tmp_path)
     info = zipfile.ZipFile(tmp_path / "a" / "function.zip").infolist()
     assert {i.date_time for i in info} == {package.FIXED_TIME}  # file mtimes never reach the archive
     assert {i.external_attr >> 16 for i in info} == {0o100644}
+    assert {i.compress_type for i in info} == {zipfile.ZIP_STORED}  # no zlib version in the bytes
 
 
 def test_main_writes_to_the_folder_given(package, tmp_path, capsys):
     assert package.main(["--out", str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["function.zip", "layer.zip"]
     assert str(tmp_path / "out" / "function.zip") in capsys.readouterr().out
+
+
+def _layer_versions(layer_zip: Path) -> dict[str, str]:
+    """Distribution name -> version, read from the METADATA files in the layer."""
+    versions = {}
+    with zipfile.ZipFile(layer_zip) as archive:
+        for name in archive.namelist():
+            if name.endswith(".dist-info/METADATA"):
+                headers = dict(line.split(": ", 1) for line in archive.read(name).decode().splitlines()
+                               if ": " in line and not line.startswith(" "))
+                versions[headers["Name"].lower()] = headers["Version"]
+    return versions
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if "==" in line and not line.lstrip().startswith("#"):
+            name, version = line.split("#")[0].strip().split("==")
+            pins[name.lower()] = version
+    return pins
+
+
+def test_layer_ships_the_sdk_the_tests_ran_with(package, tmp_path):
+    """Lambda's runtime boto3 may predate calls the code makes (CopyObject with IfNoneMatch, late 2025):
+    the layer carries boto3, botocore, s3transfer and jmespath at the versions pinned and tested here."""
+    _, layer_zip = package.build(tmp_path)
+    shipped = _layer_versions(layer_zip)
+    for dist in ("boto3", "botocore", "s3transfer", "jmespath", "pycountry"):
+        assert shipped.get(dist) == importlib.metadata.version(dist) == _pins()[dist], dist
+    names = zipfile.ZipFile(layer_zip).namelist()
+    assert "python/botocore/data/s3/2006-03-01/service-2.json.gz" in names
+    assert "python/boto3/__init__.py" in names and "python/s3transfer/__init__.py" in names
+
+
+def test_layer_names_no_interpreter_so_every_python_builds_the_same_bytes(package, tmp_path):
+    """An installed distribution's RECORD lists its .pyc files (cpython-311 or -312) and scripts outside
+    site-packages: none of that may reach the layer, or its bytes depend on the Python that built it."""
+    _, layer_zip = package.build(tmp_path)
+    names = zipfile.ZipFile(layer_zip).namelist()
+    assert all(n.startswith("python/") and ".." not in n.split("/") for n in names)
+    assert not [n for n in names if n.endswith(("/RECORD", "/INSTALLER", "/REQUESTED", "/direct_url.json"))
+                or "cpython" in n or n.endswith((".pyc", ".pyo"))]
