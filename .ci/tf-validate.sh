@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# terraform fmt -check, init (no backend) and validate over tf/, offline: the AWS provider comes
+# terraform fmt -check, init (no backend) and validate over tf/ and tf/bootstrap/, offline: the AWS provider comes
 # from a local filesystem mirror found below, through a CLI config written at run time into
 # tf/.terraformrc (gitignored). Without terraform or a mirror it prints one SKIPPED line, exit 0.
 # The mirror search list is shared with test/infra/test_apply.py (keep the two in step).
@@ -33,6 +33,9 @@ export TF_CLI_CONFIG_FILE="$PWD/.terraformrc"
 export TF_IN_AUTOMATION=1 TF_INPUT=0 CHECKPOINT_DISABLE=1
 
 "$terraform_bin" fmt -check -recursive -diff
-"$terraform_bin" init -backend=false -input=false -no-color >/dev/null
-"$terraform_bin" validate -no-color
+# The pipeline (tf/) and the one-off GitHub OIDC roles (tf/bootstrap/) are separate configurations.
+for config in . bootstrap; do
+    "$terraform_bin" -chdir="$config" init -backend=false -input=false -no-color >/dev/null
+    "$terraform_bin" -chdir="$config" validate -no-color
+done
 echo "tf-validate: OK ($("$terraform_bin" version | head -n 1), provider mirror $mirror)"
