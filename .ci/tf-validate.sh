@@ -34,8 +34,11 @@ export TF_IN_AUTOMATION=1 TF_INPUT=0 CHECKPOINT_DISABLE=1
 
 "$terraform_bin" fmt -check -recursive -diff
 # The pipeline (tf/) and the one-off GitHub OIDC roles (tf/bootstrap/) are separate configurations.
+# bootstrap's working data goes under tf/.terraform/ (gitignored) rather than tf/bootstrap/.terraform/.
 for config in . bootstrap; do
-    "$terraform_bin" -chdir="$config" init -backend=false -input=false -no-color >/dev/null
-    "$terraform_bin" -chdir="$config" validate -no-color
+    data_dir="$PWD/.terraform"
+    [ "$config" = . ] || data_dir="$PWD/.terraform/config-$config"
+    TF_DATA_DIR="$data_dir" "$terraform_bin" -chdir="$config" init -backend=false -input=false -no-color >/dev/null
+    TF_DATA_DIR="$data_dir" "$terraform_bin" -chdir="$config" validate -no-color
 done
 echo "tf-validate: OK ($("$terraform_bin" version | head -n 1), provider mirror $mirror)"
