@@ -23,12 +23,15 @@ from totesys_etl.schema import FACTS
 
 pytestmark = pytest.mark.slow
 
+#: table -> (damage, what is held back: the whole file, or only its bad rows; SPEC §3 "a bad row
+#: is held back alone", "a whole file only when it cannot be read at all")
 DAMAGED = {
-    "sales_order": lambda body: body[: len(body) * 3 // 5],                     # truncated mid-row
-    "payment": lambda body: b"\n".join(line + b",extra" if line else line       # an extra column
-                                       for line in body.split(b"\n")),
-    "purchase_order": lambda body: _first_field(body, b"lots"),                # a wrong type
+    "sales_order": (lambda body: body[: len(body) * 3 // 5], "file"),             # truncated mid-row
+    "payment": (lambda body: b"\n".join(line + b",extra" if line else line       # an extra column
+                                        for line in body.split(b"\n")), "file"),
+    "purchase_order": (lambda body: _first_field(body, b"lots"), "rows"),         # one row of a wrong type
 }
+KINDS = {"file": "quarantined_file", "rows": "quarantined_rows"}
 
 
 def _first_field(body: bytes, value: bytes) -> bytes:
@@ -36,13 +39,16 @@ def _first_field(body: bytes, value: bytes) -> bytes:
     return b"\n".join([header, value + first[first.index(b","):], rest])
 
 
-def _versions(body: bytes) -> set[tuple]:
-    """(id, last_updated date, time) of each row of an original CSV: the versions quarantined."""
+def _versions(body: bytes, held: str) -> set[tuple]:
+    """(id, last_updated date, time) of the rows of an original CSV that are held back: every row
+    of a file quarantined whole, only the first (the damaged one) when rows are held back."""
     reader = csv.DictReader(io.StringIO(body.decode()))
     out = set()
     for row in reader:
         moment = datetime.fromisoformat(row["last_updated"])
         out.add((int(next(iter(row.values()))), moment.date(), moment.time()))
+        if held == "rows":
+            break
     return out
 
 
@@ -67,12 +73,12 @@ def test_bad_input_is_quarantined_or_ignored_and_nothing_else_is_lost(seeded, ne
     run_id = lake.run_id_of_manifest(faulted.manifests(ingested)[-1])
     manifest = json.loads(s3.get_object(Bucket=ingested, Key=lake.manifest_key(run_id))["Body"].read())
 
-    quarantined_versions, damaged = {}, {}
-    for table, damage in DAMAGED.items():
+    quarantined_versions, damaged, held = {}, {}, {}
+    for table, (damage, what) in DAMAGED.items():
         key = manifest["files"][table]["key"]
         body = s3.get_object(Bucket=ingested, Key=key)["Body"].read()
-        quarantined_versions[table] = _versions(body)
-        damaged[key] = damage(body)
+        quarantined_versions[table] = _versions(body, what)
+        damaged[key], held[key] = damage(body), what
         s3.put_object(Bucket=ingested, Key=key, Body=damaged[key])  # a hostile writer ignores create-only
     bad_runs = [_run_id_after(run_id, n) for n in (1, 2, 3, 4)]
     hostile_files = {"sales_order": {"key": "../x.csv", "rows": 1},
@@ -104,7 +110,7 @@ def test_bad_input_is_quarantined_or_ignored_and_nothing_else_is_lost(seeded, ne
     errors = json_errors(result.stderr)
     assert all(e["level"] == "ERROR" and e["stage"] and e["message"] for e in errors)
     assert {(e["stage"], e["error_kind"], e["key"]) for e in errors} == {
-        *{("process", "quarantined_file", key) for key in damaged},
+        *{("process", KINDS[held[key]], key) for key in damaged},
         *{("process", "quarantined_manifest", lake.manifest_key(r)) for r in bad_runs[:3]},
         ("load", "quarantined_manifest", lake.manifest_key(bad_runs[3]))}
     assert len(errors) == 7  # one line each, nothing else at ERROR (the stray objects are ignored)
@@ -113,9 +119,15 @@ def test_bad_input_is_quarantined_or_ignored_and_nothing_else_is_lost(seeded, ne
         return s3.get_object(Bucket=processed, Key=f"quarantine/{run}/{key}")["Body"].read()
 
     for key, body in damaged.items():
-        assert quarantined(key, run_id) == body == s3.get_object(Bucket=ingested, Key=key)["Body"].read()
+        assert body == s3.get_object(Bucket=ingested, Key=key)["Body"].read()  # the original stays
+        if held[key] == "file":
+            assert quarantined(key, run_id) == body
+        else:  # the bad row alone, as its original text, with its row number and a reason
+            rows = list(csv.DictReader(io.StringIO(quarantined(key + ".rows.csv", run_id).decode())))
+            assert len(rows) == 1 and next(iter(rows[0].values())) == "lots" and rows[0]["etl_reason"], rows
+            key += ".rows.csv"
         reason = json.loads(quarantined(key + ".reason.json", run_id))
-        assert reason["error_kind"] == "quarantined_file" and reason["reason"]
+        assert reason["error_kind"] == KINDS[held[key.removesuffix(".rows.csv")]] and reason["reason"]
     for (bucket, bad_run), body in manifests.items():
         assert quarantined(lake.manifest_key(bad_run), bad_run) == body
     processed_manifest = json.loads(s3.get_object(Bucket=processed, Key=lake.manifest_key(run_id))["Body"].read())
@@ -141,7 +153,8 @@ def test_bad_input_is_quarantined_or_ignored_and_nothing_else_is_lost(seeded, ne
         tally.rows_quarantined += removed
         expected[fact.name] = type(expected[fact.name])(kept)
     assert all(quarantined_versions.values())
-    compare("bad input quarantined or ignored", faulted, clean, clean_rows=expected, skip_keys=set(damaged),
+    whole = {key for key in damaged if held[key] == "file"}  # unreadable: their versions are all held back
+    compare("bad input quarantined or ignored", faulted, clean, clean_rows=expected, skip_keys=whole,
             held_back={f"fact_{table}": versions for table, versions in quarantined_versions.items()})
 
 
