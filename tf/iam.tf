@@ -43,6 +43,28 @@ data "aws_iam_policy_document" "common" {
     resources = ["*"] # X-Ray has no resource-level permissions
   }
 
+  # In a VPC (vpc_subnet_ids), what AWSLambdaVPCAccessExecutionRole grants, in this account and
+  # region: Lambda creates and removes the functions' network interfaces with their role. The
+  # Describe actions have no resource-level permissions.
+  dynamic "statement" {
+    for_each = local.in_vpc ? [1] : []
+    content {
+      sid = "VpcNetworkInterfaces"
+      actions = ["ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses",
+      "ec2:UnassignPrivateIpAddresses"]
+      resources = ["arn:${local.partition}:ec2:${var.aws_region}:${local.account_id}:*"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.in_vpc ? [1] : []
+    content {
+      sid       = "VpcDescribe"
+      actions   = ["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"]
+      resources = ["*"]
+    }
+  }
+
   # The on-failure destination of asynchronous invocations (lambda.tf): Lambda sends with the role.
   statement {
     sid       = "FailedEvents"

@@ -47,6 +47,9 @@ locals {
     "pipeline_failed",
   ]
 
+  # The functions run in a VPC exactly when subnets are given (variables.tf).
+  in_vpc = length(var.vpc_subnet_ids) > 0
+
   metric_namespace = "TotesysEtl/${local.prefix}"
   glue_database    = replace(local.prefix, "-", "_")
 }

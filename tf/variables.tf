@@ -143,6 +143,39 @@ variable "lambda_max_event_age_s" {
   }
 }
 
+variable "vpc_subnet_ids" {
+  description = <<-EOT
+    Private subnets (ids) to run the functions in, e.g. where the databases are private; empty (the
+    default) runs them outside any VPC. Inside a VPC every stage needs S3 (a gateway endpoint), the
+    ingest and the loader Secrets Manager (an interface endpoint) and all three CloudWatch Logs
+    (written by Lambda itself, no endpoint needed), or a NAT gateway for all of it; see
+    readme_files/deploying.md.
+  EOT
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.vpc_subnet_ids : can(regex("^subnet-[0-9a-f]+$", id))])
+    error_message = "vpc_subnet_ids must be subnet ids (subnet-…)."
+  }
+}
+
+variable "vpc_security_group_ids" {
+  description = "Security groups (ids) of the functions inside the VPC: outbound 5432 to both databases and 443 to the endpoints. Set exactly when vpc_subnet_ids is."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.vpc_security_group_ids : can(regex("^sg-[0-9a-f]+$", id))])
+    error_message = "vpc_security_group_ids must be security group ids (sg-…)."
+  }
+
+  validation {
+    condition     = (length(var.vpc_subnet_ids) == 0) == (length(var.vpc_security_group_ids) == 0)
+    error_message = "vpc_subnet_ids and vpc_security_group_ids are set together (a function in a VPC needs both) or not at all."
+  }
+}
+
 variable "incomplete_upload_days" {
   description = "Days after which the lake buckets' lifecycle rule removes the parts of a multipart upload that never completed."
   type        = number

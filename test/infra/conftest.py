@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MIRROR_CANDIDATES = (os.environ.get("TF_PLUGIN_MIRROR", ""), "/opt/tf-plugins",
                      "~/.terraform.d/plugins", "~/.local/share/terraform/plugins",
                      "/usr/local/share/terraform/plugins", "/usr/share/terraform/plugins")
-SERVICES = ("cloudwatch", "events", "glue", "iam", "kms", "lambda", "logs", "s3", "secretsmanager",
+SERVICES = ("cloudwatch", "ec2", "events", "glue", "iam", "kms", "lambda", "logs", "s3", "secretsmanager",
             "sns", "sqs", "sts")
 REGION = "eu-west-2"
 
