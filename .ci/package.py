@@ -19,17 +19,24 @@ the zlib each Python was built with, so a compressed zip could differ between tw
     predate calls the code makes (CopyObject with `IfNoneMatch`, added late 2025); a layer comes
     before the runtime's own copy on `sys.path`. (`python-dateutil` and `urllib3`, which botocore
     accepts in wide ranges, come from the runtime.)
-  Copied from the installed, pinned distributions (pure Python), so no network is needed. Of each
+  Copied from the installed, pinned distributions (pure Python), so no network is needed.
+- With `--ca-bundle FILE` (or `RDS_CA_BUNDLE=FILE` in the environment, which `make package` passes
+  through), `function.zip` also carries FILE as `totesys_etl/certs/rds-ca-bundle.pem`: the CA
+  certificates a connection with `sslmode` verify-full or verify-ca trusts besides the system's
+  (adapters/postgres.py). Lambda's system store lacks the RDS CAs, and nothing is downloaded at
+  run time: CI fetches AWS's bundle before it builds (readme_files/deploying.md has the step). Of each
   `.dist-info` only what describes the release (METADATA, licences, top_level.txt) is kept: RECORD
   and INSTALLER describe this machine's install (its Python's .pyc names), so they would make the
   bytes depend on the Python that built the zip.
 
-Usage: `python .ci/package.py [--out DIR]` (default `build/`); prints the two paths.
+Usage: `python .ci/package.py [--out DIR] [--ca-bundle FILE]` (default `build/`); prints the two paths.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import os
+import ssl
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -98,18 +105,36 @@ def layer_entries() -> dict[str, Path]:
     return entries
 
 
-def build(out: Path) -> tuple[Path, Path]:
-    """Build both zips into `out`; returns (function zip, layer zip)."""
+#: Where the function zip carries a CA bundle (adapters/postgres.py looks there).
+CA_BUNDLE_ENTRY = "totesys_etl/certs/rds-ca-bundle.pem"
+
+
+def checked_ca_bundle(path: Path) -> Path:
+    """`path`, once it is known to hold PEM CA certificates (a download error page must not ship)."""
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as e:
+        raise SystemExit(f"package.py: {path} is not a PEM CA bundle ({e})")
+    return path
+
+
+def build(out: Path, ca_bundle: Path | None = None) -> tuple[Path, Path]:
+    """Build both zips into `out`, the function's with `ca_bundle` if given; returns (function zip, layer zip)."""
     out = out.resolve()
-    return (write_zip(out / "function.zip", function_entries()),
+    function = function_entries()
+    if ca_bundle is not None:
+        function[CA_BUNDLE_ENTRY] = checked_ca_bundle(ca_bundle)
+    return (write_zip(out / "function.zip", function),
             write_zip(out / "layer.zip", layer_entries()))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the Lambda function and layer zips.")
     parser.add_argument("--out", type=Path, default=ROOT / "build", help="output folder (default: build/)")
+    parser.add_argument("--ca-bundle", type=Path, default=os.environ.get("RDS_CA_BUNDLE") or None,
+                        help="PEM CA bundle to ship for sslmode verify-full (default: $RDS_CA_BUNDLE)")
     args = parser.parse_args(argv)
-    for path in build(args.out):
+    for path in build(args.out, args.ca_bundle):
         print(path)
     return 0
 

@@ -43,12 +43,13 @@ def _trust(planned, role: str) -> dict:
     return statement
 
 
-def test_plan_role_trusts_only_pull_requests_and_reads_only(planned):
+def test_plan_role_trusts_pull_requests_and_main_and_reads_only(planned):
     trust = _trust(planned, "plan")
     assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
     assert trust["Principal"]["Federated"].endswith(f":oidc-provider/{HOST}")
-    assert trust["Condition"] == {"StringEquals": {f"{HOST}:aud": "sts.amazonaws.com",
-                                                   f"{HOST}:sub": f"repo:{REPO}:pull_request"}}
+    assert trust["Condition"] == {"StringEquals": {
+        f"{HOST}:aud": "sts.amazonaws.com",
+        f"{HOST}:sub": [f"repo:{REPO}:pull_request", f"repo:{REPO}:ref:refs/heads/main"]}}
     attached = {v["policy_arn"] for k, v in planned.items()
                 if k.startswith("aws_iam_role_policy_attachment.") and v["role"] == "github-totesys-etl-plan"}
     assert attached == {"arn:aws:iam::aws:policy/ReadOnlyAccess"}

@@ -94,3 +94,28 @@ def test_layer_names_no_interpreter_so_every_python_builds_the_same_bytes(packag
     assert all(n.startswith("python/") and ".." not in n.split("/") for n in names)
     assert not [n for n in names if n.endswith(("/RECORD", "/INSTALLER", "/REQUESTED", "/direct_url.json"))
                 or "cpython" in n or n.endswith((".pyc", ".pyo"))]
+
+
+def test_a_ca_bundle_given_is_shipped_where_postgres_looks(package, tmp_path):
+    """verify-full needs the RDS CAs, which Lambda's system store lacks: the build ships the bundle given."""
+    import certifi  # a real PEM CA bundle to stand in for the one CI downloads from AWS
+
+    function_zip, _ = package.build(tmp_path, ca_bundle=Path(certifi.where()))
+    with zipfile.ZipFile(function_zip) as archive:
+        assert archive.read(package.CA_BUNDLE_ENTRY) == Path(certifi.where()).read_bytes()
+
+
+def test_a_file_that_is_not_a_ca_bundle_is_refused(package, tmp_path):
+    page = tmp_path / "bundle.pem"
+    page.write_text("<html>403 Forbidden</html>")  # what a failed download leaves
+    with pytest.raises(SystemExit, match="not a PEM CA bundle"):
+        package.build(tmp_path / "out", ca_bundle=page)
+    assert not (tmp_path / "out" / "function.zip").exists()
+
+
+def test_main_reads_the_bundle_from_the_environment(package, tmp_path, monkeypatch):
+    import certifi
+
+    monkeypatch.setenv("RDS_CA_BUNDLE", certifi.where())
+    assert package.main(["--out", str(tmp_path)]) == 0
+    assert package.CA_BUNDLE_ENTRY in zipfile.ZipFile(tmp_path / "function.zip").namelist()

@@ -7,8 +7,9 @@
 #   other push to a branch           repo:<owner>/<name>:ref:refs/heads/<branch>
 # So the usual `ref:refs/heads/main` trust matches neither the plan job (pull_request) nor the
 # deploy job (environment:dev). The plan role is read-only, so a pull request's code, which runs
-# before any review, can never change the account; only a job in a deploy environment (where
-# GitHub can require reviewers) gets the apply role.
+# before any review, can never change the account; it also serves pushes to main (the
+# managed-layer job downloads the AWS SDK for pandas layer with it). Only a job in a deploy
+# environment (where GitHub can require reviewers) gets the apply role.
 locals {
   oidc_host     = "token.actions.githubusercontent.com"
   oidc_provider = var.create_oidc_provider ? aws_iam_openid_connect_provider.github[0].arn : data.aws_iam_openid_connect_provider.github[0].arn
@@ -16,7 +17,7 @@ locals {
   partition     = data.aws_partition.current.partition
 
   subjects = {
-    plan  = ["repo:${var.github_repository}:pull_request"]
+    plan  = ["repo:${var.github_repository}:pull_request", "repo:${var.github_repository}:ref:refs/heads/main"]
     apply = [for env in var.deploy_environments : "repo:${var.github_repository}:environment:${env}"]
   }
 }
