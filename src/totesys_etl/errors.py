@@ -1,7 +1,13 @@
-"""Errors the pipeline raises on purpose, each with the `error_kind` its alarm counts (SPEC §6).
+"""Errors the pipeline raises on purpose, each with the `error_kind` its alarm counts (SPEC §6),
+and the one translation of S3's and the drivers' errors into them.
 
 Messages never hold credentials: they name *which* service failed and why, nothing more.
 """
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
 
 
 class EtlError(Exception):
@@ -55,6 +61,12 @@ class InvalidInput(EtlError):
     error_kind = "quarantined_file"
 
 
+class ProcessFailed(EtlError):
+    """One or more runs could not be processed (each was logged with its own error_kind)."""
+
+    error_kind = "process_failed"
+
+
 class LoadFailed(EtlError):
     """A run could not be loaded into the warehouse."""
 
@@ -93,3 +105,40 @@ def kind_of(error: BaseException) -> str:
     if isinstance(error, (ClientError, BotoCoreError)):
         return LakeUnavailable.error_kind
     return getattr(error, "error_kind", EtlError.error_kind)
+
+
+def is_missing(error: BaseException) -> bool:
+    """True for S3's "no such object" (404 on HEAD, NoSuchKey on GET)."""
+    from botocore.exceptions import ClientError
+
+    return isinstance(error, ClientError) and \
+        str(error.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
+
+
+@dataclass
+class LakeCall:
+    """What a guarded S3 call learned: `missing` is True when the object did not exist (missing_ok)."""
+
+    missing: bool = False
+
+
+@contextmanager
+def lake_errors(bucket: str, key: str = "", missing_ok: bool = False) -> Iterator[LakeCall]:
+    """Turn botocore's errors inside the block into LakeUnavailable naming the bucket, the key and
+    S3's error code (error_kind lake_unavailable).
+
+    With `missing_ok`, a missing object is not an error: the block ends and `call.missing` is set.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    call = LakeCall()
+    try:
+        yield call
+    except ClientError as e:
+        if missing_ok and is_missing(e):
+            call.missing = True
+            return
+        code = e.response.get("Error", {}).get("Code", "error")
+        raise LakeUnavailable(f"s3://{bucket}/{key}: {code}") from None
+    except BotoCoreError as e:
+        raise LakeUnavailable(f"s3://{bucket}/{key}: {type(e).__name__}") from None

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from totesys_etl.adapters import s3
 from totesys_etl.config import seconds_setting
-from totesys_etl.errors import InvalidInput
+from totesys_etl.errors import InvalidInput, is_missing
 
 RUNS_PREFIX = "_runs/"
 RUN_ID = re.compile(r"\d{8}T\d{12}Z")
@@ -138,10 +138,6 @@ def settled(run_ids: list[str], now: datetime | None = None) -> list[str]:
     """
     ceiling = run_id_at((now or datetime.now(timezone.utc)) - settle_period())
     return [r for r in run_ids if r <= ceiling]
-
-
-def is_missing(error: ClientError) -> bool:
-    return str(error.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
 
 
 QUARANTINE_PREFIX = "quarantine/"

@@ -23,7 +23,7 @@ SCHEDULED_EVENT = {"version": "0", "id": "1", "detail-type": "Scheduled Event", 
 
 def test_handler_with_an_empty_event_and_no_context(totesys, pipeline_env, ingested):
     summary = lambda_handler({}, None)
-    assert set(summary) == {"stage", "run_id", "rows", "files", "seconds"}
+    assert set(summary) == {"stage", "run_id", "rows", "files", "quarantined", "seconds"}
     assert summary["stage"] == "ingest" and lake.RUN_ID.fullmatch(summary["run_id"])
     assert summary["rows"] == {t.name: 3 for t in SOURCE_TABLES} and summary["files"] == 11
     assert isinstance(summary["seconds"], float)

@@ -21,15 +21,16 @@ from totesys_etl.config import Settings
 from totesys_etl.errors import RunIdCollision
 from totesys_etl.ingest import extract
 from totesys_etl.ingest import run as ingest_run
-from totesys_etl.ingest.run import IngestResult, ingest
+from totesys_etl.ingest.run import ingest
+from totesys_etl.runs import RunResult
 from totesys_etl.schema import SOURCE_TABLES
 
 
-def run() -> IngestResult:
+def run() -> RunResult:
     return ingest(Settings.from_env())
 
 
-def shipped(ingested, result: IngestResult) -> dict[str, list[dict]]:
+def shipped(ingested, result: RunResult) -> dict[str, list[dict]]:
     """Table -> the rows the run's CSVs hold."""
     rows = {}
     for table, entry in ingested.manifest(result.run_id)["files"].items():

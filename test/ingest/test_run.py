@@ -16,14 +16,15 @@ from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.config import Settings
 from totesys_etl.errors import LakeUnavailable
 from totesys_etl.ingest import watermark
-from totesys_etl.ingest.run import IngestResult, ingest
+from totesys_etl.ingest.run import ingest
+from totesys_etl.runs import RunResult
 from totesys_etl.schema import SOURCE_TABLES, source_table
 
 
 ROWS_PER_TABLE = 3  # what the `totesys` fixture inserts
 
 
-def run() -> IngestResult:
+def run() -> RunResult:
     return ingest(Settings.from_env())
 
 

@@ -78,7 +78,7 @@ def test_one_bad_order_among_good_updates_is_held_back_alone(lake_pair, errors):
                                 "currency": (csv_text("currency", currencies), 1)})
 
     result = run.process_run(lake_pair.settings, RUN_A)
-    assert result["rows"]["fact_sales_order"] == 3 and result["rows"]["etl_src_currency"] == 1
+    assert result.rows["fact_sales_order"] == 3 and result.rows["etl_src_currency"] == 1
     assert lake_pair.parquet("fact_sales_order", RUN_A).column("sales_order_id").to_pylist() == [1, 3, 4]
     key = lake.table_key("sales_order", RUN_A, "csv")
     [entry] = lake_pair.manifest(RUN_A)["quarantined"]
@@ -123,7 +123,7 @@ def test_a_row_that_does_not_fit_its_declaration_is_held_back_alone(lake_pair, t
 
     output = transform.output_table(table)
     key = source_table(table).key[0]
-    assert result["rows"][output.name] == 2
+    assert result.rows[output.name] == 2
     parquet = lake_pair.parquet(output.name, RUN_A)
     assert parquet.schema == output.arrow_schema
     assert parquet.column(key).to_pylist() == [1, 3]
@@ -158,7 +158,7 @@ def test_a_date_postgresql_reads_is_read_as_postgresql_reads_it(lake_pair, csv_d
     rows = [row("sales_order", 1, agreed_delivery_date=text)]
     lake_pair.write_run(RUN_A, {"sales_order": (csv_text("sales_order", rows), 1)})
     result = run.process_run(lake_pair.settings, RUN_A)
-    assert result["quarantined"] == 0
+    assert result.quarantined == 0
     assert lake_pair.parquet("fact_sales_order", RUN_A).column("agreed_delivery_date").to_pylist() == [expected]
     assert expected in lake_pair.parquet("dim_date", RUN_A).column("date_id").to_pylist()
 
@@ -170,7 +170,7 @@ def test_a_date_postgresql_refuses_is_a_bad_row(lake_pair, csv_db, text):
     rows = [row("sales_order", 1, agreed_delivery_date=text), row("sales_order", 2)]
     lake_pair.write_run(RUN_A, {"sales_order": (csv_text("sales_order", rows), 2)})
     result = run.process_run(lake_pair.settings, RUN_A)
-    assert result["quarantined"] == 1
+    assert result.quarantined == 1
     assert lake_pair.parquet("fact_sales_order", RUN_A).column("sales_order_id").to_pylist() == [2]
 
 
@@ -179,7 +179,7 @@ def test_the_next_version_of_a_held_back_row_loads_normally(lake_pair):
     fixed = row("sales_order", 7, agreed_delivery_date="2022-11-20", last_updated="2022-11-04 09:01:02.5")
     lake_pair.write_run(RUN_A, {"sales_order": (csv_text("sales_order", [bad, row("sales_order", 8)]), 2)})
     lake_pair.write_run(RUN_B, {"sales_order": (csv_text("sales_order", [fixed]), 1)})
-    assert [r["quarantined"] for r in run.sweep(lake_pair.settings, run.StageLog("process"))] == [1, 0]
+    assert [r.quarantined for r in run.sweep(lake_pair.settings, run.StageLog("process"))] == [1, 0]
     assert lake_pair.parquet("fact_sales_order", RUN_A).column("sales_order_id").to_pylist() == [8]
     again = lake_pair.parquet("fact_sales_order", RUN_B).to_pylist()
     assert [(r["sales_order_id"], r["agreed_delivery_date"]) for r in again] == [(7, date(2022, 11, 20))]
@@ -193,7 +193,7 @@ def test_bad_rows_in_several_batches_of_a_large_file(lake_pair, monkeypatch):
     rows = [row("sales_order", i, agreed_delivery_date=bad.get(i, "2022-11-10")) for i in range(1, 3001)]
     lake_pair.write_run(RUN_A, {"sales_order": (csv_text("sales_order", rows), 3000)})
     result = run.process_run(lake_pair.settings, RUN_A)
-    assert result["rows"]["fact_sales_order"] == 2997
+    assert result.rows["fact_sales_order"] == 2997
     ids = lake_pair.parquet("fact_sales_order", RUN_A).column("sales_order_id").to_pylist()
     assert ids == [i for i in range(1, 3001) if i not in bad]
     held = held_rows(lake_pair, RUN_A, "sales_order")
@@ -205,9 +205,9 @@ def test_a_row_count_that_disagrees_counts_held_back_rows_and_quarantines_the_fi
     rows = [row("sales_order", 1), row("sales_order", 2, agreed_delivery_date="soon")]
     lake_pair.write_run(RUN_A, {"sales_order": (csv_text("sales_order", rows), 2)})
     lake_pair.write_run(RUN_B, {"sales_order": (csv_text("sales_order", rows), 1)})
-    assert run.process_run(lake_pair.settings, RUN_A)["rows"] == {"fact_sales_order": 1, "dim_date": 2}
+    assert run.process_run(lake_pair.settings, RUN_A).rows == {"fact_sales_order": 1, "dim_date": 2}
     result = run.process_run(lake_pair.settings, RUN_B)
-    assert result["rows"] == {}
+    assert result.rows == {}
     [entry] = lake_pair.manifest(RUN_B)["quarantined"]
     assert entry["error_kind"] == "quarantined_file" and "2 rows, its manifest says 1" in entry["reason"]
     assert not [k for k in lake_pair.keys() if k.startswith(f"quarantine/{RUN_B}/") and ".rows.csv" in k]
@@ -227,7 +227,7 @@ def test_a_failing_download_fails_the_run_and_quarantines_nothing(lake_pair):
     assert not [k for k in lake_pair.keys() if k.startswith("quarantine/")]
 
     lake_pair.put(key, csv_text("currency", [row("currency", 1)]))   # back: the retry does it all
-    assert run.process_run(lake_pair.settings, RUN_A)["quarantined"] == 1
+    assert run.process_run(lake_pair.settings, RUN_A).quarantined == 1
 
 
 def test_the_loader_takes_the_good_rows_then_the_fixed_version(lake_pair, warehouse_url, monkeypatch):

@@ -59,7 +59,7 @@ def test_a_manifest_event_with_an_encoded_key_processes_its_run(env, copy_csv):
     assert set(result) == {"stage", "status", "runs", "seconds"}
     assert (result["stage"], result["status"]) == ("process", "ok")
     [summary] = result["runs"]
-    assert set(summary) == {"run_id", "rows", "quarantined", "seconds"}
+    assert set(summary) == {"run_id", "rows", "files", "quarantined", "seconds"}
     assert summary["run_id"] == RUN_A and summary["quarantined"] == 0
     assert summary["rows"] == {"etl_src_currency": 3, "fact_sales_order": 1, "dim_date": 3}
     assert lake.manifest_exists(env.processed, RUN_A)

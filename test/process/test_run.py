@@ -90,8 +90,8 @@ def test_a_run_becomes_every_declared_output(lake_pair, copy_csv):
 
     facts = ("sales_order", "purchase_order", "payment")
     outputs = [*FACT_ROWS, "dim_date", *(f"etl_src_{t}" for t in SOURCE if t not in facts)]
-    assert result["run_id"] == RUN_A and result["quarantined"] == 0
-    assert result["rows"] == {**{t: 1 for t in outputs}, "etl_src_address": 2, "dim_date": len(FACT_DATES)}
+    assert result.run_id == RUN_A and result.quarantined == 0
+    assert result.rows == {**{t: 1 for t in outputs}, "etl_src_address": 2, "dim_date": len(FACT_DATES)}
     for fact, rows in FACT_ROWS.items():
         table = lake_pair.parquet(fact, RUN_A)
         assert table.schema == star_table(fact).arrow_schema
@@ -110,7 +110,7 @@ def test_a_run_becomes_every_declared_output(lake_pair, copy_csv):
 
     manifest = lake_pair.manifest(RUN_A)
     assert manifest == {"run_id": RUN_A, "stage": "process", "format": 1, "quarantined": [],
-                        "files": {t: {"key": lake.table_key(t, RUN_A, "parquet"), "rows": result["rows"][t]}
+                        "files": {t: {"key": lake.table_key(t, RUN_A, "parquet"), "rows": result.rows[t]}
                                   for t in outputs}}
     assert lake_pair.keys() == sorted([lake.manifest_key(RUN_A), *(lake.table_key(t, RUN_A, "parquet")
                                                                    for t in outputs)])
@@ -118,7 +118,7 @@ def test_a_run_becomes_every_declared_output(lake_pair, copy_csv):
 
 def test_an_empty_run_writes_only_its_manifest(lake_pair):
     lake_pair.write_run(RUN_A, {})
-    assert run.process_run(lake_pair.settings, RUN_A)["rows"] == {}
+    assert run.process_run(lake_pair.settings, RUN_A).rows == {}
     assert lake_pair.keys() == [lake.manifest_key(RUN_A)]
     assert lake_pair.manifest(RUN_A)["files"] == {}
 
@@ -137,8 +137,8 @@ def test_bad_files_are_quarantined_and_the_rest_of_the_run_goes_on(lake_pair, co
     lake_pair.write_run(RUN_A, files)
 
     result = run.process_run(lake_pair.settings, RUN_A)
-    assert result["quarantined"] == 5
-    assert result["rows"] == {"etl_src_address": 2}
+    assert result.quarantined == 5
+    assert result.rows == {"etl_src_address": 2}
     manifest = lake_pair.manifest(RUN_A)
     assert set(manifest["files"]) == {"etl_src_address"}
     bad = ["currency", "payment", "purchase_order", "sales_order", "staff"]
@@ -167,7 +167,7 @@ def test_a_corrupt_manifest_is_quarantined_and_the_run_still_gets_a_processed_ma
     for run_id, body in bodies.items():
         lake_pair.write_run(run_id, csvs(copy_csv, {"currency": SOURCE["currency"]}), manifest=body)
         result = run.process_run(lake_pair.settings, run_id)
-        assert result["rows"] == {} and result["quarantined"] == 1
+        assert result.rows == {} and result.quarantined == 1
         manifest = lake_pair.manifest(run_id)
         assert manifest["files"] == {}
         assert manifest["quarantined"][0]["key"] == lake.manifest_key(run_id)
@@ -188,7 +188,7 @@ def test_hostile_keys_are_quarantined_unopened_and_nothing_lands_elsewhere(lake_
                         extra_entries={t: {"key": k, "rows": 1} for t, k in hostile.items()})
 
     result = run.process_run(lake_pair.settings, RUN_A)
-    assert result["rows"] == {"etl_src_currency": 1}
+    assert result.rows == {"etl_src_currency": 1}
     manifest = lake_pair.manifest(RUN_A)
     assert sorted(q["key"] for q in manifest["quarantined"]) == sorted(hostile.values())
     assert {q["error_kind"] for q in manifest["quarantined"]} == {"quarantined_manifest"}
@@ -243,7 +243,7 @@ def test_sweep_processes_every_pending_run_and_moves_the_mark(lake_pair, copy_cs
     log = run.StageLog("process")
 
     results = run.sweep(lake_pair.settings, log)
-    assert [r["run_id"] for r in results] == [RUN_A, RUN_B]
+    assert [r.run_id for r in results] == [RUN_A, RUN_B]
     assert all(lake.manifest_exists(lake_pair.processed, r) for r in (RUN_A, RUN_B, RUN_C))
     assert lake.read_mark(lake_pair.processed, run.MARK_PREFIX) == RUN_C
 
@@ -258,10 +258,10 @@ def test_a_corrupt_manifest_dated_in_the_future_never_hides_the_runs_that_come_a
     future = "20990101T000000000000Z"
     lake_pair.put(lake.manifest_key(future), b"{not json")
     log = run.StageLog("process")
-    assert [r["run_id"] for r in run.sweep(lake_pair.settings, log)] == [RUN_A, future]  # quarantined
+    assert [r.run_id for r in run.sweep(lake_pair.settings, log)] == [RUN_A, future]  # quarantined
     assert lake.read_mark(lake_pair.processed, run.MARK_PREFIX) == RUN_A          # not the future one
     lake_pair.write_run(RUN_B, currency)  # a run that appears later, below the bogus one; no event
-    assert [r["run_id"] for r in run.sweep(lake_pair.settings, log)] == [RUN_B]
+    assert [r.run_id for r in run.sweep(lake_pair.settings, log)] == [RUN_B]
 
 
 def test_a_failed_run_holds_the_mark_but_not_the_runs_after_it(lake_pair, copy_csv):
@@ -280,7 +280,7 @@ def test_a_failed_run_holds_the_mark_but_not_the_runs_after_it(lake_pair, copy_c
     assert lake.read_mark(lake_pair.processed, run.MARK_PREFIX) == RUN_A
 
     lake_pair.put(key_b, currency["currency"][0])      # restored
-    assert [r["run_id"] for r in run.sweep(lake_pair.settings, log)] == [RUN_B]
+    assert [r.run_id for r in run.sweep(lake_pair.settings, log)] == [RUN_B]
     assert lake.read_mark(lake_pair.processed, run.MARK_PREFIX) == RUN_C
     assert lake_pair.parquet("etl_src_currency", RUN_B).to_pylist() == SOURCE["currency"]
 
@@ -289,7 +289,7 @@ def test_a_file_the_manifest_names_but_that_does_not_exist_is_quarantined(lake_p
     lake_pair.write_run(RUN_A, csvs(copy_csv, {"currency": SOURCE["currency"], "design": SOURCE["design"]}))
     boto3.client("s3").delete_object(Bucket=lake_pair.ingest, Key=lake.table_key("design", RUN_A, "csv"))
     result = run.process_run(lake_pair.settings, RUN_A)
-    assert result["rows"] == {"etl_src_currency": 1} and result["quarantined"] == 1
+    assert result.rows == {"etl_src_currency": 1} and result.quarantined == 1
     key = lake.table_key("design", RUN_A, "csv")
     assert [q["key"] for q in lake_pair.manifest(RUN_A)["quarantined"]] == [key]
     assert "does not exist" in json.loads(lake_pair.get(f"quarantine/{RUN_A}/{key}.reason.json"))["reason"]

@@ -16,8 +16,8 @@ s3.client()
 
 
 def lambda_handler(event: dict | None, context: object = None) -> dict:
-    """`{"stage": "ingest", "run_id", "rows": {table: n}, "files", "seconds"}`; raises on failure
-    after one ERROR line whose `error_kind` the alarms count."""
+    """`{"stage": "ingest", "run_id", "rows": {table: n}, "files", "quarantined", "seconds"}` (the
+    run's `RunResult`); raises on failure after one ERROR line whose `error_kind` the alarms count."""
     log = StageLog("ingest")
     with failures_logged(log, "ingest"):
-        return ingest(Settings.from_env(), log).summary()
+        return {"stage": "ingest", **ingest(Settings.from_env(), log).to_json()}

@@ -10,39 +10,25 @@ from __future__ import annotations
 import os
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 from pg8000.native import DatabaseError, InterfaceError
 
 from totesys_etl import lake
 from totesys_etl.adapters import postgres, s3
 from totesys_etl.config import Settings
-from totesys_etl.errors import RunIdCollision, SourceUnavailable, describe
+from totesys_etl.errors import RunIdCollision, SourceUnavailable, describe, lake_errors
 from totesys_etl.faults import crash_point
 from totesys_etl.ingest import extract
-from totesys_etl.ingest.lakeio import lake_call
 from totesys_etl.ingest.watermark import OVERLAP, Watermark, format_cutoff, previous_watermark
 from totesys_etl.logs import StageLog, Timer
+from totesys_etl.runs import RunResult
 from totesys_etl.schema import SOURCE_TABLES
 
 #: Uploads run beside the next table's COPY; at most this many CSVs wait on disk at once.
 MAX_PENDING_UPLOADS = 2
 
 
-@dataclass(frozen=True)
-class IngestResult:
-    run_id: str
-    rows: dict[str, int]
-    files: int
-    seconds: float
-
-    def summary(self) -> dict:
-        """The handler's return value (the issue's contract)."""
-        return {"stage": "ingest", "run_id": self.run_id, "rows": dict(self.rows), "files": self.files,
-                "seconds": self.seconds}
-
-
-def ingest(settings: Settings, log: StageLog | None = None) -> IngestResult:
+def ingest(settings: Settings, log: StageLog | None = None) -> RunResult:
     """Ingest every change since the previous run into `settings.ingest_bucket`.
 
     `log` is bound to the run once its id is known (from the database's clock), so a caller that
@@ -62,12 +48,12 @@ def ingest(settings: Settings, log: StageLog | None = None) -> IngestResult:
     if manifest["files"]:
         crash_point("ingest.before_manifest")
     key = lake.manifest_key(manifest["run_id"])
-    with lake_call(bucket, key):
+    with lake_errors(bucket, key):
         created = lake.write_manifest(bucket, manifest["run_id"], manifest)
     if not created:
         raise _collision(manifest["run_id"])
     crash_point("ingest.after_manifest")
-    result = IngestResult(manifest["run_id"], manifest["rows"], len(manifest["files"]), timer.seconds)
+    result = RunResult(manifest["run_id"], manifest["rows"], timer.seconds, files=len(manifest["files"]))
     log.info("ingest run written", files=result.files, rows=sum(result.rows.values()), seconds=result.seconds,
              previous_run_id=manifest["previous_run_id"], read=manifest["read"])
     return result
@@ -132,7 +118,7 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
 def _upload(bucket: str, key: str, path: str, run_id: str) -> None:
     """Upload one CSV create-only; a key already taken means another ingest had this run id."""
     try:
-        with lake_call(bucket, key):
+        with lake_errors(bucket, key):
             created = s3.upload_file_create_only(bucket, key, path)
         if not created:
             raise _collision(run_id)

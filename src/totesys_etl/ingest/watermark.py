@@ -16,8 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 from totesys_etl import lake
 from totesys_etl.adapters import s3
-from totesys_etl.errors import InvalidInput
-from totesys_etl.ingest.lakeio import lake_call
+from totesys_etl.errors import InvalidInput, lake_errors
 from totesys_etl.logs import StageLog
 
 #: Rows whose `last_updated` is at most this much older than the previous cut-off are re-checked
@@ -163,7 +162,7 @@ def previous_watermark(bucket: str, log: StageLog, now: datetime | None = None, 
     while True:
         start = now - window
         after = lake.run_id_at(start) if start > FIRST_RUN else None
-        with lake_call(bucket, lake.RUNS_PREFIX):
+        with lake_errors(bucket, lake.RUNS_PREFIX):
             runs = lake.runs_after(bucket, after)
         for run_id in reversed(runs):
             if run_id not in tried and (before is None or run_id < before):
@@ -178,7 +177,7 @@ def previous_watermark(bucket: str, log: StageLog, now: datetime | None = None, 
 
 def _read_watermark(bucket: str, run_id: str, log: StageLog) -> Watermark | None:
     key = lake.manifest_key(run_id)
-    with lake_call(bucket, key, missing_ok=True) as call:
+    with lake_errors(bucket, key, missing_ok=True) as call:
         body = s3.get_bytes(bucket, key)
     if call.missing:  # listed a moment ago: only a deletion behind our back gets here
         log.warning("skipping a manifest that disappeared", previous_run_id=run_id)

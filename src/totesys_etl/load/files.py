@@ -24,10 +24,9 @@ import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 from pg8000.native import identifier
 
-from totesys_etl import lake
 from totesys_etl.adapters import s3
 from totesys_etl.adapters.postgres import Connection, DatabaseError, copy_in
-from totesys_etl.errors import InvalidInput, describe
+from totesys_etl.errors import InvalidInput, describe, is_missing
 from totesys_etl.schema.ddl import column_definitions
 from totesys_etl.schema.model import Table
 
@@ -103,7 +102,7 @@ def copy_file(conn: Connection, bucket: str, key: str, table: Table) -> int:
         try:
             s3.download(bucket, key, path)
         except ClientError as e:
-            if lake.is_missing(e):
+            if is_missing(e):
                 raise InvalidInput("the file the manifest names does not exist") from None
             raise
         try:

@@ -19,7 +19,7 @@ from totesys_etl.load.files import temp_name
 from totesys_etl.schema import DIM_DATE, Table, state_table
 from totesys_etl.schema.derive import PRIMARY, derived_select
 from totesys_etl.schema.ddl import column_list
-from totesys_etl.schema.warehouse import CURRENCY_NAMES, RUN_ID
+from totesys_etl.schema.warehouse import RUN_ID, is_reference
 
 #: SPEC §3: the calendar seeded on the first load, this many years either side of its UTC date.
 SEED_YEARS = 3
@@ -66,7 +66,7 @@ def merge_state(conn: Connection, state: Table, run_id: str) -> int:
 
 def _relation(source: str) -> str:
     """The relation a dimension's derivation reads: the loader's state, or a reference table."""
-    return _q(CURRENCY_NAMES.name) if source == CURRENCY_NAMES.name else _q(state_table(source).name)
+    return _q(source) if is_reference(source) else _q(state_table(source).name)
 
 
 def affected_keys_condition(dimension: Table, run_sources: set[str]) -> str | None:
@@ -80,7 +80,7 @@ def affected_keys_condition(dimension: Table, run_sources: set[str]) -> str | No
         key, tmp = _q(state_table(dimension.source).key[0]), _q(temp_name(state_table(dimension.source)))
         conditions.append(f"{PRIMARY}.{key} IN (SELECT {key} FROM {tmp})")  # nosec B608
     for join in dimension.joins:
-        if join.table != CURRENCY_NAMES.name and join.table in run_sources:
+        if not is_reference(join.table) and join.table in run_sources:
             tmp = _q(temp_name(state_table(join.table)))
             local, remote = _q(join.local), _q(join.remote)
             conditions.append(f"{PRIMARY}.{local} IN (SELECT {remote} FROM {tmp})")  # nosec B608

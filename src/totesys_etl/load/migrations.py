@@ -16,8 +16,9 @@ from pg8000.native import identifier, literal
 from totesys_etl.adapters.postgres import Connection, transaction
 from totesys_etl.load.ledger import LOADER_LOCK_KEY
 from totesys_etl.schema import DIMENSIONS, FACTS, STAR_TABLES, STATE_TABLES, state_table
-from totesys_etl.schema.ddl import column_definitions, create_table
-from totesys_etl.schema.warehouse import CURRENCY_NAMES, OLDEST_RUN_ID, bookkeeping_columns, currency_names
+from totesys_etl.schema.ddl import column_definitions, column_list, create_table
+from totesys_etl.schema.warehouse import (OLDEST_RUN_ID, REFERENCE_TABLES, bookkeeping_columns, is_reference,
+                                          reference_rows)
 
 _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS etl_migrations (
     version int PRIMARY KEY,
@@ -35,11 +36,11 @@ def _star_schema(conn: Connection) -> None:
     Strict `CREATE TABLE` (no IF NOT EXISTS): a warehouse that already holds other tables of
     these names fails loudly here instead of being loaded into with another shape.
     """
-    for table in (*STAR_TABLES, *STATE_TABLES, CURRENCY_NAMES):
+    for table in (*STAR_TABLES, *STATE_TABLES, *REFERENCE_TABLES):
         conn.run(create_table(table, if_not_exists=False))
     for dimension in DIMENSIONS:
         for join in dimension.joins:
-            if join.table == CURRENCY_NAMES.name:
+            if is_reference(join.table):
                 continue
             state = state_table(dimension.source).name
             conn.run(f"CREATE INDEX {identifier(f'{state}_{join.local}_idx')} "
@@ -48,10 +49,11 @@ def _star_schema(conn: Connection) -> None:
              "rows jsonb NOT NULL)")
     conn.run("CREATE TABLE etl_load_mark (singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton), "
              "run_id text NOT NULL)")
-    names = currency_names()
-    conn.run("INSERT INTO etl_currency_name (currency_code, currency_name) "
-             "SELECT * FROM unnest(CAST(:codes AS varchar[]), CAST(:names AS varchar[]))",
-             codes=list(names), names=list(names.values()))
+    for table in REFERENCE_TABLES:
+        columns = reference_rows(table)
+        arrays = ", ".join(f"CAST(:{c} AS varchar[])" for c in columns)  # declared column names
+        conn.run(f"INSERT INTO {identifier(table.name)} ({column_list(list(columns))}) "  # nosec B608
+                 f"SELECT * FROM unnest({arrays})", **columns)
 
 
 def _run_ids(conn: Connection) -> None:

@@ -13,11 +13,11 @@ from typing import Iterable, Mapping
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from totesys_etl import lake
+from totesys_etl import lake, runs
 from totesys_etl.adapters.postgres import (Connection, DatabaseError, InterfaceError, advisory_lock, close_quietly,
                                            connect, transaction)
 from totesys_etl.config import Settings
-from totesys_etl.errors import (EtlError, InvalidInput, LakeUnavailable, LoadFailed, WarehouseUnavailable,
+from totesys_etl.errors import (InvalidInput, LakeUnavailable, LoadFailed, WarehouseUnavailable, is_missing,
                                 describe)
 from totesys_etl.faults import crash_point
 from totesys_etl.load import merge
@@ -25,6 +25,7 @@ from totesys_etl.load.files import copy_file
 from totesys_etl.load.ledger import LOADER_LOCK_KEY, is_loaded, load_mark, loaded_runs, record_run, set_mark
 from totesys_etl.load.migrations import migrate
 from totesys_etl.logs import StageLog, Timer
+from totesys_etl.runs import RunResult, StageResult
 from totesys_etl.schema import DIM_DATE, DIMENSIONS, FACTS, STATE_TABLES, Table
 
 STAGE = "load"
@@ -59,19 +60,19 @@ def load(settings: Settings, run_ids: Iterable[str] | None = None, wait_seconds:
     wait_seconds = lock_wait_seconds() if wait_seconds is None else wait_seconds
     run_ids = None if run_ids is None else sorted(set(run_ids))
     if run_ids == []:  # an event for objects that are not processed manifests: nothing to do
-        return {"stage": STAGE, "status": "ok", "runs": [], "seconds": timer.seconds}
+        return StageResult(STAGE, (), timer.seconds).to_json()
     conn = warehouse_connection(settings)
     try:
         if not advisory_lock(conn, LOADER_LOCK_KEY, wait_seconds):
             log.warning("another loader holds the lock: deferred to it", wait_seconds=wait_seconds)
-            return {"stage": STAGE, "status": "deferred", "runs": [], "seconds": timer.seconds}
+            return StageResult(STAGE, (), timer.seconds, "deferred").to_json()
         applied = migrate(conn)
         if applied:
             log.info("warehouse migrated", versions=applied)
         if run_ids is None:
-            runs = _sweep(conn, settings, log, today)
+            results = _sweep(conn, settings, log, today)
         else:
-            runs = _load_each(conn, settings.processed_bucket, run_ids, log, today)
+            results = _load_each(conn, settings.processed_bucket, run_ids, log, today)
     except InterfaceError:
         raise WarehouseUnavailable("the warehouse connection was lost during the load") from None
     except DatabaseError as e:
@@ -80,64 +81,44 @@ def load(settings: Settings, run_ids: Iterable[str] | None = None, wait_seconds:
         raise LakeUnavailable(describe(e)) from None
     finally:
         close_quietly(conn)
-    return {"stage": STAGE, "status": "ok", "runs": runs, "seconds": timer.seconds}
+    return StageResult(STAGE, tuple(results), timer.seconds).to_json()
 
 
-def _sweep(conn: Connection, settings: Settings, log: StageLog, today: date | None) -> list[dict]:
-    """Every processed run after the mark that the ledger lacks, in run_id order; then move the mark.
+def _sweep(conn: Connection, settings: Settings, log: StageLog, today: date | None) -> list[RunResult]:
+    """Every processed run after the mark that the ledger lacks, in run_id order; then `runs.sweep`
+    moves the mark (kept in the warehouse, `etl_load_mark`).
 
-    The mark is the last run below which every *ingested* run is loaded, so a run ingested but
-    not yet processed holds it back and a late processed run is still found by a later sweep. It
-    never passes a run id younger than `lake.SETTLE`: a manifest may still appear below one (a slow
-    ingest), and a corrupt manifest dated in the future must not hide the runs after it.
+    The mark accounts for every *ingested* run too, so a run ingested but not yet processed holds
+    it back and a late processed run is still found by a later sweep.
     """
     mark = load_mark(conn)
     ingested = lake.runs_after(settings.ingest_bucket, mark)
     processed = lake.runs_after(settings.processed_bucket, mark)
     candidates = sorted(set(ingested) | set(processed))
     done = loaded_runs(conn, candidates)
-    runs = _load_each(conn, settings.processed_bucket, [r for r in processed if r not in done], log, today)
-    done |= {r["run_id"] for r in runs}
-    new_mark = lake.advance_mark(lake.settled(candidates), done)
-    if new_mark and (mark is None or new_mark > mark):
-        set_mark(conn, new_mark)
-        log.info("low-water mark moved", mark=new_mark)
-    return runs
+    view = runs.Sweep(mark, candidates, done, [r for r in processed if r not in done])
+    return runs.sweep(view, _loader(conn, settings.processed_bucket, log, today), lambda m: set_mark(conn, m), log,
+                      LoadFailed, fatal=(InterfaceError,), unknown_kind=LoadFailed.error_kind)
 
 
 def _load_each(conn: Connection, bucket: str, run_ids: list[str], log: StageLog, today: date | None
-               ) -> list[dict]:
-    """Load the runs in order; a run that fails is logged and the others still load.
-
-    A newer run never waits for an older one that cannot load; the failure is raised at the end.
-    """
-    results, failed = [], {}
-    for run_id in run_ids:
-        run_log = log.bind(run_id=run_id)
-        try:
-            result = load_run(conn, bucket, run_id, run_log, today)
-        except InterfaceError:
-            raise
-        except Exception as e:  # one run's failure must not stop the others; it is raised below
-            error = e if isinstance(e, EtlError) else LoadFailed(describe(e))
-            run_log.error(f"run not loaded: {error}", error_kind=error.error_kind)
-            failed[run_id] = str(error)
-            continue
-        if result is not None:
-            results.append(result)
-    if failed:
-        reasons = "; ".join(f"{run_id} ({reason})" for run_id, reason in failed.items())
-        error = LoadFailed(f"{len(failed)} run(s) not loaded: {reasons}")
-        error.logged = True
-        raise error
+               ) -> list[RunResult]:
+    """Load the runs in order; a run that fails is logged, the others still load, the call fails."""
+    results, failed = runs.handle_each(run_ids, _loader(conn, bucket, log, today), log, fatal=(InterfaceError,),
+                                       unknown_kind=LoadFailed.error_kind)
+    runs.raise_if_failed(failed, LoadFailed)
     return results
 
 
+def _loader(conn: Connection, bucket: str, log: StageLog, today: date | None):
+    return lambda run_id: load_run(conn, bucket, run_id, log.bind(run_id=run_id), today)
+
+
 def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: date | None = None
-             ) -> dict | None:
+             ) -> RunResult | None:
     """Load one processed run in one transaction; None if it is already loaded (or has no manifest).
 
-    Returns `{"run_id", "rows": {table: rows inserted or changed}, "quarantined", "seconds"}`.
+    Returns its `RunResult` (rows inserted or changed per table, files, quarantined entries).
     """
     timer = Timer()
     if is_loaded(conn, run_id):
@@ -146,7 +127,7 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
     try:
         manifest = lake.read_manifest(bucket, run_id)
     except ClientError as e:
-        if lake.is_missing(e):
+        if is_missing(e):
             log.warning("no processed manifest for this run: nothing to load")
             return None
         raise
@@ -154,7 +135,7 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         lake.quarantine(bucket, lake.manifest_key(run_id), bucket, run_id, str(e), lake.QUARANTINED_MANIFEST, log)
         with transaction(conn):
             record_run(conn, run_id, {})
-        return {"run_id": run_id, "rows": {}, "quarantined": 1, "seconds": timer.seconds}
+        return RunResult(run_id, {}, timer.seconds, quarantined=1)
 
     rows: dict[str, int] = {}
     trusted, hostile = lake.manifest_files(manifest, run_id, LOADABLE, "parquet")
@@ -189,6 +170,6 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         record_run(conn, run_id, rows)
         crash_point("load.before_commit")
     crash_point("load.after_commit")
-    result = {"run_id": run_id, "rows": rows, "quarantined": quarantined, "seconds": timer.seconds}
-    log.info("run loaded", rows=rows, quarantined=quarantined, seconds=result["seconds"])
+    result = RunResult(run_id, rows, timer.seconds, files=len(present), quarantined=quarantined)
+    log.info("run loaded", rows=rows, quarantined=quarantined, seconds=result.seconds)
     return result

@@ -21,7 +21,8 @@ from totesys_etl.errors import EtlError
 from totesys_etl.schema import DIMENSIONS, FACTS, fact_references
 from totesys_etl.schema.derive import derived_select
 from totesys_etl.schema.model import Table
-from totesys_etl.schema.warehouse import CURRENCY_NAMES, currency_names, newest_first
+from totesys_etl.schema.ddl import column_list
+from totesys_etl.schema.warehouse import is_reference, newest_first, reference_rows, warehouse_table
 
 
 @dataclass
@@ -84,9 +85,11 @@ def _canonical(table: Table, alias: str = "r") -> str:
 
 
 def _source_relation(name: str) -> str:
-    if name == CURRENCY_NAMES.name:
-        return ("(SELECT * FROM unnest(CAST(:codes AS text[]), CAST(:names AS text[]))"
-                " AS n(currency_code, currency_name))")
+    """A source table, or a reference table's own rows (bound as `:<column>` arrays)."""
+    if is_reference(name):
+        columns = warehouse_table(name).column_names
+        arrays = ", ".join(f"CAST(:{c} AS text[])" for c in columns)
+        return f"(SELECT * FROM unnest({arrays}) AS n({column_list(columns)}))"
     return f"public.{identifier(name)}"
 
 
@@ -99,9 +102,9 @@ def check_table(table: Table, source: Connection, warehouse: Connection) -> Tabl
     name, digest = identifier(table.name), _canonical(table)
     expected_sql = f"SELECT r.{key}, {digest} FROM ({derived_select(table, _source_relation)}) AS r"  # nosec B608
     params = {}
-    if any(j.table == CURRENCY_NAMES.name for j in table.joins):
-        names = currency_names()
-        params = {"codes": list(names), "names": list(names.values())}
+    for join in table.joins:
+        if is_reference(join.table):
+            params.update(reference_rows(warehouse_table(join.table)))
     expected = _digests(source, expected_sql, **params)
     if table.kind == "fact":
         order = ", ".join(f"r.{identifier(c)} DESC" for c in newest_first(table))

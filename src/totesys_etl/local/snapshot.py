@@ -54,7 +54,8 @@ def load_snapshot(admin_url: str, folder: Path = SNAPSHOT) -> dict[str, int]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigurationError(f"no snapshot folder at {folder}")
-    conn = connect(Database("source", admin_url, ""), statement_timeout=None, application_name="totesys-etl load_snapshot")
+    conn = connect(Database("source", admin_url, ""), statement_timeout=None,
+                   application_name="totesys-etl load_snapshot")
     try:
         with source_errors("loading the snapshot"), transaction(conn):
             prepare_session(conn)

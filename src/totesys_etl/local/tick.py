@@ -22,6 +22,7 @@ from totesys_etl.load.handler import lambda_handler as load_handler
 from totesys_etl.load.ledger import load_mark, loaded_runs
 from totesys_etl.local import notifications
 from totesys_etl.process.handler import lambda_handler as process_handler
+from totesys_etl.runs import StageResult
 
 WAIT_SECONDS = 600
 POLL_SECONDS = 0.5
@@ -46,11 +47,9 @@ class TickReport:
         self.seconds[stage] += seconds
         if not result:
             return
-        if stage == "ingest":
-            self.rows[stage] += sum(result.get("rows", {}).values())
-        for run in result.get("runs", []):
-            self.rows[stage] += sum(run.get("rows", {}).values())
-            self.quarantined += run.get("quarantined", 0)
+        parsed = StageResult.from_json(result)
+        self.rows[stage] += parsed.rows
+        self.quarantined += parsed.quarantined
 
     def summary(self) -> str:
         parts = [f"{stage} {self.rows[stage]:,} rows {self.seconds[stage]:.2f}s" for stage in self.rows]

@@ -12,6 +12,7 @@ from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
 from totesys_etl.logs import StageLog, Timer, failures_logged
 from totesys_etl.process import run
+from totesys_etl.runs import StageResult
 
 # Built in Lambda's init phase, once per container (AWS's advice for SDK clients): a warm invocation
 # then pays nothing for it (~0.1 s in a new process). Later calls reuse it; another endpoint gets its own.
@@ -29,4 +30,4 @@ def lambda_handler(event, context=None) -> dict:
             runs = run.sweep(settings, log)
         else:
             runs = run.process_runs(settings, run.manifest_runs(settings, invocation, log), log)
-    return {"stage": run.STAGE, "status": "ok", "runs": runs, "seconds": timer.seconds}
+    return StageResult(run.STAGE, tuple(runs), timer.seconds).to_json()

@@ -17,16 +17,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
-from totesys_etl import calendar, lake, quarantine
+from totesys_etl import calendar, lake, quarantine, runs
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
-from totesys_etl.errors import EtlError, InvalidInput, describe, kind_of
+from totesys_etl.errors import InvalidInput, ProcessFailed, is_missing
 from totesys_etl.events import Invocation
 from totesys_etl.faults import crash_point
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.process import read, transform
 from totesys_etl.process import rows as rows_of
 from totesys_etl.process.rows import HeldRows
+from totesys_etl.runs import RunResult
 from totesys_etl.schema import DIM_DATE, Table, source_table
 
 STAGE = "process"
@@ -38,16 +39,10 @@ MANIFEST_FORMAT = 1
 FILE_WORKERS = 4
 
 
-class ProcessFailed(EtlError):
-    """One or more runs could not be processed (each was logged with its own error_kind)."""
-
-    error_kind = "process_failed"
-
-
-def process_run(settings: Settings, run_id: str, log: StageLog | None = None) -> dict | None:
+def process_run(settings: Settings, run_id: str, log: StageLog | None = None) -> RunResult | None:
     """Process one ingested run; None if it is already processed (or its manifest does not exist).
 
-    Returns `{"run_id", "rows": {output table: rows}, "quarantined": n, "seconds"}`. Bad input
+    Returns the run's `RunResult` (rows per output table, files, quarantined entries). Bad input
     is quarantined (a bad row alone, a file only when it cannot be read at all) and the run goes
     on; only a failure to do the work (S3 down, memory) raises, and then nothing is quarantined.
     """
@@ -90,7 +85,7 @@ def process_run(settings: Settings, run_id: str, log: StageLog | None = None) ->
     rows = {table: entry["rows"] for table, entry in manifest["files"].items()}
     log.info("run processed" if created else "run processed; another processor wrote its manifest first",
              rows=rows, quarantined=len(quarantined), seconds=timer.seconds)
-    return {"run_id": run_id, "rows": rows, "quarantined": len(quarantined), "seconds": timer.seconds}
+    return RunResult(run_id, rows, timer.seconds, files=len(manifest["files"]), quarantined=len(quarantined))
 
 
 def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantined: list[dict]
@@ -104,7 +99,7 @@ def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantine
     try:
         manifest = lake.read_manifest(settings.ingest_bucket, run_id)
     except ClientError as e:
-        if lake.is_missing(e):
+        if is_missing(e):
             log.warning("no ingested manifest for this run; nothing to do", key=key)
             return None
         raise
@@ -157,7 +152,7 @@ def _process_file(settings: Settings, run_id: str, entry: read.FileEntry, folder
     try:
         s3.download(settings.ingest_bucket, entry.key, path)
     except ClientError as e:
-        if lake.is_missing(e):
+        if is_missing(e):
             raise InvalidInput(f"{entry.table} CSV named by the manifest cannot be read") from None
         raise
     held = HeldRows(os.path.join(folder, "held.csv"), table.column_names)
@@ -257,54 +252,20 @@ def manifest_runs(settings: Settings, invocation: Invocation, log: StageLog) -> 
     return run_ids
 
 
-def process_runs(settings: Settings, run_ids: Iterable[str], log: StageLog) -> list[dict]:
+def process_runs(settings: Settings, run_ids: Iterable[str], log: StageLog) -> list[RunResult]:
     """Process each run in order; a failed run never holds back the others, but fails the call."""
-    results, failed = _process_each(settings, run_ids, log)
-    _raise_if_failed(failed)
+    results, failed = runs.handle_each(run_ids, lambda run_id: process_run(settings, run_id, log), log)
+    runs.raise_if_failed(failed, ProcessFailed)
     return results
 
 
-def sweep(settings: Settings, log: StageLog) -> list[dict]:
-    """Process every ingested run after the low-water mark that has no processed manifest yet.
-
-    Lists from the mark (never from the newest processed run: an older one may still be pending)
-    and moves the mark past every settled run that is now done, even when a later run failed; never
-    past a run id younger than `lake.SETTLE`, so a slow ingest or a corrupt manifest dated in the
-    future cannot hide the runs that appear below it.
-    """
+def sweep(settings: Settings, log: StageLog) -> list[RunResult]:
+    """Process every ingested run after the low-water mark that has no processed manifest yet
+    (`runs.sweep` moves the mark; it lives in the processed bucket under MARK_PREFIX)."""
     mark = lake.read_mark(settings.processed_bucket, MARK_PREFIX)
     ingested = lake.runs_after(settings.ingest_bucket, mark)
     done = set(lake.runs_after(settings.processed_bucket, mark))
-    pending = [r for r in ingested if r not in done]
-    results, failed = _process_each(settings, pending, log)
-    done.update(r for r in pending if r not in failed)
-    new_mark = lake.advance_mark(lake.settled(ingested), done)  # never past a run that may yet appear
-    if new_mark and new_mark != mark:
-        lake.write_mark(settings.processed_bucket, MARK_PREFIX, new_mark)
-        log.info("moved the low-water mark", mark=new_mark)
-    _raise_if_failed(failed)
-    return results
-
-
-def _process_each(settings: Settings, run_ids: Iterable[str], log: StageLog
-                  ) -> tuple[list[dict], dict[str, str]]:
-    """Each run's result; the runs that failed, each with a one-line reason."""
-    results, failed = [], {}
-    for run_id in run_ids:
-        try:
-            result = process_run(settings, run_id, log)
-        except Exception as e:  # each run on its own: log it with its kind, carry on, fail at the end
-            failed[run_id] = describe(e)
-            log.bind(run_id=run_id).error(f"run could not be processed: {failed[run_id]}", error_kind=kind_of(e))
-            continue
-        if result is not None:
-            results.append(result)
-    return results, failed
-
-
-def _raise_if_failed(failed: dict[str, str]) -> None:
-    if failed:
-        runs = ", ".join(f"{run_id} ({why})" for run_id, why in failed.items())
-        error = ProcessFailed(f"{len(failed)} run(s) could not be processed: {runs}")
-        error.logged = True  # each run was logged with its own error_kind
-        raise error
+    view = runs.Sweep(mark, ingested, done, [r for r in ingested if r not in done])
+    return runs.sweep(view, lambda run_id: process_run(settings, run_id, log),
+                      lambda new_mark: lake.write_mark(settings.processed_bucket, MARK_PREFIX, new_mark),
+                      log, ProcessFailed)

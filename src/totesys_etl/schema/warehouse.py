@@ -66,6 +66,24 @@ def currency_names() -> dict[str, str]:
     return {c.alpha_3: c.name for c in sorted(pycountry.currencies, key=lambda c: c.alpha_3)}
 
 
+#: Reference tables (kind "reference"): lookups the warehouse keeps itself, not source data. A
+#: dimension may join one; the loader fills it in a migration; reconcile reads the same rows.
+REFERENCE_TABLES: tuple[Table, ...] = (CURRENCY_NAMES,)
+
+
+def reference_rows(table: Table) -> dict[str, list[str]]:
+    """A reference table's rows as one list per column (what `unnest` takes), from its provider."""
+    if table is CURRENCY_NAMES:
+        names = currency_names()
+        return {"currency_code": list(names), "currency_name": list(names.values())}
+    raise KeyError(table.name)
+
+
+def is_reference(name: str) -> bool:
+    """True if `name` is a reference table rather than a source table a dimension draws on."""
+    return any(t.name == name for t in REFERENCE_TABLES)
+
+
 _ADDRESS_PARTS = ("address_line_1", "address_line_2", "district", "city", "postal_code", "country", "phone")
 _NULLABLE_ADDRESS_PARTS = ("address_line_2", "district")
 
@@ -165,9 +183,9 @@ def newest_first(fact: Table) -> tuple[str, ...]:
 
 #: The source tables dimensions draw on, each kept current by the loader.
 STATE_TABLES: tuple[Table, ...] = tuple(_state(s) for s in sorted(
-    {d.source for d in DIMENSIONS} | {j.table for d in DIMENSIONS for j in d.joins if j.table != CURRENCY_NAMES.name}))
+    {d.source for d in DIMENSIONS} | {j.table for d in DIMENSIONS for j in d.joins if not is_reference(j.table)}))
 
-_BY_NAME = {t.name: t for t in (*STAR_TABLES, *STATE_TABLES, CURRENCY_NAMES)}
+_BY_NAME = {t.name: t for t in (*STAR_TABLES, *STATE_TABLES, *REFERENCE_TABLES)}
 
 
 def star_table(name: str) -> Table:
