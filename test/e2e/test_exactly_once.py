@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import threading
+import time
 from urllib.parse import quote_plus
 
 import boto3
@@ -91,7 +92,8 @@ def test_sigkill_inside_each_stage_then_a_rerun_equals_a_clean_run(seeded, new_p
     A kill is timed from the stage it targets, not from a clock: ingest is killed on its first
     "table extracted" line, the processor on its first "wrote <table>" line (both read from the
     tick's stderr as they are written), the loader once its warehouse session is inside a
-    transaction (seen in pg_stat_activity). Each kill must land before that stage's completion
+    transaction: the test holds the fact tables in SHARE mode, so the loader's first fact INSERT
+    waits there (seen in pg_stat_activity). Each kill must land before that stage's completion
     marker (the ingested manifest, the processed manifest, the load ledger row) exists.
     """
     faulted, clean = new_pipeline("f"), new_pipeline("c")
@@ -119,6 +121,7 @@ def test_sigkill_inside_each_stage_then_a_rerun_equals_a_clean_run(seeded, new_p
 
 def _kill_inside(pipeline, stage: str) -> str:
     """Start a tick, SIGKILL it inside `stage`, and assert that the stage had not finished."""
+    holder = _hold_facts(pipeline) if stage == "load" else None
     process = pipeline.start("tick", stderr=subprocess.PIPE, extra={"TOTESYS_LOG_LEVEL": "INFO"})
     lines, target = [], {}
     killed = threading.Event()
@@ -133,8 +136,6 @@ def _kill_inside(pipeline, stage: str) -> str:
         for raw in process.stderr:
             line = json.loads(raw) if raw.startswith(b"{") else {"message": raw.decode(errors="replace")}
             lines.append(line)
-            if line.get("stage") == "ingest" and not target.get("tick"):
-                target["tick"] = line.get("run_id")
             if stage == "ingest" and line.get("message") == "table extracted":
                 kill({"run_id": line["run_id"]})
             if stage == "process" and line.get("stage") == "process" and line["message"].startswith("wrote "):
@@ -142,18 +143,26 @@ def _kill_inside(pipeline, stage: str) -> str:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    if stage == "load":
-        _kill_once_loading(pipeline, process, kill)
+    if holder is not None:
+        try:
+            _kill_once_loading(pipeline, process, kill)
+        finally:
+            holder.run("ROLLBACK")  # the killed loader's transaction now fails with its dead connection
+            holder.close()
     code = process.wait(timeout=600)
     reader.join(timeout=60)
     assert killed.is_set() and code == -signal.SIGKILL, f"the kill never landed in {stage}: exit {code}, {lines[-3:]}"
-    run_id = target.get("run_id") or target.get("tick")
+    if stage == "load":  # the run being loaded is not known, only that one was: a processed run not loaded
+        loaded = {r for (r,) in run_sql_rows(pipeline, "SELECT run_id FROM etl_load_ledger")}
+        unloaded = set(pipeline.run_ids(pipeline.processed_bucket)) - loaded
+        assert unloaded, f"the kill landed after the load had finished every processed run: {lines[-3:]}"
+        return stage
+    run_id = target["run_id"]
     ingested = lake.manifest_exists(pipeline.ingest_bucket, run_id)
     processed = lake.manifest_exists(pipeline.processed_bucket, run_id)
-    loaded = run_sql_rows(pipeline, "SELECT count(*) FROM etl_load_ledger WHERE run_id = :r", r=run_id)[0][0]
-    finished = {"ingest": ingested, "process": processed, "load": bool(loaded)}
-    assert not finished[stage], f"the kill landed after {stage} had finished run {run_id}: {lines[-3:]}"
-    assert all(finished[s] for s in ("ingest", "process")[:("ingest", "process", "load").index(stage)]), finished
+    assert not {"ingest": ingested, "process": processed}[stage], \
+        f"the kill landed after {stage} had finished run {run_id}: {lines[-3:]}"
+    assert stage == "ingest" or ingested, f"a run processed before its ingest finished: {run_id}"
     return stage
 
 
@@ -165,18 +174,28 @@ def run_sql_rows(pipeline, statement: str, **params):
         conn.close()
 
 
+def _hold_facts(pipeline) -> pg8000.native.Connection:
+    """A transaction holding the fact tables in SHARE mode: reads go on, a loader's first fact
+    INSERT waits, inside its load transaction, after it has merged the run's state and dimensions."""
+    conn = pg8000.native.Connection(**parse_url(pipeline.warehouse_url))
+    conn.run("START TRANSACTION")
+    conn.run("LOCK TABLE fact_sales_order, fact_purchase_order, fact_payment IN SHARE MODE")
+    return conn
+
+
 def _kill_once_loading(pipeline, process, kill) -> None:
-    """Kill the tick as soon as its loader's session is inside a transaction in the warehouse."""
+    """Kill the tick once its loader waits, mid-transaction, on the fact tables `_hold_facts` holds."""
     database = parse_url(pipeline.warehouse_url)["database"]
     conn = pg8000.native.Connection(**parse_url(pipeline.warehouse_url))
     try:
         while process.poll() is None:
-            inside = conn.run("SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND "
-                              "application_name = 'totesys-etl-load' AND state = 'idle in transaction'",
-                              d=database)[0][0]
-            if inside:
-                kill({})  # the tick's own run is processed by now, and not yet loaded (asserted)
+            waiting = conn.run("SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND "
+                               "application_name = 'totesys-etl-load' AND wait_event_type = 'Lock' AND "
+                               "wait_event = 'relation' AND xact_start IS NOT NULL", d=database)[0][0]
+            if waiting:
+                kill({})  # a processed run is mid-load: asserted below
                 return
+            time.sleep(0.02)
     finally:
         conn.close()
 
