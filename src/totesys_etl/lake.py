@@ -6,7 +6,6 @@ sorts newest first, so reading it costs one short listing however long the lake 
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from datetime import datetime, timedelta, timezone
@@ -15,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from totesys_etl.adapters import s3
 from totesys_etl.config import seconds_setting
-from totesys_etl.errors import InvalidInput, is_missing
+from totesys_etl.errors import is_missing
 
 RUNS_PREFIX = "_runs/"
 RUN_ID = re.compile(r"\d{8}T\d{12}Z")
@@ -59,33 +58,6 @@ def run_id_of_manifest(key: str) -> str | None:
 def newest_first(run_id: str) -> str:
     """A sort key that lists the newest run first (digits complemented: 9 - d)."""
     return run_id.translate(_INVERT)
-
-
-def write_manifest(bucket: str, run_id: str, manifest: dict) -> bool:
-    """Create the run's manifest; False if it already exists (a rerun of a finished run)."""
-    return s3.put_json_create_only(bucket, manifest_key(run_id), manifest)
-
-
-def read_manifest(bucket: str, run_id: str, required: tuple[str, ...] = ("run_id", "files")) -> dict:
-    """The manifest as a dict; InvalidInput if it is not JSON or lacks a required field."""
-    return parse_manifest(s3.get_bytes(bucket, manifest_key(run_id)), run_id, required)
-
-
-def parse_manifest(body: bytes, run_id: str, required: tuple[str, ...] = ("run_id", "files")) -> dict:
-    try:
-        manifest = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise InvalidInput(f"manifest {manifest_key(run_id)} is not JSON: {e}") from None
-    if not isinstance(manifest, dict):
-        raise InvalidInput(f"manifest {manifest_key(run_id)} is not a JSON object")
-    missing = [f for f in required if f not in manifest]
-    if missing:
-        raise InvalidInput(f"manifest {manifest_key(run_id)} lacks {', '.join(missing)}")
-    if manifest["run_id"] != run_id:
-        raise InvalidInput(f"manifest {manifest_key(run_id)} names another run {manifest['run_id']!r}")
-    if not isinstance(manifest["files"], dict):
-        raise InvalidInput(f"manifest {manifest_key(run_id)}: files is not an object")
-    return manifest
 
 
 def manifest_exists(bucket: str, run_id: str) -> bool:
@@ -167,25 +139,3 @@ def quarantine(from_bucket: str, key: str, to_bucket: str, run_id: str, reason: 
     s3.put_json_create_only(to_bucket, f"{target}.reason.json", entry)
     log.error(f"quarantined {key}: {reason}", error_kind=error_kind, key=key, quarantine_key=target)
     return entry
-
-
-def manifest_files(manifest: dict, run_id: str, tables, extension: str
-                   ) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str, str]]]:
-    """Split a manifest's `files` into trusted (table, key, entry) and hostile (table, key, reason).
-
-    An entry is trusted only if it names one of `tables` and exactly the key this layout gives
-    that table in this run: anything else (another run's file, `..`, quotes, an unknown table) is
-    never opened. Keys are compared as strings; they never become paths or SQL. A hostile
-    entry's key is shown as given, or as `_runs/<run_id>.json#files/<table>` when it has none.
-    """
-    accepted, rejected = [], []
-    for table, entry in sorted(manifest["files"].items()):
-        key = entry.get("key") if isinstance(entry, dict) else None
-        shown = key if isinstance(key, str) else f"{manifest_key(run_id)}#files/{table}"
-        if table not in tables:
-            rejected.append((table, shown, f"{table!r} is not a table this stage reads"))
-        elif key != table_key(table, run_id, extension):
-            rejected.append((table, shown, f"entry for {table!r} does not name this run's file of it"))
-        else:
-            accepted.append((table, key, entry))
-    return accepted, rejected

@@ -7,7 +7,7 @@ import boto3
 import pg8000.native
 import pytest
 
-from totesys_etl import lake
+from totesys_etl import manifest as manifests
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.logs import StageLog
 from totesys_etl.schema import SOURCE_TABLES
@@ -99,7 +99,7 @@ class Lake:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
 
     def manifest(self, run_id: str) -> dict:
-        return lake.read_manifest(self.bucket, run_id)
+        return manifests.read(self.bucket, run_id)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from totesys_etl import lake
+from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
 from totesys_etl.errors import InvalidInput
 from totesys_etl.ingest.watermark import Snapshot, Watermark, previous_watermark
@@ -47,9 +48,9 @@ def test_the_newest_readable_manifest_is_found_from_recent_runs_backwards(bucket
     assert previous_watermark(bucket, log) is None
     older, newer = "20010203T040506000007Z", "20261124T071748780573Z"
     now = datetime(2026, 11, 24, 7, 30, tzinfo=timezone.utc)
-    lake.write_manifest(bucket, older, _manifest(run_id=older))
+    manifests.write(bucket, _manifest(run_id=older))
     assert previous_watermark(bucket, log, now=now).run_id == older  # the window widens back to 2001
-    lake.write_manifest(bucket, newer, _manifest(run_id=newer))
+    manifests.write(bucket, _manifest(run_id=newer))
     assert previous_watermark(bucket, log, now=now).run_id == newer
     s3.put_create_only(bucket, lake.manifest_key("20261124T072000000000Z"), b"{corrupt")
     assert previous_watermark(bucket, log, now=now).run_id == newer

@@ -5,7 +5,6 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from totesys_etl import lake
 from totesys_etl.errors import InvalidInput
 from totesys_etl.process import read
 from totesys_etl.schema import source_table
@@ -55,26 +54,6 @@ def read_carefully(tmp_path, body: bytes, table: str, rows: int) -> tuple[pa.Tab
         reasons += [[p.reason for p in problems if p.rows[i].as_py()] for i in range(text.num_rows)]
     read.check_count(declared, len(reasons), rows)
     return pa.Table.from_batches(typed, schema=read.table_schema(declared)), reasons
-
-
-def test_manifest_entries_accept_only_the_layout_key():
-    good = lake.table_key("address", RUN, "csv")
-    manifest = {"run_id": RUN, "files": {
-        "address": {"key": good, "rows": 2},
-        "staff": {"key": f"staff/../../address/{RUN}.csv", "rows": 1},
-        "design": {"key": "design/year=2022/month=11/day=03/design_x'; DROP TABLE design; --.csv", "rows": 1},
-        "currency": {"key": lake.table_key("currency", "20221104T000000000000Z", "csv"), "rows": 1},
-        "../etc/passwd": {"key": "../etc/passwd", "rows": 1},
-        "payment": {"key": lake.table_key("payment", RUN, "csv"), "rows": "3"},
-        "sales_order": {"key": lake.table_key("sales_order", RUN, "csv"), "rows": True},
-        "transaction": ["not", "an", "object"],
-    }}
-    accepted, rejected = read.manifest_entries(manifest, RUN)
-    assert accepted == [read.FileEntry("address", good, 2)]
-    assert sorted(r.table for r in rejected) == sorted(t for t in manifest["files"] if t != "address")
-    by_table = {r.table: r.key for r in rejected}
-    assert by_table["staff"] == f"staff/../../address/{RUN}.csv"
-    assert by_table["transaction"] == f"_runs/{RUN}.json#files/transaction"
 
 
 def test_decimals_are_exact_at_every_scale(tmp_path, copy_csv):

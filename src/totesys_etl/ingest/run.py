@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pg8000.native import DatabaseError, InterfaceError
 
 from totesys_etl import lake
+from totesys_etl import manifest as manifests
 from totesys_etl.adapters import postgres, s3
 from totesys_etl.config import Settings
 from totesys_etl.errors import RunIdCollision, SourceUnavailable, describe, lake_errors
@@ -49,7 +50,7 @@ def ingest(settings: Settings, log: StageLog | None = None) -> RunResult:
         crash_point("ingest.before_manifest")
     key = lake.manifest_key(manifest["run_id"])
     with lake_errors(bucket, key):
-        created = lake.write_manifest(bucket, manifest["run_id"], manifest)
+        created = manifests.write(bucket, manifest)
     if not created:
         raise _collision(manifest["run_id"])
     crash_point("ingest.after_manifest")
@@ -107,12 +108,10 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
     except (DatabaseError, InterfaceError) as e:
         raise SourceUnavailable(f"reading the source failed: {describe(e)}") from None
     _wait_below(pending, 1)
-    return {"run_id": run_id, "stage": "ingest", "format": 2,
-            "previous_run_id": previous.run_id if previous else None,
-            "snapshot": str(cut.snapshot), "cutoff": format_cutoff(cut.cutoff),
-            "overlap_seconds": int(OVERLAP.total_seconds()), "read": plan.mode, "seen": seen,
-            "unread": unread,
-            "rescanned_at": extract.rescanned_at(plan, run_id), "files": files, "rows": rows}
+    watermark = {"snapshot": str(cut.snapshot), "cutoff": format_cutoff(cut.cutoff),
+                 "overlap_seconds": int(OVERLAP.total_seconds()), "read": plan.mode, "seen": seen,
+                 "unread": unread, "rescanned_at": extract.rescanned_at(plan, run_id)}
+    return manifests.ingest_manifest(run_id, previous.run_id if previous else None, watermark, files, rows)
 
 
 def _upload(bucket: str, key: str, path: str, run_id: str) -> None:

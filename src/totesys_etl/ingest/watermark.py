@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from totesys_etl import lake
+from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
 from totesys_etl.errors import InvalidInput, lake_errors
 from totesys_etl.logs import StageLog
@@ -28,7 +29,6 @@ OVERLAP = timedelta(minutes=15)
 #: The first listing looks this far back; each further one eight times as far, back to FIRST_RUN.
 RECENT = timedelta(hours=1)
 FIRST_RUN = datetime(2000, 1, 1, tzinfo=timezone.utc)
-MANIFEST_FIELDS = ("run_id", "stage", "files", "rows", "snapshot", "cutoff")
 
 _SNAPSHOT = re.compile(r"(\d{1,20}):(\d{1,20}):((?:\d{1,20}(?:,\d{1,20})*)?)")
 #: PostgreSQL's text form of a (canonical) `int8multirange`: `{}` or `{[a,b),[c,d)}`.
@@ -123,7 +123,7 @@ class Watermark:
     def from_manifest(cls, manifest: dict) -> "Watermark":
         """The watermark of a parsed ingest manifest; InvalidInput if it does not hold one."""
         run_id = manifest.get("run_id")
-        missing = [f for f in MANIFEST_FIELDS if f not in manifest]
+        missing = [f for f in manifests.INGEST_FIELDS if f not in manifest]
         if missing:
             raise InvalidInput(f"manifest of {run_id!r} lacks {', '.join(missing)}")
         if manifest["stage"] != "ingest":
@@ -183,7 +183,7 @@ def _read_watermark(bucket: str, run_id: str, log: StageLog) -> Watermark | None
         log.warning("skipping a manifest that disappeared", previous_run_id=run_id)
         return None
     try:
-        return Watermark.from_manifest(lake.parse_manifest(body, run_id, MANIFEST_FIELDS))
+        return Watermark.from_manifest(manifests.parse(body, run_id, manifests.INGEST_FIELDS))
     except InvalidInput as e:
         log.warning(f"skipping a corrupt manifest: {e}", previous_run_id=run_id)
         return None

@@ -14,6 +14,7 @@ from typing import Iterable, Mapping
 from botocore.exceptions import BotoCoreError, ClientError
 
 from totesys_etl import lake, runs
+from totesys_etl import manifest as manifests
 from totesys_etl.adapters.postgres import (Connection, DatabaseError, InterfaceError, advisory_lock, close_quietly,
                                            connect, transaction)
 from totesys_etl.config import Settings
@@ -125,7 +126,7 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         log.info("run already loaded: nothing to do")
         return None
     try:
-        manifest = lake.read_manifest(bucket, run_id)
+        manifest = manifests.read(bucket, run_id)
     except ClientError as e:
         if is_missing(e):
             log.warning("no processed manifest for this run: nothing to load")
@@ -138,8 +139,8 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         return RunResult(run_id, {}, timer.seconds, quarantined=1)
 
     rows: dict[str, int] = {}
-    trusted, hostile = lake.manifest_files(manifest, run_id, LOADABLE, "parquet")
-    entries, rejected = [(name, key) for name, key, _entry in trusted], [reason for _t, _k, reason in hostile]
+    trusted, hostile = manifests.entries(manifest, run_id, LOADABLE, "parquet")
+    entries, rejected = [(e.table, e.key) for e in trusted], [r.reason for r in hostile]
     quarantined = 0
     if rejected:
         lake.quarantine(bucket, lake.manifest_key(run_id), bucket, run_id, "; ".join(rejected),

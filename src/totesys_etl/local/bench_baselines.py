@@ -91,7 +91,7 @@ def to_sql_seconds(svc: Services, pipeline: Pipeline, run_id: str, workdir: Path
     import awswrangler as wr
     import pg8000
 
-    from totesys_etl import lake
+    from totesys_etl import manifest as manifests
 
     loadable = {t.name: t for t in (*STATE_TABLES, *FACTS, DIM_DATE)}
     fresh_database(svc, TO_SQL_DB)
@@ -101,7 +101,7 @@ def to_sql_seconds(svc: Services, pipeline: Pipeline, run_id: str, workdir: Path
         for table in loadable.values():
             cursor.execute(create_table(table))
         conn.commit()
-        files = lake.read_manifest(pipeline.buckets[1], run_id)["files"]
+        files = manifests.read(pipeline.buckets[1], run_id)["files"]
         start = time.perf_counter()
         for name, entry in sorted(files.items()):
             table = loadable[name]

@@ -1,9 +1,8 @@
 """What the ingestor wrote, checked against the declarations before anything trusts it.
 
-A manifest entry is accepted only if it names one of the eleven source tables and exactly the key
-the lake's layout gives that table in this run; anything else is hostile and never opened. A CSV
-is read in record batches with the declared types and must match its declaration exactly: header,
-types (money exact, never rounded), nullability, lengths and the manifest's row count.
+Which manifest entries are trusted is `manifest.entries`'s call. A CSV is read in record batches
+with the declared types and must match its declaration exactly: header, types (money exact, never
+rounded), nullability, lengths and the manifest's row count.
 
 A file that cannot be read at all (its header is not the declared columns, it is not UTF-8 or not
 CSV, its row count is not the manifest's) raises `InvalidInput`: the caller quarantines it whole.
@@ -16,17 +15,15 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
 from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from totesys_etl import lake
 from totesys_etl.errors import InvalidInput
 from totesys_etl.process.rows import Problem
-from totesys_etl.schema import SOURCE_TABLES, Column, Table
+from totesys_etl.schema import Column, Table
 
 #: Bytes of CSV parsed per record batch: large enough to be fast, small enough that a
 #: million-row file never sits in memory whole.
@@ -35,7 +32,6 @@ CSV_BLOCK_BYTES = 4 * 1024 * 1024
 #: A reason quoted from a parser may carry a row's text; keep it to one short line.
 _REASON_CHARS = 300
 
-_SOURCE_NAMES = frozenset(t.name for t in SOURCE_TABLES)
 _VARCHAR = re.compile(r"varchar\((\d+)\)")
 #: What pyarrow raises for data it cannot parse or convert (never for memory or I/O: those fail the run).
 _UNREADABLE = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError)
@@ -43,40 +39,6 @@ _UNREADABLE = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, 
 
 class NotClean(Exception):
     """A batch of the fast path holds a row that does not fit: read the file again, row by row."""
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """A manifest entry that names exactly the file the layout expects."""
-
-    table: str
-    key: str
-    rows: int
-
-
-@dataclass(frozen=True)
-class RejectedEntry:
-    """A manifest entry that must never be opened: the key it names and why."""
-
-    table: str
-    key: str
-    reason: str
-
-
-def manifest_entries(manifest: dict, run_id: str) -> tuple[list[FileEntry], list[RejectedEntry]]:
-    """Split a manifest's `files` into trusted entries and hostile ones, each in table order.
-
-    Which keys are trusted is `lake.manifest_files`; the processor also needs a row count.
-    """
-    trusted, hostile = lake.manifest_files(manifest, run_id, _SOURCE_NAMES, "csv")
-    accepted, rejected = [], [RejectedEntry(*h) for h in hostile]
-    for table, key, entry in trusted:
-        rows = entry.get("rows")
-        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
-            rejected.append(RejectedEntry(table, key, f"entry for {table} has no valid row count"))
-        else:
-            accepted.append(FileEntry(table, key, rows))
-    return accepted, sorted(rejected, key=lambda r: r.table)
 
 
 def csv_options(table: Table, as_text: bool = False

@@ -18,22 +18,23 @@ import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 
 from totesys_etl import calendar, lake, quarantine, runs
+from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
 from totesys_etl.errors import InvalidInput, ProcessFailed, is_missing
 from totesys_etl.events import Invocation
 from totesys_etl.faults import crash_point
 from totesys_etl.logs import StageLog, Timer
+from totesys_etl.manifest import FileEntry
 from totesys_etl.process import read, transform
 from totesys_etl.process import rows as rows_of
 from totesys_etl.process.rows import HeldRows
 from totesys_etl.runs import RunResult
-from totesys_etl.schema import DIM_DATE, Table, source_table
+from totesys_etl.schema import DIM_DATE, SOURCE_TABLES, Table, source_table
 
 STAGE = "process"
 #: The processor's low-water mark in the processed bucket: every run up to it is processed.
 MARK_PREFIX = "_state/process_mark/"
-MANIFEST_FORMAT = 1
 #: Files of a run processed at once: one file's S3 transfer overlaps another's parsing (pyarrow
 #: and the network both release the GIL). Memory grows by one CSV block and one batch per worker.
 FILE_WORKERS = 4
@@ -77,10 +78,9 @@ def process_run(settings: Settings, run_id: str, log: StageLog | None = None) ->
         if len(dates):
             date_batches = calendar.date_rows(dates).to_batches()
             outputs[DIM_DATE.name] = _write_parquet(settings, run_id, DIM_DATE, date_batches, folder, log)
-    manifest = {"run_id": run_id, "stage": STAGE, "format": MANIFEST_FORMAT,
-                "files": dict(sorted(outputs.items())), "quarantined": quarantined}
+    manifest = manifests.processed_manifest(run_id, outputs, quarantined)
     crash_point("process.before_manifest")
-    created = lake.write_manifest(settings.processed_bucket, run_id, manifest)
+    created = manifests.write(settings.processed_bucket, manifest)
     crash_point("process.after_manifest")
     rows = {table: entry["rows"] for table, entry in manifest["files"].items()}
     log.info("run processed" if created else "run processed; another processor wrote its manifest first",
@@ -89,7 +89,7 @@ def process_run(settings: Settings, run_id: str, log: StageLog | None = None) ->
 
 
 def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantined: list[dict]
-                      ) -> list[read.FileEntry] | None:
+                      ) -> list[FileEntry] | None:
     """The run's trustworthy file entries; a corrupt or hostile manifest is quarantined on the way.
 
     A corrupt manifest gives no entries (the run still gets a processed manifest, so marks and the
@@ -97,7 +97,7 @@ def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantine
     """
     key = lake.manifest_key(run_id)
     try:
-        manifest = lake.read_manifest(settings.ingest_bucket, run_id)
+        manifest = manifests.read(settings.ingest_bucket, run_id)
     except ClientError as e:
         if is_missing(e):
             log.warning("no ingested manifest for this run; nothing to do", key=key)
@@ -107,7 +107,7 @@ def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantine
         quarantined.append(lake.quarantine(settings.ingest_bucket, key, settings.processed_bucket, run_id, str(e),
                                            lake.QUARANTINED_MANIFEST, log))
         return []
-    entries, rejected = read.manifest_entries(manifest, run_id)
+    entries, rejected = manifests.entries(manifest, run_id, {t.name for t in SOURCE_TABLES}, "csv")
     if rejected:
         reason = "; ".join(f"{r.reason} ({r.key!r})" for r in rejected)
         lake.quarantine(settings.ingest_bucket, key, settings.processed_bucket, run_id, reason,
@@ -117,7 +117,7 @@ def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantine
     return entries
 
 
-def _file_outcome(settings: Settings, run_id: str, entry: read.FileEntry, folder: str, log: StageLog
+def _file_outcome(settings: Settings, run_id: str, entry: FileEntry, folder: str, log: StageLog
                   ) -> tuple[dict | None, pa.Array, Callable[[], dict] | None]:
     """One file's (output entry, dates, quarantine to do): a bad file or bad rows are found here, in
     the worker, and quarantined by the caller once every file of the run is through."""
@@ -138,7 +138,7 @@ def _file_outcome(settings: Settings, run_id: str, entry: read.FileEntry, folder
     return written, dates, None
 
 
-def _process_file(settings: Settings, run_id: str, entry: read.FileEntry, folder: str, log: StageLog
+def _process_file(settings: Settings, run_id: str, entry: FileEntry, folder: str, log: StageLog
                   ) -> tuple[dict | None, pa.Array, HeldRows]:
     """Download, check and transform one CSV into its output; InvalidInput if it cannot be read at all.
 

@@ -1,0 +1,117 @@
+"""Run manifests, the contract between the stages (SPEC §4), declared and checked in one place.
+
+Each stage writes one manifest per run, `_runs/<run_id>.json`, last, so that its existence says
+the run is complete; the next stage trusts nothing else. Both kinds share `run_id`, `stage`,
+`format` and `files` (`{table: {"key", "rows", ...}}`):
+
+- `ingest` adds `previous_run_id`, `rows` (all eleven tables), and the watermark the next ingest
+  reads: `snapshot`, `cutoff`, `overlap_seconds`, `read`, `seen`, `unread`, `rescanned_at`
+  (readme_files/adr/0001-late-commits.md);
+- `process` adds `quarantined`: the files, row groups and manifest entries held back, with reasons.
+
+A manifest is read back only through `read`/`parse`: it must be a JSON object naming its own run,
+with the fields its stage declares, and a `files` entry is trusted only if it names a table the
+reading stage reads and exactly the key the lake's layout gives that table in this run, with a row
+count. Anything else (another run's file, `..`, quotes, an unknown table) is never opened.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Collection
+
+from totesys_etl import lake
+from totesys_etl.adapters import s3
+from totesys_etl.errors import InvalidInput
+
+FORMAT = {"ingest": 2, "process": 1}
+#: What every reader requires; `stage` and `format` are written for people and tools, not required.
+COMMON_FIELDS = ("run_id", "files")
+#: The fields an ingest manifest must hold for the next ingest to trust its watermark.
+INGEST_FIELDS = (*COMMON_FIELDS, "stage", "rows", "snapshot", "cutoff")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A manifest entry that names exactly the file the layout expects, with its row count."""
+
+    table: str
+    key: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class RejectedEntry:
+    """A manifest entry that must never be opened: the key it names (as given) and why."""
+
+    table: str
+    key: str
+    reason: str
+
+
+def ingest_manifest(run_id: str, previous_run_id: str | None, watermark: dict, files: dict[str, dict],
+                    rows: dict[str, int]) -> dict:
+    """An ingest run's manifest. `watermark` holds the fields the next ingest reads (see above)."""
+    return {"run_id": run_id, "stage": "ingest", "format": FORMAT["ingest"], "previous_run_id": previous_run_id,
+            **watermark, "files": files, "rows": rows}
+
+
+def processed_manifest(run_id: str, files: dict[str, dict], quarantined: list[dict]) -> dict:
+    """A processed run's manifest: the Parquet files per warehouse table, and what was held back."""
+    return {"run_id": run_id, "stage": "process", "format": FORMAT["process"], "files": dict(sorted(files.items())),
+            "quarantined": quarantined}
+
+
+def write(bucket: str, manifest: dict) -> bool:
+    """Create the run's manifest; False if it already exists (a rerun of a finished run)."""
+    return s3.put_json_create_only(bucket, lake.manifest_key(manifest["run_id"]), manifest)
+
+
+def read(bucket: str, run_id: str, required: tuple[str, ...] = COMMON_FIELDS) -> dict:
+    """The manifest as a dict; InvalidInput if it is not JSON or lacks a required field.
+
+    S3's own errors (a missing object included) are raised as they are, for the caller to judge.
+    """
+    return parse(s3.get_bytes(bucket, lake.manifest_key(run_id)), run_id, required)
+
+
+def parse(body: bytes, run_id: str, required: tuple[str, ...] = COMMON_FIELDS) -> dict:
+    """Parse a manifest's bytes; InvalidInput unless it is a JSON object of this run with `required`."""
+    where = lake.manifest_key(run_id)
+    try:
+        manifest = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise InvalidInput(f"manifest {where} is not JSON: {e}") from None
+    if not isinstance(manifest, dict):
+        raise InvalidInput(f"manifest {where} is not a JSON object")
+    missing = [f for f in dict.fromkeys((*COMMON_FIELDS, *required)) if f not in manifest]
+    if missing:
+        raise InvalidInput(f"manifest {where} lacks {', '.join(missing)}")
+    if manifest["run_id"] != run_id:
+        raise InvalidInput(f"manifest {where} names another run {manifest['run_id']!r}")
+    if not isinstance(manifest["files"], dict):
+        raise InvalidInput(f"manifest {where}: files is not an object")
+    return manifest
+
+
+def entries(manifest: dict, run_id: str, tables: Collection[str], extension: str
+            ) -> tuple[list[FileEntry], list[RejectedEntry]]:
+    """Split a parsed manifest's `files` into trusted entries and hostile ones, each in table order.
+
+    Keys are compared as strings; they never become paths or SQL. A hostile entry's key is shown
+    as given, or as `_runs/<run_id>.json#files/<table>` when it has none.
+    """
+    accepted, rejected = [], []
+    for table, entry in sorted(manifest["files"].items()):
+        key = entry.get("key") if isinstance(entry, dict) else None
+        shown = key if isinstance(key, str) else f"{lake.manifest_key(run_id)}#files/{table}"
+        rows = entry.get("rows") if isinstance(entry, dict) else None
+        if table not in tables:
+            rejected.append(RejectedEntry(table, shown, f"{table!r} is not a table this stage reads"))
+        elif key != lake.table_key(table, run_id, extension):
+            rejected.append(RejectedEntry(table, shown, f"entry for {table!r} does not name this run's file of it"))
+        elif not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+            rejected.append(RejectedEntry(table, key, f"entry for {table} has no valid row count"))
+        else:
+            accepted.append(FileEntry(table, key, rows))
+    return accepted, rejected
