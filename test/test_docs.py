@@ -1,0 +1,100 @@
+"""The docs name only what exists: every linked or quoted path, `totesys-etl` command and `make`
+target in README.md and readme_files/ is checked against the tree, the CLI's parser and the Makefile."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from totesys_etl.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "readme_files").rglob("*.md"))]
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+_QUOTED_PATH = re.compile(r"`((?:src|test|tf|\.ci|\.github|readme_files)/[A-Za-z0-9_./-]+)`")
+#: A quoted file inside the package, named from its package folder (`ingest/run.py`).
+_PACKAGE_FILE = re.compile(r"`((?:[a-z_]+/)+[a-z_0-9]+\.py)`")
+_MODULE = re.compile(r"`(totesys_etl(?:\.[a-z_0-9]+)+)")
+_COMMAND = re.compile(r"totesys-etl ([a-z][a-z-]+)")
+_MAKE = re.compile(r"`make ([a-z][a-z-]+)")
+#: Words that follow "totesys-etl" in prose without being a command.
+_NOT_COMMANDS = {"is", "and", "or", "the", "command", "commands"}
+
+
+def _subcommands() -> set[str]:
+    parser = build_parser()
+    for action in parser._actions:  # argparse keeps its subparsers here
+        if getattr(action, "choices", None) and isinstance(action.choices, dict):
+            return set(action.choices)
+    return set()
+
+
+def _make_targets() -> set[str]:
+    text = (ROOT / "Makefile").read_text()
+    return set(re.findall(r"^([a-z][a-z-]*):", text, flags=re.M))
+
+
+def _doc_ids():
+    return [str(d.relative_to(ROOT)) for d in DOCS]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=_doc_ids())
+def test_every_link_and_quoted_path_exists(doc):
+    text = doc.read_text()
+    missing = []
+    for target in _LINK.findall(text):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue  # a URL or an anchor in the same page
+        path = (doc.parent / target.split("#")[0]).resolve()
+        if not path.exists():
+            missing.append(target)
+    for quoted in _QUOTED_PATH.findall(text):
+        if not (ROOT / quoted.rstrip("/.")).exists():
+            missing.append(quoted)
+    for quoted in _PACKAGE_FILE.findall(text):
+        if not any((base / quoted).exists() for base in (ROOT, ROOT / "src" / "totesys_etl", ROOT / "src")):
+            missing.append(quoted)
+    missing += [m for m in _MODULE.findall(text) if not _importable(m)]
+    assert missing == []
+
+
+def _importable(dotted: str) -> bool:
+    """A module, or an attribute of one (`totesys_etl.ingest.handler.lambda_handler`)."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=_doc_ids())
+def test_every_command_and_make_target_exists(doc):
+    text = doc.read_text()
+    commands, targets = _subcommands(), _make_targets()
+    assert {"tick", "reconcile", "quarantine"} <= commands and {"demo", "run-checks"} <= targets
+    unknown = {c for c in _COMMAND.findall(text) if c not in commands and c not in _NOT_COMMANDS}
+    unknown |= {f"make {t}" for t in _MAKE.findall(text) if t not in targets}
+    assert unknown == set()
+
+
+def test_the_readme_first_screen_stays_short():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 150
+
+
+def test_the_checks_would_catch_a_missing_path(tmp_path, monkeypatch):
+    doc = tmp_path / "x.md"
+    doc.write_text("see [gone](nowhere.md) and `src/totesys_etl/nothing.py` and `make nothing`\n")
+    with pytest.raises(AssertionError):
+        test_every_link_and_quoted_path_exists(doc)
+    with pytest.raises(AssertionError):
+        test_every_command_and_make_target_exists(doc)
