@@ -55,7 +55,7 @@ def closed_port() -> int:
     return port
 
 
-def test_first_run_changes_and_a_quiet_rerun(seeded, source, warehouse_url, run_sql):
+def test_first_run_changes_and_a_quiet_rerun(seeded, source, warehouse_url, run_sql, oracle_module):
     first = cli(seeded, "tick")
     assert first.returncode == 0, first.stderr
     assert "ingest" in first.stdout and "load" in first.stdout
@@ -72,6 +72,8 @@ def test_first_run_changes_and_a_quiet_rerun(seeded, source, warehouse_url, run_
     assert reconciled.returncode == 0, reconciled.stdout
     versions = run_sql(warehouse_url, "SELECT count(*) FROM fact_sales_order")[0][0]
     assert versions > source_counts["sales_order"]  # updated orders keep their history
+    verdict = oracle_module.check(source.admin_url, warehouse_url, seeded["TOTESYS_INGEST_BUCKET"])
+    assert verdict.problems == [] and verdict.rows_checked > versions  # and the independent oracle agrees
 
     before = star_digest(run_sql, warehouse_url)
     quiet = cli(seeded, "tick")
