@@ -17,6 +17,7 @@ from totesys_etl.adapters.postgres import Connection, transaction
 from totesys_etl.load.ledger import LOADER_LOCK_KEY
 from totesys_etl.schema import DIMENSIONS, FACTS, STAR_TABLES, STATE_TABLES, state_table
 from totesys_etl.schema.ddl import column_definitions, column_list, create_table
+from totesys_etl.schema.views import create_views
 from totesys_etl.schema.warehouse import (OLDEST_RUN_ID, REFERENCE_TABLES, bookkeeping_columns, is_reference,
                                           reference_rows)
 
@@ -74,6 +75,7 @@ def _run_ids(conn: Connection) -> None:
 MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (1, "star schema, loader state, ledger, mark, currency names", _star_schema),
     (2, "etl_run_id on state and fact rows: commit order, not stamps", _run_ids),
+    (3, "analytical views in schema analytics, each reading facts' current versions", create_views),
 )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from totesys_etl.schema import DIMENSIONS, DIM_DATE, FACTS, STATE_TABLES, fact_references
 from totesys_etl.schema.model import Table
+from totesys_etl.schema.views import SCHEMA, VIEWS
 
 _DERIVATIONS = {"copy": "", "date_of": " (date part)", "time_of": " (time part)",
                 "parse_date": " ('YYYY-MM-DD' text as a date)"}
@@ -54,6 +55,12 @@ def render() -> str:
               "it; a row is replaced only by the version a later run read (never by comparing `last_updated`), "
               "so runs loaded out of order never make a dimension older.", ""]
     lines += [f"- `{t.name}`: the columns of source `{t.source}`" for t in STATE_TABLES]
+    lines += ["", f"## Analytical views (schema `{SCHEMA}`)", "",
+              "Created by the loader's migrations for BI tools and `totesys-etl report`. Each reads the current "
+              "version of each fact through the `current_*` views (greatest `etl_run_id`, then greatest "
+              "`last_updated_date, last_updated_time`); money is never added across currencies.", "",
+              "| view | answers |", "|---|---|"]
+    lines += [f"| `{SCHEMA}.{v.name}` | {v.description} |" for v in VIEWS]
     return "\n".join(lines) + "\n"
 
 
