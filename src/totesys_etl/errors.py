@@ -65,12 +65,14 @@ class ProcessFailed(EtlError):
     """One or more runs could not be processed (each was logged with its own error_kind)."""
 
     error_kind = "process_failed"
+    runs_failed = "could not be processed"
 
 
 class LoadFailed(EtlError):
     """A run could not be loaded into the warehouse."""
 
     error_kind = "load_failed"
+    runs_failed = "not loaded"
 
 
 class TickIncomplete(EtlError):

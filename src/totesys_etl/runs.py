@@ -97,7 +97,7 @@ def raise_if_failed(failed: dict[str, str], error: type[EtlError]) -> None:
     """One error naming every failed run and its reason (each already logged with its own kind)."""
     if failed:
         reasons = "; ".join(f"{run_id} ({why})" for run_id, why in failed.items())
-        exc = error(f"{len(failed)} run(s) failed: {reasons}")
+        exc = error(f"{len(failed)} run(s) {getattr(error, 'runs_failed', 'failed')}: {reasons}")
         exc.logged = True
         raise exc
 

@@ -144,6 +144,19 @@ def test_a_run_id_collision_stops_the_ingest_without_a_manifest(totesys, pipelin
     assert ingested.keys() == before  # the first run's objects untouched, no second manifest
 
 
+def test_a_rerun_that_finds_its_own_earlier_writes_is_not_a_collision(totesys, pipeline_env, ingested,
+                                                                      monkeypatch):
+    """S3 completed a write whose answer was lost and the retry found the key taken: the object
+    holds this run's own bytes, so the run goes on and writes its manifest."""
+    taken = "20261201T120000000000Z"
+    monkeypatch.setattr(ingest_run.lake, "run_id_at", lambda moment: taken)
+    first = run()
+    ingested.s3.delete_object(Bucket=ingested.bucket, Key=f"_runs/{taken}.json")  # as if the manifest never came
+    again = run()  # reads everything again: the same CSV bytes under the same keys
+    assert again.run_id == taken and again.files == first.files == 11
+    assert ingested.manifest(taken)["rows"] == first.rows
+
+
 @pytest.mark.parametrize("seed", [7, 11])
 def test_interleaved_live_transactions_ship_every_version_once(totesys, source, pipeline_env, ingested,
                                                                monkeypatch, seed):

@@ -12,6 +12,7 @@ manifest name a file that is not there.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -80,9 +81,41 @@ def put_create_only(bucket: str, key: str, body: bytes, content_type: str = "app
     return _create_only(bucket, key, put)
 
 
+def json_body(document: dict) -> bytes:
+    """The exact bytes `put_json_create_only` writes for `document` (keys sorted: deterministic)."""
+    return json.dumps(document, indent=1, sort_keys=True, default=str).encode()
+
+
 def put_json_create_only(bucket: str, key: str, document: dict) -> bool:
-    body = json.dumps(document, indent=1, sort_keys=True, default=str).encode()
-    return put_create_only(bucket, key, body, "application/json")
+    return put_create_only(bucket, key, json_body(document), "application/json")
+
+
+def holds(bucket: str, key: str, path: str | None = None, body: bytes | None = None) -> bool:
+    """True if `key` holds exactly the bytes of the local file `path` (or `body`).
+
+    A create-only write that finds its key taken uses this to tell its own earlier attempt (S3
+    completed it, the answer was lost, the SDK retried) from another writer's object. The check
+    is the ETag S3 computes: the MD5 of the bytes, or for a multipart upload the MD5 of the parts'
+    MD5s with the part count, parts of PART_SIZE as `upload_file_create_only` sends them.
+    """
+    data = body
+    size = len(data) if data is not None else os.path.getsize(path)
+    head = client().head_object(Bucket=bucket, Key=key)
+    if head["ContentLength"] != size:
+        return False
+    digests = []
+    if data is not None:
+        digests.append(hashlib.md5(data, usedforsecurity=False).digest())
+    else:
+        with open(path, "rb") as f:
+            chunk = PART_SIZE if size > MULTIPART_THRESHOLD else max(size, 1)
+            for part in iter(lambda: f.read(chunk), b""):
+                digests.append(hashlib.md5(part, usedforsecurity=False).digest())
+    if data is None and size > MULTIPART_THRESHOLD:
+        etag = f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
+    else:
+        etag = (digests[0] if digests else hashlib.md5(b"", usedforsecurity=False).digest()).hex()
+    return head["ETag"].strip('"') == etag
 
 
 def upload_file_create_only(bucket: str, key: str, path: str) -> bool:

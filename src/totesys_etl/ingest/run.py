@@ -50,9 +50,8 @@ def ingest(settings: Settings, log: StageLog | None = None) -> RunResult:
         crash_point("ingest.before_manifest")
     key = lake.manifest_key(manifest["run_id"])
     with lake_errors(bucket, key):
-        created = manifests.write(bucket, manifest)
-    if not created:
-        raise _collision(manifest["run_id"])
+        if not manifests.write(bucket, manifest) and not s3.holds(bucket, key, body=s3.json_body(manifest)):
+            raise _collision(manifest["run_id"])
     crash_point("ingest.after_manifest")
     result = RunResult(manifest["run_id"], manifest["rows"], timer.seconds, files=len(manifest["files"]))
     log.info("ingest run written", files=result.files, rows=sum(result.rows.values()), seconds=result.seconds,
@@ -115,12 +114,14 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
 
 
 def _upload(bucket: str, key: str, path: str, run_id: str) -> None:
-    """Upload one CSV create-only; a key already taken means another ingest had this run id."""
+    """Upload one CSV create-only; a key already taken by other bytes means another ingest had
+    this run id."""
     try:
         with lake_errors(bucket, key):
-            created = s3.upload_file_create_only(bucket, key, path)
-        if not created:
-            raise _collision(run_id)
+            # A key already holding these bytes is this run's own earlier attempt (S3 finished it,
+            # the answer was lost and the SDK retried); anything else is another ingest's object.
+            if not s3.upload_file_create_only(bucket, key, path) and not s3.holds(bucket, key, path=path):
+                raise _collision(run_id)
     finally:
         os.remove(path)
 
