@@ -5,10 +5,12 @@ and pair of buckets, so tests never see each other's data. Nothing here is a moc
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +57,18 @@ def scratch_tmp(tmp_path_factory):
     return str(tmp_path_factory.mktemp("subprocess-tmp"))
 
 
+@pytest.fixture(scope="session")
+def closed_port() -> int:
+    """A port nothing listens on, checked once: bound and released, then a connection refused.
+    (Port 9 is not assumed closed: a machine may run a discard service there.)"""
+    port = servers.free_port()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
+    return port
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch, scratch_tmp):
+def _isolated_env(monkeypatch, scratch_tmp, closed_port):
     """No test reads the developer's settings or `.local/env`; AWS calls never leave the machine."""
     monkeypatch.setenv("TMPDIR", scratch_tmp)
     for key in list(os.environ):
@@ -65,7 +77,7 @@ def _isolated_env(monkeypatch, scratch_tmp):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # unreachable unless a test sets moto
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")  # unreachable unless a test sets moto
 
 
 def unique(prefix: str) -> str:

@@ -1,4 +1,5 @@
 import json
+import uuid
 import os
 
 import boto3
@@ -38,13 +39,14 @@ def test_listing_copy_and_exists(buckets):
 
 def test_secrets_are_read_and_validated_without_showing_values(aws):
     sm = boto3.client("secretsmanager")
+    tag = uuid.uuid4().hex[:8]  # the moto server is shared by the session: names of this test only
     good = {"host": "h", "port": 5432, "username": "u", "password": "Pa55word!", "dbname": "d"}
-    sm.create_secret(Name="good-secret", SecretString=json.dumps(good))
-    sm.create_secret(Name="partial-secret", SecretString=json.dumps({"host": "h", "password": "Pa55word!"}))
-    sm.create_secret(Name="text-secret", SecretString="Pa55word!")
-    assert read_database_secret("good-secret") == good
-    for name, reason in (("partial-secret", "lacks port, username, dbname"), ("text-secret", "not JSON"),
-                         ("missing-secret", "ResourceNotFoundException")):
+    sm.create_secret(Name=f"good-secret-{tag}", SecretString=json.dumps(good))
+    sm.create_secret(Name=f"partial-secret-{tag}", SecretString=json.dumps({"host": "h", "password": "Pa55word!"}))
+    sm.create_secret(Name=f"text-secret-{tag}", SecretString="Pa55word!")
+    assert read_database_secret(f"good-secret-{tag}") == good
+    for name, reason in ((f"partial-secret-{tag}", "lacks port, username, dbname"), (f"text-secret-{tag}", "not JSON"),
+                         (f"missing-secret-{tag}", "ResourceNotFoundException")):
         with pytest.raises(SecretError, match=reason) as error:
             read_database_secret(name)
         assert "Pa55word!" not in str(error.value)

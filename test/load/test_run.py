@@ -306,8 +306,8 @@ def test_a_corrupt_manifest_is_quarantined_and_passed(settings, processed_lake, 
     processed_lake.write_ingested(kit.run_id(1))
     processed_lake.s3.put_object(Bucket=processed_lake.processed, Key=f"_runs/{kit.run_id(1)}.json", Body=b"{nope")
     result = load(settings, None, today=TODAY)
-    assert result["runs"] == [{"run_id": kit.run_id(1), "rows": {}, "files": 0, "quarantined": 1,
-                               "seconds": result["runs"][0]["seconds"]}]
+    assert result["runs"][0].pop("seconds") >= 0
+    assert result["runs"] == [{"run_id": kit.run_id(1), "rows": {}, "files": 0, "quarantined": 1}]
     assert f"quarantine/{kit.run_id(1)}/_runs/{kit.run_id(1)}.json.reason.json" in processed_lake.keys("quarantine/")
     assert load_mark(warehouse_connection(settings)) == kit.run_id(1)
     assert [line["error_kind"] for line in log_lines if line["level"] == "ERROR"] == ["quarantined_manifest"]
