@@ -13,6 +13,7 @@ import ssl
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 from functools import lru_cache
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pg8000.native
@@ -45,15 +46,28 @@ def parse_url(url: str) -> dict:
         raise ConfigurationError(f"{shape} (percent-encode special characters)") from None
     if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or not parts.path.strip("/"):
         raise ConfigurationError(shape)
-    sslmode = parse_qs(parts.query).get("sslmode", [None])[0]
+    query = parse_qs(parts.query)
+    sslmode, rootcert = query.get("sslmode", [None])[0], query.get("sslrootcert", [None])[0]
     return {"user": unquote(parts.username or ""), "password": unquote(parts.password or "") or None,
             "host": parts.hostname, "port": port or 5432, "database": unquote(parts.path.lstrip("/")),
-            "ssl_context": ssl_context(sslmode)}
+            "ssl_context": ssl_context(sslmode, rootcert)}
+
+
+#: The RDS CA bundle `make package` puts in the function zip (.ci/package.py, RDS_CA_BUNDLE):
+#: Lambda's system store lacks the RDS CAs, and nothing is downloaded at run time.
+CA_BUNDLE = Path(__file__).resolve().parents[1] / "certs" / "rds-ca-bundle.pem"
 
 
 @lru_cache(maxsize=None)
-def _verified_context() -> ssl.SSLContext:
-    return ssl.create_default_context()
+def _verified_context(check_hostname: bool, cafile: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if cafile:
+        try:
+            context.load_verify_locations(cafile=cafile)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigurationError(f"sslrootcert {cafile!r} cannot be read as PEM CA certificates ({e})") from None
+    context.check_hostname = check_hostname
+    return context
 
 
 @lru_cache(maxsize=None)
@@ -64,13 +78,14 @@ def _encrypted_context() -> ssl.SSLContext:
     return context
 
 
-def ssl_context(sslmode: str | None):
+def ssl_context(sslmode: str | None, rootcert: str | None = None):
     """pg8000's `ssl_context` for a libpq-style `sslmode`.
 
     Unset keeps pg8000's default (SSL if the server offers it, unverified). `disable` skips the
     ~50 ms of building a context on every connection (local servers have no SSL); `require`
-    insists on encryption; `verify-full` also checks the certificate and host name (RDS with
-    its CA in the system store). Contexts are built once per process.
+    insists on encryption; `verify-ca` also checks the certificate, `verify-full` the host name
+    too, against the system's CAs and `rootcert` (libpq's sslrootcert), by default the packaged
+    CA_BUNDLE when there is one. Contexts are built once per process.
     """
     if sslmode in (None, "", "prefer", "allow"):
         return None
@@ -79,7 +94,9 @@ def ssl_context(sslmode: str | None):
     if sslmode == "require":
         return _encrypted_context()
     if sslmode in ("verify-ca", "verify-full"):
-        return _verified_context()
+        if rootcert is None and CA_BUNDLE.is_file():
+            rootcert = str(CA_BUNDLE)
+        return _verified_context(sslmode == "verify-full", rootcert)
     raise ConfigurationError(f"unknown sslmode {sslmode!r}")
 
 
@@ -90,7 +107,7 @@ def credentials(database: Database) -> dict:
     secret = read_database_secret(database.secret_id)
     return {"user": secret["username"], "password": secret["password"], "host": secret["host"],
             "port": int(secret["port"]), "database": secret["dbname"],
-            "ssl_context": ssl_context(secret.get("sslmode"))}
+            "ssl_context": ssl_context(secret.get("sslmode"), secret.get("sslrootcert"))}
 
 
 def connect(database: Database, timeout: float = 10.0, application_name: str = "totesys-etl",
