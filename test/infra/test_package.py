@@ -103,6 +103,8 @@ def test_a_ca_bundle_given_is_shipped_where_postgres_looks(package, tmp_path):
     function_zip, _ = package.build(tmp_path, ca_bundle=Path(certifi.where()))
     with zipfile.ZipFile(function_zip) as archive:
         assert archive.read(package.CA_BUNDLE_ENTRY) == Path(certifi.where()).read_bytes()
+    from totesys_etl.adapters import postgres
+    assert postgres.CA_BUNDLE.relative_to(ROOT / "src").as_posix() == package.CA_BUNDLE_ENTRY
 
 
 def test_a_file_that_is_not_a_ca_bundle_is_refused(package, tmp_path):
