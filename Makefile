@@ -7,6 +7,7 @@ CHECKOV_VENV := .venv-checkov
 ORDERS ?= 100000
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: requirements dev-setup security-test run-flake unit-test check-coverage run-checks \
         demo bench tf-validate package lint-workflow clean
@@ -30,6 +31,12 @@ requirements: $(RUNTIME_STAMP)
 ## dev-setup: adds the check tools (pytest, coverage, flake8, bandit; checkov in its own venv)
 dev-setup: $(DEV_STAMP)
 
+# $(CHROMIUM): Debian's Chromium, for the report's browser test; installed when missing (as root, else sudo)
+$(CHROMIUM):
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium
+
 $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
@@ -43,11 +50,11 @@ security-test: $(DEV_STAMP) $(CHECKOV_VENV)/.installed
 run-flake: $(DEV_STAMP)
 	$(BIN)/flake8 src test
 
-unit-test: $(DEV_STAMP)
+unit-test: $(DEV_STAMP) $(CHROMIUM)
 	$(BIN)/pytest -q
 
 ## check-coverage: the whole suite under coverage, subprocesses included; fails under 90 %
-check-coverage: $(DEV_STAMP)
+check-coverage: $(DEV_STAMP) $(CHROMIUM)
 	rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest -q
 	$(BIN)/coverage combine -q
