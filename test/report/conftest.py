@@ -108,11 +108,13 @@ class Page:
                 + [e["params"]["entry"] for e in self.events if e.get("method") == "Log.entryAdded"
                    and e["params"]["entry"]["level"] in ("error", "warning")])
 
-    def screenshot(self, path: Path, width: int = 1280) -> None:
-        height = int(self.evaluate("document.documentElement.scrollHeight"))
+    def screenshot(self, path: Path, width: int = 1280, height: int | None = None) -> None:
+        """A PNG of the page at `width`: its top `height` pixels, or all of it."""
+        full = height is None
+        height = height or int(self.evaluate("document.documentElement.scrollHeight"))
         self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
                   mobile=False)
-        shot = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        shot = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=full)
         path.write_bytes(base64.b64decode(shot["data"]))
 
     def close(self) -> None:
@@ -169,6 +171,10 @@ READ_PAGE = """(() => ({
   freshness: document.querySelector('[data-freshness]').textContent,
   kpis: Object.fromEntries([...document.querySelectorAll('[data-kpi]')].map(
       k => [k.dataset.kpi, k.querySelector('.value').textContent])),
+  kpi_exact: Object.fromEntries([...document.querySelectorAll('[data-kpi]')].map(
+      k => [k.dataset.kpi, k.querySelector('.value').dataset.exact || null])),
+  exact: Object.fromEntries([...document.querySelectorAll('table[data-section]')].map(
+      t => [t.dataset.section, [...t.tBodies[0].rows].map(r => [...r.cells].map(c => c.dataset.exact || null))])),
   tables: Object.fromEntries([...document.querySelectorAll('table[data-section]')].map(
       t => [t.dataset.section, [...t.tBodies[0].rows].map(r => [...r.cells].map(c => c.textContent))])),
   charts: Object.fromEntries([...document.querySelectorAll('figure[data-chart]')].map(

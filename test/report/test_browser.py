@@ -13,7 +13,7 @@ import pytest
 
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.report import warehouse_from_env, write_report
-from totesys_etl.report.figures import SECTIONS, cell, money
+from totesys_etl.report.figures import MONEY, SECTIONS, cell, money
 
 READ_PAGE = None  # set below from conftest (pytest's importlib mode gives tests no shared package)
 
@@ -43,26 +43,39 @@ def opened(page, path: Path, **viewport) -> dict:
     return shown
 
 
-def views_as_shown(url: str) -> dict:
-    """Each section's rows straight from the views, written as the page writes them (an independent read)."""
+def views_as_shown(url: str) -> tuple[dict, dict]:
+    """Each section's rows straight from the views, as the page writes them (an independent read): the
+    text shown, and the exact value every money cell carries."""
     conn = pg8000.native.Connection(**parse_url(url))
     try:
-        return {s.key: [[cell(kind, v) for (_, _, kind), v in zip(s.columns, row)] for row in conn.run(s.query)]
-                for s in SECTIONS if s.table}
+        rows = {s: conn.run(s.query) for s in SECTIONS if s.table}
     finally:
         conn.close()
+    shown = {s.key: [[cell(kind, v) for (_, _, kind), v in zip(s.columns, row)] for row in got]
+             for s, got in rows.items()}
+    exact = {s.key: [[money(v) if kind == MONEY and v is not None else None for (_, _, kind), v in zip(s.columns, row)]
+                     for row in got] for s, got in rows.items()}
+    return shown, exact
+
+
+def assert_figures_equal_views(shown: dict, url: str) -> None:
+    tables, exact = views_as_shown(url)
+    assert shown["tables"] == tables
+    assert shown["exact"] == exact
 
 
 def test_known_rows_in_chromium(filled_warehouse, page, tmp_path):
     out = write_report(warehouse_from_env({"TOTESYS_WAREHOUSE_URL": filled_warehouse}), tmp_path / "r.html")
     for viewport in ({"width": 1280, "height": 900}, {"width": 390, "height": 844, "mobile": True}):
         shown = opened(page, out, **viewport)
-        assert shown["tables"] == views_as_shown(filled_warehouse)
+        assert_figures_equal_views(shown, filled_warehouse)
         assert shown["tables"]["currency"][0] == ["GBP", "Pound Sterling", "3", "22", "63.97"]
         hostile = 'O\'Brien "<script>alert(1)</script>"\nZoë 😀'
         assert [hostile, "10", "2"] in shown["tables"]["counterparties"]   # shown as text, not run
-        assert shown["kpis"] == {"orders": "4", "units_sold": "27", "sales_value_GBP": "63.97",
-                                 "sales_value_USD": "50.00", "outstanding_GBP": "5.50", "outstanding_USD": "0.00"}
+        assert shown["kpis"] == {"orders": "4", "units_sold": "27", "sales_value_GBP": "64",
+                                 "sales_value_USD": "50", "outstanding_GBP": "6", "outstanding_USD": "0"}
+        assert shown["kpi_exact"] == {"orders": None, "units_sold": None, "sales_value_GBP": "63.97",
+                                      "sales_value_USD": "50.00", "outstanding_GBP": "5.50", "outstanding_USD": "0.00"}
         charts = shown["charts"]
         assert set(charts) == {"month", "purchases", "designs", "countries", "counterparties", "staff",
                                "departments", "payments"}
@@ -86,13 +99,13 @@ def test_a_seeded_pipeline_run_reported_and_shown(pipeline_env, source, warehous
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out)
     shown = opened(page, out)
-    assert shown["tables"] == views_as_shown(warehouse_url)
+    assert_figures_equal_views(shown, warehouse_url)
     orders = run_sql(warehouse_url, "SELECT count(DISTINCT sales_order_id) FROM fact_sales_order")[0][0]
     assert orders == 400 and shown["kpis"]["orders"] == "400"
     for code, value in run_sql(warehouse_url, "SELECT c.currency_code, sum(f.units_sold * f.unit_price) "
                                               "FROM fact_sales_order f JOIN dim_currency c USING (currency_id) "
                                               "GROUP BY 1"):
-        assert shown["kpis"][f"sales_value_{code}"] == money(value)   # one version per order after one run
+        assert shown["kpi_exact"][f"sales_value_{code}"] == money(value)   # one version per order after one run
     assert len(shown["tables"]["designs"]) == 10 and len(shown["charts"]) == 8
     assert all(c["marks"] > 0 for c in shown["charts"].values())
     run_id = run_sql(warehouse_url, "SELECT max(run_id) FROM etl_load_ledger")[0][0]

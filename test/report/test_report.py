@@ -12,7 +12,7 @@ import pytest
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.cli import main
 from totesys_etl.load.migrations import migrate
-from totesys_etl.report.figures import money
+from totesys_etl.report.figures import compact, money, rounded
 
 
 class Parsed(HTMLParser):
@@ -87,13 +87,18 @@ def test_known_rows_give_the_views_figures_and_hostile_text_stays_text(filled_wa
     assert text.count("<svg") == 8   # every section but the two tables without a chart (currency, quarter)
 
 
-def test_money_is_exact(filled_warehouse):
+def test_money_is_exact_and_rounded_half_to_even_in_decimal():
     from decimal import Decimal
 
     assert money(Decimal("1234567.5")) == "1,234,567.50"
     assert money(Decimal("24.691357820")) == "24.69135782"
     assert money(Decimal("3000000000000000001.5")) == "3,000,000,000,000,000,001.50"
     assert money(Decimal("0")) == "0.00" and money(None) == ""
+    assert rounded(Decimal("24.69135782")) == "24.69" and rounded(Decimal("0.125")) == "0.12"
+    assert rounded(Decimal("99999999999999999999.995")) == "100,000,000,000,000,000,000.00"
+    assert compact(Decimal("5734539246458.3")) == "5.73 trillion" and compact(Decimal("-2500000")) == "-2.50 million"
+    assert compact(Decimal("999999.5")) == "1,000,000" and compact(Decimal("63.97")) == "64"
+    assert rounded(Decimal("5.5"), 0) == "6" and rounded(Decimal("4.5"), 0) == "4" and rounded(None) == ""
 
 
 def test_a_warehouse_without_the_schema_says_nothing_is_loaded(warehouse_url, use, tmp_path, capsys):

@@ -6,7 +6,7 @@ chart, the chart too, so a chart never shows a figure the tables and views do no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 from totesys_etl.adapters.postgres import Connection, transaction
 from totesys_etl.schema.views import SCHEMA, view
@@ -24,6 +24,7 @@ class Section:
     query: str  # the columns above, in order, from `{view}`; may aggregate the view's rows
     note: str = ""
     table: bool = True  # False: the rows feed a chart only (a month-by-month series is too long to list)
+    wide: bool = False  # the whole width of the page (a table with many money columns)
 
 
 def _q(name: str) -> str:
@@ -44,7 +45,9 @@ SECTIONS: tuple[Section, ...] = (
     Section("quarter", "Sales per quarter", "sales_by_quarter",
             (("quarter", "Quarter", TEXT), ("currency_code", "Currency", TEXT), *_SALES_COLUMNS),
             f"SELECT year || ' Q' || quarter, currency_code, orders, units_sold, sales_value "  # nosec B608
-            f"FROM {_q('sales_by_quarter')} ORDER BY year DESC, quarter DESC, currency_code LIMIT 12",
+            f"FROM {_q('sales_by_quarter')} WHERE (year, quarter) IN (SELECT DISTINCT year, quarter "
+            f"FROM {_q('sales_by_quarter')} ORDER BY year DESC, quarter DESC LIMIT 4) "
+            f"ORDER BY year DESC, quarter DESC, currency_code",
             note="the latest four quarters, newest first"),
     Section("purchases", "Sales and purchases per month", "purchases_and_sales_by_month",
             (("month", "Month", DATE), ("currency_code", "Currency", TEXT), ("sales_value", "Sales", MONEY),
@@ -72,17 +75,17 @@ SECTIONS: tuple[Section, ...] = (
             f"SELECT first_name || ' ' || last_name, department_name, sum(units_sold), "  # nosec B608
             f"sum(orders) FROM {_q('sales_by_staff')} GROUP BY staff_id, first_name, last_name, department_name "
             f"ORDER BY 3 DESC, 1 LIMIT 10", note="by units sold, all currencies"),
-    Section("departments", "Sales by department", "sales_by_department",
-            (("department_name", "Department", TEXT), ("currency_code", "Currency", TEXT), *_SALES_COLUMNS),
-            f"SELECT department_name, currency_code, orders, units_sold, sales_value "  # nosec B608
-            f"FROM {_q('sales_by_department')} ORDER BY department_name, currency_code"),
     Section("payments", "Payments paid and outstanding", "payments_by_type",
             (("payment_type_name", "Type", TEXT), ("currency_code", "Currency", TEXT),
              ("paid_payments", "Paid", COUNT), ("paid_value", "Paid value", MONEY),
              ("outstanding_payments", "Outstanding", COUNT), ("outstanding_value", "Outstanding value", MONEY)),
             f"SELECT payment_type_name, currency_code, paid_payments, paid_value, "  # nosec B608
             f"outstanding_payments, outstanding_value FROM {_q('payments_by_type')} "
-            f"ORDER BY payment_type_name, currency_code"),
+            f"ORDER BY payment_type_name, currency_code", wide=True),
+    Section("departments", "Sales by department", "sales_by_department",
+            (("department_name", "Department", TEXT), ("currency_code", "Currency", TEXT), *_SALES_COLUMNS),
+            f"SELECT department_name, currency_code, orders, units_sold, sales_value "  # nosec B608
+            f"FROM {_q('sales_by_department')} ORDER BY department_name, currency_code"),
 )
 
 
@@ -111,11 +114,28 @@ def read_figures(conn: Connection) -> Figures:
 
 
 def money(value: Decimal | None) -> str:
-    """Money as written on the page: thousands separated, at least two places, every digit kept."""
+    """Money exactly: thousands separated, at least two places, every digit kept (a cell's title)."""
     if value is None:
         return ""
     cents = value.quantize(Decimal("0.01")) if value == value.quantize(Decimal("0.01")) else value.normalize()
     return f"{cents:,f}" if cents.as_tuple().exponent < -2 else f"{cents:,.2f}"
+
+
+def rounded(value: Decimal | None, places: int = 2) -> str:
+    """Money as a reader scans it: rounded half to even, in decimal (never through a float)."""
+    if value is None:
+        return ""
+    with localcontext() as context:
+        context.prec = 80
+        return f"{value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN):,.{places}f}"
+
+
+def compact(value: Decimal) -> str:
+    """A headline amount in a few digits (`5.73 trillion`); the card's title keeps the exact value."""
+    for size, word in ((Decimal(10) ** 12, "trillion"), (Decimal(10) ** 9, "billion"), (Decimal(10) ** 6, "million")):
+        if abs(value) >= size:
+            return f"{rounded(value / size)} {word}"
+    return rounded(value, 0)
 
 
 def cell(kind: str, value) -> str:
@@ -123,7 +143,7 @@ def cell(kind: str, value) -> str:
     if value is None:
         return "(unknown)" if kind == TEXT else ""
     if kind == MONEY:
-        return money(value)
+        return rounded(value)
     if kind == COUNT:
         return f"{value:,}"
     return str(value)

@@ -12,7 +12,7 @@ import html
 import re
 from datetime import datetime, timezone
 
-from totesys_etl.report.figures import COUNT, MONEY, SECTIONS, Figures, Section, cell, money
+from totesys_etl.report.figures import COUNT, MONEY, SECTIONS, Figures, Section, cell, compact, money
 
 TITLE = "Terrific Totes: the business at a glance"
 
@@ -26,13 +26,14 @@ h1 { font-size: 1.5rem; margin: 0 0 .25rem; }
 h2 { font-size: 1.05rem; margin: 0 0 .5rem; }
 .freshness, .note { color: var(--muted); font-size: .9rem; margin: 0; }
 .state { font-size: 1.1rem; padding: 1rem; background: var(--card); border-left: 4px solid var(--accent); }
-.kpis { display: grid; gap: .75rem; grid-template-columns: repeat(auto-fit, minmax(min(100%, 200px), 1fr));
+.kpis { display: grid; gap: .75rem; grid-template-columns: repeat(auto-fit, minmax(min(100%, 230px), 1fr));
         margin: 1rem 0; }
 .kpi { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: .75rem 1rem; }
 .kpi .label { color: var(--muted); font-size: .85rem; }
-.kpi .value { font-size: 1.35rem; font-weight: 600; overflow-wrap: anywhere; }
+.kpi .value { font-size: 1.25rem; font-weight: 600; overflow-wrap: anywhere; font-variant-numeric: tabular-nums; }
 .grid { display: grid; gap: 1.25rem; grid-template-columns: repeat(auto-fit, minmax(min(100%, 520px), 1fr)); }
 section { border: 1px solid var(--line); border-radius: 8px; padding: 1rem; min-width: 0; }
+section.wide { grid-column: 1 / -1; }
 figure { margin: 0 0 .75rem; }
 figure svg { max-width: 100%; height: auto; display: block; }
 .scroll { overflow-x: auto; }
@@ -63,14 +64,23 @@ def freshness_line(figures: Figures) -> str:
             f"{f['runs_loaded']:,} runs loaded). Newest source change held: {_when(f['newest_source_change'])}.")
 
 
+def _exact(kind: str, value) -> str:
+    """Money cells carry their exact value (hover, and for the tests) beside the rounded one shown."""
+    return f' title="{_e(money(value))}" data-exact="{_e(money(value))}"' if kind == MONEY and value is not None else ""
+
+
+def _cell(column: str, kind: str, value) -> str:
+    numeric = kind in (COUNT, MONEY)
+    return (f'<td class="{"num" if numeric else ""}" data-column="{_e(column)}"{_exact(kind, value)}>'
+            f"{_e(cell(kind, value))}</td>")
+
+
 def _table(section: Section, rows: list[dict]) -> str:
     numeric = {COUNT, MONEY}
     head = "".join(f'<th class="{"num" if kind in numeric else ""}">{_e(heading)}</th>'
                    for _, heading, kind in section.columns)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="{"num" if kind in numeric else ""}" data-column="{_e(column)}">'
-                         f"{_e(cell(kind, row[column]))}</td>" for column, _, kind in section.columns) + "</tr>"
-        for row in rows)
+    body = "".join("<tr>" + "".join(_cell(column, kind, row[column]) for column, _, kind in section.columns)
+                   + "</tr>" for row in rows)
     return (f'<div class="scroll"><table data-section="{_e(section.key)}"><thead><tr>{head}</tr></thead>'
             f"<tbody>{body}</tbody></table></div>")
 
@@ -96,26 +106,28 @@ def _chart(key: str, rows: list[dict]):
     """The Vega-Lite chart for a section (altair), or None where the section has none."""
     import altair as alt
 
+    months = alt.Axis(format="%b %Y", labelOverlap=True, labelAngle=0)
     if key == "month":
         data = [{"month": r["month"].isoformat(), "currency": _label(r["currency_code"]),
                  "value": _number(r["sales_value"])} for r in rows]
         return alt.Chart(alt.Data(values=data)).mark_line(point=True).encode(
-            x=alt.X("month:T", title=None), y=alt.Y("value:Q", title="sales value"),
+            x=alt.X("month:T", title=None, axis=months), y=alt.Y("value:Q", title=None),
             color=alt.Color("currency:N", title="currency")).properties(width=520, height=240)
     if key == "purchases":
         data = [{"month": r["month"].isoformat(), "currency": _label(r["currency_code"]), "measure": measure,
                  "value": _number(r[column])}
                 for r in rows for measure, column in (("sales", "sales_value"), ("purchases", "purchase_value"))]
         return alt.Chart(alt.Data(values=data)).mark_line().encode(
-            x=alt.X("month:T", title=None), y=alt.Y("value:Q", title="value"),
+            x=alt.X("month:T", title=None, axis=months), y=alt.Y("value:Q", title=None),
             color=alt.Color("measure:N", title=None), row=alt.Row("currency:N", title=None)
         ).properties(width=520, height=110)
     if key in ("designs", "countries", "counterparties", "staff"):
         name = {"designs": "design_name", "countries": "country", "counterparties": "counterparty_legal_name",
                 "staff": "name"}[key]
-        data = [{"name": _label(r[name]), "units": _number(r["units_sold"])} for r in rows]
+        # numbered, so two designs (or people) of one name stay two bars, in the table's order
+        data = [{"name": f"{i}. {_label(r[name])}", "units": _number(r["units_sold"])} for i, r in enumerate(rows, 1)]
         return alt.Chart(alt.Data(values=data)).mark_bar().encode(
-            x=alt.X("units:Q", title="units sold"), y=alt.Y("name:N", sort="-x", title=None)
+            x=alt.X("units:Q", title="units sold"), y=alt.Y("name:N", sort=None, title=None)
         ).properties(width=440, height=alt.Step(18))
     if key == "departments":
         data = [{"department": _label(r["department_name"]), "currency": _label(r["currency_code"]),
@@ -140,6 +152,9 @@ def _svg(chart, prefix: str) -> str:
     """The chart as inline SVG; its ids prefixed so several SVGs on one page never share one."""
     import vl_convert
 
+    # Vega measures text with vl-convert's fonts and the browser draws it with its own, which may be
+    # wider: the padding keeps long axis labels inside the picture.
+    chart = chart.properties(padding={"left": 36, "top": 6, "right": 12, "bottom": 6})
     chart = chart.configure_axis(labelLimit=0).configure_legend(labelLimit=0).configure_header(labelLimit=0)
     svg = vl_convert.vegalite_to_svg(chart.to_json())
     svg = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}-\1"', svg)
@@ -158,23 +173,25 @@ def _section(section: Section, rows: list[dict]) -> str:
             parts.append(f'<figure data-chart="{_e(section.key)}">{_svg(chart, section.key)}</figure>')
         if section.table:
             parts.append(_table(section, rows))
-    return f'<section data-section="{_e(section.key)}">{"".join(parts)}</section>'
+    wide = ' class="wide"' if section.wide else ""
+    return f'<section data-section="{_e(section.key)}"{wide}>{"".join(parts)}</section>'
 
 
 def _kpis(figures: Figures) -> str:
-    cards = [("Orders", f"{figures.totals['orders']:,}", "orders"),
-             ("Units sold", f"{figures.totals['units_sold']:,}", "units_sold")]
-    cards += [(f"Sales value, {_label(r['currency_code'])}", money(r["sales_value"]),
-               f"sales_value_{_label(r['currency_code'])}") for r in figures.rows["currency"]]
+    cards = [("Orders", figures.totals["orders"], "orders", COUNT),
+             ("Units sold", figures.totals["units_sold"], "units_sold", COUNT)]
+    cards += [(f"Sales value, {_label(r['currency_code'])}", r["sales_value"],
+               f"sales_value_{_label(r['currency_code'])}", MONEY) for r in figures.rows["currency"]]
     outstanding: dict[str, object] = {}
     for r in figures.rows["payments"]:
         code = _label(r["currency_code"])
         outstanding[code] = outstanding.get(code, 0) + r["outstanding_value"]
-    cards += [(f"Payments outstanding, {code}", money(value), f"outstanding_{code}")
+    cards += [(f"Payments outstanding, {code}", value, f"outstanding_{code}", MONEY)
               for code, value in sorted(outstanding.items())]
     return '<div class="kpis">' + "".join(
         f'<div class="kpi" data-kpi="{_e(key)}"><div class="label">{_e(label)}</div>'
-        f'<div class="value">{_e(value)}</div></div>' for label, value, key in cards) + "</div>"
+        f'<div class="value"{_exact(kind, value)}>{_e(compact(value) if kind == MONEY else cell(kind, value))}'
+        f"</div></div>" for label, value, key, kind in cards) + "</div>"
 
 
 def render(figures: Figures, generated: datetime | None = None) -> str:
