@@ -3,6 +3,7 @@ stays text, and settings and failures give SPEC §6's exit codes with one-line r
 from __future__ import annotations
 
 import socket
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -155,3 +156,10 @@ def test_the_default_path_is_under_local(filled_warehouse, use, tmp_path, capsys
     assert main(["report"]) == 0
     assert capsys.readouterr().out.strip() == str(Path(".local") / "report.html")
     assert (tmp_path / ".local" / "report.html").read_text(encoding="utf-8").startswith("<!doctype html>")
+
+
+def test_without_the_charting_libraries_the_reason_says_what_to_install(filled_warehouse, use, monkeypatch, capsys):
+    use(filled_warehouse)
+    monkeypatch.setitem(sys.modules, "vl_convert", None)   # what `import` meets when the package is absent
+    assert main(["report"]) == 1
+    assert "vl_convert: pip install -r requirements-local.txt" in capsys.readouterr().err

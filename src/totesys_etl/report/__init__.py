@@ -30,6 +30,11 @@ def warehouse_from_env(env: Mapping[str, str] | None = None) -> Database:
 
 def write_report(database: Database, out: Path) -> Path:
     """Read the views, write the page to `out` (its folder created), and return the path."""
+    try:
+        import altair  # noqa: F401 - the charting libraries are command-line extras, not in the Lambda layer
+        import vl_convert  # noqa: F401
+    except ImportError as e:
+        raise EtlError(f"the report needs {e.name}: pip install -r requirements-local.txt") from None
     from totesys_etl.adapters.postgres import DatabaseError, connect
     from totesys_etl.report.figures import read_figures
     from totesys_etl.report.page import render
