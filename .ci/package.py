@@ -7,7 +7,7 @@ code does (no spurious redeploys, no plan drift). Stored, not deflated: deflate'
 the zlib each Python was built with, so a compressed zip could differ between two interpreters
 (the layer is ~24 MB stored, well inside Lambda's 50 MB upload limit).
 
-- `function.zip`: the `totesys_etl` package without the local runtime (`local/`) and the command
+- `function.zip`: the `totesys_etl` package without the local runtime (`local/`, `bench/`) and the command
   line (`cli.py`, `__main__.py`): Lambda code never imports them (STYLE: the handlers know nothing
   of the local runtime).
 - `layer.zip`, under `python/`:
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = ROOT / "src" / "totesys_etl"
 
 #: Parts of the package that only the local runtime and the command line use.
-FUNCTION_EXCLUDES = ("local/", "cli.py", "__main__.py")
+FUNCTION_EXCLUDES = ("local/", "bench/", "cli.py", "__main__.py")
 #: Distributions the layer carries (see above); each must be installed (`make requirements`).
 LAYER_DISTRIBUTIONS = ("pycountry", "boto3", "botocore", "s3transfer", "jmespath")
 #: Parts of pycountry that the pipeline never reads.

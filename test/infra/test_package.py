@@ -23,7 +23,8 @@ def test_function_zip_holds_the_package_without_the_local_runtime(package, tmp_p
     function_zip, _ = package.build(tmp_path)
     names = zipfile.ZipFile(function_zip).namelist()
     assert "totesys_etl/__init__.py" in names and "totesys_etl/schema/warehouse.py" in names
-    assert not [n for n in names if n.startswith("totesys_etl/local/") or "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in names if n.startswith(("totesys_etl/local/", "totesys_etl/bench/")) or "__pycache__" in n
+                or n.endswith(".pyc")]
     assert "totesys_etl/cli.py" not in names and "totesys_etl/__main__.py" not in names
     assert names == sorted(names)
 
