@@ -1,7 +1,9 @@
 import io
 import json
+import logging
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -71,3 +73,23 @@ def test_failures_are_logged_once_with_their_kind_and_reraised():
         ("lake_unavailable", "load failed: S3 PutObject: AccessDenied"),
         ("pipeline_failed", "load failed: bad"),
     ]
+
+
+def test_lambda_lines_carry_the_request_id_and_whether_the_container_was_cold(monkeypatch):
+    monkeypatch.setattr(logs, "_cold", True)
+    context = types.SimpleNamespace(aws_request_id="8f5e-req-1", function_name="ingest")
+    first = logs.lambda_fields(context)
+    second = logs.lambda_fields(types.SimpleNamespace(aws_request_id="8f5e-req-2"))
+    assert first == {"request_id": "8f5e-req-1", "cold_start": True}
+    assert second == {"request_id": "8f5e-req-2", "cold_start": False}
+    assert logs.lambda_fields(None) == {}
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs._JsonFormatter())
+    logs._LOGGER.addHandler(handler)
+    try:
+        logs.StageLog("ingest", **second).info("hello")
+    finally:
+        logs._LOGGER.removeHandler(handler)
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert line["request_id"] == "8f5e-req-2" and line["cold_start"] is False and line["stage"] == "ingest"

@@ -43,6 +43,20 @@ def configure(level: str | None = None, stream=None) -> None:
         _LOGGER.addHandler(handler)
 
 
+_cold = True
+
+
+def lambda_fields(context: object | None) -> dict:
+    """The fields CloudWatch users filter a Lambda invocation's lines on: its request id and
+    whether it is the container's first (a cold start). Nothing without a context (CLI, tests)."""
+    global _cold
+    if context is None:
+        return {}
+    fields = {"request_id": getattr(context, "aws_request_id", None), "cold_start": _cold}
+    _cold = False
+    return fields
+
+
 class StageLog:
     """A logger bound to a stage and (once known) a run: every line carries both."""
 

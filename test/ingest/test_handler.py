@@ -13,7 +13,8 @@ import pytest
 from totesys_etl import lake
 from totesys_etl.errors import SecretError, SourceUnavailable
 from totesys_etl.ingest.handler import lambda_handler
-from totesys_etl.local.servers import READER_ROLE, free_port
+from totesys_etl.local.services.admin import READER_ROLE
+from totesys_etl.local.services.servers import free_port
 from totesys_etl.schema import SOURCE_TABLES
 
 SCHEDULED_EVENT = {"version": "0", "id": "1", "detail-type": "Scheduled Event", "source": "aws.events",
@@ -125,3 +126,17 @@ def test_a_crash_after_the_manifest_leaves_a_complete_run(totesys, pipeline_env,
     nothing_new = lambda_handler({}, None)
     assert nothing_new["files"] == 0
     assert ingested.manifest(nothing_new["run_id"])["previous_run_id"] == run_id
+
+
+def test_every_line_of_an_invocation_carries_its_request_id(totesys, pipeline_env, ingested, logs):
+    import types
+
+    from totesys_etl import logs as logs_module
+
+    logs_module._cold = True
+    lambda_handler({}, types.SimpleNamespace(aws_request_id="req-42"))
+    lambda_handler({}, types.SimpleNamespace(aws_request_id="req-43"))
+    first = [line for line in logs if line.get("request_id") == "req-42"]
+    second = [line for line in logs if line.get("request_id") == "req-43"]
+    assert len(first) >= 12 and all(line["cold_start"] is True for line in first)  # 11 tables + the run
+    assert len(second) >= 12 and all(line["cold_start"] is False for line in second)

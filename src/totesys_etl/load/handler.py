@@ -5,7 +5,7 @@ from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
 from totesys_etl.events import parse_event
 from totesys_etl.load.run import STAGE, load
-from totesys_etl.logs import StageLog, failures_logged
+from totesys_etl.logs import StageLog, failures_logged, lambda_fields
 
 # Built in Lambda's init phase, once per container (AWS's advice for SDK clients): a warm invocation
 # then pays nothing for it (~0.1 s in a new process). Later calls reuse it; another endpoint gets its own.
@@ -18,7 +18,7 @@ def lambda_handler(event, context=None) -> dict:
     Keys that are not run manifests of the processed bucket are ignored. Returns the summary of
     the runs this call loaded; raises (after an ERROR line with its error_kind) only when work failed.
     """
-    log = StageLog(STAGE)
+    log = StageLog(STAGE, **lambda_fields(context))
     with failures_logged(log, "load"):
         settings = Settings.from_env()
         invocation = parse_event(event)

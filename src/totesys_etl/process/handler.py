@@ -10,7 +10,7 @@ from __future__ import annotations
 from totesys_etl import events
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
-from totesys_etl.logs import StageLog, Timer, failures_logged
+from totesys_etl.logs import StageLog, Timer, failures_logged, lambda_fields
 from totesys_etl.process import run
 from totesys_etl.runs import StageResult
 
@@ -22,7 +22,7 @@ s3.client()
 def lambda_handler(event, context=None) -> dict:
     """`{"stage": "process", "status": "ok", "runs": [...], "seconds"}`, runs processed by this call."""
     timer = Timer()
-    log = StageLog(run.STAGE)
+    log = StageLog(run.STAGE, **lambda_fields(context))
     with failures_logged(log, "processing"):
         settings = Settings.from_env()
         invocation = events.parse_event(event)
