@@ -19,7 +19,7 @@ import boto3
 import pg8000.native
 import pytest
 
-from totesys_etl.local import servers
+from totesys_etl.local.services import admin, servers
 
 _counter = itertools.count()
 REGION = "eu-west-2"
@@ -88,15 +88,15 @@ def unique(prefix: str) -> str:
 def source(postgres) -> Source:
     """An empty source database; `reader_url` is the read-only role of SPEC §2."""
     name = unique("src")
-    servers.create_database(postgres, name)
-    servers.grant_reader(postgres, name, postgres.reader_password)
-    return Source(name, postgres.url(name), postgres.url(name, servers.READER_ROLE, postgres.reader_password))
+    admin.create_database(postgres, name)
+    admin.grant_reader(postgres, name, postgres.reader_password)
+    return Source(name, postgres.url(name), postgres.url(name, admin.READER_ROLE, postgres.reader_password))
 
 
 @pytest.fixture
 def warehouse_url(postgres) -> str:
     name = unique("dw")
-    servers.create_database(postgres, name)
+    admin.create_database(postgres, name)
     return postgres.url(name)
 
 

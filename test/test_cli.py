@@ -20,7 +20,7 @@ import pg8000.native
 import pytest
 
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local import servers, services
+from totesys_etl.local.services import admin, lifecycle, servers
 
 COMMAND = str(Path(sys.executable).with_name("totesys-etl"))
 SPEC_VARIABLES = {"TOTESYS_SOURCE_URL", "TOTESYS_SOURCE_ADMIN_URL", "TOTESYS_WAREHOUSE_URL", "TOTESYS_INGEST_BUCKET",
@@ -76,7 +76,7 @@ def test_up_is_idempotent_and_down_stops_only_what_up_started(clone, postgres, m
     first = cli(clone, "up")
     assert first.returncode == 0, first.stderr
     env_path = clone / ".local" / "env"
-    env = services.read_env_file(env_path)
+    env = lifecycle.read_env_file(env_path)
     assert set(env) == SPEC_VARIABLES
     assert oct(env_path.stat().st_mode & 0o777) == "0o600"
     for url in (env["TOTESYS_SOURCE_URL"], env["TOTESYS_SOURCE_ADMIN_URL"], env["TOTESYS_WAREHOUSE_URL"]):
@@ -91,7 +91,7 @@ def test_up_is_idempotent_and_down_stops_only_what_up_started(clone, postgres, m
     # The source URL is the read-only role; the admin URL may write.
     reader = connect(env["TOTESYS_SOURCE_URL"])
     try:
-        assert reader.run("SELECT current_user") == [[servers.READER_ROLE]]
+        assert reader.run("SELECT current_user") == [[admin.READER_ROLE]]
         with pytest.raises(pg8000.native.DatabaseError) as refused:
             reader.run("CREATE TABLE t (x int)")
         assert refused.value.args[0]["C"] == "42501"
@@ -114,7 +114,7 @@ def test_up_is_idempotent_and_down_stops_only_what_up_started(clone, postgres, m
     # A second `up` changes nothing: same servers, same settings, same objects.
     again = cli(clone, "up")
     assert again.returncode == 0, again.stderr
-    assert services.read_env_file(env_path) == env
+    assert lifecycle.read_env_file(env_path) == env
     assert json.loads((clone / ".local" / "services.json").read_text()) == state
     assert s3.get_object(Bucket=bucket, Key="a/b")["Body"].read() == b"1"
 
@@ -141,7 +141,7 @@ def test_up_is_idempotent_and_down_stops_only_what_up_started(clone, postgres, m
     # `up` after `down` brings back the same data.
     back = cli(clone, "up")
     assert back.returncode == 0, back.stderr
-    env = services.read_env_file(env_path)
+    env = lifecycle.read_env_file(env_path)
     assert connect(env["TOTESYS_SOURCE_URL"]).run("SELECT count(*) > 120 FROM sales_order") == [[True]]
 
 

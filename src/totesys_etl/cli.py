@@ -29,7 +29,7 @@ def load_local_env(home: Path = LOCAL_HOME) -> bool:
     path = home / "env"
     if not path.exists():
         return False
-    from totesys_etl.local.services import read_env_file
+    from totesys_etl.local.services.lifecycle import read_env_file
 
     for key, value in read_env_file(path).items():
         os.environ.setdefault(key, value)
@@ -52,7 +52,7 @@ def _admin_url() -> str:
 
 
 def _up(args) -> int:
-    from totesys_etl.local.services import up
+    from totesys_etl.local.services.lifecycle import up
 
     env = up(LOCAL_HOME)
     print("local services are up; settings written to .local/env:")
@@ -73,7 +73,7 @@ def _redact(value: str) -> str:
 
 
 def _down(args) -> int:
-    from totesys_etl.local.services import down
+    from totesys_etl.local.services.lifecycle import down
 
     stopped = down(LOCAL_HOME)
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -81,7 +81,7 @@ def _down(args) -> int:
 
 
 def _seed(args) -> int:
-    from totesys_etl.local.seed import seed
+    from totesys_etl.local.source.seed import seed
 
     counts = seed(_admin_url(), orders=args.orders, seed=args.seed)
     print("seeded: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
@@ -89,7 +89,7 @@ def _seed(args) -> int:
 
 
 def _simulate(args) -> int:
-    from totesys_etl.local.simulate import simulate
+    from totesys_etl.local.source.simulate import simulate
 
     counts = simulate(_admin_url(), changes=args.changes, seed=args.seed)
     print("simulated: " + ", ".join(f"{k} {n:,}" for k, n in counts.items()))
@@ -102,7 +102,7 @@ def _pipeline_env() -> None:
 
 
 def _tick(args) -> int:
-    from totesys_etl.local.tick import tick
+    from totesys_etl.local.drive.tick import tick
 
     _pipeline_env()
     report = tick()
@@ -111,7 +111,7 @@ def _tick(args) -> int:
 
 
 def _run(args) -> int:
-    from totesys_etl.local.tick import run
+    from totesys_etl.local.drive.tick import run
 
     _pipeline_env()
     run(interval=args.interval, ticks=args.ticks, out=sys.stdout)
@@ -119,7 +119,7 @@ def _run(args) -> int:
 
 
 def _reconcile(args) -> int:
-    from totesys_etl.local.reconcile import reconcile
+    from totesys_etl.reconcile import reconcile
 
     _pipeline_env()
     report = reconcile()
@@ -149,7 +149,7 @@ def _report(args) -> int:
 
 
 def _demo(args) -> int:
-    from totesys_etl.local.demo import demo
+    from totesys_etl.local.drive.demo import demo
 
     return demo(LOCAL_HOME, orders=args.orders, out=sys.stdout)
 

@@ -17,8 +17,8 @@ import uuid
 import boto3
 import pytest
 
-from totesys_etl.local import servers
-from totesys_etl.local.seed import seed
+from totesys_etl.local.services import admin
+from totesys_etl.local.source.seed import seed
 
 HANDLERS = """
 import json
@@ -46,7 +46,7 @@ def lambda_env(source, warehouse_url, buckets, aws, postgres):
     """Only what the deployed functions get: secret ids, buckets, AWS settings; no database URL."""
     seed(source.admin_url, orders=40, seed=3)
     warehouse = warehouse_url.rsplit("/", 1)[1].split("?")[0]
-    env = {"TOTESYS_SOURCE_SECRET": _secret(unique("totesys-src-"), postgres, source.name, servers.READER_ROLE,
+    env = {"TOTESYS_SOURCE_SECRET": _secret(unique("totesys-src-"), postgres, source.name, admin.READER_ROLE,
                                             postgres.reader_password),
            "TOTESYS_WAREHOUSE_SECRET": _secret(unique("totesys-dw-"), postgres, warehouse, "postgres",
                                                postgres.password),

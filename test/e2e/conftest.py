@@ -34,8 +34,8 @@ import pytest
 
 from totesys_etl import lake
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local import servers
-from totesys_etl.local.seed import seed
+from totesys_etl.local.services import admin
+from totesys_etl.local.source.seed import seed
 from totesys_etl.process.run import MARK_PREFIX
 from totesys_etl.schema import STAR_TABLES
 
@@ -290,7 +290,7 @@ def new_pipeline(postgres, source, aws):
     def make(name: str) -> Pipeline:
         tag = f"{os.getpid()}e{next(_names)}"
         database = f"dw{name}{tag}"
-        servers.create_database(postgres, database)
+        admin.create_database(postgres, database)
         buckets = (f"ingested-{name}-{tag}", f"processed-{name}-{tag}")
         for bucket in buckets:
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})

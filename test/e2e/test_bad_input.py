@@ -17,8 +17,8 @@ import boto3
 import pytest
 
 from totesys_etl import lake
-from totesys_etl.local.notifications import queue_name
-from totesys_etl.local.simulate import simulate
+from totesys_etl.local.drive.notifications import queue_name
+from totesys_etl.local.source.simulate import simulate
 from totesys_etl.schema import FACTS
 
 pytestmark = pytest.mark.slow

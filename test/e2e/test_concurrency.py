@@ -12,7 +12,7 @@ import pytest
 from totesys_etl import lake
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.load.ledger import LOADER_LOCK_KEY
-from totesys_etl.local.simulate import simulate
+from totesys_etl.local.source.simulate import simulate
 
 pytestmark = pytest.mark.slow
 

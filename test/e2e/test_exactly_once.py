@@ -21,8 +21,8 @@ import pytest
 from totesys_etl import lake
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.faults import POINTS
-from totesys_etl.local.notifications import queue_name
-from totesys_etl.local.simulate import simulate
+from totesys_etl.local.drive.notifications import queue_name
+from totesys_etl.local.source.simulate import simulate
 
 pytestmark = pytest.mark.slow
 

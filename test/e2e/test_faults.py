@@ -7,7 +7,7 @@ import pg8000.native
 import pytest
 
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local.simulate import simulate
+from totesys_etl.local.source.simulate import simulate
 
 pytestmark = pytest.mark.slow
 

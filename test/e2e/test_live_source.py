@@ -17,7 +17,7 @@ import pg8000.native
 import pytest
 
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local.seed import seed
+from totesys_etl.local.source.seed import seed
 
 pytestmark = pytest.mark.slow
 

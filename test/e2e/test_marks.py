@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pytest
 
 from totesys_etl.load.handler import lambda_handler as load_handler
-from totesys_etl.local.simulate import simulate
+from totesys_etl.local.source.simulate import simulate
 from totesys_etl.process.handler import lambda_handler as process_handler
 
 pytestmark = pytest.mark.slow

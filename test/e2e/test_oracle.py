@@ -2,7 +2,7 @@
 reported, and a warehouse the pipeline loaded is reported clean (issue 26)."""
 import pytest
 
-from totesys_etl.local.simulate import simulate
+from totesys_etl.local.source.simulate import simulate
 
 pytestmark = pytest.mark.slow
 

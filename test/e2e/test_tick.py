@@ -12,10 +12,10 @@ import boto3
 import pytest
 
 from totesys_etl import lake
-from totesys_etl.local import servers
-from totesys_etl.local.notifications import queue_name
-from totesys_etl.local.seed import seed
-from totesys_etl.local.simulate import simulate
+from totesys_etl.local.services import servers
+from totesys_etl.local.drive.notifications import queue_name
+from totesys_etl.local.source.seed import seed
+from totesys_etl.local.source.simulate import simulate
 from totesys_etl.schema import STAR_TABLES
 
 pytestmark = pytest.mark.slow

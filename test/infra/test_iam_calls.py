@@ -27,7 +27,7 @@ import pytest
 from totesys_etl import lake
 from totesys_etl.adapters import s3
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local.seed import seed
+from totesys_etl.local.source.seed import seed
 
 OBJECT, BUCKET, SOURCE, SOURCE_BUCKET, SECRET, KEY = "object", "bucket", "source", "source_bucket", "secret", "key"
 

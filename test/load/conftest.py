@@ -28,7 +28,7 @@ from totesys_etl import lake
 from totesys_etl.adapters.postgres import identifier, parse_url
 from totesys_etl.calendar import date_rows
 from totesys_etl.config import Settings
-from totesys_etl.local import servers
+from totesys_etl.local.services import admin
 from totesys_etl.logs import configure
 from totesys_etl.schema import DIM_DATE, FACTS, STAR_TABLES, STATE_TABLES, source_table, star_table
 from totesys_etl.schema.warehouse import CURRENCY_NAMES, bookkeeping_columns
@@ -271,7 +271,7 @@ def fresh_warehouse(postgres, buckets):
     """Settings for another, empty warehouse on the same lake (a clean run to compare with)."""
     def make() -> Settings:
         name = f"dw_{secrets.token_hex(4)}"
-        servers.create_database(postgres, name)
+        admin.create_database(postgres, name)
         return Settings.from_env({"TOTESYS_WAREHOUSE_URL": postgres.url(name), "TOTESYS_INGEST_BUCKET": buckets[0],
                                   "TOTESYS_PROCESSED_BUCKET": buckets[1]})
     return make

@@ -16,7 +16,7 @@ from totesys_etl.errors import WarehouseUnavailable
 from totesys_etl.load.handler import lambda_handler
 from totesys_etl.load.ledger import LOADER_LOCK_KEY, load_mark, loaded_runs
 from totesys_etl.load.run import load, warehouse_connection
-from totesys_etl.local.servers import free_port
+from totesys_etl.local.services.servers import free_port
 
 
 def _s3_event(bucket: str, *keys: str) -> dict:

@@ -6,7 +6,7 @@ import pg8000.native
 from totesys_etl.adapters.postgres import parse_url, transaction
 from totesys_etl.load import migrations
 from totesys_etl.load.migrations import MIGRATIONS, migrate
-from totesys_etl.local import servers
+from totesys_etl.local.services import admin
 from totesys_etl.schema import FACTS, STAR_TABLES, STATE_TABLES
 from totesys_etl.schema.warehouse import OLDEST_RUN_ID, bookkeeping_columns
 
@@ -112,7 +112,7 @@ def test_a_version_1_warehouse_migrates_to_the_shape_of_a_fresh_one(postgres, wa
     """Rows loaded before etl_run_id get a run id older than any run: the next run's version wins."""
     conn = _connect(warehouse_url)
     fresh_name = f"dw_fresh_{threading.get_ident()}"
-    servers.create_database(postgres, fresh_name)
+    admin.create_database(postgres, fresh_name)
     fresh = _connect(postgres.url(fresh_name))
     try:
         monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS[:1])

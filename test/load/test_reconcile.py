@@ -12,8 +12,8 @@ from totesys_etl import cli
 from totesys_etl.adapters.postgres import identifier, parse_url, transaction
 from totesys_etl.config import Settings
 from totesys_etl.load.run import load
-from totesys_etl.local.reconcile import reconcile
-from totesys_etl.local.source_db import create_source_tables, finish_source_tables
+from totesys_etl.reconcile import reconcile
+from totesys_etl.local.source.source_db import create_source_tables, finish_source_tables
 from totesys_etl.schema import SOURCE_TABLES
 from totesys_etl.schema.ddl import column_list
 

@@ -20,7 +20,7 @@ import pytest
 from totesys_etl import lake
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.config import Settings
-from totesys_etl.local import servers
+from totesys_etl.local.services import admin
 from totesys_etl.schema import SOURCE_TABLES, source_table
 from totesys_etl.schema.ddl import column_list, create_table
 
@@ -33,7 +33,7 @@ RUN_C = "20221105T101010000001Z"
 def csv_db(postgres):
     """One database with the eleven source tables, used only to produce CSV bytes by COPY."""
     name = f"processcsv{os.getpid()}"
-    servers.create_database(postgres, name)
+    admin.create_database(postgres, name)
     conn = pg8000.native.Connection(**parse_url(postgres.url(name)))
     conn.run("SET TIME ZONE 'UTC'")
     for table in SOURCE_TABLES:

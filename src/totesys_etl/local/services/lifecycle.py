@@ -11,8 +11,8 @@ import os
 import secrets
 from pathlib import Path
 
-from totesys_etl.local.servers import (READER_ROLE, MotoServer, Postgres, create_database, free_port,
-                                       grant_reader)
+from totesys_etl.local.services.admin import READER_ROLE, create_buckets, create_database, grant_reader, s3_client
+from totesys_etl.local.services.servers import MotoServer, Postgres, free_port
 
 
 SOURCE_DB, WAREHOUSE_DB = "totesys", "warehouse"
@@ -97,23 +97,11 @@ def up(home: Path) -> dict[str, str]:
     _save_state(home, state)
 
     env = settings(state)
-    _create_buckets(env)
+    create_buckets(s3_client(env), LOCAL_BUCKETS)
     env_path = home / "env"
     env_path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     os.chmod(env_path, 0o600)
     return env
-
-
-def _create_buckets(env: dict[str, str]) -> None:
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    for bucket in LOCAL_BUCKETS:
-        if bucket not in existing:
-            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": LOCAL_REGION})
 
 
 def down(home: Path) -> list[str]:

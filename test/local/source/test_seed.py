@@ -12,9 +12,9 @@ import pytest
 from pg8000.native import identifier
 
 from totesys_etl.errors import ConfigurationError, EtlError
-from totesys_etl.local import servers
-from totesys_etl.local.seed import HISTORY_START, REFERENCE, seed
-from totesys_etl.local.source_db import csv_rows
+from totesys_etl.local.services import admin
+from totesys_etl.local.source.seed import HISTORY_START, REFERENCE, seed
+from totesys_etl.local.source.source_db import csv_rows
 from totesys_etl.schema import SOURCE_TABLES
 from totesys_etl.schema.source import SOURCE_FOREIGN_KEYS
 
@@ -33,7 +33,7 @@ def digests(run_sql, url: str) -> dict[str, str]:
 @pytest.fixture
 def other_source(postgres) -> str:
     name = f"seed{secrets.token_hex(4)}"
-    servers.create_database(postgres, name)
+    admin.create_database(postgres, name)
     return postgres.url(name)
 
 
@@ -41,10 +41,10 @@ def other_source(postgres) -> str:
 def seeded(postgres):
     """One seeded source for the tests that only read it (seeding per test would dominate the run)."""
     name = f"seeded{secrets.token_hex(4)}"
-    servers.create_database(postgres, name)
-    servers.grant_reader(postgres, name, postgres.reader_password)
+    admin.create_database(postgres, name)
+    admin.grant_reader(postgres, name, postgres.reader_password)
     source = SimpleNamespace(name=name, admin_url=postgres.url(name),
-                             reader_url=postgres.url(name, servers.READER_ROLE, postgres.reader_password))
+                             reader_url=postgres.url(name, admin.READER_ROLE, postgres.reader_password))
     return source, seed(source.admin_url, orders=ORDERS, seed=7)
 
 
@@ -187,7 +187,7 @@ def test_keys_foreign_keys_indexes_sequences_and_statistics(seeded, run_sql):
 
 def test_the_reader_role_reads_every_table_and_writes_nothing(seeded, run_sql):
     source, counts = seeded
-    assert run_sql(source.reader_url, "SELECT current_user") == [[servers.READER_ROLE]]
+    assert run_sql(source.reader_url, "SELECT current_user") == [[admin.READER_ROLE]]
     for table in SOURCE_TABLES:
         assert run_sql(source.reader_url, f"SELECT count(*) FROM {identifier(table.name)}") == [[counts[table.name]]]
     for statement in ("INSERT INTO currency (currency_code, created_at, last_updated) "

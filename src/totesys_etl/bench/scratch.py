@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import boto3
 import pg8000.native
-from pg8000.native import identifier
 
-from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.errors import EtlError
-from totesys_etl.local import servers
+from totesys_etl.local.services import admin, servers
 
 
 class BenchFailed(EtlError):
@@ -31,7 +28,7 @@ class Services:
         return self.cluster.url(database)
 
     def reader_url(self, database: str) -> str:
-        return self.cluster.url(database, servers.READER_ROLE, self.reader_password)
+        return self.cluster.url(database, admin.READER_ROLE, self.reader_password)
 
 
 @dataclass(frozen=True)
@@ -52,32 +49,26 @@ class Pipeline:
 
 
 def admin_connection(svc: Services, database: str) -> pg8000.native.Connection:
-    return pg8000.native.Connection(**parse_url(svc.admin_url(database)))
+    return admin.admin_connection(svc.cluster, database)
 
 
 def fresh_database(svc: Services, name: str) -> None:
     """Drop and create one of the bench's own databases (names are this module's constants)."""
-    servers.recreate_database(svc.cluster, name)
+    admin.recreate_database(svc.cluster, name)
 
 
 def drop_database(svc: Services, name: str) -> None:
-    servers.admin_run(svc.cluster, "postgres", f"DROP DATABASE IF EXISTS {identifier(name)} WITH (FORCE)")
-
-
-def _s3(svc: Services):
-    return boto3.client("s3", endpoint_url=svc.aws["AWS_ENDPOINT_URL"], region_name=svc.aws["AWS_DEFAULT_REGION"],
-                        aws_access_key_id=svc.aws["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=svc.aws["AWS_SECRET_ACCESS_KEY"])
+    admin.drop_database(svc.cluster, name)
 
 
 def fresh_buckets(svc: Services, names: tuple[str, ...]) -> None:
     """The bench's own buckets, existing and empty."""
-    servers.empty_buckets(_s3(svc), names)
+    admin.empty_buckets(admin.s3_client(svc.aws), names)
 
 
 def prepare(svc: Services, pipeline: Pipeline) -> None:
     """A fresh, empty source (readable by the read-only role), warehouse and bucket pair."""
     for database in (pipeline.source_db, pipeline.warehouse_db):
         fresh_database(svc, database)
-    servers.grant_reader(svc.cluster, pipeline.source_db, svc.reader_password)
+    admin.grant_reader(svc.cluster, pipeline.source_db, svc.reader_password)
     fresh_buckets(svc, pipeline.buckets)

@@ -17,8 +17,8 @@ from pathlib import Path
 from pg8000.native import identifier
 
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local import servers
-from totesys_etl.local.bench_scratch import BenchFailed, Pipeline, Services, drop_database, fresh_database
+from totesys_etl.bench.scratch import BenchFailed, Pipeline, Services, drop_database, fresh_database
+from totesys_etl.local.services import servers
 from totesys_etl.schema import DIM_DATE, FACTS, SOURCE_TABLES, STATE_TABLES, Table
 from totesys_etl.schema.ddl import create_table
 

@@ -21,10 +21,9 @@ from decimal import Decimal
 
 from pg8000.native import identifier
 
-from totesys_etl.adapters.postgres import Connection, connect, transaction
-from totesys_etl.config import Database
+from totesys_etl.adapters.postgres import Connection, transaction
 from totesys_etl.errors import ConfigurationError
-from totesys_etl.local.source_db import source_errors
+from totesys_etl.local.source.source_db import admin_connect, source_errors
 from totesys_etl.schema import SOURCE_TABLES, source_table
 from totesys_etl.schema.ddl import column_list
 
@@ -280,7 +279,7 @@ def simulate(admin_url: str, changes: int = 100, seed: int | None = None) -> dic
     if changes < 0:
         raise ConfigurationError("--changes must be 0 or more")
     rng = random.Random(seed)  # nosec B311 - simulated activity, not security
-    conn = connect(Database("source", admin_url, ""), statement_timeout=None, application_name="totesys-etl simulate")
+    conn = admin_connect(admin_url, "simulate")
     try:
         if len(conn.run("SELECT 1 FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY(:names)",
                         names=[t.name for t in SOURCE_TABLES])) < len(SOURCE_TABLES):

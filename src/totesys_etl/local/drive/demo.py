@@ -14,17 +14,18 @@ import pg8000.native
 from pg8000.native import identifier
 
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local import notifications, servers, services
-from totesys_etl.local.progress import Steps
+from totesys_etl.local.drive import notifications
+from totesys_etl.local.drive.progress import Steps
+from totesys_etl.local.services import admin, lifecycle
 
 DEMO_CHANGES = 500
 
 
 def reset(home: Path, env: dict[str, str]) -> None:
     """Empty the warehouse database and the two buckets that `up` created, and their queues."""
-    servers.recreate_database(services.recorded_cluster(home), parse_url(env["TOTESYS_WAREHOUSE_URL"])["database"])
+    admin.recreate_database(lifecycle.recorded_cluster(home), parse_url(env["TOTESYS_WAREHOUSE_URL"])["database"])
     buckets = (env["TOTESYS_INGEST_BUCKET"], env["TOTESYS_PROCESSED_BUCKET"])
-    servers.empty_buckets(boto3.client("s3"), buckets)
+    admin.empty_buckets(boto3.client("s3"), buckets)
     for bucket in buckets:
         notifications.purge(notifications.ensure(bucket))
 
@@ -40,14 +41,14 @@ def _warehouse_counts(env: dict[str, str]) -> dict[str, int]:
 
 
 def demo(home: Path, orders: int, out) -> int:
-    from totesys_etl.local.reconcile import reconcile
-    from totesys_etl.local.seed import seed
-    from totesys_etl.local.simulate import simulate
-    from totesys_etl.local.tick import tick
+    from totesys_etl.reconcile import reconcile
+    from totesys_etl.local.source.seed import seed
+    from totesys_etl.local.source.simulate import simulate
+    from totesys_etl.local.drive.tick import tick
 
     started = time.perf_counter()
     step = Steps(out)
-    env = step("start local PostgreSQL and moto's server (totesys-etl up)", services.up, home)
+    env = step("start local PostgreSQL and moto's server (totesys-etl up)", lifecycle.up, home)
     os.environ.update(env)  # the demo runs on up's services, whatever the shell had set
     step("empty the warehouse and buckets that up created", reset, home, env)
     step(f"seed the source with {orders:,} sales orders", seed, env["TOTESYS_SOURCE_ADMIN_URL"], orders=orders)

@@ -11,15 +11,14 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
-from totesys_etl.adapters.postgres import connect, copy_in, transaction
-from totesys_etl.config import Database
+from totesys_etl.adapters.postgres import copy_in, transaction
 from totesys_etl.errors import ConfigurationError
-from totesys_etl.local.source_db import (create_source_tables, csv_rows, finish_source_tables, prepare_session,
-                                         source_errors)
+from totesys_etl.local.source.source_db import (admin_connect, create_source_tables, csv_rows, finish_source_tables,
+                                                prepare_session, source_errors)
 from totesys_etl.schema import SOURCE_TABLES
 
 #: The project's copy of the snapshot (SPEC §2: a clone has no ../shared).
-SNAPSHOT = Path(__file__).resolve().parents[3] / "test" / "data" / "totesys-snapshot-2024-11-14"
+SNAPSHOT = Path(__file__).resolve().parents[4] / "test" / "data" / "totesys-snapshot-2024-11-14"
 
 _CHUNK_ROWS = 5000
 
@@ -54,8 +53,7 @@ def load_snapshot(admin_url: str, folder: Path = SNAPSHOT) -> dict[str, int]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigurationError(f"no snapshot folder at {folder}")
-    conn = connect(Database("source", admin_url, ""), statement_timeout=None,
-                   application_name="totesys-etl load_snapshot")
+    conn = admin_connect(admin_url, "load_snapshot")
     try:
         with source_errors("loading the snapshot"), transaction(conn):
             prepare_session(conn)

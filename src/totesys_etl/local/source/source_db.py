@@ -10,11 +10,18 @@ from typing import Iterable, Iterator, Sequence
 
 from pg8000.native import DatabaseError, identifier, literal
 
-from totesys_etl.adapters.postgres import Connection
+from totesys_etl.adapters.postgres import Connection, connect
+from totesys_etl.config import Database
 from totesys_etl.errors import EtlError, describe
 from totesys_etl.schema import SOURCE_TABLES, source_table
 from totesys_etl.schema.ddl import column_list, create_table
 from totesys_etl.schema.source import SOURCE_FOREIGN_KEYS
+
+
+def admin_connect(admin_url: str, command: str) -> Connection:
+    """The source's owner, as `seed`, `simulate` and `load_snapshot` work through it: no statement
+    timeout (a large seed's bulk load and index builds run for minutes)."""
+    return connect(Database("source", admin_url, ""), statement_timeout=None, application_name=f"totesys-etl {command}")
 
 
 @contextmanager
@@ -67,7 +74,7 @@ def finish_source_tables(conn: Connection, reader_role: str | None = None) -> di
     Returns the row count of each table. `reader_role` defaults to the role `up` creates; the
     grant is skipped when no such role exists (a database the caller set up itself).
     """
-    from totesys_etl.local.servers import READER_ROLE
+    from totesys_etl.local.services.admin import READER_ROLE
 
     counts = {}
     for table in SOURCE_TABLES:

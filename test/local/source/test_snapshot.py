@@ -11,7 +11,7 @@ import pytest
 from pg8000.native import identifier
 
 from totesys_etl.errors import ConfigurationError
-from totesys_etl.local.snapshot import SNAPSHOT, load_snapshot
+from totesys_etl.local.source.snapshot import SNAPSHOT, load_snapshot
 from totesys_etl.schema import SOURCE_TABLES
 from totesys_etl.schema.source import SOURCE_FOREIGN_KEYS
 

@@ -8,24 +8,24 @@ import pwd
 import pg8000.native
 
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local import servers, services
+from totesys_etl.local.services import admin, lifecycle, servers
 
 
 def test_settings_are_the_spec_variables_with_the_read_only_source(postgres):
     state = {"postgres": {"data_dir": str(postgres.data_dir), "port": postgres.port, "password": postgres.password,
                           "bindir": str(postgres.bindir)}, "reader_password": "pw", "moto": {"port": 1234, "pid": 1}}
-    env = services.settings(state)
-    assert parse_url(env["TOTESYS_SOURCE_URL"])["user"] == servers.READER_ROLE
+    env = lifecycle.settings(state)
+    assert parse_url(env["TOTESYS_SOURCE_URL"])["user"] == admin.READER_ROLE
     assert parse_url(env["TOTESYS_SOURCE_ADMIN_URL"])["user"] == "postgres"
-    assert parse_url(env["TOTESYS_WAREHOUSE_URL"])["database"] == services.WAREHOUSE_DB
+    assert parse_url(env["TOTESYS_WAREHOUSE_URL"])["database"] == lifecycle.WAREHOUSE_DB
     assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1234"
-    assert (env["TOTESYS_INGEST_BUCKET"], env["TOTESYS_PROCESSED_BUCKET"]) == services.LOCAL_BUCKETS
+    assert (env["TOTESYS_INGEST_BUCKET"], env["TOTESYS_PROCESSED_BUCKET"]) == lifecycle.LOCAL_BUCKETS
 
 
 def test_read_env_file_reads_shell_assignments(tmp_path):
     path = tmp_path / "env"
     path.write_text("# written by up\n\nA=1\nURL=postgresql://u:p=q@h:1/d\n  B = two \n")
-    assert services.read_env_file(path) == {"A": "1", "URL": "postgresql://u:p=q@h:1/d", "B": "two"}
+    assert lifecycle.read_env_file(path) == {"A": "1", "URL": "postgresql://u:p=q@h:1/d", "B": "two"}
 
 
 def test_up_recreates_a_lost_cluster_in_a_private_folder_and_keeps_a_running_moto(tmp_path, moto_server):
@@ -38,9 +38,9 @@ def test_up_recreates_a_lost_cluster_in_a_private_folder_and_keeps_a_running_mot
         "reader_password": "x", "moto": {"port": moto_server.port, "pid": moto_server.pid}}))
     cluster = None
     try:
-        env = services.up(home)
+        env = lifecycle.up(home)
         state = json.loads((home / "services.json").read_text())
-        cluster = services._cluster_from(state)
+        cluster = lifecycle._cluster_from(state)
         assert state["moto"] == {"port": moto_server.port, "pid": moto_server.pid}
         assert env["AWS_ENDPOINT_URL"] == moto_server.endpoint
         assert cluster.is_running()
@@ -50,7 +50,7 @@ def test_up_recreates_a_lost_cluster_in_a_private_folder_and_keeps_a_running_mot
         else:
             assert cluster.data_dir.is_relative_to(home)
         conn = pg8000.native.Connection(**parse_url(env["TOTESYS_SOURCE_URL"]))
-        assert conn.run("SELECT current_database(), current_user") == [[services.SOURCE_DB, servers.READER_ROLE]]
+        assert conn.run("SELECT current_database(), current_user") == [[lifecycle.SOURCE_DB, admin.READER_ROLE]]
         conn.close()
     finally:
         if cluster is not None:

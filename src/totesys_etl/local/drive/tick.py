@@ -20,7 +20,7 @@ from totesys_etl.errors import TickIncomplete
 from totesys_etl.ingest.handler import lambda_handler as ingest_handler
 from totesys_etl.load.handler import lambda_handler as load_handler
 from totesys_etl.load.ledger import load_mark, loaded_runs
-from totesys_etl.local import notifications
+from totesys_etl.local.drive import notifications
 from totesys_etl.process.handler import lambda_handler as process_handler
 from totesys_etl.runs import StageResult
 

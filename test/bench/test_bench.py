@@ -11,8 +11,8 @@ import pg8000.native
 import pytest
 
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local import bench, bench_baselines, bench_scratch, stage
-from totesys_etl.local.snapshot import SNAPSHOT, load_snapshot
+from totesys_etl.bench import baselines, run, scratch, stage
+from totesys_etl.local.source.snapshot import SNAPSHOT, load_snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ SPEC_KEYS = {"orders", "initial_load_s", "process_start_s", "floor_s", "ratio_to
 @pytest.fixture
 def svc(postgres, aws):
     keys = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-    return bench_scratch.Services(postgres, postgres.reader_password, {k: os.environ[k] for k in keys})
+    return scratch.Services(postgres, postgres.reader_password, {k: os.environ[k] for k in keys})
 
 
 def _snapshot_rows() -> int:
@@ -35,7 +35,7 @@ def _snapshot_rows() -> int:
 
 def test_a_tiny_bench_reports_every_spec_key_with_figures_that_add_up(svc, tmp_path):
     out = io.StringIO()
-    results = bench.run_bench(svc, 300, tmp_path, out)
+    results = run.run_bench(svc, 300, tmp_path, out)
 
     assert SPEC_KEYS <= results.keys()
     json.dumps(results)  # what main() writes to .local/bench.json
@@ -63,11 +63,11 @@ def test_a_tiny_bench_reports_every_spec_key_with_figures_that_add_up(svc, tmp_p
     assert results["noop_tick_handler_s"] > 0 and results["tick_1000_handler_s"] > 0
     # The no-change tick moved nothing; the tick after the changes carried exactly them out of the source.
     assert detail["noop_tick_rows"] == {"ingest": 0, "process": 0, "load": 0}
-    assert detail["tick_1000_rows"]["ingest"] == bench.TICK_CHANGES
+    assert detail["tick_1000_rows"]["ingest"] == run.TICK_CHANGES
     assert detail["snapshot_rows"]["ingest"] == _snapshot_rows()
     assert detail["machine"]["nproc"] >= 1 and detail["machine"]["postgresql"]
 
-    table = bench.markdown(results)
+    table = run.markdown(results)
     for key in SPEC_KEYS:
         assert f"`{key}`" in table
     assert "-> initial load" in out.getvalue()
@@ -76,25 +76,25 @@ def test_a_tiny_bench_reports_every_spec_key_with_figures_that_add_up(svc, tmp_p
     # The floor's scratch schema is gone; the to_sql scratch database too.
     conn = pg8000.native.Connection(**parse_url(svc.admin_url("postgres")))
     try:
-        assert not conn.run("SELECT 1 FROM pg_database WHERE datname = :n", n=bench_baselines.TO_SQL_DB)
+        assert not conn.run("SELECT 1 FROM pg_database WHERE datname = :n", n=baselines.TO_SQL_DB)
     finally:
         conn.close()
-    conn = pg8000.native.Connection(**parse_url(svc.admin_url(bench.MAIN[0])))
+    conn = pg8000.native.Connection(**parse_url(svc.admin_url(run.MAIN[0])))
     try:
-        assert not conn.run("SELECT 1 FROM pg_namespace WHERE nspname = :n", n=bench_baselines.FLOOR_SCHEMA)
+        assert not conn.run("SELECT 1 FROM pg_namespace WHERE nspname = :n", n=baselines.FLOOR_SCHEMA)
     finally:
         conn.close()
 
     # The sanity check would have caught a lost row.
-    main = bench_scratch.Pipeline(*bench.MAIN)
-    assert bench.count_mismatches(svc, main) == []
+    main = scratch.Pipeline(*run.MAIN)
+    assert run.count_mismatches(svc, main) == []
     conn = pg8000.native.Connection(**parse_url(svc.admin_url(main.warehouse_db)))
     try:
         conn.run("DELETE FROM dim_design WHERE design_id = (SELECT min(design_id) FROM dim_design)")
         conn.run("DELETE FROM fact_payment WHERE payment_id = (SELECT min(payment_id) FROM fact_payment)")
     finally:
         conn.close()
-    problems = bench.count_mismatches(svc, main)
+    problems = run.count_mismatches(svc, main)
     assert len(problems) == 2 and problems[0].startswith("dim_design") and problems[1].startswith("fact_payment")
 
 
@@ -102,33 +102,33 @@ def test_missed_targets_names_each_figure_over_its_limit():
     results = {"orders": 1_000_000, "ratio_to_floor": 3.5, "noop_tick_handler_s": 0.2, "tick_1000_handler_s": 2.5,
                "snapshot_load_s": {"ingest": 0.5, "process": 0.5, "load": 0.5},
                "peak_rss_mb": {"ingest": 100.0, "process": 1100.0, "load": 300.0}}
-    assert bench.missed_targets(results) == {"ratio_to_floor": (3.5, 3.0), "tick_1000_handler_s": (2.5, 2.0),
-                                             "peak_rss_mb": (1100.0, 1024.0)}
-    assert "peak_rss_mb" not in bench.missed_targets({**results, "orders": 100_000})
+    assert run.missed_targets(results) == {"ratio_to_floor": (3.5, 3.0), "tick_1000_handler_s": (2.5, 2.0),
+                                           "peak_rss_mb": (1100.0, 1024.0)}
+    assert "peak_rss_mb" not in run.missed_targets({**results, "orders": 100_000})
 
 
 def test_a_failing_stage_stops_the_bench_with_its_reason(svc, tmp_path):
-    env = {**bench_scratch.Pipeline("nowhere_src", "nowhere_dw", ("no-such-ingested", "no-such-processed")).env(svc)}
-    with pytest.raises(bench_scratch.BenchFailed, match="the ingest handler failed"):
-        bench.run_stage("ingest", env, {}, tmp_path / "bench.log")
+    env = {**scratch.Pipeline("nowhere_src", "nowhere_dw", ("no-such-ingested", "no-such-processed")).env(svc)}
+    with pytest.raises(scratch.BenchFailed, match="the ingest handler failed"):
+        run.run_stage("ingest", env, {}, tmp_path / "bench.log")
     assert "ERROR" in (tmp_path / "bench.log").read_text()
 
 
 def test_a_stage_process_reports_its_own_measurements(svc, tmp_path, source):
     """The per-stage runner on its own: handler seconds, start-up and peak RSS, measured in the child."""
     load_snapshot(source.admin_url)
-    bench_scratch.fresh_buckets(svc, ("bench-stage-ingested", "bench-stage-processed"))
+    scratch.fresh_buckets(svc, ("bench-stage-ingested", "bench-stage-processed"))
     env = {"TOTESYS_SOURCE_URL": source.reader_url, "TOTESYS_WAREHOUSE_URL": svc.admin_url("postgres"),
            "TOTESYS_INGEST_BUCKET": "bench-stage-ingested", "TOTESYS_PROCESSED_BUCKET": "bench-stage-processed",
            **svc.aws}
     before = set(os.listdir(os.environ["TMPDIR"]))
-    outcome = bench.run_stage("ingest", env, {}, tmp_path / "bench.log")
+    outcome = run.run_stage("ingest", env, {}, tmp_path / "bench.log")
     assert outcome["stage"] == "ingest" and "error" not in outcome
     assert outcome["peak_tmp_mb"] > 0
     assert set(os.listdir(os.environ["TMPDIR"])) == before  # the stage's temporary folder is removed
     assert outcome["handler_s"] > 0 and outcome["process_start_s"] > 0
     assert outcome["peak_rss_mb"] > 20  # a Python process with boto3 and pyarrow loaded
-    assert bench.stage_rows(outcome) == _snapshot_rows()
+    assert run.stage_rows(outcome) == _snapshot_rows()
 
 
 def test_the_tmp_watch_reports_the_most_held_at_once(tmp_path):

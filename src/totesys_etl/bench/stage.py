@@ -1,6 +1,6 @@
 """One stage's handler in a process of its own, as a Lambda invocation: `make bench` measures it.
 
-    python -m totesys_etl.local.stage <ingest|process|load> [EVENT_JSON] [--started EPOCH_SECONDS]
+    python -m totesys_etl.bench.stage <ingest|process|load> [EVENT_JSON] [--started EPOCH_SECONDS]
 
 Prints one JSON object on stdout: `handler_s` (the handler call alone, timed inside the
 process), `process_start_s` (from `--started`, the caller's clock just before it spawned the
@@ -82,7 +82,7 @@ class TmpWatch:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m totesys_etl.local.stage")
+    parser = argparse.ArgumentParser(prog="python -m totesys_etl.bench.stage")
     parser.add_argument("stage", choices=sorted(HANDLERS))
     parser.add_argument("event", nargs="?", default="{}", help="the event as JSON (default: {}, a sweep)")
     parser.add_argument("--started", type=float, default=None,

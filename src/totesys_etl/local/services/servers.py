@@ -1,4 +1,6 @@
-"""Real PostgreSQL and moto's server as processes of this machine, and the few admin steps on them.
+"""Real PostgreSQL and moto's server as processes of this machine: found, started, stopped.
+
+The admin steps on them (databases, the read-only role, emptying buckets) are `admin.py`.
 
 PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user; when that
 user cannot reach the data folder (a clone under a private home, a 0700 temporary folder), the
@@ -187,74 +189,3 @@ class MotoServer:
                     return
                 time.sleep(0.05)
             os.kill(self.pid, signal.SIGKILL)
-
-
-READER_ROLE = "totesys_reader"
-
-
-def admin_run(cluster: Postgres, database: str, *statements: str) -> None:
-    """Run trusted statements (built from constants and `identifier()`) as the superuser."""
-    import pg8000.native
-
-    conn = pg8000.native.Connection("postgres", host="127.0.0.1", port=cluster.port, database=database,
-                                    password=cluster.password, ssl_context=False)
-    try:
-        for statement in statements:
-            conn.run(statement)
-    finally:
-        conn.close()
-
-
-def create_database(cluster: Postgres, name: str) -> None:
-    from pg8000.native import identifier, literal
-
-    import pg8000.native
-    conn = pg8000.native.Connection("postgres", host="127.0.0.1", port=cluster.port, database="postgres",
-                                    password=cluster.password, ssl_context=False)
-    try:
-        if not conn.run(f"SELECT 1 FROM pg_database WHERE datname = {literal(name)}"):  # nosec B608 - literal()
-            conn.run(f"CREATE DATABASE {identifier(name)}")
-    finally:
-        conn.close()
-
-
-def grant_reader(cluster: Postgres, database: str, password: str, role: str = READER_ROLE) -> None:
-    """A login role that may read the source's tables and nothing else (SPEC §2).
-
-    Default privileges make tables that `seed` creates later readable too.
-    """
-    from pg8000.native import identifier, literal
-
-    role_q = identifier(role)
-    admin_run(cluster, "postgres",
-              f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {literal(role)}) THEN "  # nosec B608
-              f"CREATE ROLE {role_q} LOGIN PASSWORD {literal(password)}; END IF; END $$",
-              f"ALTER ROLE {role_q} LOGIN PASSWORD {literal(password)} NOSUPERUSER NOCREATEDB NOCREATEROLE")
-    admin_run(cluster, database,
-              "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
-              f"GRANT CONNECT ON DATABASE {identifier(database)} TO {role_q}",
-              f"GRANT USAGE ON SCHEMA public TO {role_q}",
-              f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role_q}",
-              f"ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT SELECT ON TABLES TO {role_q}")
-
-
-def recreate_database(cluster: Postgres, name: str) -> None:
-    """Drop (closing its sessions) and create a database the local runtime owns: demo, bench."""
-    from pg8000.native import identifier
-
-    admin_run(cluster, "postgres", f"DROP DATABASE IF EXISTS {identifier(name)} WITH (FORCE)",
-              f"CREATE DATABASE {identifier(name)}")
-
-
-def empty_buckets(s3, names) -> None:
-    """Create each bucket if missing, else delete every object in it (local buckets only)."""
-    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-    for bucket in names:
-        if bucket not in existing:
-            s3.create_bucket(Bucket=bucket,
-                             CreateBucketConfiguration={"LocationConstraint": s3.meta.region_name})
-            continue
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})

@@ -2,7 +2,7 @@ from urllib.parse import unquote_plus
 
 import boto3
 
-from totesys_etl.local import notifications
+from totesys_etl.local.drive import notifications
 
 
 def test_ensure_is_idempotent_and_keeps_the_bucket_s_other_notifications(buckets):

@@ -1,6 +1,6 @@
 """`make bench [ORDERS=N]`: the figures of SPEC §8, measured on the local services.
 
-Every stage runs in a process of its own (`local/stage.py`), as a Lambda invocation does, so a
+Every stage runs in a process of its own (`bench/stage.py`), as a Lambda invocation does, so a
 stage's peak RSS and peak temporary files (what Lambda's /tmp must hold, `peak_tmp_mb`) are its
 own and its imports are not hidden in another stage's process; its handler seconds are timed
 inside that process, start-up reported apart.
@@ -9,8 +9,8 @@ The bench works only in databases and buckets of its own (`bench_*`, `totesys-et
 the cluster and S3 API that `up` started, and resets them at will; it never reads the
 environment's `TOTESYS_*` settings, so it never touches a database or bucket given there.
 
-Where a run happens is `bench_scratch.py`; the two baselines it is compared with (PostgreSQL's
-own COPY floor, awswrangler's `to_sql`) are `bench_baselines.py`.
+Where a run happens is `bench/scratch.py`; the two baselines it is compared with (PostgreSQL's
+own COPY floor, awswrangler's `to_sql`) are `bench/baselines.py`.
 """
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ from typing import TextIO
 
 from pg8000.native import identifier
 
+from totesys_etl.bench.baselines import floor, to_sql_seconds
+from totesys_etl.bench.scratch import BenchFailed, Pipeline, Services, admin_connection, prepare
 from totesys_etl.errors import EtlError
-from totesys_etl.local import services
-from totesys_etl.local.bench_baselines import floor, to_sql_seconds
-from totesys_etl.local.bench_scratch import BenchFailed, Pipeline, Services, admin_connection, prepare
-from totesys_etl.local.progress import Steps
+from totesys_etl.local.drive.progress import Steps
+from totesys_etl.local.services import lifecycle
 from totesys_etl.schema import DIMENSIONS, FACTS, SOURCE_TABLES
 
 STAGES = ("ingest", "process", "load")
@@ -50,14 +50,14 @@ SNAPSHOT = ("bench_snapshot_source", "bench_snapshot_warehouse",
 # --- stages, each in its own process ------------------------------------------------------------
 
 def run_stage(stage: str, env: dict[str, str], event: dict, log_path: Path) -> dict:
-    """One handler call in a new process (`local/stage.py`); its measured outcome.
+    """One handler call in a new process (`bench/stage.py`); its measured outcome.
 
     The child gets only the pipeline's settings (none of this process's `TOTESYS_*`/`AWS_*`), and
     its JSON log lines are appended to `log_path`. Raises BenchFailed when the handler raised.
     """
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("TOTESYS_", "AWS_"))}
     child_env.update(env)
-    command = [sys.executable, "-m", "totesys_etl.local.stage", stage, json.dumps(event),
+    command = [sys.executable, "-m", "totesys_etl.bench.stage", stage, json.dumps(event),
                "--started", repr(time.time())]
     with open(log_path, "ab") as log:
         done = subprocess.run(command, env=child_env, stdout=subprocess.PIPE, stderr=log)  # nosec B603
@@ -74,7 +74,7 @@ def run_stage(stage: str, env: dict[str, str], event: dict, log_path: Path) -> d
 
 def run_cycle(env: dict[str, str], log_path: Path) -> dict[str, dict]:
     """Ingest (a scheduled event), then the processor's and the loader's sweeps (`{}`)."""
-    from totesys_etl.local.tick import scheduled_event
+    from totesys_etl.local.drive.tick import scheduled_event
 
     return {stage: run_stage(stage, env, scheduled_event() if stage == "ingest" else {}, log_path)
             for stage in STAGES}
@@ -166,9 +166,9 @@ def run_bench(svc: Services, orders: int, workdir: Path, out: TextIO) -> dict:
     step = Steps(out)
     started = time.perf_counter()
     load_before = os.getloadavg()
-    from totesys_etl.local.seed import seed
-    from totesys_etl.local.simulate import simulate
-    from totesys_etl.local.snapshot import load_snapshot
+    from totesys_etl.local.source.seed import seed
+    from totesys_etl.local.source.simulate import simulate
+    from totesys_etl.local.source.snapshot import load_snapshot
 
     main = Pipeline(*MAIN)
     env = main.env(svc)
@@ -292,9 +292,9 @@ def markdown(results: dict) -> str:
 
 def local_services(home: Path) -> Services:
     """`up`'s services (started if none run), as the bench's Services; this process's S3 settings too."""
-    env = services.up(home)
+    env = lifecycle.up(home)
     state = json.loads((home / "services.json").read_text())
-    cluster = services.recorded_cluster(home)
+    cluster = lifecycle.recorded_cluster(home)
     aws = {k: v for k, v in env.items() if k.startswith("AWS_")}
     for key in [k for k in os.environ if k.startswith(("TOTESYS_", "AWS_"))]:
         del os.environ[key]  # the bench never works on a setup given through the environment
@@ -303,7 +303,7 @@ def local_services(home: Path) -> Services:
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
-    parser = argparse.ArgumentParser(prog="python -m totesys_etl.local.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m totesys_etl.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=DEFAULT_ORDERS, help="sales orders to seed (default 100,000)")
     parser.add_argument("--home", type=Path, default=Path(".local"), help="up's folder (default .local)")
     args = parser.parse_args(argv)

@@ -7,10 +7,10 @@ import pytest
 from pg8000.native import identifier
 
 from totesys_etl.errors import ConfigurationError
-from totesys_etl.local import servers
-from totesys_etl.local.seed import seed
-from totesys_etl.local.simulate import KINDS, simulate
-from totesys_etl.local.snapshot import load_snapshot
+from totesys_etl.local.services import admin
+from totesys_etl.local.source.seed import seed
+from totesys_etl.local.source.simulate import KINDS, simulate
+from totesys_etl.local.source.snapshot import load_snapshot
 from totesys_etl.schema import SOURCE_TABLES
 
 
@@ -70,7 +70,7 @@ def test_large_runs_stay_exact_when_small_tables_run_out(seeded, run_sql):
 
 def test_the_same_seed_makes_the_same_changes(seeded, postgres, run_sql):
     other = f"sim{secrets.token_hex(4)}"
-    servers.create_database(postgres, other)
+    admin.create_database(postgres, other)
     other_url = postgres.url(other)
     seed(other_url, orders=300, seed=5)
     assert simulate(seeded.admin_url, changes=40, seed=9) == simulate(other_url, changes=40, seed=9)

@@ -23,11 +23,10 @@ from datetime import date, datetime, timedelta
 import pycountry
 from pg8000.native import identifier
 
-from totesys_etl.adapters.postgres import Connection, connect, copy_in, transaction
-from totesys_etl.config import Database
+from totesys_etl.adapters.postgres import Connection, copy_in, transaction
 from totesys_etl.errors import ConfigurationError
-from totesys_etl.local.source_db import (create_source_tables, csv_rows, finish_source_tables, prepare_session,
-                                         source_errors)
+from totesys_etl.local.source.source_db import (admin_connect, create_source_tables, csv_rows, finish_source_tables,
+                                                prepare_session, source_errors)
 from totesys_etl.schema import source_table
 from totesys_etl.schema.ddl import column_list
 
@@ -359,7 +358,7 @@ def seed(admin_url: str, orders: int = 10_000, seed: int = 1) -> dict[str, int]:
     """
     if orders < 0:
         raise ConfigurationError("--orders must be 0 or more")
-    conn = connect(Database("source", admin_url, ""), statement_timeout=None, application_name="totesys-etl seed")
+    conn = admin_connect(admin_url, "seed")
     try:
         with source_errors("seed"), transaction(conn):
             prepare_session(conn)

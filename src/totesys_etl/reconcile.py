@@ -89,7 +89,7 @@ def _source_relation(name: str) -> str:
     if is_reference(name):
         columns = warehouse_table(name).column_names
         arrays = ", ".join(f"CAST(:{c} AS text[])" for c in columns)
-        return f"(SELECT * FROM unnest({arrays}) AS n({column_list(columns)}))"
+        return f"(SELECT * FROM unnest({arrays}) AS n({column_list(columns)}))"  # nosec B608 - declared names
     return f"public.{identifier(name)}"
 
 
