@@ -6,8 +6,10 @@ million rows cost two narrow result sets, not two copies of the data.
 
 A fact keeps every version; the one compared with the source is the id's current version, the
 one the latest run read (`etl_run_id`, then `last_updated`: SPEC §3, newer means committed later).
-Fact history is checked too: no version stored twice, and the source's current version of every
-row stored at all (a lost version is told apart from an older version wrongly taken as current).
+Fact history is checked too: no version stored twice, the source's current version of every row
+stored at all (a lost version is told apart from an older version wrongly taken as current), and
+every version a run shipped (the ingested CSVs, less what the processor held back) stored exactly
+once, with none that no run shipped (`history.check_history`).
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from pg8000.native import identifier
 
 from totesys_etl.adapters.postgres import Connection, DatabaseError, connect
 from totesys_etl.config import Settings
-from totesys_etl.errors import EtlError
+from totesys_etl.errors import EtlError, lake_errors
+from totesys_etl.history import History, check_history
 from totesys_etl.schema import DIMENSIONS, FACTS, fact_references
 from totesys_etl.schema.derive import derived_select
 from totesys_etl.schema.model import Table
@@ -36,11 +39,19 @@ class TableCheck:
     missing_versions: list = field(default_factory=list)  # fact ids whose source version is not stored at all
     duplicate_versions: int = 0
     unresolved: dict = field(default_factory=dict)   # column -> fact rows whose key does not resolve
+    history: History | None = None                   # facts: versions shipped by runs against stored
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.extra or self.different or self.duplicate_versions
-                    or any(self.unresolved.values()))
+                    or any(self.unresolved.values()) or (self.history is not None and not self.history.ok))
+
+
+def _history_cell(history: History | None) -> str:
+    if history is None:
+        return "-"
+    return f"{history.shipped:,} ok" if history.ok else \
+        f"{len(history.lost)} lost, {len(history.twice)} twice, {len(history.unshipped)} unshipped"
 
 
 @dataclass
@@ -53,10 +64,11 @@ class Report:
 
     def table(self) -> str:
         header = ("table", "source", "warehouse", "missing", "extra", "different", "dup versions",
-                  "unresolved", "status")
+                  "unresolved", "history", "status")
         rows = [header] + [(c.table, f"{c.source_rows:,}", f"{c.warehouse_rows:,}", str(len(c.missing)),
                             str(len(c.extra)), str(len(c.different)), str(c.duplicate_versions),
-                            str(sum(c.unresolved.values())), "ok" if c.ok else "DIFFERENT") for c in self.checks]
+                            str(sum(c.unresolved.values())), _history_cell(c.history),
+                            "ok" if c.ok else "DIFFERENT") for c in self.checks]
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -69,6 +81,13 @@ class Report:
             for column, n in c.unresolved.items():
                 if n:
                     lines.append(f"{c.table}.{column}: {n} rows do not resolve")
+            if c.history is not None:
+                for label, versions in (("versions a run shipped, not stored", c.history.lost),
+                                        ("versions stored twice", c.history.twice),
+                                        ("versions stored that no run shipped", c.history.unshipped)):
+                    if versions:
+                        shown = [f"{i} @ {stamp.isoformat(sep=' ')}" for i, stamp in versions[:3]]
+                        lines.append(f"{c.table}: {len(versions)} {label}, e.g. {shown}")
         lines.append("reconcile: " + ("warehouse equals source" if self.ok else "DIFFERENCES FOUND"))
         return "\n".join(lines)
 
@@ -146,14 +165,25 @@ def _versions_not_stored(warehouse: Connection, fact: Table, different: list, ex
     return [k for k in different if (k, expected[k]) not in held]
 
 
-def reconcile(settings: Settings | None = None) -> Report:
-    """Compare every dimension and fact with the source; the report says where they differ."""
+def reconcile(settings: Settings | None = None, history: bool = True) -> Report:
+    """Compare every dimension and fact with the source; the report says where they differ.
+
+    `history=False` leaves out the check against the ingested runs: for a warehouse loaded from a
+    processed lake alone (the loader's own tests), where no run's CSVs exist to compare with.
+    """
     settings = settings or Settings.from_env()
     source, warehouse = connect(settings.source), connect(settings.warehouse)
     try:
         source.run("START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         checks = [check_table(t, source, warehouse) for t in (*DIMENSIONS, *FACTS)]
         source.run("COMMIT")
+        histories = {}
+        if history:
+            with lake_errors(settings.ingest_bucket):
+                histories = {h.fact: h for h in check_history(warehouse, settings.ingest_bucket,
+                                                              settings.processed_bucket)}
+        for check in checks:
+            check.history = histories.get(check.table)
         return Report(checks)
     except DatabaseError as e:
         detail = e.args[0] if e.args and isinstance(e.args[0], dict) else {}
