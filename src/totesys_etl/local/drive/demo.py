@@ -17,6 +17,7 @@ from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.local.drive import notifications
 from totesys_etl.local.drive.progress import Steps
 from totesys_etl.local.services import admin, lifecycle
+from totesys_etl.report import warehouse_from_env, write_report
 
 DEMO_CHANGES = 500
 
@@ -68,5 +69,7 @@ def demo(home: Path, orders: int, out) -> int:
     print(f"lake: s3://{env['TOTESYS_INGEST_BUCKET']} and s3://{env['TOTESYS_PROCESSED_BUCKET']} "
           f"at {env['AWS_ENDPOINT_URL']}", file=out)
     print("warehouse: set -a; . .local/env; set +a; psql \"$TOTESYS_WAREHOUSE_URL\"", file=out)
+    page = step("write the report (totesys-etl report)", write_report, warehouse_from_env(env), home / "report.html")
+    print(f"report: {page} (open it in a browser)", file=out)
     print(f"demo {'passed' if report.ok else 'FAILED'} in {time.perf_counter() - started:.0f}s", file=out)
     return 0 if report.ok else 1
