@@ -51,9 +51,12 @@ ACTIONS = {
     ("s3", "ListParts"): [("s3:ListMultipartUploadParts", OBJECT)],
     ("secretsmanager", "GetSecretValue"): [("secretsmanager:GetSecretValue", SECRET), ("kms:Decrypt", KEY)],
 }
-#: Calls a recorded call may be followed by on a path this test does not take: upload_file_create_only
-#: aborts a multipart upload whose parts or complete failed (adapters/s3.py).
-IMPLIED = {("s3", "CreateMultipartUpload"): [("s3", "AbortMultipartUpload")]}
+#: Calls a recorded call may be followed by on a path this test does not take (adapters/s3.py):
+#: upload_file_create_only aborts a multipart upload whose parts or complete failed; a conditional
+#: write that meets a lasting 409, or an ingest whose key is taken (s3.holds), HEADs the key.
+IMPLIED = {("s3", "CreateMultipartUpload"): [("s3", "AbortMultipartUpload")],
+           ("s3", "PutObject"): [("s3", "HeadObject")], ("s3", "CompleteMultipartUpload"): [("s3", "HeadObject")],
+           ("s3", "CopyObject"): [("s3", "HeadObject")]}
 
 
 class Recorder:
