@@ -6,11 +6,9 @@ PostgreSQL user cannot reach `.local/` and the data must go to a folder of its o
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import pwd
-import socket
 import subprocess  # nosec B404
 import sys
 from pathlib import Path
@@ -49,15 +47,6 @@ def reachable(url: str) -> bool:
         if isinstance(e.__cause__, ConnectionRefusedError):
             return False
         raise
-
-
-def closed_port() -> int:
-    """A port nothing listens on, checked: bound and released, then a connection to it refused.
-    (Port 9 is not assumed closed: a machine may run a discard service there.)"""
-    port = servers.free_port()
-    with socket.socket() as probe:
-        assert probe.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
-    return port
 
 
 @pytest.fixture
@@ -145,9 +134,9 @@ def test_up_is_idempotent_and_down_stops_only_what_up_started(clone, postgres, m
     assert connect(env["TOTESYS_SOURCE_URL"]).run("SELECT count(*) > 120 FROM sales_order") == [[True]]
 
 
-def test_seed_and_simulate_use_the_environment_and_ignore_local_env(tmp_path, source, run_sql):
+def test_seed_and_simulate_use_the_environment_and_ignore_local_env(tmp_path, source, run_sql, closed_port):
     (tmp_path / ".local").mkdir()
-    nowhere = f"postgresql://x:y@127.0.0.1:{closed_port()}/nowhere"
+    nowhere = f"postgresql://x:y@127.0.0.1:{closed_port}/nowhere"
     (tmp_path / ".local" / "env").write_text(f"TOTESYS_SOURCE_ADMIN_URL={nowhere}\n")
     settings = {"TOTESYS_SOURCE_URL": source.reader_url, "TOTESYS_SOURCE_ADMIN_URL": source.admin_url}
     seeded = cli(tmp_path, "seed", "--orders", "40", **settings)
@@ -171,9 +160,9 @@ def test_seed_through_the_read_only_role_fails_in_one_line_without_the_password(
     assert parse_url(source.reader_url)["password"] not in result.stderr + result.stdout
 
 
-def test_an_unreachable_source_names_itself_not_its_credentials(tmp_path):
+def test_an_unreachable_source_names_itself_not_its_credentials(tmp_path, closed_port):
     result = cli(tmp_path, "simulate",
-                 TOTESYS_SOURCE_ADMIN_URL=f"postgresql://admin:s3cret-pw@127.0.0.1:{closed_port()}/totesys")
+                 TOTESYS_SOURCE_ADMIN_URL=f"postgresql://admin:s3cret-pw@127.0.0.1:{closed_port}/totesys")
     assert result.returncode == 1
     assert "source" in result.stderr and "s3cret-pw" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -1,9 +1,7 @@
 """`totesys-etl tick` end to end, as other tools drive it: only the SPEC §5 variables, a read-only
 source role, real PostgreSQL, moto's server, and the bucket notifications (issue 15)."""
-import errno
 import json
 import os
-import socket
 import subprocess
 import sys
 from urllib.parse import quote_plus
@@ -12,7 +10,6 @@ import boto3
 import pytest
 
 from totesys_etl import lake
-from totesys_etl.local.services import servers
 from totesys_etl.local.drive.notifications import queue_name
 from totesys_etl.local.source.seed import seed
 from totesys_etl.local.source.simulate import simulate
@@ -44,15 +41,6 @@ def seeded(pipeline_env, source, monkeypatch):
     seed(source.admin_url, orders=300, seed=7)
     monkeypatch.setenv("TOTESYS_SETTLE_SECONDS", "2")
     return {**pipeline_env, "TOTESYS_SETTLE_SECONDS": "2"}
-
-
-def closed_port() -> int:
-    """A port nothing listens on, checked: bound and released, then a connection to it refused.
-    (Port 9 is not assumed closed: a machine may run a discard service there.)"""
-    port = servers.free_port()
-    with socket.socket() as probe:
-        assert probe.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
-    return port
 
 
 def test_first_run_changes_and_a_quiet_rerun(seeded, source, warehouse_url, run_sql, oracle_module):
@@ -123,8 +111,8 @@ def test_a_run_left_half_done_by_a_crash_is_finished_by_the_next_tick(seeded, wa
     assert reconciled.returncode == 0, reconciled.stdout
 
 
-def test_unreachable_source_fails_with_a_reason_and_no_password(seeded, source, postgres):
-    url = seeded["TOTESYS_SOURCE_URL"].replace(str(postgres.port), str(closed_port()))
+def test_unreachable_source_fails_with_a_reason_and_no_password(seeded, source, postgres, closed_port):
+    url = seeded["TOTESYS_SOURCE_URL"].replace(str(postgres.port), str(closed_port))
     broken = {**seeded, "TOTESYS_SOURCE_URL": url}
     result = cli(broken, "tick")
     assert result.returncode == 1
@@ -159,7 +147,7 @@ def test_reconcile_before_any_load_says_why_in_one_line(seeded):
     assert len(result.stderr.splitlines()) == 1
 
 
-def test_an_unreachable_s3_api_fails_the_tick_in_one_line(seeded):
-    result = cli({**seeded, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed_port()}"}, "tick")
+def test_an_unreachable_s3_api_fails_the_tick_in_one_line(seeded, closed_port):
+    result = cli({**seeded, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed_port}"}, "tick")
     assert result.returncode == 1
     assert result.stderr.startswith("totesys-etl tick: the S3 API failed") and len(result.stderr.splitlines()) == 1
