@@ -24,7 +24,7 @@ the zlib each Python was built with, so a compressed zip could differ between tw
   through), `function.zip` also carries FILE as `totesys_etl/certs/rds-ca-bundle.pem`: the CA
   certificates a connection with `sslmode` verify-full or verify-ca trusts besides the system's
   (adapters/postgres.py). Lambda's system store lacks the RDS CAs, and nothing is downloaded at
-  run time: CI fetches AWS's bundle before it builds (readme_files/deploying.md has the step). Of each
+  run time: CI fetches AWS's bundle before it builds (readme_files/deployment.md has the step). Of each
   `.dist-info` only what describes the release (METADATA, licences, top_level.txt) is kept: RECORD
   and INSTALLER describe this machine's install (its Python's .pyc names), so they would make the
   bytes depend on the Python that built the zip.

@@ -31,7 +31,7 @@ resource "aws_lambda_function" "stage" {
   for_each = local.stages
 
   #checkov:skip=CKV_AWS_116:A failed event goes to the on-failure destination (aws_lambda_function_event_invoke_config.stage, the failed-events queue), AWS's successor to a dead-letter queue; the scheduled sweep re-handles every unhandled manifest anyway (SPEC §4).
-  #checkov:skip=CKV_AWS_117:A VPC is optional (vpc_subnet_ids, vpc_security_group_ids): the databases may be public RDS or elsewhere, and a VPC needs endpoints or a NAT per deployment (readme_files/deploying.md).
+  #checkov:skip=CKV_AWS_117:A VPC is optional (vpc_subnet_ids, vpc_security_group_ids): the databases may be public RDS or elsewhere, and a VPC needs endpoints or a NAT per deployment (readme_files/deployment.md).
   #checkov:skip=CKV_AWS_272:Code signing needs an AWS Signer profile; the zip comes from the reviewed main branch through CI, and its hash is pinned by source_code_hash.
   #checkov:skip=CKV_AWS_115:Concurrency limits are per account (a new account cannot reserve any); stages are safe when concurrent (advisory lock, create-only writes), so no reservation is needed.
   function_name    = "${local.prefix}-${each.key}"

@@ -149,7 +149,7 @@ variable "vpc_subnet_ids" {
     default) runs them outside any VPC. Inside a VPC every stage needs S3 (a gateway endpoint), the
     ingest and the loader Secrets Manager (an interface endpoint) and all three CloudWatch Logs
     (written by Lambda itself, no endpoint needed), or a NAT gateway for all of it; see
-    readme_files/deploying.md.
+    readme_files/deployment.md.
   EOT
   type        = list(string)
   default     = []
