@@ -24,6 +24,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from totesys_etl.errors import is_missing
+
 #: Above this size a file goes up in parts, so neither it nor its upload sits in memory whole.
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 PART_SIZE = 16 * 1024 * 1024
@@ -175,7 +177,7 @@ def exists(bucket: str, key: str) -> bool:
         client().head_object(Bucket=bucket, Key=key)
         return True
     except ClientError as e:
-        if str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+        if is_missing(e):
             return False
         raise
 
