@@ -166,3 +166,38 @@ def test_an_unreachable_source_names_itself_not_its_credentials(tmp_path, closed
     assert result.returncode == 1
     assert "source" in result.stderr and "s3cret-pw" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_version_and_the_everyday_sequence_in_help(tmp_path):
+    version = cli(tmp_path, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("totesys-etl ") and \
+        version.stdout.split()[1][0].isdigit()
+    helped = cli(tmp_path, "--help")
+    assert helped.returncode == 0
+    everyday = helped.stdout[helped.stdout.index("everyday use:"):]
+    assert [line.split()[1] for line in everyday.splitlines()[1:6]] == ["up", "seed", "tick", "reconcile", "report"]
+
+
+def test_a_machine_without_postgresql_is_told_what_to_install(tmp_path, monkeypatch, capsys):
+    """The likeliest first failure on a new machine reaches the user as one line saying what to do."""
+    from totesys_etl import cli as cli_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(servers.shutil, "which", lambda name: None)     # no pg_config on PATH
+    monkeypatch.setattr(servers.glob, "glob", lambda pattern: [])        # no /usr/lib/postgresql/*/bin
+    assert cli_module.main(["up"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("totesys-etl up: no PostgreSQL server binaries found") and "install PostgreSQL" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_run_goes_on_after_a_failed_tick_and_fails_at_the_end(tmp_path, closed_port):
+    nowhere = f"postgresql://reader:pw@127.0.0.1:{closed_port}/totesys"
+    done = cli(tmp_path, "run", "--ticks", "2", "--interval", "0", TOTESYS_SOURCE_URL=nowhere,
+               TOTESYS_WAREHOUSE_URL=nowhere, TOTESYS_INGEST_BUCKET="b1", TOTESYS_PROCESSED_BUCKET="b2",
+               AWS_ENDPOINT_URL=f"http://127.0.0.1:{closed_port}", AWS_DEFAULT_REGION="eu-west-2",
+               AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y")
+    lines = done.stdout.strip().splitlines()
+    assert done.returncode == 1, done.stderr
+    assert [line.split()[0] for line in lines[:2]] == ["[1/2]", "[2/2]"] and all("tick failed" in x for x in lines[:2])
+    assert lines[-1] == "2 tick(s), 2 failed" and "pw@" not in done.stdout + done.stderr

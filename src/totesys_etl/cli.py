@@ -1,4 +1,4 @@
-"""`totesys-etl`: a thin face over the local runtime (SPEC §6).
+"""`totesys-etl`: a thin face over the local runtime and the pipeline's checks.
 
 Exit codes: 0 success, 1 the job failed (or reconcile found a difference), 2 bad usage or
 configuration, each with a one-line reason on stderr. Only this module reads `.local/env`.
@@ -114,8 +114,8 @@ def _run(args) -> int:
     from totesys_etl.local.drive.tick import run
 
     _pipeline_env()
-    run(interval=args.interval, ticks=args.ticks, out=sys.stdout)
-    return 0
+    failed = run(interval=args.interval, ticks=args.ticks, out=sys.stdout)
+    return 1 if failed else 0
 
 
 def _reconcile(args) -> int:
@@ -154,8 +154,30 @@ def _demo(args) -> int:
     return demo(LOCAL_HOME, orders=args.orders, out=sys.stdout)
 
 
+EVERYDAY = """everyday use:
+  totesys-etl up          start local PostgreSQL and moto's server (settings in .local/env)
+  totesys-etl seed        fill the source with reproducible data
+  totesys-etl tick        ingest, process and load once, as AWS drives the handlers
+  totesys-etl reconcile   compare the warehouse with the source
+  totesys-etl report      write the warehouse's report page
+
+exit codes: 0 success, 1 the job failed or reconcile found a difference, 2 bad usage or configuration"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("totesys-etl")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="totesys-etl", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="totesys-etl", description="Move the totesys OLTP database into a "
+                                     "star-schema warehouse through an S3 lake, exactly once.",
+                                     epilog=EVERYDAY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start local PostgreSQL and moto's server").set_defaults(func=_up)
     commands.add_parser("down", help="stop what `up` started").set_defaults(func=_down)

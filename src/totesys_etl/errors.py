@@ -75,6 +75,12 @@ class LoadFailed(EtlError):
     runs_failed = "not loaded"
 
 
+class LocalServicesError(EtlError):
+    """The local runtime's own services (PostgreSQL, moto's server) cannot start or be found."""
+
+    error_kind = "local_services"
+
+
 class TickIncomplete(EtlError):
     """`tick` gave up waiting for runs that a concurrent holder kept locked."""
 

@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     try:
         svc = local_services(args.home)
         results = run_bench(svc, args.orders, args.home, out)
-    except (EtlError, RuntimeError) as e:
+    except EtlError as e:
         print(f"bench: FAILED: {e}", file=sys.stderr)
         return 1
     results["detail"]["bench_s"] = round(time.perf_counter() - started, 1)

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from totesys_etl import lake
 from totesys_etl.adapters.postgres import DatabaseError, connect
 from totesys_etl.config import Settings
-from totesys_etl.errors import TickIncomplete
+from totesys_etl.errors import TickIncomplete, describe
 from totesys_etl.ingest.handler import lambda_handler as ingest_handler
 from totesys_etl.load.handler import lambda_handler as load_handler
 from totesys_etl.load.ledger import load_mark, loaded_runs
@@ -113,13 +113,24 @@ def tick(settings: Settings | None = None, wait_seconds: float = WAIT_SECONDS) -
         time.sleep(POLL_SECONDS)
 
 
-def run(interval: float, ticks: int | None, out) -> None:
-    """Tick every `interval` seconds (measured start to start), printing a line per tick."""
-    done = 0
+def run(interval: float, ticks: int | None, out) -> int:
+    """Tick every `interval` seconds (measured start to start), printing a line per tick.
+
+    A failed tick is printed and the schedule goes on, as EventBridge's would; the number of
+    failed ticks is returned (the command exits non-zero if any failed).
+    """
+    done = failed = 0
     while ticks is None or done < ticks:
         started = time.monotonic()
-        report = tick()
         done += 1
-        print(f"[{done}{'/' + str(ticks) if ticks else ''}] {report.summary()}", file=out, flush=True)
+        label = f"[{done}{'/' + str(ticks) if ticks else ''}]"
+        try:
+            line = tick().summary()
+        except Exception as e:  # any failure, as a schedule meets it: printed, then the next tick
+            failed += 1
+            line = f"tick failed: {describe(e)}"
+        print(f"{label} {line}", file=out, flush=True)
         if ticks is None or done < ticks:
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    print(f"{done} tick(s), {failed} failed", file=out, flush=True)
+    return failed

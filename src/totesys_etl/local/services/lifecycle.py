@@ -11,6 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
+from totesys_etl.errors import LocalServicesError
 from totesys_etl.local.services.admin import READER_ROLE, create_buckets, create_database, grant_reader, s3_client
 from totesys_etl.local.services.servers import MotoServer, Postgres, free_port
 
@@ -46,7 +47,7 @@ def recorded_cluster(home: Path) -> Postgres:
     """The cluster `up` recorded under `home` (the demo and the bench work on its databases)."""
     recorded = _cluster_from(_load_state(home))
     if recorded is None:
-        raise RuntimeError(f"no local services recorded under {home}; run `totesys-etl up`")
+        raise LocalServicesError(f"no local services recorded under {home}; run `totesys-etl up`")
     return recorded
 
 
@@ -83,7 +84,7 @@ def up(home: Path) -> dict[str, str]:
     elif not cluster.is_running():
         try:
             cluster.start()
-        except RuntimeError:  # the old port was taken meanwhile
+        except LocalServicesError:  # the old port was taken meanwhile
             cluster.port = state["postgres"]["port"] = free_port()
             cluster.start()
     for database in (SOURCE_DB, WAREHOUSE_DB):

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from totesys_etl.errors import LocalServicesError
+
 RUN_AS_USER = "postgres"
 
 
@@ -40,7 +42,7 @@ def wait_for_port(port: int, seconds: float = 30.0) -> None:
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds:.0f} s")
+    raise LocalServicesError(f"nothing listens on 127.0.0.1:{port} after {seconds:.0f} s")
 
 
 def postgres_bindir() -> Path | None:
@@ -79,7 +81,7 @@ def _temporary_folder_for_run_as() -> str:
     for folder in (tempfile.gettempdir(), "/tmp", "/var/tmp"):  # nosec B108 - shared by design, 0700 inside
         if os.path.isdir(folder) and _reachable_by_run_as(Path(folder)):
             return folder
-    raise RuntimeError("no temporary folder the postgres user can reach for the local cluster")
+    raise LocalServicesError("no temporary folder the postgres user can reach for the local cluster")
 
 
 @dataclass
@@ -97,7 +99,8 @@ class Postgres:
         folder of its own in the temporary folder) and start it."""
         bindir = postgres_bindir()
         if bindir is None:
-            raise RuntimeError("no PostgreSQL server binaries found (initdb, pg_ctl); install PostgreSQL 15")
+            raise LocalServicesError("no PostgreSQL server binaries found (initdb, pg_ctl): install PostgreSQL 15 "
+                                     "(e.g. apt-get install postgresql-15) or put its bin folder on PATH")
         home.mkdir(parents=True, exist_ok=True)
         parent = home
         if os.geteuid() == 0:
@@ -122,7 +125,7 @@ class Postgres:
         result = subprocess.run(_run_as() + [str(self.bindir / tool), *args],  # nosec B603
                                 capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"{tool} failed: {(result.stderr or result.stdout).strip()[-500:]}")
+            raise LocalServicesError(f"{tool} failed: {(result.stderr or result.stdout).strip()[-500:]}")
         return result
 
     def start(self) -> None:
