@@ -19,6 +19,7 @@ import boto3
 import pg8000.native
 import pytest
 
+from totesys_etl.adapters import secrets as secrets_adapter
 from totesys_etl.local.services import admin, servers
 
 _counter = itertools.count()
@@ -65,6 +66,14 @@ def closed_port() -> int:
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
     return port
+
+
+@pytest.fixture(autouse=True)
+def _fresh_secrets():
+    """Each test starts as a new Lambda container would: no secret cached from another test."""
+    secrets_adapter.clear_cache()
+    yield
+    secrets_adapter.clear_cache()
 
 
 @pytest.fixture(autouse=True)

@@ -201,3 +201,24 @@ def test_run_goes_on_after_a_failed_tick_and_fails_at_the_end(tmp_path, closed_p
     assert done.returncode == 1, done.stderr
     assert [line.split()[0] for line in lines[:2]] == ["[1/2]", "[2/2]"] and all("tick failed" in x for x in lines[:2])
     assert lines[-1] == "2 tick(s), 2 failed" and "pw@" not in done.stdout + done.stderr
+
+
+def test_commands_find_the_clone_s_local_services_from_any_folder_inside_it(tmp_path, closed_port):
+    """From a subfolder, `.local/env` of the clone's root is read (not a second setup); TOTESYS_HOME
+    names the clone from anywhere."""
+    clone = tmp_path / "clone"
+    (clone / ".local").mkdir(parents=True)
+    (clone / "pyproject.toml").write_text('[project]\nname = "totesys-etl"\n')
+    url = f"postgresql://reader:pw@127.0.0.1:{closed_port}/totesys"
+    (clone / ".local" / "env").write_text(
+        f"TOTESYS_SOURCE_URL={url}\nTOTESYS_WAREHOUSE_URL={url}\nTOTESYS_INGEST_BUCKET=b1\n"
+        f"TOTESYS_PROCESSED_BUCKET=b2\n")
+    deep = clone / "src" / "deeper"
+    deep.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for where, env in ((deep, {}), (elsewhere, {"TOTESYS_HOME": str(clone)})):
+        result = cli(where, "reconcile", **env)
+        assert result.returncode == 1 and f"127.0.0.1:{closed_port}" in result.stderr, result.stderr
+    lost = cli(elsewhere, "reconcile")
+    assert lost.returncode == 2 and "not set" in lost.stderr

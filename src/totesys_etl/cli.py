@@ -15,10 +15,28 @@ from botocore.exceptions import BotoCoreError, ClientError
 from totesys_etl import logs
 from totesys_etl.errors import ConfigurationError, EtlError, describe
 
-LOCAL_HOME = Path(".local")
+HOME_VARIABLE = "TOTESYS_HOME"
+_PROJECT_MARK = 'name = "totesys-etl"'
 
 
-def load_local_env(home: Path = LOCAL_HOME) -> bool:
+def local_home() -> Path:
+    """The `.local/` folder of this clone, found from any folder inside it.
+
+    `TOTESYS_HOME` names the clone's folder outright; otherwise the nearest folder at or above the
+    working directory whose `pyproject.toml` is this project's; otherwise the working directory
+    (a folder outside any clone gets its own `.local/`).
+    """
+    if os.environ.get(HOME_VARIABLE):
+        return Path(os.environ[HOME_VARIABLE]).expanduser() / ".local"
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        project = folder / "pyproject.toml"
+        if project.is_file() and _PROJECT_MARK in project.read_text(errors="replace"):
+            return folder / ".local"
+    return here / ".local"
+
+
+def load_local_env(home: Path | None = None) -> bool:
     """Fill unset SPEC §5 variables from `.local/env`, unless the caller gave its own setup.
 
     If `TOTESYS_SOURCE_URL` or `AWS_ENDPOINT_URL` is set, `.local/env` is not read at all, so two
@@ -26,7 +44,7 @@ def load_local_env(home: Path = LOCAL_HOME) -> bool:
     """
     if os.environ.get("TOTESYS_SOURCE_URL") or os.environ.get("AWS_ENDPOINT_URL"):
         return False
-    path = home / "env"
+    path = (home or local_home()) / "env"
     if not path.exists():
         return False
     from totesys_etl.local.services.lifecycle import read_env_file
@@ -54,7 +72,7 @@ def _admin_url() -> str:
 def _up(args) -> int:
     from totesys_etl.local.services.lifecycle import up
 
-    env = up(LOCAL_HOME)
+    env = up(local_home())
     print("local services are up; settings written to .local/env:")
     for key, value in env.items():
         print(f"  {key}={_redact(value)}")
@@ -75,7 +93,7 @@ def _redact(value: str) -> str:
 def _down(args) -> int:
     from totesys_etl.local.services.lifecycle import down
 
-    stopped = down(LOCAL_HOME)
+    stopped = down(local_home())
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     return 0
 
@@ -144,14 +162,14 @@ def _report(args) -> int:
     from totesys_etl.report import write_report, warehouse_from_env
 
     load_local_env()
-    print(write_report(warehouse_from_env(), args.out))
+    print(write_report(warehouse_from_env(), args.out or local_home() / "report.html"))
     return 0
 
 
 def _demo(args) -> int:
     from totesys_etl.local.drive.demo import demo
 
-    return demo(LOCAL_HOME, orders=args.orders, out=sys.stdout)
+    return demo(local_home(), orders=args.orders, out=sys.stdout)
 
 
 EVERYDAY = """everyday use:
@@ -200,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, metavar="RUN_ID", help="only this run")
     p.set_defaults(func=_quarantine)
     p = commands.add_parser("report", help="write a self-contained HTML report from the warehouse's views")
-    p.add_argument("--out", type=Path, default=LOCAL_HOME / "report.html", metavar="FILE",
+    p.add_argument("--out", type=Path, default=None, metavar="FILE",
                    help="where to write it (default .local/report.html)")
     p.set_defaults(func=_report)
     p = commands.add_parser("demo", help="up, seed, tick, simulate, tick, reconcile, summary")

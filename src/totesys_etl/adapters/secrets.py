@@ -42,6 +42,11 @@ def read_database_secret(secret_id: str) -> dict:
     return dict(secret)
 
 
+def clear_cache() -> None:
+    """Forget every secret read so far (a new container; tests that change a secret's value)."""
+    _cache.clear()
+
+
 def _fetch(endpoint: str | None, secret_id: str) -> dict:
     try:
         value = _client(endpoint).get_secret_value(SecretId=secret_id)["SecretString"]
