@@ -175,7 +175,8 @@ def test_version_and_the_everyday_sequence_in_help(tmp_path):
     helped = cli(tmp_path, "--help")
     assert helped.returncode == 0
     everyday = helped.stdout[helped.stdout.index("everyday use:"):]
-    assert [line.split()[1] for line in everyday.splitlines()[1:6]] == ["up", "seed", "tick", "reconcile", "report"]
+    everyday_commands = [line.split()[1] for line in everyday.splitlines()[1:7]]
+    assert everyday_commands == ["up", "seed", "tick", "reconcile", "status", "report"]
 
 
 def test_a_machine_without_postgresql_is_told_what_to_install(tmp_path, monkeypatch, capsys):

@@ -158,6 +158,17 @@ def _quarantine(args) -> int:
     return 0
 
 
+def _status(args) -> int:
+    import json
+
+    from totesys_etl.status import status
+
+    _pipeline_env()
+    found = status()
+    print(json.dumps(found.to_json(), indent=1) if args.json else found.table())
+    return 0
+
+
 def _report(args) -> int:
     from totesys_etl.report import write_report, warehouse_from_env
 
@@ -177,6 +188,7 @@ EVERYDAY = """everyday use:
   totesys-etl seed        fill the source with reproducible data
   totesys-etl tick        ingest, process and load once, as AWS drives the handlers
   totesys-etl reconcile   compare the warehouse with the source
+  totesys-etl status      where each stage is, what is pending and held back
   totesys-etl report      write the warehouse's report page
 
 exit codes: 0 success, 1 the job failed or reconcile found a difference, 2 bad usage or configuration"""
@@ -217,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("quarantine", help="list what is held back, per run, with reasons")
     p.add_argument("--run", default=None, metavar="RUN_ID", help="only this run")
     p.set_defaults(func=_quarantine)
+    p = commands.add_parser("status", help="where each stage is: newest run, mark, pending runs; what is held "
+                            "back; the warehouse's rows and lag")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    p.set_defaults(func=_status)
     p = commands.add_parser("report", help="write a self-contained HTML report from the warehouse's views")
     p.add_argument("--out", type=Path, default=None, metavar="FILE",
                    help="where to write it (default .local/report.html)")

@@ -1,0 +1,53 @@
+"""`totesys-etl status` through the real command: a fresh deployment, then runs, one pending, one held back."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import boto3
+import pytest
+
+from totesys_etl import lake
+
+pytestmark = pytest.mark.slow
+
+
+def cli(env, *args):
+    return subprocess.run([sys.executable, "-m", "totesys_etl", *args], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_status_shows_marks_pending_runs_quarantine_and_lag(pipeline_env, source, run_sql):
+    from totesys_etl.local.source.seed import seed
+
+    before = cli(pipeline_env, "status", "--json")
+    assert before.returncode == 0, before.stderr
+    empty = json.loads(before.stdout)
+    assert empty["load"]["newest_run"] is None and empty["warehouse_rows"] == {} and empty["lag_seconds"] is None
+
+    seed(source.admin_url, orders=50, seed=2)
+    assert cli(pipeline_env, "tick").returncode == 0
+    run_sql(source.admin_url, "UPDATE sales_order SET agreed_delivery_date = 'soon', last_updated = LOCALTIMESTAMP "
+                              "WHERE sales_order_id = 3")
+    assert cli(pipeline_env, "tick").returncode == 0
+    # An ingest that has not been processed or loaded yet: the next run shows as pending.
+    ingest = subprocess.run([sys.executable, "-c", "from totesys_etl.ingest.handler import lambda_handler as h; "
+                             "print(h({}, None)['run_id'])"], env={**os.environ, **pipeline_env},
+                            capture_output=True, text=True, timeout=300)
+    pending = ingest.stdout.strip()
+    assert lake.RUN_ID.fullmatch(pending), ingest.stderr
+
+    found = json.loads(cli(pipeline_env, "status", "--json").stdout)
+    ledger = run_sql(pipeline_env["TOTESYS_WAREHOUSE_URL"], "SELECT max(run_id) FROM etl_load_ledger")[0][0]
+    assert found["ingest"]["newest_run"] == pending
+    assert found["process"]["pending"] == [pending] and found["load"]["pending"] == [pending]
+    assert found["load"]["newest_run"] == ledger and found["lag_seconds"] > 0
+    assert found["quarantined"] == {"quarantined_rows": 1}
+    assert found["warehouse_rows"]["fact_sales_order"] == run_sql(
+        pipeline_env["TOTESYS_WAREHOUSE_URL"], "SELECT count(*) FROM fact_sales_order")[0][0]
+    table = cli(pipeline_env, "status")
+    assert table.returncode == 0 and pending in table.stdout and "quarantined_rows 1" in table.stdout
+    s3 = boto3.client("s3")
+    assert s3.list_objects_v2(Bucket=pipeline_env["TOTESYS_PROCESSED_BUCKET"], Prefix="_runs/")["KeyCount"] >= 2
