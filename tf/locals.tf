@@ -42,6 +42,8 @@ locals {
     "secret_invalid",
     "quarantined_file",
     "quarantined_manifest",
+    "quarantined_rows",
+    "run_id_collision",
     "load_failed",
     "configuration",
     "pipeline_failed",

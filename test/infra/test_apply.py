@@ -16,7 +16,8 @@ from totesys_etl.schema import FACTS, STATE_TABLES
 
 STAGES = ("ingest", "process", "load")
 ERROR_KINDS = ("source_unavailable", "warehouse_unavailable", "lake_unavailable", "secret_invalid",
-               "quarantined_file", "quarantined_manifest", "load_failed", "configuration", "pipeline_failed")
+               "quarantined_file", "quarantined_manifest", "quarantined_rows", "run_id_collision", "load_failed",
+               "configuration", "pipeline_failed")
 
 
 def _policy(iam, role: str) -> list[dict]:
