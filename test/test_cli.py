@@ -223,3 +223,32 @@ def test_commands_find_the_clone_s_local_services_from_any_folder_inside_it(tmp_
         assert result.returncode == 1 and f"127.0.0.1:{closed_port}" in result.stderr, result.stderr
     lost = cli(elsewhere, "reconcile")
     assert lost.returncode == 2 and "not set" in lost.stderr
+
+
+def test_progress_shows_with_v_or_on_a_terminal_and_is_quiet_otherwise(tmp_path, source):
+    quiet = cli(tmp_path, "seed", "--orders", "20", TOTESYS_SOURCE_ADMIN_URL=source.admin_url)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    verbose = cli(tmp_path, "-v", "seed", "--orders", "20", TOTESYS_SOURCE_ADMIN_URL=source.admin_url)
+    lines = [line for line in verbose.stderr.splitlines() if "table generated" in line]
+    assert verbose.returncode == 0 and len(lines) == 4 and "table=sales_order" in lines[0] and "rows=20" in lines[0]
+    assert not any(line.lstrip().startswith("{") for line in verbose.stderr.splitlines())  # text, not JSON
+    # On a terminal the same lines show without -v.
+    import pty
+
+    primary, secondary = pty.openpty()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TOTESYS_", "AWS_"))}
+    done = subprocess.run([COMMAND, "seed", "--orders", "20"], cwd=tmp_path, stdout=subprocess.PIPE,
+                          stderr=secondary, env={**clean, "TOTESYS_SOURCE_ADMIN_URL": source.admin_url},
+                          timeout=300)  # nosec B603
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the terminal closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(primary)
+    assert done.returncode == 0 and shown.count(b"table generated") == 4

@@ -16,6 +16,8 @@ from totesys_etl import logs
 from totesys_etl.errors import ConfigurationError, EtlError, describe
 
 HOME_VARIABLE = "TOTESYS_HOME"
+#: Long work whose progress a terminal shows without -v.
+PROGRESS_COMMANDS = {"seed", "tick", "run", "demo"}
 _PROJECT_MARK = 'name = "totesys-etl"'
 
 
@@ -208,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "star-schema warehouse through an S3 lake, exactly once.",
                                      epilog=EVERYDAY, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="the stages' log lines as readable text on stderr (on a terminal they show anyway)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start local PostgreSQL and moto's server").set_defaults(func=_up)
     commands.add_parser("down", help="stop what `up` started").set_defaults(func=_down)
@@ -245,9 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # The command prints its own one-line results; the JSON log lines (what CloudWatch reads in
-    # AWS) appear only when asked for, e.g. TOTESYS_LOG_LEVEL=INFO.
-    logs.configure(os.environ.get("TOTESYS_LOG_LEVEL") or "CRITICAL")
+    # The command prints its own one-line results. Progress (the stages' INFO lines, as readable
+    # text) goes to stderr with -v or when stderr is a terminal; the JSON lines (what CloudWatch
+    # reads in AWS) when asked for with TOTESYS_LOG_LEVEL; otherwise nothing.
+    if os.environ.get("TOTESYS_LOG_LEVEL"):
+        logs.configure(os.environ["TOTESYS_LOG_LEVEL"])
+    elif args.verbose or (args.command in PROGRESS_COMMANDS and sys.stderr.isatty()):
+        logs.readable()
+    else:
+        logs.configure("CRITICAL")
     try:
         return args.func(args)
     except EtlError as e:

@@ -27,6 +27,29 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+class _ReadableFormatter(logging.Formatter):
+    """One short line per record for a person at a terminal: `stage run_id message key=value ...`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = dict(getattr(record, "fields", {}))
+        head = " ".join(str(fields.pop(k)) for k in ("stage", "run_id") if fields.get(k))
+        rest = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None and k not in ("request_id",))
+        level = "" if record.levelno == logging.INFO else f"{record.levelname}: "
+        return f"  {head:<32} {level}{record.getMessage()}" + (f"  ({rest})" if rest else "")
+
+
+def readable(stream=None) -> None:
+    """Show the package's INFO lines as readable text on `stream` (stderr): the command line's
+    progress on a terminal and its `-v`. Replaces the JSON handler; handlers' own calls keep it."""
+    _LOGGER.setLevel(logging.INFO)
+    _LOGGER.propagate = False
+    for handler in list(_LOGGER.handlers):
+        _LOGGER.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_ReadableFormatter())
+    _LOGGER.addHandler(handler)
+
+
 def configure(level: str | None = None, stream=None) -> None:
     """Send the package's logs to stderr as JSON lines (Lambda and CLI alike).
 

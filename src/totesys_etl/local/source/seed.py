@@ -25,6 +25,7 @@ from pg8000.native import identifier
 
 from totesys_etl.adapters.postgres import Connection, copy_in, transaction
 from totesys_etl.errors import ConfigurationError
+from totesys_etl.logs import StageLog, Timer
 from totesys_etl.local.source.source_db import (admin_connect, create_source_tables, csv_rows, finish_source_tables,
                                                 prepare_session, source_errors)
 from totesys_etl.schema import source_table
@@ -363,11 +364,17 @@ def seed(admin_url: str, orders: int = 10_000, seed: int = 1) -> dict[str, int]:
         with source_errors("seed"), transaction(conn):
             prepare_session(conn)
             create_source_tables(conn)
+            log = StageLog("seed")
             for name, rows in _SmallTables(int(seed)).tables().items():
                 copy_in(conn, name, source_table(name).column_names, [csv_rows(rows)])
             generator = _Generator(int(seed), int(orders))
             for name in ("sales_order", "purchase_order", "transaction", "payment"):
-                _insert_select(conn, name, *getattr(generator, name)())
-            return finish_source_tables(conn)
+                timer = Timer()
+                rows = _insert_select(conn, name, *getattr(generator, name)())
+                log.info("table generated", table=name, rows=rows, seconds=timer.seconds)
+            timer = Timer()
+            counts = finish_source_tables(conn)
+            log.info("keys, indexes and statistics built", seconds=timer.seconds)
+            return counts
     finally:
         conn.close()
