@@ -74,7 +74,7 @@ run-checks: run-flake security-test lint-workflow tf-validate check-coverage
 demo: $(RUNTIME_STAMP)
 	$(BIN)/totesys-etl demo
 
-## bench: the SPEC §8 figures; installs the bench's extra (pandas, awswrangler) first
+## bench: the contract §8 figures; installs the bench's extra (pandas, awswrangler) first
 bench: $(RUNTIME_STAMP)
 	$(BIN)/pip install --quiet -c requirements.txt -e '.[bench]'
 	$(BIN)/python -m totesys_etl.bench --orders $(ORDERS)

@@ -95,7 +95,7 @@ def unique(prefix: str) -> str:
 
 @pytest.fixture
 def source(postgres) -> Source:
-    """An empty source database; `reader_url` is the read-only role of SPEC §2."""
+    """An empty source database; `reader_url` is the read-only role of contract §2."""
     name = unique("src")
     admin.create_database(postgres, name)
     admin.grant_reader(postgres, name, postgres.reader_password)
@@ -128,7 +128,7 @@ def buckets(aws):
 
 @pytest.fixture
 def pipeline_env(source, warehouse_url, buckets, monkeypatch):
-    """Exactly the SPEC §5 variables a deployed pipeline sees, with a read-only source role."""
+    """Exactly the contract §5 variables a deployed pipeline sees, with a read-only source role."""
     monkeypatch.setenv("TOTESYS_SOURCE_URL", source.reader_url)
     monkeypatch.setenv("TOTESYS_SOURCE_ADMIN_URL", source.admin_url)
     monkeypatch.setenv("TOTESYS_WAREHOUSE_URL", warehouse_url)

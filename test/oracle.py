@@ -3,7 +3,7 @@
 Comparing a faulted warehouse with a clean run of the same pipeline cannot see a loss both share,
 and `reconcile` derives its expectations from the same declarations as the loader's SQL. So this
 module writes every expected row by hand, from the data dictionary (readme_files/data-dictionary.md)
-and SPEC §3, with its own SQL, its own URL parsing, its own CSV reading and pycountry called
+and contract §3, with its own SQL, its own URL parsing, its own CSV reading and pycountry called
 directly. It imports nothing from `totesys_etl`.
 
 `check()` returns the problems it finds (an empty list means the warehouse is right):
@@ -141,7 +141,7 @@ def query(database, statement: str) -> list[tuple]:
 
 
 def currency_name(code: str) -> str | None:
-    """SPEC §3: the English ISO 4217 name as pycountry gives it; None for a code it does not know."""
+    """contract §3: the English ISO 4217 name as pycountry gives it; None for a code it does not know."""
     currency = pycountry.currencies.get(alpha_3=code)
     return currency.name if currency else None
 
@@ -158,7 +158,7 @@ def expected_dimensions(source) -> dict[str, dict]:
 
 
 def date_row(day: date) -> tuple:
-    """dim_date's row for a day (SPEC §3: ISO weekday, English names, quarter 1-4)."""
+    """dim_date's row for a day (contract §3: ISO weekday, English names, quarter 1-4)."""
     return (day, day.year, day.month, day.day, day.isoweekday(), DAY_NAMES[day.weekday()],
             MONTH_NAMES[day.month - 1], (day.month - 1) // 3 + 1)
 
@@ -166,7 +166,7 @@ def date_row(day: date) -> tuple:
 def lake_versions(bucket: str, skip_keys=()) -> dict[str, set]:
     """source table -> every (id, last_updated date, time) an ingested CSV named by a manifest carried.
 
-    Only files at the key SPEC §4's layout gives the table in that run are read (a hostile manifest
+    Only files at the key contract §4's layout gives the table in that run are read (a hostile manifest
     may name anything); corrupt manifests, missing files and rows without a readable id and stamp
     are passed over, as the pipeline must pass them (a test names their versions as held back).
     """

@@ -88,7 +88,7 @@ def test_up_is_idempotent_and_down_stops_only_what_up_started(clone, postgres, m
         reader.close()
     assert reachable(env["TOTESYS_WAREHOUSE_URL"])
 
-    # The buckets exist, and the local S3 API honours create-only writes (SPEC §4).
+    # The buckets exist, and the local S3 API honours create-only writes (contract §4).
     s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
                       aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
     names = {b["Name"] for b in s3.list_buckets()["Buckets"]}

@@ -98,3 +98,11 @@ def test_the_checks_would_catch_a_missing_path(tmp_path, monkeypatch):
         test_every_link_and_quoted_path_exists(doc)
     with pytest.raises(AssertionError):
         test_every_command_and_make_target_exists(doc)
+
+
+def test_every_contract_citation_names_a_section_of_the_contract():
+    sections = set(re.findall(r"^## (§\d+)", (ROOT / "readme_files" / "contract.md").read_text(), flags=re.M))
+    cited = set()
+    for path in [*ROOT.glob("src/**/*.py"), *ROOT.glob("tf/**/*.tf"), *DOCS]:
+        cited |= set(re.findall(r"contract (§\d+)", path.read_text(errors="replace")))
+    assert cited and cited <= sections, cited - sections

@@ -1,4 +1,4 @@
-"""`totesys-etl quarantine` (SPEC §6): what is held back, per run, read from a real processed bucket."""
+"""`totesys-etl quarantine` (contract §6): what is held back, per run, read from a real processed bucket."""
 import json
 
 import boto3

@@ -1,4 +1,4 @@
-# Schedules (SPEC §4): the ingestor every few minutes, and a sweep that invokes the processor
+# Schedules (contract §4): the ingestor every few minutes, and a sweep that invokes the processor
 # and the loader with a scheduled event (no S3 records), so a lost or failed S3 event delays
 # data and never loses it.
 locals {

@@ -1,4 +1,4 @@
-# One role per function, each allowed exactly what its stage does (SPEC §4, design.md):
+# One role per function, each allowed exactly what its stage does (contract §4, design.md):
 #   ingest : read its source secret; list, read and write the ingested bucket (runs, index)
 #   process: list and read the ingested bucket; list, read and write the processed bucket
 #   load   : list and read the processed bucket, list the ingested bucket, read the warehouse

@@ -1,4 +1,4 @@
-# The three stage functions (SPEC §1), all from one zip built by `make package`, plus the
+# The three stage functions (contract §1), all from one zip built by `make package`, plus the
 # project's layer on top of the AWS SDK for pandas managed layer (pandas, pyarrow, pg8000): it
 # adds pycountry and the pinned boto3/botocore the tests ran with, which take precedence over the
 # runtime's own copy (.ci/package.py says why).
@@ -30,7 +30,7 @@ resource "aws_cloudwatch_log_group" "stage" {
 resource "aws_lambda_function" "stage" {
   for_each = local.stages
 
-  #checkov:skip=CKV_AWS_116:A failed event goes to the on-failure destination (aws_lambda_function_event_invoke_config.stage, the failed-events queue), AWS's successor to a dead-letter queue; the scheduled sweep re-handles every unhandled manifest anyway (SPEC §4).
+  #checkov:skip=CKV_AWS_116:A failed event goes to the on-failure destination (aws_lambda_function_event_invoke_config.stage, the failed-events queue), AWS's successor to a dead-letter queue; the scheduled sweep re-handles every unhandled manifest anyway (contract §4).
   #checkov:skip=CKV_AWS_117:A VPC is optional (vpc_subnet_ids, vpc_security_group_ids): the databases may be public RDS or elsewhere, and a VPC needs endpoints or a NAT per deployment (readme_files/deployment.md).
   #checkov:skip=CKV_AWS_272:Code signing needs an AWS Signer profile; the zip comes from the reviewed main branch through CI, and its hash is pinned by source_code_hash.
   #checkov:skip=CKV_AWS_115:Concurrency limits are per account (a new account cannot reserve any); stages are safe when concurrent (advisory lock, create-only writes), so no reservation is needed.
@@ -51,7 +51,7 @@ resource "aws_lambda_function" "stage" {
     size = var.lambda_ephemeral_storage_mb[each.key]
   }
 
-  # SPEC §5: bucket names and the ids of the secrets (never their values).
+  # contract §5: bucket names and the ids of the secrets (never their values).
   environment {
     variables = {
       TOTESYS_INGEST_BUCKET    = aws_s3_bucket.lake["ingested"].id
@@ -91,7 +91,7 @@ resource "aws_lambda_permission" "from_lake" {
 
 # Asynchronous invocations (the schedules and the S3 notifications) that fail. Lambda's default
 # retries each twice over up to 6 hours, which only repeats the same failure (and its alarm
-# mails): the next schedule, or the sweep for an S3 event, runs the work again anyway (SPEC §4).
+# mails): the next schedule, or the sweep for an S3 event, runs the work again anyway (contract §4).
 # So retries and event age are set here, and an event that still fails is kept in a queue for
 # inspection, never mailed (the failed-invocations alarm already says it happened).
 resource "aws_sqs_queue" "failed_events" {

@@ -16,7 +16,7 @@ locals {
     processed = "${local.prefix}-processed-${local.account_id}"
   }
 
-  # The three stages (SPEC §1). Everything per stage (function, role, log group, alarms) is
+  # The three stages (contract §1). Everything per stage (function, role, log group, alarms) is
   # declared once with for_each over this map.
   stages = {
     ingest = {
@@ -33,7 +33,7 @@ locals {
     }
   }
 
-  # Every error_kind the code logs on an ERROR line (src/totesys_etl/errors.py, SPEC §6); each
+  # Every error_kind the code logs on an ERROR line (src/totesys_etl/errors.py, contract §6); each
   # gets its own alarm.
   error_kinds = [
     "source_unavailable",

@@ -1,4 +1,4 @@
-# Alarms (SPEC §6): the functions log JSON lines with level, stage, run_id, message and, on
+# Alarms (contract §6): the functions log JSON lines with level, stage, run_id, message and, on
 # ERROR, error_kind. Metric filters count ERROR lines per stage and per error_kind; Lambda's
 # own metrics catch what never reaches a log line (a timeout, running out of memory) and a
 # silent ingestor. Every alarm mails the subscribers of one SNS topic when it fires; only the

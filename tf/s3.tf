@@ -1,4 +1,4 @@
-# The lake (SPEC §4): the ingested bucket (CSV) and the processed bucket (Parquet). Objects are
+# The lake (contract §4): the ingested bucket (CSV) and the processed bucket (Parquet). Objects are
 # written create-only and never changed, so versioning only guards against deletes.
 resource "aws_s3_bucket" "lake" {
   for_each = local.buckets
@@ -103,7 +103,7 @@ resource "aws_s3_bucket_policy" "lake" {
   depends_on = [aws_s3_bucket_public_access_block.lake]
 }
 
-# A manifest landing under _runs/ starts the next stage (SPEC §4): ingested -> processor,
+# A manifest landing under _runs/ starts the next stage (contract §4): ingested -> processor,
 # processed -> loader. The schedules in events.tf sweep up anything whose event was lost.
 resource "aws_s3_bucket_notification" "lake" {
   for_each = aws_s3_bucket.lake

@@ -1,4 +1,4 @@
-# The two database credentials (SPEC §5). Terraform creates the secrets but never their values:
+# The two database credentials (contract §5). Terraform creates the secrets but never their values:
 # an operator puts JSON {"host","port","username","password","dbname"} with
 # `aws secretsmanager put-secret-value` (README.md, "Deploying to AWS"), so no password is ever in
 # Terraform state, a variable or the repository.

@@ -37,7 +37,7 @@ def distinct_dates(arrays: Iterable[pa.Array]) -> pa.Array:
 
 
 def date_rows(dates: pa.Array) -> pa.Table:
-    """dim_date rows for distinct, sorted dates (SPEC §3: ISO day of week, Monday 1; English names)."""
+    """dim_date rows for distinct, sorted dates (contract §3: ISO day of week, Monday 1; English names)."""
     stamps = dates.cast(pa.timestamp("s"))
     int32 = pa.int32()
     columns = {

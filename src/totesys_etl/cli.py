@@ -39,7 +39,7 @@ def local_home() -> Path:
 
 
 def load_local_env(home: Path | None = None) -> bool:
-    """Fill unset SPEC §5 variables from `.local/env`, unless the caller gave its own setup.
+    """Fill unset contract §5 variables from `.local/env`, unless the caller gave its own setup.
 
     If `TOTESYS_SOURCE_URL` or `AWS_ENDPOINT_URL` is set, `.local/env` is not read at all, so two
     setups never mix. True when the file was read.
@@ -59,11 +59,11 @@ def load_local_env(home: Path | None = None) -> bool:
 def _require(*names: str) -> None:
     missing = [n for n in names if not os.environ.get(n)]
     if missing:
-        raise ConfigurationError(f"{', '.join(missing)} not set; run `totesys-etl up` or set them (SPEC §5)")
+        raise ConfigurationError(f"{', '.join(missing)} not set; run `totesys-etl up` or set them (contract §5)")
 
 
 def _admin_url() -> str:
-    """The source URL `seed` and `simulate` write through (SPEC §5: the admin one, else the source's)."""
+    """The source URL `seed` and `simulate` write through (contract §5: the admin one, else the source's)."""
     load_local_env()
     url = os.environ.get("TOTESYS_SOURCE_ADMIN_URL") or os.environ.get("TOTESYS_SOURCE_URL")
     if not url:
@@ -148,7 +148,7 @@ def _reconcile(args) -> int:
 
 
 def _quarantine(args) -> int:
-    """What is held back (SPEC §6): one line per quarantined file, manifest or group of rows."""
+    """What is held back (contract §6): one line per quarantined file, manifest or group of rows."""
     from totesys_etl.quarantine import listed
 
     _pipeline_env()

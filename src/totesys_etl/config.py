@@ -1,4 +1,4 @@
-"""Settings from the environment (SPEC §5). Handlers read only their environment.
+"""Settings from the environment (contract §5). Handlers read only their environment.
 
 Credentials are never read here: a database is named by a URL or by a Secrets Manager id, and
 `adapters.postgres.connect` resolves it at the moment of connecting.
@@ -11,7 +11,7 @@ from typing import Mapping
 
 from totesys_etl.errors import ConfigurationError
 
-DEFAULT_SOURCE_SECRET = "totesys_db_credentials"  # nosec B105 - a secret id (SPEC §5), not a secret
+DEFAULT_SOURCE_SECRET = "totesys_db_credentials"  # nosec B105 - a secret id (contract §5), not a secret
 DEFAULT_WAREHOUSE_SECRET = "postgres_db_credentials"  # nosec B105 - a secret id, not a secret
 
 
@@ -27,7 +27,7 @@ class Database:
         return f"Database({self.name!r}, {'url' if self.url else 'secret ' + self.secret_id})"
 
 
-#: SPEC §3 "Old stamps still arrive": the longest time between two scans by transaction id.
+#: contract §3 "Old stamps still arrive": the longest time between two scans by transaction id.
 FULL_RESCAN_VARIABLE = "TOTESYS_FULL_RESCAN_SECONDS"
 DEFAULT_FULL_RESCAN_SECONDS = 3600.0
 

@@ -1,4 +1,4 @@
-"""Errors the pipeline raises on purpose, each with the `error_kind` its alarm counts (SPEC §6),
+"""Errors the pipeline raises on purpose, each with the `error_kind` its alarm counts (contract §6),
 and the one translation of S3's and the drivers' errors into them.
 
 Messages never hold credentials: they name *which* service failed and why, nothing more.
@@ -44,13 +44,13 @@ class LakeUnavailable(EtlError):
 
 class RunIdCollision(EtlError):
     """Another ingest already wrote objects under this run id: two snapshots must never mix in one
-    run (SPEC §4), so this one stops without a manifest and the next run reads its changes."""
+    run (contract §4), so this one stops without a manifest and the next run reads its changes."""
 
     error_kind = "run_id_collision"
 
 
 class SecretError(EtlError):
-    """A Secrets Manager secret is missing or not the JSON SPEC §5 describes."""
+    """A Secrets Manager secret is missing or not the JSON contract §5 describes."""
 
     error_kind = "secret_invalid"
 

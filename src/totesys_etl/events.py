@@ -1,6 +1,6 @@
 """Lambda events as typed values: an S3 notification's objects, or a request to sweep.
 
-SPEC §4: each record is guaranteed only `eventSource`, `eventName`, `s3.bucket.name` and
+contract §4: each record is guaranteed only `eventSource`, `eventName`, `s3.bucket.name` and
 `s3.object.key`, the key URL-encoded (`/` may arrive as `%2F`). An event without records (`{}`,
 an EventBridge schedule) or an `s3:TestEvent` means "sweep".
 """

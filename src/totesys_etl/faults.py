@@ -1,4 +1,4 @@
-"""Fault points (SPEC §6): `TOTESYS_CRASH_AT=<point>` ends the process at once, exit 137.
+"""Fault points (contract §6): `TOTESYS_CRASH_AT=<point>` ends the process at once, exit 137.
 
 The check is one dictionary lookup when unset. "The first time" is per process: the local
 runtime runs the handlers in its own process, so the command ends with 137 too.

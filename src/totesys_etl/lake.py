@@ -1,4 +1,4 @@
-"""The lake's layout (SPEC §4): run ids, object keys, manifests, newest-first indexes, marks.
+"""The lake's layout (contract §4): run ids, object keys, manifests, newest-first indexes, marks.
 
 Every stage finds its work here, and nothing here knows a stage. Objects are create-only; what
 changes over time (the newest run, a sweep's low-water mark) is a *new* object under a key that
@@ -65,7 +65,7 @@ def manifest_exists(bucket: str, run_id: str) -> bool:
 
 
 def runs_after(bucket: str, after: str | None, limit: int | None = None) -> list[str]:
-    """Run ids of the manifests in `bucket` after run `after`, in order (SPEC §4 StartAfter)."""
+    """Run ids of the manifests in `bucket` after run `after`, in order (contract §4 StartAfter)."""
     start = manifest_key(after) if after else None
     return [r for r in (run_id_of_manifest(k) for k in s3.list_keys(bucket, RUNS_PREFIX, start, limit)) if r]
 
@@ -123,7 +123,7 @@ def quarantine_key(run_id: str, key: str) -> str:
 
 def quarantine(from_bucket: str, key: str, to_bucket: str, run_id: str, reason: str, error_kind: str,
                log) -> dict:
-    """Nothing lost (SPEC §3): copy `key` aside with `<that key>.reason.json`, log an ERROR, go on.
+    """Nothing lost (contract §3): copy `key` aside with `<that key>.reason.json`, log an ERROR, go on.
 
     The original stays where it is; both writes are create-only, so a rerun or a second worker
     leaves them as they are. Returns the entry a manifest lists for it.

@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line with level, stage, run_id and message (SPEC §6).
+"""Structured logs: one JSON object per line with level, stage, run_id and message (contract §6).
 
 An ERROR line also carries `error_kind`, which CloudWatch metric filters count per kind.
 Values that could hold secrets are never passed here: callers log names, counts and seconds.

@@ -1,4 +1,4 @@
-"""Run manifests, the contract between the stages (SPEC §4), declared and checked in one place.
+"""Run manifests, the contract between the stages (contract §4), declared and checked in one place.
 
 Each stage writes one manifest per run, `_runs/<run_id>.json`, last, so that its existence says
 the run is complete; the next stage trusts nothing else. Both kinds share `run_id`, `stage`,

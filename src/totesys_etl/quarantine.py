@@ -1,4 +1,4 @@
-"""What is held back (SPEC §3 "Nothing lost", §6 `quarantine`): rows set aside, and the listing.
+"""What is held back (contract §3 "Nothing lost", §6 `quarantine`): rows set aside, and the listing.
 
 Everything quarantined lies in the processed bucket under `quarantine/<run_id>/`, each object
 beside its `<key>.reason.json`: a file or manifest copied whole (`lake.quarantine`, by the

@@ -1,11 +1,11 @@
-"""`totesys-etl reconcile`: the warehouse against the source, table by table (SPEC §6).
+"""`totesys-etl reconcile`: the warehouse against the source, table by table (contract §6).
 
 Expected rows come from the source through the same declaration the loader uses
 (`schema.derive`), and both sides are reduced to (key, md5 of the canonical row) in SQL, so a
 million rows cost two narrow result sets, not two copies of the data.
 
 A fact keeps every version; the one compared with the source is the id's current version, the
-one the latest run read (`etl_run_id`, then `last_updated`: SPEC §3, newer means committed later).
+one the latest run read (`etl_run_id`, then `last_updated`: contract §3, newer means committed later).
 Fact history is checked too: no version stored twice, the source's current version of every row
 stored at all (a lost version is told apart from an older version wrongly taken as current), and
 every version a run shipped (the ingested CSVs, less what the processor held back) stored exactly

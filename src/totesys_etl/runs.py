@@ -1,6 +1,6 @@
 """What every stage does with runs: one result type, one way to handle a list of runs, one sweep.
 
-The processor and the loader both find their work the same way (SPEC §4): list the runs after a
+The processor and the loader both find their work the same way (contract §4): list the runs after a
 low-water mark, handle those not done yet in `run_id` order, move the mark to the last run below
 which every run is done, never past a run id younger than the settle period, and fail the call at
 the end if any run failed. Each stage supplies only what is done, how to handle one run and where

@@ -96,7 +96,7 @@ def _wait_in_thread(conn, key: int, wait_seconds: float, join_seconds: float) ->
 
 
 def test_a_lock_wait_of_0_defers_at_once_while_the_holder_still_holds(warehouse_url):
-    """SPEC §5: 0 = defer at once, never wait. `lock_timeout = 0` means *wait forever* in PostgreSQL
+    """contract §5: 0 = defer at once, never wait. `lock_timeout = 0` means *wait forever* in PostgreSQL
     (the old code blocked here until the holder left; the thread's join timeout shows it)."""
     holder = pg.connect(Database("warehouse", warehouse_url, "x"))
     waiter = pg.connect(Database("warehouse", warehouse_url, "x"))

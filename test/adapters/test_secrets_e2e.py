@@ -1,4 +1,4 @@
-"""The deployed credential path (SPEC §5, issue 26): the ingest and load handlers read their
+"""The deployed credential path (contract §5, issue 26): the ingest and load handlers read their
 databases' credentials from Secrets Manager (moto's server) with no URL set, against real
 PostgreSQL, and no password or AWS secret key appears in anything they print or log.
 

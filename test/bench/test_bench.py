@@ -1,4 +1,4 @@
-"""`make bench` machinery at a tiny size: every SPEC §8 key, figures that add up, failures that stop it.
+"""`make bench` machinery at a tiny size: every contract §8 key, figures that add up, failures that stop it.
 
 No timing is asserted (the machine is shared); what must hold whatever the speed is checked.
 """

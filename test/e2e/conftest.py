@@ -2,7 +2,7 @@
 
 A *pipeline* is one warehouse database and one bucket pair reading a shared source through the
 read-only role, driven only through `totesys-etl tick` (or a handler) in a subprocess with the
-SPEC §5 variables. A faulted pipeline and a clean one read the same source at the same moments,
+contract §5 variables. A faulted pipeline and a clean one read the same source at the same moments,
 so they must end with the same star rows: compared table by table as multisets of rows without
 the surrogate `*_record_id` keys. Every comparison, fault and row count goes into a session tally
 written to `.local/exactly-once.json` (the numbers the README's "Exactly once, proven" reports).
@@ -42,7 +42,7 @@ from totesys_etl.schema import STAR_TABLES
 REGION = "eu-west-2"
 TALLY_PATH = Path(__file__).resolve().parents[2] / ".local" / "exactly-once.json"
 #: TOTESYS_SETTLE_SECONDS for every pipeline here: short enough that the sweeps' low-water marks
-#: move while a test runs (SPEC §5), so the crash, replay and concurrency cases run with marks
+#: move while a test runs (contract §5), so the crash, replay and concurrency cases run with marks
 #: that have advanced, not only with every run still inside the settle window.
 SETTLE_SECONDS = 2.0
 _names = itertools.count()

@@ -1,4 +1,4 @@
-"""Bad input in the buckets (issue 17, SPEC §3 "Nothing lost", §4): quarantined or ignored.
+"""Bad input in the buckets (issue 17, contract §3 "Nothing lost", §4): quarantined or ignored.
 
 A run's CSVs are damaged (truncated, an extra column, a wrong type) after its manifest was
 written; corrupt and hostile manifests and stray objects with keys such as `../x.csv` or quotes
@@ -23,7 +23,7 @@ from totesys_etl.schema import FACTS
 
 pytestmark = pytest.mark.slow
 
-#: table -> (damage, what is held back: the whole file, or only its bad rows; SPEC §3 "a bad row
+#: table -> (damage, what is held back: the whole file, or only its bad rows; contract §3 "a bad row
 #: is held back alone", "a whole file only when it cannot be read at all")
 DAMAGED = {
     "sales_order": (lambda body: body[: len(body) * 3 // 5], "file"),             # truncated mid-row
@@ -166,7 +166,7 @@ def _purge(bucket: str) -> None:
 def test_a_corrupt_manifest_dated_in_the_future_hides_no_later_run(seeded, new_pipeline, compare, tally, at_once,
                                                                    marks_move, open_gates):
     """A corrupt `_runs/20990101T…json` is quarantined; the sweeps' marks must not jump to it, or a
-    run that appears later below it, its event lost, would never be swept (SPEC §4: a lost event
+    run that appears later below it, its event lost, would never be swept (contract §4: a lost event
     delays data, never loses it)."""
     faulted, clean = new_pipeline("f"), new_pipeline("c")
     at_once(faulted.tick, clean.tick)

@@ -1,4 +1,4 @@
-"""Two at once (issue 17, SPEC §3 "Concurrency"): two ticks, two processors, two loaders.
+"""Two at once (issue 17, contract §3 "Concurrency"): two ticks, two processors, two loaders.
 
 Whatever runs side by side, the warehouse ends as a clean pipeline's that ticked at the same
 source states, one tick at a time.

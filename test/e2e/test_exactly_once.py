@@ -3,7 +3,7 @@
 Each test runs a *faulted* pipeline and a *clean* one over the same source, ticking them at the
 same source states (test/e2e/conftest.py), and then compares their warehouses table by table as
 multisets of rows without surrogate keys. A crash whose run never got its ingest manifest never
-happened (SPEC §4: until the manifest exists the run does not exist), so the clean pipeline ticks
+happened (contract §4: until the manifest exists the run does not exist), so the clean pipeline ticks
 where the faulted one's ingest took effect.
 """
 import json
@@ -33,7 +33,7 @@ def change(source, seed: int, changes: int = 40) -> None:
 
 def test_a_crash_at_each_point_of_a_first_tick_then_a_rerun_equals_a_clean_run(seeded, new_pipeline, compare, tally,
                                                                                at_once):
-    """Six pipelines, each crashed at one SPEC §6 point on its first tick, then rerun."""
+    """Six pipelines, each crashed at one contract §6 point on its first tick, then rerun."""
     faulted = {point: new_pipeline(f"f{i}") for i, point in enumerate(POINTS)}
     clean = new_pipeline("c")
     crashed = at_once(clean.tick, *[_crash(p, point) for point, p in faulted.items()])[1:]

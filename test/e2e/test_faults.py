@@ -16,7 +16,7 @@ MS_NOW = "date_trunc('milliseconds', LOCALTIMESTAMP)"
 
 def test_a_late_commit_arrives_once_however_old_its_last_updated(seeded, new_pipeline, tally, run_sql,
                                                                  against_oracle):
-    """SPEC §3: a transaction that set `last_updated` before a run's cut-off and commits after it.
+    """contract §3: a transaction that set `last_updated` before a run's cut-off and commits after it.
 
     It updates an order to the transaction's time, an order and an address to a moment far older
     than any overlap window, and inserts an order dated two hours back; a tick runs while it is

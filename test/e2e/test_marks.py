@@ -1,4 +1,4 @@
-"""Low-water marks end to end (issue 26, SPEC §4 and §5 TOTESYS_SETTLE_SECONDS).
+"""Low-water marks end to end (issue 26, contract §4 and §5 TOTESYS_SETTLE_SECONDS).
 
 A sweep's mark may pass a run id only once it is older than the settle period; the mark never
 moves back, whatever crashes or slower sweeps come after. Here real ticks make the runs, and the

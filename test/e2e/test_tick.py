@@ -1,4 +1,4 @@
-"""`totesys-etl tick` end to end, as other tools drive it: only the SPEC §5 variables, a read-only
+"""`totesys-etl tick` end to end, as other tools drive it: only the contract §5 variables, a read-only
 source role, real PostgreSQL, moto's server, and the bucket notifications (issue 15)."""
 import json
 import os
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def cli(env, *args, extra=None):
-    """The command in a subprocess with the SPEC §5 variables in `env` (the fixtures removed every
+    """The command in a subprocess with the contract §5 variables in `env` (the fixtures removed every
     other TOTESYS_/AWS_ variable; the rest of the environment carries coverage's subprocess hook)."""
     return subprocess.run([sys.executable, "-m", "totesys_etl", *args], env={**os.environ, **env, **(extra or {})},
                           capture_output=True, text=True, timeout=600)
@@ -37,7 +37,7 @@ def counts(run_sql, url, *tables):
 
 @pytest.fixture
 def seeded(pipeline_env, source, monkeypatch):
-    """The SPEC §5 variables over a seeded source, with a settle period short enough for marks to move."""
+    """The contract §5 variables over a seeded source, with a settle period short enough for marks to move."""
     seed(source.admin_url, orders=300, seed=7)
     monkeypatch.setenv("TOTESYS_SETTLE_SECONDS", "2")
     return {**pipeline_env, "TOTESYS_SETTLE_SECONDS": "2"}

@@ -1,7 +1,7 @@
 """tf/ applied for real against the session's moto server, checked with boto3, replanned.
 
 moto checks wiring, not behaviour (IAM is not enforced, schedules never fire), so this test
-asserts the wiring: buckets locked down, functions on their handlers with SPEC §5 settings,
+asserts the wiring: buckets locked down, functions on their handlers with contract §5 settings,
 schedules and bucket notifications pointing at the right functions with permission to invoke
 them, least-privilege policies, alarms publishing to the topic, Glue tables matching the schema.
 The deployment (conftest.py) is shared with test_iam_calls.py and destroyed after the session.
@@ -63,7 +63,7 @@ def test_apply_check_replan(deployment, aws):
             ("Enabled", {"DaysAfterInitiation": 1})]
         assert not any("Expiration" in r or "NoncurrentVersionExpiration" in r for r in rules)
 
-    # The functions: handlers, settings (SPEC §5), own role, our layer, /tmp as sized.
+    # The functions: handlers, settings (contract §5), own role, our layer, /tmp as sized.
     tfvars = json.loads((terraform.workdir / "test.auto.tfvars.json").read_text())
     functions = {}
     for stage in STAGES:

@@ -145,7 +145,7 @@ def _required(call: tuple, lake_names: dict[str, str], secret_arns: dict[str, st
 
 
 def _secret_document(url: str) -> str:
-    """The RDS-shaped JSON an operator puts into a secret (SPEC §5), for a test database URL."""
+    """The RDS-shaped JSON an operator puts into a secret (contract §5), for a test database URL."""
     parts = parse_url(url)
     return json.dumps({"host": parts["host"], "port": parts["port"], "username": parts["user"],
                        "password": parts["password"], "dbname": parts["database"]})

@@ -1,4 +1,4 @@
-"""The ingest against a source that behaves like a live database (issue 21, SPEC §3 "Incremental",
+"""The ingest against a source that behaves like a live database (issue 21, contract §3 "Incremental",
 "Old stamps still arrive"): transactions that stay open, old stamps committed late, run-id collisions.
 
 Every test reads the source as the read-only role and checks what each run *shipped* (its CSVs),

@@ -66,7 +66,7 @@ _SOURCE_NAMES = [source_table(n) for n in ("address", "counterparty", "currency"
 
 
 def base_source() -> TotesysState:
-    """A small source with the awkward values SPEC §2 promises: quotes, newlines, emoji, NULL vs ''."""
+    """A small source with the awkward values contract §2 promises: quotes, newlines, emoji, NULL vs ''."""
     s = TotesysState()
     s.add("address", 1, address_line_1="1 High St", address_line_2=None, district=None, city="Leeds",
           postal_code="LS1 1AA", country="UK", phone="0113 000")
@@ -279,7 +279,7 @@ def fresh_warehouse(postgres, buckets):
 
 @pytest.fixture
 def load_env(warehouse_url, buckets, monkeypatch) -> dict:
-    """The SPEC §5 variables the load handler reads."""
+    """The contract §5 variables the load handler reads."""
     monkeypatch.setenv("TOTESYS_WAREHOUSE_URL", warehouse_url)
     monkeypatch.setenv("TOTESYS_INGEST_BUCKET", buckets[0])
     monkeypatch.setenv("TOTESYS_PROCESSED_BUCKET", buckets[1])

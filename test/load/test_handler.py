@@ -56,7 +56,7 @@ def test_an_event_loads_its_run_and_an_empty_event_sweeps(load_env, processed_la
 @pytest.mark.parametrize("wait", ["0", "1"])
 def test_a_lock_held_elsewhere_defers_after_the_wait_the_setting_gives(
         load_env, processed_lake, totesys, kit, warehouse_url, monkeypatch, settings, wait):
-    """SPEC §5: TOTESYS_LOCK_WAIT_SECONDS; 0 defers at once (the old code waited forever for 0, and
+    """contract §5: TOTESYS_LOCK_WAIT_SECONDS; 0 defers at once (the old code waited forever for 0, and
     the default of 60 s if the setting were ignored: either fails the join below)."""
     _two_runs(processed_lake, totesys, kit)
     monkeypatch.setenv("TOTESYS_LOCK_WAIT_SECONDS", wait)

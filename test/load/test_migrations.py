@@ -1,4 +1,4 @@
-"""Migrations create SPEC §3 exactly, from the declarations, and are a no-op when run again."""
+"""Migrations create contract §3 exactly, from the declarations, and are a no-op when run again."""
 import threading
 
 import pg8000.native

@@ -112,7 +112,7 @@ def test_runs_out_of_order_end_as_in_order(settings, processed_lake, totesys, ki
 
 def test_spec_case_counterparty_moved_then_old_address_changed(settings, processed_lake, totesys, kit,
                                                                warehouse_url):
-    """SPEC §3: run 2 (move) and run 3 (old address changes); run 3 loaded first, then run 2."""
+    """contract §3: run 2 (move) and run 3 (old address changes); run 3 loaded first, then run 2."""
     runs = _changes(totesys)[:3]
     for n, versions in enumerate(runs, start=1):
         processed_lake.write_run(kit.run_id(n), versions)

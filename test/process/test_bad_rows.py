@@ -1,4 +1,4 @@
-"""One bad row is held back alone (issue 21 item 3, SPEC §3 "Nothing lost"), on moto's S3.
+"""One bad row is held back alone (issue 21 item 3, contract §3 "Nothing lost"), on moto's S3.
 
 A row that does not fit its declaration is written to quarantine as a row, with its reason; the
 rest of its file and run are processed in that run, and a later version of the row loads normally.

@@ -1,5 +1,5 @@
 """`totesys-etl report`: the page's figures equal the views', any warehouse gives a page, hostile text
-stays text, and settings and failures give SPEC §6's exit codes with one-line reasons."""
+stays text, and settings and failures give contract §6's exit codes with one-line reasons."""
 from __future__ import annotations
 
 import socket

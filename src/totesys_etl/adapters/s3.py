@@ -1,6 +1,6 @@
 """S3 access: create-only writes, reads, listings. Keys are only ever S3 keys, never paths.
 
-Objects in the lake are immutable (SPEC §4): every write is conditional (`IfNoneMatch='*'`), and
+Objects in the lake are immutable (contract §4): every write is conditional (`IfNoneMatch='*'`), and
 a key that already exists is left as it is; the caller learns which happened.
 
 S3 answers a conditional write in two ways that must not be confused: 412 `PreconditionFailed`

@@ -1,4 +1,4 @@
-"""Database credentials from Secrets Manager, in the RDS/awswrangler JSON shape (SPEC §5).
+"""Database credentials from Secrets Manager, in the RDS/awswrangler JSON shape (contract §5).
 
 A Lambda container serves many invocations: the client is built once per endpoint, and a secret
 is kept for CACHE_SECONDS, so a warm invocation pays no Secrets Manager call while a rotated
@@ -28,7 +28,7 @@ def _client(endpoint: str | None):
 
 
 def read_database_secret(secret_id: str) -> dict:
-    """The secret's JSON as a dict with every field SPEC §5 names; SecretError otherwise.
+    """The secret's JSON as a dict with every field contract §5 names; SecretError otherwise.
 
     The error names the secret id and what is wrong with it, never its value. A secret read less
     than CACHE_SECONDS ago by this process is served from memory.

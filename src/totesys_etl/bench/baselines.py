@@ -1,4 +1,4 @@
-"""The two baselines the bench compares the pipeline with (SPEC §8).
+"""The two baselines the bench compares the pipeline with (contract §8).
 
 The floor is measured with `psql`, PostgreSQL's own client: its `\\timing` of `COPY … TO STDOUT`
 and `\\copy … FROM` is what the server and libpq cost, with no Python driver on top (pg8000 adds

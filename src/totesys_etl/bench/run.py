@@ -1,4 +1,4 @@
-"""`make bench [ORDERS=N]`: the figures of SPEC §8, measured on the local services.
+"""`make bench [ORDERS=N]`: the figures of contract §8, measured on the local services.
 
 Every stage runs in a process of its own (`bench/stage.py`), as a Lambda invocation does, so a
 stage's peak RSS and peak temporary files (what Lambda's /tmp must hold, `peak_tmp_mb`) are its
@@ -37,7 +37,7 @@ DEFAULT_ORDERS = 100_000
 TICK_CHANGES = 1000
 SIMULATE_SEED = 8
 
-#: SPEC §8 targets on a 2-core machine: key -> (limit, what the value is compared on).
+#: contract §8 targets on a 2-core machine: key -> (limit, what the value is compared on).
 TARGETS: dict[str, float] = {"ratio_to_floor": 3.0, "noop_tick_handler_s": 0.3, "tick_1000_handler_s": 2.0,
                              "snapshot_load_s": 2.5, "peak_rss_mb": 1024.0}
 
@@ -156,7 +156,7 @@ def _check(problems: list[str], when: str) -> None:
 
 
 def run_bench(svc: Services, orders: int, workdir: Path, out: TextIO) -> dict:
-    """Every SPEC §8 figure (plus the detail behind them); BenchFailed when a stage or a check failed.
+    """Every contract §8 figure (plus the detail behind them); BenchFailed when a stage or a check failed.
 
     `svc.aws` must also be this process's S3 settings (the to_sql comparison reads the lake here).
     """
@@ -245,7 +245,7 @@ def missed_targets(results: dict) -> dict[str, tuple[float, float]]:
 
 
 def markdown(results: dict) -> str:
-    """The README's tables: the SPEC §8 figures with their targets, then the initial load by stage."""
+    """The README's tables: the contract §8 figures with their targets, then the initial load by stage."""
     missed = missed_targets(results)
     d = results["detail"]
     initial = {s: v["handler_s"] for s, v in d["initial_load"].items()}

@@ -33,7 +33,7 @@ class Services:
 
 @dataclass(frozen=True)
 class Pipeline:
-    """A source database, a warehouse database and a bucket pair: one pipeline's SPEC §5 settings."""
+    """A source database, a warehouse database and a bucket pair: one pipeline's contract §5 settings."""
 
     source_db: str
     warehouse_db: str

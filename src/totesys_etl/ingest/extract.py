@@ -152,7 +152,7 @@ def _unread_condition(x: str, unread: tuple[Unread, ...]) -> str | None:
 def changes_query(table: Table, plan: Plan) -> str:
     """The SELECT of `table`'s versions this run ships (all rows on the first run)."""
     columns = column_list(table.column_names)
-    source = f"public.{identifier(table.name)}"  # SPEC §2: the tables live in public, whatever search_path says
+    source = f"public.{identifier(table.name)}"  # contract §2: the tables live in public, whatever search_path says
     # Identifiers from the declaration, quoted; values below are literal()s of parsed numbers/times.
     select = f"SELECT {columns} FROM {source}"  # nosec B608
     previous = plan.previous

@@ -21,7 +21,7 @@ from totesys_etl.errors import InvalidInput, lake_errors
 from totesys_etl.logs import StageLog
 
 #: Rows whose `last_updated` is at most this much older than the previous cut-off are re-checked
-#: against the previous snapshot (SPEC §3: a time window may only add to the snapshot method, and
+#: against the previous snapshot (contract §3: a time window may only add to the snapshot method, and
 #: is then at least 15 minutes). It catches writes whose `last_updated` predates the transaction
 #: id they committed under, e.g. a transaction that read for a while before its first write.
 OVERLAP = timedelta(minutes=15)

@@ -9,7 +9,7 @@ and quarantined while the rest of the run loads.
 
 Only a file that is bad in itself is quarantined: not Parquet, another schema, corrupt pages, or
 data PostgreSQL rejects. A transient fault (memory, a local I/O error, S3, a lost connection) is
-raised, so the run fails and a later invocation retries it (SPEC §3, "Nothing lost").
+raised, so the run fails and a later invocation retries it (contract §3, "Nothing lost").
 """
 from __future__ import annotations
 

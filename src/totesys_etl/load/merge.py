@@ -3,7 +3,7 @@
 Every statement is generated from the declarations (readme_files/design.md, "Loader"), and each
 changes a star row only when its values change, so a replayed run or a run that repeats known
 versions leaves every star row (and its xmin) as it was. Which version is newer is decided by the
-run that read it (`etl_run_id`), never by its `last_updated` stamp (SPEC §3).
+run that read it (`etl_run_id`), never by its `last_updated` stamp (contract §3).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from totesys_etl.schema.derive import PRIMARY, derived_select
 from totesys_etl.schema.ddl import column_list
 from totesys_etl.schema.warehouse import RUN_ID, is_reference
 
-#: SPEC §3: the calendar seeded on the first load, this many years either side of its UTC date.
+#: contract §3: the calendar seeded on the first load, this many years either side of its UTC date.
 SEED_YEARS = 3
 _UNIQUE_VIOLATION = "23505"
 
@@ -33,7 +33,7 @@ def _q(name: str) -> str:
 def merge_state(conn: Connection, state: Table, run_id: str) -> int:
     """Upsert the run's rows of one source table into `etl_src_<t>`; rows inserted or whose values changed.
 
-    SPEC §3: newer means committed later, not stamped later. A stored row is replaced by this
+    contract §3: newer means committed later, not stamped later. A stored row is replaced by this
     run's version only when this run is later than the run that read the stored one (run ids
     sort in time order), never by comparing `last_updated`: a transaction that began first and
     committed last carries the older stamp. So a replay, or an older run loaded late, changes
@@ -116,7 +116,7 @@ def merge_dimension(conn: Connection, dimension: Table, run_sources: set[str]) -
 def insert_fact_versions(conn: Connection, fact: Table, run_id: str) -> int:
     """Store this run's fact versions; rows inserted or updated.
 
-    A version is (id, last_updated) (SPEC §3, "facts keep history"). One not stored yet is
+    A version is (id, last_updated) (contract §3, "facts keep history"). One not stored yet is
     appended, in (id, last_updated) order, with this run's id. One already stored came from
     another commit with the same stamp, or is the same version read again: it is updated, values
     and `etl_run_id`, only when this run is later than the one that stored it AND its values
@@ -171,7 +171,7 @@ def insert_dates(conn: Connection) -> int:
 def seed_calendar(conn: Connection, today: date) -> int:
     """On the first load (dim_date empty), the calendar ±SEED_YEARS around `today`; rows added.
 
-    Afterwards dim_date grows only by the dates the runs' facts need (SPEC §3).
+    Afterwards dim_date grows only by the dates the runs' facts need (contract §3).
     """
     dim_date = _q(DIM_DATE.name)
     if conn.run(f"SELECT EXISTS (SELECT 1 FROM {dim_date})")[0][0]:  # nosec B608

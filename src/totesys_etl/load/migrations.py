@@ -1,4 +1,4 @@
-"""Versioned warehouse migrations, recorded in `etl_migrations` (SPEC §3: the loader creates
+"""Versioned warehouse migrations, recorded in `etl_migrations` (contract §3: the loader creates
 the schema if it is missing).
 
 Each migration runs once, in one transaction with its `etl_migrations` row, so a crash leaves
@@ -29,7 +29,7 @@ _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS etl_migrations (
 
 
 def _star_schema(conn: Connection) -> None:
-    """SPEC §3 from the declarations, plus the loader's state, ledger, mark and currency names.
+    """contract §3 from the declarations, plus the loader's state, ledger, mark and currency names.
 
     Facts get no foreign-key constraints: a load never waits for another run's dimension rows
     (reconcile and the tests check that keys resolve). Each state table gets an index on the
@@ -58,7 +58,7 @@ def _star_schema(conn: Connection) -> None:
 
 
 def _run_ids(conn: Connection) -> None:
-    """`etl_run_id` on every state and fact row: the run that read the version (SPEC §3, "newer
+    """`etl_run_id` on every state and fact row: the run that read the version (contract §3, "newer
     means committed later"). Rows already there get OLDEST_RUN_ID, so any run replaces them and,
     among themselves, `last_updated` still orders them. A constant default is catalogue-only in
     PostgreSQL 11+ (no table rewrite); it is dropped after, so every later row names its run.

@@ -38,7 +38,7 @@ LOADABLE: dict[str, Table] = {t.name: t for t in (*STATE_TABLES, *FACTS, DIM_DAT
 
 
 def lock_wait_seconds(env: Mapping[str, str] | None = None) -> float:
-    """How long a loader waits for another loader's lock before deferring (SPEC §3: bounded)."""
+    """How long a loader waits for another loader's lock before deferring (contract §3: bounded)."""
     env = os.environ if env is None else env
     return float(env.get(LOCK_WAIT_VARIABLE) or DEFAULT_LOCK_WAIT_SECONDS)
 

@@ -1,4 +1,4 @@
-"""Rows that do not fit their declaration: found per batch, held back alone (SPEC §3 "Nothing lost").
+"""Rows that do not fit their declaration: found per batch, held back alone (contract §3 "Nothing lost").
 
 A check gives a `Problem`: a mask of the rows it fails and one reason for them all (a column and
 a rule, never a value, so reasons stay short and group well). `HeldRows` writes the rows held back

@@ -1,6 +1,6 @@
-"""`totesys-etl report`: one self-contained HTML page from the warehouse's analytical views (SPEC §6).
+"""`totesys-etl report`: one self-contained HTML page from the warehouse's analytical views (contract §6).
 
-It needs only the warehouse (SPEC §5: `TOTESYS_WAREHOUSE_URL`, or `TOTESYS_WAREHOUSE_SECRET`), reads
+It needs only the warehouse (contract §5: `TOTESYS_WAREHOUSE_URL`, or `TOTESYS_WAREHOUSE_SECRET`), reads
 in one read-only snapshot and changes nothing. A warehouse with no views yet gives a page that says
 nothing is loaded; an unreachable one fails (exit 1) naming it, never its credentials.
 """
@@ -24,7 +24,7 @@ def warehouse_from_env(env: Mapping[str, str] | None = None) -> Database:
     url, secret = env.get("TOTESYS_WAREHOUSE_URL") or None, env.get("TOTESYS_WAREHOUSE_SECRET") or None
     if not url and not secret:
         raise ConfigurationError("TOTESYS_WAREHOUSE_URL (or TOTESYS_WAREHOUSE_SECRET) not set; run "
-                                 "`totesys-etl up` or set it (SPEC §5)")
+                                 "`totesys-etl up` or set it (contract §5)")
     return Database("warehouse", url, secret or DEFAULT_WAREHOUSE_SECRET)
 
 

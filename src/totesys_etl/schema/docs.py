@@ -41,7 +41,7 @@ def render() -> str:
     lines = ["# Data dictionary", "",
              "Generated from `src/totesys_etl/schema/` by `python -m totesys_etl.schema.docs`; do not edit.", "",
              "Facts keep one row per source version; their keys into dimensions are not enforced by constraints "
-             "(SPEC §3), `totesys-etl reconcile` checks that they resolve. Fact and state tables also carry "
+             "(contract §3), `totesys-etl reconcile` checks that they resolve. Fact and state tables also carry "
              "`etl_run_id` (text), the run that read the version: a fact id's current version is the one with "
              "the greatest `etl_run_id`, then the greatest `last_updated` (newer means committed later, not "
              "stamped later).", "", "## Dimensions", ""]

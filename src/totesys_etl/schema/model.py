@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-#: Unconstrained `numeric` travels as decimal128(38, 10): 20 integer digits, 10 places (SPEC §3).
+#: Unconstrained `numeric` travels as decimal128(38, 10): 20 integer digits, 10 places (contract §3).
 UNCONSTRAINED_NUMERIC = pa.decimal128(38, 10)
 
 _NUMERIC = re.compile(r"numeric\((\d+),\s*(\d+)\)")

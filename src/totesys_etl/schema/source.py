@@ -1,4 +1,4 @@
-"""The eleven totesys tables the pipeline reads (SPEC §2), exactly as the source declares them."""
+"""The eleven totesys tables the pipeline reads (contract §2), exactly as the source declares them."""
 from __future__ import annotations
 
 from totesys_etl.schema.model import Column, Table

@@ -1,6 +1,6 @@
 """The warehouse's analytical views (issue 25), declared once: what a BI tool and `totesys-etl report` read.
 
-They live in a schema of their own, `analytics`, so `public` keeps exactly SPEC §3's tables. Facts
+They live in a schema of their own, `analytics`, so `public` keeps exactly contract §3's tables. Facts
 keep history (one row per version), so every view reads a fact through its `current_*` view: the
 version of each id that the latest run read, i.e. the row with the greatest `etl_run_id`, then the
 greatest `last_updated_date, last_updated_time` (`warehouse.newest_first`; newer means committed

@@ -1,8 +1,8 @@
-"""The star schema (SPEC §3) and the loader's per-row source state, declared once.
+"""The star schema (contract §3) and the loader's per-row source state, declared once.
 
 Dimensions are derived from *state*: the current row of every source table a dimension draws
 on, kept by the loader in `etl_src_<table>` and replaced only by the version a later run read
-(SPEC §3: newer means committed later, not stamped later). A dimension row is then a join over
+(contract §3: newer means committed later, not stamped later). A dimension row is then a join over
 state, so it ends current whatever order runs arrive in
 (readme_files/adr/0002-dimensions-from-source-state.md).
 
@@ -140,7 +140,7 @@ FACTS: tuple[Table, ...] = (
 
 STAR_TABLES: tuple[Table, ...] = (DIM_DATE, *DIMENSIONS, *FACTS)
 
-#: Which dimension key a fact column points at. Not enforced by constraints (SPEC §3: a load
+#: Which dimension key a fact column points at. Not enforced by constraints (contract §3: a load
 #: never waits for another run's dimension rows); reconcile and the tests check that they resolve.
 _FACT_REFERENCES = {
     "sales_staff_id": "dim_staff.staff_id", "staff_id": "dim_staff.staff_id",
@@ -171,7 +171,7 @@ OLDEST_RUN_ID = "00000000T000000000000Z"
 
 
 def bookkeeping_columns(table: Table) -> tuple[Column, ...]:
-    """The warehouse-only columns a table has after its declared ones (SPEC §3 allows `etl_` columns)."""
+    """The warehouse-only columns a table has after its declared ones (contract §3 allows `etl_` columns)."""
     return (RUN_ID,) if table.kind in ("state", "fact") else ()
 
 

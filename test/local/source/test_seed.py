@@ -138,7 +138,7 @@ def test_unconstrained_money_has_varied_scales_and_19_digit_values(seeded, run_s
     values = [r[0] for r in run_sql(source.admin_url, f"SELECT {column} FROM {table}")]
     assert {-v.as_tuple().exponent for v in values} == set(range(9))
     assert any(len(v.as_tuple().digits) == 19 for v in values)
-    # Inside what the warehouse carries exactly (SPEC §3): 20 integer digits, 10 places.
+    # Inside what the warehouse carries exactly (contract §3): 20 integer digits, 10 places.
     assert all(abs(v) < Decimal(10) ** 20 and -v.as_tuple().exponent <= 10 and v > 0 for v in values)
 
 

@@ -1,6 +1,6 @@
 """S3 -> SQS bucket notifications: how the local runtime hears of new manifests, as Lambda would.
 
-Created on demand and idempotently (SPEC §5 "Driven from outside"): given only two buckets,
+Created on demand and idempotently (contract §5 "Driven from outside"): given only two buckets,
 `tick` makes a queue per bucket and points the bucket's `_runs/*.json` notifications at it.
 """
 from __future__ import annotations

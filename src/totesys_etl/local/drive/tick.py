@@ -1,4 +1,4 @@
-"""`totesys-etl tick` and `run`: drive the three handlers exactly as AWS does (SPEC §6).
+"""`totesys-etl tick` and `run`: drive the three handlers exactly as AWS does (contract §6).
 
 1. the ingest handler with an EventBridge scheduled event;
 2. every waiting bucket notification (moto's S3 -> SQS) handed to the processor, then the

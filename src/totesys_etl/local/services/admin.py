@@ -40,7 +40,7 @@ def create_database(cluster: Postgres, name: str) -> None:
 
 
 def grant_reader(cluster: Postgres, database: str, password: str, role: str = READER_ROLE) -> None:
-    """A login role that may read the source's tables and nothing else (SPEC §2).
+    """A login role that may read the source's tables and nothing else (contract §2).
 
     Default privileges make tables that `seed` creates later readable too.
     """

@@ -1,7 +1,7 @@
 """`totesys-etl up` / `down`: the local services of one clone, recorded under `.local/`.
 
 `up` starts (or finds running) a PostgreSQL cluster with the source and warehouse databases and
-the read-only role, and moto's server with the two buckets; it writes their SPEC §5 settings to
+the read-only role, and moto's server with the two buckets; it writes their contract §5 settings to
 `.local/env`. `down` stops exactly what `up` recorded. The servers themselves are `servers.py`.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def recorded_cluster(home: Path) -> Postgres:
 
 
 def settings(state: dict) -> dict[str, str]:
-    """The SPEC §5 variables for the services in `state`: what `.local/env` holds."""
+    """The contract §5 variables for the services in `state`: what `.local/env` holds."""
     cluster = _cluster_from(state)
     return {
         "TOTESYS_SOURCE_URL": cluster.url(SOURCE_DB, READER_ROLE, state["reader_password"]),

@@ -17,7 +17,7 @@ from totesys_etl.local.source.source_db import (admin_connect, create_source_tab
                                                 prepare_session, source_errors)
 from totesys_etl.schema import SOURCE_TABLES
 
-#: The project's copy of the snapshot (SPEC §2: a clone has no ../shared).
+#: The project's copy of the snapshot (contract §2: a clone has no ../shared).
 SNAPSHOT = Path(__file__).resolve().parents[4] / "test" / "data" / "totesys-snapshot-2024-11-14"
 
 _CHUNK_ROWS = 5000

@@ -54,7 +54,7 @@ def prepare_session(conn: Connection) -> None:
 
 
 def create_source_tables(conn: Connection) -> None:
-    """Drop the eleven tables and create them bare, as SPEC §2 declares them, ids `serial`.
+    """Drop the eleven tables and create them bare, as contract §2 declares them, ids `serial`.
 
     Keys, foreign keys and indexes come after the load (`finish_source_tables`): building them
     once over loaded rows is several times faster than maintaining them row by row.
