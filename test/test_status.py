@@ -10,6 +10,7 @@ import boto3
 import pytest
 
 from totesys_etl import lake
+from totesys_etl.adapters.postgres import parse_url
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,7 @@ def cli(env, *args):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_status_shows_marks_pending_runs_quarantine_and_lag(pipeline_env, source, run_sql):
+def test_status_shows_marks_pending_runs_quarantine_lag_and_failures(pipeline_env, source, run_sql, closed_port):
     from totesys_etl.local.source.seed import seed
 
     before = cli(pipeline_env, "status", "--json")
@@ -51,3 +52,14 @@ def test_status_shows_marks_pending_runs_quarantine_and_lag(pipeline_env, source
     assert table.returncode == 0 and pending in table.stdout and "quarantined_rows 1" in table.stdout
     s3 = boto3.client("s3")
     assert s3.list_objects_v2(Bucket=pipeline_env["TOTESYS_PROCESSED_BUCKET"], Prefix="_runs/")["KeyCount"] >= 2
+    assert found["ingest"]["last_failure"] is None
+
+    # A tick whose source is unreachable: status names the failure and its reason, no credential.
+    broken = {**pipeline_env, "TOTESYS_SOURCE_URL": pipeline_env["TOTESYS_SOURCE_URL"].replace(
+        f":{source.reader_url.rsplit(':', 1)[1].split('/')[0]}/", f":{closed_port}/")}
+    assert cli(broken, "tick").returncode == 1
+    failed = json.loads(cli(pipeline_env, "status", "--json").stdout)["ingest"]["last_failure"]
+    assert failed["error_kind"] == "source_unavailable" and "unavailable" in failed["reason"]
+    shown = cli(pipeline_env, "status").stdout
+    assert "last failure" in shown and "source_unavailable" in shown
+    assert parse_url(source.reader_url)["password"] not in shown

@@ -136,9 +136,12 @@ data "aws_iam_policy_document" "load" {
   }
 
   statement {
-    sid       = "WriteQuarantine"
-    actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.lake["processed"].arn}/quarantine/*"]
+    sid     = "WriteQuarantineAndFailures"
+    actions = ["s3:PutObject"]
+    resources = [
+      "${aws_s3_bucket.lake["processed"].arn}/quarantine/*",
+      "${aws_s3_bucket.lake["processed"].arn}/_state/failures/load/*",
+    ]
   }
 
   statement {

@@ -12,7 +12,7 @@ import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Callable, Iterator
 
 from totesys_etl.errors import describe, kind_of
 
@@ -118,8 +118,10 @@ class Timer:
 
 
 @contextmanager
-def failures_logged(log: StageLog, what: str) -> Iterator[None]:
-    """A handler's body: any failure is logged once as ERROR with its `error_kind`, then re-raised.
+def failures_logged(log: StageLog, what: str, on_failure: Callable[[Exception], None] | None = None
+                    ) -> Iterator[None]:
+    """A handler's body: any failure is logged once as ERROR with its `error_kind`, handed to
+    `on_failure` (the handlers keep it for `status`), then re-raised.
 
     An error a stage already logged run by run (`error.logged`) is not logged again, so each
     failure counts once towards its alarm.
@@ -129,4 +131,6 @@ def failures_logged(log: StageLog, what: str) -> Iterator[None]:
     except Exception as e:
         if not getattr(e, "logged", False):
             log.error(f"{what} failed: {describe(e)}", kind_of(e))
+        if on_failure is not None:
+            on_failure(e)
         raise

@@ -3,9 +3,9 @@
 Works against any deployment the settings point at (the local one or AWS's buckets and
 warehouse): per stage the newest run, its low-water mark and the runs still pending; what is
 held back, by kind; and in the warehouse the newest loaded run, the star tables' row counts and
-the lag from that run's snapshot to now. Listings start at the loader's mark (or a day back before
-the first load), so the cost does not grow with the lake. Failures themselves are in the logs
-and alarms; a run that failed shows here as pending.
+the lag from that run's snapshot to now; and each stage's last failure with its one-line reason
+(`failures.py`). Listings start at the loader's mark (or a day back before the first load), so the
+cost does not grow with the lake.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 from pg8000.native import identifier
 
-from totesys_etl import lake, quarantine
+from totesys_etl import failures, lake, quarantine
 from totesys_etl.adapters.postgres import Connection, DatabaseError, connect
 from totesys_etl.config import Settings
 from totesys_etl.load.ledger import load_mark, loaded_runs
@@ -31,6 +31,7 @@ class StageStatus:
     newest_run: str | None = None
     mark: str | None = None
     pending: list[str] = field(default_factory=list)
+    last_failure: dict | None = None   # {"at", "error_kind", "reason"} (failures.record)
 
 
 @dataclass
@@ -52,6 +53,10 @@ class Status:
             stage: StageStatus = getattr(self, name)
             pending = f"{len(stage.pending)}" + (f" (oldest {stage.pending[0]})" if stage.pending else "")
             lines.append(f"{name:<8}{stage.newest_run or '-':<25}{stage.mark or '-':<25}{pending}")
+            if stage.last_failure:
+                failure = stage.last_failure
+                lines.append(f"        last failure {failure.get('at', '?')}: {failure.get('error_kind', '?')}: "
+                             f"{failure.get('reason', '')}")
         held = ", ".join(f"{kind} {n}" for kind, n in sorted(self.quarantined.items())) or "nothing"
         lines.append(f"held back: {held} (totesys-etl quarantine lists them)")
         lag = f"{self.lag_seconds:,.0f} s" if self.lag_seconds is not None else "-"
@@ -79,10 +84,13 @@ def status(settings: Settings | None = None, now: datetime | None = None) -> Sta
     if loaded:
         lag = (now - datetime.strptime(loaded, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)).total_seconds()
     return Status(
-        ingest=StageStatus(ingested[-1] if ingested else None, None, []),
+        ingest=StageStatus(ingested[-1] if ingested else None, None, [],
+                           failures.newest(settings.ingest_bucket, "ingest")),
         process=StageStatus(processed[-1] if processed else None, process_mark,
-                            [r for r in ingested if r not in processed_set]),
-        load=StageStatus(newest_loaded, mark, [r for r in ingested if r not in done]),
+                            [r for r in ingested if r not in processed_set],
+                            failures.newest(settings.processed_bucket, "process")),
+        load=StageStatus(newest_loaded, mark, [r for r in ingested if r not in done],
+                         failures.newest(settings.processed_bucket, "load")),
         quarantined=dict(kinds), warehouse_rows=rows, loaded_at=loaded_at, lag_seconds=lag)
 
 

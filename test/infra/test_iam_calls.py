@@ -153,6 +153,8 @@ def _secret_document(url: str) -> str:
 
 def test_every_call_each_handler_makes_is_granted_to_its_role(deployment, source, warehouse_url, buckets,
                                                               recorder, monkeypatch):
+    from totesys_etl import failures
+    from totesys_etl.errors import LakeUnavailable
     from totesys_etl.ingest.handler import lambda_handler as ingest
     from totesys_etl.load.handler import lambda_handler as load
     from totesys_etl.process.handler import lambda_handler as process
@@ -193,6 +195,12 @@ def test_every_call_each_handler_makes_is_granted_to_its_role(deployment, source
                    Body=b"{")
     with recorder.stage_calls("load"):
         load({}, None)
+    # A failing handler keeps its failure for `status` in the bucket it writes (failures.record).
+    for stage in ("ingest", "process", "load"):
+        with recorder.stage_calls(stage):
+            failures.record(stage, LakeUnavailable(f"a {stage} failure kept for status"))
+        bucket = buckets[0] if stage == "ingest" else buckets[1]
+        assert failures.newest(bucket, stage)["reason"] == f"a {stage} failure kept for status"
 
     # The paths above were taken (otherwise this test would check less than it says).
     assert {"GetSecretValue", "CreateMultipartUpload", "PutObject", "ListObjectsV2"} <= recorder.operations("ingest")

@@ -5,6 +5,7 @@ may be None: settings come from the environment, state from the lake.
 """
 from __future__ import annotations
 
+from totesys_etl import failures
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
 from totesys_etl.ingest.run import ingest
@@ -19,5 +20,5 @@ def lambda_handler(event: dict | None, context: object = None) -> dict:
     """`{"stage": "ingest", "run_id", "rows": {table: n}, "files", "quarantined", "seconds"}` (the
     run's `RunResult`); raises on failure after one ERROR line whose `error_kind` the alarms count."""
     log = StageLog("ingest", **lambda_fields(context))
-    with failures_logged(log, "ingest"):
+    with failures_logged(log, "ingest", on_failure=lambda error: failures.record("ingest", error)):
         return {"stage": "ingest", **ingest(Settings.from_env(), log).to_json()}

@@ -1,6 +1,7 @@
 """The load Lambda: a processed manifest's S3 event loads that run; any other event sweeps."""
 from __future__ import annotations
 
+from totesys_etl import failures
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
 from totesys_etl.events import parse_event
@@ -19,7 +20,7 @@ def lambda_handler(event, context=None) -> dict:
     the runs this call loaded; raises (after an ERROR line with its error_kind) only when work failed.
     """
     log = StageLog(STAGE, **lambda_fields(context))
-    with failures_logged(log, "load"):
+    with failures_logged(log, "load", on_failure=lambda error: failures.record("load", error)):
         settings = Settings.from_env()
         invocation = parse_event(event)
         run_ids = None

@@ -7,7 +7,7 @@ line with the failure's `error_kind`.
 """
 from __future__ import annotations
 
-from totesys_etl import events
+from totesys_etl import events, failures
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
 from totesys_etl.logs import StageLog, Timer, failures_logged, lambda_fields
@@ -23,7 +23,7 @@ def lambda_handler(event, context=None) -> dict:
     """`{"stage": "process", "status": "ok", "runs": [...], "seconds"}`, runs processed by this call."""
     timer = Timer()
     log = StageLog(run.STAGE, **lambda_fields(context))
-    with failures_logged(log, "processing"):
+    with failures_logged(log, "processing", on_failure=lambda error: failures.record("process", error)):
         settings = Settings.from_env()
         invocation = events.parse_event(event)
         if invocation.sweep:

@@ -1,0 +1,47 @@
+"""The last failure of each stage, kept in the lake for `totesys-etl status` (contract §4: a stage's
+own create-only state under `_state/`).
+
+A handler that fails logs one ERROR line (the alarm's source) and also leaves a small record,
+`_state/failures/<stage>/<newest-first key>.json`, in the bucket it writes: the ingest's in the
+ingested bucket, the processor's and loader's in the processed one. Recording is best effort: when
+S3 itself is what failed, the log line and the alarm still say so.
+"""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+
+from totesys_etl import lake
+from totesys_etl.adapters import s3
+from totesys_etl.errors import describe, kind_of
+
+PREFIX = "_state/failures/"
+BUCKET_VARIABLE = {"ingest": "TOTESYS_INGEST_BUCKET", "process": "TOTESYS_PROCESSED_BUCKET",
+                   "load": "TOTESYS_PROCESSED_BUCKET"}
+
+
+def record(stage: str, error: BaseException, now: datetime | None = None) -> None:
+    """Keep `error` as the stage's newest failure (one line, no credential: `errors.describe`)."""
+    bucket = os.environ.get(BUCKET_VARIABLE[stage])
+    if not bucket:
+        return  # not even the bucket is configured: the log line is all there is
+    now = now or datetime.now(timezone.utc)
+    key = f"{PREFIX}{stage}/{lake.newest_first(lake.run_id_at(now))}.json"
+    entry = {"stage": stage, "at": now.isoformat(timespec="seconds"), "error_kind": kind_of(error),
+             "reason": describe(error)}
+    try:
+        s3.put_json_create_only(bucket, key, entry)
+    except Exception:  # nosec B110 - best effort: S3 may be what failed; the ERROR line was logged
+        pass
+
+
+def newest(bucket: str, stage: str) -> dict | None:
+    """The stage's most recent failure record in `bucket` (one short listing), or None."""
+    for key in s3.list_keys(bucket, f"{PREFIX}{stage}/", limit=1):
+        try:
+            entry = json.loads(s3.get_bytes(bucket, key))
+        except ValueError:
+            return {"stage": stage, "reason": "its failure record is not JSON"}
+        return entry if isinstance(entry, dict) else None
+    return None
