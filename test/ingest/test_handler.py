@@ -46,7 +46,8 @@ def test_an_unreachable_source_fails_with_one_error_line_and_no_password(totesys
     assert "Sup3rSecret" not in str(error.value) and "127.0.0.1" in str(error.value)
     [line] = _error_lines(logs)
     assert line["error_kind"] == "source_unavailable" and "Sup3rSecret" not in json.dumps(logs)
-    assert ingested.keys() == []
+    [kept] = ingested.keys()  # no run: only the failure, kept for `status`, without the password
+    assert kept.startswith("_state/failures/ingest/") and b"Sup3rSecret" not in ingested.body(kept)
 
 
 def test_a_wrong_password_names_the_database_not_the_password(totesys, source, postgres, pipeline_env, logs,
@@ -63,7 +64,10 @@ def test_a_query_the_source_refuses_fails_the_run_before_any_manifest(totesys, p
         lambda_handler({}, None)
     [line] = _error_lines(logs)
     assert line["error_kind"] == "source_unavailable" and lake.RUN_ID.fullmatch(line["run_id"])
-    assert ingested.keys("_runs/") == [] and ingested.keys("_state/") == []
+    assert ingested.keys("_runs/") == []
+    [kept] = ingested.keys("_state/")  # only the failure, kept for `status`
+    assert kept.startswith("_state/failures/ingest/")
+    assert json.loads(ingested.body(kept))["reason"].endswith("permission denied for table payment")
 
 
 def _secret(value: str) -> str:
