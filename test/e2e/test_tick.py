@@ -123,9 +123,10 @@ def test_unreachable_source_fails_with_a_reason_and_no_password(seeded, source, 
 def test_run_ticks_on_a_schedule_with_a_line_per_tick(seeded, warehouse_url, run_sql):
     result = cli(seeded, "run", "--interval", "0.1", "--ticks", "2")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
+    *lines, summary = result.stdout.strip().splitlines()
     assert [line.split("]")[0] for line in lines] == ["[1/2", "[2/2"]
     assert all("ingest" in line and "process" in line and "load" in line for line in lines)
+    assert summary == "2 tick(s), 0 failed"
     assert run_sql(warehouse_url, "SELECT count(*) FROM etl_load_ledger")[0][0] == 2
 
 
