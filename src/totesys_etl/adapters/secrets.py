@@ -43,8 +43,9 @@ def read_database_secret(secret_id: str) -> dict:
 
 
 def clear_cache() -> None:
-    """Forget every secret read so far (a new container; tests that change a secret's value)."""
+    """Forget every secret read so far and the client, as a new container starts (tests use it)."""
     _cache.clear()
+    _client.cache_clear()
 
 
 def _fetch(endpoint: str | None, secret_id: str) -> dict:
