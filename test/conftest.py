@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import logging
 import os
 import secrets
 import shutil
@@ -66,6 +67,18 @@ def closed_port() -> int:
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
     return port
+
+
+@pytest.fixture(autouse=True)
+def _package_logger_restored():
+    """A test that runs `cli.main` in-process sets the package logger's level and handlers for the
+    command; the next test gets them back as they were."""
+    logger = logging.getLogger("totesys_etl")
+    saved = (logger.level, list(logger.handlers), logger.propagate)
+    yield
+    logger.setLevel(saved[0])
+    logger.handlers[:] = saved[1]
+    logger.propagate = saved[2]
 
 
 @pytest.fixture(autouse=True)

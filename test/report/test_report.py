@@ -154,7 +154,7 @@ def test_an_unreachable_warehouse_fails_naming_it_not_its_password(use, capsys):
 def test_the_default_path_is_under_local(filled_warehouse, use, tmp_path, capsys):
     use(filled_warehouse)
     assert main(["report"]) == 0
-    assert capsys.readouterr().out.strip() == str(Path(".local") / "report.html")
+    assert capsys.readouterr().out.strip() == str(tmp_path / ".local" / "report.html")
     assert (tmp_path / ".local" / "report.html").read_text(encoding="utf-8").startswith("<!doctype html>")
 
 
