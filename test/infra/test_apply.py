@@ -127,7 +127,7 @@ def test_apply_check_replan(deployment, aws):
     assert secret_reads == {"ingest": {source_arn}, "process": set(), "load": {warehouse_arn}}
     writes = {stage: {r for a, r in grants[stage] if a == "s3:PutObject"} for stage in STAGES}
     assert writes == {"ingest": {f"{ingested_arn}/*"}, "process": {f"{processed_arn}/*"},
-                      "load": {f"{processed_arn}/quarantine/*"}}
+                      "load": {f"{processed_arn}/quarantine/*", f"{processed_arn}/_state/failures/load/*"}}
     aborts = {stage: {r for a, r in grants[stage] if a == "s3:AbortMultipartUpload"} for stage in STAGES}
     assert aborts == {"ingest": {f"{ingested_arn}/*"}, "process": {f"{processed_arn}/*"}, "load": set()}
     assert ("s3:GetObject", f"{ingested_arn}/*") not in grants["load"]
