@@ -212,14 +212,13 @@ def unread_after(conn: Connection, plan: Plan) -> list[Unread]:
             xids = f"{{[{previous.snapshot.xmax},{plan.current.xmax})}}"
             unread.append(Unread(xids, previous.cutoff - OVERLAP))
         return unread
-    unread = []
-    for claim in previous.unread:
-        left = conn.run("SELECT (CAST(:claim AS int8multirange) * (int8multirange(int8range(NULL, "
-                        "CAST(:xmin AS bigint))) + CAST(:seen AS int8multirange)))::text",
-                        claim=claim.xids, xmin=previous.snapshot.xmin, seen=previous.seen)[0][0]
-        if left != NO_XIDS:
-            unread.append(Unread(left, claim.stamped_up_to))
-    return unread
+    if not previous.unread:
+        return []
+    rows = conn.run("SELECT (CAST(c AS int8multirange) * (int8multirange(int8range(NULL, CAST(:xmin AS bigint)))"
+                    " + CAST(:seen AS int8multirange)))::text FROM unnest(CAST(:claims AS text[])) WITH ORDINALITY"
+                    " AS u(c, n) ORDER BY n",  # one round trip for every claim, in their order
+                    claims=[c.xids for c in previous.unread], xmin=previous.snapshot.xmin, seen=previous.seen)
+    return [Unread(left, claim.stamped_up_to) for (left,), claim in zip(rows, previous.unread) if left != NO_XIDS]
 
 
 def rescanned_at(plan: Plan, run_id: str) -> str | None:
