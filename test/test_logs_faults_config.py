@@ -87,6 +87,7 @@ def test_lambda_lines_carry_the_request_id_and_whether_the_container_was_cold(mo
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logs._JsonFormatter())
     logs._LOGGER.addHandler(handler)
+    logs._LOGGER.setLevel(logging.INFO)  # whatever an earlier test left (conftest restores it after)
     try:
         logs.StageLog("ingest", **second).info("hello")
     finally:

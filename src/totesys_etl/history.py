@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
+from botocore.exceptions import ClientError
 import pyarrow.csv as pa_csv
 from pg8000.native import identifier
 
@@ -97,8 +98,8 @@ def _held_back(processed_bucket: str, run_id: str) -> tuple[set[str], dict[str, 
         manifest = manifests.read(processed_bucket, run_id)
     except InvalidInput:
         return set(), {}
-    except Exception as e:  # no processed manifest yet: nothing held back so far
-        if is_missing(e):
+    except ClientError as e:
+        if is_missing(e):  # no processed manifest yet: nothing held back so far
             return set(), {}
         raise
     files, rows = set(), {}

@@ -42,12 +42,16 @@ def readable(stream=None) -> None:
     """Show the package's INFO lines as readable text on `stream` (stderr): the command line's
     progress on a terminal and its `-v`. Replaces the JSON handler; handlers' own calls keep it."""
     _LOGGER.setLevel(logging.INFO)
-    _LOGGER.propagate = False
-    for handler in list(_LOGGER.handlers):
-        _LOGGER.removeHandler(handler)
+    _LOGGER.handlers[:] = []
+    _send_to(_ReadableFormatter(), stream)
+
+
+def _send_to(formatter: logging.Formatter, stream) -> None:
+    """The package's one handler: its lines, formatted so, on `stream` (stderr), nowhere else."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(_ReadableFormatter())
+    handler.setFormatter(formatter)
     _LOGGER.addHandler(handler)
+    _LOGGER.propagate = False
 
 
 def configure(level: str | None = None, stream=None) -> None:
@@ -61,9 +65,7 @@ def configure(level: str | None = None, stream=None) -> None:
     _LOGGER.setLevel((level or os.environ.get("TOTESYS_LOG_LEVEL") or "INFO").upper())
     _LOGGER.propagate = False
     if not _LOGGER.handlers:
-        handler = logging.StreamHandler(stream or sys.stderr)
-        handler.setFormatter(_JsonFormatter())
-        _LOGGER.addHandler(handler)
+        _send_to(_JsonFormatter(), stream)
 
 
 _cold = True

@@ -80,7 +80,7 @@ def status(settings: Settings | None = None, now: datetime | None = None) -> Sta
     process_mark = lake.read_mark(settings.processed_bucket, PROCESS_MARK_PREFIX)
     processed_set = set(processed)
     kinds = Counter(h.kind for h in quarantine.listed(settings.processed_bucket))
-    newest_loaded, lag = loaded, None
+    lag = None
     if loaded:
         lag = (now - datetime.strptime(loaded, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)).total_seconds()
     return Status(
@@ -89,7 +89,7 @@ def status(settings: Settings | None = None, now: datetime | None = None) -> Sta
         process=StageStatus(processed[-1] if processed else None, process_mark,
                             [r for r in ingested if r not in processed_set],
                             failures.newest(settings.processed_bucket, "process")),
-        load=StageStatus(newest_loaded, mark, [r for r in ingested if r not in done],
+        load=StageStatus(loaded, mark, [r for r in ingested if r not in done],
                          failures.newest(settings.processed_bucket, "load")),
         quarantined=dict(kinds), warehouse_rows=rows, loaded_at=loaded_at, lag_seconds=lag)
 
