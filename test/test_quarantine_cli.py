@@ -4,7 +4,7 @@ import json
 import boto3
 import pytest
 
-from totesys_etl import cli, lake
+from totesys_etl import cli, lake, quarantine
 from totesys_etl.logs import StageLog
 from totesys_etl.process import run
 
@@ -44,8 +44,8 @@ def held_back(buckets, monkeypatch):
         run.process_run(settings, run_id)
     parquet = lake.table_key("fact_payment", RUN_B, "parquet")   # what the loader quarantines
     boto3.client("s3").put_object(Bucket=processed, Key=parquet, Body=b"not parquet")
-    lake.quarantine(processed, parquet, processed, RUN_B, "fact_payment Parquet does not read",
-                    lake.QUARANTINED_FILE, StageLog("load"))
+    quarantine.quarantine_file(processed, parquet, processed, RUN_B, "fact_payment Parquet does not read",
+                               quarantine.QUARANTINED_FILE, StageLog("load"))
     return processed
 
 
@@ -98,7 +98,8 @@ def test_a_key_with_a_control_character_is_still_one_line(buckets, monkeypatch, 
     monkeypatch.setenv("TOTESYS_PROCESSED_BUCKET", buckets[1])
     key = "x\tDROP TABLE dim_date;.csv"
     boto3.client("s3").put_object(Bucket=buckets[0], Key=key, Body=b"x")
-    lake.quarantine(buckets[0], key, buckets[1], RUN_A, "a stray\nreason", lake.QUARANTINED_FILE, StageLog("load"))
+    quarantine.quarantine_file(buckets[0], key, buckets[1], RUN_A, "a stray\nreason",
+                               quarantine.QUARANTINED_FILE, StageLog("load"))
     assert cli.main(["quarantine"]) == 0
     [line] = capsys.readouterr().out.splitlines()
     assert line == f"{RUN_A}  -  {key!r}  whole file  quarantined_file: a stray reason"

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 import pyarrow.csv as pa_csv
 from pg8000.native import identifier
 
-from totesys_etl import lake
+from totesys_etl import lake, quarantine
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
 from totesys_etl.adapters.postgres import Connection
@@ -110,7 +110,7 @@ def _held_back(processed_bucket: str, run_id: str) -> tuple[set[str], dict[str, 
             table = entry.get("table")
             if isinstance(table, str):
                 rows[entry["key"]] = _csv_versions(processed_bucket, entry["quarantine_key"], table)
-        elif entry.get("error_kind") == lake.QUARANTINED_FILE:
+        elif entry.get("error_kind") == quarantine.QUARANTINED_FILE:
             files.add(entry["key"])
     return files, rows
 

@@ -1,4 +1,4 @@
-"""The lake's layout (contract §4): run ids, object keys, manifests, newest-first indexes, marks.
+"""The lake's layout (contract §4): run ids, object keys, newest-first indexes, marks.
 
 Every stage finds its work here, and nothing here knows a stage. Objects are create-only; what
 changes over time (the newest run, a sweep's low-water mark) is a *new* object under a key that
@@ -10,11 +10,8 @@ import os
 import re
 from datetime import datetime, timedelta, timezone
 
-from botocore.exceptions import ClientError
-
 from totesys_etl.adapters import s3
 from totesys_etl.config import seconds_setting
-from totesys_etl.errors import is_missing
 
 RUNS_PREFIX = "_runs/"
 RUN_ID = re.compile(r"\d{8}T\d{12}Z")
@@ -110,32 +107,3 @@ def settled(run_ids: list[str], now: datetime | None = None) -> list[str]:
     """
     ceiling = run_id_at((now or datetime.now(timezone.utc)) - settle_period())
     return [r for r in run_ids if r <= ceiling]
-
-
-QUARANTINE_PREFIX = "quarantine/"
-QUARANTINED_FILE, QUARANTINED_MANIFEST = "quarantined_file", "quarantined_manifest"
-
-
-def quarantine_key(run_id: str, key: str) -> str:
-    """`quarantine/<run_id>/<original key>`: the original key is kept, only ever as an S3 key."""
-    return f"{QUARANTINE_PREFIX}{run_id}/{key}"
-
-
-def quarantine(from_bucket: str, key: str, to_bucket: str, run_id: str, reason: str, error_kind: str,
-               log) -> dict:
-    """Nothing lost (contract §3): copy `key` aside with `<that key>.reason.json`, log an ERROR, go on.
-
-    The original stays where it is; both writes are create-only, so a rerun or a second worker
-    leaves them as they are. Returns the entry a manifest lists for it.
-    """
-    target = quarantine_key(run_id, key)
-    try:
-        s3.copy_create_only(from_bucket, key, to_bucket, target)
-    except ClientError as e:
-        if not is_missing(e):
-            raise
-        reason = f"{reason} (the object does not exist)"
-    entry = {"key": key, "reason": reason, "error_kind": error_kind}
-    s3.put_json_create_only(to_bucket, f"{target}.reason.json", entry)
-    log.error(f"quarantined {key}: {reason}", error_kind=error_kind, key=key, quarantine_key=target)
-    return entry

@@ -1,7 +1,7 @@
 """What is held back (contract §3 "Nothing lost", §6 `quarantine`): rows set aside, and the listing.
 
 Everything quarantined lies in the processed bucket under `quarantine/<run_id>/`, each object
-beside its `<key>.reason.json`: a file or manifest copied whole (`lake.quarantine`, by the
+beside its `<key>.reason.json`: a file or manifest copied whole (`quarantine_file`, by the
 processor and the loader), or a file's held-back rows (`hold_rows`, by the processor), at
 `quarantine/<run_id>/<original csv key>.rows.csv`. Listing reads those reason files only.
 """
@@ -10,18 +10,49 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from botocore.exceptions import ClientError
+
 from totesys_etl import lake
 from totesys_etl.adapters import s3
-from totesys_etl.errors import ConfigurationError
+from totesys_etl.errors import ConfigurationError, is_missing
 
 QUARANTINED_ROWS = "quarantined_rows"
 ROWS_SUFFIX = ".rows.csv"
 REASON_SUFFIX = ".reason.json"
 
 
+QUARANTINE_PREFIX = "quarantine/"
+QUARANTINED_FILE, QUARANTINED_MANIFEST = "quarantined_file", "quarantined_manifest"
+
+
+def quarantine_key(run_id: str, key: str) -> str:
+    """`quarantine/<run_id>/<original key>`: the original key is kept, only ever as an S3 key."""
+    return f"{QUARANTINE_PREFIX}{run_id}/{key}"
+
+
+def quarantine_file(from_bucket: str, key: str, to_bucket: str, run_id: str, reason: str, error_kind: str,
+                    log) -> dict:
+    """Nothing lost (contract §3): copy `key` aside with `<that key>.reason.json`, log an ERROR, go on.
+
+    The original stays where it is; both writes are create-only, so a rerun or a second worker
+    leaves them as they are. Returns the entry a manifest lists for it.
+    """
+    target = quarantine_key(run_id, key)
+    try:
+        s3.copy_create_only(from_bucket, key, to_bucket, target)
+    except ClientError as e:
+        if not is_missing(e):
+            raise
+        reason = f"{reason} (the object does not exist)"
+    entry = {"key": key, "reason": reason, "error_kind": error_kind}
+    s3.put_json_create_only(to_bucket, f"{target}.reason.json", entry)
+    log.error(f"quarantined {key}: {reason}", error_kind=error_kind, key=key, quarantine_key=target)
+    return entry
+
+
 def rows_key(run_id: str, key: str) -> str:
     """Where the rows held back from `key` in a run go: `quarantine/<run_id>/<key>.rows.csv`."""
-    return f"{lake.quarantine_key(run_id, key)}{ROWS_SUFFIX}"
+    return f"{quarantine_key(run_id, key)}{ROWS_SUFFIX}"
 
 
 def hold_rows(bucket: str, run_id: str, table: str, key: str, held, log) -> dict:
@@ -66,10 +97,10 @@ def listed(bucket: str, run_id: str | None = None) -> list[Held]:
     """
     if run_id is not None and not lake.RUN_ID.fullmatch(run_id):
         raise ConfigurationError(f"--run {run_id!r} is not a run id (e.g. 20261123T061128123456Z)")
-    prefix = lake.quarantine_key(run_id, "") if run_id else lake.QUARANTINE_PREFIX
+    prefix = quarantine_key(run_id, "") if run_id else QUARANTINE_PREFIX
     held = []
     for key in s3.list_keys(bucket, prefix):
-        run = key[len(lake.QUARANTINE_PREFIX):].split("/", 1)[0]
+        run = key[len(QUARANTINE_PREFIX):].split("/", 1)[0]
         if not key.endswith(REASON_SUFFIX) or not lake.RUN_ID.fullmatch(run):
             continue
         held.append(_entry(run, key, s3.get_bytes(bucket, key)))
@@ -78,7 +109,7 @@ def listed(bucket: str, run_id: str | None = None) -> list[Held]:
 
 def _entry(run_id: str, reason_key: str, body: bytes) -> Held:
     """A reason file as a listing entry; one that is not the JSON a stage writes is still listed."""
-    quarantined = reason_key[len(lake.quarantine_key(run_id, "")):-len(REASON_SUFFIX)]
+    quarantined = reason_key[len(quarantine_key(run_id, "")):-len(REASON_SUFFIX)]
     try:
         document = json.loads(body)
     except ValueError:

@@ -2,7 +2,7 @@
 import re
 from pathlib import Path
 
-from totesys_etl import errors, lake, quarantine
+from totesys_etl import errors, quarantine
 
 TF_LOCALS = Path(__file__).resolve().parents[2] / "tf" / "locals.tf"
 #: Kinds only the command line meets (its own services, a tick's wait, the bench), and ProcessFailed,
@@ -16,7 +16,8 @@ def _kinds_in_code() -> set[str]:
         cls = classes.pop()
         seen.add(cls.error_kind)
         classes += cls.__subclasses__()
-    return (seen | {lake.QUARANTINED_FILE, lake.QUARANTINED_MANIFEST, quarantine.QUARANTINED_ROWS}) - NOT_IN_LAMBDA
+    held = {quarantine.QUARANTINED_FILE, quarantine.QUARANTINED_MANIFEST, quarantine.QUARANTINED_ROWS}
+    return (seen | held) - NOT_IN_LAMBDA
 
 
 def test_every_error_kind_the_handlers_log_has_an_alarm():

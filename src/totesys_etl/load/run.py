@@ -13,7 +13,7 @@ from typing import Iterable, Mapping
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from totesys_etl import lake, runs
+from totesys_etl import lake, quarantine, runs
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters.postgres import (Connection, DatabaseError, InterfaceError, advisory_lock, close_quietly,
                                            connect, transaction)
@@ -133,7 +133,8 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
             return None
         raise
     except InvalidInput as e:
-        lake.quarantine(bucket, lake.manifest_key(run_id), bucket, run_id, str(e), lake.QUARANTINED_MANIFEST, log)
+        quarantine.quarantine_file(bucket, lake.manifest_key(run_id), bucket, run_id, str(e),
+                                   quarantine.QUARANTINED_MANIFEST, log)
         with transaction(conn):
             record_run(conn, run_id, {})
         return RunResult(run_id, {}, timer.seconds, quarantined=1)
@@ -143,8 +144,8 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
     entries, rejected = [(e.table, e.key) for e in trusted], [r.reason for r in hostile]
     quarantined = 0
     if rejected:
-        lake.quarantine(bucket, lake.manifest_key(run_id), bucket, run_id, "; ".join(rejected),
-                        lake.QUARANTINED_MANIFEST, log)
+        quarantine.quarantine_file(bucket, lake.manifest_key(run_id), bucket, run_id, "; ".join(rejected),
+                                   quarantine.QUARANTINED_MANIFEST, log)
         quarantined += 1
     with transaction(conn):
         present = set()
@@ -153,7 +154,7 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
                 copy_file(conn, bucket, key, LOADABLE[name])
                 present.add(name)
             except InvalidInput as e:
-                lake.quarantine(bucket, key, bucket, run_id, str(e), lake.QUARANTINED_FILE, log)
+                quarantine.quarantine_file(bucket, key, bucket, run_id, str(e), quarantine.QUARANTINED_FILE, log)
                 quarantined += 1
         states = [t for t in STATE_TABLES if t.name in present]
         for state in states:

@@ -104,15 +104,15 @@ def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantine
             return None
         raise
     except InvalidInput as e:
-        quarantined.append(lake.quarantine(settings.ingest_bucket, key, settings.processed_bucket, run_id, str(e),
-                                           lake.QUARANTINED_MANIFEST, log))
+        quarantined.append(quarantine.quarantine_file(settings.ingest_bucket, key, settings.processed_bucket, run_id,
+                                                      str(e), quarantine.QUARANTINED_MANIFEST, log))
         return []
     entries, rejected = manifests.entries(manifest, run_id, {t.name for t in SOURCE_TABLES}, "csv")
     if rejected:
         reason = "; ".join(f"{r.reason} ({r.key!r})" for r in rejected)
-        lake.quarantine(settings.ingest_bucket, key, settings.processed_bucket, run_id, reason,
-                        lake.QUARANTINED_MANIFEST, log)
-        quarantined.extend({"key": r.key, "reason": r.reason, "error_kind": lake.QUARANTINED_MANIFEST}
+        quarantine.quarantine_file(settings.ingest_bucket, key, settings.processed_bucket, run_id, reason,
+                                   quarantine.QUARANTINED_MANIFEST, log)
+        quarantined.extend({"key": r.key, "reason": r.reason, "error_kind": quarantine.QUARANTINED_MANIFEST}
                            for r in rejected)
     return entries
 
@@ -128,9 +128,9 @@ def _file_outcome(settings: Settings, run_id: str, entry: FileEntry, folder: str
         reason = str(e)
 
         def quarantine_file() -> dict:
-            return {"table": entry.table, **lake.quarantine(
+            return {"table": entry.table, **quarantine.quarantine_file(
                 settings.ingest_bucket, entry.key, settings.processed_bucket, run_id, reason,
-                lake.QUARANTINED_FILE, log)}
+                quarantine.QUARANTINED_FILE, log)}
         return None, calendar.distinct_dates([]), quarantine_file
     if held.count:
         return written, dates, lambda: quarantine.hold_rows(settings.processed_bucket, run_id, entry.table,
