@@ -77,7 +77,7 @@ demo: $(RUNTIME_STAMP)
 ## bench: the contract §8 figures; installs the bench's extra (pandas, awswrangler) first
 bench: $(RUNTIME_STAMP)
 	$(BIN)/pip install --quiet -c requirements.txt -e '.[bench]'
-	$(BIN)/python -m totesys_etl.bench --orders $(ORDERS)
+	$(BIN)/python -m totesys_etl.bench --orders $(ORDERS) $(if $(filter 1 true yes,$(SKIP_BASELINES)),--skip-baselines)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build .coverage .coverage.* .pytest_cache

@@ -98,6 +98,19 @@ def test_a_tiny_bench_reports_every_spec_key_with_figures_that_add_up(svc, tmp_p
     assert len(problems) == 2 and problems[0].startswith("dim_design") and problems[1].startswith("fact_payment")
 
 
+def test_skip_baselines_leaves_out_to_sql_but_keeps_the_floor_and_the_ratio(svc, tmp_path, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("to_sql ran although the baselines were skipped")
+
+    monkeypatch.setattr(run, "to_sql_seconds", never)
+    results = run.run_bench(svc, 50, tmp_path, io.StringIO(), skip_baselines=True)
+
+    assert results["speedup_vs_to_sql"] is None and results["detail"]["to_sql_s"] is None
+    assert results["floor_s"] > 0
+    assert results["ratio_to_floor"] == pytest.approx(results["initial_load_s"] / results["floor_s"], rel=1e-2)
+    assert "skipped (--skip-baselines)" in run.markdown(results)
+
+
 def test_missed_targets_names_each_figure_over_its_limit():
     results = {"orders": 1_000_000, "ratio_to_floor": 3.5, "noop_tick_handler_s": 0.2, "tick_1000_handler_s": 2.5,
                "snapshot_load_s": {"ingest": 0.5, "process": 0.5, "load": 0.5},

@@ -59,6 +59,42 @@ def test_a_loaded_run_equals_its_parquet(settings, processed_lake, totesys, kit,
     assert loaded_runs(warehouse_connection(settings)) == {kit.run_id(1)}
 
 
+def test_files_into_empty_tables_go_straight_in_and_a_file_it_rejects_takes_the_merge(
+        settings, processed_lake, totesys, kit, warehouse_url, run_sql, log_lines):
+    """A first load copies each file straight into its empty table; a file that repeats a version,
+    or holds two versions of one id, is rolled back and merged instead: stored once, newest wins."""
+    versions = _all_versions(totesys)
+    old_address = dict(totesys.rows["address"][1])
+    new_address = totesys.change("address", 1, city="Newtown")
+    versions["address"] = [old_address, *[r for r in versions["address"] if r is not new_address], new_address]
+    versions["payment"] = [*versions["payment"], versions["payment"][0]]       # one version twice
+    processed_lake.write_run(kit.run_id(1), versions)
+
+    result = load(settings, [kit.run_id(1)], today=TODAY)
+
+    rows = result["runs"][0]["rows"]
+    assert rows["fact_payment"] == 2 and rows["fact_sales_order"] == 2
+    assert rows["etl_src_address"] == len(totesys.rows["address"])
+    loaded = next(line for line in log_lines if line["message"] == "run loaded")
+    assert "fact_sales_order" in loaded["direct"] and "etl_src_design" in loaded["direct"]
+    assert "fact_payment" not in loaded["direct"] and "etl_src_address" not in loaded["direct"]
+    assert run_sql(warehouse_url, "SELECT count(*), count(DISTINCT payment_id) FROM fact_payment") == [[2, 2]]
+    assert run_sql(warehouse_url, "SELECT city FROM dim_location WHERE location_id = 1") == [["Newtown"]]
+    assert run_sql(warehouse_url, "SELECT DISTINCT etl_run_id FROM fact_sales_order") == [[kit.run_id(1)]]
+    for dimension in DIMENSIONS:
+        assert kit.table_rows(warehouse_url, dimension) == kit.expected_dimension(dimension, totesys), dimension.name
+    for fact in FACTS:
+        want = sorted({tuple(kit.fact_row(fact, r).values()) for r in versions[fact.source]})
+        assert kit.table_rows(warehouse_url, fact) == want, fact.name
+
+    # A later run finds the tables filled: it merges as before, and a replay changes nothing.
+    totesys.change("sales_order", 1, units_sold=999)
+    processed_lake.write_run(kit.run_id(2), {"sales_order": [totesys.rows["sales_order"][1]]})
+    second = load(settings, [kit.run_id(2)], today=TODAY)
+    assert second["runs"][0]["rows"] == {"fact_sales_order": 1}
+    assert run_sql(warehouse_url, "SELECT count(*) FROM fact_sales_order") == [[3]]
+
+
 def test_loading_again_changes_no_row(settings, processed_lake, totesys, kit, warehouse_url, run_sql):
     versions = _all_versions(totesys)
     processed_lake.write_run(kit.run_id(1), versions)

@@ -35,6 +35,8 @@ DEFAULT_LOCK_WAIT_SECONDS = 60.0
 
 #: The lake files a processed manifest may name, by table name: what the loader loads.
 LOADABLE: dict[str, Table] = {t.name: t for t in (*STATE_TABLES, *FACTS, DIM_DATE)}
+#: Tables a file may be copied straight into when they are empty (load/files.py): state and facts.
+DIRECT_LOADABLE = frozenset(t.name for t in (*STATE_TABLES, *FACTS))
 
 
 def lock_wait_seconds(env: Mapping[str, str] | None = None) -> float:
@@ -148,23 +150,28 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
                                    quarantine.QUARANTINED_MANIFEST, log)
         quarantined += 1
     with transaction(conn):
-        present = set()
+        present, direct = set(), {}
+        empty = merge.empty_tables(conn, [n for n, _ in entries if n in DIRECT_LOADABLE])
         for name, key in entries:
             try:
-                copy_file(conn, bucket, key, LOADABLE[name])
+                copied = copy_file(conn, bucket, key, LOADABLE[name], run_id if name in empty else None)
                 present.add(name)
+                if copied.direct:
+                    direct[name] = copied.rows
             except InvalidInput as e:
                 quarantine.quarantine_file(bucket, key, bucket, run_id, str(e), quarantine.QUARANTINED_FILE, log)
                 quarantined += 1
         states = [t for t in STATE_TABLES if t.name in present]
         for state in states:
-            rows[state.name] = merge.merge_state(conn, state, run_id)
+            rows[state.name] = direct[state.name] if state.name in direct else merge.merge_state(conn, state, run_id)
         sources = {t.source for t in states}
+        whole = {t.source for t in states if t.name in direct}
         for dimension in DIMENSIONS:
-            rows[dimension.name] = merge.merge_dimension(conn, dimension, sources)
+            rows[dimension.name] = merge.merge_dimension(conn, dimension, sources, whole)
         for fact in FACTS:
             if fact.name in present:
-                rows[fact.name] = merge.insert_fact_versions(conn, fact, run_id)
+                rows[fact.name] = direct[fact.name] if fact.name in direct else \
+                    merge.insert_fact_versions(conn, fact, run_id)
         rows[DIM_DATE.name] = merge.seed_calendar(conn, today or datetime.now(timezone.utc).date())
         if DIM_DATE.name in present:
             rows[DIM_DATE.name] += merge.insert_dates(conn)
@@ -173,5 +180,5 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         crash_point("load.before_commit")
     crash_point("load.after_commit")
     result = RunResult(run_id, rows, timer.seconds, files=len(present), quarantined=quarantined)
-    log.info("run loaded", rows=rows, quarantined=quarantined, seconds=result.seconds)
+    log.info("run loaded", rows=rows, quarantined=quarantined, seconds=result.seconds, direct=sorted(direct))
     return result
