@@ -14,6 +14,7 @@ from totesys_etl.errors import LoadFailed
 from totesys_etl.load import files
 from totesys_etl.load import run as load_run_module
 from totesys_etl.load.ledger import load_mark, loaded_runs
+from totesys_etl.load.migrations import migrate
 from totesys_etl.load.run import load, warehouse_connection
 from totesys_etl.schema import DIMENSIONS, FACTS, STATE_TABLES, fact_references, state_table
 from totesys_etl.schema.warehouse import newest_first
@@ -93,6 +94,33 @@ def test_files_into_empty_tables_go_straight_in_and_a_file_it_rejects_takes_the_
     second = load(settings, [kit.run_id(2)], today=TODAY)
     assert second["runs"][0]["rows"] == {"fact_sales_order": 1}
     assert run_sql(warehouse_url, "SELECT count(*) FROM fact_sales_order") == [[3]]
+
+
+def test_indexes_dropped_for_a_big_first_copy_come_back_exactly_and_still_catch_a_repeated_version(
+        settings, processed_lake, totesys, kit, warehouse_url, run_sql, log_lines, monkeypatch):
+    monkeypatch.setattr(files, "REBUILD_INDEXES_FROM_ROWS", 1)      # every file counts as big
+    catalog = ("SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), k.conname, "
+               "pg_get_constraintdef(k.oid) FROM pg_index i LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid "
+               "WHERE i.indrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace) ORDER BY 1")
+    conn = warehouse_connection(settings)
+    try:
+        migrate(conn)
+    finally:
+        conn.close()
+    before = run_sql(warehouse_url, catalog)
+    versions = _all_versions(totesys)
+    versions["payment"] = [*versions["payment"], versions["payment"][0]]       # one version twice
+    processed_lake.write_run(kit.run_id(1), versions)
+
+    load(settings, [kit.run_id(1)], today=TODAY)
+
+    assert run_sql(warehouse_url, catalog) == before
+    loaded = next(line for line in log_lines if line["message"] == "run loaded")
+    assert "fact_sales_order" in loaded["direct"] and "fact_payment" not in loaded["direct"]
+    assert run_sql(warehouse_url, "SELECT count(*), count(DISTINCT payment_id) FROM fact_payment") == [[2, 2]]
+    for fact in FACTS:
+        want = sorted({tuple(kit.fact_row(fact, r).values()) for r in versions[fact.source]})
+        assert kit.table_rows(warehouse_url, fact) == want, fact.name
 
 
 def test_loading_again_changes_no_row(settings, processed_lake, totesys, kit, warehouse_url, run_sql):
