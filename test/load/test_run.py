@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from totesys_etl.errors import LoadFailed
-from totesys_etl.load import files
+from totesys_etl.load import files, indexes
 from totesys_etl.load import run as load_run_module
 from totesys_etl.load.ledger import load_mark, loaded_runs
 from totesys_etl.load.migrations import migrate
@@ -98,7 +98,7 @@ def test_files_into_empty_tables_go_straight_in_and_a_file_it_rejects_takes_the_
 
 def test_indexes_dropped_for_a_big_first_copy_come_back_exactly_and_still_catch_a_repeated_version(
         settings, processed_lake, totesys, kit, warehouse_url, run_sql, log_lines, monkeypatch):
-    monkeypatch.setattr(files, "REBUILD_INDEXES_FROM_ROWS", 1)      # every file counts as big
+    monkeypatch.setattr(indexes, "REBUILD_FROM_ROWS", 1)      # every file counts as big
     catalog = ("SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), k.conname, "
                "pg_get_constraintdef(k.oid) FROM pg_index i LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid "
                "WHERE i.indrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace) ORDER BY 1")

@@ -36,17 +36,13 @@ from pg8000.native import identifier
 from totesys_etl.adapters import s3
 from totesys_etl.adapters.postgres import Connection, DatabaseError, copy_in
 from totesys_etl.errors import InvalidInput, describe, is_missing
+from totesys_etl.load import indexes
 from totesys_etl.schema.ddl import column_definitions
 from totesys_etl.schema.model import Table
 from totesys_etl.schema.warehouse import RUN_ID
 
 #: Rows per Arrow batch, so per CSV chunk (a few MB): big enough for COPY's speed, small for memory.
 BATCH_ROWS = 65536
-#: A file copied straight into an empty table drops and rebuilds its indexes from this many rows on
-#: (below it, the catalog work costs more than it saves).
-REBUILD_INDEXES_FROM_ROWS = 10_000
-#: `maintenance_work_mem` for those index builds (the server's memory, for the transaction only).
-INDEX_BUILD_MEMORY = "256MB"
 #: SQLSTATE classes that mean "this file's data is bad" (22 data exception, 23 integrity):
 #: quarantine the file. Anything else (a lost connection, a bug) fails the run.
 _BAD_DATA_CLASSES = ("22", "23")
@@ -188,21 +184,13 @@ def _copy_direct(conn: Connection, parquet: pq.ParquetFile, table: Table, column
     """COPY the file straight into `table` under a savepoint; None (rolled back) if PostgreSQL
     rejected it, so the caller takes the temp-table way. A transient read failure is raised.
 
-    A big file goes in with the table's indexes dropped and built again afterwards: building a
-    btree from sorted rows is much cheaper than inserting into it row by row (1.14M payments: 3.3 s
-    against 4.9 s). The table is empty, so nothing else needs them meanwhile.
+    A big file goes in with the table's indexes dropped and built again afterwards (indexes.py).
     """
     feed = _CsvFeed(parquet, columns, run_id)
     conn.run("SAVEPOINT etl_direct")
     try:
-        indexes = _indexes(conn, table) if parquet.metadata.num_rows >= REBUILD_INDEXES_FROM_ROWS else []
-        for index in indexes:
-            conn.run(index.drop)
-        rows = copy_in(conn, table.name, [*columns, RUN_ID.name], feed)
-        if indexes:
-            conn.run(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
-        for index in indexes:
-            conn.run(index.create)
+        with indexes.rebuilt(conn, table.name, parquet.metadata.num_rows):
+            rows = copy_in(conn, table.name, [*columns, RUN_ID.name], feed)
     except DatabaseError as e:
         code = e.args[0].get("C", "") if e.args and isinstance(e.args[0], dict) else ""
         if not code.startswith(_BAD_DATA_CLASSES):
@@ -213,34 +201,6 @@ def _copy_direct(conn: Connection, parquet: pq.ParquetFile, table: Table, column
         return None
     conn.run("RELEASE SAVEPOINT etl_direct")
     return rows
-
-
-@dataclass(frozen=True)
-class _Index:
-    """One index of a table, as the statements that drop it and create it again exactly as it was."""
-
-    drop: str
-    create: str
-
-
-def _indexes(conn: Connection, table: Table) -> list[_Index]:
-    """The table's indexes, constraints' included, read from the catalog.
-
-    A constraint's index is dropped and added back as that constraint, under its own name, so the
-    table ends exactly as its migration made it. The definitions are PostgreSQL's own text for
-    the loader's own tables (`pg_get_constraintdef`, `pg_get_indexdef`), never input.
-    """
-    found = conn.run(
-        "SELECT c.relname, k.conname, pg_get_constraintdef(k.oid), pg_get_indexdef(i.indexrelid) "
-        "FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
-        "LEFT JOIN pg_constraint AS k ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid "
-        "WHERE i.indrelid = CAST(:table AS regclass) ORDER BY k.contype NULLS LAST, c.relname",
-        table=identifier(table.name))
-    target = identifier(table.name)
-    return [_Index(f"ALTER TABLE {target} DROP CONSTRAINT {identifier(constraint)}",
-                   f"ALTER TABLE {target} ADD CONSTRAINT {identifier(constraint)} {definition}")
-            if constraint else _Index(f"DROP INDEX {identifier(index)}", index_definition)
-            for index, constraint, definition, index_definition in found]
 
 
 def create_temp_sql(table: Table) -> str:

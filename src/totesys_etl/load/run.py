@@ -21,13 +21,13 @@ from totesys_etl.config import Settings
 from totesys_etl.errors import (InvalidInput, LakeUnavailable, LoadFailed, WarehouseUnavailable, is_missing,
                                 describe)
 from totesys_etl.faults import crash_point
-from totesys_etl.load import merge
+from totesys_etl.load import indexes, merge
 from totesys_etl.load.files import copy_file
 from totesys_etl.load.ledger import LOADER_LOCK_KEY, is_loaded, load_mark, loaded_runs, record_run, set_mark
 from totesys_etl.load.migrations import migrate
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult, StageResult
-from totesys_etl.schema import DIM_DATE, DIMENSIONS, FACTS, STATE_TABLES, Table
+from totesys_etl.schema import DIM_DATE, DIMENSIONS, FACTS, STATE_TABLES, Table, state_table
 
 STAGE = "load"
 LOCK_WAIT_VARIABLE = "TOTESYS_LOCK_WAIT_SECONDS"
@@ -151,7 +151,8 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         quarantined += 1
     with transaction(conn):
         present, direct = set(), {}
-        empty = merge.empty_tables(conn, [n for n, _ in entries if n in DIRECT_LOADABLE])
+        empty = merge.empty_tables(conn, [*(n for n, _ in entries if n in DIRECT_LOADABLE),
+                                          *(d.name for d in DIMENSIONS)])
         for name, key in entries:
             try:
                 copied = copy_file(conn, bucket, key, LOADABLE[name], run_id if name in empty else None)
@@ -167,7 +168,9 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         sources = {t.source for t in states}
         whole = {t.source for t in states if t.name in direct}
         for dimension in DIMENSIONS:
-            rows[dimension.name] = merge.merge_dimension(conn, dimension, sources, whole)
+            new_rows = direct.get(state_table(dimension.source).name, 0) if dimension.name in empty else 0
+            with indexes.rebuilt(conn, dimension.name, new_rows):
+                rows[dimension.name] = merge.merge_dimension(conn, dimension, sources, whole)
         for fact in FACTS:
             if fact.name in present:
                 rows[fact.name] = direct[fact.name] if fact.name in direct else \
