@@ -81,7 +81,10 @@ def parse_page(body: bytes, symbols: list[str], asked_start: date, asked_end: da
     rate dated before `asked_start` is allowed (never after `asked_end`).
     """
     try:
-        document = json.loads(body, parse_float=Decimal, parse_int=Decimal)
+        try:
+            document = json.loads(body, parse_float=Decimal, parse_int=Decimal)
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise ValueError(f"the body is not JSON: {e}") from None
         if not isinstance(document, dict):
             raise ValueError("the body is not a JSON object")
         if document.get("base") != BASE:
