@@ -7,6 +7,7 @@ lines and the quarantine. Faults come from the stand-in's switches; a faulted pi
 compared with a clean one over the same source and the same API.
 """
 import json
+import re
 from datetime import date, timedelta
 from decimal import Decimal
 from urllib.parse import quote_plus
@@ -103,6 +104,19 @@ def test_first_backfill_then_incremental_days_with_carried_weekends(seeded, fx_p
                      a=first_published, b=date(2025, 6, 17))
     assert valued and all(abs(gbp * rate - value) < Decimal('1e-6') for value, rate, gbp, _ in valued)
     assert {code for *_, code in valued} == {"GBP", "USD", "EUR"}
+
+    assert "FX rates: newest date 2025-06-17" in pipeline.command("status").stdout
+    fx_api.latest = None  # the API has published more since: reconcile compares the stored range only
+    checked = pipeline.command("reconcile")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert re.search(r"^fact_exchange_rate\s.*\sok$", checked.stdout, re.M)
+    run_sql(pipeline.warehouse_url, "UPDATE fact_exchange_rate SET units_per_gbp = units_per_gbp + 0.0001 "
+            "WHERE rate_date = '2025-06-14' AND currency_id = 2")
+    run_sql(pipeline.warehouse_url, "DELETE FROM fact_exchange_rate WHERE rate_date = '2024-02-29'")
+    checked = pipeline.command("reconcile")
+    assert checked.returncode == 1
+    assert "fact_exchange_rate: 1 different" in checked.stdout
+    assert "fact_exchange_rate: 3 missing from the warehouse" in checked.stdout
 
 
 def test_fx_off_changes_nothing(seeded, new_pipeline, run_sql):

@@ -2,7 +2,8 @@
 
 `up` starts (or finds running) a PostgreSQL cluster with the source and warehouse databases and
 the read-only role, moto's server with the two buckets, and the FX rates stand-in (fx_api.py); it
-writes their contract §5 settings to `.local/env`. `down` stops exactly what `up` recorded. The servers themselves are `servers.py`.
+writes their contract §5 settings to `.local/env`. `down` stops exactly what `up` recorded. The
+servers themselves are `servers.py`.
 """
 from __future__ import annotations
 
