@@ -140,7 +140,7 @@ class Watermark:
             if rescanned_at is not None and not (isinstance(rescanned_at, str) and lake.RUN_ID.fullmatch(rescanned_at)):
                 raise ValueError("rescanned_at is not a run id")
             fx = manifest.get("fx")
-            if fx is not None and not (isinstance(fx, str) and len(fx) == 10 and date.fromisoformat(fx)):
+            if fx is not None and not (isinstance(fx, str) and date.fromisoformat(fx).isoformat() == fx):
                 raise ValueError("fx is not a YYYY-MM-DD date")
             return cls(run_id, snapshot, cutoff, seen, tuple(Unread.from_json(u) for u in unread), rescanned_at, fx)
         except (TypeError, ValueError) as e:
