@@ -12,12 +12,12 @@ import json
 
 import boto3
 
-from totesys_etl.schema import FACTS, STATE_TABLES
+from totesys_etl.schema import API_FACTS, FACTS, STATE_TABLES
 
 STAGES = ("ingest", "process", "load")
 ERROR_KINDS = ("source_unavailable", "warehouse_unavailable", "lake_unavailable", "secret_invalid",
                "quarantined_file", "quarantined_manifest", "quarantined_rows", "run_id_collision", "load_failed",
-               "configuration", "pipeline_failed")
+               "configuration", "pipeline_failed", "fx_unavailable")
 
 
 def _policy(iam, role: str) -> list[dict]:
@@ -170,8 +170,8 @@ def test_apply_check_replan(deployment, aws):
 
     # Glue: one table per Parquet prefix of the processed bucket, columns from the declarations.
     tables = {t["Name"]: t for t in glue.get_tables(DatabaseName=outputs["glue_database"])["TableList"]}
-    assert set(tables) == {"dim_date", *(t.name for t in FACTS), *(t.name for t in STATE_TABLES)}
-    for fact in FACTS:
+    assert set(tables) == {"dim_date", *(t.name for t in (*FACTS, *API_FACTS)), *(t.name for t in STATE_TABLES)}
+    for fact in (*FACTS, *API_FACTS):
         descriptor = tables[fact.name]["StorageDescriptor"]
         assert [c["Name"] for c in descriptor["Columns"]] == fact.arrow_schema.names
         assert descriptor["Location"] == f"s3://{buckets['processed']}/{fact.name}/"
