@@ -44,10 +44,11 @@ def ingest(settings: Settings, log: StageLog | None = None) -> RunResult:
     try:
         with tempfile.TemporaryDirectory(prefix="totesys-ingest-") as folder, \
                 ThreadPoolExecutor(max_workers=MAX_PENDING_UPLOADS) as pool:
-            manifest, fx_inputs = _extract(conn, bucket, previous, settings.full_rescan_seconds, folder, pool, log)
+            manifest, fx_inputs, previous_fx = _extract(conn, bucket, previous, settings.full_rescan_seconds,
+                                                        folder, pool, log)
     finally:
         postgres.close_quietly(conn)
-    _add_fx(settings, manifest, fx_inputs, log)
+    _add_fx(settings, manifest, fx_inputs, previous_fx, log)
     if manifest["files"]:
         crash_point("ingest.before_manifest")
     key = lake.manifest_key(manifest["run_id"])
@@ -61,10 +62,10 @@ def ingest(settings: Settings, log: StageLog | None = None) -> RunResult:
     return result
 
 
-def _add_fx(settings: Settings, manifest: dict, inputs: fx.FxInputs | None, log: StageLog) -> None:
+def _add_fx(settings: Settings, manifest: dict, inputs: fx.FxInputs | None, previous_fx: str | None,
+            log: StageLog) -> None:
     """The FX part (contract §9), after the snapshot's transaction: its file and watermark in the manifest.
     With FX off, a watermark an earlier run stored is carried forward, and nothing else changes."""
-    previous_fx = manifest.pop(fx.FX_FIELD, None)
     outcome = fx.FxOutcome(None, 0, previous_fx)
     if inputs is not None:
         outcome = fx.fetch(settings, manifest["run_id"], inputs, previous_fx, log)
@@ -81,10 +82,10 @@ def _collision(run_id: str) -> RunIdCollision:
 
 
 def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds: float, folder: str,
-             pool: ThreadPoolExecutor, log: StageLog) -> tuple[dict, fx.FxInputs | None]:
+             pool: ThreadPoolExecutor, log: StageLog) -> tuple[dict, fx.FxInputs | None, str | None]:
     """Read every table's changes in one REPEATABLE READ READ ONLY transaction, uploading as it goes;
-    the run's manifest once every upload has finished (holding the previous FX watermark in `fx`),
-    and what the FX part needs from the same snapshot (None when FX is off)."""
+    the run's manifest once every upload has finished, what the FX part needs from the same snapshot
+    (None when FX is off) and the previous run's FX watermark."""
     pending: list[Future] = []
     files: dict[str, dict] = {}
     rows: dict[str, int] = {}
@@ -129,9 +130,8 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
     watermark = {"snapshot": str(cut.snapshot), "cutoff": format_cutoff(cut.cutoff),
                  "overlap_seconds": int(OVERLAP.total_seconds()), "read": plan.mode, "seen": seen,
                  "unread": unread, "rescanned_at": extract.rescanned_at(plan, run_id)}
-    if previous_fx is not None:
-        watermark[fx.FX_FIELD] = previous_fx  # replaced by _add_fx's outcome
-    return manifests.ingest_manifest(run_id, previous.run_id if previous else None, watermark, files, rows), fx_inputs
+    manifest = manifests.ingest_manifest(run_id, previous.run_id if previous else None, watermark, files, rows)
+    return manifest, fx_inputs, previous_fx
 
 
 def _upload(bucket: str, key: str, path: str, run_id: str) -> None:
