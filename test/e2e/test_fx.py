@@ -205,3 +205,26 @@ def test_a_crash_at_each_point_then_a_rerun_equals_a_clean_run(seeded, fx_pipeli
     for point, pipeline in faulted.items():
         assert rates(run_sql, pipeline) == want, point
         compare(f"crash at {point} (FX on)", pipeline, clean)
+
+
+def test_turning_fx_off_carries_its_watermark_forward_and_on_again_resumes(seeded, fx_pipeline, fx_api, run_sql):
+    pipeline = fx_pipeline("o")
+    fx_api.latest = date(2023, 3, 3)
+    pipeline.tick()
+    pipeline.tick(extra={"TOTESYS_FX_API_URL": ""})
+    off = manifest(pipeline, pipeline.run_ids()[-1])
+    assert off["fx"] == "2023-03-03" and "fx_rate" not in off["files"] and "fx_rate" not in off["rows"]
+    fx_api.requests.clear()
+    fx_api.latest = date(2023, 3, 7)
+    pipeline.tick()
+    assert fx_api.requests[0].startswith("/2023-03-03..")
+    assert max(r[0] for r in rates(run_sql, pipeline)) == date(2023, 3, 7)
+
+
+def test_two_ticks_at_once_store_each_rate_once(seeded, fx_pipeline, fx_api, run_sql, at_once):
+    """Both ingest runs read the same watermark and fetch the same days; the loader keeps one row per
+    key, equal to a pipeline that ticked alone."""
+    fx_api.latest = date(2023, 9, 29)
+    faulted, clean = fx_pipeline("t"), fx_pipeline("c")
+    at_once(faulted.tick, faulted.tick, clean.tick)
+    assert rates(run_sql, faulted) == rates(run_sql, clean) != []
