@@ -17,8 +17,9 @@ the zlib each Python was built with, so a compressed zip could differ between tw
   - `boto3`, `botocore`, `s3transfer` and `jmespath`, at the versions requirements.txt pins and the
     tests run with. The managed layer leaves boto3 to the Lambda runtime, whose botocore may
     predate calls the code makes (CopyObject with `IfNoneMatch`, added late 2025); a layer comes
-    before the runtime's own copy on `sys.path`. (`python-dateutil` and `urllib3`, which botocore
-    accepts in wide ranges, come from the runtime.)
+    before the runtime's own copy on `sys.path`. (`python-dateutil`, which botocore accepts in a
+    wide range, comes from the runtime.)
+  - `urllib3`, which the FX rates client imports (fx/client.py), at the pinned, tested version too.
   Copied from the installed, pinned distributions (pure Python), so no network is needed.
 - With `--ca-bundle FILE` (or `RDS_CA_BUNDLE=FILE` in the environment, which `make package` passes
   through), `function.zip` also carries FILE as `totesys_etl/certs/rds-ca-bundle.pem`: the CA
@@ -46,7 +47,7 @@ PACKAGE_DIR = ROOT / "src" / "totesys_etl"
 #: Parts of the package that only the local runtime and the command line use.
 FUNCTION_EXCLUDES = ("local/", "bench/", "cli.py", "__main__.py")
 #: Distributions the layer carries (see above); each must be installed (`make requirements`).
-LAYER_DISTRIBUTIONS = ("pycountry", "boto3", "botocore", "s3transfer", "jmespath")
+LAYER_DISTRIBUTIONS = ("pycountry", "boto3", "botocore", "s3transfer", "jmespath", "urllib3")
 #: Parts of pycountry that the pipeline never reads.
 LAYER_EXCLUDES = ("pycountry/locales/", "pycountry/tests/")
 #: Files of a `.dist-info` that describe this machine's install rather than the release.

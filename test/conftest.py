@@ -164,3 +164,24 @@ def _run_sql(url: str, statement: str, **params):
 def run_sql():
     """`run_sql(url, statement, **params)`: one statement against a database URL, its rows back."""
     return _run_sql
+
+
+@pytest.fixture(scope="session")
+def _fx_server():
+    from totesys_etl.local.services.fx_api import FxApi
+
+    api = FxApi.start(page_days=60)
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def fx_api(_fx_server):
+    """The local FX stand-in (a real HTTP server on loopback), with no fault, nothing hidden and no
+    requests recorded; a test sets TOTESYS_FX_API_URL to `fx_api.url` to turn the FX source on."""
+    _fx_server.set_fault(None)
+    _fx_server.latest = None
+    _fx_server.requests.clear()
+    yield _fx_server
+    _fx_server.set_fault(None)
+    _fx_server.latest = None

@@ -18,12 +18,13 @@ import pg8000.native
 import pytest
 
 from totesys_etl.adapters.postgres import parse_url
+from totesys_etl.local.services.fx_api import FxApiProcess
 from totesys_etl.local.services import admin, lifecycle, servers
 
 COMMAND = str(Path(sys.executable).with_name("totesys-etl"))
 SPEC_VARIABLES = {"TOTESYS_SOURCE_URL", "TOTESYS_SOURCE_ADMIN_URL", "TOTESYS_WAREHOUSE_URL", "TOTESYS_INGEST_BUCKET",
                   "TOTESYS_PROCESSED_BUCKET", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
-                  "AWS_SECRET_ACCESS_KEY"}
+                  "AWS_SECRET_ACCESS_KEY", "TOTESYS_FX_API_URL"}
 
 
 def cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -118,7 +119,8 @@ def test_up_is_idempotent_and_down_stops_only_what_up_started(clone, postgres, m
     moto_pid = state["moto"]["pid"]
     down = cli(clone, "down")
     assert down.returncode == 0, down.stderr
-    assert "PostgreSQL" in down.stdout and "moto" in down.stdout
+    assert "PostgreSQL" in down.stdout and "moto" in down.stdout and "FX rates stand-in" in down.stdout
+    assert not FxApiProcess(**state["fx_api"]).is_running()
     assert not servers.MotoServer(state["moto"]["port"], moto_pid).is_running()
     assert not reachable(env["TOTESYS_SOURCE_ADMIN_URL"])
     # what others started keeps running

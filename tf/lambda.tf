@@ -59,6 +59,7 @@ resource "aws_lambda_function" "stage" {
       TOTESYS_SOURCE_SECRET    = aws_secretsmanager_secret.source.name
       TOTESYS_WAREHOUSE_SECRET = aws_secretsmanager_secret.warehouse.name
       TOTESYS_LOG_LEVEL        = var.log_level
+      TOTESYS_FX_API_URL       = var.fx_api_url
     }
   }
 

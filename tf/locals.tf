@@ -47,6 +47,7 @@ locals {
     "load_failed",
     "configuration",
     "pipeline_failed",
+    "fx_unavailable",
   ]
 
   # The functions run in a VPC exactly when subnets are given (variables.tf).

@@ -198,6 +198,17 @@ variable "log_level" {
   }
 }
 
+variable "fx_api_url" {
+  description = "TOTESYS_FX_API_URL (contract §5, §9): base URL of a Frankfurter-shaped FX rates API the ingest reads daily GBP rates from, e.g. https://api.frankfurter.dev/v1. Empty: the FX source is off. In a VPC the functions need a NAT route to reach it."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.fx_api_url == "" || can(regex("^https?://[^ ]+$", var.fx_api_url))
+    error_message = "fx_api_url must be empty or an http(s) URL."
+  }
+}
+
 variable "ingest_interval_minutes" {
   description = "Minutes between ingest runs (the EventBridge schedule); the silence alarm fires after two intervals without a successful run."
   type        = number

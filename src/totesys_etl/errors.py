@@ -75,6 +75,13 @@ class LoadFailed(EtlError):
     runs_failed = "not loaded"
 
 
+class FxUnavailable(EtlError):
+    """The FX rates API failed or answered with a body that is not the contract §9 shape: the FX part
+    of the run stops at that day; the totesys tables of the run still ship."""
+
+    error_kind = "fx_unavailable"
+
+
 class LocalServicesError(EtlError):
     """The local runtime's own services (PostgreSQL, moto's server) cannot start or be found."""
 

@@ -6,7 +6,8 @@ the run is complete; the next stage trusts nothing else. Both kinds share `run_i
 
 - `ingest` adds `previous_run_id`, `rows` (all eleven tables), and the watermark the next ingest
   reads: `snapshot`, `cutoff`, `overlap_seconds`, `read`, `seen`, `unread`, `rescanned_at`
-  (readme_files/adr/0001-late-commits.md);
+  (readme_files/adr/0001-late-commits.md); with the FX source on, `fx` (the newest FX day stored,
+  ingest/fx.py) and an `fx_rate` entry in `files` and `rows` (readme_files/fx.md);
 - `process` adds `quarantined`: the files, row groups and manifest entries held back, with reasons.
 
 A manifest is read back only through `read`/`parse`: it must be a JSON object naming its own run,

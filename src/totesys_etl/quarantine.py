@@ -50,6 +50,17 @@ def quarantine_file(from_bucket: str, key: str, to_bucket: str, run_id: str, rea
     return entry
 
 
+def quarantine_body(bucket: str, run_id: str, key: str, body: bytes, reason: str, error_kind: str, log) -> dict:
+    """Nothing lost, for input that never was an object (an API's answer): write `body` at
+    `quarantine/<run_id>/<key>` with its reason file, create-only, and log an ERROR."""
+    target = quarantine_key(run_id, key)
+    s3.put_create_only(bucket, target, body)
+    entry = {"key": key, "reason": reason, "error_kind": error_kind}
+    s3.put_json_create_only(bucket, f"{target}{REASON_SUFFIX}", entry)
+    log.error(f"quarantined {key}: {reason}", error_kind=error_kind, key=key, quarantine_key=target)
+    return entry
+
+
 def rows_key(run_id: str, key: str) -> str:
     """Where the rows held back from `key` in a run go: `quarantine/<run_id>/<key>.rows.csv`."""
     return f"{quarantine_key(run_id, key)}{ROWS_SUFFIX}"

@@ -20,8 +20,10 @@ from pg8000.native import identifier
 from totesys_etl.adapters.postgres import Connection, DatabaseError, connect
 from totesys_etl.config import Settings
 from totesys_etl.errors import EtlError, lake_errors
+from totesys_etl.fx.client import Client, api_url
+from totesys_etl.fx.rates import day_rows
 from totesys_etl.history import History, check_history
-from totesys_etl.schema import DIMENSIONS, FACTS, fact_references
+from totesys_etl.schema import DIMENSIONS, FACT_EXCHANGE_RATE, FACTS, fact_references
 from totesys_etl.schema.derive import derived_select
 from totesys_etl.schema.model import Table
 from totesys_etl.schema.ddl import column_list
@@ -165,6 +167,41 @@ def _versions_not_stored(warehouse: Connection, fact: Table, different: list, ex
     return [k for k in different if (k, expected[k]) not in held]
 
 
+def check_exchange_rates(base_url: str, source: Connection, warehouse: Connection) -> TableCheck:
+    """`fact_exchange_rate` against what the FX API serves now for the stored range (contract §9).
+
+    The expected rows are made by the ingest's own rules (`fx.rates.day_rows`) from the API's
+    answers for the first to the newest stored day and the source's currencies; rows compare by
+    number (trailing zeros do not matter). FxUnavailable if the API cannot be read.
+    """
+    table = FACT_EXCHANGE_RATE
+    name = identifier(table.name)
+    check = TableCheck(table.name)
+    if warehouse.run("SELECT to_regclass(:t)", t=table.name)[0][0] is None:
+        return check
+    first, last = warehouse.run(f"SELECT min(rate_date), max(rate_date) FROM {name}")[0]  # nosec B608
+    actual = {(r[0], r[1]): (r[2], r[3]) for r in warehouse.run(
+        f"SELECT rate_date, currency_id, units_per_gbp, carried FROM {name}")}  # nosec B608
+    expected = {}
+    if first is not None:
+        currencies = {code: currency_id for code, currency_id in source.run(
+            f"SELECT currency_code, currency_id FROM public.{identifier('currency')}")}  # nosec B608
+        symbols = sorted(c for c in currencies if c != "GBP")
+        pages = list(Client(base_url).pages(first, last, symbols)) if symbols else []
+        rows, _ = day_rows(pages, currencies, None, first)
+        expected = {(r.rate_date, r.currency_id): (r.units_per_gbp, r.carried) for r in rows if r.rate_date <= last}
+    check.source_rows, check.warehouse_rows = len(expected), len(actual)
+    check.missing = [k for k in expected if k not in actual]
+    check.extra = [k for k in actual if k not in expected]
+    check.different = [k for k in expected if k in actual and actual[k] != expected[k]]
+    for column, target in fact_references(table).items():
+        dim, dim_key = target.split(".")
+        check.unresolved[column] = warehouse.run(
+            f"SELECT count(*) FROM {name} f WHERE NOT EXISTS (SELECT 1 FROM {identifier(dim)} d "  # nosec B608
+            f"WHERE d.{identifier(dim_key)} = f.{identifier(column)})")[0][0]
+    return check
+
+
 def reconcile(settings: Settings | None = None, history: bool = True) -> Report:
     """Compare every dimension and fact with the source; the report says where they differ.
 
@@ -176,6 +213,8 @@ def reconcile(settings: Settings | None = None, history: bool = True) -> Report:
     try:
         source.run("START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         checks = [check_table(t, source, warehouse) for t in (*DIMENSIONS, *FACTS)]
+        if api_url() is not None:
+            checks.append(check_exchange_rates(api_url(), source, warehouse))
         source.run("COMMIT")
         histories = {}
         if history:

@@ -20,7 +20,7 @@ from totesys_etl.adapters.postgres import Connection, DatabaseError, connect
 from totesys_etl.config import Settings
 from totesys_etl.load.ledger import load_mark, loaded_runs
 from totesys_etl.process.run import MARK_PREFIX as PROCESS_MARK_PREFIX
-from totesys_etl.schema import STAR_TABLES
+from totesys_etl.schema import FACT_EXCHANGE_RATE, STAR_TABLES
 
 #: Without a loader mark yet, the listings start this far back.
 FIRST_LOOK = timedelta(days=1)
@@ -43,6 +43,7 @@ class Status:
     warehouse_rows: dict[str, int]
     loaded_at: str | None
     lag_seconds: float | None
+    newest_fx_date: str | None = None  # the newest day in fact_exchange_rate (contract §9 FX rates)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -62,6 +63,7 @@ class Status:
         lag = f"{self.lag_seconds:,.0f} s" if self.lag_seconds is not None else "-"
         lines.append(f"warehouse: newest run loaded at {self.loaded_at or '-'}, lag {lag}")
         lines += [f"  {table:<22}{rows:>12,}" for table, rows in self.warehouse_rows.items()]
+        lines.append(f"FX rates: newest date {self.newest_fx_date or '-'}")
         return "\n".join(lines)
 
 
@@ -71,6 +73,7 @@ def status(settings: Settings | None = None, now: datetime | None = None) -> Sta
     conn = connect(settings.warehouse, application_name="totesys-etl status")
     try:
         mark, loaded, loaded_at, rows = _warehouse(conn)
+        newest_fx = _newest_fx_date(conn)
         start = mark or lake.run_id_at(now - FIRST_LOOK)
         ingested = lake.runs_after(settings.ingest_bucket, start)
         processed = lake.runs_after(settings.processed_bucket, start)
@@ -91,7 +94,16 @@ def status(settings: Settings | None = None, now: datetime | None = None) -> Sta
                             failures.newest(settings.processed_bucket, "process")),
         load=StageStatus(loaded, mark, [r for r in ingested if r not in done],
                          failures.newest(settings.processed_bucket, "load")),
-        quarantined=dict(kinds), warehouse_rows=rows, loaded_at=loaded_at, lag_seconds=lag)
+        quarantined=dict(kinds), warehouse_rows=rows, loaded_at=loaded_at, lag_seconds=lag,
+        newest_fx_date=newest_fx)
+
+
+def _newest_fx_date(conn: Connection) -> str | None:
+    """The newest rate date loaded (None before migration 4 or the first FX run)."""
+    table = FACT_EXCHANGE_RATE.name
+    if conn.run("SELECT to_regclass(:t)", t=table)[0][0] is None:
+        return None
+    return conn.run(f"SELECT max(rate_date)::text FROM {identifier(table)}")[0][0]  # nosec B608 - declared name
 
 
 def _warehouse(conn: Connection) -> tuple[str | None, str | None, str | None, dict[str, int]]:

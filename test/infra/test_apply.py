@@ -12,12 +12,12 @@ import json
 
 import boto3
 
-from totesys_etl.schema import FACTS, STATE_TABLES
+from totesys_etl.schema import API_FACTS, FACTS, STATE_TABLES
 
 STAGES = ("ingest", "process", "load")
 ERROR_KINDS = ("source_unavailable", "warehouse_unavailable", "lake_unavailable", "secret_invalid",
                "quarantined_file", "quarantined_manifest", "quarantined_rows", "run_id_collision", "load_failed",
-               "configuration", "pipeline_failed")
+               "configuration", "pipeline_failed", "fx_unavailable")
 
 
 def _policy(iam, role: str) -> list[dict]:
@@ -75,7 +75,8 @@ def test_apply_check_replan(deployment, aws):
         assert config["Environment"]["Variables"] == {
             "TOTESYS_INGEST_BUCKET": buckets["ingested"], "TOTESYS_PROCESSED_BUCKET": buckets["processed"],
             "TOTESYS_SOURCE_SECRET": terraform.names["source_secret"],
-            "TOTESYS_WAREHOUSE_SECRET": terraform.names["warehouse_secret"], "TOTESYS_LOG_LEVEL": "INFO"}
+            "TOTESYS_WAREHOUSE_SECRET": terraform.names["warehouse_secret"], "TOTESYS_LOG_LEVEL": "INFO",
+            "TOTESYS_FX_API_URL": ""}  # var.fx_api_url's default: the FX source off
         assert [layer["Arn"].split(":")[-2] for layer in config["Layers"]] == [f"{prefix}-dependencies"]
         assert config["EphemeralStorage"] == {"Size": tfvars["lambda_ephemeral_storage_mb"][stage]}
 
@@ -126,7 +127,8 @@ def test_apply_check_replan(deployment, aws):
     secret_reads = {stage: {r for a, r in grants[stage] if a == "secretsmanager:GetSecretValue"} for stage in STAGES}
     assert secret_reads == {"ingest": {source_arn}, "process": set(), "load": {warehouse_arn}}
     writes = {stage: {r for a, r in grants[stage] if a == "s3:PutObject"} for stage in STAGES}
-    assert writes == {"ingest": {f"{ingested_arn}/*"}, "process": {f"{processed_arn}/*"},
+    assert writes == {"ingest": {f"{ingested_arn}/*", f"{processed_arn}/quarantine/*"},  # a bad FX API answer
+                      "process": {f"{processed_arn}/*"},
                       "load": {f"{processed_arn}/quarantine/*", f"{processed_arn}/_state/failures/load/*"}}
     aborts = {stage: {r for a, r in grants[stage] if a == "s3:AbortMultipartUpload"} for stage in STAGES}
     assert aborts == {"ingest": {f"{ingested_arn}/*"}, "process": {f"{processed_arn}/*"}, "load": set()}
@@ -168,8 +170,8 @@ def test_apply_check_replan(deployment, aws):
 
     # Glue: one table per Parquet prefix of the processed bucket, columns from the declarations.
     tables = {t["Name"]: t for t in glue.get_tables(DatabaseName=outputs["glue_database"])["TableList"]}
-    assert set(tables) == {"dim_date", *(t.name for t in FACTS), *(t.name for t in STATE_TABLES)}
-    for fact in FACTS:
+    assert set(tables) == {"dim_date", *(t.name for t in (*FACTS, *API_FACTS)), *(t.name for t in STATE_TABLES)}
+    for fact in (*FACTS, *API_FACTS):
         descriptor = tables[fact.name]["StorageDescriptor"]
         assert [c["Name"] for c in descriptor["Columns"]] == fact.arrow_schema.names
         assert descriptor["Location"] == f"s3://{buckets['processed']}/{fact.name}/"

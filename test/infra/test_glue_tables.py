@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from totesys_etl.schema import DIM_DATE, FACTS, STATE_TABLES, model
+from totesys_etl.schema import API_FACTS, DIM_DATE, FACTS, STATE_TABLES, model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ def test_checked_in_file_is_what_the_schema_generates(generator):
 
 def test_every_parquet_table_is_registered_with_its_declared_columns(generator):
     tables = json.loads(generator.render())["locals"]["glue_tables"]
-    lake = (*FACTS, DIM_DATE, *STATE_TABLES)
+    lake = (*FACTS, DIM_DATE, *STATE_TABLES, *API_FACTS)
     assert set(tables) == {t.name for t in lake}
     for table in lake:
         assert [c["name"] for c in tables[table.name]["columns"]] == table.arrow_schema.names
@@ -38,6 +38,8 @@ def test_every_parquet_table_is_registered_with_its_declared_columns(generator):
     assert sales["created_time"]["type"] == "bigint"
     assert {c["name"]: c["type"] for c in tables["fact_payment"]["columns"]}["payment_amount"] == "decimal(38,10)"
     assert {c["name"]: c["type"] for c in tables["etl_src_staff"]["columns"]}["last_updated"] == "timestamp"
+    rates = {c["name"]: c["type"] for c in tables["fact_exchange_rate"]["columns"]}
+    assert rates == {"rate_date": "date", "currency_id": "int", "units_per_gbp": "decimal(38,10)", "carried": "boolean"}
 
 
 def test_a_column_added_to_the_declaration_makes_the_file_stale(generator, monkeypatch):

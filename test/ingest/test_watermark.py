@@ -42,6 +42,14 @@ def test_a_watermark_comes_only_from_a_complete_ingest_manifest():
             Watermark.from_manifest(bad)
 
 
+def test_the_fx_watermark_is_a_date_or_absent():
+    assert Watermark.from_manifest(_manifest()).fx is None
+    assert Watermark.from_manifest(_manifest(fx="2025-06-13")).fx == "2025-06-13"
+    for bad in ("2025-6-13", "20250613", "2025-W24-5", "yesterday", 20250613, ["2025-06-13"]):
+        with pytest.raises(InvalidInput):
+            Watermark.from_manifest(_manifest(fx=bad))
+
+
 def test_the_newest_readable_manifest_is_found_from_recent_runs_backwards(buckets):
     bucket = buckets[0]
     log = StageLog("ingest")

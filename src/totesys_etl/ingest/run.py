@@ -20,6 +20,7 @@ from totesys_etl.config import Settings
 from totesys_etl.errors import RunIdCollision, SourceUnavailable, describe, lake_errors
 from totesys_etl.faults import crash_point
 from totesys_etl.ingest import extract
+from totesys_etl.ingest import fx
 from totesys_etl.ingest.watermark import OVERLAP, Watermark, format_cutoff, previous_watermark
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult
@@ -43,9 +44,11 @@ def ingest(settings: Settings, log: StageLog | None = None) -> RunResult:
     try:
         with tempfile.TemporaryDirectory(prefix="totesys-ingest-") as folder, \
                 ThreadPoolExecutor(max_workers=MAX_PENDING_UPLOADS) as pool:
-            manifest = _extract(conn, bucket, previous, settings.full_rescan_seconds, folder, pool, log)
+            manifest, fx_inputs, previous_fx = _extract(conn, bucket, previous, settings.full_rescan_seconds,
+                                                        folder, pool, log)
     finally:
         postgres.close_quietly(conn)
+    _add_fx(settings, manifest, fx_inputs, previous_fx, log)
     if manifest["files"]:
         crash_point("ingest.before_manifest")
     key = lake.manifest_key(manifest["run_id"])
@@ -59,15 +62,30 @@ def ingest(settings: Settings, log: StageLog | None = None) -> RunResult:
     return result
 
 
+def _add_fx(settings: Settings, manifest: dict, inputs: fx.FxInputs | None, previous_fx: str | None,
+            log: StageLog) -> None:
+    """The FX part (contract §9), after the snapshot's transaction: its file and watermark in the manifest.
+    With FX off, a watermark an earlier run stored is carried forward, and nothing else changes."""
+    outcome = fx.FxOutcome(None, 0, previous_fx)
+    if inputs is not None:
+        outcome = fx.fetch(settings, manifest["run_id"], inputs, previous_fx, log)
+        manifest["rows"][fx.FX_RATE.name] = outcome.rows
+    if outcome.entry:
+        manifest["files"][fx.FX_RATE.name] = outcome.entry
+    if outcome.watermark is not None:
+        manifest[fx.FX_FIELD] = outcome.watermark
+
+
 def _collision(run_id: str) -> RunIdCollision:
     return RunIdCollision(f"another ingest already wrote objects of run {run_id}: stopped without a manifest, "
                           "so the next run reads these changes")
 
 
 def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds: float, folder: str,
-             pool: ThreadPoolExecutor, log: StageLog) -> dict:
+             pool: ThreadPoolExecutor, log: StageLog) -> tuple[dict, fx.FxInputs | None, str | None]:
     """Read every table's changes in one REPEATABLE READ READ ONLY transaction, uploading as it goes;
-    the run's manifest once every upload has finished."""
+    the run's manifest once every upload has finished, what the FX part needs from the same snapshot
+    (None when FX is off) and the previous run's FX watermark."""
     pending: list[Future] = []
     files: dict[str, dict] = {}
     rows: dict[str, int] = {}
@@ -83,6 +101,7 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
                 # never "the previous run": take the newest one before this run instead.
                 log.warning("the newest manifest is dated after this run: ignored", previous_run_id=previous.run_id)
                 previous = previous_watermark(bucket, log, before=run_id)
+            previous_fx = previous.fx if previous is not None else None
             if previous is not None and previous.snapshot.xmax > cut.snapshot.xmax:
                 log.warning("the source's transaction ids went backwards (a restored or replaced "
                             "database?): reading every row", previous_run_id=previous.run_id)
@@ -104,13 +123,15 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
             seen_query = extract.seen_query(list(SOURCE_TABLES), plan)
             seen = conn.run(seen_query)[0][0] if seen_query else "{}"
             unread = [u.to_json() for u in extract.unread_after(conn, plan)]
+            fx_inputs = fx.read_inputs(conn, previous_fx) if fx.enabled() else None
     except (DatabaseError, InterfaceError) as e:
         raise SourceUnavailable(f"reading the source failed: {describe(e)}") from None
     _wait_below(pending, 1)
     watermark = {"snapshot": str(cut.snapshot), "cutoff": format_cutoff(cut.cutoff),
                  "overlap_seconds": int(OVERLAP.total_seconds()), "read": plan.mode, "seen": seen,
                  "unread": unread, "rescanned_at": extract.rescanned_at(plan, run_id)}
-    return manifests.ingest_manifest(run_id, previous.run_id if previous else None, watermark, files, rows)
+    manifest = manifests.ingest_manifest(run_id, previous.run_id if previous else None, watermark, files, rows)
+    return manifest, fx_inputs, previous_fx
 
 
 def _upload(bucket: str, key: str, path: str, run_id: str) -> None:

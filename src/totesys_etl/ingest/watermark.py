@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from totesys_etl import lake
 from totesys_etl import manifest as manifests
@@ -118,6 +118,7 @@ class Watermark:
     seen: str = NO_XIDS
     unread: tuple[Unread, ...] = ()
     rescanned_at: str | None = None
+    fx: str | None = None  # the newest FX day stored (ingest/fx.py); None before the first FX run
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "Watermark":
@@ -138,7 +139,10 @@ class Watermark:
             rescanned_at = manifest.get("rescanned_at")
             if rescanned_at is not None and not (isinstance(rescanned_at, str) and lake.RUN_ID.fullmatch(rescanned_at)):
                 raise ValueError("rescanned_at is not a run id")
-            return cls(run_id, snapshot, cutoff, seen, tuple(Unread.from_json(u) for u in unread), rescanned_at)
+            fx = manifest.get("fx")
+            if fx is not None and not (isinstance(fx, str) and date.fromisoformat(fx).isoformat() == fx):
+                raise ValueError("fx is not a YYYY-MM-DD date")
+            return cls(run_id, snapshot, cutoff, seen, tuple(Unread.from_json(u) for u in unread), rescanned_at, fx)
         except (TypeError, ValueError) as e:
             raise InvalidInput(f"manifest of {run_id!r}: {e}") from None
 

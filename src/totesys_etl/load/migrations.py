@@ -17,7 +17,8 @@ from totesys_etl.adapters.postgres import Connection, transaction
 from totesys_etl.load.ledger import LOADER_LOCK_KEY
 from totesys_etl.schema import DIMENSIONS, FACTS, STAR_TABLES, STATE_TABLES, state_table
 from totesys_etl.schema.ddl import column_definitions, column_list, create_table
-from totesys_etl.schema.views import create_views
+from totesys_etl.schema.fx import FACT_EXCHANGE_RATE
+from totesys_etl.schema.views import create_fx_views, create_views
 from totesys_etl.schema.warehouse import (OLDEST_RUN_ID, REFERENCE_TABLES, bookkeeping_columns, is_reference,
                                           reference_rows)
 
@@ -71,11 +72,21 @@ def _run_ids(conn: Connection) -> None:
             conn.run(f"ALTER TABLE {name} ALTER COLUMN {identifier(column.name)} DROP DEFAULT")
 
 
+def _exchange_rates(conn: Connection) -> None:
+    """contract §3 `fact_exchange_rate` (primary key (rate_date, currency_id)) with `etl_run_id`, the run
+    that stored a row's value (load/rates.py), and the view of sales in GBP (schema/views.py)."""
+    conn.run(create_table(FACT_EXCHANGE_RATE, if_not_exists=False))
+    for column in bookkeeping_columns(FACT_EXCHANGE_RATE):
+        conn.run(f"ALTER TABLE {identifier(FACT_EXCHANGE_RATE.name)} ADD COLUMN {column_definitions([column])[0]}")
+    create_fx_views(conn)
+
+
 #: (version, name, apply). Append only.
 MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (1, "star schema, loader state, ledger, mark, currency names", _star_schema),
     (2, "etl_run_id on state and fact rows: commit order, not stamps", _run_ids),
     (3, "analytical views in schema analytics, each reading facts' current versions", create_views),
+    (4, "fact_exchange_rate and the view of sales in GBP (FX rates API)", _exchange_rates),
 )
 
 

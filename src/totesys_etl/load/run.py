@@ -25,17 +25,19 @@ from totesys_etl.load import indexes, merge
 from totesys_etl.load.files import copy_file
 from totesys_etl.load.ledger import LOADER_LOCK_KEY, is_loaded, load_mark, loaded_runs, record_run, set_mark
 from totesys_etl.load.migrations import migrate
+from totesys_etl.load.rates import merge_rates
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult, StageResult
-from totesys_etl.schema import DIM_DATE, DIMENSIONS, FACTS, STATE_TABLES, Table, state_table
+from totesys_etl.schema import API_FACTS, DIM_DATE, DIMENSIONS, FACTS, STATE_TABLES, Table, state_table
 
 STAGE = "load"
 LOCK_WAIT_VARIABLE = "TOTESYS_LOCK_WAIT_SECONDS"
 DEFAULT_LOCK_WAIT_SECONDS = 60.0
 
 #: The lake files a processed manifest may name, by table name: what the loader loads.
-LOADABLE: dict[str, Table] = {t.name: t for t in (*STATE_TABLES, *FACTS, DIM_DATE)}
-#: Tables a file may be copied straight into when they are empty (load/files.py): state and facts.
+LOADABLE: dict[str, Table] = {t.name: t for t in (*STATE_TABLES, *FACTS, DIM_DATE, *API_FACTS)}
+#: Tables a file may be copied straight into when they are empty (load/files.py): state and the
+#: totesys facts (the rates' merge reads its temp table, and a run's rates are a few thousand rows).
 DIRECT_LOADABLE = frozenset(t.name for t in (*STATE_TABLES, *FACTS))
 
 
@@ -175,6 +177,9 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
             if fact.name in present:
                 rows[fact.name] = direct[fact.name] if fact.name in direct else \
                     merge.insert_fact_versions(conn, fact, run_id)
+        for fact in API_FACTS:
+            if fact.name in present:
+                rows[fact.name] = merge_rates(conn, fact, run_id)
         rows[DIM_DATE.name] = merge.seed_calendar(conn, today or datetime.now(timezone.utc).date())
         if DIM_DATE.name in present:
             rows[DIM_DATE.name] += merge.insert_dates(conn)

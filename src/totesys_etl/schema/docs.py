@@ -4,9 +4,9 @@
 """
 from __future__ import annotations
 
-from totesys_etl.schema import DIMENSIONS, DIM_DATE, FACTS, STATE_TABLES, fact_references
+from totesys_etl.schema import API_FACTS, DIMENSIONS, DIM_DATE, FACTS, STATE_TABLES, fact_references
 from totesys_etl.schema.model import Table
-from totesys_etl.schema.views import SCHEMA, VIEWS
+from totesys_etl.schema.views import FX_VIEWS, SCHEMA, VIEWS
 
 _DERIVATIONS = {"copy": "", "date_of": " (date part)", "time_of": " (time part)",
                 "parse_date": " ('YYYY-MM-DD' text as a date)"}
@@ -50,6 +50,12 @@ def render() -> str:
     lines += ["## Facts", ""]
     for table in FACTS:
         lines += _section(table)
+    lines += ["## Facts from further sources (contract §9)", "",
+              "Keyed by their own natural key, not by source versions: a row changes only when a later run "
+              "brings different values (load/rates.py). They carry `etl_run_id` too: the run that stored the "
+              "row's values.", ""]
+    for table in API_FACTS:
+        lines += _section(table)
     lines += ["## Loader state (bookkeeping)", "",
               "The current row of each source table a dimension draws on, with `etl_run_id`, the run that read "
               "it; a row is replaced only by the version a later run read (never by comparing `last_updated`), "
@@ -60,7 +66,7 @@ def render() -> str:
               "version of each fact through the `current_*` views (greatest `etl_run_id`, then greatest "
               "`last_updated_date, last_updated_time`); money is never added across currencies.", "",
               "| view | answers |", "|---|---|"]
-    lines += [f"| `{SCHEMA}.{v.name}` | {v.description} |" for v in VIEWS]
+    lines += [f"| `{SCHEMA}.{v.name}` | {v.description} |" for v in (*VIEWS, *FX_VIEWS)]
     return "\n".join(lines) + "\n"
 
 

@@ -143,3 +143,26 @@ def create_views(conn, replace: bool = False) -> None:
     for v in VIEWS:
         conn.run(f"CREATE {'OR REPLACE ' if replace else ''}VIEW {v.qualified} AS {v.select}")
         conn.run(f"COMMENT ON VIEW {v.qualified} IS {literal(v.description)}")
+
+
+#: Views over the FX rates (issue 28), created by migration 4 with `fact_exchange_rate`; kept apart from
+#: VIEWS because migration 3 creates exactly those.
+FX_VIEWS: tuple[View, ...] = (
+    View("sales_in_gbp",
+         "Each sales order's current version valued in GBP at its agreed payment date: `sales_value` divided by "
+         "that date's `units_per_gbp` (carried days included; `rate_carried` says so). `sales_value_gbp` is NULL "
+         "while no rate is stored for that date (a payment date after the newest FX date).",
+         "SELECT s.sales_order_id, s.agreed_payment_date, s.currency_id, c.currency_code, s.units_sold, "  # nosec B608
+         "s.unit_price, s.sales_value, r.units_per_gbp, r.carried AS rate_carried, "
+         "s.sales_value / r.units_per_gbp AS sales_value_gbp "
+         f"FROM {identifier(SCHEMA)}.current_sales_order s LEFT JOIN public.dim_currency c USING (currency_id) "
+         "LEFT JOIN public.fact_exchange_rate r "
+         "ON r.rate_date = s.agreed_payment_date AND r.currency_id = s.currency_id"),
+)
+
+
+def create_fx_views(conn) -> None:
+    """The FX views (the `analytics` schema exists: migration 3 made it)."""
+    for v in FX_VIEWS:
+        conn.run(f"CREATE VIEW {v.qualified} AS {v.select}")
+        conn.run(f"COMMENT ON VIEW {v.qualified} IS {literal(v.description)}")

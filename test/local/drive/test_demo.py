@@ -1,5 +1,6 @@
 """`totesys-etl demo`, the main job: from nothing to a reconciled warehouse, twice in a row."""
 import os
+import re
 import subprocess
 import sys
 
@@ -20,6 +21,8 @@ def test_demo_reconciles_and_a_second_demo_starts_again_from_empty(tmp_path):
         assert first.returncode == 0, first.stdout + first.stderr
         assert "reconcile: warehouse equals source" in first.stdout
         assert "fact_sales_order" in first.stdout and "psql" in first.stdout
+        assert re.search(r"^fact_exchange_rate\s.*\sok$", first.stdout, re.M)  # up started the FX stand-in
+        assert re.search(r"^sales in GBP: £[\d,]+\.\d\d over [1-9]", first.stdout, re.M)
         report = tmp_path / ".local" / "report.html"
         assert f"report: {report}" in first.stdout and "<svg" in report.read_text()
         second = _cli(tmp_path, "demo", "--orders", "200")

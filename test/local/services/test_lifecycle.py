@@ -6,9 +6,11 @@ import os
 import pwd
 
 import pg8000.native
+import urllib3
 
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.local.services import admin, lifecycle, servers
+from totesys_etl.local.services.fx_api import FxApiProcess
 
 
 def test_settings_are_the_spec_variables_with_the_read_only_source(postgres):
@@ -52,7 +54,14 @@ def test_up_recreates_a_lost_cluster_in_a_private_folder_and_keeps_a_running_mot
         conn = pg8000.native.Connection(**parse_url(env["TOTESYS_SOURCE_URL"]))
         assert conn.run("SELECT current_database(), current_user") == [[lifecycle.SOURCE_DB, admin.READER_ROLE]]
         conn.close()
+        fx_api = FxApiProcess(**state["fx_api"])
+        assert fx_api.is_running() and env["TOTESYS_FX_API_URL"] == fx_api.url
+        assert urllib3.request("GET", f"{fx_api.url}/2024-01-08..2024-01-08?base=GBP&symbols=EUR").status == 200
     finally:
         if cluster is not None:
             cluster.destroy()
+        fx = json.loads((home / "services.json").read_text()).get("fx_api")
+        if fx:
+            FxApiProcess(**fx).stop()
     assert not cluster.data_dir.exists() and moto_server.is_running()
+    assert not FxApiProcess(**fx).is_running()

@@ -32,13 +32,28 @@ def reset(home: Path, env: dict[str, str]) -> None:
 
 
 def _warehouse_counts(env: dict[str, str]) -> dict[str, int]:
-    from totesys_etl.schema import STAR_TABLES
+    from totesys_etl.schema import API_FACTS, STAR_TABLES
 
     conn = pg8000.native.Connection(**parse_url(env["TOTESYS_WAREHOUSE_URL"]))
     try:
-        return {t.name: conn.run(f"SELECT count(*) FROM {identifier(t.name)}")[0][0] for t in STAR_TABLES}  # nosec B608
+        return {t.name: conn.run(f"SELECT count(*) FROM {identifier(t.name)}")[0][0]  # nosec B608
+                for t in (*STAR_TABLES, *API_FACTS)}
     finally:
         conn.close()
+
+
+def _sales_in_gbp(env: dict[str, str]) -> str:
+    """One line: the current sales orders' value in GBP at their agreed payment dates (the FX view)."""
+    conn = pg8000.native.Connection(**parse_url(env["TOTESYS_WAREHOUSE_URL"]))
+    try:
+        if conn.run("SELECT to_regclass('analytics.sales_in_gbp')")[0][0] is None:
+            return "sales in GBP: - (no FX rates loaded)"
+        total, valued, orders = conn.run("SELECT coalesce(sum(sales_value_gbp), 0), count(sales_value_gbp), count(*) "
+                                         "FROM analytics.sales_in_gbp")[0]
+    finally:
+        conn.close()
+    return (f"sales in GBP: £{total:,.2f} over {valued:,} of {orders:,} orders, each at its agreed payment date's "
+            f"rate (the rest are due after the newest FX date)")
 
 
 def demo(home: Path, orders: int, out) -> int:
@@ -64,6 +79,7 @@ def demo(home: Path, orders: int, out) -> int:
     print("\nwarehouse rows:", file=out)
     for table, count in _warehouse_counts(env).items():
         print(f"  {table:<22}{count:>10,}", file=out)
+    print(_sales_in_gbp(env), file=out)
     stages = {s: first.seconds[s] + second.seconds[s] for s in first.seconds}
     print("handler seconds (both ticks): " + ", ".join(f"{s} {v:.2f}" for s, v in stages.items()), file=out)
     print(f"lake: s3://{env['TOTESYS_INGEST_BUCKET']} and s3://{env['TOTESYS_PROCESSED_BUCKET']} "

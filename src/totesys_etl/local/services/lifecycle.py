@@ -1,8 +1,9 @@
 """`totesys-etl up` / `down`: the local services of one clone, recorded under `.local/`.
 
 `up` starts (or finds running) a PostgreSQL cluster with the source and warehouse databases and
-the read-only role, and moto's server with the two buckets; it writes their contract §5 settings to
-`.local/env`. `down` stops exactly what `up` recorded. The servers themselves are `servers.py`.
+the read-only role, moto's server with the two buckets, and the FX rates stand-in (fx_api.py); it
+writes their contract §5 settings to `.local/env`. `down` stops exactly what `up` recorded. The
+servers themselves are `servers.py`.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import secrets
 from pathlib import Path
 
 from totesys_etl.errors import LocalServicesError
+from totesys_etl.local.services.fx_api import FxApiProcess
 from totesys_etl.local.services.admin import READER_ROLE, create_buckets, create_database, grant_reader, s3_client
 from totesys_etl.local.services.servers import MotoServer, Postgres, free_port
 
@@ -64,6 +66,7 @@ def settings(state: dict) -> dict[str, str]:
         "AWS_DEFAULT_REGION": LOCAL_REGION,
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",  # nosec B105 - moto's server takes any key
+        **({"TOTESYS_FX_API_URL": FxApiProcess(**state["fx_api"]).url} if state.get("fx_api") else {}),
     }
 
 
@@ -95,6 +98,10 @@ def up(home: Path) -> dict[str, str]:
     if moto is None or not moto.is_running():
         moto = MotoServer.start(home / "moto.log")
         state["moto"] = {"port": moto.port, "pid": moto.pid}
+    fx_api = FxApiProcess(**state["fx_api"]) if state.get("fx_api") else None
+    if fx_api is None or not fx_api.is_running():  # the FX rates stand-in (contract §5 TOTESYS_FX_API_URL)
+        fx_api = FxApiProcess.start(free_port(), home / "fx_api.log")
+        state["fx_api"] = {"port": fx_api.port, "pid": fx_api.pid}
     _save_state(home, state)
 
     env = settings(state)
@@ -118,6 +125,11 @@ def down(home: Path) -> list[str]:
         if moto.is_running():
             moto.stop()
             stopped.append(f"moto server on port {moto.port}")
+    if state.get("fx_api"):
+        fx_api = FxApiProcess(**state["fx_api"])
+        if fx_api.is_running():
+            fx_api.stop()
+            stopped.append(f"FX rates stand-in on port {fx_api.port}")
     return stopped
 
 

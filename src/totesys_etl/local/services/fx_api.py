@@ -1,0 +1,283 @@
+"""The local stand-in for the FX rates API (contract §9): a real HTTP server on a loopback port.
+
+It serves the rates of a dataset the repository ships (`fx_rates.csv`: GBP-based, working days
+only, made by `generate_dataset`) in the Frankfurter shape, `GET /{start}..{end}?base=GBP&symbols=…`,
+and behaves as Frankfurter documents (readme_files/fx.md compares the two):
+- a range is answered in pages of at most `page_days` calendar days (shorter than asked); the
+  answer's `end_date` is its last published day, and the client asks again from the day after;
+- a range that starts on a day with no rate starts from the working day before it;
+- an unknown currency is 404, a base other than GBP 422, a range with no rate at all 404;
+- `latest` (a date) hides every day after it, as the real API has nothing after today.
+Fault switches (`set_fault`, or `POST /_faults` with the same JSON, `DELETE /_faults` to clear)
+make the next answers fail: `500`, `503` or `429` (with `Retry-After`), `slow` (an answer `delay`
+seconds late), `malformed` (not JSON), `negative` (a negative rate), `missing` (a currency left
+out). `after` answers that many requests normally first; `times` limits how many fail (default:
+all). `requests` records each rates request's path, for tests.
+
+`totesys-etl up` runs it as a process of its own (`python -m totesys_etl.local.services.fx_api
+--port N`), tests in a thread (`FxApi.start()`).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import random
+import signal
+import subprocess  # nosec B404 - `up` starts the stand-in as a process of its own
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+DATASET = Path(__file__).with_name("fx_rates.csv")
+#: The dataset's span and currencies: the seeded and snapshot currencies, and two more.
+FIRST_DAY, LAST_DAY = date(2021, 1, 1), date(2027, 12, 31)
+START_RATES = {"USD": 1.3512, "EUR": 1.1241, "CHF": 1.2087, "JPY": 139.87}
+PAGE_DAYS = 120
+FAULTS = ("500", "503", "429", "slow", "malformed", "negative", "missing")
+
+
+def _holiday(day: date) -> bool:
+    """Weekends and the fixed TARGET closing days (Easter is left out: the shape matters, not the calendar)."""
+    return day.weekday() >= 5 or (day.month, day.day) in ((1, 1), (5, 1), (12, 25), (12, 26))
+
+
+def generate_dataset() -> str:
+    """The shipped dataset's text: a seeded random walk per currency, 4 decimals (5 significant
+    digits for JPY, as the ECB publishes), working days only."""
+    rng = random.Random(28)  # nosec B311 - test data, not security
+    level = dict(START_RATES)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["date", *level])
+    day = FIRST_DAY
+    while day <= LAST_DAY:
+        if not _holiday(day):
+            for code in level:
+                level[code] *= 1 + rng.gauss(0, 0.004)
+            writer.writerow([day.isoformat(), *(f"{v:.2f}" if v >= 100 else f"{v:.4f}" for v in level.values())])
+        day += timedelta(days=1)
+    return out.getvalue()
+
+
+def load_dataset(path: Path = DATASET) -> dict[date, dict[str, str]]:
+    """Day -> symbol -> rate text, exactly as the file holds it."""
+    with open(path, newline="") as f:
+        return {date.fromisoformat(r.pop("date")): r for r in csv.DictReader(f)}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that gave up (the `slow` fault's timeout) is expected, not an error to print."""
+
+
+class FxApi:
+    """The stand-in server; `url` is what TOTESYS_FX_API_URL names."""
+
+    def __init__(self, server: _Server, rates: dict[date, dict[str, str]], page_days: int):
+        self.server, self.rates, self.page_days = server, rates, page_days
+        self.days = sorted(rates)
+        self.latest: date | None = None
+        self.requests: list[str] = []
+        self._fault: dict | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        server.api = self
+
+    @classmethod
+    def create(cls, port: int = 0, dataset: Path = DATASET, page_days: int = PAGE_DAYS) -> "FxApi":
+        return cls(_Server(("127.0.0.1", port), _Handler), load_dataset(dataset), page_days)
+
+    @classmethod
+    def start(cls, port: int = 0, dataset: Path = DATASET, page_days: int = PAGE_DAYS) -> "FxApi":
+        """Serve in a daemon thread of this process."""
+        api = cls.create(port, dataset, page_days)
+        api._thread = threading.Thread(target=api.server.serve_forever, name="fx-api", daemon=True)
+        api._thread.start()
+        return api
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def set_fault(self, mode: str | None, times: int | None = None, after: int = 0, retry_after: int = 1,
+                  delay: float = 2.0) -> None:
+        """Make answers fail from the `after`-th request on, `times` of them (None: every one)."""
+        if mode is not None and mode not in FAULTS:
+            raise ValueError(f"unknown fault {mode!r}; one of {', '.join(FAULTS)}")
+        with self._lock:
+            self._fault = None if mode is None else {"mode": mode, "times": times, "after": after,
+                                                     "retry_after": retry_after, "delay": delay, "seen": 0}
+
+    def _take_fault(self) -> dict | None:
+        with self._lock:
+            fault = self._fault
+            if fault is None:
+                return None
+            fault["seen"] += 1
+            if fault["seen"] <= fault["after"]:
+                return None
+            if fault["times"] is not None and fault["seen"] > fault["after"] + fault["times"]:
+                return None
+            return dict(fault)
+
+    def answer(self, start: date, end: date, base: str, symbols: list[str]) -> tuple[int, dict]:
+        """(status, body) for a rates request, without faults."""
+        if base != "GBP":
+            return 422, {"message": f"this stand-in serves base GBP only, not {base}"}
+        known = set(self.rates[self.days[0]]) if self.days else set()
+        if not symbols or any(s not in known for s in symbols):
+            return 404, {"message": "not found"}
+        last = min(end, start + timedelta(days=self.page_days - 1), self.latest or LAST_DAY)
+        served = [d for d in self.days if start <= d <= last]
+        before = [d for d in self.days if d < start and (self.latest is None or d <= self.latest)]
+        if (not served or served[0] > start) and before:
+            served.insert(0, before[-1])  # Frankfurter: a range starts from the working day before
+        if not served:
+            return 404, {"message": "not found"}
+        return 200, {"amount": 1.0, "base": "GBP", "start_date": served[0].isoformat(),
+                     "end_date": served[-1].isoformat(),
+                     "rates": {d.isoformat(): {s: self.rates[d][s] for s in symbols} for d in served}}
+
+
+def _dumps(body: dict) -> bytes:
+    """JSON whose rates are the dataset's own digits, written as JSON numbers (never through a float)."""
+    rates = body.get("rates")
+    if rates is None:
+        return json.dumps(body, separators=(",", ":")).encode()
+    head = json.dumps({k: v for k, v in body.items() if k != "rates"}, separators=(",", ":"))[:-1]
+    days = ",".join(f'"{day}":{{' + ",".join(f'"{s}":{text}' for s, text in by_symbol.items()) + "}"
+                    for day, by_symbol in rates.items())
+    return f'{head},"rates":{{{days}}}}}'.encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "totesys-fx-standin/1"
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet: tests and `up` need no access log
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):  # noqa: N802 - the stdlib's name
+        api: FxApi = self.server.api
+        if urlsplit(self.path).path != "/_faults":
+            return self._send(404, b'{"message":"not found"}')
+        try:
+            settings = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            api.set_fault(**settings)
+        except (TypeError, ValueError) as e:
+            return self._send(400, _dumps({"message": str(e)}))
+        self._send(200, b'{"ok":true}')
+
+    def do_DELETE(self):  # noqa: N802
+        self.server.api.set_fault(None)
+        self._send(200, b'{"ok":true}')
+
+    def do_GET(self):  # noqa: N802
+        api: FxApi = self.server.api
+        parts = urlsplit(self.path)
+        query = parse_qs(parts.query)
+        try:
+            start_text, end_text = parts.path.strip("/").split("..")
+            start, end = date.fromisoformat(start_text), date.fromisoformat(end_text)
+        except ValueError:
+            return self._send(404, b'{"message":"not found"}')
+        api.requests.append(self.path)
+        fault = api._take_fault()
+        mode = fault["mode"] if fault else None
+        if mode in ("500", "503", "429"):
+            headers = {"Retry-After": str(int(fault["retry_after"]))} if mode != "500" else None
+            return self._send(int(mode), _dumps({"message": f"fault {mode}"}), headers)
+        if mode == "slow":
+            time.sleep(fault["delay"])
+        symbols = [s for s in ",".join(query.get("symbols", [])).split(",") if s]
+        status, body = api.answer(start, end, query.get("base", ["EUR"])[0], symbols)
+        if status == 200 and mode == "malformed":
+            return self._send(200, _dumps(body)[:-7] + b"<html>")
+        if status == 200 and mode in ("negative", "missing"):
+            first = next(iter(body["rates"].values()))
+            symbol = next(iter(first))
+            if mode == "negative":
+                first[symbol] = "-" + first[symbol]
+            else:
+                del first[symbol]
+        self._send(status, _dumps(body))
+
+
+@dataclass
+class FxApiProcess:
+    """The stand-in as `up` runs it: a process of its own that outlives the command, found by pid."""
+
+    port: int
+    pid: int
+
+    @classmethod
+    def start(cls, port: int, log_path: Path | None = None) -> "FxApiProcess":
+        from totesys_etl.local.services.servers import wait_for_port
+
+        log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        process = subprocess.Popen([sys.executable, "-m", __name__, "--port", str(port)],  # nosec B603
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(port)
+        return cls(port, process.pid)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def is_running(self) -> bool:
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return __name__.encode() in cmdline
+
+    def stop(self) -> None:
+        if self.is_running():
+            os.kill(self.pid, signal.SIGTERM)
+            for _ in range(50):
+                if not self.is_running():
+                    return
+                time.sleep(0.05)
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--write-dataset", action="store_true", help="regenerate fx_rates.csv and exit")
+    args = parser.parse_args(argv)
+    if args.write_dataset:
+        DATASET.write_text(generate_dataset())
+        return
+    api = FxApi.create(args.port)
+    api.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

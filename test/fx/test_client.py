@@ -1,0 +1,85 @@
+"""The FX client (fx/client.py) against the local stand-in, a real HTTP server on loopback."""
+import time
+from datetime import date
+
+import pytest
+
+from totesys_etl.errors import FxUnavailable
+from totesys_etl.fx import client as fx_client
+from totesys_etl.fx.client import Client, api_url
+from totesys_etl.fx.rates import BadBody
+
+SYMBOLS = ["EUR", "USD"]
+
+
+def test_a_range_is_fetched_page_by_page_from_the_day_after_each_answer(fx_api):
+    pages = list(Client(fx_api.url).pages(date(2024, 1, 6), date(2024, 6, 30), SYMBOLS))
+    assert len(pages) == len(fx_api.requests) > 2
+    assert pages[0].start == date(2024, 1, 5)  # a Saturday: served from the Friday before, as Frankfurter does
+    for i, before in enumerate(pages[:-1]):  # each next request asks from the day after the answer's end_date
+        assert fx_api.requests[i + 1].startswith(f"/{date.fromordinal(before.end.toordinal() + 1).isoformat()}..")
+    days = sorted({d for p in pages for d in p.rates})
+    assert all(d.weekday() < 5 for d in days) and len(days) > 100
+    assert max(days) == date(2024, 6, 28)
+
+
+def test_the_client_stops_where_the_api_has_nothing_newer(fx_api):
+    fx_api.latest = date(2024, 1, 5)
+    pages = list(Client(fx_api.url).pages(date(2024, 1, 5), date(2024, 1, 9), SYMBOLS))
+    # A short answer may be a page or the end of what is published: asking once more from the day
+    # after tells them apart (the answer ends before the day asked), and the client stops there.
+    assert [p.end for p in pages] == [date(2024, 1, 5), date(2024, 1, 5)]
+    assert len(fx_api.requests) == 2
+
+
+@pytest.mark.parametrize("status", ["429", "503"])
+def test_429_and_503_wait_for_retry_after_then_succeed(fx_api, status):
+    fx_api.set_fault(status, times=2, retry_after=1)
+    started = time.monotonic()
+    pages = list(Client(fx_api.url).pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))
+    assert time.monotonic() - started >= 2  # two waits of Retry-After: 1
+    assert len(pages) == 1 and len(fx_api.requests) == 3
+
+
+def test_a_long_retry_after_is_capped_and_a_lasting_429_fails(fx_api, monkeypatch):
+    monkeypatch.setattr(fx_client, "MAX_RETRY_AFTER", 0.2)
+    fx_api.set_fault("429", retry_after=3600)
+    started = time.monotonic()
+    with pytest.raises(FxUnavailable, match="HTTP 429"):
+        list(Client(fx_api.url).pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))
+    assert time.monotonic() - started < 5
+    assert len(fx_api.requests) == 4  # the first try and three retries
+
+
+def test_500_fails_at_once(fx_api):
+    fx_api.set_fault("500")
+    with pytest.raises(FxUnavailable, match="HTTP 500"):
+        list(Client(fx_api.url).pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))
+    assert len(fx_api.requests) == 1
+
+
+def test_a_slow_answer_times_out(fx_api):
+    fx_api.set_fault("slow", delay=2)
+    with pytest.raises(FxUnavailable, match="failed"):
+        list(Client(fx_api.url, read_seconds=0.3).pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))
+
+
+def test_a_refused_connection_fails(closed_port):
+    with pytest.raises(FxUnavailable, match="failed"):
+        list(Client(f"http://127.0.0.1:{closed_port}").pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))
+
+
+@pytest.mark.parametrize("fault, reason", [("malformed", "not JSON"), ("negative", "not positive"),
+                                           ("missing", "lack")])
+def test_a_bad_body_fails_with_the_body(fx_api, fault, reason):
+    fx_api.set_fault(fault, after=1)
+    fetched = []
+    with pytest.raises(BadBody, match=reason) as caught:
+        for page in Client(fx_api.url).pages(date(2024, 1, 1), date(2024, 12, 31), SYMBOLS):
+            fetched.append(page)
+    assert len(fetched) == 1 and caught.value.body  # the page before it stays good
+
+
+def test_the_url_comes_from_the_environment():
+    assert api_url({}) is None and api_url({"TOTESYS_FX_API_URL": " "}) is None
+    assert api_url({"TOTESYS_FX_API_URL": "http://x/v1/"}) == "http://x/v1"
