@@ -71,12 +71,16 @@ variable "aws_sdk_pandas_layer_arn" {
 }
 
 variable "lambda_memory_mb" {
-  description = "Memory (MB) per stage: ingest, process, load. CPU grows with memory in Lambda."
+  description = <<-EOT
+    Memory (MB) per stage: ingest, process, load. CPU grows with memory in Lambda. `make bench`
+    measured peak RSS at 10,000,000 orders (one invocation per stage): ingest 156, process 630,
+    load 814 MB (readme_files/benchmarks.md); each default leaves at least 40 % above that.
+  EOT
   type        = map(number)
   default = {
     ingest  = 1024
     process = 2048
-    load    = 1024
+    load    = 1536
   }
 
   validation {
@@ -104,9 +108,10 @@ variable "lambda_ephemeral_storage_mb" {
   description = <<-EOT
     /tmp (MB, 512-10240) per stage: ingest, process, load. A full load holds files in /tmp: the
     ingest up to 3 CSVs, the processor up to 4 CSVs and their Parquet, the loader one Parquet.
-    `make bench` measured 13, 38 and 5 MB at 100,000 orders (peak_tmp_mb), linear in orders; the
-    defaults hold 10M orders with headroom, where 512 MB (Lambda's default) runs out near 1M in the
-    processor (readme_files/benchmarks.md). Raise them for a larger source.
+    `make bench ORDERS=10000000` measured 1971, 3318 and 465 MB (peak_tmp_mb; 13, 42 and 5 MB at
+    100,000 orders: linear in orders), so the defaults hold 10M orders with about 2x headroom,
+    where 512 MB (Lambda's default) runs out near 1M in the processor
+    (readme_files/benchmarks.md). Raise them for a larger source.
   EOT
   type        = map(number)
   default = {
