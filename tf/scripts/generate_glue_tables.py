@@ -19,12 +19,13 @@ from pathlib import Path
 import pyarrow as pa
 
 from totesys_etl.schema import DIM_DATE, FACTS, STATE_TABLES, Table
+from totesys_etl.schema.courier import EVENT_FACTS
 
 TARGET = Path(__file__).resolve().parent.parent / "glue_tables.tf.json"
 GENERATOR = "tf/scripts/generate_glue_tables.py"
 
 #: Tables with Parquet in the processed bucket (design.md): facts, dim_date and the loader's state.
-LAKE_TABLES: tuple[Table, ...] = (*FACTS, DIM_DATE, *STATE_TABLES)
+LAKE_TABLES: tuple[Table, ...] = (*FACTS, DIM_DATE, *STATE_TABLES, *EVENT_FACTS)
 
 
 class PartitionKey(NamedTuple):

@@ -21,20 +21,21 @@ from totesys_etl.config import Settings
 from totesys_etl.errors import (InvalidInput, LakeUnavailable, LoadFailed, WarehouseUnavailable, is_missing,
                                 describe)
 from totesys_etl.faults import crash_point
-from totesys_etl.load import merge
+from totesys_etl.load import deliveries, merge
 from totesys_etl.load.files import copy_file
 from totesys_etl.load.ledger import LOADER_LOCK_KEY, is_loaded, load_mark, loaded_runs, record_run, set_mark
 from totesys_etl.load.migrations import migrate
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult, StageResult
 from totesys_etl.schema import DIM_DATE, DIMENSIONS, FACTS, STATE_TABLES, Table
+from totesys_etl.schema.courier import EVENT_FACTS
 
 STAGE = "load"
 LOCK_WAIT_VARIABLE = "TOTESYS_LOCK_WAIT_SECONDS"
 DEFAULT_LOCK_WAIT_SECONDS = 60.0
 
 #: The lake files a processed manifest may name, by table name: what the loader loads.
-LOADABLE: dict[str, Table] = {t.name: t for t in (*STATE_TABLES, *FACTS, DIM_DATE)}
+LOADABLE: dict[str, Table] = {t.name: t for t in (*STATE_TABLES, *FACTS, DIM_DATE, *EVENT_FACTS)}
 
 
 def lock_wait_seconds(env: Mapping[str, str] | None = None) -> float:
@@ -165,6 +166,9 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         for fact in FACTS:
             if fact.name in present:
                 rows[fact.name] = merge.insert_fact_versions(conn, fact, run_id)
+        for fact in EVENT_FACTS:
+            if fact.name in present:
+                rows[fact.name] = deliveries.insert_events(conn, fact, run_id)
         rows[DIM_DATE.name] = merge.seed_calendar(conn, today or datetime.now(timezone.utc).date())
         if DIM_DATE.name in present:
             rows[DIM_DATE.name] += merge.insert_dates(conn)

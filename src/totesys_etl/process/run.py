@@ -30,7 +30,8 @@ from totesys_etl.process import read, transform
 from totesys_etl.process import rows as rows_of
 from totesys_etl.process.rows import HeldRows
 from totesys_etl.runs import RunResult
-from totesys_etl.schema import DIM_DATE, SOURCE_TABLES, Table, source_table
+from totesys_etl.schema import DIM_DATE, SOURCE_TABLES, Table
+from totesys_etl.schema.courier import FILE_SOURCES, ingested_table
 
 STAGE = "process"
 #: The processor's low-water mark in the processed bucket: every run up to it is processed.
@@ -107,7 +108,7 @@ def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantine
         quarantined.append(quarantine.quarantine_file(settings.ingest_bucket, key, settings.processed_bucket, run_id,
                                                       str(e), quarantine.QUARANTINED_MANIFEST, log))
         return []
-    entries, rejected = manifests.entries(manifest, run_id, {t.name for t in SOURCE_TABLES}, "csv")
+    entries, rejected = manifests.entries(manifest, run_id, {t.name for t in (*SOURCE_TABLES, *FILE_SOURCES)}, "csv")
     if rejected:
         reason = "; ".join(f"{r.reason} ({r.key!r})" for r in rejected)
         quarantine.quarantine_file(settings.ingest_bucket, key, settings.processed_bucket, run_id, reason,
@@ -147,7 +148,7 @@ def _process_file(settings: Settings, run_id: str, entry: FileEntry, folder: str
     uploaded until the whole file has been read and its row count checked.
     """
     output = transform.output_table(entry.table)
-    table = source_table(entry.table)
+    table = ingested_table(entry.table)
     path = os.path.join(folder, "input.csv")  # a fixed name: a key is never a path
     try:
         s3.download(settings.ingest_bucket, entry.key, path)

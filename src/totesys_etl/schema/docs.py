@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from totesys_etl.schema import DIMENSIONS, DIM_DATE, FACTS, STATE_TABLES, fact_references
 from totesys_etl.schema.model import Table
-from totesys_etl.schema.views import SCHEMA, VIEWS
+from totesys_etl.schema.courier import EVENT_FACTS
+from totesys_etl.schema.views import DELIVERY_VIEWS, SCHEMA, VIEWS
 
 _DERIVATIONS = {"copy": "", "date_of": " (date part)", "time_of": " (time part)",
                 "parse_date": " ('YYYY-MM-DD' text as a date)"}
@@ -48,7 +49,7 @@ def render() -> str:
     for table in (DIM_DATE, *DIMENSIONS):
         lines += _section(table)
     lines += ["## Facts", ""]
-    for table in FACTS:
+    for table in (*FACTS, *EVENT_FACTS):
         lines += _section(table)
     lines += ["## Loader state (bookkeeping)", "",
               "The current row of each source table a dimension draws on, with `etl_run_id`, the run that read "
@@ -60,7 +61,7 @@ def render() -> str:
               "version of each fact through the `current_*` views (greatest `etl_run_id`, then greatest "
               "`last_updated_date, last_updated_time`); money is never added across currencies.", "",
               "| view | answers |", "|---|---|"]
-    lines += [f"| `{SCHEMA}.{v.name}` | {v.description} |" for v in VIEWS]
+    lines += [f"| `{SCHEMA}.{v.name}` | {v.description} |" for v in (*VIEWS, *DELIVERY_VIEWS)]
     return "\n".join(lines) + "\n"
 
 
