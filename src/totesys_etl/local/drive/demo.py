@@ -29,6 +29,9 @@ def reset(home: Path, env: dict[str, str]) -> None:
     admin.empty_buckets(boto3.client("s3"), buckets)
     for bucket in buckets:
         notifications.purge(notifications.ensure(bucket))
+    if env.get("TOTESYS_LANDING_BUCKET") == lifecycle.LANDING_BUCKET:  # the courier files' bucket up made
+        admin.empty_buckets(boto3.client("s3"), [lifecycle.LANDING_BUCKET])
+        notifications.purge(notifications.ensure(lifecycle.LANDING_BUCKET, prefix=None, suffix=None))
 
 
 def _warehouse_counts(env: dict[str, str]) -> dict[str, int]:
