@@ -254,3 +254,21 @@ def test_a_crash_at_each_fault_point_then_a_rerun_loads_every_event_once(
         assert _handler_in_subprocess(name, ev, None) == 0, name
     want = Counter(expected_row(e) for e in [*events, event(500)])
     assert stored(run_sql, pipeline_env["TOTESYS_WAREHOUSE_URL"]) == want
+
+
+def test_an_object_taken_twice_at_once_still_loads_each_event_once(landing, pipeline_env, run_sql, monkeypatch):
+    """The S3 event and the sweep both looked before either wrote the marker: two runs of one file."""
+    from totesys_etl.logs import StageLog
+
+    events = [event(n, n) for n in range(1, 40)]
+    etag = drop(landing, "raced.json", as_array(events))
+    settings = Settings.from_env()
+    with monkeypatch.context() as race:
+        race.setattr(courier, "is_taken", lambda settings, obj: False)  # both checked before either marked
+        runs = [courier.take(settings, courier.Landed("raced.json", etag), StageLog("ingest")) for _ in range(2)]
+    assert runs[0].run_id != runs[1].run_id and runs[0].rows == runs[1].rows == {"delivery_event": 39}
+    assert courier.is_taken(settings, courier.Landed("raced.json", etag))
+    process_and_load()
+    assert stored(run_sql, pipeline_env["TOTESYS_WAREHOUSE_URL"]) == Counter(expected_row(e) for e in events)
+    run_ids = {r[0] for r in run_sql(pipeline_env["TOTESYS_WAREHOUSE_URL"], "SELECT etl_run_id FROM fact_delivery")}
+    assert run_ids == {runs[0].run_id}  # the first run loaded carries them all; the second changes nothing

@@ -56,11 +56,7 @@ def items(raw: BinaryIO) -> Iterator[Item]:
     what it takes until the end (the ingest writes a local file and publishes it only then).
     """
     chunks = _decompressed(_chunks(raw))
-    first = b""
-    for chunk in chunks:
-        first += chunk
-        if _start(first) or len(first) > MAX_EVENT_BYTES:
-            break
+    first = _at_least(chunks, lambda data: len(data) >= 4 and bool(_start(data)))  # 4: past a byte-order mark
     head = _start(first)[:1]
     if head == b"[":
         yield from _array(_text(_prepend(first, chunks)))
@@ -70,6 +66,16 @@ def items(raw: BinaryIO) -> Iterator[Item]:
         raise Unreadable("the file is empty")
     else:
         raise Unreadable("not a JSON array or JSON Lines (the first character is neither '[' nor '{')")
+
+
+def _at_least(chunks: Iterator[bytes], enough) -> bytes:
+    """The first chunks joined, until `enough(joined)`, the end, or MAX_EVENT_BYTES (memory stays bounded)."""
+    first = b""
+    for chunk in chunks:
+        first += chunk
+        if enough(first) or len(first) > MAX_EVENT_BYTES:
+            break
+    return first
 
 
 def _start(data: bytes) -> bytes:
@@ -94,7 +100,7 @@ def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
 def _decompressed(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """The bytes as they are, or gunzipped if they start with gzip's magic (members may follow
     one another, as gzip allows; zero bytes after the last are padding)."""
-    first = next(chunks, b"")
+    first = _at_least(chunks, lambda data: len(data) >= len(_GZIP_MAGIC))
     if not first.startswith(_GZIP_MAGIC):
         yield from _prepend(first, chunks)
         return
