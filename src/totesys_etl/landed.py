@@ -26,7 +26,7 @@ from totesys_etl import lake
 from totesys_etl.adapters import s3
 from totesys_etl.adapters.postgres import Connection, copy_in
 from totesys_etl.config import Settings
-from totesys_etl.ingest.courier import Landed, is_taken
+from totesys_etl.ingest.courier import MARK_PREFIX, Landed, is_taken
 from totesys_etl.schema.courier import DELIVERY_EVENT, FACT_DELIVERY
 from totesys_etl.schema.ddl import column_definitions
 
@@ -107,3 +107,13 @@ def check(warehouse: Connection, settings: Settings, table_check):
         result.notes.append(f"{unknown} sales order(s) named by events are not in fact_sales_order (loaded anyway)")
     warehouse.run(f"DROP TABLE {landed}")
     return result
+
+
+def landing_counts(settings: Settings) -> dict:
+    """For `status`: the landing bucket's files at or after the sweep's mark (older ones are all taken),
+    how many are taken and how many wait. A HEAD per recent file, none for older ones."""
+    mark = lake.read_mark(settings.ingest_bucket, MARK_PREFIX)
+    recent = [Landed(o["key"], o["etag"]) for o in s3.list_objects(settings.landing_bucket)
+              if mark is None or lake.run_id_at(o["last_modified"]) >= mark]
+    pending = sum(not is_taken(settings, obj) for obj in recent)
+    return {"since": mark, "pending": pending, "taken": len(recent) - pending}

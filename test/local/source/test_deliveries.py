@@ -2,6 +2,7 @@
 bucket's `ObjectCreated` notifications and the sweep to `fact_delivery`, every valid event once."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -81,6 +82,12 @@ def test_reconcile_fails_while_a_landed_file_is_not_taken(seeded, pipeline_env, 
     simulate_deliveries(seeded.admin_url, landing_bucket, 30, seed=1)
     checked = cli("reconcile")
     assert checked.returncode == 1 and "file not taken yet" in checked.stdout
+    shown = json.loads(cli("status", "--json").stdout)
+    assert (shown["landing"]["pending"], shown["landing"]["taken"]) == (7, 0)  # since the sweep's mark, a day back
+    assert cli("tick").returncode == 0
+    assert json.loads(cli("status", "--json").stdout)["landing"]["pending"] == 0
+    assert "landing: 0 courier file(s) waiting, 7 taken" in cli("status").stdout
+    assert cli("reconcile").returncode == 0
 
 
 def test_the_command_line_drops_files_and_needs_seeded_orders(pipeline_env, landing_bucket, source):
