@@ -49,7 +49,7 @@ from totesys_etl.faults import crash_point
 from totesys_etl.ingest.courier_files import MAX_HELD_CHARS, Unreadable, items
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult
-from totesys_etl.schema.courier import DELIVERY_EVENT, validate_event
+from totesys_etl.schema.courier import DELIVERY_EVENT, event_row, validate_event
 
 MARKER_PREFIX = "_state/landing/"
 MARK_PREFIX = "_state/landing_mark/"
@@ -125,12 +125,11 @@ def _read(body, csv_path: str, held: _HeldEvents) -> int:
             if item.error is not None:
                 held.add(item.number, item.text, item.error)
                 continue
-            row, reason = validate_event(item.value)
-            if reason is not None:
-                held.add(item.number, _as_text(item.value), reason)
+            row = event_row(item.value)
+            if row is None:
+                held.add(item.number, _as_text(item.value), validate_event(item.value)[1] or "not a valid event")
                 continue
-            event_id, order, status, at, city, courier = row
-            writer.writerow((event_id, order, status, at.isoformat(sep=" ", timespec="microseconds"), city, courier))
+            writer.writerow(row)
             rows += 1
     return rows
 
