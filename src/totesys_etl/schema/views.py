@@ -133,8 +133,8 @@ ANALYTICAL_VIEWS = (
 VIEWS: tuple[View, ...] = (*CURRENT_VIEWS, *ANALYTICAL_VIEWS)
 
 
-def view(name: str) -> View:
-    return next(v for v in VIEWS if v.name == name)
+def view(name: str, views: tuple[View, ...] | None = None) -> View:
+    return next(v for v in (views or VIEWS) if v.name == name)
 
 
 def create_views(conn, replace: bool = False) -> None:
