@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from totesys_etl import lake
 from totesys_etl.adapters.postgres import DatabaseError, connect
 from totesys_etl.config import Settings
-from totesys_etl.errors import TickIncomplete, describe
+from totesys_etl.errors import EtlError, TickIncomplete, describe
 from totesys_etl.ingest.handler import lambda_handler as ingest_handler
 from totesys_etl.load.handler import lambda_handler as load_handler
 from totesys_etl.load.ledger import load_mark, loaded_runs
@@ -94,10 +94,13 @@ def _landed(settings: Settings) -> tuple[list[str], float, int]:
     run_ids, seconds, rows = [], 0.0, 0
     for event, receipt in notifications.receive(queue):
         start = time.perf_counter()
-        parsed = StageResult.from_json(ingest_handler(event, None))
+        try:
+            parsed = StageResult.from_json(ingest_handler(event, None))
+            run_ids += [r.run_id for r in parsed.runs]
+            rows += parsed.rows
+        except EtlError:  # logged by the handler; the scheduled sweep below takes the file again
+            pass
         seconds += time.perf_counter() - start
-        run_ids += [r.run_id for r in parsed.runs]
-        rows += parsed.rows
         notifications.acknowledge(queue, receipt)
     return run_ids, seconds, rows
 
