@@ -80,6 +80,8 @@ data "aws_iam_policy_document" "common" {
 }
 
 data "aws_iam_policy_document" "ingest" {
+  source_policy_documents = [data.aws_iam_policy_document.ingest_landing.json] # courier files (landing.tf)
+
   statement {
     sid       = "ListIngested"
     actions   = ["s3:ListBucket"]

@@ -128,9 +128,9 @@ resource "aws_s3_bucket_notification" "landing" {
   depends_on = [aws_lambda_permission.from_landing]
 }
 
-# The ingest role reads the landing bucket (list, and get: a missing key then answers 404, not 403)
-# and writes what it holds back from a courier file into the processed bucket's quarantine/ (a
-# HEAD there first: the copy is create-only).
+# The ingest role (iam.tf takes these statements into its one policy) reads the landing bucket
+# (list, and get: a missing key then answers 404, not 403) and writes what it holds back from a
+# courier file into the processed bucket's quarantine/ (a HEAD there first: the copy is create-only).
 data "aws_iam_policy_document" "ingest_landing" {
   statement {
     sid       = "ReadLanding"
@@ -149,10 +149,4 @@ data "aws_iam_policy_document" "ingest_landing" {
     actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
     resources = ["${aws_s3_bucket.lake["processed"].arn}/quarantine/*"]
   }
-}
-
-resource "aws_iam_role_policy" "ingest_landing" {
-  name   = "${local.prefix}-ingest-landing"
-  role   = aws_iam_role.stage["ingest"].id
-  policy = data.aws_iam_policy_document.ingest_landing.json
 }
