@@ -130,8 +130,9 @@ def test_bad_events_are_held_back_alone_with_their_reason(landing, pipeline_env,
            {k: v for k, v in event(103).items() if k != "courier"}, [1, 2],
            {**event(104), "at": "2024-02-30T10:00:00Z"},
            {**event(105), "sales_order_id": True}, {**event(106), "city": "nul\x00"}, {**event(107), "event_id": " "},
-           {**event(108), "sales_order_id": 2 ** 31}]
-    drop(landing, "mixed.json", as_array([*good[:10], *bad, *good[10:]]))
+           {**event(108), "sales_order_id": 2 ** 31}, {**event(109), "event_id": "x" * 3000},
+           {**event(110), "courier": "lone \ud800 surrogate"}]
+    drop(landing, "mixed.json", json.dumps([*good[:10], *bad, *good[10:]]).encode())  # \ud800 as an escape
     lines = as_lines(good[:3]) + b"{not json\n\xff\xfe\n" + as_lines([bad[0]])
     drop(landing, "mixed.jsonl", lines)
     result = ingest_handler(created(landing, "mixed.json", "mixed.jsonl"), None)
@@ -142,7 +143,8 @@ def test_bad_events_are_held_back_alone_with_their_reason(landing, pipeline_env,
     assert set(held) == {"mixed.json", "mixed.jsonl"}
     assert held["mixed.json"].rows == len(bad) and held["mixed.json"].kind == quarantine.QUARANTINED_ROWS
     for reason in ("status is not one of", "sales_order_id is not an integer", "at is not YYYY-MM-DD",
-                   "courier is missing", "not a JSON object", "NUL character", "event_id is empty", "out of range"):
+                   "courier is missing", "not a JSON object", "NUL character", "event_id is empty", "out of range",
+                   "event_id is longer than 256", "lone surrogate"):
         assert reason in held["mixed.json"].reason
     assert "not JSON" in held["mixed.jsonl"].reason and "not UTF-8" in held["mixed.jsonl"].reason
     errors = [line for line in logs if line["level"] == "ERROR"]

@@ -90,7 +90,8 @@ class _HeldEvents:
 
     def __init__(self, path: str):
         self.path, self.count, self.reasons = path, 0, Counter()
-        self._file = open(path, "w", newline="", encoding="utf-8")
+        # A bad event may hold a lone surrogate ("\ud800" in JSON), which UTF-8 cannot carry: kept escaped.
+        self._file = open(path, "w", newline="", encoding="utf-8", errors="backslashreplace")
         self._writer = csv.writer(self._file, quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
         self._writer.writerow(HELD_COLUMNS)
 
@@ -129,7 +130,11 @@ def _read(body, csv_path: str, held: _HeldEvents) -> int:
             if row is None:
                 held.add(item.number, _as_text(item.value), validate_event(item.value)[1] or "not a valid event")
                 continue
-            writer.writerow(row)
+            try:
+                writer.writerow(row)  # one write of the whole line: a failed encoding writes nothing
+            except UnicodeEncodeError:
+                held.add(item.number, _as_text(item.value), "text holds a lone surrogate, which is not Unicode text")
+                continue
             rows += 1
     return rows
 

@@ -21,6 +21,9 @@ DELIVERY_STATUSES = ("collected", "in_transit", "delivered", "failed")
 _AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?Z")
 #: The warehouse's `int` (a sales_order_id beyond it could not be stored).
 _INT_RANGE = (-2 ** 31, 2 ** 31 - 1)
+#: The longest `event_id` accepted: it is a unique key, and PostgreSQL's btree index refuses an entry
+#: over ~2,700 bytes, so a longer one would fail its run's load for ever.
+MAX_EVENT_ID_CHARS = 256
 
 DELIVERY_EVENT = Table(
     name="delivery_event", kind="source", key=("event_id",),
@@ -62,6 +65,7 @@ def event_row(event) -> tuple | None:
     if not (type(event_id) is str and type(status) is str and type(at) is str and type(city) is str
             and type(courier) is str and type(order) is int and status in _STATUS_SET
             and _INT_RANGE[0] <= order <= _INT_RANGE[1] and event_id.strip()
+            and len(event_id) <= MAX_EVENT_ID_CHARS
             and "\x00" not in event_id and "\x00" not in city and "\x00" not in courier
             and parse_at(at) is not None):
         return None
@@ -92,6 +96,8 @@ def validate_event(event) -> tuple[tuple | None, str | None]:
             problems.append(f"{name} holds a NUL character")
     if isinstance(event["event_id"], str) and not event["event_id"].strip():
         problems.append("event_id is empty")
+    if isinstance(event["event_id"], str) and len(event["event_id"]) > MAX_EVENT_ID_CHARS:
+        problems.append(f"event_id is longer than {MAX_EVENT_ID_CHARS} characters")
     order = event["sales_order_id"]
     if not isinstance(order, int) or isinstance(order, bool):
         problems.append("sales_order_id is not an integer")
