@@ -274,3 +274,19 @@ def test_an_object_taken_twice_at_once_still_loads_each_event_once(landing, pipe
     assert stored(run_sql, pipeline_env["TOTESYS_WAREHOUSE_URL"]) == Counter(expected_row(e) for e in events)
     run_ids = {r[0] for r in run_sql(pipeline_env["TOTESYS_WAREHOUSE_URL"], "SELECT etl_run_id FROM fact_delivery")}
     assert run_ids == {runs[0].run_id}  # the first run loaded carries them all; the second changes nothing
+
+
+def test_a_landing_key_too_long_to_prefix_is_quarantined_under_its_hash(landing, pipeline_env, run_sql):
+    """S3 keys hold 1,024 bytes: `quarantine/<run_id>/<key>.rows.csv.reason.json` must still fit."""
+    long_key = "partner/" + "k" * 1000
+    drop(landing, long_key + "1", as_array([event(1), {"event_id": "bad"}]))
+    drop(landing, long_key + "2", b"not json at all")
+    result = ingest_handler(created(landing, long_key + "1", long_key + "2"), None)
+    assert [r["quarantined"] for r in result["runs"]] == [1, 1]
+    held = quarantine.listed(pipeline_env["TOTESYS_PROCESSED_BUCKET"])
+    assert sorted(h.kind for h in held) == ["quarantined_file", "quarantined_rows"]
+    assert all(h.key.startswith("long-landing-key/") for h in held if h.kind == "quarantined_rows")
+    manifest = manifests.read(pipeline_env["TOTESYS_INGEST_BUCKET"], result["runs"][0]["run_id"])
+    assert manifest["landing"]["key"] == long_key + "1"
+    process_and_load()
+    assert stored(run_sql, pipeline_env["TOTESYS_WAREHOUSE_URL"]) == Counter([expected_row(event(1))])

@@ -75,6 +75,18 @@ class Landed:
     last_modified: datetime | None = None
 
 
+#: S3 keys are at most 1,024 bytes: a landing key longer than this is quarantined under a hash of it.
+MAX_QUARANTINE_NAME_BYTES = 900
+
+
+def quarantine_name(key: str) -> str:
+    """The name a landed file's quarantined copy or rows go under: its key, or a hash of a long one
+    (`quarantine/<run_id>/` and the suffixes must still fit S3's limit); the run's manifest names the key."""
+    if len(key.encode()) <= MAX_QUARANTINE_NAME_BYTES:
+        return key
+    return f"long-landing-key/{hashlib.sha256(key.encode()).hexdigest()}"
+
+
 def marker_key(bucket: str, key: str, etag: str) -> str:
     """Where the marker of a taken object lives: a hash, so any key (`..`, quotes) is just input."""
     digest = hashlib.sha256(json.dumps([bucket, key, etag]).encode()).hexdigest()
@@ -169,7 +181,8 @@ def take(settings: Settings, obj: Landed, log: StageLog) -> RunResult | None:
             except Unreadable as e:
                 held.close()
                 entry = quarantine.quarantine_file(landing, obj.key, settings.processed_bucket, run_id,
-                                                   f"courier file: {e}", quarantine.QUARANTINED_FILE, log)
+                                                   f"courier file: {e}", quarantine.QUARANTINED_FILE, log,
+                                                   name=quarantine_name(obj.key))
                 quarantined.append({"table": DELIVERY_EVENT.name, **entry})
                 rows[DELIVERY_EVENT.name] = 0
             finally:
@@ -185,7 +198,7 @@ def take(settings: Settings, obj: Landed, log: StageLog) -> RunResult | None:
                                               "columns": DELIVERY_EVENT.column_names}
             if held.count and not quarantined:
                 quarantined.append(quarantine.hold_rows(settings.processed_bucket, run_id, DELIVERY_EVENT.name,
-                                                        obj.key, held, log))
+                                                        quarantine_name(obj.key), held, log))
         finally:
             held.close()
     landed = {"bucket": landing, "key": obj.key, "etag": obj.etag}
