@@ -20,6 +20,7 @@ def test_demo_reconciles_and_a_second_demo_starts_again_from_empty(tmp_path):
         assert first.returncode == 0, first.stdout + first.stderr
         assert "reconcile: warehouse equals source" in first.stdout
         assert "fact_sales_order" in first.stdout and "psql" in first.stdout
+        assert "events 600" in first.stdout and "fact_delivery" in first.stdout  # courier files (issue 29)
         report = tmp_path / ".local" / "report.html"
         assert f"report: {report}" in first.stdout and "<svg" in report.read_text()
         second = _cli(tmp_path, "demo", "--orders", "200")
