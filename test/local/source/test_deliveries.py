@@ -12,7 +12,8 @@ from datetime import datetime
 import boto3
 import pytest
 
-from totesys_etl import quarantine
+from totesys_etl import lake, quarantine
+from totesys_etl import manifest as manifests
 from totesys_etl.errors import ConfigurationError
 from totesys_etl.local.source.deliveries import simulate_deliveries
 from totesys_etl.local.source.seed import seed
@@ -88,6 +89,10 @@ def test_reconcile_fails_while_a_landed_file_is_not_taken(seeded, pipeline_env, 
     assert json.loads(cli("status", "--json").stdout)["landing"]["pending"] == 0
     assert "landing: 0 courier file(s) waiting, 7 taken" in cli("status").stdout
     assert cli("reconcile").returncode == 0
+    # One totesys run per tick: the landing queue's s3:TestEvent is not a second scheduled ingest.
+    bucket = pipeline_env["TOTESYS_INGEST_BUCKET"]
+    kinds = Counter(manifests.read(bucket, r).get("source", "totesys") for r in lake.runs_after(bucket, None))
+    assert kinds == {"totesys": 2, "courier": 7}
 
 
 def test_the_command_line_drops_files_and_needs_seeded_orders(pipeline_env, landing_bucket, source):

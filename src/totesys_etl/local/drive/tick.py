@@ -17,6 +17,7 @@ from totesys_etl import lake
 from totesys_etl.adapters.postgres import DatabaseError, connect
 from totesys_etl.config import Settings
 from totesys_etl.errors import EtlError, TickIncomplete, describe
+from totesys_etl.events import parse_event
 from totesys_etl.ingest.handler import lambda_handler as ingest_handler
 from totesys_etl.load.handler import lambda_handler as load_handler
 from totesys_etl.load.ledger import load_mark, loaded_runs
@@ -93,6 +94,9 @@ def _landed(settings: Settings) -> tuple[list[str], float, int]:
     queue = notifications.ensure(settings.landing_bucket, prefix=None, suffix=None)
     run_ids, seconds, rows = [], 0.0, 0
     for event, receipt in notifications.receive(queue):
+        if parse_event(event).sweep:  # S3's s3:TestEvent when the notification is set up: the schedule sweeps
+            notifications.acknowledge(queue, receipt)
+            continue
         start = time.perf_counter()
         try:
             parsed = StageResult.from_json(ingest_handler(event, None))
