@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 CHECKOV_VENV := .venv-checkov
 ORDERS ?= 100000
+# The courier figure (issue 29): one courier file of this many MB; 0 leaves it out (1024 takes minutes)
+COURIER_MB ?= 0
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 CHROMIUM := /usr/bin/chromium
@@ -77,7 +79,8 @@ demo: $(RUNTIME_STAMP)
 ## bench: the contract §8 figures; installs the bench's extra (pandas, awswrangler) first
 bench: $(RUNTIME_STAMP)
 	$(BIN)/pip install --quiet -c requirements.txt -e '.[bench]'
-	$(BIN)/python -m totesys_etl.bench --orders $(ORDERS) $(if $(filter 1 true yes,$(SKIP_BASELINES)),--skip-baselines)
+	$(BIN)/python -m totesys_etl.bench --orders $(ORDERS) --courier-mb $(COURIER_MB) \
+		$(if $(filter 1 true yes,$(SKIP_BASELINES)),--skip-baselines)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build .coverage .coverage.* .pytest_cache

@@ -140,6 +140,15 @@ def buckets(aws):
 
 
 @pytest.fixture
+def landing_bucket(aws, monkeypatch) -> str:
+    """A fresh landing bucket for courier files (contract §9), named in TOTESYS_LANDING_BUCKET."""
+    name = unique("landing-")
+    boto3.client("s3").create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+    monkeypatch.setenv("TOTESYS_LANDING_BUCKET", name)
+    return name
+
+
+@pytest.fixture
 def pipeline_env(source, warehouse_url, buckets, monkeypatch):
     """Exactly the contract §5 variables a deployed pipeline sees, with a read-only source role."""
     monkeypatch.setenv("TOTESYS_SOURCE_URL", source.reader_url)

@@ -24,7 +24,7 @@ from totesys_etl.local.services import admin, lifecycle, servers
 COMMAND = str(Path(sys.executable).with_name("totesys-etl"))
 SPEC_VARIABLES = {"TOTESYS_SOURCE_URL", "TOTESYS_SOURCE_ADMIN_URL", "TOTESYS_WAREHOUSE_URL", "TOTESYS_INGEST_BUCKET",
                   "TOTESYS_PROCESSED_BUCKET", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
-                  "AWS_SECRET_ACCESS_KEY", "TOTESYS_FX_API_URL"}
+                  "AWS_SECRET_ACCESS_KEY", "TOTESYS_FX_API_URL", "TOTESYS_LANDING_BUCKET"}
 
 
 def cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:

@@ -1,6 +1,7 @@
 # One role per function, each allowed exactly what its stage does (contract §4, design.md):
-#   ingest : read its source secret; list, read and write the ingested bucket (runs, index); write
-#            quarantine/ in the processed bucket (a bad FX API answer)
+#   ingest : read its source secret; list, read and write the ingested bucket (runs, index); read
+#            the landing bucket; write quarantine/ in the processed bucket (a bad FX API answer, a
+#            courier file or its bad events: landing.tf)
 #   process: list and read the ingested bucket; list, read and write the processed bucket
 #   load   : list and read the processed bucket, list the ingested bucket, read the warehouse
 #            secret, write only quarantine/ in the processed bucket
@@ -81,6 +82,8 @@ data "aws_iam_policy_document" "common" {
 }
 
 data "aws_iam_policy_document" "ingest" {
+  source_policy_documents = [data.aws_iam_policy_document.ingest_landing.json] # courier files (landing.tf)
+
   statement {
     sid       = "ListIngested"
     actions   = ["s3:ListBucket"]
@@ -93,14 +96,6 @@ data "aws_iam_policy_document" "ingest" {
     sid       = "ReadWriteIngested"
     actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
     resources = ["${aws_s3_bucket.lake["ingested"].arn}/*"]
-  }
-
-  # contract §9: an FX API answer that is not the contract's shape is copied to quarantine/ in the
-  # processed bucket (ingest/fx.py); only that prefix, create-only writes.
-  statement {
-    sid       = "QuarantineFxAnswers"
-    actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.lake["processed"].arn}/quarantine/*"]
   }
 
   statement {

@@ -56,6 +56,7 @@ resource "aws_lambda_function" "stage" {
     variables = {
       TOTESYS_INGEST_BUCKET    = aws_s3_bucket.lake["ingested"].id
       TOTESYS_PROCESSED_BUCKET = aws_s3_bucket.lake["processed"].id
+      TOTESYS_LANDING_BUCKET   = aws_s3_bucket.landing.id
       TOTESYS_SOURCE_SECRET    = aws_secretsmanager_secret.source.name
       TOTESYS_WAREHOUSE_SECRET = aws_secretsmanager_secret.warehouse.name
       TOTESYS_LOG_LEVEL        = var.log_level

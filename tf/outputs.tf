@@ -42,3 +42,8 @@ output "failed_events_queue_url" {
   description = "SQS queue holding asynchronous events that failed after their retries (14 days)."
   value       = aws_sqs_queue.failed_events.url
 }
+
+output "landing_bucket" {
+  description = "Name of the landing bucket couriers drop files into (TOTESYS_LANDING_BUCKET)."
+  value       = aws_s3_bucket.landing.id
+}

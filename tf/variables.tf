@@ -302,3 +302,20 @@ variable "kms_deletion_window_days" {
     error_message = "kms_deletion_window_days must be between 7 and 30."
   }
 }
+
+variable "landing_writer_arns" {
+  description = "ARNs of the partner accounts or roles that may put courier files into the landing bucket (contract §9); empty: none yet."
+  type        = list(string)
+  default     = []
+}
+
+variable "landing_expiration_days" {
+  description = "Days after which a courier file (long since taken into the ingested bucket) expires from the landing bucket."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.landing_expiration_days >= 2
+    error_message = "landing_expiration_days must be at least 2 (the sweep looks a day back)."
+  }
+}

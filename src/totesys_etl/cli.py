@@ -111,9 +111,23 @@ def _seed(args) -> int:
 def _simulate(args) -> int:
     from totesys_etl.local.source.simulate import simulate
 
-    counts = simulate(_admin_url(), changes=args.changes, seed=args.seed)
+    if args.deliveries is not None:
+        _simulate_deliveries(args)
+        if args.changes is None:
+            return 0
+    counts = simulate(_admin_url(), changes=100 if args.changes is None else args.changes, seed=args.seed)
     print("simulated: " + ", ".join(f"{k} {n:,}" for k, n in counts.items()))
     return 0
+
+
+def _simulate_deliveries(args) -> None:
+    """contract §6 `simulate --deliveries N`: courier files in the landing bucket (§9)."""
+    from totesys_etl.local.source.deliveries import simulate_deliveries
+
+    admin_url = _admin_url()
+    _require("TOTESYS_LANDING_BUCKET")
+    dropped = simulate_deliveries(admin_url, os.environ["TOTESYS_LANDING_BUCKET"], args.deliveries, seed=args.seed)
+    print("dropped courier files: " + ", ".join(f"{k} {n:,}" for k, n in dropped.summary().items()))
 
 
 def _pipeline_env() -> None:
@@ -220,7 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="random seed (same seed, same rows)")
     p.set_defaults(func=_seed)
     p = commands.add_parser("simulate", help="OLTP activity: new and updated rows")
-    p.add_argument("--changes", type=int, default=100, help="number of changes (default 100)")
+    p.add_argument("--changes", type=int, default=None, help="number of changes (default 100, or none with "
+                   "--deliveries alone)")
+    p.add_argument("--deliveries", type=int, default=None, metavar="N",
+                   help="drop courier files with N delivery events into the landing bucket (contract §9)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: a new one)")
     p.set_defaults(func=_simulate)
     commands.add_parser("tick", help="one cycle: ingest, process, load, as AWS drives them").set_defaults(func=_tick)

@@ -53,6 +53,8 @@ class Settings:
     ingest_bucket: str
     processed_bucket: str
     full_rescan_seconds: float = DEFAULT_FULL_RESCAN_SECONDS
+    #: contract §5 TOTESYS_LANDING_BUCKET: where couriers drop files (§9); None: that source is off.
+    landing_bucket: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -68,4 +70,5 @@ class Settings:
             ingest_bucket=env["TOTESYS_INGEST_BUCKET"],
             processed_bucket=env["TOTESYS_PROCESSED_BUCKET"],
             full_rescan_seconds=seconds_setting(env, FULL_RESCAN_VARIABLE, DEFAULT_FULL_RESCAN_SECONDS),
+            landing_bucket=env.get("TOTESYS_LANDING_BUCKET") or None,
         )

@@ -57,6 +57,23 @@ def ingest_manifest(run_id: str, previous_run_id: str | None, watermark: dict, f
             **watermark, "files": files, "rows": rows}
 
 
+#: The `source` field of an ingest manifest written for one landed courier file (contract §9).
+COURIER_SOURCE = "courier"
+
+
+def courier_manifest(run_id: str, landing: dict, files: dict[str, dict], rows: dict[str, int],
+                     quarantined: list[dict]) -> dict:
+    """An ingest run made of one landed courier file: `source` "courier", `landing` its bucket, key and
+    ETag, and what was held back. It carries no watermark: the totesys ingest never reads it as
+    its previous run (ingest/watermark.py)."""
+    return {"run_id": run_id, "stage": "ingest", "format": FORMAT["ingest"], "source": COURIER_SOURCE,
+            "landing": landing, "files": files, "rows": rows, "quarantined": quarantined}
+
+
+def is_courier(manifest: dict) -> bool:
+    return manifest.get("source") == COURIER_SOURCE
+
+
 def processed_manifest(run_id: str, files: dict[str, dict], quarantined: list[dict]) -> dict:
     """A processed run's manifest: the Parquet files per warehouse table, and what was held back."""
     return {"run_id": run_id, "stage": "process", "format": FORMAT["process"], "files": dict(sorted(files.items())),

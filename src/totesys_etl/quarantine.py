@@ -31,13 +31,14 @@ def quarantine_key(run_id: str, key: str) -> str:
 
 
 def quarantine_file(from_bucket: str, key: str, to_bucket: str, run_id: str, reason: str, error_kind: str,
-                    log) -> dict:
+                    log, name: str | None = None) -> dict:
     """Nothing lost (contract §3): copy `key` aside with `<that key>.reason.json`, log an ERROR, go on.
 
     The original stays where it is; both writes are create-only, so a rerun or a second worker
-    leaves them as they are. Returns the entry a manifest lists for it.
+    leaves them as they are. `name` replaces `key` in the copy's key (a key from outside the lake may
+    be too long to prefix); the entry names `key`. Returns the entry a manifest lists for it.
     """
-    target = quarantine_key(run_id, key)
+    target = quarantine_key(run_id, name or key)
     try:
         s3.copy_create_only(from_bucket, key, to_bucket, target)
     except ClientError as e:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from pg8000.native import identifier
 
+from totesys_etl import landed
 from totesys_etl.adapters.postgres import Connection, DatabaseError, connect
 from totesys_etl.config import Settings
 from totesys_etl.errors import EtlError, lake_errors
@@ -42,6 +43,7 @@ class TableCheck:
     duplicate_versions: int = 0
     unresolved: dict = field(default_factory=dict)   # column -> fact rows whose key does not resolve
     history: History | None = None                   # facts: versions shipped by runs against stored
+    notes: list = field(default_factory=list)        # what is worth saying but is not a difference
 
     @property
     def ok(self) -> bool:
@@ -80,6 +82,7 @@ class Report:
                                 ("without the source's current version stored", c.missing_versions)):
                 if keys:
                     lines.append(f"{c.table}: {len(keys)} {label}, e.g. {sorted(keys)[:5]}")
+            lines += [f"{c.table}: {note}" for note in c.notes]
             for column, n in c.unresolved.items():
                 if n:
                     lines.append(f"{c.table}.{column}: {n} rows do not resolve")
@@ -223,6 +226,8 @@ def reconcile(settings: Settings | None = None, history: bool = True) -> Report:
                                                               settings.processed_bucket)}
         for check in checks:
             check.history = histories.get(check.table)
+        if history and settings.landing_bucket:  # contract §9: fact_delivery against what landed
+            checks.append(landed.check(warehouse, settings, TableCheck))
         return Report(checks)
     except DatabaseError as e:
         detail = e.args[0] if e.args and isinstance(e.args[0], dict) else {}

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 
 from pg8000.native import identifier
 
-from totesys_etl import failures, lake, quarantine
+from totesys_etl import failures, lake, landed, quarantine
 from totesys_etl.adapters.postgres import Connection, DatabaseError, connect
 from totesys_etl.config import Settings
 from totesys_etl.load.ledger import load_mark, loaded_runs
@@ -44,6 +44,7 @@ class Status:
     loaded_at: str | None
     lag_seconds: float | None
     newest_fx_date: str | None = None  # the newest day in fact_exchange_rate (contract §9 FX rates)
+    landing: dict | None = None  # courier files (contract §9): {"since", "pending", "taken"}, or None when off
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -60,6 +61,9 @@ class Status:
                              f"{failure.get('reason', '')}")
         held = ", ".join(f"{kind} {n}" for kind, n in sorted(self.quarantined.items())) or "nothing"
         lines.append(f"held back: {held} (totesys-etl quarantine lists them)")
+        if self.landing is not None:
+            lines.append(f"landing: {self.landing['pending']} courier file(s) waiting, {self.landing['taken']} taken "
+                         f"(since {self.landing['since'] or 'the first'})")
         lag = f"{self.lag_seconds:,.0f} s" if self.lag_seconds is not None else "-"
         lines.append(f"warehouse: newest run loaded at {self.loaded_at or '-'}, lag {lag}")
         lines += [f"  {table:<22}{rows:>12,}" for table, rows in self.warehouse_rows.items()]
@@ -95,7 +99,8 @@ def status(settings: Settings | None = None, now: datetime | None = None) -> Sta
         load=StageStatus(loaded, mark, [r for r in ingested if r not in done],
                          failures.newest(settings.processed_bucket, "load")),
         quarantined=dict(kinds), warehouse_rows=rows, loaded_at=loaded_at, lag_seconds=lag,
-        newest_fx_date=newest_fx)
+        newest_fx_date=newest_fx,
+        landing=landed.landing_counts(settings) if settings.landing_bucket else None)
 
 
 def _newest_fx_date(conn: Connection) -> str | None:

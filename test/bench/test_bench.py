@@ -159,3 +159,23 @@ def test_the_tmp_watch_reports_the_most_held_at_once(tmp_path):
     assert watch.peak_bytes == 4_000_000
     assert watch.peak_mb == round(4_000_000 / 1024 / 1024, 3)
     assert watch.size() == 500_000
+
+
+def test_the_courier_figure_ingests_one_large_file_whole(svc, tmp_path):
+    """Issue 29: a courier file of a few MB through the three stages, each in its own process."""
+    from totesys_etl.bench.courier import courier_bench
+
+    figure = courier_bench(svc, 3, tmp_path, tmp_path / "courier.log", run.run_stage)
+    assert figure["file_mb"] >= 3 and figure["events"] > 10_000
+    assert set(figure["events_per_s"]) == set(figure["peak_rss_mb"]) == {"ingest", "process", "load"}
+    assert all(v > 0 for v in figure["events_per_s"].values())
+    rows = _warehouse_rows(svc, "bench_courier_warehouse")
+    assert rows == figure["events"]  # every event once
+
+
+def _warehouse_rows(svc, database: str) -> int:
+    conn = pg8000.native.Connection(**parse_url(svc.admin_url(database)))
+    try:
+        return conn.run("SELECT count(DISTINCT event_id) FROM fact_delivery")[0][0]
+    finally:
+        conn.close()

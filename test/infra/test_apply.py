@@ -12,7 +12,7 @@ import json
 
 import boto3
 
-from totesys_etl.schema import API_FACTS, FACTS, STATE_TABLES
+from totesys_etl.schema import API_FACTS, EVENT_FACTS, FACTS, STATE_TABLES
 
 STAGES = ("ingest", "process", "load")
 ERROR_KINDS = ("source_unavailable", "warehouse_unavailable", "lake_unavailable", "secret_invalid",
@@ -74,6 +74,7 @@ def test_apply_check_replan(deployment, aws):
         assert config["Role"].endswith(f":role/{prefix}-{stage}")
         assert config["Environment"]["Variables"] == {
             "TOTESYS_INGEST_BUCKET": buckets["ingested"], "TOTESYS_PROCESSED_BUCKET": buckets["processed"],
+            "TOTESYS_LANDING_BUCKET": outputs["landing_bucket"],
             "TOTESYS_SOURCE_SECRET": terraform.names["source_secret"],
             "TOTESYS_WAREHOUSE_SECRET": terraform.names["warehouse_secret"], "TOTESYS_LOG_LEVEL": "INFO",
             "TOTESYS_FX_API_URL": ""}  # var.fx_api_url's default: the FX source off
@@ -105,6 +106,23 @@ def test_apply_check_replan(deployment, aws):
         assert [s["Condition"]["ArnLike"]["AWS:SourceArn"] for s in from_s3] == [f"arn:aws:s3:::{buckets[bucket]}"]
     assert not s3.get_bucket_notification_configuration(Bucket=buckets["ingested"]).get("QueueConfigurations")
 
+    # Courier files (contract §9): a private, versioned, encrypted landing bucket whose every new
+    # object invokes the ingest function; files expire once long taken.
+    landing = outputs["landing_bucket"]
+    assert landing.startswith(prefix) and s3.get_bucket_versioning(Bucket=landing)["Status"] == "Enabled"
+    rule = s3.get_bucket_encryption(Bucket=landing)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    assert all(s3.get_public_access_block(Bucket=landing)["PublicAccessBlockConfiguration"].values())
+    assert "aws:SecureTransport" in s3.get_bucket_policy(Bucket=landing)["Policy"]
+    [expiry] = s3.get_bucket_lifecycle_configuration(Bucket=landing)["Rules"]
+    assert expiry["Expiration"] == {"Days": 30}
+    assert expiry["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    [target] = s3.get_bucket_notification_configuration(Bucket=landing)["LambdaFunctionConfigurations"]
+    assert target["LambdaFunctionArn"] == functions["ingest"]["FunctionArn"] and "Filter" not in target
+    statements = json.loads(lam.get_policy(FunctionName=functions["ingest"]["FunctionName"])["Policy"])["Statement"]
+    assert [s["Condition"]["ArnLike"]["AWS:SourceArn"] for s in statements
+            if s["Principal"] == {"Service": "s3.amazonaws.com"}] == [f"arn:aws:s3:::{landing}"]
+
     # Schedules: ingest every 5 minutes; the sweep invokes the processor and the loader.
     schedules = {"ingest": ("rate(5 minutes)", ["ingest"]), "sweep": ("rate(15 minutes)", ["process", "load"])}
     for rule, (expression, stages) in schedules.items():
@@ -127,11 +145,18 @@ def test_apply_check_replan(deployment, aws):
     secret_reads = {stage: {r for a, r in grants[stage] if a == "secretsmanager:GetSecretValue"} for stage in STAGES}
     assert secret_reads == {"ingest": {source_arn}, "process": set(), "load": {warehouse_arn}}
     writes = {stage: {r for a, r in grants[stage] if a == "s3:PutObject"} for stage in STAGES}
-    assert writes == {"ingest": {f"{ingested_arn}/*", f"{processed_arn}/quarantine/*"},  # a bad FX API answer
+    # the ingest may write quarantine/: a bad FX API answer, a courier file or events held back
+    assert writes == {"ingest": {f"{ingested_arn}/*", f"{processed_arn}/quarantine/*"},
                       "process": {f"{processed_arn}/*"},
                       "load": {f"{processed_arn}/quarantine/*", f"{processed_arn}/_state/failures/load/*"}}
     aborts = {stage: {r for a, r in grants[stage] if a == "s3:AbortMultipartUpload"} for stage in STAGES}
-    assert aborts == {"ingest": {f"{ingested_arn}/*"}, "process": {f"{processed_arn}/*"}, "load": set()}
+    assert aborts == {"ingest": {f"{ingested_arn}/*", f"{processed_arn}/quarantine/*"},
+                      "process": {f"{processed_arn}/*"}, "load": set()}
+    landing_arn = f"arn:aws:s3:::{outputs['landing_bucket']}"
+    reads = {stage: {r for a, r in grants[stage] if r.startswith(landing_arn)} for stage in STAGES}
+    assert reads == {"ingest": {landing_arn, f"{landing_arn}/*"}, "process": set(), "load": set()}
+    assert not any(r.startswith(landing_arn) for a, r in grants["ingest"] if a != "s3:ListBucket"
+                   and a != "s3:GetObject")  # the pipeline never writes the landing bucket
     assert ("s3:GetObject", f"{ingested_arn}/*") not in grants["load"]
     assert not any(a.startswith("s3:Delete") or a in ("s3:*", "*") for stage in STAGES for a, _ in grants[stage])
     assert all({r for a, r in grants[stage] if a.startswith("sqs:")} == {queue["QueueArn"]}
@@ -170,8 +195,9 @@ def test_apply_check_replan(deployment, aws):
 
     # Glue: one table per Parquet prefix of the processed bucket, columns from the declarations.
     tables = {t["Name"]: t for t in glue.get_tables(DatabaseName=outputs["glue_database"])["TableList"]}
-    assert set(tables) == {"dim_date", *(t.name for t in (*FACTS, *API_FACTS)), *(t.name for t in STATE_TABLES)}
-    for fact in (*FACTS, *API_FACTS):
+    assert set(tables) == {"dim_date", *(t.name for t in (*FACTS, *API_FACTS, *EVENT_FACTS)),
+                           *(t.name for t in STATE_TABLES)}
+    for fact in (*FACTS, *API_FACTS, *EVENT_FACTS):
         descriptor = tables[fact.name]["StorageDescriptor"]
         assert [c["Name"] for c in descriptor["Columns"]] == fact.arrow_schema.names
         assert descriptor["Location"] == f"s3://{buckets['processed']}/{fact.name}/"

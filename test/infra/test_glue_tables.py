@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from totesys_etl.schema import API_FACTS, DIM_DATE, FACTS, STATE_TABLES, model
+from totesys_etl.schema import API_FACTS, DIM_DATE, EVENT_FACTS, FACTS, STATE_TABLES, model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ def test_checked_in_file_is_what_the_schema_generates(generator):
 
 def test_every_parquet_table_is_registered_with_its_declared_columns(generator):
     tables = json.loads(generator.render())["locals"]["glue_tables"]
-    lake = (*FACTS, DIM_DATE, *STATE_TABLES, *API_FACTS)
+    lake = (*FACTS, DIM_DATE, *STATE_TABLES, *API_FACTS, *EVENT_FACTS)
     assert set(tables) == {t.name for t in lake}
     for table in lake:
         assert [c["name"] for c in tables[table.name]["columns"]] == table.arrow_schema.names

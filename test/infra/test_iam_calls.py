@@ -152,7 +152,7 @@ def _secret_document(url: str) -> str:
 
 
 def test_every_call_each_handler_makes_is_granted_to_its_role(deployment, source, warehouse_url, buckets,
-                                                              recorder, monkeypatch):
+                                                              landing_bucket, recorder, monkeypatch):
     from totesys_etl import failures
     from totesys_etl.errors import LakeUnavailable
     from totesys_etl.ingest.handler import lambda_handler as ingest
@@ -195,6 +195,18 @@ def test_every_call_each_handler_makes_is_granted_to_its_role(deployment, source
                    Body=b"{")
     with recorder.stage_calls("load"):
         load({}, None)
+    # Courier files (contract §9), by their S3 event and by the sweep: a file with a bad event among
+    # good ones (rows held back into the processed bucket) and one that is not JSON (copied aside).
+    good = (b'{"event_id": "e1", "sales_order_id": 1, "status": "delivered", "at": "2024-01-02T03:04:05Z", '
+            b'"city": "Leeds", "courier": "DPD"}\n{"x": 1}\n')
+    raw.put_object(Bucket=landing_bucket, Key="c/good.jsonl", Body=good)
+    raw.put_object(Bucket=landing_bucket, Key="c/bad.json", Body=b"not json")
+    raw.put_object(Bucket=landing_bucket, Key="c/swept.json", Body=b"[]")
+    with recorder.stage_calls("ingest"):
+        ingest({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                             "s3": {"bucket": {"name": landing_bucket}, "object": {"key": k}}}
+                            for k in ("c/good.jsonl", "c/bad.json")]}, None)
+        ingest({}, None)
     # A failing handler keeps its failure for `status` in the bucket it writes (failures.record).
     for stage in ("ingest", "process", "load"):
         with recorder.stage_calls(stage):
@@ -203,12 +215,14 @@ def test_every_call_each_handler_makes_is_granted_to_its_role(deployment, source
         assert failures.newest(bucket, stage)["reason"] == f"a {stage} failure kept for status"
 
     # The paths above were taken (otherwise this test would check less than it says).
-    assert {"GetSecretValue", "CreateMultipartUpload", "PutObject", "ListObjectsV2"} <= recorder.operations("ingest")
+    assert {"GetSecretValue", "CreateMultipartUpload", "PutObject", "ListObjectsV2", "CopyObject",
+            "GetObject", "HeadObject"} <= recorder.operations("ingest")
     assert {"CreateMultipartUpload", "CompleteMultipartUpload", "AbortMultipartUpload",
             "CopyObject", "GetObject"} <= recorder.operations("process")
     assert {"GetSecretValue", "CopyObject", "PutObject", "ListObjectsV2"} <= recorder.operations("load")
 
-    lake_names = {buckets[0]: deployment.buckets["ingested"], buckets[1]: deployment.buckets["processed"]}
+    lake_names = {buckets[0]: deployment.buckets["ingested"], buckets[1]: deployment.buckets["processed"],
+                  landing_bucket: deployment.outputs["landing_bucket"]}
     missing = {}
     for stage in ("ingest", "process", "load"):
         statements = _statements(f"{terraform.prefix}-{stage}")

@@ -7,7 +7,7 @@ from totesys_etl.adapters.postgres import parse_url, transaction
 from totesys_etl.load import migrations
 from totesys_etl.load.migrations import MIGRATIONS, migrate
 from totesys_etl.local.services import admin
-from totesys_etl.schema import API_FACTS, FACTS, STAR_TABLES, STATE_TABLES
+from totesys_etl.schema import API_FACTS, EVENT_FACTS, FACTS, STAR_TABLES, STATE_TABLES
 from totesys_etl.schema.warehouse import OLDEST_RUN_ID, bookkeeping_columns
 
 _TYPES = {"int": ("integer", None, None, None), "serial": ("integer", None, None, None),
@@ -32,7 +32,7 @@ def test_migration_creates_spec_tables_exactly(warehouse_url):
     conn = _connect(warehouse_url)
     try:
         assert migrate(conn) == [v for v, _, _ in MIGRATIONS]
-        for table in (*STAR_TABLES, *STATE_TABLES, *API_FACTS):
+        for table in (*STAR_TABLES, *STATE_TABLES, *API_FACTS, *EVENT_FACTS):
             got = _columns(conn, table.name)
             columns = (*table.columns, *bookkeeping_columns(table))
             assert [r[0] for r in got] == [c.name for c in columns], table.name
@@ -56,7 +56,7 @@ def test_migration_creates_spec_tables_exactly(warehouse_url):
                         "WHERE constraint_type = 'FOREIGN KEY' AND table_schema = 'public'") == [[0]]
         public = {r[0] for r in conn.run("SELECT table_name FROM information_schema.tables "
                                          "WHERE table_schema = 'public'")}
-        star = {t.name for t in (*STAR_TABLES, *API_FACTS)}
+        star = {t.name for t in (*STAR_TABLES, *API_FACTS, *EVENT_FACTS)}  # contract §3 names both
         assert star <= public and all(name.startswith("etl_") for name in public - star)
         names = dict(conn.run("SELECT currency_code, currency_name FROM etl_currency_name"))
         assert names["GBP"] == "Pound Sterling" and names["USD"] == "US Dollar"
@@ -131,7 +131,7 @@ def test_a_version_1_warehouse_migrates_to_the_shape_of_a_fresh_one(postgres, wa
         assert conn.run("SELECT etl_run_id FROM etl_src_design UNION ALL SELECT etl_run_id FROM fact_payment") \
             == [[OLDEST_RUN_ID], [OLDEST_RUN_ID]]
         assert OLDEST_RUN_ID < "19700101T000000000000Z"
-        for table in (*STATE_TABLES, *FACTS):        # no default left: every later row must name its run
+        for table in (*STATE_TABLES, *FACTS, *EVENT_FACTS):        # no default left: every later row must name its run
             assert conn.run("SELECT column_default, is_nullable FROM information_schema.columns "
                             "WHERE table_name = :t AND column_name = 'etl_run_id'", t=table.name) == [[None, "NO"]]
     finally:

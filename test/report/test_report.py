@@ -85,7 +85,8 @@ def test_known_rows_give_the_views_figures_and_hostile_text_stays_text(filled_wa
     assert "script" not in page.tags and "<script" not in text.replace("&lt;script", "")
     assert "Newest loaded run 20240201T000000000000Z" in text and "2 runs loaded" in text
     assert "Newest source change held: 2024-05-01 12:30 UTC" in text
-    assert text.count("<svg") == 8   # every section but the two tables without a chart (currency, quarter)
+    assert page.tables["deliveries"] == [["DPD", "2", "1", "1", "50.0"], ["UPS", "2", "1", "0", "100.0"]]
+    assert text.count("<svg") == 9   # every section but the two tables without a chart (currency, quarter)
 
 
 def test_money_is_exact_and_rounded_half_to_even_in_decimal():
@@ -117,16 +118,17 @@ def test_an_empty_warehouse_says_so(warehouse_url, use, tmp_path, capsys):
     text, page = report(warehouse_url, tmp_path, capsys)
     assert 'data-state="empty"' in text and "No run loaded yet." in text
     assert "<svg" not in text and page.tables == {}
-    assert text.count("No rows yet.") == 10
+    assert text.count("No rows yet.") == 11
 
 
 def test_a_tiny_warehouse_charts_its_one_order(filled_warehouse, use, tmp_path, capsys, run_sql):
     run_sql(filled_warehouse, "DELETE FROM fact_sales_order WHERE sales_order_id <> 2")
     run_sql(filled_warehouse, "DELETE FROM fact_payment")
+    run_sql(filled_warehouse, "DELETE FROM fact_delivery")
     use(filled_warehouse)
     text, page = report(filled_warehouse, tmp_path, capsys)
     assert page.tables["currency"] == [["USD", "US Dollar", "1", "5", "50.00"]]
-    assert "payments" not in page.tables and text.count("<svg") == 7
+    assert "payments" not in page.tables and "deliveries" not in page.tables and text.count("<svg") == 7
 
 
 def test_no_warehouse_setting_is_bad_configuration(use, capsys):

@@ -15,7 +15,7 @@ from pg8000.native import identifier
 
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.load.migrations import migrate
-from totesys_etl.schema.views import ANALYTICAL_VIEWS, FX_VIEWS, SCHEMA, VIEWS, view
+from totesys_etl.schema.views import ANALYTICAL_VIEWS, DELIVERY_VIEWS, FX_VIEWS, SCHEMA, VIEWS, view
 
 R1, R2 = "20240101T000000000000Z", "20240201T000000000000Z"
 CURRENCIES = {1: ("GBP", "Pound Sterling"), 2: ("USD", "US Dollar")}
@@ -81,6 +81,25 @@ PAYMENTS = [
 ]
 
 
+def _delivery(event, order, status, at, city, courier):
+    at = datetime.fromisoformat(at)
+    return {"event_id": event, "sales_order_id": order, "status": status, "event_date": at.date(),
+            "event_time": at.time(), "city": city, "courier": courier, "etl_run_id": R2}
+
+
+#: Courier events against the current agreed delivery dates above (order 1: 2024-01-05, order 2:
+#: 2024-02-01, order 4: 2024-04-10): on time, delivered again later (the first counts), late by two
+#: days, only collected (not a delivery), on time, and an order the warehouse does not hold.
+DELIVERIES = [
+    _delivery("e1", 1, "delivered", "2024-01-05 17:00", "Leeds", "DPD"),
+    _delivery("e1b", 1, "delivered", "2024-01-09 09:00", "Leeds", "DPD"),
+    _delivery("e2", 2, "delivered", "2024-02-03 11:00", "Paris", "DPD"),
+    _delivery("e3", 3, "collected", "2024-04-01 08:00", "Paris", "UPS"),
+    _delivery("e4", 4, "delivered", "2024-04-09 12:00", "Leeds", "UPS"),
+    _delivery("e9", 99, "delivered", "2024-04-20 12:00", "Leeds", "UPS"),
+]
+
+
 def _insert(conn, table, row):
     columns = list(row)
     conn.run(f"INSERT INTO {identifier(table)} ({', '.join(identifier(c) for c in columns)}) "  # nosec
@@ -108,7 +127,8 @@ def fill(conn):
         _insert(conn, "dim_design", {"design_id": i, "design_name": name, "file_location": "/", "file_name": "f"})
     for i, name in PAYMENT_TYPES.items():
         _insert(conn, "dim_payment_type", {"payment_type_id": i, "payment_type_name": name})
-    for table, rows in (("fact_sales_order", SALES), ("fact_purchase_order", PURCHASES), ("fact_payment", PAYMENTS)):
+    for table, rows in (("fact_sales_order", SALES), ("fact_purchase_order", PURCHASES), ("fact_payment", PAYMENTS),
+                        ("fact_delivery", DELIVERIES)):
         for row in rows:
             _insert(conn, table, row)
     _insert(conn, "etl_src_design", {"design_id": 20, "design_name": "Tote A", "file_location": "/",
@@ -270,6 +290,14 @@ def test_every_view_is_in_its_own_schema_with_its_description(warehouse):
     got = dict(warehouse.run("SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
                              "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relkind = 'v'",
                              s=SCHEMA))
-    assert got == {v.name: v.description for v in (*VIEWS, *FX_VIEWS)}
+    assert got == {v.name: v.description for v in (*VIEWS, *FX_VIEWS, *DELIVERY_VIEWS)}
     assert all(v.description and "current" in view(f"current_{t}").description
                for v in VIEWS for t in ("sales_order", "purchase_order", "payment"))
+
+
+def test_on_time_delivery_is_the_first_delivery_against_the_current_agreed_date(warehouse):
+    rows = warehouse.run("SELECT month, city, courier, deliveries, on_time, late, without_order, on_time_rate, "
+                         "mean_days_late FROM analytics.delivery_on_time ORDER BY 1, 2, 3")
+    assert rows == [[date(2024, 1, 1), "Leeds", "DPD", 1, 1, 0, 0, Decimal("1.0000"), None],
+                    [date(2024, 2, 1), "Paris", "DPD", 1, 0, 1, 0, Decimal("0.0000"), Decimal("2.00")],
+                    [date(2024, 4, 1), "Leeds", "UPS", 2, 1, 0, 1, Decimal("1.0000"), None]]

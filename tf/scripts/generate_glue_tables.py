@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from totesys_etl.schema import API_FACTS, DIM_DATE, FACTS, STATE_TABLES, Table
+from totesys_etl.schema import API_FACTS, DIM_DATE, EVENT_FACTS, FACTS, STATE_TABLES, Table
 
 TARGET = Path(__file__).resolve().parent.parent / "glue_tables.tf.json"
 GENERATOR = "tf/scripts/generate_glue_tables.py"
 
 #: Tables with Parquet in the processed bucket (design.md): facts, dim_date, the loader's state, and
 #: the facts of further sources (contract §9).
-LAKE_TABLES: tuple[Table, ...] = (*FACTS, DIM_DATE, *STATE_TABLES, *API_FACTS)
+LAKE_TABLES: tuple[Table, ...] = (*FACTS, DIM_DATE, *STATE_TABLES, *API_FACTS, *EVENT_FACTS)
 
 
 class PartitionKey(NamedTuple):

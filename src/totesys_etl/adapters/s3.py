@@ -208,3 +208,31 @@ def copy_create_only(src_bucket: str, src_key: str, bucket: str, key: str) -> bo
         client().copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": src_bucket, "Key": src_key},
                              IfNoneMatch="*")
     return _create_only(bucket, key, copy)
+
+
+def head(bucket: str, key: str) -> dict | None:
+    """`{"etag", "size", "last_modified"}` of an object, or None if it does not exist."""
+    try:
+        answer = client().head_object(Bucket=bucket, Key=key)
+    except ClientError as e:
+        if is_missing(e):
+            return None
+        raise
+    return {"etag": answer["ETag"].strip('"'), "size": answer["ContentLength"], "last_modified": answer["LastModified"]}
+
+
+def list_objects(bucket: str, prefix: str = "") -> Iterator[dict]:
+    """`{"key", "etag", "size", "last_modified"}` of every object under `prefix`, in key order."""
+    for page in client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            yield {"key": item["Key"], "etag": item["ETag"].strip('"'), "size": item["Size"],
+                   "last_modified": item["LastModified"]}
+
+
+def open_stream(bucket: str, key: str, etag: str):
+    """The body of exactly the version of `key` whose ETag is `etag`, as a stream read in chunks.
+
+    Raises S3's ClientError when the key is gone (NoSuchKey) or now holds other bytes
+    (PreconditionFailed): the caller decides what that means.
+    """
+    return client().get_object(Bucket=bucket, Key=key, IfMatch=f'"{etag}"')["Body"]

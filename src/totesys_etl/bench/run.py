@@ -305,20 +305,49 @@ def local_services(home: Path) -> Services:
     return Services(cluster, state["reader_password"], aws)
 
 
+def _courier(svc: Services, home: Path, megabytes: float, out: TextIO) -> dict:
+    from totesys_etl.bench.courier import courier_bench
+
+    log_path = home / "bench-courier.log"
+    log_path.write_text("")
+    return Steps(out)(f"courier file of {megabytes:g} MB: ingest, process, load (a process each)", courier_bench,
+                      svc, megabytes, home, log_path, run_stage)
+
+
+def _courier_only(svc: Services, home: Path, megabytes: float, out: TextIO) -> int:
+    """The courier figure alone, written into bench.json beside the keys a full bench left there."""
+    path = home / "bench.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results["courier"] = _courier(svc, home, megabytes, out)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(json.dumps(results["courier"], indent=1), file=out)
+    return 0
+
+
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(prog="python -m totesys_etl.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=DEFAULT_ORDERS, help="sales orders to seed (default 100,000)")
     parser.add_argument("--home", type=Path, default=Path(".local"), help="up's folder (default .local)")
     parser.add_argument("--skip-baselines", action="store_true",
                         help="leave out the typical loader (to_sql), for profiling loops; the floor stays")
+    parser.add_argument("--courier-mb", type=float, default=float(os.environ.get("COURIER_MB") or 0),
+                        help="also ingest one courier file of about this many MB (key `courier`; default 0: "
+                             "not measured; env COURIER_MB)")
+    parser.add_argument("--courier-only", action="store_true",
+                        help="measure only the courier figure, kept beside the other keys of bench.json")
     args = parser.parse_args(argv)
-    if args.orders < 1:
-        print("bench: --orders must be 1 or more", file=sys.stderr)
+    if args.orders < 1 or args.courier_mb < 0 or (args.courier_only and not args.courier_mb):
+        print("bench: --orders must be 1 or more, --courier-mb 0 or more (and given with --courier-only)",
+              file=sys.stderr)
         return 2
     started = time.perf_counter()
     try:
         svc = local_services(args.home)
+        if args.courier_only:
+            return _courier_only(svc, args.home, args.courier_mb, out)
         results = run_bench(svc, args.orders, args.home, out, skip_baselines=args.skip_baselines)
+        if args.courier_mb:
+            results["courier"] = _courier(svc, args.home, args.courier_mb, out)
     except EtlError as e:
         print(f"bench: FAILED: {e}", file=sys.stderr)
         return 1

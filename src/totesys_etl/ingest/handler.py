@@ -1,15 +1,18 @@
-"""Lambda entry point of the ingest stage, invoked by the EventBridge schedule.
+"""Lambda entry point of the ingest stage: the EventBridge schedule, and courier files' S3 events.
 
-The event carries nothing the run needs (`{}` and a scheduled event are alike) and `context`
-may be None: settings come from the environment, state from the lake.
+A scheduled event (or `{}`) runs the totesys ingest, then sweeps the landing bucket for courier
+files not yet taken (contract §9); an `ObjectCreated` event of the landing bucket takes the objects
+it names. `context` may be None: settings come from the environment, state from the lake.
 """
 from __future__ import annotations
 
-from totesys_etl import failures
+from totesys_etl import events, failures
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
+from totesys_etl.ingest import courier
 from totesys_etl.ingest.run import ingest
-from totesys_etl.logs import StageLog, failures_logged, lambda_fields
+from totesys_etl.logs import StageLog, Timer, failures_logged, lambda_fields
+from totesys_etl.runs import StageResult
 
 # Built in Lambda's init phase, once per container (AWS's advice for SDK clients): a warm invocation
 # then pays nothing for it (~0.1 s in a new process). Later calls reuse it; another endpoint gets its own.
@@ -17,8 +20,22 @@ s3.client()
 
 
 def lambda_handler(event: dict | None, context: object = None) -> dict:
-    """`{"stage": "ingest", "run_id", "rows": {table: n}, "files", "quarantined", "seconds"}` (the
-    run's `RunResult`); raises on failure after one ERROR line whose `error_kind` the alarms count."""
-    log = StageLog("ingest", **lambda_fields(context))
+    """Scheduled: `{"stage": "ingest", "run_id", "rows": {table: n}, "files", "quarantined", "seconds"}`
+    (the totesys run's `RunResult`), with a landing bucket also `"courier": [runs]`, one per file taken. An S3 event:
+    `{"stage": "ingest", "status": "ok", "runs": [...], "seconds"}`. Raises on failure after one
+    ERROR line whose `error_kind` the alarms count."""
+    timer, fields = Timer(), lambda_fields(context)
+    log = StageLog("ingest", **fields)
     with failures_logged(log, "ingest", on_failure=lambda error: failures.record("ingest", error)):
-        return {"stage": "ingest", **ingest(Settings.from_env(), log).to_json()}
+        settings = Settings.from_env()
+        invocation = events.parse_event(event)
+        if not invocation.sweep:
+            runs = courier.take_event_objects(settings, invocation, log) if settings.landing_bucket else []
+            return StageResult("ingest", tuple(runs), timer.seconds).to_json()
+        if not settings.landing_bucket:
+            return {"stage": "ingest", **ingest(settings, log).to_json()}
+        try:
+            result = {"stage": "ingest", **ingest(settings, log).to_json()}
+        finally:  # the courier sweep runs whether or not the source could be read
+            swept = courier.sweep_logged(settings, StageLog("ingest", **fields))
+        return {**result, "courier": [r.to_json() for r in swept]}

@@ -17,8 +17,9 @@ from totesys_etl.adapters.postgres import Connection, transaction
 from totesys_etl.load.ledger import LOADER_LOCK_KEY
 from totesys_etl.schema import DIMENSIONS, FACTS, STAR_TABLES, STATE_TABLES, state_table
 from totesys_etl.schema.ddl import column_definitions, column_list, create_table
+from totesys_etl.schema.courier import EVENT_FACTS
 from totesys_etl.schema.fx import FACT_EXCHANGE_RATE
-from totesys_etl.schema.views import create_fx_views, create_views
+from totesys_etl.schema.views import create_delivery_views, create_fx_views, create_views
 from totesys_etl.schema.warehouse import (OLDEST_RUN_ID, REFERENCE_TABLES, bookkeeping_columns, is_reference,
                                           reference_rows)
 
@@ -81,12 +82,23 @@ def _exchange_rates(conn: Connection) -> None:
     create_fx_views(conn)
 
 
+def _deliveries(conn: Connection) -> None:
+    """contract §3 `fact_delivery` (courier events, §9) with its `etl_run_id`, the run that first
+    carried each event, and the on-time delivery view over it (schema/views.py DELIVERY_VIEWS)."""
+    for table in EVENT_FACTS:
+        conn.run(create_table(table, if_not_exists=False))
+        for column in bookkeeping_columns(table):
+            conn.run(f"ALTER TABLE {identifier(table.name)} ADD COLUMN {column_definitions([column])[0]}")
+    create_delivery_views(conn)
+
+
 #: (version, name, apply). Append only.
 MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (1, "star schema, loader state, ledger, mark, currency names", _star_schema),
     (2, "etl_run_id on state and fact rows: commit order, not stamps", _run_ids),
     (3, "analytical views in schema analytics, each reading facts' current versions", create_views),
     (4, "fact_exchange_rate and the view of sales in GBP (FX rates API)", _exchange_rates),
+    (5, "fact_delivery from courier files, and the on-time delivery view", _deliveries),
 )
 
 

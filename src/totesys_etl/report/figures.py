@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 from totesys_etl.adapters.postgres import Connection, transaction
-from totesys_etl.schema.views import SCHEMA, view
+from totesys_etl.schema.views import DELIVERY_VIEWS, SCHEMA, view
 
 #: How the page writes a column: plain text, a whole number, or money (exact, never rounded).
 TEXT, COUNT, MONEY, DATE = "text", "count", "money", "date"
@@ -86,6 +86,13 @@ SECTIONS: tuple[Section, ...] = (
             (("department_name", "Department", TEXT), ("currency_code", "Currency", TEXT), *_SALES_COLUMNS),
             f"SELECT department_name, currency_code, orders, units_sold, sales_value "  # nosec B608
             f"FROM {_q('sales_by_department')} ORDER BY department_name, currency_code"),
+    Section("deliveries", "On-time delivery by courier", "delivery_on_time",
+            (("courier", "Courier", TEXT), ("deliveries", "Delivered", COUNT), ("on_time", "On time", COUNT),
+             ("late", "Late", COUNT), ("on_time_rate", "On time %", TEXT)),
+            f"SELECT courier, sum(deliveries), sum(on_time), sum(late), "  # nosec B608
+            f"coalesce(to_char(100 * sum(on_time) / nullif(sum(on_time) + sum(late), 0), 'FM990.0'), '-') "
+            f"FROM {view('delivery_on_time', DELIVERY_VIEWS).qualified} GROUP BY courier ORDER BY 2 DESC, 1",
+            note="courier files: first delivery against the order's agreed date, all months and cities"),
 )
 
 

@@ -136,6 +136,14 @@ def _chart(key: str, rows: list[dict]):
             y=alt.Y("department:N", title=None), x=alt.X("value:Q", title="sales value"),
             yOffset="currency:N", color=alt.Color("currency:N", title="currency")
         ).properties(width=440, height=alt.Step(10))
+    if key == "deliveries":
+        data = [{"courier": _label(r["courier"]), "status": status, "deliveries": _number(r[column])}
+                for r in rows for status, column in (("on time", "on_time"), ("late", "late"))]
+        return alt.Chart(alt.Data(values=data)).mark_bar().encode(
+            y=alt.Y("courier:N", title=None, sort=None), x=alt.X("sum(deliveries):Q", title="deliveries"),
+            color=alt.Color("status:N", title=None, scale=alt.Scale(domain=["on time", "late"],
+                                                                    range=["#16a34a", "#dc2626"]))
+        ).properties(width=440, height=alt.Step(22))
     if key == "payments":
         data = [{"type": _label(r["payment_type_name"]), "status": status, "payments": _number(r[column])}
                 for r in rows for status, column in (("paid", "paid_payments"),

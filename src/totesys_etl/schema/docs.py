@@ -4,9 +4,9 @@
 """
 from __future__ import annotations
 
-from totesys_etl.schema import API_FACTS, DIMENSIONS, DIM_DATE, FACTS, STATE_TABLES, fact_references
+from totesys_etl.schema import API_FACTS, DIMENSIONS, DIM_DATE, EVENT_FACTS, FACTS, STATE_TABLES, fact_references
 from totesys_etl.schema.model import Table
-from totesys_etl.schema.views import FX_VIEWS, SCHEMA, VIEWS
+from totesys_etl.schema.views import DELIVERY_VIEWS, FX_VIEWS, SCHEMA, VIEWS
 
 _DERIVATIONS = {"copy": "", "date_of": " (date part)", "time_of": " (time part)",
                 "parse_date": " ('YYYY-MM-DD' text as a date)"}
@@ -51,10 +51,11 @@ def render() -> str:
     for table in FACTS:
         lines += _section(table)
     lines += ["## Facts from further sources (contract §9)", "",
-              "Keyed by their own natural key, not by source versions: a row changes only when a later run "
-              "brings different values (load/rates.py). They carry `etl_run_id` too: the run that stored the "
-              "row's values.", ""]
-    for table in API_FACTS:
+              "Keyed by their own natural key, not by source versions. `fact_exchange_rate` (FX API): a row "
+              "changes only when a later run brings different values (load/rates.py). `fact_delivery` "
+              "(courier files): one row per `event_id`, inserted once whatever is re-sent (load/deliveries.py). "
+              "They carry `etl_run_id` too: the run that stored the row's values.", ""]
+    for table in (*API_FACTS, *EVENT_FACTS):
         lines += _section(table)
     lines += ["## Loader state (bookkeeping)", "",
               "The current row of each source table a dimension draws on, with `etl_run_id`, the run that read "
@@ -66,7 +67,7 @@ def render() -> str:
               "version of each fact through the `current_*` views (greatest `etl_run_id`, then greatest "
               "`last_updated_date, last_updated_time`); money is never added across currencies.", "",
               "| view | answers |", "|---|---|"]
-    lines += [f"| `{SCHEMA}.{v.name}` | {v.description} |" for v in (*VIEWS, *FX_VIEWS)]
+    lines += [f"| `{SCHEMA}.{v.name}` | {v.description} |" for v in (*VIEWS, *FX_VIEWS, *DELIVERY_VIEWS)]
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,6 @@ keeps one row per (rate_date, currency_id). The rate travels as text, then `nume
 from __future__ import annotations
 
 from totesys_etl.schema.model import Column, Table
-from totesys_etl.schema.source import SOURCE_TABLES, source_table
 
 #: The day-by-day rows one ingest run fetched, as its lake CSV names them.
 FX_RATE = Table(
@@ -30,11 +29,3 @@ FACT_EXCHANGE_RATE = Table(
 
 #: Facts from further sources (contract §9): keyed by their own natural key, not by source versions.
 API_FACTS: tuple[Table, ...] = (FACT_EXCHANGE_RATE,)
-
-#: Every table an ingested manifest may name: the eleven totesys tables and the FX rates.
-INGESTED_TABLES: tuple[Table, ...] = (*SOURCE_TABLES, FX_RATE)
-
-
-def ingested_table(name: str) -> Table:
-    """The declaration of a table an ingested manifest names; KeyError for any other name."""
-    return FX_RATE if name == FX_RATE.name else source_table(name)

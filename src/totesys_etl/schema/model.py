@@ -98,6 +98,8 @@ class Table:
     joins: tuple[Join, ...] = ()
     version_key: tuple[str, ...] = ()
     description: str = ""
+    #: (column, `table.key`) a fact refers to besides dimensions and dates (say, a sales order).
+    references: tuple[tuple[str, str], ...] = ()
     _by_name: dict = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):

@@ -133,16 +133,21 @@ ANALYTICAL_VIEWS = (
 VIEWS: tuple[View, ...] = (*CURRENT_VIEWS, *ANALYTICAL_VIEWS)
 
 
-def view(name: str) -> View:
-    return next(v for v in VIEWS if v.name == name)
+def view(name: str, views: tuple[View, ...] | None = None) -> View:
+    return next(v for v in (views or VIEWS) if v.name == name)
+
+
+def _create(conn, views: tuple[View, ...], replace: bool = False) -> None:
+    """Create the views, each with its description as a comment."""
+    for v in views:
+        conn.run(f"CREATE {'OR REPLACE ' if replace else ''}VIEW {v.qualified} AS {v.select}")
+        conn.run(f"COMMENT ON VIEW {v.qualified} IS {literal(v.description)}")
 
 
 def create_views(conn, replace: bool = False) -> None:
-    """The `analytics` schema and every view, each with its description as a comment."""
+    """The `analytics` schema and every view of migration 3."""
     conn.run(f"CREATE SCHEMA {'IF NOT EXISTS ' if replace else ''}{identifier(SCHEMA)}")
-    for v in VIEWS:
-        conn.run(f"CREATE {'OR REPLACE ' if replace else ''}VIEW {v.qualified} AS {v.select}")
-        conn.run(f"COMMENT ON VIEW {v.qualified} IS {literal(v.description)}")
+    _create(conn, VIEWS, replace)
 
 
 #: Views over the FX rates (issue 28), created by migration 4 with `fact_exchange_rate`; kept apart from
@@ -161,8 +166,35 @@ FX_VIEWS: tuple[View, ...] = (
 )
 
 
-def create_fx_views(conn) -> None:
+def create_fx_views(conn, replace: bool = False) -> None:
     """The FX views (the `analytics` schema exists: migration 3 made it)."""
-    for v in FX_VIEWS:
-        conn.run(f"CREATE VIEW {v.qualified} AS {v.select}")
-        conn.run(f"COMMENT ON VIEW {v.qualified} IS {literal(v.description)}")
+    _create(conn, FX_VIEWS, replace)
+
+
+#: Views over courier events (contract §9), created by migration 5 with `fact_delivery` (never by
+#: migration 3 or 4, which run before that table exists).
+DELIVERY_VIEWS: tuple[View, ...] = (
+    View("delivery_on_time",
+         "On-time delivery per calendar month of the delivery, city and courier: a sales order's first "
+         "`delivered` event against its current `agreed_delivery_date` (on time: delivered on or before it). "
+         "`without_order` counts deliveries whose sales order is not loaded (yet); `on_time_rate` is "
+         "`on_time / (on_time + late)`; `mean_days_late` averages the late ones.",
+         "WITH delivered AS (SELECT DISTINCT ON (d.sales_order_id) d.sales_order_id, d.event_date, d.city, "  # nosec
+         "d.courier FROM public.fact_delivery d WHERE d.status = 'delivered' "
+         "ORDER BY d.sales_order_id, d.event_date, d.event_time, d.event_id) "
+         "SELECT date_trunc('month', d.event_date)::date AS month, d.city, d.courier, count(*) AS deliveries, "
+         "count(*) FILTER (WHERE d.event_date <= s.agreed_delivery_date) AS on_time, "
+         "count(*) FILTER (WHERE d.event_date > s.agreed_delivery_date) AS late, "
+         "count(*) FILTER (WHERE s.agreed_delivery_date IS NULL) AS without_order, "
+         "round(count(*) FILTER (WHERE d.event_date <= s.agreed_delivery_date)::numeric "
+         "/ nullif(count(s.agreed_delivery_date), 0), 4) AS on_time_rate, "
+         "round(avg(d.event_date - s.agreed_delivery_date) FILTER (WHERE d.event_date > s.agreed_delivery_date), 2) "
+         "AS mean_days_late "
+         f"FROM delivered d LEFT JOIN {identifier(SCHEMA)}.current_sales_order s USING (sales_order_id) "
+         "GROUP BY 1, 2, 3"),
+)
+
+
+def create_delivery_views(conn, replace: bool = False) -> None:
+    """The courier views (the `analytics` schema exists: migration 3 made it)."""
+    _create(conn, DELIVERY_VIEWS, replace)

@@ -152,8 +152,9 @@ _FACT_REFERENCES = {
 
 def fact_references(fact: Table) -> dict[str, str]:
     """Column -> `dim_table.key` for every key and date of a fact."""
-    return {c.name: "dim_date.date_id" if c.type == "date" else _FACT_REFERENCES[c.name]
-            for c in fact.columns if c.type == "date" or c.name in _FACT_REFERENCES}
+    own = dict(fact.references)
+    return {c.name: own.get(c.name) or ("dim_date.date_id" if c.type == "date" else _FACT_REFERENCES[c.name])
+            for c in fact.columns if c.type == "date" or c.name in _FACT_REFERENCES or c.name in own}
 
 
 def _state(source: str) -> Table:

@@ -20,6 +20,9 @@ from totesys_etl.local.services import admin, lifecycle
 from totesys_etl.report import warehouse_from_env, write_report
 
 DEMO_CHANGES = 500
+#: Courier delivery events dropped into the landing bucket before the second tick (contract §9), at
+#: most two per seeded order.
+DEMO_DELIVERIES = 1500
 
 
 def reset(home: Path, env: dict[str, str]) -> None:
@@ -29,15 +32,18 @@ def reset(home: Path, env: dict[str, str]) -> None:
     admin.empty_buckets(boto3.client("s3"), buckets)
     for bucket in buckets:
         notifications.purge(notifications.ensure(bucket))
+    if env.get("TOTESYS_LANDING_BUCKET") == lifecycle.LANDING_BUCKET:  # the courier files' bucket up made
+        admin.empty_buckets(boto3.client("s3"), [lifecycle.LANDING_BUCKET])
+        notifications.purge(notifications.ensure(lifecycle.LANDING_BUCKET, prefix=None, suffix=None))
 
 
 def _warehouse_counts(env: dict[str, str]) -> dict[str, int]:
-    from totesys_etl.schema import API_FACTS, STAR_TABLES
+    from totesys_etl.schema import API_FACTS, EVENT_FACTS, STAR_TABLES
 
     conn = pg8000.native.Connection(**parse_url(env["TOTESYS_WAREHOUSE_URL"]))
     try:
         return {t.name: conn.run(f"SELECT count(*) FROM {identifier(t.name)}")[0][0]  # nosec B608
-                for t in (*STAR_TABLES, *API_FACTS)}
+                for t in (*STAR_TABLES, *API_FACTS, *EVENT_FACTS)}
     finally:
         conn.close()
 
@@ -60,6 +66,7 @@ def demo(home: Path, orders: int, out) -> int:
     from totesys_etl.reconcile import reconcile
     from totesys_etl.local.source.seed import seed
     from totesys_etl.local.source.simulate import simulate
+    from totesys_etl.local.source.deliveries import simulate_deliveries
     from totesys_etl.local.drive.tick import tick
 
     started = time.perf_counter()
@@ -71,6 +78,11 @@ def demo(home: Path, orders: int, out) -> int:
     first = step("tick: first run (everything)", tick)
     print(f"   {first.summary()}", file=out)
     step(f"simulate {DEMO_CHANGES} OLTP changes", simulate, env["TOTESYS_SOURCE_ADMIN_URL"], changes=DEMO_CHANGES)
+    deliveries = min(DEMO_DELIVERIES, 2 * orders)  # at most three events per order: a small seed has fewer
+    dropped = step(f"drop courier files with {deliveries:,} delivery events (simulate --deliveries)",
+                   simulate_deliveries, env["TOTESYS_SOURCE_ADMIN_URL"], env["TOTESYS_LANDING_BUCKET"],
+                   deliveries, seed=1)
+    print("   " + ", ".join(f"{k} {n:,}" for k, n in dropped.summary().items()), file=out)
     second = step("tick: incremental run", tick)
     print(f"   {second.summary()}", file=out)
     report = step("reconcile the warehouse with the source", reconcile)

@@ -20,14 +20,17 @@ def queue_name(bucket: str) -> str:
     return f"{bucket}-manifests"[:80]
 
 
-def ensure(bucket: str) -> str:
-    """The queue URL for `bucket`'s manifest notifications, creating queue and notification if needed."""
+def ensure(bucket: str, prefix: str | None = RUNS_PREFIX, suffix: str | None = ".json") -> str:
+    """The queue URL for `bucket`'s manifest notifications, creating queue and notification if needed.
+
+    `prefix=None, suffix=None`: every object created (the landing bucket's courier files, contract §9).
+    """
     sqs, s3 = boto3.client("sqs"), boto3.client("s3")
     url = sqs.create_queue(QueueName=queue_name(bucket))["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    rules = [{"Name": name, "Value": value} for name, value in (("prefix", prefix), ("suffix", suffix)) if value]
     wanted = {"Id": "totesys-etl-manifests", "QueueArn": arn, "Events": ["s3:ObjectCreated:*"],
-              "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": RUNS_PREFIX},
-                                                 {"Name": "suffix", "Value": ".json"}]}}}
+              **({"Filter": {"Key": {"FilterRules": rules}}} if rules else {})}
     current = s3.get_bucket_notification_configuration(Bucket=bucket)
     current.pop("ResponseMetadata", None)
     if not any(c.get("QueueArn") == arn for c in current.get("QueueConfigurations", [])):

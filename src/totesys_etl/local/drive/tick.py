@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from totesys_etl import lake
 from totesys_etl.adapters.postgres import DatabaseError, connect
 from totesys_etl.config import Settings
-from totesys_etl.errors import TickIncomplete, describe
+from totesys_etl.errors import EtlError, TickIncomplete, describe
+from totesys_etl.events import parse_event
 from totesys_etl.ingest.handler import lambda_handler as ingest_handler
 from totesys_etl.load.handler import lambda_handler as load_handler
 from totesys_etl.load.ledger import load_mark, loaded_runs
@@ -85,16 +86,42 @@ def _runs_to_finish(settings: Settings) -> set[str]:
     return set(lake.runs_after(settings.ingest_bucket, mark))
 
 
+def _landed(settings: Settings) -> tuple[list[str], float, int]:
+    """Courier files' `ObjectCreated` events (contract §9) handed to the ingest handler, as S3 would:
+    the runs they made, the handler seconds and rows."""
+    if not settings.landing_bucket:
+        return [], 0.0, 0
+    queue = notifications.ensure(settings.landing_bucket, prefix=None, suffix=None)
+    run_ids, seconds, rows = [], 0.0, 0
+    for event, receipt in notifications.receive(queue):
+        if parse_event(event).sweep:  # S3's s3:TestEvent when the notification is set up: the schedule sweeps
+            notifications.acknowledge(queue, receipt)
+            continue
+        start = time.perf_counter()
+        try:
+            parsed = StageResult.from_json(ingest_handler(event, None))
+            run_ids += [r.run_id for r in parsed.runs]
+            rows += parsed.rows
+        except EtlError:  # logged by the handler; the scheduled sweep below takes the file again
+            pass
+        seconds += time.perf_counter() - start
+        notifications.acknowledge(queue, receipt)
+    return run_ids, seconds, rows
+
+
 def tick(settings: Settings | None = None, wait_seconds: float = WAIT_SECONDS) -> TickReport:
     settings = settings or Settings.from_env()
     queues = {stage: notifications.ensure(bucket) for stage, bucket in
               (("process", settings.ingest_bucket), ("load", settings.processed_bucket))}
     pending = _runs_to_finish(settings)
+    landed, landed_seconds, landed_rows = _landed(settings)
     start = time.perf_counter()
     result = ingest_handler(scheduled_event(), None)
     report = TickReport(result["run_id"])
-    report.add("ingest", result, time.perf_counter() - start)
-    pending.add(result["run_id"])
+    report.add("ingest", result, time.perf_counter() - start + landed_seconds)
+    courier_runs = [StageResult.from_json({"stage": "ingest", **r}).runs[0] for r in result.get("courier", [])]
+    report.rows["ingest"] += landed_rows + sum(sum(r.rows.values()) for r in courier_runs)
+    pending |= {result["run_id"], *landed, *(r.run_id for r in courier_runs)}
 
     for stage, handler in (("process", process_handler), ("load", load_handler)):
         for event, receipt in notifications.receive(queues[stage]):

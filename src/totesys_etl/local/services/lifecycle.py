@@ -20,6 +20,8 @@ from totesys_etl.local.services.servers import MotoServer, Postgres, free_port
 
 SOURCE_DB, WAREHOUSE_DB = "totesys", "warehouse"
 LOCAL_BUCKETS = ("totesys-etl-local-ingested", "totesys-etl-local-processed")
+#: Where `simulate --deliveries` drops courier files (contract §5 TOTESYS_LANDING_BUCKET, §9).
+LANDING_BUCKET = "totesys-etl-local-landing"
 LOCAL_REGION = "eu-west-2"
 
 
@@ -62,6 +64,7 @@ def settings(state: dict) -> dict[str, str]:
         "TOTESYS_WAREHOUSE_URL": cluster.url(WAREHOUSE_DB),
         "TOTESYS_INGEST_BUCKET": LOCAL_BUCKETS[0],
         "TOTESYS_PROCESSED_BUCKET": LOCAL_BUCKETS[1],
+        "TOTESYS_LANDING_BUCKET": LANDING_BUCKET,
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{state['moto']['port']}",
         "AWS_DEFAULT_REGION": LOCAL_REGION,
         "AWS_ACCESS_KEY_ID": "local",
@@ -105,7 +108,7 @@ def up(home: Path) -> dict[str, str]:
     _save_state(home, state)
 
     env = settings(state)
-    create_buckets(s3_client(env), LOCAL_BUCKETS)
+    create_buckets(s3_client(env), (*LOCAL_BUCKETS, LANDING_BUCKET))
     env_path = home / "env"
     env_path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     os.chmod(env_path, 0o600)

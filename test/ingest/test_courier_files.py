@@ -1,0 +1,103 @@
+"""Reading courier files (ingest/courier_files.py): every format, every chunk boundary, bounded memory."""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import tracemalloc
+
+import pytest
+
+from totesys_etl.ingest import courier_files
+from totesys_etl.ingest.courier_files import Unreadable, items
+
+EVENTS = [{"event_id": f"e{i}", "n": 10 ** 12 + i, "text": 'a],["b\\' + "é" * (i % 3), "x": [1, {"y": None}],
+           "f": 1.5} for i in range(12)]
+
+
+def values(data: bytes) -> list:
+    return [(i.number, i.value, i.error) for i in items(io.BytesIO(data))]
+
+
+def unreadable(data: bytes) -> str:
+    with pytest.raises(Unreadable) as caught:
+        values(data)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1 << 16])
+def test_every_format_reads_the_same_whatever_the_chunk_boundaries(chunk, monkeypatch):
+    monkeypatch.setattr(courier_files, "CHUNK_BYTES", chunk)
+    array = json.dumps(EVENTS, ensure_ascii=False, indent=2).encode()
+    lines = b"".join(json.dumps(e, ensure_ascii=False).encode() + b"\r\n" for e in EVENTS)
+    want = [(n, e, None) for n, e in enumerate(EVENTS, start=1)]
+    assert values(array) == want
+    assert values(b"\xef\xbb\xbf \n" + array + b"\n\n") == want
+    assert values(lines) == want
+    assert values(gzip.compress(array)) == want and values(gzip.compress(lines)) == want
+    half = len(lines) // 2
+    assert values(gzip.compress(lines[:half]) + gzip.compress(lines[half:]) + b"\x00" * 8) == want
+    assert values(b"[ 1 ,22 , 333,4444]") == [(1, 1, None), (2, 22, None), (3, 333, None), (4, 4444, None)]
+    assert values(b"[]") == [] and values(b" [ ] ") == []
+
+
+def test_a_bad_line_is_one_bad_item_and_the_others_read():
+    data = b'{"a": 1}\n\n{"a": 2,\n\xff\xfe\n  {"a": 3}  \n'
+    got = values(data)
+    assert [(n, v) for n, v, _ in got] == [(1, {"a": 1}), (3, None), (4, None), (5, {"a": 3})]
+    assert got[1][2].startswith("not JSON") and got[2][2] == "the line is not UTF-8"
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty"), (b"  \n\t", "empty"), (b"hello", "neither '[' nor '{'"), (b"PK\x03\x04", "neither"),
+    (b"[1, 2", "without ']'"), (b"[1, 2,", "without ']'"), (b"[1,,2]", "not JSON at element 2"),
+    (b"[1 2]", "expected ',' or ']'"), (b"[1] [2]", "after the end"), (b"[1, tru]", "not JSON at element 2"),
+    (b"{nope\n{nor this\n", "no line of the file is JSON"), (b"\x1f\x8b\x08\x00garbage", "gzip"),
+    (b"[\"\xff\"]", "not UTF-8"),
+])
+def test_a_file_that_is_not_json_is_unreadable_with_its_reason(data, reason):
+    assert reason in unreadable(data)
+
+
+def test_a_truncated_gzip_file_is_unreadable():
+    assert "truncated" in unreadable(gzip.compress(json.dumps(EVENTS).encode())[:-20])
+
+
+def test_an_event_longer_than_the_limit_makes_an_array_unreadable_and_a_line_bad(monkeypatch):
+    monkeypatch.setattr(courier_files, "MAX_EVENT_BYTES", 1000)
+    monkeypatch.setattr(courier_files, "CHUNK_BYTES", 100)
+    long = json.dumps({"t": "x" * 5000}).encode()
+    assert "longer than the largest event" in unreadable(b"[" + long + b"]")
+    got = values(b'{"a": 1}\n' + long + b'\n{"a": 2}\n')
+    assert [(n, v) for n, v, _ in got] == [(1, {"a": 1}), (2, None), (3, {"a": 2})]
+    assert "longer than 1000 bytes" in got[1][2]
+
+
+class Generated:
+    """A file of `count` events made as it is read: only the reader's own memory is measured."""
+
+    def __init__(self, count: int, lines: bool):
+        self.lines, self.count, self.n, self.buffer = lines, count, 0, b"" if lines else b"["
+
+    def read(self, size: int) -> bytes:
+        while len(self.buffer) < size and self.n < self.count:
+            event = json.dumps({"event_id": f"ev-{self.n:09d}", "sales_order_id": self.n, "status": "delivered",
+                                "at": "2024-03-05T10:11:12.123456Z", "city": "Leeds", "courier": "DPD"}).encode()
+            sep = b"\n" if self.lines else (b"," if self.n + 1 < self.count else b"]")
+            self.buffer += event + sep
+            self.n += 1
+        out, self.buffer = self.buffer[:size], self.buffer[size:]
+        return out
+
+
+@pytest.mark.parametrize("lines", [False, True])
+def test_memory_stays_bounded_whatever_the_size(lines):
+    """~20 MB of events read with a peak of Python allocations that does not grow with the file."""
+    peaks = []
+    for count in (20_000, 140_000):
+        tracemalloc.start()
+        read = sum(1 for _ in items(Generated(count, lines)))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert read == count
+    assert peaks[1] < 2 * 1024 * 1024 and peaks[1] < peaks[0] * 1.5, peaks
