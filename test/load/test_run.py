@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from totesys_etl.errors import LoadFailed
-from totesys_etl.load import files, indexes
+from totesys_etl.load import bulk, files
 from totesys_etl.load import run as load_run_module
 from totesys_etl.load.ledger import load_mark, loaded_runs
 from totesys_etl.load.migrations import migrate
@@ -98,7 +98,7 @@ def test_files_into_empty_tables_go_straight_in_and_a_file_it_rejects_takes_the_
 
 def test_indexes_dropped_for_a_big_first_copy_come_back_exactly_and_still_catch_a_repeated_version(
         settings, processed_lake, totesys, kit, warehouse_url, run_sql, log_lines, monkeypatch):
-    monkeypatch.setattr(indexes, "REBUILD_FROM_ROWS", 1)      # every file counts as big
+    monkeypatch.setattr(bulk, "REBUILD_FROM_ROWS", 1)      # every file counts as big
     catalog = ("SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), k.conname, "
                "pg_get_constraintdef(k.oid) FROM pg_index i LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid "
                "WHERE i.indrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace) ORDER BY 1")
@@ -115,6 +115,13 @@ def test_indexes_dropped_for_a_big_first_copy_come_back_exactly_and_still_catch_
     load(settings, [kit.run_id(1)], today=TODAY)
 
     assert run_sql(warehouse_url, catalog) == before
+    assert run_sql(warehouse_url, "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public' "
+                                  "AND column_name = 'etl_run_id' AND column_default IS NOT NULL") == [[0]]
+    # surrogate keys from the reserved block, one per row, and the sequence goes on after them
+    assert run_sql(warehouse_url, "SELECT min(sales_record_id), max(sales_record_id), count(*) "
+                                  "FROM fact_sales_order") == [[1, 2, 2]]
+    assert run_sql(warehouse_url, "SELECT nextval(pg_get_serial_sequence('fact_sales_order', 'sales_record_id'))") \
+        == [[3]]
     loaded = next(line for line in log_lines if line["message"] == "run loaded")
     assert "fact_sales_order" in loaded["direct"] and "fact_payment" not in loaded["direct"]
     assert run_sql(warehouse_url, "SELECT count(*), count(DISTINCT payment_id) FROM fact_payment") == [[2, 2]]

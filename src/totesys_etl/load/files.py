@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
@@ -36,7 +37,7 @@ from pg8000.native import identifier
 from totesys_etl.adapters import s3
 from totesys_etl.adapters.postgres import Connection, DatabaseError, copy_in
 from totesys_etl.errors import InvalidInput, describe, is_missing
-from totesys_etl.load import indexes
+from totesys_etl.load import bulk
 from totesys_etl.schema.ddl import column_definitions
 from totesys_etl.schema.model import Table
 from totesys_etl.schema.warehouse import RUN_ID
@@ -94,8 +95,8 @@ class _CsvFeed:
     `copy_file` then quarantines the file, or raises the kept error if it was transient.
     """
 
-    def __init__(self, parquet: pq.ParquetFile, columns: list[str], run_id: str | None = None):
-        self.parquet, self.columns, self.run_id, self.error = parquet, columns, run_id, None
+    def __init__(self, parquet: pq.ParquetFile, columns: list[str], first_id: int | None = None):
+        self.parquet, self.columns, self.next_id, self.error = parquet, columns, first_id, None
         self._batches: Iterator[pa.RecordBatch] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
@@ -122,8 +123,11 @@ class _CsvFeed:
         batch = next(self._batches, None)
         if batch is None:
             return None
-        if self.run_id is not None:  # the direct copy's last column, `etl_run_id`
-            batch = batch.append_column(RUN_ID.name, pa.repeat(pa.scalar(self.run_id), batch.num_rows))
+        if self.next_id is not None:  # the direct copy's first column: reserved surrogate keys, in order
+            ones = pa.repeat(pa.scalar(1, pa.int32()), batch.num_rows)
+            ids = pc.add(pc.cumulative_sum(ones), pa.scalar(self.next_id - 1, pa.int32()))
+            batch = pa.RecordBatch.from_arrays([ids, *batch.columns], names=["id", *batch.schema.names])
+            self.next_id += batch.num_rows
         buffer = io.BytesIO()
         pacsv.write_csv(batch, buffer, _CSV_OPTIONS)
         return buffer.getvalue()
@@ -184,19 +188,23 @@ def _copy_direct(conn: Connection, parquet: pq.ParquetFile, table: Table, column
     """COPY the file straight into `table` under a savepoint; None (rolled back) if PostgreSQL
     rejected it, so the caller takes the temp-table way. A transient read failure is raised.
 
-    A big file goes in with the table's indexes dropped and built again afterwards (indexes.py).
+    How the empty table is filled fast (its indexes, `etl_run_id`, its surrogate key): bulk.py.
     """
-    feed = _CsvFeed(parquet, columns, run_id)
     conn.run("SAVEPOINT etl_direct")
+    feed = None
     try:
-        with indexes.rebuilt(conn, table.name, parquet.metadata.num_rows):
-            rows = copy_in(conn, table.name, [*columns, RUN_ID.name], feed)
+        expected = parquet.metadata.num_rows
+        surrogate = [c.name for c in table.columns if c.type == "serial"]
+        first_id = bulk.reserve_ids(conn, table.name, surrogate[0], expected) if surrogate and expected else None
+        feed = _CsvFeed(parquet, columns, first_id)
+        with bulk.rebuilt(conn, table.name, expected), bulk.run_id_default(conn, table.name, RUN_ID.name, run_id):
+            rows = copy_in(conn, table.name, [*(surrogate[:1] if first_id is not None else []), *columns], feed)
     except DatabaseError as e:
         code = e.args[0].get("C", "") if e.args and isinstance(e.args[0], dict) else ""
         if not code.startswith(_BAD_DATA_CLASSES):
             raise
         conn.run("ROLLBACK TO SAVEPOINT etl_direct")
-        if feed.error and is_transient(feed.error):
+        if feed and feed.error and is_transient(feed.error):
             raise feed.error from None
         return None
     conn.run("RELEASE SAVEPOINT etl_direct")

@@ -21,7 +21,7 @@ from totesys_etl.config import Settings
 from totesys_etl.errors import (InvalidInput, LakeUnavailable, LoadFailed, WarehouseUnavailable, is_missing,
                                 describe)
 from totesys_etl.faults import crash_point
-from totesys_etl.load import deliveries, indexes, merge
+from totesys_etl.load import bulk, deliveries, merge
 from totesys_etl.load.files import copy_file
 from totesys_etl.load.ledger import LOADER_LOCK_KEY, is_loaded, load_mark, loaded_runs, record_run, set_mark
 from totesys_etl.load.migrations import migrate
@@ -172,7 +172,7 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         whole = {t.source for t in states if t.name in direct}
         for dimension in DIMENSIONS:
             new_rows = direct.get(state_table(dimension.source).name, 0) if dimension.name in empty else 0
-            with indexes.rebuilt(conn, dimension.name, new_rows):
+            with bulk.rebuilt(conn, dimension.name, new_rows):
                 rows[dimension.name] = merge.merge_dimension(conn, dimension, sources, whole)
         for fact in FACTS:
             if fact.name in present:

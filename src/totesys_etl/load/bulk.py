@@ -1,10 +1,17 @@
-"""Filling an empty table fast: drop its indexes, write the rows, build the indexes again.
+"""Filling an empty table fast, inside the run's transaction (a first load).
 
-Building a btree from all the rows at once (a sort) is much cheaper than inserting into it row by
-row: 1.14M payments took 3.3 s that way against 4.9 s through the indexes. The loader does this
-only for a table that was empty when its run began (a first load), inside the run's transaction,
-so a failure rolls the dropped indexes back with everything else, and the table ends exactly as
-its migration made it (same names, same definitions).
+- Its indexes are dropped, the rows written, the indexes built again: building a btree from all
+  the rows at once (a sort) is much cheaper than inserting into it row by row (1.14M payments: 3.3
+  s against 4.9 s through the indexes).
+- `etl_run_id` comes from a column default set for the copy, not from a column of the CSV (1.14M
+  payments: 1.97 s against 2.19 s, and 28 MB less CSV to write and send).
+- A surrogate `serial` key comes from a block of the sequence reserved at once and written by the
+  client, not from `nextval()` per row (1.14M payments: 1.76 s against 2.01 s).
+
+All of it is DDL or sequence work on a table the run found empty, so nothing else needs it
+meanwhile; a failure rolls the DDL back with everything else (a reserved block is simply not
+used: sequences are not transactional), and the table ends exactly as its migration made it
+(same index names and definitions, no default left on `etl_run_id`).
 """
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from pg8000.native import identifier
+from pg8000.native import identifier, literal
 
 from totesys_etl.adapters.postgres import Connection
 
@@ -48,6 +55,28 @@ def indexes(conn: Connection, table: str) -> list[Index]:
                   f"ALTER TABLE {target} ADD CONSTRAINT {identifier(constraint)} {definition}")
             if constraint else Index(f"DROP INDEX {identifier(index)}", index_definition)
             for index, constraint, definition, index_definition in found]
+
+
+@contextmanager
+def run_id_default(conn: Connection, table: str, column: str, run_id: str) -> Iterator[None]:
+    """Around a COPY into `table` that leaves out `column`: every row gets `run_id`, then no default."""
+    target, name = identifier(table), identifier(column)
+    conn.run(f"ALTER TABLE {target} ALTER COLUMN {name} SET DEFAULT {literal(run_id)}")
+    yield
+    conn.run(f"ALTER TABLE {target} ALTER COLUMN {name} DROP DEFAULT")
+
+
+def reserve_ids(conn: Connection, table: str, column: str, count: int) -> int:
+    """The first of `count` consecutive values of the `serial` column's sequence, taken at once.
+
+    The loader's advisory lock makes it the only writer of the warehouse's facts, so nothing else
+    draws from the sequence between the two calls.
+    """
+    sequence = conn.run("SELECT pg_get_serial_sequence(:t, :c)", t=identifier(table), c=column)[0][0]
+    first = conn.run("SELECT nextval(CAST(:s AS regclass))", s=sequence)[0][0]
+    if count > 1:
+        conn.run("SELECT setval(CAST(:s AS regclass), :last)", s=sequence, last=first + count - 1)
+    return first
 
 
 @contextmanager
