@@ -107,17 +107,18 @@ variable "lambda_timeout_s" {
 variable "lambda_ephemeral_storage_mb" {
   description = <<-EOT
     /tmp (MB, 512-10240) per stage: ingest, process, load. A full load holds files in /tmp: the
-    ingest up to 3 CSVs, the processor up to 4 CSVs and their Parquet, the loader one Parquet.
-    `make bench ORDERS=10000000` measured 1971, 3318 and 465 MB (peak_tmp_mb; 13, 42 and 5 MB at
-    100,000 orders: linear in orders), so the defaults hold 10M orders with about 2x headroom,
-    where 512 MB (Lambda's default) runs out near 1M in the processor
-    (readme_files/benchmarks.md). Raise them for a larger source.
+    ingest up to 3 CSVs, the processor up to 4 CSVs and their Parquet, the loader two Parquet
+    files (the next one downloads while the current one is copied). `make bench ORDERS=10000000`
+    measured 1971 and 3318 MB for the ingest and the processor, and 465 MB for the loader's largest
+    file (peak_tmp_mb; 13, 42 and 5 MB at 100,000 orders: linear in orders), so the defaults hold
+    10M orders with about 2x headroom, where 512 MB (Lambda's default) runs out near 1M in the
+    processor (readme_files/benchmarks.md). Raise them for a larger source.
   EOT
   type        = map(number)
   default = {
     ingest  = 4096
     process = 8192
-    load    = 1024
+    load    = 2048
   }
 
   validation {

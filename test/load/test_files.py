@@ -70,3 +70,32 @@ def test_what_is_transient_and_what_is_bad_data():
     assert is_transient(OSError(errno.EIO, "Input/output error"))
     assert not is_transient(OSError("Couldn't deserialize thrift: No more data to read."))  # pyarrow: corrupt
     assert not is_transient(pa.ArrowInvalid("Parquet magic bytes not found in footer"))
+
+
+def test_a_load_leaves_nothing_in_tmp_whether_it_loads_or_fails(
+        settings, processed_lake, totesys, kit, monkeypatch, tmp_path):
+    """Files are downloaded one ahead of the COPY (two in /tmp at most); every one is deleted."""
+    import tempfile
+
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    versions = {t: list(rows.values()) for t, rows in totesys.rows.items()}
+    processed_lake.write_run(kit.run_id(1), versions)
+    processed_lake.write_run(kit.run_id(2), versions)
+    opened = []
+    original = pq.ParquetFile
+
+    def recording(path, *args, **kwargs):
+        opened.append(path)
+        return original(path, *args, **kwargs)
+    monkeypatch.setattr(pq, "ParquetFile", recording)
+
+    load(settings, [kit.run_id(1)], today=TODAY)
+    assert len(opened) > 3 and list(folder.iterdir()) == []
+
+    install, calls = _fail_once(MemoryError())
+    monkeypatch.setattr(pq, "ParquetFile", install(recording))
+    with pytest.raises(LoadFailed):
+        load(settings, [kit.run_id(2)], today=TODAY)      # fails at its first file, the next downloaded
+    assert calls == [1] and list(folder.iterdir()) == []

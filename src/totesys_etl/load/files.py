@@ -23,7 +23,8 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import concurrent.futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -133,24 +134,60 @@ class _CsvFeed:
         return buffer.getvalue()
 
 
-def copy_file(conn: Connection, bucket: str, key: str, table: Table, direct_run_id: str | None = None) -> Copied:
-    """COPY the Parquet object `key` into a new temp table for `table`; the rows copied.
+def _download(bucket: str, key: str) -> str:
+    """The object in a local temporary file (its path); InvalidInput if the manifest names a missing one."""
+    fd, path = tempfile.mkstemp(suffix=".parquet")
+    os.close(fd)
+    try:
+        s3.download(bucket, key, path)
+    except ClientError as e:
+        os.unlink(path)
+        if is_missing(e):
+            raise InvalidInput("the file the manifest names does not exist") from None
+        raise
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+def downloaded(bucket: str, keys: list[str]) -> Iterator[Future]:
+    """Each key's download (a future of its local path), in order: the next file downloads while the caller copies
+    this one, so S3 and PostgreSQL work at the same time. /tmp holds two files at most; each is
+    deleted once the caller moves on, or stops."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="download") as worker:
+        pending: list[Future] = [worker.submit(_download, bucket, keys[0])] if keys else []
+        try:
+            for i in range(len(keys)):
+                if i + 1 < len(keys):
+                    pending.append(worker.submit(_download, bucket, keys[i + 1]))
+                yield pending[i]
+                _discard(pending[i])
+        finally:
+            for future in pending:
+                future.cancel()
+            concurrent.futures.wait(pending)  # a download still running, so that it is deleted too
+            for future in pending:
+                _discard(future)
+
+
+def _discard(future: Future) -> None:
+    """Delete a finished download's file (a failed or cancelled one left none)."""
+    if future.done() and not future.cancelled() and future.exception() is None and os.path.exists(future.result()):
+        os.unlink(future.result())
+
+
+def copy_file(conn: Connection, download: Future, table: Table, direct_run_id: str | None = None) -> Copied:
+    """COPY a downloaded Parquet file (`downloaded`) into a new temp table for `table`; the rows copied.
 
     With `direct_run_id` (the caller found `table` empty), first straight into `table` itself, each
     row with that `etl_run_id`; only if PostgreSQL rejects that, into the temp table.
     Raises InvalidInput (the file is to be quarantined) with the transaction as it was before.
     """
-    fd, path = tempfile.mkstemp(suffix=".parquet")
-    os.close(fd)
     savepoint_taken, feed = False, None
     columns = [c.name for c in table.data_columns]
+    path = download.result()  # InvalidInput (missing), or S3's own error (the run fails)
     try:
-        try:
-            s3.download(bucket, key, path)
-        except ClientError as e:
-            if is_missing(e):
-                raise InvalidInput("the file the manifest names does not exist") from None
-            raise
         try:
             parquet = pq.ParquetFile(path, page_checksum_verification=True)
         except Exception as e:  # ArrowInvalid, OSError: not a Parquet file; memory or I/O: transient
@@ -179,8 +216,6 @@ def copy_file(conn: Connection, bucket: str, key: str, table: Table, direct_run_
             raise feed.error from None  # the read failed, not the data: the run fails, to be retried
         reason = describe(feed.error) if feed and feed.error else e.args[0].get("M", "rejected by PostgreSQL")
         raise InvalidInput(f"PostgreSQL rejected the data: {reason}") from None
-    finally:
-        os.unlink(path)
 
 
 def _copy_direct(conn: Connection, parquet: pq.ParquetFile, table: Table, columns: list[str], run_id: str

@@ -8,6 +8,7 @@ any point leaves the run either wholly loaded or not at all (readme_files/design
 from __future__ import annotations
 
 import os
+from contextlib import closing
 from datetime import date, datetime, timezone
 from typing import Iterable, Mapping
 
@@ -22,7 +23,7 @@ from totesys_etl.errors import (InvalidInput, LakeUnavailable, LoadFailed, Wareh
                                 describe)
 from totesys_etl.faults import crash_point
 from totesys_etl.load import bulk, deliveries, merge
-from totesys_etl.load.files import copy_file
+from totesys_etl.load.files import copy_file, downloaded
 from totesys_etl.load.ledger import LOADER_LOCK_KEY, is_loaded, load_mark, loaded_runs, record_run, set_mark
 from totesys_etl.load.migrations import migrate
 from totesys_etl.load.rates import merge_rates
@@ -156,15 +157,17 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         present, direct = set(), {}
         empty = merge.empty_tables(conn, [*(n for n, _ in entries if n in DIRECT_LOADABLE),
                                           *(d.name for d in DIMENSIONS)])
-        for name, key in entries:
-            try:
-                copied = copy_file(conn, bucket, key, LOADABLE[name], run_id if name in empty else None)
-                present.add(name)
-                if copied.direct:
-                    direct[name] = copied.rows
-            except InvalidInput as e:
-                quarantine.quarantine_file(bucket, key, bucket, run_id, str(e), quarantine.QUARANTINED_FILE, log)
-                quarantined += 1
+        with closing(downloaded(bucket, [key for _, key in entries])) as downloads:  # /tmp emptied after
+            for (name, key), download in zip(entries, downloads):
+                try:
+                    copied = copy_file(conn, download, LOADABLE[name], run_id if name in empty else None)
+                    present.add(name)
+                    if copied.direct:
+                        direct[name] = copied.rows
+                except InvalidInput as e:
+                    quarantine.quarantine_file(bucket, key, bucket, run_id, str(e), quarantine.QUARANTINED_FILE,
+                                               log)
+                    quarantined += 1
         states = [t for t in STATE_TABLES if t.name in present]
         for state in states:
             rows[state.name] = direct[state.name] if state.name in direct else merge.merge_state(conn, state, run_id)
