@@ -242,6 +242,17 @@ def commit_order_runs(totesys: TotesysState, processed_lake: ProcessedLake) -> d
 
 
 @pytest.fixture
+def migrated(warehouse_url):
+    """A connection to a warehouse the loader's migrations have made, for statement-level tests."""
+    from totesys_etl.load.migrations import migrate
+
+    conn = pg8000.native.Connection(**parse_url(warehouse_url))
+    migrate(conn)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
 def kit() -> SimpleNamespace:
     """The helpers above, for test modules (pytest's importlib mode cannot import a conftest)."""
     return SimpleNamespace(run_id=run_id, table_rows=table_rows, star_snapshot=star_snapshot,

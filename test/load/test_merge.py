@@ -2,13 +2,11 @@
 from datetime import date, datetime, time
 from decimal import Decimal
 
-import pg8000.native
 import pytest
 
-from totesys_etl.adapters.postgres import parse_url, transaction
+from totesys_etl.adapters.postgres import transaction
 from totesys_etl.load import merge
 from totesys_etl.load.files import create_temp_sql, temp_name
-from totesys_etl.load.migrations import migrate
 from totesys_etl.schema import star_table, state_table
 from totesys_etl.schema.ddl import column_list
 from totesys_etl.schema.warehouse import newest_first
@@ -17,11 +15,8 @@ PAYMENT = star_table("fact_payment")
 
 
 @pytest.fixture
-def conn(warehouse_url):
-    connection = pg8000.native.Connection(**parse_url(warehouse_url))
-    migrate(connection)
-    yield connection
-    connection.close()
+def conn(migrated):
+    return migrated
 
 
 def _payment(payment_id: int, updated: time, amount: str) -> dict:

@@ -3,12 +3,10 @@ and replaced only by a later run's different values."""
 from datetime import date
 from decimal import Decimal
 
-import pg8000.native
 import pytest
 
-from totesys_etl.adapters.postgres import parse_url, transaction
+from totesys_etl.adapters.postgres import transaction
 from totesys_etl.load.files import create_temp_sql, temp_name
-from totesys_etl.load.migrations import migrate
 from totesys_etl.load.rates import merge_rates
 from totesys_etl.schema import FACT_EXCHANGE_RATE
 
@@ -16,11 +14,8 @@ DAY = date(2024, 1, 8)
 
 
 @pytest.fixture
-def warehouse(warehouse_url):
-    conn = pg8000.native.Connection(**parse_url(warehouse_url))
-    migrate(conn)
-    yield conn
-    conn.close()
+def warehouse(migrated):
+    return migrated
 
 
 def load(conn, run_id: str, rows) -> int:

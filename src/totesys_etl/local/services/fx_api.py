@@ -23,10 +23,7 @@ import argparse
 import csv
 import io
 import json
-import os
 import random
-import signal
-import subprocess  # nosec B404 - `up` starts the stand-in as a process of its own
 import sys
 import threading
 import time
@@ -34,7 +31,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
+
+from totesys_etl.local.services.servers import BackgroundServer
 
 DATASET = Path(__file__).with_name("fx_rates.csv")
 #: The dataset's span and currencies: the seeded and snapshot currencies, and two more.
@@ -230,41 +230,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @dataclass
-class FxApiProcess:
+class FxApiProcess(BackgroundServer):
     """The stand-in as `up` runs it: a process of its own that outlives the command, found by pid."""
 
-    port: int
-    pid: int
+    MARKER: ClassVar[bytes] = __name__.encode()
 
     @classmethod
     def start(cls, port: int, log_path: Path | None = None) -> "FxApiProcess":
-        from totesys_etl.local.services.servers import wait_for_port
-
-        log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        process = subprocess.Popen([sys.executable, "-m", __name__, "--port", str(port)],  # nosec B603
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for_port(port)
-        return cls(port, process.pid)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def is_running(self) -> bool:
-        try:
-            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        return __name__.encode() in cmdline
-
-    def stop(self) -> None:
-        if self.is_running():
-            os.kill(self.pid, signal.SIGTERM)
-            for _ in range(50):
-                if not self.is_running():
-                    return
-                time.sleep(0.05)
-            os.kill(self.pid, signal.SIGKILL)
+        return cls(port, cls.spawn([sys.executable, "-m", __name__, "--port", str(port)], port, log_path))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 from totesys_etl.errors import LocalServicesError
@@ -156,25 +157,26 @@ class Postgres:
 
 
 @dataclass
-class MotoServer:
-    """moto's server (S3, SQS, SNS, Secrets Manager, CloudWatch, Logs) on 127.0.0.1."""
+class BackgroundServer:
+    """A local server in a process of its own session (it outlives the command that started it),
+    found again by its port and pid. `MARKER` is what its command line holds, so a pid that another
+    program has reused is never taken for it."""
 
     port: int
     pid: int
+    MARKER: ClassVar[bytes] = b""
 
-    @classmethod
-    def start(cls, log_path: Path | None = None, port: int | None = None) -> "MotoServer":
-        port = port or free_port()
-        exe = Path(sys.executable).with_name("moto_server")
-        command = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+    @staticmethod
+    def spawn(command: list[str], port: int, log_path: Path | None) -> int:
+        """Start `command` (its output to `log_path`), wait until `port` answers; its pid."""
         log = open(log_path, "ab") if log_path else subprocess.DEVNULL
-        process = subprocess.Popen(command + ["-H", "127.0.0.1", "-p", str(port)],  # nosec B603
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,  # nosec B603 - our own command
+                                   start_new_session=True)
         wait_for_port(port)
-        return cls(port, process.pid)
+        return process.pid
 
     @property
-    def endpoint(self) -> str:
+    def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def is_running(self) -> bool:
@@ -182,9 +184,10 @@ class MotoServer:
             cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
         except OSError:
             return False
-        return b"moto" in cmdline
+        return self.MARKER in cmdline
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it is still there after 2.5 s."""
         if self.is_running():
             os.kill(self.pid, signal.SIGTERM)
             for _ in range(50):
@@ -192,3 +195,21 @@ class MotoServer:
                     return
                 time.sleep(0.05)
             os.kill(self.pid, signal.SIGKILL)
+
+
+@dataclass
+class MotoServer(BackgroundServer):
+    """moto's server (S3, SQS, SNS, Secrets Manager, CloudWatch, Logs) on 127.0.0.1."""
+
+    MARKER: ClassVar[bytes] = b"moto"
+
+    @classmethod
+    def start(cls, log_path: Path | None = None, port: int | None = None) -> "MotoServer":
+        port = port or free_port()
+        exe = Path(sys.executable).with_name("moto_server")
+        command = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+        return cls(port, cls.spawn(command + ["-H", "127.0.0.1", "-p", str(port)], port, log_path))
+
+    @property
+    def endpoint(self) -> str:
+        return self.url
