@@ -19,6 +19,8 @@ from totesys_etl import lake
 from totesys_etl.faults import POINTS
 from totesys_etl.local.services.fx_api import load_dataset
 
+pytestmark = pytest.mark.slow  # like every e2e module: the whole suite runs it, the inner loop does not
+
 RATES = "SELECT rate_date, currency_id, units_per_gbp, carried FROM fact_exchange_rate ORDER BY 1, 2"
 #: The seeded currencies (local/source/big_tables.py): GBP 1, USD 2, EUR 3.
 CODES = {1: "GBP", 2: "USD", 3: "EUR"}

@@ -236,6 +236,7 @@ def _handler_in_subprocess(stage: str, event: dict, crash_at: str | None) -> int
                           timeout=120).returncode
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["ingest.before_manifest", "ingest.after_manifest", "process.before_manifest",
                                    "process.after_manifest", "load.before_commit", "load.after_commit"])
 def test_a_crash_at_each_fault_point_then_a_rerun_loads_every_event_once(

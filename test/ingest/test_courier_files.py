@@ -90,6 +90,7 @@ class Generated:
         return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lines", [False, True])
 def test_memory_stays_bounded_whatever_the_size(lines):
     """~20 MB of events read with a peak of Python allocations that does not grow with the file."""
