@@ -302,7 +302,7 @@ def local_services(home: Path) -> Services:
     for key in [k for k in os.environ if k.startswith(("TOTESYS_", "AWS_"))]:
         del os.environ[key]  # the bench never works on a setup given through the environment
     os.environ.update(aws)
-    return Services(cluster, state["reader_password"], aws, env.get("TOTESYS_FX_API_URL"))
+    return Services(cluster, state["reader_password"], aws)
 
 
 def _courier(svc: Services, home: Path, megabytes: float, out: TextIO) -> dict:
