@@ -12,6 +12,7 @@ import pytest
 
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.bench import baselines, run, scratch, stage
+from totesys_etl.bench import results as results_module
 from totesys_etl.local.source.snapshot import SNAPSHOT, load_snapshot
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,7 @@ def test_a_tiny_bench_reports_every_spec_key_with_figures_that_add_up(svc, tmp_p
     assert detail["snapshot_rows"]["ingest"] == _snapshot_rows()
     assert detail["machine"]["nproc"] >= 1 and detail["machine"]["postgresql"]
 
-    table = run.markdown(results)
+    table = results_module.markdown(results)
     for key in SPEC_KEYS:
         assert f"`{key}`" in table
     assert "-> initial load" in out.getvalue()
@@ -108,16 +109,16 @@ def test_skip_baselines_leaves_out_to_sql_but_keeps_the_floor_and_the_ratio(svc,
     assert results["speedup_vs_to_sql"] is None and results["detail"]["to_sql_s"] is None
     assert results["floor_s"] > 0
     assert results["ratio_to_floor"] == pytest.approx(results["initial_load_s"] / results["floor_s"], rel=1e-2)
-    assert "skipped (--skip-baselines)" in run.markdown(results)
+    assert "skipped (--skip-baselines)" in results_module.markdown(results)
 
 
 def test_missed_targets_names_each_figure_over_its_limit():
     results = {"orders": 1_000_000, "ratio_to_floor": 3.5, "noop_tick_handler_s": 0.2, "tick_1000_handler_s": 2.5,
                "snapshot_load_s": {"ingest": 0.5, "process": 0.5, "load": 0.5},
                "peak_rss_mb": {"ingest": 100.0, "process": 1100.0, "load": 300.0}}
-    assert run.missed_targets(results) == {"ratio_to_floor": (3.5, 3.0), "tick_1000_handler_s": (2.5, 2.0),
-                                           "peak_rss_mb": (1100.0, 1024.0)}
-    assert "peak_rss_mb" not in run.missed_targets({**results, "orders": 100_000})
+    assert results_module.missed_targets(results) == {
+        "ratio_to_floor": (3.5, 3.0), "tick_1000_handler_s": (2.5, 2.0), "peak_rss_mb": (1100.0, 1024.0)}
+    assert "peak_rss_mb" not in results_module.missed_targets({**results, "orders": 100_000})
 
 
 def test_a_failing_stage_stops_the_bench_with_its_reason(svc, tmp_path):
