@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pg8000.native import identifier
 
 from totesys_etl import landed
-from totesys_etl.adapters.postgres import Connection, DatabaseError, connect
+from totesys_etl.adapters.postgres import Connection, DatabaseError, connect, sqlstate
 from totesys_etl.config import Settings
 from totesys_etl.errors import EtlError, lake_errors
 from totesys_etl.fx.client import Client, api_url
@@ -231,7 +231,7 @@ def reconcile(settings: Settings | None = None, history: bool = True) -> Report:
         return Report(checks)
     except DatabaseError as e:
         detail = e.args[0] if e.args and isinstance(e.args[0], dict) else {}
-        if detail.get("C") == "42P01":  # undefined_table
+        if sqlstate(e) == "42P01":  # undefined_table
             raise EtlError(f"nothing to compare: {detail.get('M')} (has a tick loaded anything yet?)") from None
         raise EtlError(f"reconcile failed: {detail.get('M', type(e).__name__)}") from None
     finally:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pg8000.native import identifier
 
 from totesys_etl import failures, lake, landed, quarantine
-from totesys_etl.adapters.postgres import Connection, DatabaseError, connect
+from totesys_etl.adapters.postgres import Connection, DatabaseError, connect, sqlstate
 from totesys_etl.config import Settings
 from totesys_etl.load.ledger import load_mark, loaded_runs
 from totesys_etl.process.run import MARK_PREFIX as PROCESS_MARK_PREFIX
@@ -119,7 +119,7 @@ def _warehouse(conn: Connection) -> tuple[str | None, str | None, str | None, di
         rows = {t.name: conn.run(f"SELECT count(*) FROM {identifier(t.name)}")[0][0]  # nosec B608
                 for t in STAR_TABLES}
     except DatabaseError as e:
-        if e.args and isinstance(e.args[0], dict) and e.args[0].get("C") == "42P01":  # no schema yet
+        if sqlstate(e) == "42P01":  # no schema yet
             return None, None, None, {}
         raise
     return mark, newest[0][0] if newest else None, newest[0][1] if newest else None, rows

@@ -213,6 +213,12 @@ def copy_out(conn: Connection, query: str, stream, **params) -> int:
     return conn.row_count
 
 
+def sqlstate(error: BaseException) -> str:
+    """The SQLSTATE of a server error (pg8000 puts the server's fields in `args[0]`); '' if none."""
+    fields = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
+    return fields.get("C", "")
+
+
 def advisory_lock(conn: Connection, key: int, wait_seconds: float) -> bool:
     """Take a session advisory lock, waiting up to `wait_seconds`; False if the wait expired.
 
@@ -226,7 +232,7 @@ def advisory_lock(conn: Connection, key: int, wait_seconds: float) -> bool:
         conn.run("SELECT pg_advisory_lock(:key)", key=key)
         return True
     except DatabaseError as e:
-        if isinstance(e.args[0], dict) and e.args[0].get("C") == "55P03":  # lock_not_available
+        if sqlstate(e) == "55P03":  # lock_not_available
             return False
         raise
     finally:

@@ -36,7 +36,7 @@ from botocore.exceptions import ClientError
 from pg8000.native import identifier
 
 from totesys_etl.adapters import s3
-from totesys_etl.adapters.postgres import Connection, DatabaseError, copy_in
+from totesys_etl.adapters.postgres import Connection, DatabaseError, copy_in, sqlstate
 from totesys_etl.errors import InvalidInput, describe, is_missing
 from totesys_etl.load import bulk
 from totesys_etl.schema.ddl import column_definitions
@@ -208,8 +208,7 @@ def copy_file(conn: Connection, download: Future, table: Table, direct_run_id: s
         conn.run(f"ANALYZE {identifier(temp_name(table))}")
         return Copied(rows, direct=False)
     except DatabaseError as e:
-        code = e.args[0].get("C", "") if e.args and isinstance(e.args[0], dict) else ""
-        if not savepoint_taken or not code.startswith(_BAD_DATA_CLASSES):
+        if not savepoint_taken or not sqlstate(e).startswith(_BAD_DATA_CLASSES):
             raise
         conn.run("ROLLBACK TO SAVEPOINT etl_file")
         if feed and feed.error and is_transient(feed.error):
@@ -235,8 +234,7 @@ def _copy_direct(conn: Connection, parquet: pq.ParquetFile, table: Table, column
         with bulk.rebuilt(conn, table.name, expected), bulk.run_id_default(conn, table.name, RUN_ID.name, run_id):
             rows = copy_in(conn, table.name, [*(surrogate[:1] if first_id is not None else []), *columns], feed)
     except DatabaseError as e:
-        code = e.args[0].get("C", "") if e.args and isinstance(e.args[0], dict) else ""
-        if not code.startswith(_BAD_DATA_CLASSES):
+        if not sqlstate(e).startswith(_BAD_DATA_CLASSES):
             raise
         conn.run("ROLLBACK TO SAVEPOINT etl_direct")
         if feed and feed.error and is_transient(feed.error):

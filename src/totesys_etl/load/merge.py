@@ -13,7 +13,7 @@ from datetime import date
 import pyarrow.csv as pacsv
 from pg8000.native import DatabaseError, identifier
 
-from totesys_etl.adapters.postgres import Connection, copy_in
+from totesys_etl.adapters.postgres import Connection, copy_in, sqlstate
 from totesys_etl.calendar import date_range, date_rows
 from totesys_etl.load.files import temp_name
 from totesys_etl.schema import DIM_DATE, Table, state_table
@@ -163,7 +163,7 @@ def insert_fact_versions(conn: Connection, fact: Table, run_id: str) -> int:
     try:
         conn.run(insert, run_id=run_id)
     except DatabaseError as e:
-        if not (e.args and isinstance(e.args[0], dict) and e.args[0].get("C") == _UNIQUE_VIOLATION):
+        if sqlstate(e) != _UNIQUE_VIOLATION:
             raise
         conn.run("ROLLBACK TO SAVEPOINT etl_fact")
         conn.run(f"{insert} ON CONFLICT ({column_list(fact.version_key)}) DO NOTHING", run_id=run_id)
