@@ -166,3 +166,64 @@ def test_a_session_abandoned_mid_transaction_loses_its_lock(warehouse_url):
     finally:
         pg.close_quietly(abandoned)
         other.close()
+
+
+# --- copy_out takes CopyData messages off the socket in bulk (issue 23) -------------------------------------
+# Each test compares copy_out with pg8000's own COPY handling of the same query, byte for byte.
+
+def _pg8000_copy(conn, query: str) -> bytes:
+    import io
+    out = io.BytesIO()
+    conn.run(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)", stream=out)
+    return out.getvalue()
+
+
+def _bulk_copy(conn, query: str) -> tuple[int, bytes]:
+    import io
+    out = io.BytesIO()
+    rows = pg.copy_out(conn, query, out)
+    return rows, out.getvalue()
+
+
+@pytest.fixture
+def conn(warehouse_url):
+    connection = pg.connect(Database("warehouse", warehouse_url, "x"))
+    yield connection
+    pg.close_quietly(connection)
+
+
+@pytest.mark.parametrize("query, rows", [
+    # many rows of every length from 1 to 400 bytes: messages cut at every point of the 8 KB buffer
+    ("SELECT i, repeat(chr(65 + i % 26), i % 400) FROM generate_series(1, 30000) i", 30000),
+    # rows far longer than the buffer, between short ones
+    ("SELECT i, CASE WHEN i % 7 = 0 THEN repeat('é', 100000 + i) ELSE 'x' END FROM generate_series(1, 60) i", 60),
+    ("SELECT 1 AS one WHERE false", 0),                            # the header alone
+    ("SELECT 'a,\"b\"' AS s, NULL AS n, '' AS e, E'two\\nlines' AS t", 1),
+])
+def test_copy_out_writes_exactly_what_pg8000_would(conn, query, rows):
+    assert _bulk_copy(conn, query) == (rows, _pg8000_copy(conn, query))
+
+
+def test_an_error_in_the_middle_of_a_copy_is_the_statement_s_error_and_the_connection_lives_on(conn):
+    query = "SELECT i, 1 / (i - 20000) FROM generate_series(1, 30000) i"   # fails after 19,999 rows are sent
+    with pytest.raises(pg.DatabaseError) as error:
+        _bulk_copy(conn, query)
+    assert pg.sqlstate(error.value) == "22012"
+    assert conn.run("SELECT 1") == [[1]]
+    assert _bulk_copy(conn, "SELECT 2 AS two") == (1, b"two\n2\n")
+
+
+def test_notices_sent_during_a_copy_reach_pg8000(conn):
+    conn.run("CREATE FUNCTION noisy(i int) RETURNS int LANGUAGE plpgsql AS "
+             "$$ BEGIN IF i % 5000 = 0 THEN RAISE NOTICE 'row %', i; END IF; RETURN i; END $$")
+    query = "SELECT noisy(i) FROM generate_series(1, 20000) i"
+    assert _bulk_copy(conn, query) == (20000, _pg8000_copy(conn, query)[:])
+    assert [n[b"M"] for n in list(conn.notices)[-8:]].count(b"row 5000") == 2
+
+
+def test_copy_out_leaves_pg8000_s_own_handling_in_place_for_other_statements(conn):
+    before = dict(conn.message_types)
+    _bulk_copy(conn, "SELECT 1 AS one")
+    with pytest.raises(pg.DatabaseError):
+        _bulk_copy(conn, "SELECT 1 / 0")
+    assert conn.message_types == before
