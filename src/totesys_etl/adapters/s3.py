@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from typing import Callable, Iterator
 
@@ -146,6 +147,89 @@ def _multipart_upload(bucket: str, key: str, path: str) -> None:
     except ClientError:
         _abort(s3, bucket, key, upload_id)
         raise
+
+
+class GrowingUpload:
+    """A create-only upload of a local file that starts while the file is still being written.
+
+    The ingest's COPY writes a big table's CSV for seconds; uploading it only afterwards left the
+    last table's whole upload after the last COPY (1.4 s of a 5.5 s ingest at 1,000,000 orders).
+    Once the file passes MULTIPART_THRESHOLD, each PART_SIZE part goes up, in order, in a worker
+    thread as soon as the writer reports it written (`grown`); `finish` sends the rest and
+    completes. The object is what `upload_file_create_only` makes of the finished file (the
+    same parts, so the same ETag for `holds`), and it is conditional in the same way: a key that
+    exists is False; a 409 on completion does the whole upload again through
+    `upload_file_create_only`, with its retries. A part is read back from the file, so memory
+    holds one part at a time.
+    """
+
+    def __init__(self, bucket: str, key: str, path: str):
+        self.bucket, self.key, self.path = bucket, key, path
+        self._worker: ThreadPoolExecutor | None = None
+        self._parts: list[Future] = []
+        self._upload_id: str | None = None
+        self._sent = 0  # bytes of the file handed to part uploads
+
+    def grown(self, size: int) -> None:
+        """The file holds `size` bytes, flushed: queue every whole part not queued yet."""
+        if self._worker is None:
+            if size <= MULTIPART_THRESHOLD:
+                return
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-upload")
+        while size - self._sent >= PART_SIZE:
+            self._queue_part(self._sent, PART_SIZE)
+
+    def finish(self) -> bool:
+        """Upload what is left and complete: True when this wrote the key, False when it exists.
+
+        Conditional as `upload_file_create_only` is (`_create_only`): after a 409 the upload is
+        aborted and, after the backoff, done again whole from the file."""
+        if self._worker is None:
+            return upload_file_create_only(self.bucket, self.key, self.path)
+        attempts = iter([self._complete])
+
+        def write() -> None:
+            next(attempts, lambda: _multipart_upload(self.bucket, self.key, self.path))()
+        try:
+            return _create_only(self.bucket, self.key, write)
+        finally:
+            self._worker.shutdown()
+
+    def _complete(self) -> None:
+        try:
+            size = os.path.getsize(self.path)
+            self.grown(size)
+            if size > self._sent:
+                self._queue_part(self._sent, size - self._sent)
+            parts = [{"ETag": part.result(), "PartNumber": number} for number, part in enumerate(self._parts, 1)]
+            client().complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
+                                               MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+        except BaseException:
+            self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        """Stop: the parts already queued finish, then the upload is aborted (best effort)."""
+        if self._worker is None:
+            return
+        self._worker.shutdown()
+        if self._upload_id is not None:
+            _abort(client(), self.bucket, self.key, self._upload_id)
+            self._upload_id = None
+
+    def _queue_part(self, offset: int, length: int) -> None:
+        self._parts.append(self._worker.submit(self._send_part, len(self._parts) + 1, offset, length))
+        self._sent = offset + length
+
+    def _send_part(self, number: int, offset: int, length: int) -> str:
+        """Upload one part read from the file (the first one opens the upload); its ETag."""
+        if self._upload_id is None:
+            self._upload_id = client().create_multipart_upload(Bucket=self.bucket, Key=self.key)["UploadId"]
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            body = f.read(length)
+        return client().upload_part(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id,
+                                    PartNumber=number, Body=body)["ETag"]
 
 
 def _abort(s3, bucket: str, key: str, upload_id: str) -> None:

@@ -27,6 +27,7 @@ identifiers come from the schema declaration, quoted with `identifier()`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import BinaryIO, Callable
 from datetime import datetime, timezone
 
 from pg8000.native import identifier, literal
@@ -225,10 +226,28 @@ def rescanned_at(plan: Plan, run_id: str) -> str | None:
     return run_id if plan.mode in ("first", "rescan") else plan.previous.rescanned_at
 
 
-def extract_table(conn: Connection, query: str, path: str) -> int:
+def extract_table(conn: Connection, query: str, path: str, grown: Callable[[int], None] | None = None,
+                  every: int = 0) -> int:
     """COPY the query's rows as CSV with a header to `path`, streamed; the number of rows.
 
-    PostgreSQL's CSV: an unquoted empty field is NULL and `""` the empty string.
+    PostgreSQL's CSV: an unquoted empty field is NULL and `""` the empty string. `grown` is told
+    the file's size, flushed, each time it has grown by `every` bytes more (so an upload can
+    start before the COPY ends: s3.GrowingUpload).
     """
-    with open(path, "wb", buffering=1 << 20) as stream:
-        return copy_out(conn, query, stream)
+    with open(path, "wb", buffering=1 << 20) as file:
+        return copy_out(conn, query, _Reporting(file, grown, every) if grown else file)
+
+
+class _Reporting:
+    """A file written by COPY that reports its flushed size to `grown` every `every` bytes."""
+
+    def __init__(self, file: BinaryIO, grown: Callable[[int], None], every: int):
+        self.file, self.grown, self.every, self.size, self.reported = file, grown, every, 0, 0
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.size += len(data)
+        if self.size - self.reported >= self.every:
+            self.file.flush()
+            self.reported = self.size
+            self.grown(self.size)

@@ -111,14 +111,21 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
             for table in SOURCE_TABLES:
                 timer = Timer()
                 path = os.path.join(folder, f"{table.name}.csv")
-                rows[table.name] = extract.extract_table(conn, extract.changes_query(table, plan), path)
+                key = lake.table_key(table.name, run_id, "csv")
+                upload = s3.GrowingUpload(bucket, key, path)  # a big file goes up while COPY writes it
+                try:
+                    rows[table.name] = extract.extract_table(conn, extract.changes_query(table, plan), path,
+                                                             upload.grown, s3.PART_SIZE)
+                except BaseException:
+                    upload.abandon()
+                    raise
                 log.info("table extracted", table=table.name, rows=rows[table.name], seconds=timer.seconds)
                 if rows[table.name]:
-                    key = lake.table_key(table.name, run_id, "csv")
                     files[table.name] = {"key": key, "rows": rows[table.name], "columns": table.column_names}
                     pending = _wait_below(pending, MAX_PENDING_UPLOADS)
-                    pending.append(pool.submit(_upload, bucket, key, path, run_id))
+                    pending.append(pool.submit(_upload, upload, run_id))
                 else:
+                    upload.abandon()
                     os.remove(path)
             seen_query = extract.seen_query(list(SOURCE_TABLES), plan)
             seen = conn.run(seen_query)[0][0] if seen_query else "{}"
@@ -134,14 +141,15 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
     return manifest, fx_inputs, previous_fx
 
 
-def _upload(bucket: str, key: str, path: str, run_id: str) -> None:
-    """Upload one CSV create-only; a key already taken by other bytes means another ingest had
-    this run id."""
+def _upload(upload: s3.GrowingUpload, run_id: str) -> None:
+    """Finish one CSV's create-only upload; a key already taken by other bytes means another
+    ingest had this run id."""
+    bucket, key, path = upload.bucket, upload.key, upload.path
     try:
         with lake_errors(bucket, key):
             # A key already holding these bytes is this run's own earlier attempt (S3 finished it,
             # the answer was lost and the SDK retried); anything else is another ingest's object.
-            if not s3.upload_file_create_only(bucket, key, path) and not s3.holds(bucket, key, path=path):
+            if not upload.finish() and not s3.holds(bucket, key, path=path):
                 raise _collision(run_id)
     finally:
         os.remove(path)
