@@ -43,8 +43,10 @@ from totesys_etl.schema.ddl import column_definitions
 from totesys_etl.schema.model import Table
 from totesys_etl.schema.warehouse import RUN_ID
 
-#: Rows per Arrow batch, so per CSV chunk (a few MB): big enough for COPY's speed, small for memory.
-BATCH_ROWS = 65536
+#: Rows per Arrow batch, so per CSV chunk (about 2 MB). PostgreSQL waits for a file's first chunk,
+#: so a small one starts it sooner: COPY of 114,000 payments 0.187 s with 65,536 rows, 0.160 s with
+#: 16,384 (the same as with every chunk made beforehand), 0.156 s with 8,192 (medians of 20).
+BATCH_ROWS = 16384
 #: SQLSTATE classes that mean "this file's data is bad" (22 data exception, 23 integrity):
 #: quarantine the file. Anything else (a lost connection, a bug) fails the run.
 _BAD_DATA_CLASSES = ("22", "23")
