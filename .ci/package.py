@@ -20,7 +20,10 @@ the zlib each Python was built with, so a compressed zip could differ between tw
     before the runtime's own copy on `sys.path`. (`python-dateutil`, which botocore accepts in a
     wide range, comes from the runtime.)
   - `urllib3`, which the FX rates client imports (fx/client.py), at the pinned, tested version too.
-  Copied from the installed, pinned distributions (pure Python), so no network is needed.
+  - `pgpq`, the loader's binary COPY encoder (load/files.py): native code, but one `abi3` build for
+    every CPython from 3.10 on x86_64 Linux (Lambda's architecture, tf/lambda.tf), so the layer's
+    bytes still do not depend on the Python that builds it.
+  Copied from the installed, pinned distributions, so no network is needed.
 - With `--ca-bundle FILE` (or `RDS_CA_BUNDLE=FILE` in the environment, which `make package` passes
   through), `function.zip` also carries FILE as `totesys_etl/certs/rds-ca-bundle.pem`: the CA
   certificates a connection with `sslmode` verify-full or verify-ca trusts besides the system's
@@ -47,7 +50,7 @@ PACKAGE_DIR = ROOT / "src" / "totesys_etl"
 #: Parts of the package that only the local runtime and the command line use.
 FUNCTION_EXCLUDES = ("local/", "bench/", "cli.py", "__main__.py")
 #: Distributions the layer carries (see above); each must be installed (`make requirements`).
-LAYER_DISTRIBUTIONS = ("pycountry", "boto3", "botocore", "s3transfer", "jmespath", "urllib3")
+LAYER_DISTRIBUTIONS = ("pycountry", "boto3", "botocore", "s3transfer", "jmespath", "urllib3", "pgpq")
 #: Parts of pycountry that the pipeline never reads.
 LAYER_EXCLUDES = ("pycountry/locales/", "pycountry/tests/")
 #: Files of a `.dist-info` that describe this machine's install rather than the release.

@@ -1,7 +1,8 @@
 # The three stage functions (contract §1), all from one zip built by `make package`, plus the
 # project's layer on top of the AWS SDK for pandas managed layer (pandas, pyarrow, pg8000): it
-# adds pycountry and the pinned boto3/botocore the tests ran with, which take precedence over the
-# runtime's own copy (.ci/package.py says why).
+# adds pycountry, the loader's binary COPY encoder (pgpq) and the pinned boto3/botocore the tests
+# ran with, which take precedence over the runtime's own copy (.ci/package.py says why). x86_64:
+# pgpq's native code in the layer is built for it.
 locals {
   function_zip = "${local.build_dir}/function.zip"
   layer_zip    = "${local.build_dir}/layer.zip"
@@ -12,11 +13,12 @@ locals {
 }
 
 resource "aws_lambda_layer_version" "dependencies" {
-  layer_name          = "${local.prefix}-dependencies"
-  description         = "pycountry and the pinned boto3, botocore, s3transfer and jmespath (.ci/package.py)"
-  filename            = local.layer_zip
-  source_code_hash    = filebase64sha256(local.layer_zip)
-  compatible_runtimes = [var.lambda_runtime]
+  layer_name               = "${local.prefix}-dependencies"
+  description              = "pycountry, pgpq and the pinned boto3, botocore, s3transfer and jmespath (.ci/package.py)"
+  filename                 = local.layer_zip
+  source_code_hash         = filebase64sha256(local.layer_zip)
+  compatible_runtimes      = [var.lambda_runtime]
+  compatible_architectures = ["x86_64"]
 }
 
 resource "aws_cloudwatch_log_group" "stage" {
@@ -39,6 +41,7 @@ resource "aws_lambda_function" "stage" {
   role             = aws_iam_role.stage[each.key].arn
   handler          = each.value.handler
   runtime          = var.lambda_runtime
+  architectures    = ["x86_64"]
   filename         = local.function_zip
   source_code_hash = filebase64sha256(local.function_zip)
   layers           = compact([var.aws_sdk_pandas_layer_arn, aws_lambda_layer_version.dependencies.arn])

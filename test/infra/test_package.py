@@ -80,7 +80,7 @@ def test_layer_ships_the_sdk_the_tests_ran_with(package, tmp_path):
     the layer carries boto3, botocore, s3transfer and jmespath at the versions pinned and tested here."""
     _, layer_zip = package.build(tmp_path)
     shipped = _layer_versions(layer_zip)
-    for dist in ("boto3", "botocore", "s3transfer", "jmespath", "pycountry", "urllib3"):
+    for dist in ("boto3", "botocore", "s3transfer", "jmespath", "pycountry", "urllib3", "pgpq"):
         assert shipped.get(dist) == importlib.metadata.version(dist) == _pins()[dist], dist
     names = zipfile.ZipFile(layer_zip).namelist()
     assert "python/botocore/data/s3/2006-03-01/service-2.json.gz" in names

@@ -99,3 +99,51 @@ def test_a_load_leaves_nothing_in_tmp_whether_it_loads_or_fails(
     with pytest.raises(LoadFailed):
         load(settings, [kit.run_id(2)], today=TODAY)      # fails at its first file, the next downloaded
     assert calls == [1] and list(folder.iterdir()) == []
+
+
+def test_binary_copy_stores_every_declared_type_exactly_as_csv_did(warehouse_url, tmp_path):
+    """The loader sends binary COPY (pgpq); the CSV it sent before is the reference: the same rows,
+    edge values and NULLs included, must be stored identically, down to each numeric's scale."""
+    import io
+
+    import pyarrow.csv as pacsv
+
+    from totesys_etl.adapters import postgres
+    from totesys_etl.config import Database
+    from totesys_etl.load import files
+    from totesys_etl.schema.model import arrow_type
+
+    types = {"i": "int", "s": "varchar", "n": "numeric", "m": "numeric(10,2)", "d": "date", "t": "time",
+             "ts": "timestamp", "b": "boolean"}
+    values = {
+        "i": [-2147483648, 2147483647, 0, None, 7],
+        "s": ["", None, "zoë 🎉\nline", 'a,"b"', "x" * 5000],
+        "n": ["0", "-0.0000000001", "12345678901234567890.1234567890", "-99999999999999999999.9999999999", None],
+        "m": ["99999999.99", "-0.01", "0", None, "1.50"],
+        "d": [date(1, 1, 1), date(1999, 12, 31), date(2000, 1, 1), date(9999, 12, 31), None],
+        "t": ["00:00:00", "23:59:59.999999", "12:00:00.5", None, "00:00:00.000001"],
+        "ts": ["1970-01-01 00:00:00", "2000-01-01 00:00:00", "1999-12-31 23:59:59.999999",
+               "9999-12-31 23:59:59.999999", None],
+        "b": [True, False, None, True, False],
+    }
+    import datetime as dt
+    from decimal import Decimal
+    parse = {"n": Decimal, "m": Decimal, "t": dt.time.fromisoformat, "ts": dt.datetime.fromisoformat}
+    table = pa.table({c: pa.array([None if v is None else parse.get(c, lambda x: x)(v) for v in values[c]],
+                                  arrow_type(types[c])) for c in types})
+    path = tmp_path / "edge.parquet"
+    pq.write_table(table, path)
+    conn = postgres.connect(Database("warehouse", warehouse_url, "x"))
+    columns = ", ".join(f"{c} {t}" for c, t in types.items())
+    conn.run(f"CREATE TABLE via_binary ({columns})")
+    conn.run(f"CREATE TABLE via_csv ({columns})")
+    feed = files._CopyFeed(pq.ParquetFile(path), list(types))
+    assert postgres.copy_in(conn, "via_binary", list(types), feed, binary=True) == 5
+    csv = io.BytesIO()
+    pacsv.write_csv(table, csv, pacsv.WriteOptions(include_header=False))
+    assert postgres.copy_in(conn, "via_csv", list(types), [csv.getvalue()]) == 5
+    as_text = ", ".join(f"{c}::text" for c in types)
+    stored = [conn.run(f"SELECT {as_text} FROM {t} ORDER BY i NULLS FIRST, s") for t in ("via_binary", "via_csv")]
+    assert stored[0] == stored[1]
+    assert {"12345678901234567890.1234567890", "-0.0000000001"} <= {r[2] for r in stored[0]}
+    conn.close()

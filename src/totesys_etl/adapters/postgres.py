@@ -196,15 +196,18 @@ def transaction(conn: Connection, isolation: str = "READ COMMITTED", read_only: 
     conn.run("COMMIT")
 
 
-def copy_in(conn: Connection, table: str, columns: Iterable[str], chunks: Iterable[bytes]) -> int:
-    """COPY CSV (header-less, pyarrow's quoting) into `table` from an iterable of byte chunks.
+def copy_in(conn: Connection, table: str, columns: Iterable[str], chunks: Iterable[bytes], binary: bool = False
+            ) -> int:
+    """COPY CSV (header-less, pyarrow's quoting), or with `binary` PostgreSQL's binary COPY format,
+    into `table` from an iterable of byte chunks.
 
     pg8000 sends each chunk as one CopyData message, so memory holds one chunk at a time.
 
-    Unquoted empty fields are NULL and `""` is the empty string, so NULL and '' stay apart.
+    In CSV, unquoted empty fields are NULL and `""` is the empty string, so NULL and '' stay apart.
     """
     cols = ", ".join(identifier(c) for c in columns)
-    conn.run(f"COPY {identifier(table)} ({cols}) FROM STDIN WITH (FORMAT csv)", stream=iter(chunks))
+    conn.run(f"COPY {identifier(table)} ({cols}) FROM STDIN WITH (FORMAT {'binary' if binary else 'csv'})",
+             stream=iter(chunks))
     return conn.row_count
 
 

@@ -1,9 +1,11 @@
 """A run's Parquet files into PostgreSQL temp tables through COPY, and quarantine for bad ones.
 
 A file is downloaded to a temporary file (never held whole in memory), checked against its
-declaration, and streamed batch by batch: each Arrow batch becomes one header-less CSV chunk
-(pyarrow quotes every string and leaves NULL as an unquoted empty field: exactly COPY's CSV),
-sent as one CopyData message. Each file is copied under a savepoint, so a file PostgreSQL
+declaration, and streamed batch by batch: each Arrow batch becomes one chunk of PostgreSQL's
+binary COPY format (pgpq's encoder), sent as one CopyData message. Binary, not CSV: PostgreSQL
+parses CSV dates, times and numerics character by character, and that parsing was the loader's
+largest cost (114,000 payments: 163 ms from CSV, 65 ms from binary, server-side, same rows). Each
+file is copied under a savepoint, so a file PostgreSQL
 rejects (a NULL where the declaration forbids one, a value out of range) is rolled back alone
 and quarantined while the rest of the run loads.
 
@@ -20,7 +22,6 @@ raised, so the run fails and a later invocation retries it (contract §3, "Nothi
 """
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 import concurrent.futures
@@ -28,9 +29,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
+import pgpq
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 from pg8000.native import identifier
@@ -43,14 +44,16 @@ from totesys_etl.schema.ddl import column_definitions
 from totesys_etl.schema.model import Table
 from totesys_etl.schema.warehouse import RUN_ID
 
-#: Rows per Arrow batch, so per CSV chunk (about 2 MB). PostgreSQL waits for a file's first chunk,
-#: so a small one starts it sooner: COPY of 114,000 payments 0.187 s with 65,536 rows, 0.160 s with
-#: 16,384 (the same as with every chunk made beforehand), 0.156 s with 8,192 (medians of 20).
+#: Rows per Arrow batch, so per COPY chunk (about 2 MB). PostgreSQL waits for a file's first chunk,
+#: so a small one starts it sooner: a CSV COPY of 114,000 payments took 0.187 s with 65,536 rows,
+#: 0.160 s with 16,384 (as fast as with every chunk made beforehand), 0.156 s with 8,192.
 BATCH_ROWS = 16384
 #: SQLSTATE classes that mean "this file's data is bad" (22 data exception, 23 integrity):
 #: quarantine the file. Anything else (a lost connection, a bug) fails the run.
 _BAD_DATA_CLASSES = ("22", "23")
-_CSV_OPTIONS = pacsv.WriteOptions(include_header=False)
+#: Sent in place of the rest of a file that fails to decode: a tuple of no fields (or, before the
+#: header, a bad signature), which PostgreSQL always rejects (SQLSTATE 22P04, bad COPY data).
+BROKEN_COPY_DATA = b"\x00\x00"
 
 
 def is_transient(error: BaseException) -> bool:
@@ -89,30 +92,39 @@ class Copied:
     direct: bool
 
 
-class _CsvFeed:
-    """The file's batches as CSV chunks; a read error mid-file ends the COPY cleanly.
+class _CopyFeed:
+    """The file's batches as binary COPY data; a read error mid-file ends the COPY cleanly.
 
     An exception escaping while pg8000 streams a COPY would leave the protocol mid-copy, so a
-    read error is kept and a NUL byte (which PostgreSQL always rejects, SQLSTATE 22021) is sent
-    instead: the COPY fails as a normal statement error, rolled back to the file's savepoint, and
-    `copy_file` then quarantines the file, or raises the kept error if it was transient.
+    read error is kept and BROKEN_COPY_DATA is sent instead: the COPY fails as a normal statement
+    error, rolled back to the file's savepoint, and `copy_file` then quarantines the file, or
+    raises the kept error if it was transient.
+
+    Every field is encoded as nullable, so a NULL in the file reaches PostgreSQL as NULL, whatever
+    the file's schema claims, and a NOT NULL column rejects it as it would in any other way.
     """
 
     def __init__(self, parquet: pq.ParquetFile, columns: list[str], first_id: int | None = None):
         self.parquet, self.columns, self.next_id, self.error = parquet, columns, first_id, None
+        fields = [pa.field(c, parquet.schema_arrow.field(c).type) for c in columns]
+        if first_id is not None:  # the direct copy's first column: reserved surrogate keys, in order
+            fields.insert(0, pa.field("id", pa.int32()))
+        self.schema = pa.schema(fields)
+        self._encoder = pgpq.ArrowToPostgresBinaryEncoder(self.schema)
         self._batches: Iterator[pa.RecordBatch] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         """Each chunk is made in a worker thread while the one before it is sent, so decoding the
-        Parquet and writing CSV (pyarrow's C++, which releases the GIL) overlap PostgreSQL's parsing."""
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="csv-feed") as worker:
+        Parquet and encoding (pyarrow's and pgpq's native code, which release the GIL) overlap
+        PostgreSQL's parsing."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy-feed") as worker:
             upcoming = worker.submit(self._next_chunk)
             while True:
                 try:
                     chunk = upcoming.result()
                 except Exception as e:  # any decoding failure of a damaged file
                     self.error = e
-                    yield b"\x00\n"
+                    yield BROKEN_COPY_DATA
                     return
                 if chunk is None:
                     return
@@ -120,20 +132,24 @@ class _CsvFeed:
                 yield chunk
 
     def _next_chunk(self) -> bytes | None:
-        """The next batch as a header-less CSV chunk; None after the last one."""
+        """The next batch as COPY data (the first with the format's header, the last with its
+        trailer); None after the trailer."""
+        header = b""
         if self._batches is None:
             self._batches = iter(self.parquet.iter_batches(batch_size=BATCH_ROWS, columns=self.columns))
+            header = bytes(self._encoder.write_header())
+        elif self._encoder is None:
+            return None
         batch = next(self._batches, None)
         if batch is None:
-            return None
-        if self.next_id is not None:  # the direct copy's first column: reserved surrogate keys, in order
+            trailer, self._encoder = bytes(self._encoder.finish()), None
+            return header + trailer
+        arrays = batch.columns
+        if self.next_id is not None:
             ones = pa.repeat(pa.scalar(1, pa.int32()), batch.num_rows)
-            ids = pc.add(pc.cumulative_sum(ones), pa.scalar(self.next_id - 1, pa.int32()))
-            batch = pa.RecordBatch.from_arrays([ids, *batch.columns], names=["id", *batch.schema.names])
+            arrays = [pc.add(pc.cumulative_sum(ones), pa.scalar(self.next_id - 1, pa.int32())), *arrays]
             self.next_id += batch.num_rows
-        buffer = io.BytesIO()
-        pacsv.write_csv(batch, buffer, _CSV_OPTIONS)
-        return buffer.getvalue()
+        return header + bytes(self._encoder.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema)))
 
 
 def _download(bucket: str, key: str) -> str:
@@ -204,8 +220,8 @@ def copy_file(conn: Connection, download: Future, table: Table, direct_run_id: s
         conn.run("SAVEPOINT etl_file")
         savepoint_taken = True
         conn.run(create_temp_sql(table))
-        feed = _CsvFeed(parquet, columns)
-        rows = copy_in(conn, temp_name(table), columns, feed)
+        feed = _CopyFeed(parquet, columns)
+        rows = copy_in(conn, temp_name(table), columns, feed, binary=True)
         conn.run("RELEASE SAVEPOINT etl_file")
         conn.run(f"ANALYZE {identifier(temp_name(table))}")
         return Copied(rows, direct=False)
@@ -232,9 +248,10 @@ def _copy_direct(conn: Connection, parquet: pq.ParquetFile, table: Table, column
         expected = parquet.metadata.num_rows
         surrogate = [c.name for c in table.columns if c.type == "serial"]
         first_id = bulk.reserve_ids(conn, table.name, surrogate[0], expected) if surrogate and expected else None
-        feed = _CsvFeed(parquet, columns, first_id)
+        feed = _CopyFeed(parquet, columns, first_id)
         with bulk.rebuilt(conn, table.name, expected), bulk.run_id_default(conn, table.name, RUN_ID.name, run_id):
-            rows = copy_in(conn, table.name, [*(surrogate[:1] if first_id is not None else []), *columns], feed)
+            rows = copy_in(conn, table.name, [*(surrogate[:1] if first_id is not None else []), *columns], feed,
+                           binary=True)
     except DatabaseError as e:
         if not sqlstate(e).startswith(_BAD_DATA_CLASSES):
             raise
