@@ -109,9 +109,9 @@ variable "lambda_ephemeral_storage_mb" {
     /tmp (MB, 512-10240) per stage: ingest, process, load. A full load holds files in /tmp: the
     ingest up to 3 CSVs, the processor up to 4 CSVs and their Parquet, the loader two Parquet
     files (the next one downloads while the current one is copied). `make bench ORDERS=10000000`
-    measured 1971 and 3318 MB for the ingest and the processor, and 465 MB for the loader's largest
-    file (peak_tmp_mb; 13, 42 and 5 MB at 100,000 orders: linear in orders), so the defaults hold
-    10M orders with about 2x headroom, where 512 MB (Lambda's default) runs out near 1M in the
+    measured up to 2236 and 3318 MB for the ingest and the processor, and 643 MB for the loader's
+    two files (peak_tmp_mb; 17, 42 and 9 MB at 100,000 orders: linear in orders), so the defaults
+    hold 10M orders with 1.8x headroom or more, where 512 MB (Lambda's default) runs out near 1M in the
     processor (readme_files/benchmarks.md). Raise them for a larger source.
   EOT
   type        = map(number)
