@@ -147,3 +147,28 @@ def test_binary_copy_stores_every_declared_type_exactly_as_csv_did(warehouse_url
     assert stored[0] == stored[1]
     assert {"12345678901234567890.1234567890", "-0.0000000001"} <= {r[2] for r in stored[0]}
     conn.close()
+
+
+@pytest.mark.parametrize("column, arrow, value", [
+    ("t time", pa.time64("us"), 25 * 3600 * 1_000_000),              # a time past midnight: no such time
+    ("s varchar(3)", pa.string(), "four"),                              # longer than declared
+    ("s varchar", pa.string(), "nul \x00 byte"),                        # text cannot hold NUL
+    ("ts timestamp", pa.timestamp("us"), -2**62),                       # before 4714 BC, PostgreSQL's first day
+])
+def test_a_value_postgresql_cannot_store_fails_the_binary_copy_as_bad_data(warehouse_url, tmp_path, column,
+                                                                           arrow, value):
+    """What makes `copy_file` quarantine a file: SQLSTATE class 22 from PostgreSQL, as with CSV."""
+    from totesys_etl.adapters import postgres
+    from totesys_etl.config import Database
+    from totesys_etl.load import files
+
+    name = column.split()[0]
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({name: pa.array([value], arrow)}), path)
+    conn = postgres.connect(Database("warehouse", warehouse_url, "x"))
+    conn.run(f"CREATE TABLE bad ({column})")
+    with pytest.raises(postgres.DatabaseError) as rejected:
+        postgres.copy_in(conn, "bad", [name], files._CopyFeed(pq.ParquetFile(path), [name]), binary=True)
+    assert postgres.sqlstate(rejected.value).startswith("22")
+    assert conn.run("SELECT count(*) FROM bad") == [[0]]
+    conn.close()
