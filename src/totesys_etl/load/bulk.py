@@ -15,10 +15,12 @@ used: sequences are not transactional), and the table ends exactly as its migrat
 """
 from __future__ import annotations
 
+import array
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
+import pyarrow as pa
 from pg8000.native import identifier, literal
 
 from totesys_etl.adapters.postgres import Connection
@@ -77,6 +79,15 @@ def reserve_ids(conn: Connection, table: str, column: str, count: int) -> int:
     if count > 1:
         conn.run("SELECT setval(CAST(:s AS regclass), :last)", s=sequence, last=first + count - 1)
     return first
+
+
+def consecutive_ids(first: int, count: int) -> pa.Array:
+    """`count` surrogate keys from `first` on, as int32, for the client to write with the rows.
+
+    Built from a buffer: converting Python or NumPy values (`pa.array`, `pa.repeat`) makes pyarrow
+    import pandas, 0.17 s of the loader's first batch (calendar.date_range does the same).
+    """
+    return pa.Array.from_buffers(pa.int32(), count, [None, pa.py_buffer(array.array("i", range(first, first + count)))])
 
 
 @contextmanager

@@ -31,7 +31,6 @@ from typing import Iterator
 
 import pgpq
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from botocore.exceptions import ClientError
 from pg8000.native import identifier
@@ -146,8 +145,7 @@ class _CopyFeed:
             return header + trailer
         arrays = batch.columns
         if self.next_id is not None:
-            ones = pa.repeat(pa.scalar(1, pa.int32()), batch.num_rows)
-            arrays = [pc.add(pc.cumulative_sum(ones), pa.scalar(self.next_id - 1, pa.int32())), *arrays]
+            arrays = [bulk.consecutive_ids(self.next_id, batch.num_rows), *arrays]
             self.next_id += batch.num_rows
         return header + bytes(self._encoder.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema)))
 
