@@ -5,7 +5,7 @@ a zip built here with fixed timestamps, modes and order, its entries stored unco
 same bytes on every machine and under every Python, so `filebase64sha256()` changes only when the
 code does (no spurious redeploys, no plan drift). Stored, not deflated: deflate's output depends on
 the zlib each Python was built with, so a compressed zip could differ between two interpreters
-(the layer is ~24 MB stored, well inside Lambda's 50 MB upload limit).
+(the layer is ~27 MB stored, well inside Lambda's 50 MB upload limit).
 
 - `function.zip`: the `totesys_etl` package without the local runtime (`local/`, `bench/`) and the command
   line (`cli.py`, `__main__.py`): Lambda code never imports them (STYLE: the handlers know nothing
