@@ -215,7 +215,10 @@ def copy_out(conn: Connection, query: str, stream, **params) -> int:
     """COPY (query) TO a binary file-like object as CSV with a header; returns the row count.
 
     The rows are taken off the socket in bulk (`_bulk_copy_data`): pg8000 on its own handles
-    each row's CopyData message one at a time in Python, which was most of an ingest's time.
+    each row's CopyData message one at a time in Python, which was most of an ingest's time. This
+    uses two of pg8000's internals (a connection's `message_types` and `_sock`), which is one more
+    reason requirements.txt pins pg8000; test/adapters/test_postgres.py compares the result byte
+    for byte with pg8000's own handling, so an upgrade that changes them fails there.
     """
     original = conn.message_types[_COPY_OUT_RESPONSE]
 
