@@ -4,10 +4,10 @@ A file is downloaded to a temporary file (never held whole in memory), checked a
 declaration, and streamed batch by batch: each Arrow batch becomes one chunk of PostgreSQL's
 binary COPY format (pgpq's encoder), sent as one CopyData message. Binary, not CSV: PostgreSQL
 parses CSV dates, times and numerics character by character, and that parsing was the loader's
-largest cost (114,000 payments: 163 ms from CSV, 65 ms from binary, server-side, same rows). Each
-file is copied under a savepoint, so a file PostgreSQL
-rejects (a NULL where the declaration forbids one, a value out of range) is rolled back alone
-and quarantined while the rest of the run loads.
+largest cost (114,000 payments: 163 ms from CSV, 65 ms from binary, server-side, same rows).
+Each file is copied under a savepoint, so a file PostgreSQL rejects (a NULL where the declaration
+forbids one, a value out of range) is rolled back alone and quarantined while the rest of the run
+loads.
 
 A file whose target table is empty when the run starts (a first load, a new table) is copied
 straight into it, with the run's id as its `etl_run_id`: with nothing stored, every row of the file
