@@ -157,10 +157,10 @@ class GrowingUpload:
     Once the file passes MULTIPART_THRESHOLD, each PART_SIZE part goes up, in order, in a worker
     thread as soon as the writer reports it written (`grown`); `finish` sends the rest and
     completes. The object is what `upload_file_create_only` makes of the finished file (the
-    same parts, so the same ETag for `holds`), and it is conditional in the same way: a key that
-    exists is False; a 409 on completion does the whole upload again through
-    `upload_file_create_only`, with its retries. A part is read back from the file, so memory
-    holds one part at a time.
+    same parts, so the same ETag for `holds`), and it is conditional in the same way
+    (`_create_only`): a key that exists is False; after a 409 on completion the upload is aborted
+    and, after the backoff, done again whole from the file. A part is read back from the file, so
+    memory holds one part at a time.
     """
 
     def __init__(self, bucket: str, key: str, path: str):
@@ -269,7 +269,7 @@ def download(bucket: str, key: str, path: str) -> None:
     body = response["Body"]
     try:
         if response["ContentLength"] > SINGLE_GET_BYTES:
-            body.close()
+            body.close()  # unread: s3transfer reads the object in ranges instead
             client().download_file(bucket, key, path)
             return
         with open(path, "wb") as f:
