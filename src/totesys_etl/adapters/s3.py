@@ -133,20 +133,12 @@ def upload_file_create_only(bucket: str, key: str, path: str) -> bool:
 
 
 def _multipart_upload(bucket: str, key: str, path: str) -> None:
-    s3 = client()
-    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    """One multipart upload of a finished file: a GrowingUpload told the whole size at once."""
+    upload = GrowingUpload(bucket, key, path)
     try:
-        parts = []
-        with open(path, "rb") as f:
-            for number, chunk in enumerate(iter(lambda: f.read(PART_SIZE), b""), start=1):
-                etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                      Body=chunk)["ETag"]
-                parts.append({"ETag": etag, "PartNumber": number})
-        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
-                                     MultipartUpload={"Parts": parts}, IfNoneMatch="*")
-    except ClientError:
-        _abort(s3, bucket, key, upload_id)
-        raise
+        upload.complete()
+    finally:
+        upload.close()
 
 
 class GrowingUpload:
@@ -186,16 +178,18 @@ class GrowingUpload:
         aborted and, after the backoff, done again whole from the file."""
         if self._worker is None:
             return upload_file_create_only(self.bucket, self.key, self.path)
-        attempts = iter([self._complete])
+        attempts = iter([self.complete])
 
         def write() -> None:
             next(attempts, lambda: _multipart_upload(self.bucket, self.key, self.path))()
         try:
             return _create_only(self.bucket, self.key, write)
         finally:
-            self._worker.shutdown()
+            self.close()
 
-    def _complete(self) -> None:
+    def complete(self) -> None:
+        """Send the parts not sent yet and complete the upload (the file is finished); on any
+        failure the upload is aborted and the failure raised."""
         try:
             size = os.path.getsize(self.path)
             self.grown(size)
@@ -208,11 +202,14 @@ class GrowingUpload:
             self.abandon()
             raise
 
+    def close(self) -> None:
+        """Let the part worker end, once the parts queued are sent."""
+        if self._worker is not None:
+            self._worker.shutdown()
+
     def abandon(self) -> None:
         """Stop: the parts already queued finish, then the upload is aborted (best effort)."""
-        if self._worker is None:
-            return
-        self._worker.shutdown()
+        self.close()
         if self._upload_id is not None:
             _abort(client(), self.bucket, self.key, self._upload_id)
             self._upload_id = None
