@@ -278,7 +278,7 @@ class Pipeline:
 @pytest.fixture
 def seeded(source):
     """The shared source: a small reproducible totesys, read by every pipeline of the test."""
-    seed(source.admin_url, orders=200, seed=17)
+    seed(source.admin_url, orders=200, seed=17, awkward=True)   # the extremes, end to end
     return source
 
 
