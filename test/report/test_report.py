@@ -92,7 +92,7 @@ def test_known_rows_give_the_views_figures_and_hostile_text_stays_text(filled_wa
     assert page.tables["deliveries"] == [["DPD", "2", "1", "1", "50.0"], ["UPS", "2", "1", "0", "100.0"]]
     # every section but the two tables without a chart (currency, quarter), drawn for a laptop and a phone
     assert text.count("<svg") == 2 * 10
-    assert "1 orders not valued yet: no rate stored for their payment date (the latest 2024-04-10)" in text
+    assert "1 order not valued yet: due after the newest rate (the latest on 2024-04-10)" in text
 
 
 def test_money_is_exact_and_rounded_half_to_even_in_decimal():

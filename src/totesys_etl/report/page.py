@@ -160,9 +160,11 @@ def _count_axis(narrow: bool, title: str | None = None):
     return alt.Axis(format="~s", tickCount=3 if narrow else 5, title=title, labelOverlap=True, labelSeparation=6)
 
 
-def _months(rows: list[dict], measures: dict[str, str], series: str | None = None) -> list[dict]:
+def _months(rows: list[dict], measures: dict[str, str], series: str | None = None,
+            to_date: date | None = None) -> list[dict]:
     """One point per month from the first to the last, per series and measure; a month the rows lack
-    is None, which Vega draws as a gap in the line, never as a drop to zero."""
+    is None, which Vega draws as a gap in the line, never as a drop to zero. The month `to_date` (still
+    in progress) is drawn dashed from the month before, so a part month does not read as a collapse."""
     months = sorted({r["month"] for r in rows})
     if not months:
         return []
@@ -173,9 +175,17 @@ def _months(rows: list[dict], measures: dict[str, str], series: str | None = Non
     groups = sorted({_label(r[series]) for r in rows}) if series else [None]
     values = {(r["month"], _label(r[series]) if series else None, measure): r[column]
               for r in rows for measure, column in measures.items()}
-    return [{"month": m.isoformat(), "series": g if series else measure,
-             "value": None if values.get((m, g, measure)) is None else float(values[(m, g, measure)])}
-            for m in every for g in groups for measure in measures]
+
+    def point(m: date, g, measure: str, part: str) -> dict:
+        value = values.get((m, g, measure))
+        return {"month": m.isoformat(), "series": g if series else measure, "part": part,
+                "value": None if value is None else float(value)}
+
+    out = [point(m, g, measure, "to date" if m == to_date else "whole month")
+           for m in every for g in groups for measure in measures]
+    if to_date == every[-1] and len(every) > 1:
+        out += [point(every[-2], g, measure, "to date") for g in groups for measure in measures]
+    return out
 
 
 def _bars(rows: list[dict], name: str, value: str, size: tuple[int, int]) -> list[dict]:
@@ -183,8 +193,9 @@ def _bars(rows: list[dict], name: str, value: str, size: tuple[int, int]) -> lis
     return [{"name": f"{i}. {_label(r[name], size[1])}", "value": _number(r[value])} for i, r in enumerate(rows, 1)]
 
 
-def _chart(key: str, rows: list[dict], size: tuple[int, int] = LAPTOP):
-    """The Vega-Lite chart for a section (altair) at `size`, or None where the section has none."""
+def _chart(key: str, rows: list[dict], size: tuple[int, int] = LAPTOP, to_date: date | None = None):
+    """The Vega-Lite chart for a section (altair) at `size`, or None where the section has none;
+    `to_date` is the month still in progress, if the data reaches it."""
     import altair as alt
 
     narrow = size == PHONE
@@ -192,15 +203,17 @@ def _chart(key: str, rows: list[dict], size: tuple[int, int] = LAPTOP):
                       labelAngle=0, tickCount=6 if not narrow else 3, title=None)
     top = alt.Legend(orient="top", title=None)
     line = {"point": True, "invalid": "break-paths-show-domains"}  # a None value breaks the line
+    dash = alt.StrokeDash("part:N", legend=None, scale=alt.Scale(domain=["whole month", "to date"],
+                                                                 range=[[1, 0], [4, 3]]))
     if key == "trend":
-        data = _months(rows, {"sales": "sales_value_gbp", "purchases": "purchase_value_gbp"})
+        data = _months(rows, {"sales": "sales_value_gbp", "purchases": "purchase_value_gbp"}, to_date=to_date)
         return alt.Chart(alt.Data(values=data)).mark_line(**line).encode(
-            x=alt.X("month:T", axis=months), y=alt.Y("value:Q", axis=_money_axis("£", narrow)),
+            x=alt.X("month:T", axis=months), y=alt.Y("value:Q", axis=_money_axis("£", narrow)), strokeDash=dash,
             color=alt.Color("series:N", legend=top, sort=["sales", "purchases"])).properties(height=240)
     if key == "month":
-        data = _months(rows, {"sales": "sales_value"}, series="currency_code")
+        data = _months(rows, {"sales": "sales_value"}, series="currency_code", to_date=to_date)
         return alt.Chart(alt.Data(values=data)).mark_line(**line).encode(
-            x=alt.X("month:T", axis=months), y=alt.Y("value:Q", axis=_money_axis("", narrow)),
+            x=alt.X("month:T", axis=months), y=alt.Y("value:Q", axis=_money_axis("", narrow)), strokeDash=dash,
             color=alt.Color("series:N", legend=top)).properties(height=220)
     if key in ("designs", "countries", "counterparties"):
         name = "country" if key == "countries" else "name"
@@ -263,11 +276,11 @@ def _svg(chart, prefix: str, width: int) -> str:
     return re.sub(r"url\(#([^)]+)\)", rf"url(#{prefix}-\1)", svg)
 
 
-def _figure(section: Section, rows: list[dict]) -> str:
+def _figure(section: Section, rows: list[dict], to_date: date | None) -> str:
     """The section's chart for a laptop and for a phone (CSS shows one), or nothing."""
     svgs = []
     for device, size in (("laptop", LAPTOP_WIDE if section.wide else LAPTOP), ("phone", PHONE)):
-        chart = _chart(section.key, rows, size)
+        chart = _chart(section.key, rows, size, to_date)
         if chart is None:
             return ""
         svg = _svg(chart, f"{section.key}-{device}", size[0])
@@ -279,14 +292,23 @@ def _figure(section: Section, rows: list[dict]) -> str:
 SCROLL_CUE_COLUMNS = 4
 
 
-def _section(section: Section, rows: list[dict]) -> str:
+def _in_progress(figures: Figures) -> date | None:
+    """The month the newest source change falls in: its figures are to date, not a whole month's."""
+    newest = figures.freshness.get("newest_source_change")
+    return newest.date().replace(day=1) if isinstance(newest, datetime) else None
+
+
+def _section(section: Section, rows: list[dict], to_date: date | None = None) -> str:
     parts = [f"<h2>{_e(section.title)}</h2>"]
-    if section.note:
-        parts.append(f'<p class="note">{_e(section.note)}</p>')
+    note = section.note
+    if to_date and rows and "month" in rows[0] and max(r["month"] for r in rows) == to_date:
+        note += f"; {to_date:%B %Y} is to date (dashed)"
+    if note:
+        parts.append(f'<p class="note">{_e(note)}</p>')
     if not rows:
         parts.append('<p class="note">No rows yet.</p>')
     else:
-        parts.append(_figure(section, rows))
+        parts.append(_figure(section, rows, to_date))
         if section.table:
             if len(section.columns) >= SCROLL_CUE_COLUMNS:
                 parts.append('<p class="scroll-cue">Scroll the table sideways for every column →</p>')
@@ -295,21 +317,26 @@ def _section(section: Section, rows: list[dict]) -> str:
     return f'<section data-section="{_e(section.key)}"{wide}>{"".join(parts)}</section>'
 
 
+def _n(count: int, thing: str) -> str:
+    """`1 order`, `2 orders`."""
+    return f"{count:,} {thing}{'' if count == 1 else 's'}"
+
+
 def _gbp_detail(figures: dict, what: str) -> str:
     """What a GBP sum rests on: how many, how many at a carried rate, how many it could not value."""
-    parts = [f"{figures['orders']:,} {what} at each one's agreed payment date's rate"]
+    parts = [f"{_n(figures['orders'], what)}, each at its agreed payment date's rate"]
     if figures["carried"]:
-        parts.append(f"{figures['carried']:,} at a carried rate (a weekend or holiday's: the last published)")
+        parts.append(f"{figures['carried']:,} of them at a weekend's or holiday's carried rate")
     if figures["without_rate"]:
-        parts.append(f"{figures['without_rate']:,} {what} not valued yet: no rate stored for their payment date "
-                     f"(the latest {figures['latest_without_rate']})")
+        parts.append(f"{_n(figures['without_rate'], what)} not valued yet: due after the newest rate "
+                     f"(the latest on {figures['latest_without_rate']})")
     return "; ".join(parts)
 
 
 def _owed_detail(figures: dict | None) -> str:
     if not figures:
         return "none outstanding"
-    text = (f"{figures['payments']:,} payments, {figures['overdue']:,} past due; at the newest stored rate "
+    text = (f"{_n(figures['payments'], 'payment')}, {figures['overdue']:,} past due; at the newest stored rate "
             f"({figures['rate_date'] or 'none yet'})")
     if figures["without_rate"]:
         text += f"; {figures['without_rate']:,} not valued: no rate stored for their currency"
@@ -325,9 +352,9 @@ def _kpis(figures: Figures, generated: datetime) -> str:
         else None
     fresh = figures.freshness.get("newest_source_change")
     cards = [
-        ("Sales, GBP", sales.get("value"), "sales_gbp", _gbp_detail(sales, "orders") if sales else ""),
+        ("Sales, GBP", sales.get("value"), "sales_gbp", _gbp_detail(sales, "order") if sales else ""),
         ("Purchases, GBP", purchases.get("value"), "purchases_gbp",
-         _gbp_detail(purchases, "purchase orders") if purchases else ""),
+         _gbp_detail(purchases, "purchase order") if purchases else ""),
         ("Payments to receive, GBP", (receive or {}).get("value", Decimal(0)), "receivable_gbp", _owed_detail(receive)),
         ("Payments to pay, GBP", (pay or {}).get("value", Decimal(0)), "payable_gbp", _owed_detail(pay)),
         ("Average order, GBP", average, "average_order_gbp", "sales in GBP over the orders valued"),
@@ -361,10 +388,10 @@ def render(figures: Figures, generated: datetime | None = None) -> str:
     elif figures.state == "empty":
         body = ('<p class="state" data-state="empty">The warehouse holds no sales orders yet, so there is '
                 "nothing to chart.</p>" + _kpis(figures, generated) + '<div class="grid">'
-                + "".join(_section(s, figures.rows[s.key]) for s in SECTIONS) + "</div>")
+                + "".join(_section(s, figures.rows[s.key], _in_progress(figures)) for s in SECTIONS) + "</div>")
     else:
         body = (_kpis(figures, generated) + '<div class="grid">'
-                + "".join(_section(s, figures.rows[s.key]) for s in SECTIONS) + "</div>")
+                + "".join(_section(s, figures.rows[s.key], _in_progress(figures)) for s in SECTIONS) + "</div>")
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
