@@ -288,8 +288,10 @@ def _figure(section: Section, rows: list[dict], to_date: date | None) -> str:
     return f'<figure data-chart="{_e(section.key)}">{"".join(svgs)}</figure>'
 
 
-#: A table of this many columns or more may be wider than a phone: the page says it scrolls.
-SCROLL_CUE_COLUMNS = 4
+def _may_scroll(section: Section) -> bool:
+    """Whether the table may be wider than a phone (390 px): five columns or more, money among them.
+    The page then says it scrolls; a shadow at its edge shows it too, where it does."""
+    return len(section.columns) >= 5 and any(kind == MONEY for _, _, kind in section.columns)
 
 
 def _in_progress(figures: Figures) -> date | None:
@@ -310,7 +312,7 @@ def _section(section: Section, rows: list[dict], to_date: date | None = None) ->
     else:
         parts.append(_figure(section, rows, to_date))
         if section.table:
-            if len(section.columns) >= SCROLL_CUE_COLUMNS:
+            if _may_scroll(section):
                 parts.append('<p class="scroll-cue">Scroll the table sideways for every column →</p>')
             parts.append(_table(section, rows))
     wide = ' class="wide"' if section.wide else ""
