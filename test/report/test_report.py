@@ -173,3 +173,15 @@ def test_without_the_charting_libraries_the_reason_says_what_to_install(filled_w
     monkeypatch.setitem(sys.modules, "vl_convert", None)   # what `import` meets when the package is absent
     assert main(["report"]) == 1
     assert "vl_convert: pip install -r requirements-local.txt" in capsys.readouterr().err
+
+
+def test_without_exchange_rates_the_gbp_figures_say_so_and_claim_nothing(filled_warehouse, use, tmp_path, capsys,
+                                                                         run_sql):
+    run_sql(filled_warehouse, "DELETE FROM fact_exchange_rate")
+    use(filled_warehouse)
+    text, page = report(filled_warehouse, tmp_path, capsys)
+    assert "4 orders, none valued: the warehouse holds no exchange rate for their payment dates" in text
+    assert 'data-kpi="sales_gbp"><div class="label">Sales, GBP</div><div class="value">£ -</div>' in text
+    assert 'data-kpi="receivable_gbp"><div class="label">Payments to receive, GBP</div><div class="value">£ -' in text
+    assert "1 not valued: no rate stored for their currency" in text
+    assert page.tables["currency"][0] == ["GBP", "Pound Sterling", "3", "22", "63.97"]   # as sold, still there

@@ -125,7 +125,7 @@ HEADLINE_GBP = {
                  f"FROM {_q('purchases_in_gbp')}",
 }
 _HEADLINE_COLUMNS = ("value", "orders", "without_rate", "carried", "latest_without_rate", "largest")
-OUTSTANDING_GBP = (f"SELECT direction, coalesce(sum(payment_amount_gbp), 0), count(*), "  # nosec B608
+OUTSTANDING_GBP = (f"SELECT direction, sum(payment_amount_gbp), count(*), "  # nosec B608
                    f"count(*) - count(payment_amount_gbp), count(*) FILTER (WHERE days_overdue > 0), "
                    f"max(rate_date) FROM {_q('payments_outstanding')} GROUP BY direction")
 _OUTSTANDING_COLUMNS = ("value", "payments", "without_rate", "overdue", "rate_date")

@@ -326,6 +326,9 @@ def _n(count: int, thing: str) -> str:
 
 def _gbp_detail(figures: dict, what: str) -> str:
     """What a GBP sum rests on: how many, how many at a carried rate, how many it could not value."""
+    if figures["orders"] and figures["without_rate"] == figures["orders"]:
+        return (f"{_n(figures['orders'], what)}, none valued: the warehouse holds no exchange rate for their "
+                f"payment dates (is the FX source on? contract §9)")
     parts = [f"{_n(figures['orders'], what)}, each at its agreed payment date's rate"]
     if figures["carried"]:
         parts.append(f"{figures['carried']:,} of them at a weekend's or holiday's carried rate")
