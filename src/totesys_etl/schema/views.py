@@ -225,6 +225,8 @@ _SALES_GBP = f"{identifier(SCHEMA)}.sales_in_gbp g"
 _OVERDUE = "((now() AT TIME ZONE 'UTC')::date - p.payment_date)"
 _AGES = (("not yet due", f"{_OVERDUE} <= 0"), ("1-30 days", f"{_OVERDUE} <= 30"),
          ("31-60 days", f"{_OVERDUE} <= 60"), ("61-90 days", f"{_OVERDUE} <= 90"), ("over 90 days", "TRUE"))
+_AGE = "CASE " + " ".join(f"WHEN {test} THEN {literal(name)}" for name, test in _AGES) + " END"
+_AGE_ORDER = "CASE " + " ".join(f"WHEN {test} THEN {i}" for i, (_, test) in enumerate(_AGES, 1)) + " END"
 
 #: What a sales dashboard over the star schema shows (issue 36), in GBP; created by migration 6.
 REPORT_VIEWS: tuple[View, ...] = (
@@ -283,8 +285,7 @@ REPORT_VIEWS: tuple[View, ...] = (
          "SELECT p.payment_id, t.payment_type_name, CASE WHEN t.payment_type_name IN "  # nosec B608
          "('SALES_RECEIPT', 'PURCHASE_REFUND') THEN 'to receive' ELSE 'to pay' END AS direction, "
          f"c.currency_code, p.payment_amount, p.payment_date, {_OVERDUE} AS days_overdue, "
-         "CASE " + " ".join(f"WHEN {test} THEN {literal(name)}" for name, test in _AGES) + " END AS age, "
-         "CASE " + " ".join(f"WHEN {test} THEN {i}" for i, (_, test) in enumerate(_AGES, 1)) + " END AS age_order, "
+         f"{_AGE} AS age, {_AGE_ORDER} AS age_order, "
          "r.rate_date, r.units_per_gbp, p.payment_amount / r.units_per_gbp AS payment_amount_gbp "
          f"FROM {identifier(SCHEMA)}.current_payment p "
          "LEFT JOIN public.dim_payment_type t USING (payment_type_id) "
