@@ -103,7 +103,7 @@ def _down(args) -> int:
 def _seed(args) -> int:
     from totesys_etl.local.source.seed import seed
 
-    counts = seed(_admin_url(), orders=args.orders, seed=args.seed)
+    counts = seed(_admin_url(), orders=args.orders, seed=args.seed, awkward=args.awkward)
     print("seeded: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
     return 0
 
@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("seed", help="recreate the 11 source tables with reproducible data")
     p.add_argument("--orders", type=int, default=10_000, help="rows in sales_order (default 10,000)")
     p.add_argument("--seed", type=int, default=1, help="random seed (same seed, same rows)")
+    p.add_argument("--awkward", action="store_true", help="add extreme numbers and dates (for tests)")
     p.set_defaults(func=_seed)
     p = commands.add_parser("simulate", help="OLTP activity: new and updated rows")
     p.add_argument("--changes", type=int, default=None, help="number of changes (default 100, or none with "

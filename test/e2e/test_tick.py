@@ -38,7 +38,7 @@ def counts(run_sql, url, *tables):
 @pytest.fixture
 def seeded(pipeline_env, source, monkeypatch):
     """The contract §5 variables over a seeded source, with a settle period short enough for marks to move."""
-    seed(source.admin_url, orders=300, seed=7)
+    seed(source.admin_url, orders=300, seed=7, awkward=True)   # the extremes, end to end
     monkeypatch.setenv("TOTESYS_SETTLE_SECONDS", "2")
     return {**pipeline_env, "TOTESYS_SETTLE_SECONDS": "2"}
 

@@ -77,16 +77,22 @@ def test_known_rows_give_the_views_figures_and_hostile_text_stays_text(filled_wa
                                        ["USD", "US Dollar", "1", "5", "50.00"]]
     assert page.tables["payments"] == [["PURCHASE_PAYMENT", "USD", "1", "12.25", "0", "0.00"],
                                        ["SALES_RECEIPT", "GBP", "1", "30.00", "1", "5.50"]]
-    assert page.tables["designs"] == [["1", "Tote A", "19", "2"], ["2", "Tote B", "8", "2"]]
+    # in GBP at each order's agreed payment date's rate (test_views.RATES): order 2's USD 50.00 at 1.25 is
+    # 40.00, and order 4 (no rate for its date) is counted but not valued
+    assert page.tables["designs"] == [["Tote B", "2", "8", "45.97"], ["Tote A", "2", "19", "30.00"]]
+    assert page.tables["countries"] == [["France", "2", "8", "45.97"], ["United Kingdom", "2", "19", "30.00"]]
+    assert page.tables["ageing"] == [["over 90 days", "to receive", "1", "5.50"]]
     assert page.tables["quarter"] == [["2024 Q2", "GBP", "2", "10", "33.97"], ["2024 Q1", "GBP", "1", "12", "30.00"],
                                       ["2024 Q1", "USD", "1", "5", "50.00"]]
     hostile = 'O\'Brien "<script>alert(1)</script>"\nZoë 😀'
-    assert page.tables["counterparties"] == [["Acme Totes", "17", "2"], [hostile, "10", "2"]]
+    assert page.tables["counterparties"] == [["Acme Totes", "2", "17", "70.00"], [hostile, "2", "10", "5.97"]]
     assert "script" not in page.tags and "<script" not in text.replace("&lt;script", "")
     assert "Newest loaded run 20240201T000000000000Z" in text and "2 runs loaded" in text
     assert "Newest source change held: 2024-05-01 12:30 UTC" in text
     assert page.tables["deliveries"] == [["DPD", "2", "1", "1", "50.0"], ["UPS", "2", "1", "0", "100.0"]]
-    assert text.count("<svg") == 9   # every section but the two tables without a chart (currency, quarter)
+    # every section but the two tables without a chart (currency, quarter), drawn for a laptop and a phone
+    assert text.count("<svg") == 2 * 10
+    assert "1 order not valued yet: due after the newest rate (the latest on 2024-04-10)" in text
 
 
 def test_money_is_exact_and_rounded_half_to_even_in_decimal():
@@ -118,7 +124,7 @@ def test_an_empty_warehouse_says_so(warehouse_url, use, tmp_path, capsys):
     text, page = report(warehouse_url, tmp_path, capsys)
     assert 'data-state="empty"' in text and "No run loaded yet." in text
     assert "<svg" not in text and page.tables == {}
-    assert text.count("No rows yet.") == 11
+    assert text.count("No rows yet.") == 12
 
 
 def test_a_tiny_warehouse_charts_its_one_order(filled_warehouse, use, tmp_path, capsys, run_sql):
@@ -128,7 +134,9 @@ def test_a_tiny_warehouse_charts_its_one_order(filled_warehouse, use, tmp_path, 
     use(filled_warehouse)
     text, page = report(filled_warehouse, tmp_path, capsys)
     assert page.tables["currency"] == [["USD", "US Dollar", "1", "5", "50.00"]]
-    assert "payments" not in page.tables and "deliveries" not in page.tables and text.count("<svg") == 7
+    assert page.tables["counterparties"] == [["Acme Totes", "1", "5", "40.00"]]
+    assert "payments" not in page.tables and "deliveries" not in page.tables and "ageing" not in page.tables
+    assert text.count("<svg") == 2 * 7
 
 
 def test_no_warehouse_setting_is_bad_configuration(use, capsys):
@@ -165,3 +173,15 @@ def test_without_the_charting_libraries_the_reason_says_what_to_install(filled_w
     monkeypatch.setitem(sys.modules, "vl_convert", None)   # what `import` meets when the package is absent
     assert main(["report"]) == 1
     assert "vl_convert: pip install -r requirements-local.txt" in capsys.readouterr().err
+
+
+def test_without_exchange_rates_the_gbp_figures_say_so_and_claim_nothing(filled_warehouse, use, tmp_path, capsys,
+                                                                         run_sql):
+    run_sql(filled_warehouse, "DELETE FROM fact_exchange_rate")
+    use(filled_warehouse)
+    text, page = report(filled_warehouse, tmp_path, capsys)
+    assert "4 orders, none valued: the warehouse holds no exchange rate for their payment dates" in text
+    assert 'data-kpi="sales_gbp"><div class="label">Sales, GBP</div><div class="value">£ -</div>' in text
+    assert 'data-kpi="receivable_gbp"><div class="label">Payments to receive, GBP</div><div class="value">£ -' in text
+    assert "1 not valued: no rate stored for their currency" in text
+    assert page.tables["currency"][0] == ["GBP", "Pound Sterling", "3", "22", "63.97"]   # as sold, still there

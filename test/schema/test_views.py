@@ -15,7 +15,7 @@ from pg8000.native import identifier
 
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.load.migrations import migrate
-from totesys_etl.schema.views import ANALYTICAL_VIEWS, DELIVERY_VIEWS, FX_VIEWS, SCHEMA, VIEWS, view
+from totesys_etl.schema.views import ANALYTICAL_VIEWS, DELIVERY_VIEWS, FX_VIEWS, REPORT_VIEWS, SCHEMA, VIEWS, view
 
 R1, R2 = "20240101T000000000000Z", "20240201T000000000000Z"
 CURRENCIES = {1: ("GBP", "Pound Sterling"), 2: ("USD", "US Dollar")}
@@ -100,6 +100,11 @@ DELIVERIES = [
 ]
 
 
+#: Units per GBP by (day, currency): USD on 2024-02-01 carried; no rate for 2024-04-10 (order 4 is not valued).
+RATES = {(date(2024, 1, 5), 1): (Decimal(1), False), (date(2024, 2, 1), 1): (Decimal(1), False),
+         (date(2024, 2, 1), 2): (Decimal("1.25"), True), (date(2024, 4, 2), 1): (Decimal(1), False)}
+
+
 def _insert(conn, table, row):
     columns = list(row)
     conn.run(f"INSERT INTO {identifier(table)} ({', '.join(identifier(c) for c in columns)}) "  # nosec
@@ -131,6 +136,9 @@ def fill(conn):
                         ("fact_delivery", DELIVERIES)):
         for row in rows:
             _insert(conn, table, row)
+    for (day, currency), (rate, carried) in RATES.items():
+        _insert(conn, "fact_exchange_rate", {"rate_date": day, "currency_id": currency, "units_per_gbp": rate,
+                                             "carried": carried, "etl_run_id": R2})
     _insert(conn, "etl_src_design", {"design_id": 20, "design_name": "Tote A", "file_location": "/",
                                      "file_name": "f", "created_at": datetime(2024, 1, 1),
                                      "last_updated": datetime(2024, 5, 1, 12, 30), "etl_run_id": R2})
@@ -290,7 +298,7 @@ def test_every_view_is_in_its_own_schema_with_its_description(warehouse):
     got = dict(warehouse.run("SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
                              "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relkind = 'v'",
                              s=SCHEMA))
-    assert got == {v.name: v.description for v in (*VIEWS, *FX_VIEWS, *DELIVERY_VIEWS)}
+    assert got == {v.name: v.description for v in (*VIEWS, *FX_VIEWS, *DELIVERY_VIEWS, *REPORT_VIEWS)}
     assert all(v.description and "current" in view(f"current_{t}").description
                for v in VIEWS for t in ("sales_order", "purchase_order", "payment"))
 
@@ -301,3 +309,68 @@ def test_on_time_delivery_is_the_first_delivery_against_the_current_agreed_date(
     assert rows == [[date(2024, 1, 1), "Leeds", "DPD", 1, 1, 0, 0, Decimal("1.0000"), None],
                     [date(2024, 2, 1), "Paris", "DPD", 1, 0, 1, 0, Decimal("0.0000"), Decimal("2.00")],
                     [date(2024, 4, 1), "Leeds", "UPS", 2, 1, 0, 1, Decimal("1.0000"), None]]
+
+
+def in_gbp(row, value):
+    """The hand rule: the value over its agreed payment date's rate, or None without one."""
+    rate = RATES.get((row["agreed_payment_date"], row["currency_id"]))
+    return None if rate is None else value / rate[0]
+
+
+def test_sales_and_purchases_in_gbp_by_month_customer_design_country(warehouse):
+    sales = {r["sales_order_id"]: (r, in_gbp(r, sales_value(r))) for r in current(SALES, "sales_order_id")}
+    assert {k: v for k, (_, v) in sales.items()} == {1: Decimal("30.00"), 2: Decimal("40.00"), 3: Decimal("5.97"),
+                                                     4: None}
+    got = {r[0]: tuple(r[1:]) for r in rows(warehouse, "sales_in_gbp", "sales_order_id, sales_value_gbp, "
+                                            "rate_carried, created_date, counterparty_id, design_id")}
+    assert got == {i: (v, RATES.get((r["agreed_payment_date"], r["currency_id"]), (None, None))[1],
+                       r["created_date"], r["counterparty_id"], r["design_id"]) for i, (r, v) in sales.items()}
+    purchases = [in_gbp(r, r["item_quantity"] * r["item_unit_price"]) for r in current(PURCHASES, "purchase_order_id")]
+    assert sorted(r[0] for r in rows(warehouse, "purchases_in_gbp", "purchase_value_gbp")) == sorted(purchases)
+
+    def by(key):
+        out = defaultdict(lambda: [0, 0, None, 0])
+        for r, v in sales.values():
+            figures = out[key(r)]
+            figures[0] += 1
+            figures[1] += r["units_sold"]
+            figures[2] = figures[2] if v is None else (figures[2] or 0) + v
+            figures[3] += v is None
+        return {k: tuple(v) for k, v in out.items()}
+
+    assert {(r[0], r[1]): tuple(r[2:]) for r in rows(
+        warehouse, "sales_in_gbp_by_counterparty",
+        "counterparty_id, counterparty_legal_name, orders, units_sold, sales_value_gbp, orders_without_rate")} == \
+        by(lambda r: (r["counterparty_id"], COUNTERPARTIES[r["counterparty_id"]]))
+    assert {(r[0], r[1]): tuple(r[2:]) for r in rows(
+        warehouse, "sales_in_gbp_by_design",
+        "design_id, design_name, orders, units_sold, sales_value_gbp, orders_without_rate")} == \
+        by(lambda r: (r["design_id"], DESIGNS[r["design_id"]]))
+    assert {r[0]: tuple(r[1:]) for r in rows(
+        warehouse, "sales_in_gbp_by_country", "country, orders, units_sold, sales_value_gbp, orders_without_rate")
+    } == {k[0]: v for k, v in by(lambda r: (LOCATIONS[r["agreed_delivery_location_id"]][1],)).items()}
+    months = {r[0]: tuple(r[1:]) for r in rows(
+        warehouse, "gbp_by_month", "month, sales_orders, sales_value_gbp, sales_orders_without_rate, "
+                                   "sales_orders_at_carried_rate, purchase_orders, purchase_value_gbp")}
+    assert months == {date(2024, 1, 1): (1, Decimal("30.00"), 0, 0, 2, sum(purchases)),
+                      date(2024, 2, 1): (1, Decimal("40.00"), 0, 1, 0, None),
+                      date(2024, 4, 1): (2, Decimal("5.97"), 1, 0, 0, None)}   # no March: a gap, not a zero
+
+
+def test_namesakes_are_counted_so_the_report_can_tell_them_apart(warehouse):
+    warehouse.run("UPDATE dim_design SET design_name = 'Bronze'")
+    assert sorted(rows(warehouse, "sales_in_gbp_by_design", "design_id, namesakes")) == [(20, 2), (21, 2)]
+    assert sorted(rows(warehouse, "sales_in_gbp_by_counterparty", "counterparty_id, namesakes")) == [(5, 1), (6, 1)]
+
+
+def test_payments_outstanding_with_direction_age_and_gbp_at_the_newest_rate(warehouse):
+    unpaid = [p for p in current(PAYMENTS, "payment_id") if not p["paid"]]
+    overdue = (datetime.now(timezone.utc).date() - date(2024, 3, 2)).days
+    assert rows(warehouse, "payments_outstanding", "payment_id, direction, payment_amount, days_overdue, age, "
+                "age_order, rate_date, payment_amount_gbp") == [
+        (p["payment_id"], "to receive", p["payment_amount"], overdue, "over 90 days", 5, date(2024, 4, 2),
+         p["payment_amount"]) for p in unpaid]
+    warehouse.run("UPDATE fact_payment SET payment_date = (now() AT TIME ZONE 'UTC')::date + 3, payment_type_id = 3, "
+                  "currency_id = 2")
+    assert rows(warehouse, "payments_outstanding", "direction, days_overdue, age, age_order, payment_amount_gbp") == [
+        ("to pay", -3, "not yet due", 1, Decimal("5.5") / Decimal("1.25"))]

@@ -19,7 +19,7 @@ from totesys_etl.schema import DIMENSIONS, FACTS, STAR_TABLES, STATE_TABLES, sta
 from totesys_etl.schema.ddl import column_definitions, column_list, create_table
 from totesys_etl.schema.courier import EVENT_FACTS
 from totesys_etl.schema.fx import FACT_EXCHANGE_RATE
-from totesys_etl.schema.views import create_delivery_views, create_fx_views, create_views
+from totesys_etl.schema.views import create_delivery_views, create_fx_views, create_report_views, create_views
 from totesys_etl.schema.warehouse import (OLDEST_RUN_ID, REFERENCE_TABLES, bookkeeping_columns, is_reference,
                                           reference_rows)
 
@@ -99,6 +99,8 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (3, "analytical views in schema analytics, each reading facts' current versions", create_views),
     (4, "fact_exchange_rate and the view of sales in GBP (FX rates API)", _exchange_rates),
     (5, "fact_delivery from courier files, and the on-time delivery view", _deliveries),
+    (6, "the report's views in GBP: purchases, months, customers, designs, countries, payments outstanding",
+     create_report_views),
 )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from totesys_etl.schema import API_FACTS, DIMENSIONS, DIM_DATE, EVENT_FACTS, FACTS, STATE_TABLES, fact_references
 from totesys_etl.schema.model import Table
-from totesys_etl.schema.views import DELIVERY_VIEWS, FX_VIEWS, SCHEMA, VIEWS
+from totesys_etl.schema.views import DELIVERY_VIEWS, FX_VIEWS, REPORT_VIEWS, SCHEMA, VIEWS
 
 _DERIVATIONS = {"copy": "", "date_of": " (date part)", "time_of": " (time part)",
                 "parse_date": " ('YYYY-MM-DD' text as a date)"}
@@ -65,9 +65,11 @@ def render() -> str:
     lines += ["", f"## Analytical views (schema `{SCHEMA}`)", "",
               "Created by the loader's migrations for BI tools and `totesys-etl report`. Each reads the current "
               "version of each fact through the `current_*` views (greatest `etl_run_id`, then greatest "
-              "`last_updated_date, last_updated_time`); money is never added across currencies.", "",
+              "`last_updated_date, last_updated_time`); money is added across currencies only in GBP, through "
+              "`fact_exchange_rate`, and each GBP sum says what it could not value.", "",
               "| view | answers |", "|---|---|"]
-    lines += [f"| `{SCHEMA}.{v.name}` | {v.description} |" for v in (*VIEWS, *FX_VIEWS, *DELIVERY_VIEWS)]
+    every = (*VIEWS, *FX_VIEWS, *DELIVERY_VIEWS, *REPORT_VIEWS)
+    lines += [f"| `{SCHEMA}.{v.name}` | {v.description} |" for v in every]
     return "\n".join(lines) + "\n"
 
 

@@ -6,13 +6,21 @@ version of each id that the latest run read, i.e. the row with the greatest `etl
 greatest `last_updated_date, last_updated_time` (`warehouse.newest_first`; newer means committed
 later, not stamped later).
 
-Money stays `numeric` and is never added across currencies: every view that sums money has a
-`currency_code` column (the warehouse holds no exchange rates to convert with). Values: sales
-`units_sold * unit_price`, purchases `item_quantity * item_unit_price`, payments `payment_amount`.
-Dimension joins are LEFT joins, so a fact whose dimension row comes with a later run still counts.
+Money stays `numeric` and is never added across currencies in its own currency: a view that sums
+money as sold has a `currency_code` column. Sums across currencies are in GBP, through
+`fact_exchange_rate` (contract §3, §9): FX_VIEWS value each order at its agreed payment date's rate
+(`sales_in_gbp`, `purchases_in_gbp`), and REPORT_VIEWS add them up per month, customer, design and
+country, and age the payments outstanding (valued at the newest stored rate, as a ledger revalues
+open items at the closing rate). Every GBP sum says how many orders it could not value yet (no rate
+stored for their date) and how many at a carried rate (a weekend or holiday: the last published one).
+Values: sales `units_sold * unit_price`, purchases `item_quantity * item_unit_price`, payments
+`payment_amount`. Dimension joins are LEFT joins, so a fact whose dimension row comes with a later
+run still counts.
 
-Migration 3 creates these views. Changing one later means a new migration that calls
-`create_views(conn, replace=True)` again, never an edit of migration 3's meaning.
+Migration 3 creates VIEWS, migration 4 FX_VIEWS, migration 5 DELIVERY_VIEWS, migration 6 REPORT_VIEWS
+(and FX_VIEWS again, which gained columns). Changing one later means a new migration that creates it
+again with `replace=True`, never an edit of an applied migration's meaning; a replaced view may only
+gain columns at its end (PostgreSQL's rule for `CREATE OR REPLACE VIEW`).
 """
 from __future__ import annotations
 
@@ -134,7 +142,8 @@ VIEWS: tuple[View, ...] = (*CURRENT_VIEWS, *ANALYTICAL_VIEWS)
 
 
 def view(name: str, views: tuple[View, ...] | None = None) -> View:
-    return next(v for v in (views or VIEWS) if v.name == name)
+    """The view called `name`, among `views` (default: every view of every migration)."""
+    return next(v for v in (views or (*VIEWS, *FX_VIEWS, *DELIVERY_VIEWS, *REPORT_VIEWS)) if v.name == name)
 
 
 def _create(conn, views: tuple[View, ...], replace: bool = False) -> None:
@@ -152,17 +161,21 @@ def create_views(conn, replace: bool = False) -> None:
 
 #: Views over the FX rates (issue 28), created by migration 4 with `fact_exchange_rate`; kept apart from
 #: VIEWS because migration 3 creates exactly those.
+_AT_PAYMENT_DATE = ("LEFT JOIN public.fact_exchange_rate r "
+                    "ON r.rate_date = {o}.agreed_payment_date AND r.currency_id = {o}.currency_id")
+
 FX_VIEWS: tuple[View, ...] = (
     View("sales_in_gbp",
          "Each sales order's current version valued in GBP at its agreed payment date: `sales_value` divided by "
          "that date's `units_per_gbp` (carried days included; `rate_carried` says so). `sales_value_gbp` is NULL "
-         "while no rate is stored for that date (a payment date after the newest FX date).",
+         "while no rate is stored for that date (a payment date after the newest FX date). The order's month, "
+         "customer, design, seller and delivery location follow, for sums in GBP by any of them.",
          "SELECT s.sales_order_id, s.agreed_payment_date, s.currency_id, c.currency_code, s.units_sold, "  # nosec B608
          "s.unit_price, s.sales_value, r.units_per_gbp, r.carried AS rate_carried, "
-         "s.sales_value / r.units_per_gbp AS sales_value_gbp "
+         "s.sales_value / r.units_per_gbp AS sales_value_gbp, s.created_date, s.counterparty_id, s.design_id, "
+         "s.sales_staff_id, s.agreed_delivery_location_id, s.agreed_delivery_date "
          f"FROM {identifier(SCHEMA)}.current_sales_order s LEFT JOIN public.dim_currency c USING (currency_id) "
-         "LEFT JOIN public.fact_exchange_rate r "
-         "ON r.rate_date = s.agreed_payment_date AND r.currency_id = s.currency_id"),
+         + _AT_PAYMENT_DATE.format(o="s")),
 )
 
 
@@ -198,3 +211,92 @@ DELIVERY_VIEWS: tuple[View, ...] = (
 def create_delivery_views(conn, replace: bool = False) -> None:
     """The courier views (the `analytics` schema exists: migration 3 made it)."""
     _create(conn, DELIVERY_VIEWS, replace)
+
+
+def _gbp_figures(prefix: str, value: str) -> str:
+    """Orders, the GBP sum, and how many orders it left out (no rate yet) or valued at a carried rate."""
+    return (f"count(*) AS {prefix}orders, sum({value}_gbp) AS {prefix}value_gbp, "
+            f"count(*) FILTER (WHERE {value}_gbp IS NULL) AS {prefix}orders_without_rate, "
+            f"count(*) FILTER (WHERE rate_carried) AS {prefix}orders_at_carried_rate")
+
+
+_SALES_GBP = f"{identifier(SCHEMA)}.sales_in_gbp g"
+#: The days a payment is past due, and its bucket; `age_order` sorts the buckets.
+_OVERDUE = "((now() AT TIME ZONE 'UTC')::date - p.payment_date)"
+_AGES = (("not yet due", f"{_OVERDUE} <= 0"), ("1-30 days", f"{_OVERDUE} <= 30"),
+         ("31-60 days", f"{_OVERDUE} <= 60"), ("61-90 days", f"{_OVERDUE} <= 90"), ("over 90 days", "TRUE"))
+_AGE = "CASE " + " ".join(f"WHEN {test} THEN {literal(name)}" for name, test in _AGES) + " END"
+_AGE_ORDER = "CASE " + " ".join(f"WHEN {test} THEN {i}" for i, (_, test) in enumerate(_AGES, 1)) + " END"
+
+#: What a sales dashboard over the star schema shows (issue 36), in GBP; created by migration 6.
+REPORT_VIEWS: tuple[View, ...] = (
+    View("purchases_in_gbp",
+         "Each purchase order's current version valued in GBP at its agreed payment date, as `sales_in_gbp` "
+         "values sales: `purchase_value_gbp` is NULL while no rate is stored for that date.",
+         "SELECT p.purchase_order_id, p.agreed_payment_date, p.currency_id, c.currency_code, "  # nosec B608
+         "p.item_quantity, p.item_unit_price, p.purchase_value, r.units_per_gbp, r.carried AS rate_carried, "
+         "p.purchase_value / r.units_per_gbp AS purchase_value_gbp, p.created_date, p.counterparty_id "
+         f"FROM {identifier(SCHEMA)}.current_purchase_order p LEFT JOIN public.dim_currency c USING (currency_id) "
+         + _AT_PAYMENT_DATE.format(o="p")),
+    View("gbp_by_month",
+         "Per calendar month of `created_date`: sales and purchase orders and their value in GBP at each order's "
+         "agreed payment date (`sales_in_gbp`, `purchases_in_gbp`), with the orders left out for want of a rate "
+         "and those valued at a carried one. A month with no orders has no row (a gap, not a zero).",
+         "WITH sales AS (SELECT date_trunc('month', created_date)::date AS month, "  # nosec B608
+         f"{_gbp_figures('sales_', 'sales_value')} FROM {_SALES_GBP} GROUP BY 1), "
+         "purchases AS (SELECT date_trunc('month', created_date)::date AS month, "
+         f"{_gbp_figures('purchase_', 'purchase_value')} FROM {identifier(SCHEMA)}.purchases_in_gbp GROUP BY 1) "
+         "SELECT month, coalesce(sales_orders, 0) AS sales_orders, sales_value_gbp, "
+         "coalesce(sales_orders_without_rate, 0) AS sales_orders_without_rate, "
+         "coalesce(sales_orders_at_carried_rate, 0) AS sales_orders_at_carried_rate, "
+         "coalesce(purchase_orders, 0) AS purchase_orders, purchase_value_gbp, "
+         "coalesce(purchase_orders_without_rate, 0) AS purchase_orders_without_rate, "
+         "coalesce(purchase_orders_at_carried_rate, 0) AS purchase_orders_at_carried_rate "
+         "FROM sales FULL JOIN purchases USING (month)"),
+    View("sales_in_gbp_by_counterparty",
+         "Sales per customer (counterparty, with its legal name) in GBP: orders, units, value, and the orders "
+         "left out for want of a rate. `namesakes` counts the customers of that name (more than 1: tell them "
+         "apart by id).",
+         "SELECT g.counterparty_id, p.counterparty_legal_name, count(*) AS orders, "  # nosec B608
+         "sum(g.units_sold) AS units_sold, sum(g.sales_value_gbp) AS sales_value_gbp, "
+         "count(*) FILTER (WHERE g.sales_value_gbp IS NULL) AS orders_without_rate, "
+         "count(*) OVER (PARTITION BY p.counterparty_legal_name) AS namesakes "
+         f"FROM {_SALES_GBP} LEFT JOIN public.dim_counterparty p USING (counterparty_id) GROUP BY 1, 2"),
+    View("sales_in_gbp_by_design",
+         "Sales per design in GBP: orders, units, value, and the orders left out for want of a rate. "
+         "`namesakes` counts the designs of that name (more than 1: tell them apart by id).",
+         "SELECT g.design_id, d.design_name, count(*) AS orders, sum(g.units_sold) AS units_sold, "  # nosec B608
+         "sum(g.sales_value_gbp) AS sales_value_gbp, "
+         "count(*) FILTER (WHERE g.sales_value_gbp IS NULL) AS orders_without_rate, "
+         "count(*) OVER (PARTITION BY d.design_name) AS namesakes "
+         f"FROM {_SALES_GBP} LEFT JOIN public.dim_design d USING (design_id) GROUP BY 1, 2"),
+    View("sales_in_gbp_by_country",
+         "Sales per country of the agreed delivery location in GBP: where orders go.",
+         "SELECT l.country, count(*) AS orders, sum(g.units_sold) AS units_sold, "  # nosec B608
+         "sum(g.sales_value_gbp) AS sales_value_gbp, "
+         "count(*) FILTER (WHERE g.sales_value_gbp IS NULL) AS orders_without_rate "
+         f"FROM {_SALES_GBP} LEFT JOIN public.dim_location l ON l.location_id = g.agreed_delivery_location_id "
+         "GROUP BY 1"),
+    View("payments_outstanding",
+         "Each current payment not yet paid: `direction` 'to receive' (a sales receipt, a purchase refund) or "
+         "'to pay' (a purchase payment, a sales refund); `days_overdue` past its `payment_date` (UTC today; "
+         "0 or less: not yet due) and its `age` bucket (`age_order` sorts them); the amount in GBP at the "
+         "newest stored rate of its currency (`rate_date`; NULL while none is stored).",
+         "SELECT p.payment_id, t.payment_type_name, CASE WHEN t.payment_type_name IN "  # nosec B608
+         "('SALES_RECEIPT', 'PURCHASE_REFUND') THEN 'to receive' ELSE 'to pay' END AS direction, "
+         f"c.currency_code, p.payment_amount, p.payment_date, {_OVERDUE} AS days_overdue, "
+         f"{_AGE} AS age, {_AGE_ORDER} AS age_order, "
+         "r.rate_date, r.units_per_gbp, p.payment_amount / r.units_per_gbp AS payment_amount_gbp "
+         f"FROM {identifier(SCHEMA)}.current_payment p "
+         "LEFT JOIN public.dim_payment_type t USING (payment_type_id) "
+         "LEFT JOIN public.dim_currency c USING (currency_id) "
+         "LEFT JOIN LATERAL (SELECT x.rate_date, x.units_per_gbp FROM public.fact_exchange_rate x "
+         "WHERE x.currency_id = p.currency_id ORDER BY x.rate_date DESC LIMIT 1) r ON TRUE "
+         "WHERE NOT p.paid"),
+)
+
+
+def create_report_views(conn, replace: bool = False) -> None:
+    """The report's views (migration 6), after FX_VIEWS again: `sales_in_gbp` gained columns they read."""
+    _create(conn, FX_VIEWS, replace=True)
+    _create(conn, REPORT_VIEWS, replace)

@@ -1,9 +1,11 @@
-"""`seed` against the session's real PostgreSQL: counts, reproducibility, awkward values, DDL, grants."""
+"""`seed` against the session's real PostgreSQL: counts, reproducibility, values like the real snapshot's,
+awkward values (extremes only with `awkward`), DDL, grants."""
 from __future__ import annotations
 
+import bisect
 import re
 import secrets
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -13,7 +15,9 @@ from pg8000.native import identifier
 
 from totesys_etl.errors import ConfigurationError, EtlError
 from totesys_etl.local.services import admin
-from totesys_etl.local.source.seed import HISTORY_START, REFERENCE, seed
+from totesys_etl.local.services.fx_api import load_dataset
+from totesys_etl.local.source.big_tables import History
+from totesys_etl.local.source.seed import seed
 from totesys_etl.local.source.source_db import csv_rows
 from totesys_etl.schema import SOURCE_TABLES
 from totesys_etl.schema.source import SOURCE_FOREIGN_KEYS
@@ -46,6 +50,15 @@ def seeded(postgres):
     source = SimpleNamespace(name=name, admin_url=postgres.url(name),
                              reader_url=postgres.url(name, admin.READER_ROLE, postgres.reader_password))
     return source, seed(source.admin_url, orders=ORDERS, seed=7)
+
+
+@pytest.fixture(scope="module")
+def awkward(postgres):
+    """A seed with the extremes (`seed --awkward`), for the tests of what the pipeline must carry exactly."""
+    name = f"awkward{secrets.token_hex(4)}"
+    admin.create_database(postgres, name)
+    url = postgres.url(name)
+    return url, seed(url, orders=ORDERS, seed=7, awkward=True)
 
 
 def test_exact_orders_and_the_ratios_between_tables(seeded, run_sql):
@@ -133,17 +146,87 @@ def test_awkward_values_are_present(seeded, run_sql):
 
 
 @pytest.mark.parametrize("table, column", [("purchase_order", "item_unit_price"), ("payment", "payment_amount")])
-def test_unconstrained_money_has_varied_scales_and_19_digit_values(seeded, run_sql, table, column):
-    source, _ = seeded
-    values = [r[0] for r in run_sql(source.admin_url, f"SELECT {column} FROM {table}")]
+def test_awkward_money_has_varied_scales_and_19_digit_values(awkward, run_sql, table, column):
+    url, _ = awkward
+    values = [r[0] for r in run_sql(url, f"SELECT {column} FROM {table}")]
     assert {-v.as_tuple().exponent for v in values} == set(range(9))
     assert any(len(v.as_tuple().digits) == 19 for v in values)
     # Inside what the warehouse carries exactly (contract §3): 20 integer digits, 10 places.
     assert all(abs(v) < Decimal(10) ** 20 and -v.as_tuple().exponent <= 10 and v > 0 for v in values)
 
 
+def test_awkward_prices_and_dates_reach_the_extremes(awkward, run_sql):
+    url, counts = awkward
+    assert counts["sales_order"] == ORDERS
+    biggest, far = run_sql(url, "SELECT max(unit_price), max(agreed_delivery_date::date - created_at::date) "
+                                "FROM sales_order")[0]
+    assert biggest > 1_000_000 and far > 100
+
+
+def test_default_values_are_distributed_like_the_real_snapshot(seeded, run_sql):
+    """test/data's snapshot: units 1,001 to 99,973, prices 2.00 to 4.00, quantities 1 to 999 at 3.32 to
+    999.07, currencies and counterparties in near-equal shares, delivery 0 to 7 days after the order."""
+    source, _ = seeded
+    url = source.admin_url
+    units, prices, lags, pay_lags = run_sql(url, """
+        SELECT array[min(units_sold), max(units_sold)], array[min(unit_price), max(unit_price)],
+               array[min(agreed_delivery_date::date - created_at::date),
+                     max(agreed_delivery_date::date - created_at::date)],
+               array[min(agreed_payment_date::date - created_at::date),
+                     max(agreed_payment_date::date - created_at::date)]
+        FROM sales_order""")[0]
+    assert 1000 <= units[0] < 1100 and 99_000 < units[1] <= 100_000
+    assert prices == [Decimal("2.00"), Decimal("4.00")] and lags == [0, 7] and pay_lags == [0, 6]
+    quantity, price, scales = run_sql(url, "SELECT array[min(item_quantity), max(item_quantity)], "
+                                           "array[min(item_unit_price), max(item_unit_price)], "
+                                           "array_agg(DISTINCT scale(item_unit_price)) FROM purchase_order")[0]
+    assert 1 <= quantity[0] < 10 and 990 < quantity[1] <= 1000
+    assert Decimal(1) <= price[0] < 10 and 990 < price[1] <= 1000 and set(scales) == {2}
+    for table in ("sales_order", "purchase_order"):
+        shares = [r[0] for r in run_sql(url, f"SELECT count(*) FROM {table} GROUP BY currency_id")]
+        assert len(shares) == 3 and max(shares) < 1.25 * min(shares), table
+    # A payment is its order's value (a refund a part of it), due on the order's agreed payment date.
+    assert run_sql(url, """
+        SELECT count(*) FILTER (WHERE y.payment_type_name IN ('SALES_RECEIPT', 'PURCHASE_PAYMENT')
+                                AND p.payment_amount <> coalesce(s.units_sold * s.unit_price,
+                                                                 o.item_quantity * o.item_unit_price)),
+               count(*) FILTER (WHERE y.payment_type_name LIKE '%REFUND' AND NOT p.payment_amount
+                                BETWEEN 0.01 AND coalesce(s.units_sold * s.unit_price,
+                                                          o.item_quantity * o.item_unit_price)),
+               count(*) FILTER (WHERE p.payment_date <> coalesce(s.agreed_payment_date, o.agreed_payment_date))
+        FROM payment p JOIN transaction t USING (transaction_id) JOIN payment_type y USING (payment_type_id)
+        LEFT JOIN sales_order s USING (sales_order_id) LEFT JOIN purchase_order o USING (purchase_order_id)
+    """) == [[0, 0, 0]]
+    # Outstanding payments age like a ledger's: most are recent; past-due ones are mostly paid.
+    today = History.ending().today
+    overdue = dict(run_sql(url, """
+        SELECT CASE WHEN payment_date::date >= :today THEN 'due' WHEN payment_date::date >= :today - 30 THEN '30'
+                    ELSE 'older' END, round(avg(CASE WHEN paid THEN 0 ELSE 1 END), 3)
+        FROM payment GROUP BY 1""", today=today))
+    assert overdue["due"] > 0.5 and 0.1 < overdue["30"] < 0.5 and overdue["older"] < 0.05
+
+
+def test_the_largest_order_is_at_most_1_percent_of_sales_in_gbp(source, run_sql):
+    """The default seed (10,000 orders), valued in GBP at the local FX dataset's rates: no order dominates
+    the total, as none does in the real snapshot (its largest is 0.024 %)."""
+    seed(source.admin_url)
+    rates = load_dataset()
+    days = sorted(rates)
+    values = []
+    orders = run_sql(source.admin_url, "SELECT c.currency_code, s.agreed_payment_date, s.units_sold * s.unit_price "
+                                       "FROM sales_order s JOIN currency c USING (currency_id)")
+    for code, due, value in orders:
+        day = days[bisect.bisect_right(days, date.fromisoformat(due)) - 1]   # that day's rate, or the last before
+        values.append(value if code == "GBP" else value / Decimal(rates[day][code]))
+    assert len(values) == 10_000
+    assert max(values) <= sum(values) / 100
+    assert Decimal(100_000) < sum(values) / len(values) < Decimal(200_000)   # the real mean order: £150,760
+
+
 def test_timestamps_dates_and_history(seeded, run_sql):
     source, _ = seeded
+    history = History.ending()
+    HISTORY_START, REFERENCE = history.start, history.end
     for table in SOURCE_TABLES:
         row = run_sql(source.admin_url, f"""
             SELECT count(*) FILTER (WHERE last_updated < created_at),

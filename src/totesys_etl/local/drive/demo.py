@@ -49,17 +49,22 @@ def _warehouse_counts(env: dict[str, str]) -> dict[str, int]:
 
 
 def _sales_in_gbp(env: dict[str, str]) -> str:
-    """One line: the current sales orders' value in GBP at their agreed payment dates (the FX view)."""
+    """One line: sales, purchases and payments to receive in GBP, as the report's headline reads them
+    (the analytical views: each order at its agreed payment date's rate, open payments at the newest)."""
+    from totesys_etl.report.figures import HEADLINE_GBP, OUTSTANDING_GBP, pounds
+
     conn = pg8000.native.Connection(**parse_url(env["TOTESYS_WAREHOUSE_URL"]))
     try:
-        if conn.run("SELECT to_regclass('analytics.sales_in_gbp')")[0][0] is None:
-            return "sales in GBP: - (no FX rates loaded)"
-        total, valued, orders = conn.run("SELECT coalesce(sum(sales_value_gbp), 0), count(sales_value_gbp), count(*) "
-                                         "FROM analytics.sales_in_gbp")[0]
+        if conn.run("SELECT to_regclass('analytics.payments_outstanding')")[0][0] is None:
+            return "sales in GBP: - (the warehouse has no GBP views yet)"
+        sales, orders, unvalued = conn.run(HEADLINE_GBP["sales"])[0][:3]
+        purchases = conn.run(HEADLINE_GBP["purchases"])[0][0]
+        owed = {r[0]: r[1] for r in conn.run(OUTSTANDING_GBP)}
     finally:
         conn.close()
-    return (f"sales in GBP: £{total:,.2f} over {valued:,} of {orders:,} orders, each at its agreed payment date's "
-            f"rate (the rest are due after the newest FX date)")
+    return (f"sales in GBP: {pounds(sales)} over {orders - unvalued:,} of {orders:,} orders (the rest are due "
+            f"after the newest FX date); purchases {pounds(purchases)}; payments to receive "
+            f"{pounds(owed.get('to receive'))}")
 
 
 def demo(home: Path, orders: int, out) -> int:

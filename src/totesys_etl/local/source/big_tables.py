@@ -4,14 +4,23 @@ server for `seed`.
 A million orders means about four million rows with their transactions and payments, and they
 must load in under a minute on two cores, so each table is one `INSERT … SELECT … FROM
 generate_series`, never a row at a time. Every "random" value is `hashint8extended(row id, k)`,
-where `k` mixes the seed and the column's name: the same seed gives the same rows on any day and
-any machine, and a child row can recompute its parent's values (a payment's counterparty is its
-order's) without reading the parent.
+where `k` mixes the seed and the column's name: the same seed gives the same rows on any machine
+(and, relative to the day it ends, on any day), and a child row can recompute its parent's values
+(a payment's counterparty, currency, amount and date are its order's) without reading the parent.
+
+Values are distributed like the real snapshot's (test/data/totesys-snapshot-2024-11-14): units
+1,000 to 100,000 and unit prices 2.00 to 4.00, uniform; purchase quantities 1 to 1,000 at 1.00 to
+1,000.00; currencies, counterparties, designs and staff in about equal shares; delivery 0 to 7 days
+and payment 0 to 6 days after the order; a payment is its order's value (a refund part of it). So
+no order dominates a total, and a report of the seed reads like the business's. The extremes the
+pipeline must carry exactly (unit prices up to 99,999,999.99, amounts of 19 significant digits at
+scales 0 to 8, delivery dates years out) come only with `awkward`.
 """
 from __future__ import annotations
 
 import zlib
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
 
 from pg8000.native import identifier
 
@@ -20,10 +29,8 @@ from totesys_etl.logs import StageLog, Timer
 from totesys_etl.schema import source_table
 from totesys_etl.schema.ddl import column_list
 
-#: Generated history ends here, a fixed instant, so a seed gives the same rows whatever the date.
-REFERENCE = datetime(2025, 11, 3, 9, 30)
-#: ... and starts about three years earlier.
-HISTORY_START = datetime(2022, 11, 3, 14, 20, 49, 962000)
+#: Generated history covers this many days before the day the seed runs (about three years).
+HISTORY_DAYS = 3 * 365 + 1
 
 #: Rows in the small tables (sales orders are `orders`; purchase orders `orders // 3`).
 ADDRESSES, COUNTERPARTIES, DESIGNS, DEPARTMENTS, STAFF = 300, 150, 400, 8, 20
@@ -37,6 +44,26 @@ def _timestamp(moment: datetime) -> str:
     return f"TIMESTAMP '{moment.isoformat(sep=' ', timespec='milliseconds')}'"
 
 
+@dataclass(frozen=True)
+class History:
+    """The span a seed's rows were created in: the HISTORY_DAYS before `today` (UTC), ending at its
+    midnight. Whole days, so two seeds on one day give the same rows, and rows are never from the future."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def ending(cls, today: date | None = None) -> "History":
+        today = today or datetime.now(timezone.utc).date()
+        end = datetime(today.year, today.month, today.day)
+        first = timedelta(days=HISTORY_DAYS) - timedelta(hours=14, minutes=20, seconds=49, milliseconds=962)
+        return cls(end - first, end)
+
+    @property
+    def today(self) -> date:
+        return self.end.date()
+
+
 class Generator:
     """SQL expressions of the big tables' columns, as functions of a row id expression.
 
@@ -44,14 +71,16 @@ class Generator:
     another's: `payment` takes its order's counterparty and currency without a join.
     """
 
-    def __init__(self, seed: int, orders: int):
+    def __init__(self, seed: int, orders: int, history: History, awkward: bool = False):
         self.seed = seed & 0x7FFFFFFF
         self.orders = orders
+        self.awkward = awkward
         self.purchases = orders // 3
         self.transactions = self.orders + self.purchases
-        self.span_ms = int((REFERENCE - HISTORY_START).total_seconds() * 1000)
+        self.span_ms = int((history.end - history.start).total_seconds() * 1000)
         self.step_ms = max(1, self.span_ms // max(1, orders))
-        self.start, self.end = _timestamp(HISTORY_START), _timestamp(REFERENCE)
+        self.start, self.end = _timestamp(history.start), _timestamp(history.end)
+        self.today = f"DATE '{history.today.isoformat()}'"
 
     def h(self, column: str, row: str) -> str:
         """A non-negative pseudo-random bigint for (seed, column, row)."""
@@ -82,8 +111,16 @@ class Generator:
                   f"ELSE 1 + {self.h(column + '.d', row)} % {10 ** small_digits} END)")
         return f"round({digits}::numeric / (10::numeric ^ {scale}), {scale}::int)"
 
+    def days_after(self, column: str, row: str, days: int, after: int = 0) -> str:
+        """`after` to `after + days - 1` days; with `awkward`, one row in 200 up to two years more."""
+        normal = f"({after} + {self.h(column, row)} % {days})"
+        if not self.awkward:
+            return normal
+        return (f"(CASE WHEN {self.h(column + '.far', row)} % 200 = 0 THEN {days} + {self.h(column + '.far', row)} "
+                f"% 700 ELSE {normal} END)")
+
     def date_text(self, column: str, moment: str, row: str, days: int, after: int = 0) -> str:
-        return f"(({moment})::date + ({after} + {self.h(column, row)} % {days})::int)::text"
+        return f"(({moment})::date + {self.days_after(column, row, days, after)}::int)::text"
 
     # Sales orders: ids 1..orders in time order, created at evenly spread instants plus jitter.
     def so_created(self, i: str) -> str:
@@ -96,6 +133,20 @@ class Generator:
     def so_currency(self, i: str) -> str:
         return self.pick("so.currency", i, len(CURRENCIES))
 
+    def so_units(self, i: str) -> str:
+        return f"(1000 + {self.h('so.units', i)} % 99001)"
+
+    def so_price(self, i: str) -> str:
+        """2.00 to 4.00; with `awkward`, one in 1,000 up to numeric(10,2)'s 99,999,999.99."""
+        normal = f"(200 + {self.h('so.price', i)} % 201)::numeric / 100"
+        if not self.awkward:
+            return f"({normal})"
+        return (f"(CASE WHEN {self.h('so.price.big', i)} % 1000 = 0 "
+                f"THEN (1 + {self.h('so.price', i)} % 9999999999)::numeric / 100 ELSE {normal} END)")
+
+    def so_payment_date(self, i: str, created: str) -> str:
+        return self.date_text("so.payment", created, i, 7)
+
     # Purchase order j is placed just after sales order 3j.
     def po_created(self, j: str) -> str:
         return self.at(f"(3 * ({j}) - 1)::bigint * {self.span_ms} / {max(1, self.orders)} "
@@ -107,19 +158,28 @@ class Generator:
     def po_currency(self, j: str) -> str:
         return self.pick("po.currency", j, len(CURRENCIES))
 
+    def po_quantity(self, j: str) -> str:
+        return f"(1 + {self.h('po.quantity', j)} % 1000)"
+
+    def po_price(self, j: str) -> str:
+        """1.00 to 1,000.00; with `awkward`, scales 0 to 8 and one in 500 of 19 significant digits."""
+        if self.awkward:
+            return self.amount("po.price", j, 6)
+        return f"round((100 + {self.h('po.price', j)} % 99901)::numeric / 100, 2)"
+
+    def po_payment_date(self, j: str, created: str) -> str:
+        return self.date_text("po.payment", created, j, 7)
+
     def sales_order(self) -> tuple[dict[str, str], str]:
         g = "g"
-        price = (f"(CASE WHEN {self.h('so.price.big', g)} % 1000 = 0 "
-                 f"THEN (1 + {self.h('so.price', g)} % 9999999999)::numeric / 100 "
-                 f"ELSE (200 + {self.h('so.price', g)} % 201)::numeric / 100 END)")
         columns = {
             "sales_order_id": g, "created_at": "created",
             "last_updated": self.later("so.updated", g, "created", 15, 30),
             "design_id": self.pick("so.design", g, DESIGNS), "staff_id": self.pick("so.staff", g, STAFF),
-            "counterparty_id": self.so_counterparty(g), "units_sold": f"(1000 + {self.h('so.units', g)} % 99001)",
-            "unit_price": price, "currency_id": self.so_currency(g),
-            "agreed_delivery_date": self.date_text("so.delivery", "created", g, 7, after=1),
-            "agreed_payment_date": self.date_text("so.payment", "created", g, 7, after=1),
+            "counterparty_id": self.so_counterparty(g), "units_sold": self.so_units(g),
+            "unit_price": self.so_price(g), "currency_id": self.so_currency(g),
+            "agreed_delivery_date": self.date_text("so.delivery", "created", g, 8),
+            "agreed_payment_date": self.so_payment_date(g, "created"),
             "agreed_delivery_location_id": self.pick("so.location", g, ADDRESSES),
         }
         rows = (f"(SELECT g, {self.so_created('g')} AS created "  # nosec B608 - ints and constants only
@@ -134,10 +194,10 @@ class Generator:
             "purchase_order_id": g, "created_at": "created",
             "last_updated": self.later("po.updated", g, "created", 15, 30),
             "staff_id": self.pick("po.staff", g, STAFF), "counterparty_id": self.po_counterparty(g),
-            "item_code": f"({code})", "item_quantity": f"(1 + {self.h('po.quantity', g)} % 1000)",
-            "item_unit_price": self.amount("po.price", g, 6), "currency_id": self.po_currency(g),
-            "agreed_delivery_date": self.date_text("po.delivery", "created", g, 10, after=1),
-            "agreed_payment_date": self.date_text("po.payment", "created", g, 10, after=1),
+            "item_code": f"({code})", "item_quantity": self.po_quantity(g),
+            "item_unit_price": self.po_price(g), "currency_id": self.po_currency(g),
+            "agreed_delivery_date": self.date_text("po.delivery", "created", g, 8),
+            "agreed_payment_date": self.po_payment_date(g, "created"),
             "agreed_delivery_location_id": self.pick("po.location", g, ADDRESSES),
         }
         rows = (f"(SELECT g, {self.po_created('g')} AS created "  # nosec B608 - ints and constants only
@@ -161,12 +221,35 @@ class Generator:
         }
         return columns, self._order_rows()
 
+    def payment_amount(self, refund: str) -> str:
+        """The order's value (a refund: 1 % to 50 % of it); with `awkward`, unrelated amounts of scales
+        0 to 8, one in 500 of 19 significant digits."""
+        if self.awkward:
+            return self.amount("pay.amount", "t", 8)
+        value = (f"CASE WHEN purchase THEN {self.po_quantity('t / 4')} * {self.po_price('t / 4')} "
+                 f"ELSE {self.so_units('t - t / 4')} * {self.so_price('t - t / 4')} END")
+        share = f"(1 + {self.h('pay.refund.share', 't')} % 50)"
+        return f"(CASE WHEN {refund} THEN round(({value}) * {share} / 100, 2) ELSE {value} END)"
+
+    def paid(self) -> str:
+        """Settled unless due today or later (one in ten of those is paid early); overdue ones are
+        settled more often the older they are, so outstanding payments age like a real ledger's."""
+        overdue = f"({self.today} - payment_date)"
+        outstanding = (f"CASE WHEN {overdue} <= 30 THEN 250 WHEN {overdue} <= 60 THEN 60 "
+                       f"WHEN {overdue} <= 90 THEN 25 ELSE 3 END")
+        return (f"(CASE WHEN payment_date >= {self.today} THEN {self.chance('pay.paid', 't', 10)} "
+                f"ELSE {self.h('pay.paid', 't')} % 1000 >= {outstanding} END)")
+
     # Every transaction but one in seven (which one depends on the seed) has a payment; payment
     # ids are consecutive: the payment of transaction t is t minus the skipped ones before it.
     def payment(self) -> tuple[dict[str, str], str]:
         skip = self.seed % 7
         created = f"least({self.end}, created + ({self.h('pay.created', 't')} % 3600000) * INTERVAL '1 millisecond')"
         refund = self.chance("pay.refund", "t", 5)
+        due = (f"(CASE WHEN purchase THEN {self.po_payment_date('t / 4', 'created')} "
+               f"ELSE {self.so_payment_date('t - t / 4', 'created')} END)::date")
+        if self.awkward:
+            due = f"(({created})::date + ({self.h('pay.date', 't')} % 31)::int)"
         columns = {
             "payment_id": f"t - (t + {skip}) / 7", "transaction_id": "t",
             "created_at": "paid_at", "last_updated": self.later("pay.updated", "t", "paid_at", 30, 45),
@@ -174,15 +257,15 @@ class Generator:
                                f"ELSE {self.so_counterparty('t - t / 4')} END",
             "currency_id": f"CASE WHEN purchase THEN {self.po_currency('t / 4')} "
                            f"ELSE {self.so_currency('t - t / 4')} END",
-            "payment_amount": self.amount("pay.amount", "t", 8),
+            "payment_amount": self.payment_amount(refund),
             "payment_type_id": f"CASE WHEN purchase THEN CASE WHEN {refund} THEN 4 ELSE 3 END "
                                f"ELSE CASE WHEN {refund} THEN 2 ELSE 1 END END",
-            "paid": self.chance("pay.paid", "t", 80),
-            "payment_date": self.date_text("pay.date", "paid_at", "t", 31),
+            "paid": self.paid() if not self.awkward else self.chance("pay.paid", "t", 80),
+            "payment_date": "payment_date::text",
             "company_ac_number": f"(10000000 + {self.h('pay.company_ac', 't')} % 90000000)",
             "counterparty_ac_number": f"(10000000 + {self.h('pay.counterparty_ac', 't')} % 90000000)",
         }
-        rows = (f"(SELECT t, purchase, {created} AS paid_at "  # nosec B608 - ints and constants only
+        rows = (f"(SELECT t, purchase, {created} AS paid_at, {due} AS payment_date "  # nosec B608 - ints, constants
                 f"FROM {self._order_rows(f'WHERE (t + {skip}) % 7 <> 0')} OFFSET 0) AS p")
         return columns, rows
 
@@ -198,9 +281,10 @@ def insert_select(conn: Connection, table_name: str, columns: dict[str, str], ro
     return conn.row_count
 
 
-def generate(conn: Connection, seed: int, orders: int, log: StageLog) -> None:
+def generate(conn: Connection, seed: int, orders: int, log: StageLog, history: History,
+             awkward: bool = False) -> None:
     """Fill the four big tables for `orders` sales orders (purchase orders `orders // 3`)."""
-    generator = Generator(seed, orders)
+    generator = Generator(seed, orders, history, awkward)
     for name in ("sales_order", "purchase_order", "transaction", "payment"):
         timer = Timer()
         rows = insert_select(conn, name, *getattr(generator, name)())

@@ -167,15 +167,17 @@ class _Activity:
     def _date(self, low: int, high: int) -> str:
         return (self.src.today + timedelta(days=self.rng.randint(low, high))).isoformat()
 
-    def _money(self, digits: int) -> Decimal:
-        return Decimal(self.rng.randrange(1, 10 ** digits)).scaleb(-self.rng.choice((2, 2, 2, 0, 3, 8)))
+    def _money(self, low: int, high: int) -> Decimal:
+        """Pence from `low` to `high` pounds, as the real snapshot's prices are (2 places; the
+        extremes are `seed --awkward`'s job, not the live application's)."""
+        return Decimal(self.rng.randint(low * 100, high * 100)).scaleb(-2)
 
     def _payment(self, transaction_id: int, counterparty: int, currency: int, amount: Decimal, kind: str) -> dict:
         types = self.src.payment_types
         return {"payment_id": None, "transaction_id": transaction_id, "counterparty_id": counterparty,
                 "payment_amount": amount, "currency_id": currency,
                 "payment_type_id": types.get(kind) or self.rng.choice(list(types.values())),
-                "paid": False, "payment_date": self._date(1, 30),
+                "paid": False, "payment_date": self._date(0, 6),
                 "company_ac_number": self.rng.randrange(10_000_000, 100_000_000),
                 "counterparty_ac_number": self.rng.randrange(10_000_000, 100_000_000)}
 
@@ -194,7 +196,7 @@ class _Activity:
                                  "purchase_order_id": None})
             payment = self._payment(tx_id, order["counterparty_id"], order["currency_id"],
                                     order["units_sold"] * order["unit_price"], "SALES_RECEIPT")
-            payments.append({**payment, "payment_id": pay_id})
+            payments.append({**payment, "payment_id": pay_id, "payment_date": order["agreed_payment_date"]})
         return (_insert(conn, "sales_order", orders) + _insert(conn, "transaction", transactions)
                 + _insert(conn, "payment", payments))
 
@@ -203,7 +205,7 @@ class _Activity:
         orders = [{"purchase_order_id": order_id, "staff_id": self.src.pick("staff"),
                    "counterparty_id": self.src.pick("counterparty"),
                    "item_code": "".join(self.rng.choice(string.ascii_uppercase + string.digits) for _ in range(7)),
-                   "item_quantity": self.rng.randint(1, 1000), "item_unit_price": self._money(6),
+                   "item_quantity": self.rng.randint(1, 1000), "item_unit_price": self._money(1, 1000),
                    "currency_id": self.src.pick("currency"), "agreed_delivery_date": self._date(2, 10),
                    "agreed_payment_date": self._date(1, 10), "agreed_delivery_location_id": self.src.pick("address")}
                   for order_id in ids]
@@ -216,8 +218,9 @@ class _Activity:
         kinds = dict(conn.run("SELECT transaction_id, transaction_type FROM transaction "
                               "WHERE transaction_id = ANY(CAST(:ids AS int[]))", ids=transaction_ids))
         ids = _new_ids(conn, "payment", len(transaction_ids))
-        payments = [{**self._payment(tx, self.src.pick("counterparty"), self.src.pick("currency"), self._money(7),
-                                     "SALES_REFUND" if kinds.get(tx) == "SALE" else "PURCHASE_REFUND"),
+        refund = {tx: "SALES_REFUND" if kinds.get(tx) == "SALE" else "PURCHASE_REFUND" for tx in transaction_ids}
+        payments = [{**self._payment(tx, self.src.pick("counterparty"), self.src.pick("currency"),
+                                     self._money(100, 20_000), refund[tx]),
                      "payment_id": pay_id} for pay_id, tx in zip(ids, transaction_ids)]
         return _insert(conn, "payment", payments)
 
