@@ -24,11 +24,13 @@ from totesys_etl.errors import EtlError, lake_errors
 from totesys_etl.fx.client import Client, api_url
 from totesys_etl.fx.rates import day_rows
 from totesys_etl.history import History, check_history
-from totesys_etl.schema import DIMENSIONS, FACT_EXCHANGE_RATE, FACTS, fact_references
+from totesys_etl.schema import (DIMENSIONS, FACT_EXCHANGE_RATE, FACTS, SOURCE_TABLES, STATE_TABLES, fact_references,
+                                state_table)
+from totesys_etl.schema.cdc import ETL_DELETED_ROW, deleted_after
 from totesys_etl.schema.derive import derived_select
 from totesys_etl.schema.model import Table
 from totesys_etl.schema.ddl import column_list
-from totesys_etl.schema.warehouse import is_reference, newest_first, reference_rows, warehouse_table
+from totesys_etl.schema.warehouse import RUN_ID, is_reference, newest_first, reference_rows, warehouse_table
 
 
 @dataclass
@@ -132,10 +134,15 @@ def check_table(table: Table, source: Connection, warehouse: Connection) -> Tabl
     expected = _digests(source, expected_sql, **params)
     if table.kind == "fact":
         order = ", ".join(f"r.{identifier(c)} DESC" for c in newest_first(table))
-        actual_sql = (f"SELECT DISTINCT ON (r.{key}) r.{key}, {digest} FROM {name} r "  # nosec B608
+        run = identifier(RUN_ID.name)
+        actual_sql = (f"SELECT DISTINCT ON (r.{key}) r.{key}, {digest}, r.{run} FROM {name} r "  # nosec B608
                       f"ORDER BY r.{key}, {order}")
     else:
-        actual_sql = f"SELECT r.{key}, {digest} FROM {name} r"  # nosec B608
+        actual_sql = f"SELECT r.{key}, {digest}, {_version_run(table)} FROM {name} r"  # nosec B608
+    if table.source in _SOURCES and _records_deletes(warehouse):
+        # contract §10: an id deleted in the source since its newest version is left out
+        deleted = deleted_after(table.source, "c.k", "c.v")
+        actual_sql = f"SELECT c.k, c.d FROM ({actual_sql}) AS c (k, d, v) WHERE NOT {deleted}"  # nosec B608
     actual = _digests(warehouse, actual_sql)
     check = TableCheck(table.name, len(expected),
                        warehouse.run(f"SELECT count(*) FROM {identifier(table.name)}")[0][0])  # nosec B608
@@ -154,6 +161,23 @@ def check_table(table: Table, source: Connection, warehouse: Connection) -> Tabl
                 f"AND NOT EXISTS (SELECT 1 FROM {identifier(dim)} d "
                 f"WHERE d.{identifier(dim_key)} = f.{identifier(column)})")[0][0]
     return check
+
+
+def _version_run(dimension: Table) -> str:
+    """SQL for the run that read a dimension row's source version (its state row's `etl_run_id`)."""
+    if dimension.source not in {t.source for t in STATE_TABLES}:
+        return "NULL"
+    state = state_table(dimension.source)
+    source_key = dimension.column(dimension.key[0]).source_column or dimension.key[0]
+    return (f"(SELECT s.{identifier(RUN_ID.name)} FROM {identifier(state.name)} s "  # nosec B608 - declared names
+            f"WHERE s.{identifier(source_key)} = r.{identifier(dimension.key[0])})")
+
+
+_SOURCES = frozenset(t.name for t in SOURCE_TABLES)
+
+
+def _records_deletes(warehouse: Connection) -> bool:
+    return warehouse.run("SELECT to_regclass(:t) IS NOT NULL", t=ETL_DELETED_ROW.name)[0][0]
 
 
 def _versions_not_stored(warehouse: Connection, fact: Table, different: list, expected: dict) -> list:

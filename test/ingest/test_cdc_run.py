@@ -120,7 +120,7 @@ def test_delete_then_reinsert(totesys, cdc, ingested):
     run()
     totesys.run("DELETE FROM payment WHERE payment_id = 2")
     deleted = run()
-    entry = ingested.manifest(deleted.run_id)["deletes"]
+    entry = ingested.manifest(deleted.run_id)["files"]["deleted_row"]
     assert entry["rows"] == 1 and entry["key"] == lake.table_key("deleted_row", deleted.run_id, "csv")
     rows = list(csv.DictReader(io.StringIO(ingested.body(entry["key"]).decode(), newline="")))
     assert [(r["source_table"], r["source_id"]) for r in rows] == [("payment", "2")]
@@ -131,7 +131,7 @@ def test_delete_then_reinsert(totesys, cdc, ingested):
                 "payment_type_id, paid, payment_date, company_ac_number, counterparty_ac_number, created_at, "
                 "last_updated) VALUES (2, 1, 1, 9.5, 1, 1, true, '2024-01-01', 1, 2, now(), now())")
     again = run()
-    assert "deletes" not in ingested.manifest(again.run_id)
+    assert "deleted_row" not in ingested.manifest(again.run_id)["files"]
     assert [r["payment_id"] for r in rows_of(ingested, again.run_id, "payment")] == ["2"]
 
 
@@ -144,7 +144,7 @@ def test_a_delete_and_a_reinsert_in_one_run_ship_the_row_alone(totesys, cdc, ing
     result = run()
     assert [(r["currency_id"], r["currency_code"]) for r in rows_of(ingested, result.run_id, "currency")] \
         == [("1", "EUR")]
-    entry = ingested.manifest(result.run_id)["deletes"]
+    entry = ingested.manifest(result.run_id)["files"]["deleted_row"]
     rows = list(csv.DictReader(io.StringIO(ingested.body(entry["key"]).decode(), newline="")))
     assert [(r["source_table"], r["source_id"]) for r in rows] == [("currency", "3")]
 

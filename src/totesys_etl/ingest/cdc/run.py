@@ -18,8 +18,8 @@ reads them again for a run that does exist.
   never blocks the next. Run ids then follow LSN order.
 - **Bounded.** A run reads at most `TOTESYS_CDC_MAX_CHANGES` row messages (whole transactions),
   leaving the rest to the next run.
-- **Deletes** go to `deleted_row/.../deleted_row_<run_id>.csv` (`source_table`, `source_id`,
-  `deleted_at` from the commit time), named in the manifest's `deletes` entry.
+- **Deletes** go to `deleted_row/.../deleted_row_<run_id>.csv` (schema/cdc.py: `source_table`,
+  `source_id`, `deleted_at` from the commit time), a file of the run like a table's.
 """
 from __future__ import annotations
 
@@ -42,20 +42,14 @@ from totesys_etl.ingest.cdc.fold import Fold, TableChanges
 from totesys_etl.ingest.cdc.settings import CdcSettings
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult
-from totesys_etl.schema import SOURCE_TABLES
+from totesys_etl.schema import DELETED_ROW, SOURCE_TABLES
 from totesys_etl.schema.ddl import column_list
-from totesys_etl.schema.model import Column, Table
+from totesys_etl.schema.model import Table
 
 #: The manifest's `source_mode` for a CDC run.
 MODE = "cdc"
 #: Serialises CDC runs on one source (any 64-bit constant; the polling run's lock is another).
 CDC_LOCK_KEY = 0x746F7465_73797363  # "totesysc"
-#: The lake file of a run's deletes (not a source table: the processor never reads it as one).
-DELETED_ROW = Table(
-    name="deleted_row", kind="source", key=("source_table", "source_id"),
-    columns=(Column("source_table", "varchar"), Column("source_id", "int"), Column("deleted_at", "timestamp")),
-    description="Rows deleted in the source (CDC only): table, id, and the delete's commit time in UTC.",
-)
 _XID_SPAN = 1 << 32
 #: The first listing for the previous run looks this far back; each further one eight times as far.
 RECENT = timedelta(hours=1)
@@ -176,7 +170,7 @@ def ingest(settings: Settings, log: StageLog | None = None, cdc: CdcSettings | N
                     manifest = _changes_run(conn, bucket, run_id, previous, cdc, folder, log)
         except (DatabaseError, InterfaceError) as e:
             raise SourceUnavailable(f"reading the source's slot failed: {describe(e)}") from None
-        if manifest["files"] or manifest.get("deletes"):
+        if manifest["files"]:
             crash_point("ingest.before_manifest")
         key = lake.manifest_key(run_id)
         with lake_errors(bucket, key):
@@ -192,7 +186,7 @@ def ingest(settings: Settings, log: StageLog | None = None, cdc: CdcSettings | N
     result = RunResult(run_id, manifest["rows"], timer.seconds, files=len(manifest["files"]))
     log.info("ingest run written", files=result.files, rows=sum(result.rows.values()), seconds=result.seconds,
              previous_run_id=manifest["previous_run_id"], read=manifest["read"], lsn_from=manifest["lsn_from"],
-             lsn_to=manifest["lsn_to"], deleted=manifest.get("deletes", {}).get("rows", 0))
+             lsn_to=manifest["lsn_to"])
     return result
 
 
@@ -281,12 +275,13 @@ def _changes_run(conn, bucket: str, run_id: str, previous: Position, cdc: CdcSet
                  "lsn_from": pgoutput.lsn_text(previous.lsn_to), "lsn_to": pgoutput.lsn_text(lsn_to)}
     if previous.snapshot is not None and lsn_to < previous.snapshot_lsn:  # the filter still matters
         watermark["cdc_snapshot"] = {"snapshot": previous.snapshot, "lsn": pgoutput.lsn_text(previous.snapshot_lsn)}
-    deletes = _deletes(fold.changes)
+    versions, deletes = sum(rows.values()), _deletes(fold.changes)
+    rows[DELETED_ROW.name] = len(deletes)
     if deletes:
         path = os.path.join(folder, f"{DELETED_ROW.name}.csv")
         _write_csv(path, DELETED_ROW.column_names, deletes)
-        watermark["deletes"] = _upload(bucket, DELETED_ROW, run_id, path, len(deletes))
-    log.info("slot read", messages=messages, versions=sum(rows.values()), deleted=len(deletes), bounded=bounded)
+        files[DELETED_ROW.name] = _upload(bucket, DELETED_ROW, run_id, path, len(deletes))
+    log.info("slot read", messages=messages, versions=versions, deleted=len(deletes), bounded=bounded)
     return manifests.ingest_manifest(run_id, previous.run_id, watermark, files, rows)
 
 
