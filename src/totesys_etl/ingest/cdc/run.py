@@ -244,23 +244,21 @@ def _changes_run(conn, bucket: str, run_id: str, previous: Position, cdc: CdcSet
                  log: StageLog) -> dict:
     upto = max(slots.flush_lsn(conn), previous.lsn_to)
     fold = Fold(SOURCE_TABLES)
-    begin, pending, messages, last_end = None, [], 0, None
+    messages, last_end, shipping, committed_at = 0, None, False, None
     for _, _, data in slots.peek(conn, cdc.slot, cdc.publication, upto, cdc.max_changes):
         messages += 1
-        message = pgoutput.decode(data)
-        if isinstance(message, pgoutput.Begin):
-            begin, pending = message, []
-        elif isinstance(message, pgoutput.Relation):
-            fold.relation(message)
-        elif isinstance(message, (pgoutput.Insert, pgoutput.Update, pgoutput.Delete, pgoutput.Truncate)):
-            pending.append(message)
-        elif isinstance(message, pgoutput.Commit):
-            last_end = message.end_lsn
-            if previous.lsn_to <= message.commit_lsn < upto and \
-                    not previous.in_snapshot(message.commit_lsn, begin.xid):
-                for change in pending:
-                    fold.change(change, message.committed_at)
-            begin, pending = None, []
+        kind = data[:1]
+        if kind == b"B":  # whole committed transactions only: decided here, nothing buffered
+            begin = pgoutput.decode(data)
+            shipping = previous.lsn_to <= begin.final_lsn < upto and \
+                not previous.in_snapshot(begin.final_lsn, begin.xid)
+            committed_at = begin.committed_at
+        elif kind == b"C":
+            last_end, shipping = pgoutput.decode(data).end_lsn, False
+        elif kind == b"R":  # shapes matter whether or not this transaction ships
+            fold.relation(pgoutput.decode(data))
+        elif shipping and kind in b"IUDT":
+            fold.change(pgoutput.decode(data), committed_at)
     bounded = messages >= cdc.max_changes and last_end is not None
     lsn_to = last_end if bounded else upto
     files, rows = {}, {}
