@@ -131,3 +131,17 @@ def fetch(settings: Settings, run_id: str, inputs: FxInputs, previous_fx: str | 
     log.info("FX rates extracted", table=FX_RATE.name, rows=len(rows), newest_fx_date=newest.isoformat())
     return FxOutcome({"key": key, "rows": len(rows), "columns": FX_RATE.column_names}, len(rows),
                      newest.isoformat())
+
+
+def add_to_manifest(settings: Settings, manifest: dict, inputs: FxInputs | None, previous_fx: str | None,
+                    log: StageLog) -> None:
+    """The FX part of a run, after the source is read: its file, rows and watermark in the manifest.
+    With FX off (`inputs` None), a watermark an earlier run stored is carried forward."""
+    outcome = FxOutcome(None, 0, previous_fx)
+    if inputs is not None:
+        outcome = fetch(settings, manifest["run_id"], inputs, previous_fx, log)
+        manifest["rows"][FX_RATE.name] = outcome.rows
+    if outcome.entry:
+        manifest["files"][FX_RATE.name] = outcome.entry
+    if outcome.watermark is not None:
+        manifest[FX_FIELD] = outcome.watermark

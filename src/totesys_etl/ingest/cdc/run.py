@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Iterator
 
 from pg8000.native import DatabaseError, InterfaceError, identifier
@@ -37,6 +37,7 @@ from totesys_etl.adapters import postgres, s3
 from totesys_etl.config import Settings
 from totesys_etl.errors import EtlError, RunIdCollision, SourceUnavailable, describe, lake_errors
 from totesys_etl.faults import crash_point
+from totesys_etl.ingest import fx
 from totesys_etl.ingest.cdc import pgoutput, slot as slots
 from totesys_etl.ingest.cdc.fold import Fold, TableChanges
 from totesys_etl.ingest.cdc.settings import CdcSettings
@@ -71,13 +72,17 @@ class Position:
     lsn_to: int
     snapshot: str | None = None
     snapshot_lsn: int | None = None
+    fx: str | None = None  # the newest FX day stored (ingest/fx.py), carried from run to run
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "Position":
         snapshot = manifest.get("cdc_snapshot")
+        newest_fx = manifest.get(fx.FX_FIELD)
+        if newest_fx is not None and date.fromisoformat(newest_fx).isoformat() != newest_fx:
+            raise ValueError("fx is not a YYYY-MM-DD date")
         return cls(manifest["run_id"], pgoutput.parse_lsn(manifest["lsn_to"]),
                    snapshot["snapshot"] if snapshot else None,
-                   pgoutput.parse_lsn(snapshot["lsn"]) if snapshot else None)
+                   pgoutput.parse_lsn(snapshot["lsn"]) if snapshot else None, newest_fx)
 
     def in_snapshot(self, commit_lsn: int, xid: int) -> bool:
         """True if the transaction committed at `commit_lsn` with top-level id `xid` (32-bit) is
@@ -168,8 +173,11 @@ def ingest(settings: Settings, log: StageLog | None = None, cdc: CdcSettings | N
                     manifest = _snapshot_run(conn, bucket, run_id, state, folder, log)
                 else:
                     manifest = _changes_run(conn, bucket, run_id, previous, cdc, folder, log)
+            previous_fx = previous.fx if previous else None
+            fx_inputs = fx.read_inputs(conn, previous_fx) if fx.enabled() else None
         except (DatabaseError, InterfaceError) as e:
             raise SourceUnavailable(f"reading the source's slot failed: {describe(e)}") from None
+        fx.add_to_manifest(settings, manifest, fx_inputs, previous_fx, log)
         if manifest["files"]:
             crash_point("ingest.before_manifest")
         key = lake.manifest_key(run_id)

@@ -17,6 +17,8 @@ from totesys_etl.ingest.cdc.slot import checked_name
 from totesys_etl.schema import SOURCE_TABLES
 
 CDC_ROLE = "totesys_cdc"
+#: The slot's and the publication's default name (contract §10).
+DEFAULT_NAME = "totesys_etl"
 
 
 def _tables() -> str:
@@ -49,12 +51,44 @@ def drop_slot(conn: Connection, slot: str) -> None:
              slot=slot)
 
 
-def grant_cdc_role(conn: Connection, database: str, password: str, role: str = CDC_ROLE) -> None:
-    """A `LOGIN REPLICATION` role that may read the eleven tables and nothing else."""
+def grant_cdc_role(conn: Connection, database: str, password: str, role: str = CDC_ROLE,
+                   with_tables: bool = True) -> None:
+    """A `LOGIN REPLICATION` role that may read the eleven tables and nothing else (`with_tables`
+    False: the tables do not exist yet; `tables_recreated` grants once `seed` made them)."""
     role_q = identifier(role)
     conn.run(f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {literal(role)}) THEN "  # nosec B608
              f"CREATE ROLE {role_q} LOGIN REPLICATION; END IF; END $$")
     conn.run(f"ALTER ROLE {role_q} LOGIN REPLICATION PASSWORD {literal(password)} NOSUPERUSER NOCREATEDB NOCREATEROLE")
     conn.run(f"GRANT CONNECT ON DATABASE {identifier(database)} TO {role_q}")
     conn.run(f"GRANT USAGE ON SCHEMA public TO {role_q}")
-    conn.run(f"GRANT SELECT ON {_tables()} TO {role_q}")
+    if with_tables:
+        conn.run(f"GRANT SELECT ON {_tables()} TO {role_q}")
+
+
+def _existing(conn: Connection) -> list[str]:
+    rows = conn.run("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname = ANY(CAST(:names AS text[]))",
+                    names=[t.name for t in SOURCE_TABLES])
+    return [r[0] for r in rows]
+
+
+def tables_recreated(conn: Connection, role: str = CDC_ROLE, publication: str = DEFAULT_NAME) -> None:
+    """After `seed` recreated the eleven tables (as their owner, in its transaction): where `up`
+    prepared CDC (the role or the publication exists), the new tables get their identity, their
+    place in the publication and the role's SELECT again. Elsewhere nothing happens."""
+    if conn.run("SELECT 1 FROM pg_publication WHERE pubname = :name", name=publication):
+        prepare_tables(conn, publication)
+    if conn.run("SELECT 1 FROM pg_roles WHERE rolname = :role", role=role):
+        conn.run(f"GRANT SELECT ON {_tables()} TO {identifier(role)}")
+
+
+def prepare_local(conn: Connection, database: str, password: str) -> None:
+    """`up` in cdc mode (`TOTESYS_SOURCE_MODE=cdc`), as the superuser on the source database: the
+    role, the slot, and the publication once the tables exist (else `seed` makes it)."""
+    grant_cdc_role(conn, database, password, with_tables=len(_existing(conn)) == len(SOURCE_TABLES))
+    if len(_existing(conn)) == len(SOURCE_TABLES):
+        prepare_tables(conn, DEFAULT_NAME)
+    else:
+        conn.run(f"DROP PUBLICATION IF EXISTS {identifier(DEFAULT_NAME)}")
+        conn.run(f"CREATE PUBLICATION {identifier(DEFAULT_NAME)}")  # tables added by `seed`
+    create_slot(conn, DEFAULT_NAME)
