@@ -52,6 +52,8 @@ MODE = "cdc"
 #: Serialises CDC runs on one source (any 64-bit constant; the polling run's lock is another).
 CDC_LOCK_KEY = 0x746F7465_73797363  # "totesysc"
 _XID_SPAN = 1 << 32
+#: The `error_kind` of the retained-WAL ERROR (contract §10): a line, not an exception (the run goes on).
+SLOT_LAG = "cdc_slot_lag"
 #: The first listing for the previous run looks this far back; each further one eight times as far.
 RECENT = timedelta(hours=1)
 FIRST_RUN = datetime(2000, 1, 1, tzinfo=timezone.utc)
@@ -213,7 +215,7 @@ def _usable_slot(conn, cdc: CdcSettings, log: StageLog) -> slots.SlotState:
     if state.retained_bytes > cdc.max_lag_bytes:
         log.error(f"replication slot {cdc.slot} retains {state.retained_bytes >> 20} MB of WAL, over "
                   f"TOTESYS_CDC_MAX_LAG_MB ({cdc.max_lag_bytes >> 20}): the source's disk fills if this goes on",
-                  "cdc_slot_lag", retained_mb=state.retained_bytes >> 20)
+                  SLOT_LAG, retained_mb=state.retained_bytes >> 20)
     return state
 
 
