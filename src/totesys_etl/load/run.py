@@ -191,6 +191,9 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         for log_table in DELETE_LOGS:
             if log_table.name in present:
                 rows[log_table.name] = deletes.record_deletes(conn, log_table, run_id)
+            for name in sorted(manifests.complete_tables(manifest, deletes.ABSENCE_CHECKED)):
+                rows[log_table.name] = rows.get(log_table.name, 0) + deletes.record_absent(
+                    conn, log_table, LOADABLE[name], run_id, loaded=name in present, direct=name in direct)
         rows[DIM_DATE.name] = merge.seed_calendar(conn, today or datetime.now(timezone.utc).date())
         if DIM_DATE.name in present:
             rows[DIM_DATE.name] += merge.insert_dates(conn)

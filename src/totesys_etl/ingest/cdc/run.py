@@ -245,8 +245,11 @@ def _snapshot_run(conn, bucket: str, run_id: str, state: slots.SlotState, folder
             if rows[table.name]:
                 files[table.name] = _upload(bucket, table, run_id, path, rows[table.name])
     lsn = pgoutput.lsn_text(state.confirmed_flush)
+    # `complete`: every table is a whole image, so an id the warehouse holds that it lacks was deleted
+    # before the snapshot (after a mode switch or a recreated slot, no slot recorded that delete).
     watermark = {"source_mode": MODE, "read": "snapshot", "lsn_from": lsn, "lsn_to": lsn,
-                 "cdc_snapshot": {"snapshot": snapshot, "lsn": snapshot_lsn}}
+                 "cdc_snapshot": {"snapshot": snapshot, "lsn": snapshot_lsn},
+                 manifests.COMPLETE_FIELD: [t.name for t in SOURCE_TABLES]}
     return manifests.ingest_manifest(run_id, None, watermark, files, rows)
 
 
