@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import secrets
 import subprocess  # nosec B404 - the crash test runs the handler in a process of its own
@@ -248,3 +249,25 @@ def test_a_dropped_column_stops_the_run_naming_table_and_column(totesys, cdc, in
     totesys.run("UPDATE staff SET first_name = 'x' WHERE staff_id = 1")
     with pytest.raises(SourceSchemaChanged, match="staff has no column email_address"):
         run()
+
+
+def test_a_long_transaction_with_many_savepoints_arrives_whole_once_after_its_commit(totesys, cdc, ingested, source):
+    run()
+    long = pg8000.native.Connection(**parse_url(source.admin_url))
+    long.run("SET synchronous_commit = on")
+    long.run("BEGIN")
+    for i in range(1, 501):  # 500 subtransactions, every other one rolled back
+        long.run(f"SAVEPOINT s{i}")
+        long.run("UPDATE sales_order SET units_sold = :n WHERE sales_order_id = :id", n=i, id=i % 3 + 1)
+        if i % 2 == 0:
+            long.run(f"ROLLBACK TO SAVEPOINT s{i}")
+    totesys.run("UPDATE staff SET last_name = 'meanwhile' WHERE staff_id = 3")
+    meanwhile = run()  # runs go on while it is open
+    assert {t: n for t, n in meanwhile.rows.items() if n} == {"staff": 1}
+    long.run("COMMIT")
+    long.close()
+    committed, quiet = run(), run()
+    units = {r["sales_order_id"]: r["units_sold"] for r in rows_of(ingested, committed.run_id, "sales_order")}
+    assert units == {"1": "495", "2": "499", "3": "497"}  # the last kept write of each row (i % 3 + 1)
+    assert sum(quiet.rows.values()) == 0
+    assert len(json.dumps(ingested.manifest(committed.run_id))) < 64 * 1024
