@@ -19,6 +19,8 @@ from totesys_etl import failures, lake, landed, quarantine
 from totesys_etl.adapters.postgres import Connection, DatabaseError, connect, sqlstate
 from totesys_etl.config import Settings
 from totesys_etl.load.ledger import load_mark, loaded_runs
+from totesys_etl.ingest.cdc.settings import CdcSettings, source_mode
+from totesys_etl.ingest.cdc.slot import cdc_status
 from totesys_etl.process.run import MARK_PREFIX as PROCESS_MARK_PREFIX
 from totesys_etl.schema import FACT_EXCHANGE_RATE, STAR_TABLES
 
@@ -45,6 +47,7 @@ class Status:
     lag_seconds: float | None
     newest_fx_date: str | None = None  # the newest day in fact_exchange_rate (contract §9 FX rates)
     landing: dict | None = None  # courier files (contract §9): {"since", "pending", "taken"}, or None when off
+    cdc_slot: dict | None = None  # cdc mode (contract §10): the slot's retained WAL, or why it could not be read
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -68,6 +71,12 @@ class Status:
         lines.append(f"warehouse: newest run loaded at {self.loaded_at or '-'}, lag {lag}")
         lines += [f"  {table:<22}{rows:>12,}" for table, rows in self.warehouse_rows.items()]
         lines.append(f"FX rates: newest date {self.newest_fx_date or '-'}")
+        if self.cdc_slot is not None:
+            slot = self.cdc_slot
+            state = slot["error"] if "error" in slot else (
+                f"retains {slot['retained_mb']:,} MB of WAL ({slot['wal_status']}), "
+                f"{slot['unread_mb']:,} MB written since its position {slot['oldest_unread_lsn']}")
+            lines.append(f"replication slot {slot['slot']}: {state}")
         return "\n".join(lines)
 
 
@@ -100,7 +109,8 @@ def status(settings: Settings | None = None, now: datetime | None = None) -> Sta
                          failures.newest(settings.processed_bucket, "load")),
         quarantined=dict(kinds), warehouse_rows=rows, loaded_at=loaded_at, lag_seconds=lag,
         newest_fx_date=newest_fx,
-        landing=landed.landing_counts(settings) if settings.landing_bucket else None)
+        landing=landed.landing_counts(settings) if settings.landing_bucket else None,
+        cdc_slot=cdc_status(settings.source, CdcSettings.from_env().slot) if source_mode() == "cdc" else None)
 
 
 def _newest_fx_date(conn: Connection) -> str | None:

@@ -99,6 +99,23 @@ def test_deletes_reinserts_and_an_unchanged_300_kb_value_through_tick(cdc_pipeli
     before = pipeline.digest()
     pipeline.tick()  # nothing changed: no star row moves
     assert pipeline.digest() == before
+    shown = pipeline.command("status", "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["cdc_slot"]["wal_status"] == "reserved"
+
+
+def test_a_lost_slot_stops_tick_with_one_line_and_a_new_slot_catches_up(cdc_pipeline):
+    pipeline, source = cdc_pipeline
+    slot = pipeline.env["TOTESYS_CDC_SLOT"]
+    pipeline.tick()
+    cdc_setup.drop_slot(source, slot)
+    source.run("DELETE FROM payment WHERE payment_id = (SELECT min(payment_id) FROM payment)")
+    assert pipeline.command("simulate", "--changes", "40").returncode == 0
+    stopped = pipeline.tick(expect=1)
+    assert f"replication slot {slot} does not exist" in stopped.stderr + stopped.stdout
+    cdc_setup.create_slot(source, slot)
+    pipeline.tick()
+    reconciled(pipeline)  # the snapshot brought the changes, and the delete it could not see
+    assert pipeline_sql(pipeline, "SELECT count(*) FROM etl_deleted_row") == [[1]]
 
 
 @pytest.mark.parametrize("point", ["ingest.before_manifest", "ingest.after_manifest", "process.before_manifest",

@@ -21,6 +21,7 @@ from totesys_etl.ingest.cdc.fold import SourceSchemaChanged
 from totesys_etl.ingest.cdc.pgoutput import parse_lsn
 from totesys_etl.ingest.cdc.run import SlotUnusable
 from totesys_etl.ingest.cdc.settings import CdcSettings
+from totesys_etl.ingest.cdc.slot import cdc_status
 from totesys_etl.local.source import cdc as cdc_setup
 from totesys_etl.schema import SOURCE_TABLES
 
@@ -271,3 +272,15 @@ def test_a_long_transaction_with_many_savepoints_arrives_whole_once_after_its_co
     assert units == {"1": "495", "2": "499", "3": "497"}  # the last kept write of each row (i % 3 + 1)
     assert sum(quiet.rows.values()) == 0
     assert len(json.dumps(ingested.manifest(committed.run_id))) < 64 * 1024
+
+
+def test_status_shows_the_wal_the_slot_retains_or_why_it_cannot(totesys, cdc, ingested):
+    run()
+    totesys.run("UPDATE design SET file_name = (SELECT string_agg(md5(random()::text), '') "
+                "FROM generate_series(1, 30000))")
+    shown = cdc_status(Settings.from_env().source, cdc)
+    assert shown["slot"] == cdc and shown["wal_status"] == "reserved" and shown["retained_mb"] >= 1
+    assert shown["unread_mb"] >= 1 and parse_lsn(shown["oldest_unread_lsn"]) > 0
+    run()
+    assert cdc_status(Settings.from_env().source, cdc)["unread_mb"] < shown["unread_mb"]
+    assert "does not exist" in cdc_status(Settings.from_env().source, "no_such_slot")["error"]

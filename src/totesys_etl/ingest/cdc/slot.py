@@ -17,8 +17,11 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
-from totesys_etl.adapters.postgres import Connection, transaction
-from totesys_etl.errors import ConfigurationError
+from pg8000.native import DatabaseError
+
+from totesys_etl.adapters.postgres import Connection, close_quietly, connect, transaction
+from totesys_etl.config import Database
+from totesys_etl.errors import ConfigurationError, EtlError, describe
 from totesys_etl.ingest.cdc.pgoutput import lsn_text
 
 _NAME = re.compile(r"[a-z0-9_]{1,63}")
@@ -48,6 +51,13 @@ class SlotState:
     wal_status: str | None
     retained_bytes: int
     active: bool
+    unread_bytes: int = 0  # WAL written since the slot's position: changes not read yet, or other WAL
+
+    def to_json(self) -> dict:
+        """What `status` shows (contract §10): the WAL kept, and where the oldest unread change may start."""
+        return {"wal_status": self.wal_status, "retained_mb": round(self.retained_bytes / (1 << 20), 1),
+                "unread_mb": round(self.unread_bytes / (1 << 20), 1),
+                "oldest_unread_lsn": lsn_text(self.confirmed_flush)}
 
     @property
     def lost(self) -> bool:
@@ -58,13 +68,14 @@ def slot_state(conn: Connection, slot: str) -> SlotState | None:
     rows = conn.run(
         "SELECT plugin, database, (confirmed_flush_lsn - '0/0'::pg_lsn)::bigint,"
         " (restart_lsn - '0/0'::pg_lsn)::bigint, wal_status,"
-        " coalesce((pg_current_wal_lsn() - restart_lsn)::bigint, 0), active"
+        " coalesce((pg_current_wal_lsn() - restart_lsn)::bigint, 0), active,"
+        " coalesce((pg_current_wal_lsn() - confirmed_flush_lsn)::bigint, 0)"
         " FROM pg_replication_slots WHERE slot_name = :slot AND slot_type = 'logical'", slot=slot)
     if not rows:
         return None
-    plugin, database, confirmed, restart, status, retained, active = rows[0]
+    plugin, database, confirmed, restart, status, retained, active, unread = rows[0]
     return SlotState(plugin, database, int(confirmed or 0), None if restart is None else int(restart), status,
-                     int(retained), bool(active))
+                     int(retained), bool(active), int(unread))
 
 
 def flush_lsn(conn: Connection) -> int:
@@ -100,3 +111,21 @@ def advance(conn: Connection, slot: str, lsn: int) -> None:
     may drop the WAL before it. Only called once a manifest records that every change before
     `lsn` is in the lake."""
     conn.run("SELECT pg_replication_slot_advance(:slot, CAST(:lsn AS pg_lsn))", slot=slot, lsn=lsn_text(lsn))
+
+
+def cdc_status(source: Database, slot: str) -> dict:
+    """The slot as `status` shows it: `{"slot", "wal_status", "retained_mb", "unread_mb",
+    "oldest_unread_lsn"}`, or `{"slot", "error"}` naming what could not be read (never a credential)."""
+    try:
+        conn = connect(source, application_name="totesys-etl status")
+    except EtlError as e:
+        return {"slot": slot, "error": f"source not reachable: {describe(e)}"}
+    try:
+        state = slot_state(conn, slot)
+    except DatabaseError as e:
+        return {"slot": slot, "error": f"source: {describe(e)}"}
+    finally:
+        close_quietly(conn)
+    if state is None:
+        return {"slot": slot, "error": "does not exist (readme_files/cdc.md: recreate it)"}
+    return {"slot": slot, **state.to_json()}
