@@ -17,7 +17,7 @@ from totesys_etl import lake
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.config import Settings
 from totesys_etl.ingest.cdc import run as cdc_run
-from totesys_etl.ingest.cdc.fold import SourceSchemaChanged
+from totesys_etl.ingest.cdc.fold import SourceSchemaChanged, UnchangedValueMissing
 from totesys_etl.ingest.cdc.pgoutput import parse_lsn
 from totesys_etl.ingest.cdc.run import SlotUnusable
 from totesys_etl.ingest.cdc.settings import CdcSettings
@@ -284,3 +284,21 @@ def test_status_shows_the_wal_the_slot_retains_or_why_it_cannot(totesys, cdc, in
     run()
     assert cdc_status(Settings.from_env().source, cdc)["unread_mb"] < shown["unread_mb"]
     assert "does not exist" in cdc_status(Settings.from_env().source, "no_such_slot")["error"]
+
+
+def test_without_full_identity_an_unchanged_value_comes_from_the_run_or_the_run_stops(totesys, cdc, ingested):
+    totesys.run("ALTER TABLE design REPLICA IDENTITY DEFAULT")
+    big = os.urandom(150_000).hex()
+    run()
+    totesys.run("UPDATE design SET file_location = :big WHERE design_id = 2", big=big)
+    totesys.run("UPDATE design SET design_name = 'same run' WHERE design_id = 2")  # the run holds the value
+    result = run()
+    row, = rows_of(ingested, result.run_id, "design")
+    assert (row["design_name"], row["file_location"]) == ("same run", big)
+    totesys.run("UPDATE design SET design_name = 'next run' WHERE design_id = 2")  # nothing holds it now
+    with pytest.raises(UnchangedValueMissing, match="design id 2 left file_location .* REPLICA IDENTITY FULL"):
+        run()
+    before = ingested.keys("_runs/")
+    with pytest.raises(UnchangedValueMissing):
+        run()  # stopped for good, never a placeholder shipped
+    assert ingested.keys("_runs/") == before

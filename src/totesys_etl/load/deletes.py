@@ -51,8 +51,8 @@ def record_absent(conn: Connection, log: Table, table: Table, run_id: str, loade
         return 0
     key = identifier(table.version_key[0] if table.kind == "fact" else table.key[0])
     run = identifier(RUN_ID.name)
-    held = (f"AND NOT EXISTS (SELECT 1 FROM {identifier(temp_name(table))} AS r WHERE r.{key} = v.id) "
-            if loaded else "")
+    held = (f"AND NOT EXISTS (SELECT 1 FROM {identifier(temp_name(table))} AS r "  # nosec B608 - declared names
+            f"WHERE r.{key} = v.id) " if loaded else "")
     moment = datetime.strptime(run_id, "%Y%m%dT%H%M%S%fZ")
     conn.run(f"INSERT INTO {identifier(log.name)} ({column_list([*log.column_names, RUN_ID.name])}) "  # nosec B608
              f"SELECT CAST(:source AS text), v.id, CAST(:at AS timestamp), CAST(:run_id AS text) "

@@ -127,10 +127,10 @@ class Fold:
                 elif previous is not None:
                     value = previous[i]
                 else:
-                    column = shape.table.column_names[i]
+                    names = shape.table.column_names
                     raise UnchangedValueMissing(
-                        f"an update of {shape.table.name} {row[0]} left {column} (a TOASTed value) out and "
-                        f"nothing holds its previous value: set REPLICA IDENTITY FULL on {shape.table.name} "
-                        "(readme_files/cdc.md)")
+                        f"a change to {shape.table.name} id {row[names.index(shape.table.key[0])]} left {names[i]} "
+                        f"(a TOASTed value) out and nothing holds its previous value: give {shape.table.name} "
+                        "REPLICA IDENTITY FULL (readme_files/cdc.md)")
             filled.append(value)
         return tuple(filled)
