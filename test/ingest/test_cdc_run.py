@@ -302,3 +302,21 @@ def test_without_full_identity_an_unchanged_value_comes_from_the_run_or_the_run_
     with pytest.raises(UnchangedValueMissing):
         run()  # stopped for good, never a placeholder shipped
     assert ingested.keys("_runs/") == before
+
+
+def test_a_polled_run_after_cdc_runs_reads_from_the_last_polled_run_without_calling_them_corrupt(
+        totesys, cdc, ingested, source, monkeypatch, logs):
+    from totesys_etl.ingest.run import ingest as poll
+
+    replication = os.environ["TOTESYS_SOURCE_URL"]
+    monkeypatch.setenv("TOTESYS_SOURCE_URL", source.reader_url)
+    polled = poll(Settings.from_env())
+    monkeypatch.setenv("TOTESYS_SOURCE_URL", replication)
+    run(), run()  # cdc
+    totesys.run("UPDATE address SET city = 'after' WHERE address_id = 1")
+    monkeypatch.setenv("TOTESYS_SOURCE_URL", source.reader_url)
+    again = poll(Settings.from_env())
+    manifest = ingested.manifest(again.run_id)
+    assert manifest["previous_run_id"] == polled.run_id and manifest.get("source_mode") is None
+    assert "after" in {r["city"] for r in rows_of(ingested, again.run_id, "address")}
+    assert not [line for line in logs if "corrupt" in line["message"]]

@@ -187,8 +187,9 @@ def _read_watermark(bucket: str, run_id: str, log: StageLog) -> Watermark | None
         log.warning("skipping a manifest that disappeared", previous_run_id=run_id)
         return None
     try:
-        if manifests.is_courier(manifests.parse(body, run_id)):
-            return None  # a courier file's run (contract §9): it read nothing of the source
+        parsed = manifests.parse(body, run_id)
+        if manifests.is_courier(parsed) or parsed.get("source_mode") == "cdc":
+            return None  # a courier file's run (contract §9), or a CDC run (§10): no polling watermark
         return Watermark.from_manifest(manifests.parse(body, run_id, manifests.INGEST_FIELDS))
     except InvalidInput as e:
         log.warning(f"skipping a corrupt manifest: {e}", previous_run_id=run_id)
