@@ -16,6 +16,7 @@ import pytest
 from totesys_etl import lake
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.config import Settings
+from totesys_etl.errors import ConfigurationError
 from totesys_etl.ingest.cdc import run as cdc_run
 from totesys_etl.ingest.cdc.fold import SourceSchemaChanged, UnchangedValueMissing
 from totesys_etl.ingest.cdc.pgoutput import parse_lsn
@@ -320,3 +321,9 @@ def test_a_polled_run_after_cdc_runs_reads_from_the_last_polled_run_without_call
     assert manifest["previous_run_id"] == polled.run_id and manifest.get("source_mode") is None
     assert "after" in {r["city"] for r in rows_of(ingested, again.run_id, "address")}
     assert not [line for line in logs if "corrupt" in line["message"]]
+
+
+def test_a_role_without_replication_is_told_what_cdc_needs(totesys, cdc, source, monkeypatch):
+    monkeypatch.setenv("TOTESYS_SOURCE_URL", source.reader_url)  # contract §2's SELECT-only role
+    with pytest.raises(ConfigurationError, match="needs a LOGIN REPLICATION role"):
+        run()

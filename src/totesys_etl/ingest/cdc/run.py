@@ -35,7 +35,8 @@ from totesys_etl import lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import postgres, s3
 from totesys_etl.config import Settings
-from totesys_etl.errors import EtlError, RunIdCollision, SourceUnavailable, describe, lake_errors
+from totesys_etl.errors import (ConfigurationError, EtlError, RunIdCollision, SourceUnavailable, describe,
+                                lake_errors)
 from totesys_etl.faults import crash_point
 from totesys_etl.ingest import fx
 from totesys_etl.ingest.cdc import pgoutput, slot as slots
@@ -203,6 +204,9 @@ def ingest(settings: Settings, log: StageLog | None = None, cdc: CdcSettings | N
 def _usable_slot(conn, cdc: CdcSettings, log: StageLog) -> slots.SlotState:
     """The slot's state, or SlotUnusable with the one line that says how to recover; logs the
     `cdc_slot_lag` ERROR (the run still goes on: reading is what frees the WAL)."""
+    if not slots.may_replicate(conn):
+        raise ConfigurationError("TOTESYS_SOURCE_URL's role may not read replication slots: cdc mode needs a "
+                                 "LOGIN REPLICATION role (on RDS a member of rds_replication): readme_files/cdc.md")
     state = slots.slot_state(conn, cdc.slot)
     recovery = (f"recreate it (readme_files/cdc.md: SELECT pg_create_logical_replication_slot('{cdc.slot}', "
                 "'pgoutput')); the next run then takes a full snapshot, which ships nothing twice downstream")

@@ -78,6 +78,14 @@ def slot_state(conn: Connection, slot: str) -> SlotState | None:
                      int(retained), bool(active), int(unread))
 
 
+def may_replicate(conn: Connection) -> bool:
+    """True if the session's role may read slots: a superuser, a REPLICATION role, or on RDS a
+    member of `rds_replication` (RDS grants no REPLICATION attribute)."""
+    return bool(conn.run(
+        "SELECT r.rolsuper OR r.rolreplication OR coalesce(pg_has_role(current_user, to_regrole('rds_replication'),"
+        " 'MEMBER'), false) FROM pg_roles r WHERE r.rolname = current_user")[0][0])
+
+
 def flush_lsn(conn: Connection) -> int:
     """The WAL flushed so far: the furthest a read can see (decoding reads only flushed WAL)."""
     return int(conn.run("SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint")[0][0])
