@@ -4,10 +4,14 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import socket
+import threading
 import time
 import tracemalloc
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+import urllib3
 
 from totesys_etl.ingest import courier_files
 from totesys_etl.ingest.courier_files import Unreadable, items
@@ -53,7 +57,8 @@ def test_a_bad_line_is_one_bad_item_and_the_others_read():
     (b"", "empty"), (b"  \n\t", "empty"), (b"hello", "neither '[' nor '{'"), (b"PK\x03\x04", "neither"),
     (b"[1, 2", "without ']'"), (b"[1, 2,", "without ']'"), (b"[1,,2]", "not JSON at element 2"),
     (b"[1 2]", "expected ',' or ']'"), (b"[1] [2]", "after the end"), (b"[1, tru]", "not JSON at element 2"),
-    (b"{nope\n{nor this\n", "no line of the file could be read (line 1: not JSON"), (b"\x1f\x8b\x08\x00garbage", "gzip"),
+    (b"{nope\n{nor this\n", "no line of the file could be read (line 1: not JSON"),
+    (b"\x1f\x8b\x08\x00garbage", "gzip"),
     (b"[\"\xff\"]", "not UTF-8"),
 ])
 def test_a_file_that_is_not_json_is_unreadable_with_its_reason(data, reason):
@@ -186,3 +191,32 @@ class Counting(io.BytesIO):
         out = super().read(size)
         self.read_bytes += len(out)
         return out
+
+
+class _CutShort(BaseHTTPRequestHandler):
+    """Promises a megabyte of a good array and hangs up after a few kilobytes, as a lost connection does."""
+
+    def do_GET(self):  # noqa: N802 - the stdlib's name
+        self.send_response(200)
+        self.send_header("Content-Length", str(1 << 20))
+        self.end_headers()
+        self.wfile.write(b"[" + b'{"event_id": "e"},' * 500)
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+
+def test_a_stream_that_fails_is_an_outage_never_the_files_fault():
+    """The body's own failure (a real connection cut mid-body) is BodyFailed, retried; not Unreadable."""
+    server = HTTPServer(("127.0.0.1", 0), _CutShort)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        response = urllib3.PoolManager().request("GET", f"http://127.0.0.1:{server.server_address[1]}/",
+                                                 preload_content=False, retries=False)
+        with pytest.raises(courier_files.BodyFailed, match="reading the object failed after"):
+            list(items(response))
+    finally:
+        server.shutdown()
+        server.server_close()
