@@ -375,8 +375,8 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[Item]:
             *lines, pending = pending.split(b"\n")
         for line in lines:
             number += 1
-            if long_bytes:  # the rest of a line already too long: one bad event, its size named
-                size, long_bytes = long_bytes + len(line.rstrip(b"\r")), 0
+            size, long_bytes = long_bytes + len(line.rstrip(b"\r")), 0
+            if size > MAX_EVENT_BYTES:  # one bad event, its size named, wherever the chunks broke it
                 item = Item(number, None, f"the line is {size:,} bytes, longer than the largest event accepted "
                                           f"({_mib(MAX_EVENT_BYTES)})", "")
             else:
