@@ -83,3 +83,35 @@ def test_a_bad_body_fails_with_the_body(fx_api, fault, reason):
 def test_the_url_comes_from_the_environment():
     assert api_url({}) is None and api_url({"TOTESYS_FX_API_URL": " "}) is None
     assert api_url({"TOTESYS_FX_API_URL": "http://x/v1/"}) == "http://x/v1"
+
+
+@pytest.mark.parametrize("headers", [False, True], ids=["body", "headers"])
+def test_a_server_that_drips_is_stopped_at_the_total_deadline(fx_api, headers):
+    """Issue 39: a byte every 0.2 s never trips the 1 s read timeout; the 1.5 s deadline stops it,
+    whether the headers or the body drip (the real stand-in, real sockets)."""
+    fx_api.set_fault("drip", delay=0.2, headers=headers)
+    started = time.monotonic()
+    with pytest.raises(FxUnavailable, match=r"no whole answer within its 1.5 s deadline \(TOTESYS_FX_DEADLINE"):
+        list(Client(fx_api.url, read_seconds=1, deadline_seconds=1.5).pages(date(2024, 1, 8), date(2024, 1, 12),
+                                                                            SYMBOLS))
+    assert 1.5 <= time.monotonic() - started < 3
+
+
+def test_the_deadline_comes_from_the_environment(fx_api, monkeypatch):
+    monkeypatch.setenv("TOTESYS_FX_DEADLINE_SECONDS", "1")
+    fx_api.set_fault("drip", delay=0.1)
+    with pytest.raises(FxUnavailable, match="within its 1 s deadline"):
+        list(Client(fx_api.url).pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))
+    assert Client(fx_api.url).deadline_seconds == 1 and Client(fx_api.url).max_bytes == 10 << 20
+
+
+def test_a_huge_answer_is_cut_at_the_body_cap(fx_api, monkeypatch):
+    """Issue 39: 64 MB of blanks with no Content-Length: the client holds at most the cap, then fails."""
+    monkeypatch.setenv("TOTESYS_FX_MAX_BYTES", str(1 << 20))
+    fx_api.set_fault("huge", size=64 << 20)
+    started = time.monotonic()
+    with pytest.raises(FxUnavailable, match=r"more than 1,048,576 bytes, the cap \(TOTESYS_FX_MAX_BYTES\)"):
+        list(Client(fx_api.url).pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))
+    assert time.monotonic() - started < 5
+    fx_api.set_fault("huge", size=1 << 19)  # under the cap: blanks before JSON are still JSON
+    assert len(list(Client(fx_api.url).pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))) == 1
