@@ -69,8 +69,7 @@ def test_a_refused_connection_fails(closed_port):
         list(Client(f"http://127.0.0.1:{closed_port}").pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))
 
 
-@pytest.mark.parametrize("fault, reason", [("malformed", "not JSON"), ("negative", "not positive"),
-                                           ("missing", "lack")])
+@pytest.mark.parametrize("fault, reason", [("malformed", "not JSON"), ("negative", "not positive")])
 def test_a_bad_body_fails_with_the_body(fx_api, fault, reason):
     fx_api.set_fault(fault, after=1)
     fetched = []
@@ -115,3 +114,13 @@ def test_a_huge_answer_is_cut_at_the_body_cap(fx_api, monkeypatch):
     assert time.monotonic() - started < 5
     fx_api.set_fault("huge", size=1 << 19)  # under the cap: blanks before JSON are still JSON
     assert len(list(Client(fx_api.url).pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))) == 1
+
+
+def test_a_404_is_not_served_and_each_symbol_can_be_asked_alone(fx_api):
+    """Frankfurter answers 404 for a list holding one symbol it does not serve; `serves` tells which."""
+    client = Client(fx_api.url)
+    with pytest.raises(fx_client.NotServed, match="HTTP 404") as caught:
+        list(client.pages(date(2024, 1, 8), date(2024, 1, 12), ["EUR", "XYZ"]))
+    assert caught.value.asked == date(2024, 1, 8)
+    assert client.serves(date(2024, 1, 8), date(2024, 1, 12), "EUR")
+    assert not client.serves(date(2024, 1, 8), date(2024, 1, 12), "XYZ")

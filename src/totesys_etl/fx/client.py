@@ -48,6 +48,15 @@ DEADLINE_SECONDS, MAX_BODY_BYTES = 60.0, 10 << 20
 _BODY_CHUNK = 1 << 16
 
 
+class NotServed(FxUnavailable):
+    """HTTP 404 for a symbol list from `asked` on: one of the currencies may be one the API does not
+    serve (Frankfurter answers an unknown symbol so); `serves` asks for each alone to tell which."""
+
+    def __init__(self, message: str, asked: date):
+        super().__init__(message)
+        self.asked = asked
+
+
 class _Deadline:
     """The sockets one request uses, shut down when its deadline passes (the module's docstring).
 
@@ -209,6 +218,8 @@ class Client:
             if asked > end:
                 return
             status, body = self.get(asked, end, symbols)
+            if status == 404:
+                raise NotServed(f"FX API answered HTTP 404 for {asked}..{end}", asked)
             if status != 200:
                 raise FxUnavailable(f"FX API answered HTTP {status} for {asked}..{end}")
             page = parse_page(body, symbols, asked, end)
@@ -218,5 +229,13 @@ class Client:
             asked = page.end + timedelta(days=1)
         raise FxUnavailable(f"FX API served more than {MAX_PAGES} pages for {start}..{end}")
 
+    def serves(self, start: date, end: date, symbol: str) -> bool:
+        """Whether the API answers `symbol` alone for `start..end` (False: HTTP 404); FxUnavailable
+        for any other failure, which says nothing about the currency."""
+        status, _ = self.get(start, end, [symbol])
+        if status not in (200, 404):
+            raise FxUnavailable(f"FX API answered HTTP {status} for {symbol} alone, {start}..{end}")
+        return status == 200
 
-__all__ = ["BadBody", "Client", "FxUnavailable", "api_url"]
+
+__all__ = ["BadBody", "Client", "FxUnavailable", "NotServed", "api_url"]
