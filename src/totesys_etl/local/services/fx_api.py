@@ -10,8 +10,8 @@ and behaves as Frankfurter documents (readme_files/fx.md compares the two):
 - `latest` (a date) hides every day after it, as the real API has nothing after today.
 Fault switches (`set_fault`, or `POST /_faults` with the same JSON, `DELETE /_faults` to clear)
 make the next answers fail: `500`, `503` or `429` (with `Retry-After`), `slow` (an answer `delay`
-seconds late), `malformed` (not JSON), `negative` (a negative rate), `missing` (a currency left
-out), and two hostile servers (contract §9 "Bounded work"): `drip` (the answer one byte every
+seconds late), `malformed` (not JSON), `negative` (a negative rate), `missing` (the first symbol left
+out of the first day asked), and two hostile servers (contract §9 "Bounded work"): `drip` (the answer one byte every
 `delay` seconds, headers first or, with `headers`, the headers too) and `huge` (`size` bytes of
 blanks before the answer, with no Content-Length, as an endless stream would). `after` answers
 that many requests normally first; `times` limits how many fail (default: all). `requests`
@@ -263,8 +263,9 @@ class _Handler(BaseHTTPRequestHandler):
             symbol = next(iter(first))
             if mode == "negative":
                 first[symbol] = "-" + first[symbol]
-            else:
-                del first[symbol]
+            else:  # from the first day asked (not the working day before it, which an earlier page held)
+                asked = [r for d, r in body["rates"].items() if date.fromisoformat(d) >= start] or [first]
+                del asked[0][symbol]
         self._send(status, _dumps(body))
 
 
