@@ -124,3 +124,17 @@ def test_a_404_is_not_served_and_each_symbol_can_be_asked_alone(fx_api):
     assert caught.value.asked == date(2024, 1, 8)
     assert client.serves(date(2024, 1, 8), date(2024, 1, 12), "EUR")
     assert not client.serves(date(2024, 1, 8), date(2024, 1, 12), "XYZ")
+
+
+def test_a_declared_length_over_the_cap_is_refused_unread(fx_api):
+    with pytest.raises(FxUnavailable, match=r"is \d[\d,]* bytes, over the 100-byte cap"):
+        list(Client(fx_api.url, max_bytes=100).pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))
+
+
+@pytest.mark.parametrize("variable", ["TOTESYS_FX_MAX_BYTES", "TOTESYS_FX_DEADLINE_SECONDS"])
+def test_a_malformed_bound_is_a_configuration_error(fx_api, monkeypatch, variable):
+    from totesys_etl.errors import ConfigurationError
+
+    monkeypatch.setenv(variable, "-1")
+    with pytest.raises(ConfigurationError, match=variable):
+        Client(fx_api.url)

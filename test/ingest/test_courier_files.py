@@ -220,3 +220,13 @@ def test_a_stream_that_fails_is_an_outage_never_the_files_fault():
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "20GB", "1.5"])
+def test_a_malformed_bytes_limit_is_a_configuration_error_never_the_files(text, monkeypatch):
+    """A bad setting must not read as a bad file (which would be quarantined and never retried)."""
+    from totesys_etl.errors import ConfigurationError
+
+    monkeypatch.setenv("TOTESYS_LANDING_MAX_BYTES", text)
+    with pytest.raises(ConfigurationError, match="TOTESYS_LANDING_MAX_BYTES"):
+        values(b"[1]")
