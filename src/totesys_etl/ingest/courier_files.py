@@ -55,7 +55,6 @@ MAX_RATIO = 200
 DEPTH_SCAN_CHARS = 1 << 16
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = "\ufeff"
-_BLANK = " \t\r\n"
 _NOT_BLANK = re.compile(r"[^ \t\r\n]")
 #: A JSON string, or one bracket: what `_depth` counts.
 _DEPTH_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
