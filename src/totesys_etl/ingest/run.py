@@ -62,7 +62,7 @@ def ingest(settings: Settings, log: StageLog | None = None) -> RunResult:
     return result
 
 
-def _add_fx(settings: Settings, manifest: dict, inputs: fx.FxInputs | None, previous_fx: str | None,
+def _add_fx(settings: Settings, manifest: dict, inputs: fx.FxInputs | None, previous_fx: fx.FxMark,
             log: StageLog) -> None:
     """The FX part (contract §9), after the snapshot's transaction: its file and watermark in the manifest.
     With FX off, a watermark an earlier run stored is carried forward, and nothing else changes."""
@@ -72,8 +72,7 @@ def _add_fx(settings: Settings, manifest: dict, inputs: fx.FxInputs | None, prev
         manifest["rows"][fx.FX_RATE.name] = outcome.rows
     if outcome.entry:
         manifest["files"][fx.FX_RATE.name] = outcome.entry
-    if outcome.watermark is not None:
-        manifest[fx.FX_FIELD] = outcome.watermark
+    manifest.update(outcome.fields())
 
 
 def _collision(run_id: str) -> RunIdCollision:
@@ -82,7 +81,7 @@ def _collision(run_id: str) -> RunIdCollision:
 
 
 def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds: float, folder: str,
-             pool: ThreadPoolExecutor, log: StageLog) -> tuple[dict, fx.FxInputs | None, str | None]:
+             pool: ThreadPoolExecutor, log: StageLog) -> tuple[dict, fx.FxInputs | None, fx.FxMark]:
     """Read every table's changes in one REPEATABLE READ READ ONLY transaction, uploading as it goes;
     the run's manifest once every upload has finished, what the FX part needs from the same snapshot
     (None when FX is off) and the previous run's FX watermark."""
@@ -101,7 +100,7 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
                 # never "the previous run": take the newest one before this run instead.
                 log.warning("the newest manifest is dated after this run: ignored", previous_run_id=previous.run_id)
                 previous = previous_watermark(bucket, log, before=run_id)
-            previous_fx = previous.fx if previous is not None else None
+            previous_fx = fx.FxMark(previous.fx, dict(previous.fx_behind)) if previous is not None else fx.FxMark()
             if previous is not None and previous.snapshot.xmax > cut.snapshot.xmax:
                 log.warning("the source's transaction ids went backwards (a restored or replaced "
                             "database?): reading every row", previous_run_id=previous.run_id)

@@ -18,6 +18,7 @@ from totesys_etl import lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
 from totesys_etl.errors import InvalidInput, lake_errors
+from totesys_etl.ingest import fx as fx_state
 from totesys_etl.logs import StageLog
 
 #: Rows whose `last_updated` is at most this much older than the previous cut-off are re-checked
@@ -119,6 +120,7 @@ class Watermark:
     unread: tuple[Unread, ...] = ()
     rescanned_at: str | None = None
     fx: str | None = None  # the newest FX day stored (ingest/fx.py); None before the first FX run
+    fx_behind: tuple[tuple[str, str | None], ...] = ()  # FX currencies behind `fx`, each with its own day
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "Watermark":
@@ -142,7 +144,9 @@ class Watermark:
             fx = manifest.get("fx")
             if fx is not None and not (isinstance(fx, str) and date.fromisoformat(fx).isoformat() == fx):
                 raise ValueError("fx is not a YYYY-MM-DD date")
-            return cls(run_id, snapshot, cutoff, seen, tuple(Unread.from_json(u) for u in unread), rescanned_at, fx)
+            fx_behind = tuple(fx_state.parse_behind(manifest.get(fx_state.BEHIND_FIELD)).items())
+            return cls(run_id, snapshot, cutoff, seen, tuple(Unread.from_json(u) for u in unread), rescanned_at, fx,
+                       fx_behind)
         except (TypeError, ValueError) as e:
             raise InvalidInput(f"manifest of {run_id!r}: {e}") from None
 
