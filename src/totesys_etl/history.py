@@ -15,9 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import pyarrow as pa
 from botocore.exceptions import ClientError
-import pyarrow.csv as pa_csv
 from pg8000.native import identifier
 
 from totesys_etl import lake, quarantine
@@ -25,6 +23,7 @@ from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
 from totesys_etl.adapters.postgres import Connection
 from totesys_etl.errors import InvalidInput, is_missing
+from totesys_etl.process import read
 from totesys_etl.schema import FACTS, Table
 
 Version = tuple[int, datetime]
@@ -118,17 +117,15 @@ def _held_back(processed_bucket: str, run_id: str) -> tuple[set[str], dict[str, 
 def _csv_versions(bucket: str, key: str, table: str) -> set[Version]:
     """The (id, last_updated) pairs of a CSV the ingest wrote, or of rows the processor held back.
 
-    A row whose id or stamp does not read cannot be in the warehouse: the processor held it
+    Read as the processor reads (`process.read.text_columns`): a row whose id or stamp does not
+    read, or with a value too big to travel, cannot be in the warehouse: the processor held it
     back, so it is left out here as well."""
     id_column = f"{table}_id"
     fd, path = tempfile.mkstemp(suffix=".csv")
     os.close(fd)
     try:
         s3.download(bucket, key, path)
-        options = pa_csv.ConvertOptions(include_columns=[id_column, "last_updated"],
-                                        column_types={id_column: pa.string(), "last_updated": pa.string()})
-        data = pa_csv.read_csv(path, parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-                               convert_options=options)
+        data = read.text_columns(path, [id_column, "last_updated"])
     finally:
         os.unlink(path)
     versions = set()

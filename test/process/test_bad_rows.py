@@ -348,7 +348,7 @@ def test_the_scan_finds_each_record_and_the_largest_value(tmp_path):
     rows = [row("currency", 1, currency_code='a""b'), row("currency", 2, currency_code="x" * 5000),
             row("currency", 3, currency_code='q,"\n"')]
     path.write_bytes(csv_text("currency", rows))
-    layout = read.scan(str(path), source_table("currency"), limit=4000)
+    layout = read.scan(str(path), source_table("currency").column_names, limit=4000)
     assert layout.records == 3
     [big] = layout.oversized
     assert (big.number, big.column, big.size) == (2, "currency_code", 5000)

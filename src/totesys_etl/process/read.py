@@ -100,8 +100,7 @@ def csv_options(table: Table, as_text: bool = False, layout: Layout = Layout()
     stray one fails the null or row-count check instead of vanishing. `as_text` reads every
     column as text, for the careful path.
     """
-    read = pa_csv.ReadOptions(block_size=max(CSV_BLOCK_BYTES, layout.block_bytes), use_threads=True)
-    parse = pa_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False)
+    read, parse = _read_and_parse(layout)
     convert = pa_csv.ConvertOptions(
         column_types={c.name: pa.string() if as_text else c.arrow_type for c in table.columns},
         null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False,
@@ -145,7 +144,28 @@ class NeedsScan(InvalidInput):
     """The file did not parse in ordinary blocks: it is invalid unless `scan`'s layout reads it."""
 
 
-def scan(path: str, table: Table, limit: int | None = None) -> Layout:
+def text_columns(path: str, columns: list[str]) -> pa.Table:
+    """Some columns of a CSV this pipeline wrote (an ingested file, held-back rows), all as text.
+
+    For readers that need a few columns of a whole file (`history`): read as the processor reads,
+    so a big value never stops them; a record with a value over MAX_VALUE_BYTES is left out, as the
+    processor leaves it out (it holds it back). ArrowInvalid if the file is not CSV at all.
+    """
+    def read_with(layout: Layout) -> pa.Table:
+        options = pa_csv.ConvertOptions(include_columns=columns, column_types={c: pa.string() for c in columns})
+        return pa_csv.open_csv(layout.source(path), *_read_and_parse(layout), convert_options=options).read_all()
+    try:
+        return read_with(Layout())
+    except _UNREADABLE:
+        return read_with(scan(path, _header(path) or []))
+
+
+def _read_and_parse(layout: Layout) -> tuple[pa_csv.ReadOptions, pa_csv.ParseOptions]:
+    return (pa_csv.ReadOptions(block_size=max(CSV_BLOCK_BYTES, layout.block_bytes), use_threads=True),
+            pa_csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False))
+
+
+def scan(path: str, names: list[str], limit: int | None = None) -> Layout:
     """The file's layout: blocks that hold its largest record, and the records to skip.
 
     One pass over the bytes that tracks only quotes and newlines (COPY's CSV: a newline outside
@@ -161,7 +181,7 @@ def scan(path: str, table: Table, limit: int | None = None) -> Layout:
         if number == 0:
             continue
         if end - start > limit:
-            column, size = _largest_value(path, start, end, table.column_names)
+            column, size = _largest_value(path, start, end, names)
             if size > limit:
                 oversized.append(Oversized(number, start, end, column, size, limit))
                 continue

@@ -162,7 +162,7 @@ def _process_file(settings: Settings, run_id: str, entry: FileEntry, folder: str
         except read.NeedsScan:
             log.info(f"{entry.table} does not parse in {read.CSV_BLOCK_BYTES:,}-byte blocks; scanning its records",
                      table=entry.table)
-        return _read_file(settings, run_id, entry, path, read.scan(path, table), folder, log)
+        return _read_file(settings, run_id, entry, path, read.scan(path, table.column_names), folder, log)
     finally:
         os.remove(path)
 
