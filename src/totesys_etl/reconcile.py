@@ -9,7 +9,8 @@ one the latest run read (`etl_run_id`, then `last_updated`: contract §3, newer 
 Fact history is checked too: no version stored twice, the source's current version of every row
 stored at all (a lost version is told apart from an older version wrongly taken as current), and
 every version a run shipped (the ingested CSVs, less what the processor held back) stored exactly
-once, with none that no run shipped (`history.check_history`).
+once, with none that no run shipped, and no version of any source table shipped by more than one
+run (`history`).
 
 A source row whose derivation PostgreSQL refuses (`'TBC'` in a varchar date column) is one the
 processor holds back: reconcile names it with PostgreSQL's reason (`held_back`), compares the
@@ -27,8 +28,8 @@ from totesys_etl.config import Settings
 from totesys_etl.errors import EtlError, lake_errors
 from totesys_etl.fx.client import Client, api_url
 from totesys_etl.fx.rates import day_rows
-from totesys_etl.history import History, check_history
-from totesys_etl.schema import DIMENSIONS, FACT_EXCHANGE_RATE, FACTS, fact_references
+from totesys_etl.history import History, Reship, check_history, shipped_versions
+from totesys_etl.schema import DIMENSIONS, FACT_EXCHANGE_RATE, FACTS, SOURCE_TABLES, fact_references
 from totesys_etl.schema.derive import PRIMARY, derived_select, expression
 from totesys_etl.schema.model import Table
 from totesys_etl.schema.ddl import column_list
@@ -64,16 +65,24 @@ def _history_cell(history: History | None) -> str:
     if history is None:
         return "-"
     return f"{history.shipped:,} ok" if history.ok else \
-        f"{len(history.lost)} lost, {len(history.twice)} twice, {len(history.unshipped)} unshipped"
+        f"{len(history.lost)} lost, {len(history.twice)} twice, {len(history.unshipped)} unshipped, " \
+        f"{len(history.reshipped)} reshipped"
+
+
+def _reship_line(table: str, reshipped: list[Reship]) -> str:
+    shown = "; ".join(f"{i} @ {stamp.isoformat(sep=' ')} by {', '.join(runs)}" for (i, stamp), runs in reshipped[:3])
+    return f"{table}: {len(reshipped)} versions shipped by more than one run (the same row), e.g. {shown}"
 
 
 @dataclass
 class Report:
     checks: list[TableCheck]
+    #: Source tables without a fact of their own -> versions the lake shipped in more than one run.
+    reshipped: dict[str, list[Reship]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
+        return all(c.ok for c in self.checks) and not any(self.reshipped.values())
 
     def table(self) -> str:
         header = ("table", "source", "warehouse", "missing", "extra", "different", "dup versions",
@@ -106,6 +115,9 @@ class Report:
                     if versions:
                         shown = [f"{i} @ {stamp.isoformat(sep=' ')}" for i, stamp in versions[:3]]
                         lines.append(f"{c.table}: {len(versions)} {label}, e.g. {shown}")
+                if c.history.reshipped:
+                    lines.append(_reship_line(c.table, c.history.reshipped))
+        lines += [_reship_line(table, found) for table, found in sorted(self.reshipped.items()) if found]
         lines.append("reconcile: " + ("warehouse equals source" if self.ok else "DIFFERENCES FOUND"))
         return "\n".join(lines)
 
@@ -299,16 +311,21 @@ def reconcile(settings: Settings | None = None, history: bool = True) -> Report:
         if api_url() is not None:
             checks.append(check_exchange_rates(api_url(), source, warehouse))
         source.run("COMMIT")
-        histories = {}
+        histories, reshipped = {}, {}
         if history:
             with lake_errors(settings.ingest_bucket):
+                # Every source table: a version shipped twice is a fault whichever table it is in.
+                shipped = shipped_versions(settings.ingest_bucket, settings.processed_bucket,
+                                           {t.name for t in SOURCE_TABLES})
                 histories = {h.fact: h for h in check_history(warehouse, settings.ingest_bucket,
-                                                              settings.processed_bucket)}
+                                                              settings.processed_bucket, shipped=shipped)}
+            with_fact = {f.source for f in FACTS}
+            reshipped = {t: s.reshipped for t, s in shipped.items() if t not in with_fact and s.reshipped}
         for check in checks:
             check.history = histories.get(check.table)
         if history and settings.landing_bucket:  # contract §9: fact_delivery against what landed
             checks.append(landed.check(warehouse, settings, TableCheck))
-        return Report(checks)
+        return Report(checks, reshipped)
     except DatabaseError as e:
         detail = e.args[0] if e.args and isinstance(e.args[0], dict) else {}
         if sqlstate(e) == "42P01":  # undefined_table

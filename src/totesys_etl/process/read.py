@@ -147,12 +147,14 @@ class NeedsScan(InvalidInput):
 def text_columns(path: str, columns: list[str]) -> pa.Table:
     """Some columns of a CSV this pipeline wrote (an ingested file, held-back rows), all as text.
 
-    For readers that need a few columns of a whole file (`history`): read as the processor reads,
+    For readers that need a few columns of a whole file (`history`): read as the processor reads
+    (NULL an unquoted empty field, '' a quoted one),
     so a big value never stops them; a record with a value over MAX_VALUE_BYTES is left out, as the
     processor leaves it out (it holds it back). ArrowInvalid if the file is not CSV at all.
     """
     def read_with(layout: Layout) -> pa.Table:
-        options = pa_csv.ConvertOptions(include_columns=columns, column_types={c: pa.string() for c in columns})
+        options = pa_csv.ConvertOptions(include_columns=columns, column_types={c: pa.string() for c in columns},
+                                        null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=False)
         return pa_csv.open_csv(layout.source(path), *_read_and_parse(layout), convert_options=options).read_all()
     try:
         return read_with(Layout())
