@@ -198,7 +198,8 @@ def _csv_rows(bucket: str, key: str, table: str, versions: set[Version] | None =
     values = list(zip(*(data.column(c).to_pylist() for c in data.column_names))) if versions is not None else None
     for i, (ident, stamp) in enumerate(zip(ids, stamps)):
         try:
-            version = (int(ident), datetime.fromisoformat(stamp))
+            # A timestamptz source column (a type change that fits): its wall clock, as the processor reads it.
+            version = (int(ident), datetime.fromisoformat(stamp).replace(tzinfo=None))
         except (TypeError, ValueError):
             continue
         if versions is None:

@@ -45,6 +45,11 @@ _SCAN_BYTES = 8 * 1024 * 1024
 _REASON_CHARS = 300
 
 _VARCHAR = re.compile(r"varchar\((\d+)\)")
+#: The zone offset PostgreSQL writes after a timestamptz (`+00`, `+05:30`, `-00:01:15`). A source
+#: column changed from timestamp to timestamptz still fits (contract §2 "Schema changes"): without
+#: its offset, the text is the wall clock in the ingestor's session zone, the server's zone that a
+#: `timestamp` declaration means.
+ZONE_OFFSET = r"[+-]\d{2}(?::\d{2}){0,2}$"
 #: What pyarrow raises for data it cannot parse or convert (never for memory or I/O: those fail the run).
 _UNREADABLE = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError)
 
@@ -330,6 +335,8 @@ def _convert(text: pa.Array, column: Column) -> tuple[pa.Array, pa.BooleanArray 
         true, known = pc.equal(text, "t"), pc.is_in(text, pa.array(["t", "f"]))
         bad = pc.and_(text.is_valid(), pc.invert(pc.fill_null(known, False)))
         return pc.if_else(bad, pa.scalar(None, pa.bool_()), true), (bad if bad.true_count else None)
+    if pa.types.is_timestamp(target):
+        text = pc.replace_substring_regex(text, ZONE_OFFSET, "")
     try:
         return text.cast(target), None
     except _UNREADABLE:
