@@ -152,10 +152,10 @@ class NeedsScan(InvalidInput):
 def text_columns(path: str, columns: list[str]) -> pa.Table:
     """Some columns of a CSV this pipeline wrote (an ingested file, held-back rows), all as text.
 
-    For readers that need a few columns of a whole file (`history`): read as the processor reads
-    (NULL an unquoted empty field, '' a quoted one),
-    so a big value never stops them; a record with a value over MAX_VALUE_BYTES is left out, as the
-    processor leaves it out (it holds it back). ArrowInvalid if the file is not CSV at all.
+    For readers that need some columns of a whole file (`history`), read as the processor reads:
+    NULL an unquoted empty field, '' a quoted one; a big value never stops them, and a record with
+    a value over MAX_VALUE_BYTES is left out, as the processor leaves it out (it holds it back).
+    ArrowInvalid if the file is not CSV at all.
     """
     def read_with(layout: Layout) -> pa.Table:
         options = pa_csv.ConvertOptions(include_columns=columns, column_types={c: pa.string() for c in columns},
@@ -176,8 +176,8 @@ def scan(path: str, names: list[str], limit: int | None = None) -> Layout:
     """The file's layout: blocks that hold its largest record, and the records to skip.
 
     One pass over the bytes that tracks only quotes and newlines (COPY's CSV: a newline outside
-    quotes ends a record; a doubled quote inside a quoted value toggles twice), so it costs about
-    a second per million rows, paid only by a file that did not parse in ordinary blocks. Records
+    quotes ends a record; a doubled quote inside a quoted value toggles twice): about 0.4 s per
+    100,000 orders' payments here, paid only by a file that did not parse in ordinary blocks. Records
     longer than `limit` (default MAX_VALUE_BYTES) are read a second time, field by field, to find
     their largest value; those over the limit are skipped (`Oversized`), the rest travel.
     """
