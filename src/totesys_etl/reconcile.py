@@ -18,6 +18,7 @@ table's other rows, and fails on the whole table never (`_expected_digests`).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from pg8000.native import identifier
@@ -29,13 +30,14 @@ from totesys_etl.errors import EtlError, lake_errors
 from totesys_etl.fx.client import Client, api_url
 from totesys_etl.fx.rates import day_rows
 from totesys_etl.history import History, Reship, check_history, shipped_versions
-from totesys_etl.schema import DIMENSIONS, FACT_EXCHANGE_RATE, FACTS, SOURCE_TABLES, fact_references
+from totesys_etl.schema import DIMENSIONS, FACT_EXCHANGE_RATE, FACTS, SOURCE_TABLES, fact_references, source_table
 from totesys_etl.schema.derive import PRIMARY, derived_select, expression
 from totesys_etl.schema.model import Table
 from totesys_etl.schema.ddl import column_list
 from totesys_etl.schema.warehouse import is_reference, newest_first, reference_rows, warehouse_table
 
 
+_VARCHAR_N = re.compile(r"varchar\(\d+\)")
 #: SQLSTATE class 22, data exception: PostgreSQL refuses a value (what the processor would hold back).
 _DATA_EXCEPTION = "22"
 
@@ -134,12 +136,21 @@ def _canonical(table: Table, alias: str = "r") -> str:
 
 
 def _source_relation(name: str) -> str:
-    """A source table, or a reference table's own rows (bound as `:<column>` arrays)."""
+    """A source table read as declared, or a reference table's own rows (bound as `:<column>` arrays).
+
+    Each declared column is cast to its declared type, as the processor reads the CSV against the
+    declaration whatever the source's types are now: a column whose type changed but whose values
+    fit (contract §2 "Schema changes": money now varchar, a timestamptz, a bigint) compares as
+    before, and a value that no longer fits is refused by PostgreSQL and held back. A `varchar(n)`
+    is cast to `varchar`, never cut to its length.
+    """
     if is_reference(name):
         columns = warehouse_table(name).column_names
         arrays = ", ".join(f"CAST(:{c} AS text[])" for c in columns)
         return f"(SELECT * FROM unnest({arrays}) AS n({column_list(columns)}))"  # nosec B608 - declared names
-    return f"public.{identifier(name)}"
+    typed = ", ".join(f"CAST(s.{identifier(c.name)} AS {_VARCHAR_N.sub('varchar', c.type)}) AS {identifier(c.name)}"
+                      for c in source_table(name).columns)
+    return f"(SELECT {typed} FROM public.{identifier(name)} AS s)"  # nosec B608 - declared names and types
 
 
 def _digests(conn: Connection, sql: str, **params) -> dict:
@@ -233,7 +244,7 @@ def _refused_as_none(source: Connection, query):
 
 def _refusal(source: Connection, table: Table, source_key: str, key: int) -> str:
     """Which derived column of one source row PostgreSQL refuses, and its own words."""
-    for column in (c for c in table.data_columns if c.derive != "copy" and c.source_table is None):
+    for column in (c for c in table.data_columns if c.source_table is None):
         sql = (f"SELECT {expression(column)} FROM {_source_relation(table.source)} AS {PRIMARY} "  # nosec B608
                f"WHERE {source_key} = {int(key)}")
         source.run("SAVEPOINT etl_reconcile")

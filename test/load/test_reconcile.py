@@ -149,3 +149,22 @@ def test_a_source_row_that_cannot_be_derived_is_reported_as_held_back_not_a_cras
     assert list(checks["fact_purchase_order"].held_back) == [1]
     assert all(c.ok for name, c in checks.items() if name not in ("fact_sales_order", "fact_purchase_order"))
     _fails_with(capsys, "fact_sales_order: 1 source rows that cannot be loaded as they are")
+
+
+def test_a_source_whose_column_types_changed_but_whose_values_fit_reconciles_clean(built, source, run_sql):
+    """Contract §2 "Schema changes": a type change whose values still fit goes on, so reconcile, which
+    reads the source as declared, is clean; a value that no longer reads as declared is held back."""
+    for statement in ("ALTER TABLE sales_order ALTER COLUMN unit_price TYPE varchar",
+                      "ALTER TABLE sales_order ALTER COLUMN units_sold TYPE bigint",
+                      "ALTER TABLE sales_order ALTER COLUMN agreed_payment_date TYPE date "
+                      "USING agreed_payment_date::date",
+                      "ALTER TABLE payment ALTER COLUMN last_updated TYPE timestamptz",
+                      "ALTER TABLE payment ALTER COLUMN paid TYPE varchar USING CASE WHEN paid THEN 't' ELSE 'f' END",
+                      "ALTER TABLE currency ALTER COLUMN currency_code TYPE varchar(10)"):
+        run_sql(source.admin_url, statement)
+    report = reconcile(built, history=False)
+    assert report.ok, report.table()
+    run_sql(source.admin_url, "UPDATE sales_order SET unit_price = 'n/a' WHERE sales_order_id = 2")
+    orders = _checks(reconcile(built, history=False))["fact_sales_order"]
+    assert list(orders.held_back) == [2] and "unit_price" in orders.held_back[2]
+    assert not orders.different and not orders.extra
