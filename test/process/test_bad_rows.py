@@ -266,8 +266,8 @@ def _sql(url: str, statement: str) -> list:
 # Big values (issue 34 item 8, contract §2 "Big values"): a value up to 64 MiB travels like any other; a
 # larger one holds back its own row, never its file. pyarrow parses a CSV in blocks and refuses a record
 # that straddles two block boundaries, so a value of about twice the block size used to quarantine its
-# whole file. The fast tests shrink the block and the limit (the same code, kilobytes for megabytes);
-# the `slow` one uses the real sizes.
+# whole file. These tests shrink the block and the limit (the same code, kilobytes for megabytes);
+# test/e2e/test_big_values.py takes the real sizes from the source to the warehouse.
 
 KIB = 1024
 
@@ -353,19 +353,3 @@ def test_the_scan_finds_each_record_and_the_largest_value(tmp_path):
     [big] = layout.oversized
     assert (big.number, big.column, big.size) == (2, "currency_code", 5000)
     assert path.read_bytes()[big.start:big.end].startswith(b"2,xxx") and path.read_bytes()[big.end - 1:big.end] == b"\n"
-
-
-@pytest.mark.slow
-def test_a_64_mib_value_travels_and_one_byte_more_holds_back_its_row(lake_pair):
-    """The real sizes: 4 MiB blocks, a 64 MiB value goes to Parquet, 64 MiB + 1 byte is held back."""
-    limit = read.MAX_VALUE_BYTES
-    assert limit == 64 * 1024 * KIB
-    rows = _addresses({2: "v" * limit, 4: "w" * (limit + 1), 6: "u" * (8 * 1024 * KIB)}, count=20)
-    lake_pair.write_run(RUN_A, {"address": (csv_text("address", rows), len(rows))})
-    result = run.process_run(lake_pair.settings, RUN_A)
-    out = lake_pair.parquet("etl_src_address", RUN_A)
-    assert out.column("address_id").to_pylist() == [i for i in range(1, 21) if i != 4]
-    assert out.column("address_line_1").to_pylist()[1] == "v" * limit
-    assert result.quarantined == 1
-    [held] = held_rows(lake_pair, RUN_A, "address")
-    assert held["etl_reason"] == f"address_line_1 holds {limit + 1:,} bytes, over the limit of {limit:,}"
