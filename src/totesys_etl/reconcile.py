@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from pg8000.native import identifier
 
@@ -206,7 +207,7 @@ def _expected_digests(source: Connection, table: Table, params: dict) -> tuple[d
     def digests(where: str = "") -> dict | None:
         rows = derived_select(table, _source_relation, where)
         sql = f"SELECT r.{identifier(key)}, {_canonical(table)} FROM ({rows}) AS r"  # nosec B608 - declared names
-        return _refused_as_none(source, lambda: _digests(source, sql, **params))
+        return _unless_refused(source, lambda: _digests(source, sql, **params))[0]
 
     expected = digests()
     if expected is not None:
@@ -228,8 +229,9 @@ def _expected_digests(source: Connection, table: Table, params: dict) -> tuple[d
     return expected, held_back
 
 
-def _refused_as_none(source: Connection, query):
-    """`query()`'s result, or None if PostgreSQL refused a value in it (the transaction goes on)."""
+def _unless_refused(source: Connection, query: Callable[[], Any]) -> tuple[Any, str | None]:
+    """(`query()`'s result, None), or (None, PostgreSQL's message) if it refused a value in it; under
+    a savepoint, so the transaction (the snapshot every table is read in) goes on either way."""
     source.run("SAVEPOINT etl_reconcile")
     try:
         result = query()
@@ -237,25 +239,19 @@ def _refused_as_none(source: Connection, query):
         if not sqlstate(e).startswith(_DATA_EXCEPTION):
             raise
         source.run("ROLLBACK TO SAVEPOINT etl_reconcile")
-        return None
+        return None, e.args[0].get("M", "refused")
     source.run("RELEASE SAVEPOINT etl_reconcile")
-    return result
+    return result, None
 
 
 def _refusal(source: Connection, table: Table, source_key: str, key: int) -> str:
-    """Which derived column of one source row PostgreSQL refuses, and its own words."""
+    """Which column of one source row PostgreSQL refuses to read as declared or derive, in its words."""
     for column in (c for c in table.data_columns if c.source_table is None):
         sql = (f"SELECT {expression(column)} FROM {_source_relation(table.source)} AS {PRIMARY} "  # nosec B608
                f"WHERE {source_key} = {int(key)}")
-        source.run("SAVEPOINT etl_reconcile")
-        try:
-            source.run(sql)
-        except DatabaseError as e:
-            source.run("ROLLBACK TO SAVEPOINT etl_reconcile")
-            if not sqlstate(e).startswith(_DATA_EXCEPTION):
-                raise
-            return f"{column.source_column or column.name}: {e.args[0].get('M', 'refused')}"
-        source.run("RELEASE SAVEPOINT etl_reconcile")
+        _, refused = _unless_refused(source, lambda: source.run(sql))
+        if refused is not None:
+            return f"{column.source_column or column.name}: {refused}"
     return "refused by PostgreSQL"
 
 

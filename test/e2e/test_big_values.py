@@ -11,10 +11,11 @@ import sys
 import pytest
 
 from totesys_etl.local.source.seed import seed
+from totesys_etl.process.read import MAX_VALUE_BYTES
 
 pytestmark = pytest.mark.slow
 
-LIMIT = 64 * 1024 * 1024
+LIMIT = 64 * 1024 * 1024   # contract §2: "a value up to 64 MB travels"
 
 
 def cli(env, *args):
@@ -29,6 +30,7 @@ def tick(env):
 
 def test_a_64_mib_value_reaches_the_warehouse_and_a_larger_one_holds_back_only_its_row(
         pipeline_env, source, warehouse_url, run_sql):
+    assert MAX_VALUE_BYTES == LIMIT
     seed(source.admin_url, orders=30, seed=11)
     tick(pipeline_env)
     stamp = "last_updated = LOCALTIMESTAMP"
