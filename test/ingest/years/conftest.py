@@ -7,6 +7,7 @@ libfaketime steps the server's clock, a copied data folder is the restored backu
 """
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess  # nosec B404 - the tests drive PostgreSQL's own tools
@@ -24,8 +25,9 @@ from totesys_etl.schema.ddl import create_table
 
 DATABASE = "totesys"
 ROWS = 3
-#: Debian's libfaketime; the server reads its offset from a file on every clock call.
-LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+#: Debian's libfaketime (package faketime; the Makefile installs it); the server reads its offset from
+#: a file on every clock call.
+LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), "libfaketime.so.1")
 
 
 @dataclass

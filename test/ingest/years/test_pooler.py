@@ -39,7 +39,8 @@ def pgbouncer(own_source, cluster_home):
     if os.geteuid() == 0:
         for path in (folder, folder / "users.txt", folder / "pgbouncer.ini"):
             shutil.chown(path, servers.RUN_AS_USER)
-    process = subprocess.Popen(servers._run_as() + [shutil.which("pgbouncer"), str(folder / "pgbouncer.ini")],  # nosec
+    command = servers._run_as() + [shutil.which("pgbouncer") or "/usr/sbin/pgbouncer", str(folder / "pgbouncer.ini")]
+    process = subprocess.Popen(command,  # nosec B603 - the pooler under test
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     servers.wait_for_port(port)
     yield own_source.reader_url.replace(f":{own_source.cluster.port}/", f":{port}/")
