@@ -2,21 +2,21 @@
 
 A row version is identified by its writer's transaction id `x` (the row's `xmin`, made 64-bit) and
 its stamp `s` (`last_updated`). The previous run P left in its manifest (watermark.py) its
-snapshot, `P.seen` (the ids between its xmin and xmax, not in progress, whose versions it saw) and
-`P.unread` (id ranges whose old-stamped versions no run has read yet). A version is *unseen by P*
-iff `x >= P.xmin AND x NOT IN P.seen`: every id below P.xmin had ended before P, every id in
-P.seen was seen, and any other id was in progress at P, started after it, or belongs to a
-savepoint of a transaction in progress (a subtransaction id, which `pg_snapshot` never lists).
+snapshot, the ids it counted as in progress (`in_progress`, savepoints' ids included, asked of
+`pg_xact_status` just before its snapshot) and their complement between its xmin and xmax
+(`P.seen`), and `P.unread` (id ranges whose old-stamped versions no run has read yet). A version
+is *unseen by P* iff `x >= P.xmin AND x NOT IN P.seen`: it was in progress at P or came after.
+A run never reads a version of an id it counts as in progress itself: the next run does.
 Each run reads, per table, in one of three ways (readme_files/adr/0001-late-commits.md):
 
 - **recent** (nothing P had in progress has ended): unseen versions stamped after `P.cutoff -
-  OVERLAP`, an index range when the source indexes `last_updated`. Versions of ids that first
-  became visible to this run but are stamped earlier are left `unread`: they wait for a run that
-  reads every stamp.
+  OVERLAP` (14 hours: writers' zones, clock steps), an index range when the source indexes
+  `last_updated`. Versions of ids that first became visible to this run but are stamped earlier
+  are left `unread`: they wait for a run that reads every stamp.
 - **full** (something P had in progress has ended: it may have written old stamps): every unseen
   version whatever its stamp (a sequential scan). What it read is no longer `unread`.
-- **rescan** (the first run; or `full_rescan_seconds` since the last scan): as full, plus every
-  `unread` version. Nothing is left unread afterwards.
+- **rescan** (the first run; `full_rescan_seconds` since the last scan; a stopped table resuming):
+  as full, plus every `unread` version. Nothing is left unread afterwards.
 
 So a run ships what changed since the previous run however long a transaction stays open, and
 never ships a version a run already shipped. COPY takes no bind parameters, so the few values in

@@ -97,7 +97,9 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
         try:
             conn.run("SET LOCAL DateStyle = 'ISO, MDY'")  # the CSV's timestamps: YYYY-MM-DD HH:MM:SS[.ffffff]
             cut = extract.take_snapshot(conn, running, next_before)
-            previous, run_id = _previous_and_run_id(bucket, previous, cut, log)
+            asked_of, (previous, run_id) = previous, _previous_and_run_id(bucket, previous, cut, log)
+            if previous is not asked_of:  # the ids asked about were another run's: trust none of them
+                cut = extract.everything_in_progress(cut)
             previous_fx = previous.fx if previous is not None else None
             broken = previous and history_broken(previous.identity, cut.identity, previous.snapshot.xmax,
                                                  cut.snapshot.xmax)
