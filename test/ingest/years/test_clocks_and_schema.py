@@ -89,3 +89,35 @@ def test_a_dropped_column_stops_only_its_table_and_it_catches_up_once_the_column
     staff_now = {r["staff_id"]: r["first_name"] for r in shipped(back)["staff"]}
     assert staff_now["1"] == "While stopped" and staff_now["2"] == "Still stopped"
     assert all(r.rows.keys() == {t.name for t in SOURCE_TABLES} for r in (stopped, still, back))
+
+
+@pytest.mark.slow
+def test_a_daylight_saving_fall_back_with_an_open_transaction_ships_every_version_once(clocked_source, shipped,
+                                                                                       versions):
+    """Issue 34.6: the server runs in America/New_York, whose clocks fall back from 02:00 EDT to 01:00
+    EST (06:00 UTC) on 2026-11-01. A transaction open across the change and writes on both sides of
+    it: every version arrives with the run after it commits, and none twice."""
+    clocked_source.run("ALTER DATABASE totesys SET timezone = 'America/New_York'")
+    clocked_source.step_clock("@2026-11-01 05:40:00")  # 01:40 EDT
+    first = run()
+    open_across = clocked_source.admin()
+    try:
+        open_across.run("BEGIN")
+        open_across.run("UPDATE staff SET first_name = 'Before the change', last_updated = LOCALTIMESTAMP "
+                        "WHERE staff_id = 1")
+        clocked_source.run("UPDATE address SET city = 'EDT', last_updated = LOCALTIMESTAMP WHERE address_id = 1")
+        during = run()
+        clocked_source.step_clock("@2026-11-01 06:10:00")  # 01:10 EST: local stamps go back 50 minutes
+        clocked_source.run("UPDATE address SET city = 'EST', last_updated = LOCALTIMESTAMP WHERE address_id = 2")
+        open_across.run("UPDATE staff SET first_name = 'After the change', last_updated = LOCALTIMESTAMP "
+                        "WHERE staff_id = 2")
+        after_change = run()
+        open_across.run("COMMIT")
+    finally:
+        open_across.close()
+    after_commit = run()
+    quiet = run()
+    assert ids(shipped, during) == {"address": ["1"]} and ids(shipped, after_change) == {"address": ["2"]}
+    assert sorted(ids(shipped, after_commit)["staff"]) == ["1", "2"] and quiet.files == 0
+    assert first.run_id < during.run_id < after_change.run_id < after_commit.run_id < quiet.run_id
+    assert max(versions([first, during, after_change, after_commit, quiet]).values()) == 1
