@@ -44,7 +44,7 @@ def commit_interleaved(admin_url_conn, count: int) -> None:
     others write a table of another application), on a connection of the source's admin role."""
     admin_url_conn.run("CREATE TABLE IF NOT EXISTS bench_other_app (n bigint)")
     admin_url_conn.run(
-        f"DO $$ BEGIN FOR i IN 1..{int(count)} LOOP"
+        f"DO $$ BEGIN FOR i IN 1..{int(count)} LOOP"  # nosec B608 - constant text around an int
         " IF i % 2 = 0 THEN INSERT INTO department (department_id, department_name, created_at, last_updated)"
         "  VALUES (1000000 + i, 'bench ' || i, LOCALTIMESTAMP, LOCALTIMESTAMP);"
         " ELSE INSERT INTO bench_other_app VALUES (i); END IF; COMMIT; END LOOP; END $$")
@@ -54,7 +54,7 @@ def open_subtransactions(held_conn, count: int) -> None:
     """Begin a transaction on `held_conn` and leave it open with `count` subtransactions, each with an id."""
     held_conn.run("CREATE TABLE IF NOT EXISTS bench_other_app (n bigint)")
     held_conn.run("BEGIN")
-    held_conn.run(f"DO $$ BEGIN FOR i IN 1..{int(count)} LOOP BEGIN INSERT INTO bench_other_app VALUES (i);"
+    held_conn.run(f"DO $$ BEGIN FOR i IN 1..{int(count)} LOOP BEGIN INSERT INTO bench_other_app VALUES (i);"  # nosec
                   " EXCEPTION WHEN others THEN NULL; END; END LOOP; END $$")
 
 
@@ -144,7 +144,7 @@ def _pipeline(cluster: servers.Postgres, moto: servers.MotoServer) -> Settings:
     admin.create_database(cluster, "bench")
     admin.grant_reader(cluster, "bench", _READER_PASSWORD)
     os.environ.update({"AWS_ENDPOINT_URL": moto.endpoint, "AWS_DEFAULT_REGION": "eu-west-2",
-                       "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"})
+                       "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"})  # nosec B105 - moto's dummies
     for key in [k for k in os.environ if k.startswith("TOTESYS_")]:
         del os.environ[key]
     s3 = boto3.client("s3")

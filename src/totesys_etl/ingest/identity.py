@@ -25,7 +25,7 @@ from totesys_etl.adapters.postgres import Connection
 
 _ISO = "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'"
 _STATEMENT = (
-    "SELECT CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE')"
+    "SELECT CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE')"  # nosec B608 - constant text
     "  THEN (SELECT system_identifier::text FROM pg_control_system()) END,"
     " CASE WHEN pg_is_in_recovery() THEN"
     "  CASE WHEN has_function_privilege('pg_control_checkpoint()', 'EXECUTE')"
