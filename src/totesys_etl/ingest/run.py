@@ -96,18 +96,7 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
         extract.begin_snapshot(conn)
         try:
             conn.run("SET LOCAL DateStyle = 'ISO, MDY'")  # the CSV's timestamps: YYYY-MM-DD HH:MM:SS[.ffffff]
-            cut = extract.take_snapshot(conn, running, next_before)
-            asked_of, (previous, run_id) = previous, _previous_and_run_id(bucket, previous, cut, log)
-            if previous is not asked_of:  # the ids asked about were another run's: trust none of them
-                cut = extract.everything_in_progress(cut)
-            previous_fx = previous.fx if previous is not None else None
-            broken = previous and history_broken(previous.identity, cut.identity, previous.snapshot.xmax,
-                                                 cut.snapshot.xmax)
-            if broken:
-                log.warning(f"the source is not the history the previous run read: {broken}; reading every row",
-                            previous_run_id=previous.run_id)
-                previous, cut = None, extract.everything_in_progress(cut)  # stopped tables too
-            log.fields["run_id"] = run_id
+            cut, previous, previous_fx, run_id = _cut(conn, bucket, previous, running, next_before, log)
             plan, reads, stopped, added = _table_plans(conn, previous, cut, full_rescan_seconds, log)
             for table in SOURCE_TABLES:
                 if table.name not in reads:
@@ -151,6 +140,30 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
         watermark["new_columns"] = added
     manifest = manifests.ingest_manifest(run_id, previous.run_id if previous else None, watermark, files, rows)
     return manifest, fx_inputs, previous_fx
+
+
+def _cut(conn, bucket: str, previous: Watermark | None, running, next_before: int, log: StageLog
+         ) -> tuple[extract.Cut, Watermark | None, str | None, str]:
+    """The run's cut, the previous run it reads from (None: read everything), the previous FX
+    watermark and the run id; `log` is bound to the run.
+
+    The ids asked about before the snapshot (`running`) were the previous run's to ask about: when
+    the previous run turns out to be another (a stray manifest dated after this run) or not this
+    history at all (a restore, a failover: identity.py), none of them is trusted and every id from
+    the snapshot's xmin on counts as in progress, so this run reads only what had certainly ended
+    and the next run reads the rest."""
+    cut = extract.take_snapshot(conn, running, next_before)
+    asked_of, (previous, run_id) = previous, _previous_and_run_id(bucket, previous, cut, log)
+    if previous is not asked_of:
+        cut = extract.everything_in_progress(cut)
+    previous_fx = previous.fx if previous is not None else None  # the FX watermark survives a restore
+    broken = previous and history_broken(previous.identity, cut.identity, previous.snapshot.xmax, cut.snapshot.xmax)
+    if broken:
+        log.warning(f"the source is not the history the previous run read: {broken}; reading every row",
+                    previous_run_id=previous.run_id)
+        previous, cut = None, extract.everything_in_progress(cut)  # its stopped tables are read in full too
+    log.fields["run_id"] = run_id
+    return cut, previous, previous_fx, run_id
 
 
 #: How far the newest manifest's run id may lie ahead of the source's clock and still be the previous
