@@ -8,8 +8,10 @@ import signal
 import subprocess  # nosec B404 - the pooler under test
 import threading
 
+import pg8000.native
 import pytest
 
+from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.config import Settings
 from totesys_etl.ingest.run import ingest
 from totesys_etl.local.services import admin, servers
@@ -43,9 +45,23 @@ def pgbouncer(own_source, cluster_home):
     process = subprocess.Popen(command,  # nosec B603 - the pooler under test
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     servers.wait_for_port(port)
-    yield own_source.reader_url.replace(f":{own_source.cluster.port}/", f":{port}/")
+    url = own_source.reader_url.replace(f":{own_source.cluster.port}/", f":{port}/")
+    _warm(url, 3)
+    yield url
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=10)
+
+
+def _warm(url: str, servers_wanted: int) -> None:
+    """Make the pooler open `servers_wanted` server connections (clients in transactions at once):
+    with `server_round_robin` it then hands consecutive transactions to different ones."""
+    clients = [pg8000.native.Connection(**parse_url(url)) for _ in range(servers_wanted)]
+    for client in clients:
+        client.run("BEGIN")
+        client.run("SELECT 1")
+    for client in clients:
+        client.run("COMMIT")
+        client.close()
 
 
 def _run_within(seconds: float):
