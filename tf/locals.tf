@@ -48,6 +48,7 @@ locals {
     "configuration",
     "pipeline_failed",
     "fx_unavailable",
+    "source_schema_changed",
   ]
 
   # The functions run in a VPC exactly when subnets are given (variables.tf).

@@ -133,7 +133,7 @@ def test_an_old_stamp_committed_late_arrives_with_the_scan_by_transaction_id(liv
     try:
         late.run("BEGIN")
         late.run("SELECT count(*) FROM staff")  # no transaction id at the previous tick
-        late.run("UPDATE staff SET first_name = 'Old stamp', last_updated = LOCALTIMESTAMP - interval '3 hours' "
+        late.run("UPDATE staff SET first_name = 'Old stamp', last_updated = LOCALTIMESTAMP - interval '20 hours' "
                  "WHERE staff_id = 2")
         late.run("COMMIT")
     finally:
