@@ -18,7 +18,7 @@ from datetime import date, datetime, timezone
 
 from pg8000.native import identifier
 
-from totesys_etl import lake, quarantine
+from totesys_etl import failures, lake, quarantine
 from totesys_etl.adapters import s3
 from totesys_etl.adapters.postgres import Connection
 from totesys_etl.config import Settings
@@ -116,6 +116,8 @@ def fetch(settings: Settings, run_id: str, inputs: FxInputs, previous_fx: str | 
         rows, newest = day_rows(pages, inputs.currencies, after, inputs.earliest)
     except ValueError as e:
         rows, newest, failure = [], None, f"the FX API's answer leaves a gap: {e}"
+    if failure is not None:
+        failures.record("fx", FxUnavailable(failure))  # for `status`: the run goes on, so no stage shows it
     if failure is not None and not logged:
         stopped = newest or after or start
         log.error(f"FX rates stopped after {stopped}: {failure}", error_kind=FxUnavailable.error_kind)
