@@ -13,8 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+import pg8000.native
 import pytest
 
+from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.local.services import lifecycle, servers
 
 pytestmark = pytest.mark.slow
@@ -79,3 +81,37 @@ def test_the_lake_survives_down_up_and_a_killed_s3_server_and_old_settings_still
     # The shell that read .local/env before both restarts works as it is (its settings, not .local/env).
     ok(cli(home, "tick", **shell))
     assert "warehouse equals source" in ok(cli(home, "reconcile", **shell))
+
+
+def test_seed_over_a_loaded_pipeline_refuses_and_reset_then_seed_then_tick_reconciles(home):
+    ok(cli(home, "up"))
+    ok(cli(home, "seed", "--orders", "150", "--seed", "1"))
+    first = ok(cli(home, "tick"))
+
+    refused = cli(home, "seed", "--orders", "100", "--seed", "2")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "`totesys-etl reset`" in refused.stderr
+    shell = lifecycle.read_env_file(home / ".local" / "env")
+
+    reset = ok(cli(home, "reset"))
+    assert "warehouse" in reset and shell["TOTESYS_INGEST_BUCKET"] in reset
+    source = pg8000.native.Connection(**parse_url(shell["TOTESYS_SOURCE_URL"]))
+    try:
+        assert source.run("SELECT count(*) FROM sales_order") == [[150]]  # reset keeps the source
+    finally:
+        source.close()
+    ok(cli(home, "seed", "--orders", "100", "--seed", "2"))
+    again = ok(cli(home, "tick"))
+    assert ingested_rows(again) > 0 and again.split(":")[0] != first.split(":")[0]
+    assert "warehouse equals source" in ok(cli(home, "reconcile"))
+
+    # The tick's JSON lines were kept: `logs` filters them by stage, run and time.
+    run_id = again.split(":")[0].split()[1]
+    loads = ok(cli(home, "logs", "--stage", "load", "--json"))
+    lines = [json.loads(line) for line in loads.splitlines()]
+    assert lines and all(line["stage"] == "load" for line in lines)
+    of_run = [json.loads(line) for line in ok(cli(home, "logs", "--run", run_id, "--json")).splitlines()]
+    assert of_run and {line["run_id"] for line in of_run} == {run_id} and "ingest" in {x["stage"] for x in of_run}
+    readable = ok(cli(home, "logs", "--run", run_id, "--since", "10"))
+    assert run_id in readable and not readable.lstrip().startswith("{")
+    assert ok(cli(home, "logs", "--since", "0")) == ""

@@ -60,8 +60,9 @@ def report(url: str, tmp_path: Path, capsys) -> tuple[str, Parsed]:
 
 @pytest.fixture
 def use(monkeypatch, tmp_path):
-    """The warehouse as the only setting, run from an empty folder (no `.local/env` to read)."""
+    """The warehouse as the only setting, run from an empty clone folder (no `.local/env` to read)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TOTESYS_HOME", str(tmp_path))
 
     def _use(url):
         monkeypatch.setenv("TOTESYS_WAREHOUSE_URL", url)

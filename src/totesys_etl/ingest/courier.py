@@ -137,7 +137,7 @@ def take(settings: Settings, obj: Landed, log: StageLog) -> RunResult | None:
     """
     landing, bucket = settings.landing_bucket, settings.ingest_bucket
     if is_taken(settings, obj):
-        log.info("landed file already taken", key=obj.key, etag=obj.etag)
+        log.debug("landed file already taken", key=obj.key, etag=obj.etag)
         return None
     timer = Timer()
     run_id = lake.run_id_at(datetime.now(timezone.utc))
