@@ -81,6 +81,7 @@ class DiskStore:
         self.folder = folder
         self.objects = folder / "objects"
         self.objects.mkdir(parents=True, exist_ok=True)
+        self._objects, self._folders = str(self.objects), set()
         self._buckets_path = folder / "buckets.json"
         self.buckets: dict[str, dict] = (json.loads(self._buckets_path.read_text())
                                          if self._buckets_path.exists() else {})
@@ -90,9 +91,14 @@ class DiskStore:
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
 
     # ---- paths
-    def _object_path(self, bucket: str, key: str) -> Path:
+    def _object_path(self, bucket: str, key: str) -> str:
+        """`objects/<2 hex>/<sha256 of bucket and key>`: any key (1,024 bytes, `..`, newlines) is a safe name."""
         digest = hashlib.sha256(f"{bucket}\0{key}".encode()).hexdigest()
-        return self.objects / digest[:2] / digest
+        folder = os.path.join(self._objects, digest[:2])
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        return os.path.join(folder, digest)
 
     def _stripe(self, bucket: str, key: str) -> threading.Lock:
         return self._stripes[hash((bucket, key)) % _STRIPES]
@@ -121,15 +127,14 @@ class DiskStore:
             path = self._object_path(bucket.name, key_name)
             if key is None:
                 if self.index.pop((bucket.name, key_name), None) is not None:
-                    path.unlink(missing_ok=True)
+                    _unlink(path)
                 return
             stamp = (key.etag.strip('"'), key.last_modified.isoformat())
             if self.index.get((bucket.name, key_name)) == stamp:
                 return
             header = {"bucket": bucket.name, "key": key_name, "etag": stamp[0], "last_modified": stamp[1],
                       "metadata": dict(key.metadata)}
-            path.parent.mkdir(exist_ok=True)
-            temporary = path.with_name(f"{path.name}.{threading.get_ident()}.tmp")
+            temporary = f"{path}.{threading.get_ident()}.tmp"
             with open(temporary, "wb") as f:
                 f.write(json.dumps(header).encode() + b"\n")
                 with key.lock:
@@ -154,7 +159,7 @@ class DiskStore:
             if self.buckets.pop(name, None) is not None:
                 self._save_buckets()
         for bucket, key in [k for k in self.index if k[0] == name]:
-            self._object_path(bucket, key).unlink(missing_ok=True)
+            _unlink(self._object_path(bucket, key))
             self.index.pop((bucket, key), None)
 
     def _save_buckets(self) -> None:
@@ -194,6 +199,13 @@ class DiskStore:
             if entry.get("notification"):
                 _replay(app, "PUT", f"/{name}?notification", entry["notification"].encode(), entry["region"])
         return restored
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _replay(app: Callable, method: str, path: str, body: bytes, region: str) -> None:
