@@ -17,6 +17,7 @@ import pg8000.native
 import pytest
 
 from totesys_etl.adapters.postgres import parse_url
+from totesys_etl.lake import RUN_ID
 from totesys_etl.local.services import lifecycle, servers
 
 pytestmark = pytest.mark.slow
@@ -115,3 +116,13 @@ def test_seed_over_a_loaded_pipeline_refuses_and_reset_then_seed_then_tick_recon
     readable = ok(cli(home, "logs", "--run", run_id, "--since", "10"))
     assert run_id in readable and not readable.lstrip().startswith("{")
     assert ok(cli(home, "logs", "--since", "0")) == ""
+
+    # The local PostgreSQL stopped (the warehouse with it): status still shows the lake, names the
+    # warehouse as unreachable and exits 0.
+    pg = json.loads((home / ".local" / "services.json").read_text())["postgres"]
+    servers.Postgres(Path(pg["data_dir"]), pg["port"], pg["password"], Path(pg["bindir"])).stop()
+    shown = cli(home, "status")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("warehouse unreachable: warehouse database 'warehouse'"), shown.stdout
+    assert RUN_ID.search(next(line for line in lines if line.startswith("ingest"))), shown.stdout  # the lake's side
