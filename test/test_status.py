@@ -81,7 +81,8 @@ def test_with_the_warehouse_down_status_shows_the_lake_names_the_warehouse_and_e
     fx_line = next(line for line in up.stdout.splitlines() if line.startswith("FX rates"))
     assert "last failure" in fx_line and "fx_unavailable" in fx_line
     # Runs younger than TOTESYS_SETTLE_SECONDS (default 1200 s) keep the marks unset: the `-` says why.
-    assert "- (none yet: every run is younger than TOTESYS_SETTLE_SECONDS (1,200 s))" in up.stdout
+    assert "-*: no low-water mark yet: every run is younger than TOTESYS_SETTLE_SECONDS (1,200 s)" in up.stdout
+    assert [line.split()[2] for line in up.stdout.splitlines() if line.startswith(("process", "load"))] == ["-*"] * 2
 
     down = {**pipeline_env, "TOTESYS_WAREHOUSE_URL": f"postgresql://u:s3cret-pw@127.0.0.1:{closed_port}/dw"}
     shown = cli(down, "status")
@@ -91,3 +92,8 @@ def test_with_the_warehouse_down_status_shows_the_lake_names_the_warehouse_and_e
     assert lake.RUN_ID.search(ingest_line)  # the lake's side is there
     as_json = json.loads(cli(down, "status", "--json").stdout)
     assert set(as_json["unreachable"]) == {"warehouse"} and as_json["ingest"]["newest_run"]
+
+    # The S3 API down instead: the warehouse's side is shown and the S3 API named.
+    no_lake = cli({**pipeline_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed_port}"}, "status")
+    assert no_lake.returncode == 0, no_lake.stderr
+    assert no_lake.stdout.startswith("S3 API unreachable:") and "fact_sales_order" in no_lake.stdout

@@ -41,7 +41,7 @@ class StageStatus:
     mark: str | None = None
     pending: list[str] = field(default_factory=list)
     last_failure: dict | None = None   # {"at", "error_kind", "reason"} (failures.record)
-    mark_note: str | None = None  # why there is no mark yet, so a `-` is never a riddle
+    mark_note: str | None = None  # why there is no mark yet, so a `-` is never a riddle (not for ingest)
 
 
 @dataclass
@@ -67,22 +67,33 @@ class Status:
     def table(self) -> str:
         lines = [f"{name} unreachable: {reason}" for name, reason in self.unreachable.items()]
         lines.append(f"{'stage':<8}{'newest run':<25}{'low-water mark':<25}pending")
+        # A `-` mark gets a star and its reason below the rows, so the columns stay aligned. Where the
+        # S3 API is down the runs are unknown, and so is why a mark is unset.
+        lake_down = "S3 API" in self.unreachable
+        notes = {name: getattr(self, name).mark_note for name in ("process", "load")
+                 if not getattr(self, name).mark and getattr(self, name).mark_note and not lake_down
+                 and not (name == "load" and "warehouse" in self.unreachable)}
+        reasons = sorted(set(notes.values()))
         for name in ("ingest", "process", "load"):
             stage: StageStatus = getattr(self, name)
-            if name == "load" and "warehouse" in self.unreachable:
-                lines.append(f"{name:<8}? (the warehouse is unreachable)")
+            if (name == "load" and "warehouse" in self.unreachable) or (name != "load" and lake_down):
+                lines.append(f"{name:<8}? (the {'warehouse' if name == 'load' else 'S3 API'} is unreachable)")
                 continue
-            pending = f"{len(stage.pending)}" + (f" (oldest {stage.pending[0]})" if stage.pending else "")
-            mark = stage.mark or "-" + (f" ({stage.mark_note})" if stage.mark_note else "")
+            pending = "?" if lake_down else f"{len(stage.pending)}" + (f" (oldest {stage.pending[0]})"
+                                                                       if stage.pending else "")
+            mark = stage.mark or ("-" + "*" * (1 + reasons.index(notes[name])) if name in notes else "-")
             lines.append(f"{name:<8}{stage.newest_run or '-':<25}{mark:<25}{pending}")
             if stage.last_failure:
                 lines.append(f"        last failure {_failure(stage.last_failure)}")
-        held = ", ".join(f"{kind} {_held(n)}" for kind, n in sorted(self.quarantined.items())) or "nothing"
+        lines += [f"{'-' + '*' * n}: no low-water mark yet: {reason}" for n, reason in enumerate(reasons, 1)]
+        held = ", ".join(f"{kind} {_held(n)}" for kind, n in sorted(self.quarantined.items())) or \
+            ("? (the S3 API is unreachable)" if lake_down else "nothing")
         lines.append(f"held back: {held} (totesys-etl quarantine lists them)")
         if self.landing is not None:
             lines.append(f"landing: {self.landing['pending']} courier file(s) waiting, {self.landing['taken']} taken "
                          f"(since {self.landing['since'] or 'the first'})")
-        lines.append(f"FX rates: newest date {self.newest_fx_date or '-'}"
+        fx_date = self.newest_fx_date or ("?" if "warehouse" in self.unreachable else "-")
+        lines.append(f"FX rates: newest date {fx_date}"
                      + (f"; last failure {_failure(self.fx_failure)}" if self.fx_failure else ""))
         if "warehouse" in self.unreachable:
             lines.append("warehouse: unreachable (its rows, newest loaded run and lag are unknown)")
@@ -172,14 +183,14 @@ def status(settings: Settings | None = None, now: datetime | None = None) -> Sta
 def _mark_note(ingested: list[str], pending: list[str], now: datetime) -> str:
     """Why a sweep's low-water mark is not set yet (`runs.py` moves it only over settled, finished runs)."""
     if not ingested:
-        return "none yet: no run in the last day"
+        return "no run in the last day"
     settled = lake.settled(ingested, now)
     if not settled:
-        return (f"none yet: every run is younger than TOTESYS_SETTLE_SECONDS "
-                f"({lake.settle_period().total_seconds():,.0f} s)")
+        return (f"every run is younger than TOTESYS_SETTLE_SECONDS ({lake.settle_period().total_seconds():,.0f} s), "
+                f"and a mark never passes a run that young")
     if pending and pending[0] <= settled[-1]:
-        return f"none yet: run {pending[0]} is not done"
-    return "none yet"
+        return f"run {pending[0]} is not done"
+    return "the sweep has not run since the runs settled"
 
 
 def _read_lake(settings: Settings) -> dict:
