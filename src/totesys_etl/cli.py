@@ -108,11 +108,17 @@ def _admin_url() -> str:
 def _up(args) -> int:
     from totesys_etl.local.services.lifecycle import up
 
-    env = up(local_home())
-    print("local services are up; settings written to .local/env:")
+    from totesys_etl.local.services.lifecycle import read_env_file
+
+    home = local_home()
+    before = read_env_file(home / "env") if (home / "env").exists() else None
+    env = up(home)
+    print(f"local services are up; settings written to {home / 'env'}:")
     for key, value in env.items():
         print(f"  {key}={_redact(value)}")
-    print("use them in a shell with: set -a; . .local/env; set +a")
+    if before is not None and before != env:  # a port was taken meanwhile: old shells point elsewhere
+        print("the settings changed since the last up: a shell that read .local/env before must read it again")
+    print(f"use them in a shell with: set -a; . {home / 'env'}; set +a")
     return 0
 
 
@@ -130,7 +136,8 @@ def _down(args) -> int:
     from totesys_etl.local.services.lifecycle import down
 
     stopped = down(local_home())
-    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running")
+          + "; the data, the lake included, stays under .local/ (totesys-etl up brings it back)")
     return 0
 
 

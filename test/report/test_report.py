@@ -52,6 +52,7 @@ class Parsed(HTMLParser):
 
 def report(url: str, tmp_path: Path, capsys) -> tuple[str, Parsed]:
     out = tmp_path / "nested" / "report.html"
+    out.parent.mkdir()  # --out writes into a folder that exists (issue 35: it made missing ones)
     assert main(["report", "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     text = out.read_text(encoding="utf-8")
