@@ -106,9 +106,7 @@ def _admin_url() -> str:
 
 
 def _up(args) -> int:
-    from totesys_etl.local.services.lifecycle import up
-
-    from totesys_etl.local.services.lifecycle import read_env_file
+    from totesys_etl.local.services.lifecycle import read_env_file, up
 
     home = local_home()
     before = read_env_file(home / "env") if (home / "env").exists() else None
@@ -152,7 +150,7 @@ def _seed(args) -> int:
 
 
 def _refuse_over_a_loaded_pipeline() -> None:
-    """contract §6: `seed` refuses (exit 2, naming `reset`) while the lake or warehouse holds anything.
+    """contract §6: `seed` refuses (exit 2, naming `reset`) while the lake or the warehouse holds runs.
 
     Only where the pipeline's settings are known (its buckets): `seed` given the admin URL alone
     fills a source no pipeline reads yet.

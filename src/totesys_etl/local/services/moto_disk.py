@@ -118,7 +118,7 @@ class DiskStore:
             return
         self._remember_bucket(bucket, located[1], body if "notification" in write.query else None)
         if "delete" in write.query:  # DeleteObjects: every key the bucket no longer holds goes
-            for name, key in [k for k in self.index if k[0] == write.bucket]:
+            for _, key in [k for k in list(self.index) if k[0] == write.bucket]:  # a copy: other threads write
                 self._sync_key(bucket, key)
 
     def _sync_key(self, bucket, key_name: str) -> None:
@@ -158,7 +158,7 @@ class DiskStore:
         with self._buckets_lock:
             if self.buckets.pop(name, None) is not None:
                 self._save_buckets()
-        for bucket, key in [k for k in self.index if k[0] == name]:
+        for bucket, key in [k for k in list(self.index) if k[0] == name]:
             _unlink(self._object_path(bucket, key))
             self.index.pop((bucket, key), None)
 
