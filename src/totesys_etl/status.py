@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pg8000.native import identifier
 
 from totesys_etl import failures, lake, landed, quarantine
-from totesys_etl.adapters.postgres import Connection, DatabaseError, connect, sqlstate
+from totesys_etl.adapters.postgres import Connection, DatabaseError, InterfaceError, connect, sqlstate
 from totesys_etl.config import Settings
 from totesys_etl.errors import EtlError, describe
 from totesys_etl.load.ledger import load_mark, loaded_runs
@@ -144,7 +144,7 @@ def status(settings: Settings | None = None, now: datetime | None = None) -> Sta
     try:
         conn = connect(settings.warehouse, application_name="totesys-etl status")
         warehouse = _read_warehouse(conn)
-    except EtlError as e:  # WarehouseUnavailable: named, and the lake's side is shown all the same
+    except (EtlError, DatabaseError, InterfaceError) as e:  # down, or gone mid-query: named, the lake shown
         unreachable["warehouse"] = describe(e)
     try:
         start = warehouse.mark or lake.run_id_at(now - FIRST_LOOK)
