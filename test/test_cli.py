@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import socket
 import subprocess  # nosec B404
 import sys
 from pathlib import Path
@@ -349,3 +350,20 @@ def test_an_idle_tick_on_a_terminal_prints_no_line_per_file_already_taken(tmp_pa
     idle = cli(tmp_path, "-v", "tick", **settings)
     assert idle.returncode == 0, idle.stderr
     assert "already taken" not in idle.stderr and idle.stderr.count("\n") < 40, idle.stderr
+
+
+def test_up_takes_the_previous_ports_when_free_and_says_when_one_was_taken(clone):
+    assert cli(clone, "up").returncode == 0
+    env = lifecycle.read_env_file(clone / ".local" / "env")
+    assert cli(clone, "down").returncode == 0
+    fx_port = int(env["TOTESYS_FX_API_URL"].rsplit(":", 1)[1])
+    with socket.socket() as squatter:  # something else took the FX stand-in's port meanwhile
+        squatter.bind(("127.0.0.1", fx_port))
+        squatter.listen()
+        back = cli(clone, "up")
+    assert back.returncode == 0, back.stderr
+    again = lifecycle.read_env_file(clone / ".local" / "env")
+    assert again["TOTESYS_FX_API_URL"] != env["TOTESYS_FX_API_URL"]
+    assert {k: v for k, v in again.items() if k != "TOTESYS_FX_API_URL"} == \
+        {k: v for k, v in env.items() if k != "TOTESYS_FX_API_URL"}  # the others kept theirs
+    assert "a shell that read .local/env before must read it again" in back.stdout

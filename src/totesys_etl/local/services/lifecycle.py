@@ -98,7 +98,11 @@ def up(home: Path) -> dict[str, str]:
         _save_state(home, state)
     elif not cluster.is_running():
         cluster.port = state["postgres"]["port"] = free_port(cluster.port)
-        cluster.start()
+        try:
+            cluster.start()
+        except LocalServicesError:  # the port was taken between the check and the start
+            cluster.port = state["postgres"]["port"] = free_port()
+            cluster.start()
     for database in (SOURCE_DB, WAREHOUSE_DB):
         create_database(cluster, database)
     grant_reader(cluster, SOURCE_DB, state["reader_password"])
