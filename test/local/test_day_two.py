@@ -68,10 +68,16 @@ def test_the_lake_survives_down_up_and_a_killed_s3_server_and_old_settings_still
     ok(cli(home, "tick"))
     assert "warehouse equals source" in ok(cli(home, "reconcile"))
 
-    # A kill -9 of the S3 server with courier files just dropped: their notifications die with it,
-    # the objects do not, and the tick's sweep takes the files all the same.
+    # A kill -9 of the S3 server with courier files just dropped and a run just ingested (the
+    # processor not run yet): their notifications die with it, the objects do not, and the tick's
+    # sweeps take the files and finish the run all the same.
     ok(cli(home, "simulate", "--changes", "40", "--seed", "3"))
     ok(cli(home, "simulate", "--deliveries", "60", "--seed", "3"))
+    ingest_alone = subprocess.run([sys.executable, "-c", "from totesys_etl.ingest.handler import lambda_handler as h; "
+                                   "print(h({}, None)['run_id'])"], env={**os.environ, **shell},
+                                  capture_output=True, text=True, timeout=300)  # nosec B603
+    orphan = ingest_alone.stdout.strip()
+    assert RUN_ID.fullmatch(orphan), ingest_alone.stderr
     moto = json.loads((home / ".local" / "services.json").read_text())["moto"]
     os.kill(moto["pid"], signal.SIGKILL)
     for _ in range(100):
@@ -82,6 +88,7 @@ def test_the_lake_survives_down_up_and_a_killed_s3_server_and_old_settings_still
     # The shell that read .local/env before both restarts works as it is (its settings, not .local/env).
     ok(cli(home, "tick", **shell))
     assert "warehouse equals source" in ok(cli(home, "reconcile", **shell))
+    assert orphan in ok(cli(home, "logs", "--stage", "load", "--run", orphan))  # loaded by the sweep
 
 
 def test_seed_over_a_loaded_pipeline_refuses_and_reset_then_seed_then_tick_reconciles(home):

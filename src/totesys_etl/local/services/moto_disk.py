@@ -181,17 +181,21 @@ class DiskStore:
             if path.name.endswith(".tmp"):  # a write the process was killed in: never acknowledged
                 path.unlink(missing_ok=True)
                 continue
-            with open(path, "rb") as f:
-                header = json.loads(f.readline())
-                value = f.read()
-            entry = self.buckets.get(header["bucket"])
+            try:
+                with open(path, "rb") as f:
+                    header = json.loads(f.readline())
+                    value = f.read()
+                entry = self.buckets.get(header["bucket"])
+            except (OSError, ValueError, KeyError, TypeError) as e:  # not one of ours: said, and left where it is
+                print(f"moto_disk: {path} is not a stored object ({type(e).__name__}); skipped", flush=True)
+                continue
             if entry is None:
                 path.unlink()
                 continue
             backend = s3_backends[entry["account_id"]]["aws"]
             key = backend.put_object(header["bucket"], header["key"], value, etag=header["etag"],
                                      disable_notification=True)
-            key.set_metadata(header["metadata"], replace=True)
+            key.set_metadata(header["metadata"])  # over the defaults put_object set (Content-Type)
             key.last_modified = datetime.fromisoformat(header["last_modified"])  # naive UTC, as moto keeps it
             self.index[(header["bucket"], header["key"])] = (header["etag"], header["last_modified"])
             restored += 1
