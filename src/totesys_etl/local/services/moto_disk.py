@@ -15,7 +15,8 @@ Not kept: uploads in progress (an upload is acknowledged only when completed), S
 their messages (the local runtime recreates the queues each tick, and the sweeps find whatever a
 lost notification announced), and every other moto service. Writes are not fsynced: a killed
 process loses nothing (the kernel holds what was written), a power cut may, as the local
-PostgreSQL runs with fsync off. Path-style requests only, which boto3 sends to an IP endpoint.
+PostgreSQL runs with fsync off. Path-style requests only, which boto3 sends to an IP endpoint,
+and a bucket's current objects only (no versioning: the pipeline uses none).
 """
 from __future__ import annotations
 
@@ -147,7 +148,7 @@ class DiskStore:
     def _remember_bucket(self, bucket, account_id: str, notification: bytes | None) -> None:
         with self._buckets_lock:
             entry = self.buckets.get(bucket.name, {})
-            wanted = {"region": bucket.region_name, "account_id": account_id,
+            wanted = {"region": bucket.region_name, "account_id": account_id, "partition": bucket.partition,
                       "notification": notification.decode() if notification is not None
                       else entry.get("notification")}
             if entry != wanted:
@@ -173,7 +174,7 @@ class DiskStore:
         from moto.s3.models import s3_backends
 
         for name, entry in self.buckets.items():
-            backend = s3_backends[entry["account_id"]]["aws"]
+            backend = s3_backends[entry["account_id"]][entry.get("partition", "aws")]
             if name not in backend.buckets:
                 backend.create_bucket(name, entry["region"])
         restored = 0
@@ -192,7 +193,7 @@ class DiskStore:
             if entry is None:
                 path.unlink()
                 continue
-            backend = s3_backends[entry["account_id"]]["aws"]
+            backend = s3_backends[entry["account_id"]][entry.get("partition", "aws")]
             key = backend.put_object(header["bucket"], header["key"], value, etag=header["etag"],
                                      disable_notification=True)
             key.set_metadata(header["metadata"])  # over the defaults put_object set (Content-Type)
