@@ -3,7 +3,7 @@ loopback) and moto's server: what one run lands, and what the next run resumes f
 
 Issue 34 item 9 (contract §9): a currency the API does not serve, a 404 for it or a symbol missing
 from an answer, stops that currency alone; the others keep loading day by day; the ERROR line, the
-manifest and `status` (through the ingest's failure record) name the missing code.
+manifest and `status` (through the FX source's failure record) name the missing code.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_a_currency_the_api_does_not_serve_stops_alone_and_the_others_load(fx_en
     assert len(errors) == 1 and errors[0]["error_kind"] == "fx_unavailable"
     assert "FX rates of XYZ stopped: the FX API does not serve it" in errors[0]["message"]
     assert errors[0]["missing_currencies"] == ["XYZ"]
-    assert "XYZ" in failures.newest(fx_env.ingest_bucket, "ingest")["reason"]  # what `status` shows
+    assert "XYZ" in failures.newest(fx_env.ingest_bucket, "fx")["reason"]  # what `status` shows
 
     # The next run: the others go on from their day; XYZ is asked alone, once, from its own start.
     fx_api.latest, fx_api.requests[:] = date(2024, 6, 7), []

@@ -15,7 +15,7 @@ A currency the API does not serve (HTTP 404 for it alone, or missing from an ans
 (contract §9): the others keep loading day by day. The manifest then carries, besides `fx`,
 `fx_behind` (each such currency with the newest day stored for it, or null: it resumes at its own
 gap, asked alone, and rejoins the others once it catches up) and `fx_unavailable` (the codes the
-API did not serve in this run). The ERROR line names the codes, and so does the ingest's failure
+API did not serve in this run). The ERROR line names the codes, and so does the FX source's failure
 record (`failures.record`), which `totesys-etl status` shows.
 """
 from __future__ import annotations
@@ -239,8 +239,9 @@ def _take(made: Days, rows: list[Row], newest_of: dict[str, date | None], stoppe
 
 def _log_failures(settings: Settings, run_id: str, groups: list[tuple["_Group", str]], stopped: dict[str, str],
                   unavailable: list[str], newest_of: dict[str, date | None], log: StageLog) -> None:
-    """One ERROR line for the codes the API did not serve (also the ingest's failure record, for
-    `status`), one for any other failure; a bad body is quarantined, which logs its own line."""
+    """One ERROR line for the codes the API did not serve, one for any other failure; a bad body is
+    quarantined, which logs its own line. Each is also the FX source's failure record, for `status`
+    (the run goes on, so no stage's record shows it)."""
     others = []
     for group, prefix in groups:
         if group.bad is not None:
@@ -248,6 +249,7 @@ def _log_failures(settings: Settings, run_id: str, groups: list[tuple["_Group", 
             with lake_errors(settings.processed_bucket, key):
                 quarantine.quarantine_body(settings.processed_bucket, run_id, key, group.bad.body, group.failure,
                                            FxUnavailable.error_kind, log)
+            failures.record("fx", FxUnavailable(group.failure))
         elif group.failure is not None:
             reached = [newest_of.get(c) for c in group.codes if newest_of.get(c)]
             others.append(f"{', '.join(group.codes)} stopped after {max(reached) if reached else 'nothing'}: "
@@ -258,6 +260,8 @@ def _log_failures(settings: Settings, run_id: str, groups: list[tuple["_Group", 
         error = FxUnavailable(f"FX rates of {', '.join(unavailable)} stopped: the FX API does not serve "
                               f"{'it' if len(unavailable) == 1 else 'them'} ({where}); the other currencies go on")
         log.error(str(error), error_kind=FxUnavailable.error_kind, missing_currencies=unavailable)
-        failures.record("ingest", error)
+        failures.record("fx", error)
     if others:
-        log.error(f"FX rates stopped: {'; '.join(others)}", error_kind=FxUnavailable.error_kind)
+        error = FxUnavailable(f"FX rates stopped: {'; '.join(others)}")
+        log.error(str(error), error_kind=FxUnavailable.error_kind)
+        failures.record("fx", error)
