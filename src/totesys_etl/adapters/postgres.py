@@ -178,6 +178,14 @@ def close_quietly(conn: Connection) -> None:
         pass
 
 
+def rollback_quietly(conn: Connection) -> None:
+    """End a failed transaction; a connection already lost must not hide the error that ended it."""
+    try:
+        conn.run("ROLLBACK")
+    except Exception:  # nosec B110 - the connection may be gone; the original error matters
+        pass
+
+
 @contextmanager
 def transaction(conn: Connection, isolation: str = "READ COMMITTED", read_only: bool = False
                 ) -> Iterator[Connection]:
@@ -188,10 +196,7 @@ def transaction(conn: Connection, isolation: str = "READ COMMITTED", read_only: 
     try:
         yield conn
     except BaseException:
-        try:
-            conn.run("ROLLBACK")
-        except Exception:  # nosec B110 - the connection may be gone; the original error matters
-            pass
+        rollback_quietly(conn)
         raise
     conn.run("COMMIT")
 

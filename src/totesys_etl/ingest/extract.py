@@ -33,7 +33,7 @@ from datetime import datetime
 from pg8000.native import identifier, literal
 
 from totesys_etl import lake
-from totesys_etl.adapters.postgres import Connection, copy_out, transaction
+from totesys_etl.adapters.postgres import Connection, copy_out, rollback_quietly, transaction
 from totesys_etl.ingest.identity import Identity, read_identity
 from totesys_etl.ingest.watermark import (NO_XIDS, OVERLAP, Snapshot, Unread, Watermark, XidSet, format_cutoff,
                                           xid_ranges)
@@ -134,10 +134,7 @@ def begin_snapshot(conn: Connection) -> None:
             with transaction(conn, read_only=True):  # wait for the holder; released at once
                 conn.run("SELECT pg_advisory_xact_lock(CAST(:key AS bigint))", key=SNAPSHOT_LOCK_KEY)
         except BaseException:
-            try:
-                conn.run("ROLLBACK")
-            except Exception:  # nosec B110 - the connection may be gone; the original error matters
-                pass
+            rollback_quietly(conn)
             raise
 
 

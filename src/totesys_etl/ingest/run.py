@@ -123,7 +123,7 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
             fx_inputs = fx.read_inputs(conn, previous_fx) if fx.enabled() else None
             conn.run("COMMIT")  # read only: ending it releases the snapshot lock
         except BaseException:
-            _rollback_quietly(conn)
+            postgres.rollback_quietly(conn)
             raise
     except (DatabaseError, InterfaceError) as e:
         raise SourceUnavailable(f"reading the source failed: {describe(e)}") from None
@@ -227,13 +227,6 @@ def _table_plans(conn, previous: Watermark | None, cut: extract.Cut, full_rescan
     halted = {s.table for s in stopped}
     reads = {t.name: resumed.get(t.name, plan) for t in SOURCE_TABLES if t.name not in halted}
     return plan, reads, stopped, added
-
-
-def _rollback_quietly(conn) -> None:
-    try:
-        conn.run("ROLLBACK")
-    except Exception:  # nosec B110 - the connection may be gone; the original error matters
-        pass
 
 
 def _upload(upload: s3.GrowingUpload, run_id: str) -> None:
