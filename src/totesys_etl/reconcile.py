@@ -14,7 +14,9 @@ run (`history`).
 
 A source row whose derivation PostgreSQL refuses (`'TBC'` in a varchar date column) is one the
 processor holds back: reconcile names it with PostgreSQL's reason (`held_back`), compares the
-table's other rows, and fails on the whole table never (`_expected_digests`).
+table's other rows, and fails on the whole table never (`_expected_digests`). A source table that
+lacks a declared column (dropped or renamed: contract §2 "Schema changes") stops only the tables
+drawn from it, as it stops only their ingest: they are named, not compared (`stopped`).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Any, Callable
 from pg8000.native import identifier
 
 from totesys_etl import landed
-from totesys_etl.adapters.postgres import Connection, DatabaseError, connect, sqlstate
+from totesys_etl.adapters.postgres import Connection, DatabaseError, connect, sqlstate, table_columns
 from totesys_etl.config import Settings
 from totesys_etl.errors import EtlError, lake_errors
 from totesys_etl.fx.client import Client, api_url
@@ -57,11 +59,13 @@ class TableCheck:
     held_back: dict = field(default_factory=dict)    # key -> why its source row cannot be derived
     history: History | None = None                   # facts: versions shipped by runs against stored
     notes: list = field(default_factory=list)        # what is worth saying but is not a difference
+    stopped: str | None = None                       # why it was not compared (a source column is gone)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.extra or self.different or self.duplicate_versions or self.held_back
-                    or any(self.unresolved.values()) or (self.history is not None and not self.history.ok))
+        return not (self.stopped or self.missing or self.extra or self.different or self.duplicate_versions
+                    or self.held_back or any(self.unresolved.values())
+                    or (self.history is not None and not self.history.ok))
 
 
 def _history_cell(history: History | None) -> str:
@@ -93,11 +97,13 @@ class Report:
         rows = [header] + [(c.table, f"{c.source_rows:,}", f"{c.warehouse_rows:,}", str(len(c.missing)),
                             str(len(c.extra)), str(len(c.different)), str(c.duplicate_versions),
                             str(sum(c.unresolved.values())), _history_cell(c.history),
-                            "ok" if c.ok else "DIFFERENT") for c in self.checks]
+                            "ok" if c.ok else "STOPPED" if c.stopped else "DIFFERENT") for c in self.checks]
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         for c in self.checks:
+            if c.stopped:
+                lines.append(f"{c.table}: not compared: {c.stopped}")
             for label, keys in (("missing from the warehouse", c.missing), ("not in the source", c.extra),
                                 ("different", c.different),
                                 ("without the source's current version stored", c.missing_versions)):
@@ -158,7 +164,28 @@ def _digests(conn: Connection, sql: str, **params) -> dict:
     return {row[0]: row[1] for row in conn.run(sql, **params)}
 
 
-def check_table(table: Table, source: Connection, warehouse: Connection) -> TableCheck:
+def _gone_columns(source: Connection) -> dict[str, list[str]]:
+    """Source table -> its declared columns the source no longer has (none: absent)."""
+    present = table_columns(source, [t.name for t in SOURCE_TABLES])
+    gone = {t.name: [c for c in t.column_names if c not in present.get(t.name, set())] for t in SOURCE_TABLES}
+    return {name: columns for name, columns in gone.items() if columns}
+
+
+def _stopped(table: Table, gone: dict[str, list[str]]) -> str | None:
+    """Why `table` cannot be compared now: a source table it draws on lacks a declared column."""
+    drawn_on = [table.source, *(j.table for j in table.joins if not is_reference(j.table))]
+    reasons = [f"source table {name} lacks {', '.join(gone[name])}" for name in dict.fromkeys(drawn_on) if name in gone]
+    if not reasons:
+        return None
+    return "; ".join(reasons) + " (its ingest is stopped too: source_schema_changed; it catches up once they are back)"
+
+
+def check_table(table: Table, source: Connection, warehouse: Connection,
+                gone: dict[str, list[str]] | None = None) -> TableCheck:
+    stopped = _stopped(table, gone or {})
+    if stopped:
+        return TableCheck(table.name, warehouse_rows=warehouse.run(
+            f"SELECT count(*) FROM {identifier(table.name)}")[0][0], stopped=stopped)  # nosec B608 - declared
     key = identifier(table.version_key[0] if table.kind == "fact" else table.key[0])
     name, digest = identifier(table.name), _canonical(table)
     params = {}
@@ -314,7 +341,8 @@ def reconcile(settings: Settings | None = None, history: bool = True) -> Report:
     source, warehouse = connect(settings.source), connect(settings.warehouse)
     try:
         source.run("START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        checks = [check_table(t, source, warehouse) for t in (*DIMENSIONS, *FACTS)]
+        gone = _gone_columns(source)
+        checks = [check_table(t, source, warehouse, gone) for t in (*DIMENSIONS, *FACTS)]
         if api_url() is not None:
             checks.append(check_exchange_rates(api_url(), source, warehouse))
         source.run("COMMIT")

@@ -168,3 +168,18 @@ def test_a_source_whose_column_types_changed_but_whose_values_fit_reconciles_cle
     orders = _checks(reconcile(built, history=False))["fact_sales_order"]
     assert list(orders.held_back) == [2] and "unit_price" in orders.held_back[2]
     assert not orders.different and not orders.extra
+
+
+def test_a_dropped_source_column_stops_only_the_tables_that_need_it(built, source, run_sql, capsys):
+    """Contract §2 "Schema changes" (issue 34 item 7): with `department.location` dropped, reconcile
+    used to fail whole ("column does not exist"). It names the tables that need the column (the
+    department's own dimension source and `dim_staff`, which joins it) and compares every other."""
+    run_sql(source.admin_url, "ALTER TABLE department DROP COLUMN location")
+    checks = _checks(reconcile(built, history=False))
+    assert "department lacks location" in checks["dim_staff"].stopped
+    assert not checks["dim_staff"].ok
+    assert all(c.ok and not c.stopped for name, c in checks.items() if name != "dim_staff"), \
+        {n: c.stopped for n, c in checks.items()}
+    _fails_with(capsys, "dim_staff: not compared: source table department lacks location")
+    run_sql(source.admin_url, "ALTER TABLE department ADD COLUMN location varchar")  # back, empty
+    assert _checks(reconcile(built, history=False))["dim_staff"].stopped is None

@@ -168,20 +168,6 @@ def everything_in_progress(cut: Cut) -> Cut:
     return replace(cut, in_progress=XidSet.span(cut.snapshot.xmin, cut.snapshot.xmax))
 
 
-def source_columns(conn: Connection, tables: list[str]) -> dict[str, set[str]]:
-    """The columns each of `tables` has in the source's `public` schema now (a table that is gone
-    has none). Any role may read the catalogs."""
-    found: dict[str, set[str]] = {}
-    for table, column in conn.run(
-            "SELECT c.relname, a.attname FROM pg_catalog.pg_class AS c"
-            " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace AND n.nspname = 'public'"
-            " JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
-            " WHERE c.relname = ANY(CAST(:tables AS text[])) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
-            tables=tables):
-        found.setdefault(table, set()).add(column)
-    return found
-
-
 def plan_read(previous: Watermark | None, cut: Cut, full_rescan_seconds: float) -> Plan:
     """Decide how this run reads (see the module docstring)."""
     if previous is None:

@@ -204,7 +204,7 @@ def _table_plans(conn, previous: Watermark | None, cut: extract.Cut, full_rescan
     every table by transaction id, so no claim left unread is read twice. Every other table reads
     as the run's plan says. A column the source added is ignored and recorded (`new_columns`).
     """
-    columns = extract.source_columns(conn, [t.name for t in SOURCE_TABLES])
+    columns = postgres.table_columns(conn, [t.name for t in SOURCE_TABLES])
     stopped_before = {s.table: s for s in previous.stopped} if previous is not None else {}
     stopped, added, resumed = [], {}, {}
     for table in SOURCE_TABLES:
