@@ -117,7 +117,9 @@ def test_one_bad_row_is_held_back_alone_and_its_fixed_version_loads(live, source
             source.admin_url, "SELECT units_sold FROM sales_order WHERE sales_order_id = :id", id=order)
     held = cli(live, "quarantine")
     assert held.returncode == 0 and "sales_order" in held.stdout and "date" in held.stdout.lower(), held.stdout
-    assert cli(live, "reconcile").returncode == 1  # the held-back version is not in the warehouse yet
+    checked = cli(live, "reconcile")  # the held-back version is not in the warehouse yet, and is named so
+    assert checked.returncode == 1 and "fact_sales_order: 1 source rows that cannot be loaded" in checked.stdout, \
+        checked.stdout + checked.stderr
     run_sql(source.admin_url, "UPDATE sales_order SET agreed_delivery_date = '2025-1-5', "
                               "last_updated = LOCALTIMESTAMP WHERE sales_order_id = 1")
     tick(live)
