@@ -1,11 +1,12 @@
 """What a Lambda handler loads before and while it works: a cold start pays for every module imported.
 
 A few third-party packages dominate a stage's start-up (CPU seconds on the 2-core bench machine:
-numpy with pyarrow 0.18, pandas 0.22, pg8000 0.10). Each stage imports only what its path needs,
-and these tests keep the rest out by what a fresh interpreter holds in `sys.modules`, never by
-timing (the seconds are `make bench`'s `process_start_s`, readme_files/benchmarks.md). pyarrow
-imports pandas by itself whenever Python values become Arrow ones (`pa.array([...])`,
-`pc.greater(values, 5)`), which is why the processor's and loader's calls are checked too.
+numpy with pyarrow 0.18, pandas 0.22, pg8000 0.10, boto3 over botocore 0.035). Each stage imports
+only what its path needs, and these tests keep the rest out by what a fresh interpreter holds in
+`sys.modules`, never by timing (the seconds are `make bench`'s `process_start_s`,
+readme_files/benchmarks.md). pyarrow imports pandas by itself whenever Python values become Arrow
+ones (`pa.array([...])`, `pc.greater(values, 5)`), which is why the processor's and loader's calls
+are checked too.
 """
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ import pytest
 from totesys_etl.bench import run
 from totesys_etl.local.source.snapshot import load_snapshot
 
-#: Packages a stage's handler module must not import, and why it does not need them.
+#: Packages a stage's handler module must not import, and why it does not need them. No stage
+#: needs boto3: the adapters build botocore's clients, and s3transfer only for a large download.
 NOT_IMPORTED = {
-    "ingest": {"pyarrow", "numpy", "pandas"},  # COPY to CSV and FX JSON: no Arrow at all
-    "process": {"pandas", "pg8000"},  # Arrow only; the processor never connects to a database
-    "load": {"pandas"},  # Parquet to binary COPY through pyarrow and pgpq
+    "ingest": {"pyarrow", "numpy", "pandas", "boto3"},  # COPY to CSV and FX JSON: no Arrow at all
+    "process": {"pandas", "pg8000", "boto3"},  # Arrow only; the processor never connects to a database
+    "load": {"pandas", "boto3"},  # Parquet to binary COPY through pyarrow and pgpq
 }
 
 
