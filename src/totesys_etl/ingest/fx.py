@@ -20,6 +20,7 @@ record (`failures.record`), which `totesys-etl status` shows.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
@@ -38,6 +39,8 @@ from totesys_etl.schema import FACTS, FX_RATE, source_table
 #: The manifest fields: the newest stored FX day (ISO date); the currencies behind it, each with its
 #: own newest stored day (or null); the codes the API did not serve in the run.
 FX_FIELD, BEHIND_FIELD, UNAVAILABLE_FIELD = "fx", "fx_behind", "fx_unavailable"
+#: A date text as the facts' date columns should hold it (`YYYY-MM-DD`, ASCII digits).
+_DAY_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass(frozen=True)
@@ -108,22 +111,33 @@ def read_inputs(conn: Connection, previous: FxMark) -> FxInputs:
 def earliest_fact_date(conn: Connection) -> date | None:
     """The earliest date any fact refers to, read from the facts' source columns (their declaration
     says which: timestamps split into dates, and date texts). A date text that is not `YYYY-MM-DD`
-    is left out here (the processor holds such a row back)."""
-    stamps, texts = [], []
+    is left out here (the processor holds such a row back).
+
+    One scan per fact's source table. A date text is first found by its shape (`LIKE`) and byte
+    order: when the smallest text of that shape is all digits, it is the smallest `YYYY-MM-DD` too.
+    Only a column where it is not runs the exact regular expression, which PostgreSQL evaluates at
+    about 2.5 µs a row (0.7 s of a 100,000-order first load when it ran on every column).
+    """
+    found = []
     for fact in FACTS:
+        columns = [column for column in fact.columns if column.type == "date"]
+        if not columns:
+            continue
         table = identifier(fact.source)
-        for column in fact.columns:
-            if column.type != "date":
-                continue
+        smallest = []
+        for column in columns:
             name = identifier(column.source_column)
-            if column.derive == "parse_date":
-                texts.append(f"SELECT min({name}) FROM public.{table} "  # nosec B608 - declared names
-                             f"WHERE {name} ~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}$'")
-            else:
-                stamps.append(f"SELECT min({name})::date::text FROM public.{table}")  # nosec B608
-    found = [r[0] for r in conn.run(" UNION ALL ".join(stamps + texts)) if r[0]]
+            smallest.append(f"min({name} COLLATE \"C\") FILTER (WHERE {name} LIKE '____-__-__')"
+                            if column.derive == "parse_date" else f"min({name})::date::text")
+        row = conn.run(f"SELECT {', '.join(smallest)} FROM public.{table}")[0]  # nosec B608 - declared names
+        for column, text in zip(columns, row):
+            if text is not None and column.derive == "parse_date" and not _DAY_TEXT.fullmatch(text):
+                name = identifier(column.source_column)
+                text = conn.run(f"SELECT min({name} COLLATE \"C\") FROM public.{table} "  # nosec B608
+                                f"WHERE {name} ~ '^[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}$'")[0][0]
+            found.append(text)
     days = []
-    for text in found:
+    for text in filter(None, found):
         try:
             days.append(date.fromisoformat(text))
         except ValueError:  # 2023-02-30: not a date at all

@@ -300,9 +300,10 @@ def column_problems(table: Table, batch: pa.RecordBatch) -> list[Problem]:
             problems.append(Problem(values.is_null(), f"{column.name} is NULL"))
         limit = _VARCHAR.fullmatch(column.type)
         if limit:
-            too_long = pc.greater(pc.utf8_length(values), int(limit.group(1)))
-            if pc.any(too_long).as_py():
-                problems.append(Problem(too_long, f"{column.name} is longer than {column.type}"))
+            # The longest first: comparing every row with a Python int makes pyarrow import pandas (0.2 s).
+            lengths, longest = pc.utf8_length(values), int(limit.group(1))
+            if (pc.max(lengths).as_py() or 0) > longest:
+                problems.append(Problem(pc.greater(lengths, longest), f"{column.name} is longer than {column.type}"))
     return problems
 
 
