@@ -17,7 +17,7 @@ from totesys_etl.schema import API_FACTS, EVENT_FACTS, FACTS, STATE_TABLES
 STAGES = ("ingest", "process", "load")
 ERROR_KINDS = ("source_unavailable", "warehouse_unavailable", "lake_unavailable", "secret_invalid",
                "quarantined_file", "quarantined_manifest", "quarantined_rows", "run_id_collision", "load_failed",
-               "configuration", "pipeline_failed", "fx_unavailable")
+               "configuration", "pipeline_failed", "fx_unavailable", "source_schema_changed")
 
 
 def _policy(iam, role: str) -> list[dict]:
