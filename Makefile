@@ -10,9 +10,12 @@ COURIER_MB ?= 0
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
 CHROMIUM := /usr/bin/chromium
+# Debian's libfaketime and PgBouncer, for the tests of a source that runs for years (issue 34)
+FAKETIME := /usr/bin/faketime
+PGBOUNCER := /usr/sbin/pgbouncer
 
 .PHONY: requirements dev-setup security-test run-flake unit-test check-coverage run-checks \
-        demo bench tf-validate package lint-workflow clean
+        demo bench bench-bookkeeping tf-validate package lint-workflow clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +42,13 @@ $(CHROMIUM):
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends chromium
 
+# $(FAKETIME), $(PGBOUNCER): installed when missing, as Chromium is (the tests step a server's clock
+# with libfaketime and pool through PgBouncer in transaction mode)
+$(FAKETIME) $(PGBOUNCER):
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $(notdir $@)
+
 $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	$(PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
@@ -52,11 +62,11 @@ security-test: $(DEV_STAMP) $(CHECKOV_VENV)/.installed
 run-flake: $(DEV_STAMP)
 	$(BIN)/flake8 src test
 
-unit-test: $(DEV_STAMP) $(CHROMIUM)
+unit-test: $(DEV_STAMP) $(CHROMIUM) $(FAKETIME) $(PGBOUNCER)
 	$(BIN)/pytest -q
 
 ## check-coverage: the whole suite under coverage, subprocesses included; fails under 90 %
-check-coverage: $(DEV_STAMP) $(CHROMIUM)
+check-coverage: $(DEV_STAMP) $(CHROMIUM) $(FAKETIME) $(PGBOUNCER)
 	rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest -q
 	$(BIN)/coverage combine -q
@@ -81,6 +91,10 @@ bench: $(RUNTIME_STAMP)
 	$(BIN)/pip install --quiet -c requirements.txt -e '.[bench]'
 	$(BIN)/python -m totesys_etl.bench --orders $(ORDERS) --courier-mb $(COURIER_MB) \
 		$(if $(filter 1 true yes,$(SKIP_BASELINES)),--skip-baselines)
+
+## bench-bookkeeping: the ingest's bookkeeping bound (manifest bytes, seconds) on a cluster of its own
+bench-bookkeeping: $(RUNTIME_STAMP)
+	$(BIN)/python -m totesys_etl.bench.bookkeeping --out .local/bench-bookkeeping.json
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) build .coverage .coverage.* .pytest_cache

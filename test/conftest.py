@@ -100,6 +100,9 @@ def _isolated_env(monkeypatch, scratch_tmp, closed_port):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port}")  # unreachable unless a test sets moto
+    # Commands started from the repository would find its clone and keep their log lines in the
+    # developer's .local/logs/: they keep them in a scratch clone instead.
+    monkeypatch.setenv("TOTESYS_HOME", os.path.join(scratch_tmp, "clone"))
 
 
 def unique(prefix: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import socket
 import subprocess  # nosec B404
 import sys
 from pathlib import Path
@@ -50,10 +51,17 @@ def reachable(url: str) -> bool:
         raise
 
 
+def make_clone(folder: Path) -> Path:
+    """`folder` as a clone looks to the command: this project's pyproject.toml at its root."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text('[project]\nname = "totesys-etl"\n')
+    return folder
+
+
 @pytest.fixture
 def clone(tmp_path):
-    """A working directory whose `.local/` services are stopped and deleted afterwards."""
-    yield tmp_path
+    """A clone's folder whose `.local/` services are stopped and deleted afterwards."""
+    yield make_clone(tmp_path)
     cli(tmp_path, "down")
     state_path = tmp_path / ".local" / "services.json"
     if state_path.exists():
@@ -114,7 +122,7 @@ def test_up_is_idempotent_and_down_stops_only_what_up_started(clone, postgres, m
     assert "sales_order 120" in seeded.stdout
     simulated = cli(clone, "simulate", "--changes", "12", "--seed", "1")
     assert simulated.returncode == 0, simulated.stderr
-    assert simulated.stdout.startswith("simulated:")
+    assert simulated.stdout.startswith("simulated 12 changed rows: ")
 
     moto_pid = state["moto"]["pid"]
     down = cli(clone, "down")
@@ -146,7 +154,7 @@ def test_seed_and_simulate_use_the_environment_and_ignore_local_env(tmp_path, so
     assert run_sql(source.reader_url, "SELECT count(*) FROM sales_order") == [[40]]
     simulated = cli(tmp_path, "simulate", "--changes", "9", **settings)
     assert simulated.returncode == 0, simulated.stderr
-    assert sum(int(part.rsplit(" ", 1)[1]) for part in simulated.stdout.split(":", 1)[1].split(",")) == 9
+    assert simulated.stdout.startswith("simulated 9 changed rows: ")
 
 
 def test_seed_without_settings_is_a_usage_error(tmp_path):
@@ -185,7 +193,7 @@ def test_a_machine_without_postgresql_is_told_what_to_install(tmp_path, monkeypa
     """The likeliest first failure on a new machine reaches the user as one line saying what to do."""
     from totesys_etl import cli as cli_module
 
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(make_clone(tmp_path))
     monkeypatch.setattr(servers.shutil, "which", lambda name: None)     # no pg_config on PATH
     monkeypatch.setattr(servers.glob, "glob", lambda pattern: [])        # no /usr/lib/postgresql/*/bin
     assert cli_module.main(["up"]) == 1
@@ -209,9 +217,8 @@ def test_run_goes_on_after_a_failed_tick_and_fails_at_the_end(tmp_path, closed_p
 def test_commands_find_the_clone_s_local_services_from_any_folder_inside_it(tmp_path, closed_port):
     """From a subfolder, `.local/env` of the clone's root is read (not a second setup); TOTESYS_HOME
     names the clone from anywhere."""
-    clone = tmp_path / "clone"
+    clone = make_clone(tmp_path / "clone")
     (clone / ".local").mkdir(parents=True)
-    (clone / "pyproject.toml").write_text('[project]\nname = "totesys-etl"\n')
     url = f"postgresql://reader:pw@127.0.0.1:{closed_port}/totesys"
     (clone / ".local" / "env").write_text(
         f"TOTESYS_SOURCE_URL={url}\nTOTESYS_WAREHOUSE_URL={url}\nTOTESYS_INGEST_BUCKET=b1\n"
@@ -254,3 +261,109 @@ def test_progress_shows_with_v_or_on_a_terminal_and_is_quiet_otherwise(tmp_path,
         shown += chunk
     os.close(primary)
     assert done.returncode == 0 and shown.count(b"table generated") == 4
+
+
+def test_outside_any_clone_the_command_says_so_and_makes_no_local_folder(tmp_path):
+    """contract §6: exit 2 with one line saying so; never advice that would start a second stack here."""
+    for command in ("up", "down", "reset", "demo", "logs", "tick", "status", "reconcile", "seed"):
+        result = cli(tmp_path, command)
+        assert result.returncode == 2, (command, result.stderr)
+        err = result.stderr.strip()
+        assert len(err.splitlines()) == 1 and "no totesys-etl clone" in err and "TOTESYS_HOME" in err, err
+        assert "`totesys-etl up`" not in err, err
+    assert not (tmp_path / ".local").exists()
+
+
+def test_one_own_setting_names_what_is_missing_instead_of_reading_local_env(tmp_path, closed_port):
+    """TOTESYS_SOURCE_URL alone stops `.local/env` being read (contract §5): the message says so and
+    names the settings still missing, in a clone whose services are up as much as outside one."""
+    clone = make_clone(tmp_path)
+    (clone / ".local").mkdir()
+    (clone / ".local" / "env").write_text("TOTESYS_INGEST_BUCKET=b1\nTOTESYS_PROCESSED_BUCKET=b2\n")
+    result = cli(clone, "tick", TOTESYS_SOURCE_URL=f"postgresql://r:pw@127.0.0.1:{closed_port}/totesys")
+    err = result.stderr.strip()
+    assert result.returncode == 2 and len(err.splitlines()) == 1, err
+    assert "TOTESYS_INGEST_BUCKET, TOTESYS_PROCESSED_BUCKET not set" in err
+    assert "TOTESYS_SOURCE_URL is set, so .local/env is not read" in err and "`totesys-etl up`" not in err
+
+
+def test_simulate_counts_orders_not_rows(tmp_path, source):
+    """Issue 35: `new_sales_orders 111` was printed for 37 orders (each writes an order, a transaction
+    and a payment): the count is of events, the rows beside it."""
+    from totesys_etl.local.source.seed import seed
+
+    seed(source.admin_url, orders=30, seed=1)
+    before = connect(source.admin_url).run("SELECT count(*) FROM sales_order")[0][0]
+    done = cli(tmp_path, "simulate", "--changes", "90", "--seed", "5", TOTESYS_SOURCE_ADMIN_URL=source.admin_url,
+               TOTESYS_SOURCE_URL=source.reader_url)
+    assert done.returncode == 0, done.stderr
+    new_orders = connect(source.admin_url).run("SELECT count(*) FROM sales_order")[0][0] - before
+    part = next(p for p in done.stdout.split(": ", 1)[1].split(", ") if p.startswith("new_sales_orders "))
+    assert part == f"new_sales_orders {new_orders} ({3 * new_orders} rows)" and new_orders > 0
+
+
+def test_report_out_names_a_file_in_a_folder_that_exists(tmp_path):
+    """Issue 35: a folder gave "unexpected IsADirectoryError"; a missing folder was made, anywhere."""
+    settings = {"TOTESYS_WAREHOUSE_URL": "postgresql://u:p@127.0.0.1:1/dw"}
+    folder = cli(tmp_path, "report", "--out", str(tmp_path), **settings)
+    assert folder.returncode == 2 and f"--out {tmp_path} is a folder" in folder.stderr
+    missing = tmp_path / "no" / "such"
+    typo = cli(tmp_path, "report", "--out", str(missing / "r.html"), **settings)
+    assert typo.returncode == 2 and f"the folder {missing} does not exist" in typo.stderr
+    assert not (tmp_path / "no").exists()
+    for result in (folder, typo):
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_run_takes_only_a_positive_number_of_ticks(tmp_path):
+    for ticks in ("-1", "0", "x"):
+        refused = cli(tmp_path, "run", "--ticks", ticks)
+        assert refused.returncode == 2 and "--ticks: must be a whole number >= 1" in refused.stderr
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path):
+    """Issue 35: `totesys-etl logs | head` printed BrokenPipeError."""
+    clone = make_clone(tmp_path)
+    (clone / ".local" / "logs").mkdir(parents=True)
+    line = json.dumps({"time": "2026-01-01T00:00:00.000+00:00", "level": "INFO", "stage": "load",
+                       "run_id": "20260101T000000000000Z", "message": "loaded " + "x" * 200})
+    (clone / ".local" / "logs" / "2026-01-01.jsonl").write_text((line + "\n") * 20_000)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TOTESYS_", "AWS_"))}
+    reader = subprocess.Popen([COMMAND, "logs"], cwd=clone, env=clean, stdout=subprocess.PIPE,  # nosec B603
+                              stderr=subprocess.PIPE)
+    assert reader.stdout.readline().startswith(b"2026-01-01T00:00:00.000+00:00")
+    reader.stdout.close()  # what `head -1` does after its line
+    err = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) in (0, 1) and "Error" not in err and "Traceback" not in err, err
+
+
+def test_an_idle_tick_on_a_terminal_prints_no_line_per_file_already_taken(tmp_path, pipeline_env, landing_bucket):
+    """Issue 35: every idle tick printed a line for each courier file taken long ago (now DEBUG)."""
+    from totesys_etl.local.source.deliveries import simulate_deliveries
+    from totesys_etl.local.source.seed import seed
+
+    seed(pipeline_env["TOTESYS_SOURCE_ADMIN_URL"], orders=20, seed=1)
+    simulate_deliveries(pipeline_env["TOTESYS_SOURCE_ADMIN_URL"], landing_bucket, 20, seed=1)
+    settings = {**pipeline_env, "TOTESYS_LANDING_BUCKET": landing_bucket}
+    first = cli(tmp_path, "-v", "tick", **settings)
+    assert first.returncode == 0 and "courier" in first.stderr, first.stderr
+    idle = cli(tmp_path, "-v", "tick", **settings)
+    assert idle.returncode == 0, idle.stderr
+    assert "already taken" not in idle.stderr and idle.stderr.count("\n") < 40, idle.stderr
+
+
+def test_up_takes_the_previous_ports_when_free_and_says_when_one_was_taken(clone):
+    assert cli(clone, "up").returncode == 0
+    env = lifecycle.read_env_file(clone / ".local" / "env")
+    assert cli(clone, "down").returncode == 0
+    fx_port = int(env["TOTESYS_FX_API_URL"].rsplit(":", 1)[1])
+    with socket.socket() as squatter:  # something else took the FX stand-in's port meanwhile
+        squatter.bind(("127.0.0.1", fx_port))
+        squatter.listen()
+        back = cli(clone, "up")
+    assert back.returncode == 0, back.stderr
+    again = lifecycle.read_env_file(clone / ".local" / "env")
+    assert again["TOTESYS_FX_API_URL"] != env["TOTESYS_FX_API_URL"]
+    assert {k: v for k, v in again.items() if k != "TOTESYS_FX_API_URL"} == \
+        {k: v for k, v in env.items() if k != "TOTESYS_FX_API_URL"}  # the others kept theirs
+    assert "a shell that read .local/env before must read it again" in back.stdout

@@ -106,3 +106,23 @@ def test_every_contract_citation_names_a_section_of_the_contract():
     for path in [*ROOT.glob("src/**/*.py"), *ROOT.glob("tf/**/*.tf"), *DOCS]:
         cited |= set(re.findall(r"contract (§\d+)", path.read_text(errors="replace")))
     assert cited and cited <= sections, cited - sections
+
+
+def test_the_readme_commands_table_names_every_command():
+    """Issue 35: the Commands table is complete (a new command needs its row)."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Commands"):text.index("## Sources")]
+    rows = set(re.findall(r"^\| `totesys-etl ([a-z]+)", table, flags=re.M))
+    rows |= set(re.findall(r"^\| `totesys-etl [a-z]+` / `([a-z]+)`", table, flags=re.M))
+    assert rows == _subcommands()
+
+
+def test_operations_explains_every_column_of_reconcile_s_table():
+    """Issue 35: reconcile's columns (history among them) were explained nowhere."""
+    from totesys_etl.reconcile import Report
+
+    header = Report([]).table().splitlines()[0]
+    columns = re.split(r"\s{2,}", header.strip())
+    text = (ROOT / "readme_files" / "operations.md").read_text()
+    section = text[text.index("## Is the warehouse right?"):]
+    assert len(columns) == 10 and all(f"| `{column}` |" in section for column in columns), columns

@@ -30,6 +30,13 @@ class SourceUnavailable(EtlError):
     error_kind = "source_unavailable"
 
 
+class SourceSchemaChanged(EtlError):
+    """A source table lacks a column the pipeline reads (dropped or renamed): that table stops, with
+    its own alarm, until the column is back; every other table goes on (contract §2)."""
+
+    error_kind = "source_schema_changed"
+
+
 class WarehouseUnavailable(EtlError):
     """The warehouse database cannot be reached or refused the login."""
 

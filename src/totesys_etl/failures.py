@@ -18,7 +18,8 @@ from totesys_etl.errors import describe, kind_of
 
 PREFIX = "_state/failures/"
 BUCKET_VARIABLE = {"ingest": "TOTESYS_INGEST_BUCKET", "process": "TOTESYS_PROCESSED_BUCKET",
-                   "load": "TOTESYS_PROCESSED_BUCKET"}
+                   "load": "TOTESYS_PROCESSED_BUCKET",
+                   "fx": "TOTESYS_INGEST_BUCKET"}  # the FX source's: it never fails a run, so no stage keeps it
 
 
 def record(stage: str, error: BaseException, now: datetime | None = None) -> None:

@@ -5,6 +5,13 @@ pass that. The ingested CSVs are the record of every version the source showed t
 reads their version keys (`<source>_id`, `last_updated`: two columns, with pyarrow) from every run
 a readable manifest names, leaves out the rows and files the processor held back (the processed
 manifests list them), and compares the result with the fact table's version keys.
+
+The same reading finds a version *shipped* twice (issue 34 item 12), which the warehouse cannot
+show, since the loader stores a version once whatever reaches it: a version key that more than one
+run carried. Two commits with the same stamp are one version whose later values win (contract §3),
+so the later run had to ship it again: only a version whose whole row is the same in several runs
+(NULL and '' apart) is a reship. Rows are compared only for the version keys seen twice, so a clean
+lake costs nothing more.
 """
 from __future__ import annotations
 
@@ -15,9 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import pyarrow as pa
 from botocore.exceptions import ClientError
-import pyarrow.csv as pa_csv
 from pg8000.native import identifier
 
 from totesys_etl import lake, quarantine
@@ -25,9 +30,12 @@ from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
 from totesys_etl.adapters.postgres import Connection
 from totesys_etl.errors import InvalidInput, is_missing
-from totesys_etl.schema import FACTS, Table
+from totesys_etl.process import read
+from totesys_etl.schema import FACTS, Table, source_table
 
 Version = tuple[int, datetime]
+#: A version and the runs that shipped the same row of it, in run order.
+Reship = tuple[Version, list[str]]
 
 
 @dataclass
@@ -39,56 +47,104 @@ class History:
     lost: list[Version] = field(default_factory=list)        # shipped, not stored
     twice: list[Version] = field(default_factory=list)       # stored more than once
     unshipped: list[Version] = field(default_factory=list)   # stored, never shipped by a run
+    reshipped: list[Reship] = field(default_factory=list)    # the same row shipped by several runs
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.twice or self.unshipped)
+        return not (self.lost or self.twice or self.unshipped or self.reshipped)
+
+
+@dataclass
+class Shipped:
+    """One source table in the lake: the versions that runs shipped and the processor let through,
+    and the versions whose same row more than one run shipped (each with those runs, in order)."""
+
+    versions: set[Version] = field(default_factory=set)
+    reshipped: list[Reship] = field(default_factory=list)
 
 
 def check_history(warehouse: Connection, ingest_bucket: str, processed_bucket: str,
-                  facts: tuple[Table, ...] = FACTS) -> list[History]:
-    """Each fact's history against the versions the lake's runs shipped."""
-    shipped = shipped_versions(ingest_bucket, processed_bucket, {f.source for f in facts})
+                  facts: tuple[Table, ...] = FACTS, shipped: dict[str, Shipped] | None = None) -> list[History]:
+    """Each fact's history against the versions the lake's runs shipped (`shipped`, if the caller
+    has read the lake already with `shipped_versions`)."""
+    if shipped is None:
+        shipped = shipped_versions(ingest_bucket, processed_bucket, {f.source for f in facts})
     results = []
     for fact in facts:
         source_id, date, time = (identifier(c) for c in fact.version_key)
         rows = warehouse.run(f"SELECT {source_id}, {date}, {time} FROM {identifier(fact.name)}")  # nosec B608
         stored = Counter((r[0], datetime.combine(r[1], r[2])) for r in rows)
-        lake_versions = shipped[fact.source]
+        lake_versions = shipped[fact.source].versions
         results.append(History(
             fact.name, len(lake_versions),
             lost=sorted(v for v in lake_versions if v not in stored),
             twice=sorted(v for v, n in stored.items() if n > 1),
-            unshipped=sorted(v for v in stored if v not in lake_versions)))
+            unshipped=sorted(v for v in stored if v not in lake_versions),
+            reshipped=shipped[fact.source].reshipped))
     return results
 
 
-def shipped_versions(ingest_bucket: str, processed_bucket: str, sources: set[str]) -> dict[str, set[Version]]:
-    """Source table -> the versions some run's CSV carried and the processor let through."""
+def shipped_versions(ingest_bucket: str, processed_bucket: str, sources: set[str]) -> dict[str, Shipped]:
+    """Source table -> what the lake's runs shipped of it (`Shipped`)."""
     runs = lake.runs_after(ingest_bucket, None)
     with ThreadPoolExecutor(8) as pool:
         per_run = list(pool.map(lambda run_id: _run_versions(ingest_bucket, processed_bucket, run_id, sources), runs))
-    versions: dict[str, set[Version]] = {s: set() for s in sources}
-    for found in per_run:
-        for source, run_versions in found.items():
-            versions[source] |= run_versions
-    return versions
+    result = {s: Shipped() for s in sources}
+    for source in sources:
+        first: dict[Version, str] = {}
+        again: dict[Version, list[str]] = {}
+        keys: dict[str, str] = {}
+        for run_id, found in zip(runs, per_run):
+            if source not in found:
+                continue
+            carried, held, keys[run_id] = found[source]
+            result[source].versions |= carried - held
+            for version in carried:
+                if version in first:
+                    again.setdefault(version, [first[version]]).append(run_id)
+                else:
+                    first[version] = run_id
+        if again:
+            result[source].reshipped = _same_rows(ingest_bucket, source, again, keys)
+    return result
+
+
+def _same_rows(ingest_bucket: str, source: str, again: dict[Version, list[str]], keys: dict[str, str]
+               ) -> list[Reship]:
+    """Of the versions several runs carried, those whose whole row is the same in more than one of
+    them, with those runs (a version committed again with new values under the same stamp is not)."""
+    wanted: dict[str, set[Version]] = {}
+    for version, run_ids in again.items():
+        for run_id in run_ids:
+            wanted.setdefault(run_id, set()).add(version)
+    rows: dict[Version, list[tuple[str, tuple]]] = {}
+    for run_id, versions in sorted(wanted.items()):
+        for version, row in _csv_rows(ingest_bucket, keys[run_id], source, versions):
+            rows.setdefault(version, []).append((run_id, row))
+    reshipped = []
+    for version in sorted(rows):
+        seen = Counter(row for _, row in rows[version])
+        same = [run_id for run_id, row in rows[version] if seen[row] > 1]
+        if same:
+            reshipped.append((version, same))
+    return reshipped
 
 
 def _run_versions(ingest_bucket: str, processed_bucket: str, run_id: str, sources: set[str]
-                  ) -> dict[str, set[Version]]:
+                  ) -> dict[str, tuple[set[Version], set[Version], str]]:
+    """Source table -> (the versions this run's CSV carried, those the processor held back, its key)."""
     try:
         manifest = manifests.read(ingest_bucket, run_id)
     except InvalidInput:
         return {}  # a corrupt manifest names nothing (it was quarantined, never trusted)
     entries, _hostile = manifests.entries(manifest, run_id, sources, "csv")
     held_files, held_rows = _held_back(processed_bucket, run_id)
-    found: dict[str, set[Version]] = {}
+    found: dict[str, tuple[set[Version], set[Version], str]] = {}
     for entry in entries:
         if entry.key in held_files:
             continue
-        versions = _csv_versions(ingest_bucket, entry.key, entry.table)
-        found[entry.table] = versions - held_rows.get(entry.key, set())
+        found[entry.table] = (_csv_versions(ingest_bucket, entry.key, entry.table), held_rows.get(entry.key, set()),
+                              entry.key)
     return found
 
 
@@ -118,23 +174,36 @@ def _held_back(processed_bucket: str, run_id: str) -> tuple[set[str], dict[str, 
 def _csv_versions(bucket: str, key: str, table: str) -> set[Version]:
     """The (id, last_updated) pairs of a CSV the ingest wrote, or of rows the processor held back.
 
-    A row whose id or stamp does not read cannot be in the warehouse: the processor held it
+    Read as the processor reads (`process.read.text_columns`): a row whose id or stamp does not
+    read, or with a value too big to travel, cannot be in the warehouse: the processor held it
     back, so it is left out here as well."""
+    return {version for version, _ in _csv_rows(bucket, key, table)}
+
+
+def _csv_rows(bucket: str, key: str, table: str, versions: set[Version] | None = None
+              ) -> list[tuple[Version, tuple]]:
+    """(version, row) for each row of a CSV whose version reads (and is in `versions`, if given);
+    the row is the tuple of all its columns' texts, or () when `versions` is None (keys only)."""
     id_column = f"{table}_id"
     fd, path = tempfile.mkstemp(suffix=".csv")
     os.close(fd)
     try:
         s3.download(bucket, key, path)
-        options = pa_csv.ConvertOptions(include_columns=[id_column, "last_updated"],
-                                        column_types={id_column: pa.string(), "last_updated": pa.string()})
-        data = pa_csv.read_csv(path, parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-                               convert_options=options)
+        columns = source_table(table).column_names if versions is not None else [id_column, "last_updated"]
+        data = read.text_columns(path, columns)
     finally:
         os.unlink(path)
-    versions = set()
-    for ident, stamp in zip(data.column(id_column).to_pylist(), data.column("last_updated").to_pylist()):
+    found = []
+    ids, stamps = data.column(id_column).to_pylist(), data.column("last_updated").to_pylist()
+    values = list(zip(*(data.column(c).to_pylist() for c in data.column_names))) if versions is not None else None
+    for i, (ident, stamp) in enumerate(zip(ids, stamps)):
         try:
-            versions.add((int(ident), datetime.fromisoformat(stamp)))
+            # A timestamptz source column (a type change that fits): its wall clock, as the processor reads it.
+            version = (int(ident), datetime.fromisoformat(stamp).replace(tzinfo=None))
         except (TypeError, ValueError):
             continue
-    return versions
+        if versions is None:
+            found.append((version, ()))
+        elif version in versions:
+            found.append((version, values[i]))
+    return found

@@ -29,6 +29,11 @@ def run_id_at(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
 
+def run_time(run_id: str) -> datetime:
+    """The moment (UTC) a run id names: the inverse of `run_id_at`."""
+    return datetime.strptime(run_id, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+
+
 def run_date(run_id: str) -> tuple[str, str, str]:
     return run_id[0:4], run_id[4:6], run_id[6:8]
 

@@ -26,7 +26,7 @@ from totesys_etl import lake
 from totesys_etl.adapters import s3
 from totesys_etl.adapters.postgres import Connection, copy_in
 from totesys_etl.config import Settings
-from totesys_etl.ingest.courier import MARK_PREFIX, Landed, is_taken
+from totesys_etl.landing_marks import MARK_PREFIX, Landed, is_taken
 from totesys_etl.schema.courier import DELIVERY_EVENT, FACT_DELIVERY
 from totesys_etl.schema.ddl import column_definitions
 

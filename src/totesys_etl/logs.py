@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Callable, Iterator
 
@@ -27,31 +28,43 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+def readable_line(fields: dict, message: str, level: str = "INFO") -> str:
+    """One short line for a person: `stage run_id message (key=value ...)`, the level unless INFO."""
+    fields = dict(fields)
+    head = " ".join(str(fields.pop(k)) for k in ("stage", "run_id") if fields.get(k))
+    rest = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None and k not in ("request_id",))
+    prefix = "" if level == "INFO" else f"{level}: "
+    return f"  {head:<32} {prefix}{message}" + (f"  ({rest})" if rest else "")
+
+
 class _ReadableFormatter(logging.Formatter):
-    """One short line per record for a person at a terminal: `stage run_id message key=value ...`."""
+    """One short line per record for a person at a terminal (`readable_line`)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = dict(getattr(record, "fields", {}))
-        head = " ".join(str(fields.pop(k)) for k in ("stage", "run_id") if fields.get(k))
-        rest = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None and k not in ("request_id",))
-        level = "" if record.levelno == logging.INFO else f"{record.levelname}: "
-        return f"  {head:<32} {level}{record.getMessage()}" + (f"  ({rest})" if rest else "")
+        return readable_line(getattr(record, "fields", {}), record.getMessage(), record.levelname)
 
 
 def readable(stream=None) -> None:
     """Show the package's INFO lines as readable text on `stream` (stderr): the command line's
     progress on a terminal and its `-v`. Replaces the JSON handler; handlers' own calls keep it."""
-    _LOGGER.setLevel(logging.INFO)
-    _LOGGER.handlers[:] = []
-    _send_to(_ReadableFormatter(), stream)
+    _LOGGER.handlers[:] = [h for h in _LOGGER.handlers if isinstance(h, _KeptHandler)]
+    _send_to(_ReadableFormatter(), stream, logging.INFO)
 
 
-def _send_to(formatter: logging.Formatter, stream) -> None:
-    """The package's one handler: its lines, formatted so, on `stream` (stderr), nowhere else."""
+def _send_to(formatter: logging.Formatter, stream, level: int | str = logging.NOTSET) -> None:
+    """The package's one terminal handler: its lines at `level` and above, formatted so, on `stream` (stderr)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
+    handler.setLevel(level)
     _LOGGER.addHandler(handler)
     _LOGGER.propagate = False
+    _settle_level()
+
+
+def _settle_level() -> None:
+    """The logger passes what its most talkative handler wants (each handler filters for itself)."""
+    levels = [h.level or logging.INFO for h in _LOGGER.handlers]
+    _LOGGER.setLevel(min(levels) if levels else logging.INFO)
 
 
 def configure(level: str | None = None, stream=None) -> None:
@@ -62,10 +75,60 @@ def configure(level: str | None = None, stream=None) -> None:
     """
     if _LOGGER.handlers and level is None:
         return
-    _LOGGER.setLevel((level or os.environ.get("TOTESYS_LOG_LEVEL") or "INFO").upper())
+    level = (level or os.environ.get("TOTESYS_LOG_LEVEL") or "INFO").upper()
     _LOGGER.propagate = False
-    if not _LOGGER.handlers:
-        _send_to(_JsonFormatter(), stream)
+    terminal = [h for h in _LOGGER.handlers if not isinstance(h, _KeptHandler)]
+    if terminal:
+        for handler in terminal:
+            handler.setLevel(level)
+        _settle_level()
+    else:
+        _send_to(_JsonFormatter(), stream, level)
+
+
+class _KeptHandler(logging.FileHandler):
+    """The JSON lines a local command keeps under `.local/logs/` (what CloudWatch holds in AWS)."""
+
+
+#: Under `.local/`: one file of JSON lines per UTC day, read by `totesys-etl logs`.
+LOG_FOLDER = "logs"
+
+
+def keep(home: Path) -> Path:
+    """Also append every INFO line and above, as JSON, to today's file under `home/logs/`; its path.
+
+    Whatever the terminal shows (nothing, readable progress, JSON), the kept lines are the full
+    JSON ones, so `totesys-etl logs` can filter them by stage, run and time afterwards.
+    """
+    folder = home / LOG_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{datetime.now(timezone.utc):%Y-%m-%d}.jsonl"
+    handler = _KeptHandler(path, encoding="utf-8")
+    handler.setFormatter(_JsonFormatter())
+    handler.setLevel(logging.INFO)
+    _LOGGER.addHandler(handler)
+    _LOGGER.propagate = False
+    _settle_level()
+    return path
+
+
+def kept_lines(home: Path, since: datetime | None = None) -> Iterator[dict]:
+    """The kept JSON lines, oldest first, from `since` on; a line that is not JSON is skipped."""
+    folder = home / LOG_FOLDER
+    files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    first_day = f"{since:%Y-%m-%d}" if since else ""
+    after = since.isoformat(timespec="milliseconds") if since else ""  # the lines' own `time` format
+    for path in files:
+        if path.stem < first_day:
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for text in f:
+                try:
+                    line = json.loads(text)
+                except ValueError:
+                    continue
+                if isinstance(line, dict) and str(line.get("time", "")) >= after:
+                    yield line
 
 
 _cold = True
@@ -97,6 +160,10 @@ class StageLog:
     def _log(self, level: int, message: str, fields: dict) -> None:
         if _LOGGER.isEnabledFor(level):
             _LOGGER.log(level, message, extra={"fields": {**self.fields, **fields}})
+
+    def debug(self, message: str, **fields) -> None:
+        """What a person at a terminal and an alarm can do without (e.g. per file an idle sweep skips)."""
+        self._log(logging.DEBUG, message, fields)
 
     def info(self, message: str, **fields) -> None:
         self._log(logging.INFO, message, fields)

@@ -5,9 +5,12 @@ the run is complete; the next stage trusts nothing else. Both kinds share `run_i
 `format` and `files` (`{table: {"key", "rows", ...}}`):
 
 - `ingest` adds `previous_run_id`, `rows` (all eleven tables), and the watermark the next ingest
-  reads: `snapshot`, `cutoff`, `overlap_seconds`, `read`, `seen`, `unread`, `rescanned_at`
-  (readme_files/adr/0001-late-commits.md); with the FX source on, `fx` (the newest FX day stored,
-  ingest/fx.py) and an `fx_rate` entry in `files` and `rows` (readme_files/fx.md);
+  reads: `snapshot`, `cutoff`, `overlap_seconds`, `read`, `in_progress`, `seen`, `unread`,
+  `rescanned_at`, `source_identity`, and when there are any `stopped` (tables not read for a
+  missing column, with the watermark each resumes from) and `new_columns` (columns the source
+  added, ignored; `status` may report them) (readme_files/adr/0001-late-commits.md); with the FX
+  source on, `fx` (the newest FX day stored, ingest/fx.py) and an `fx_rate` entry in `files` and
+  `rows` (readme_files/fx.md);
 - `process` adds `quarantined`: the files, row groups and manifest entries held back, with reasons.
 
 A manifest is read back only through `read`/`parse`: it must be a JSON object naming its own run,

@@ -2,30 +2,39 @@
 
 Works against any deployment the settings point at (the local one or AWS's buckets and
 warehouse): per stage the newest run, its low-water mark and the runs still pending; what is
-held back, by kind; and in the warehouse the newest loaded run, the star tables' row counts and
-the lag from that run's snapshot to now; and each stage's last failure with its one-line reason
-(`failures.py`). Listings start at the loader's mark (or a day back before the first load), so the
-cost does not grow with the lake.
+held back, by kind, in rows (or whole files); and in the warehouse the newest loaded run, every
+table's row count and the lag from that run's snapshot to now; each stage's and the FX source's
+last failure with its one-line reason (`failures.py`). Listings start at the loader's mark (or a
+day back before the first load), so the cost does not grow with the lake.
+
+A service that cannot be reached (the warehouse, the S3 API) is named with its one-line reason
+under `unreachable`, and the rest is shown all the same: status is what one reads when something
+is down, so it never fails for that (contract §6: exit 0).
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pg8000.native import identifier
 
 from totesys_etl import failures, lake, landed, quarantine
-from totesys_etl.adapters.postgres import Connection, DatabaseError, connect, sqlstate
+from totesys_etl.adapters.postgres import Connection, DatabaseError, InterfaceError, connect, sqlstate
 from totesys_etl.config import Settings
+from totesys_etl.errors import EtlError, describe
 from totesys_etl.load.ledger import load_mark, loaded_runs
 from totesys_etl.ingest.cdc.settings import CdcSettings, source_mode
 from totesys_etl.ingest.cdc.slot import cdc_status
 from totesys_etl.process.run import MARK_PREFIX as PROCESS_MARK_PREFIX
-from totesys_etl.schema import FACT_EXCHANGE_RATE, STAR_TABLES
+from totesys_etl.schema import API_FACTS, EVENT_FACTS, FACT_EXCHANGE_RATE, STAR_TABLES
 
 #: Without a loader mark yet, the listings start this far back.
 FIRST_LOOK = timedelta(days=1)
+#: Every warehouse table whose rows status counts: the star schema and each further source's facts.
+COUNTED_TABLES = (*STAR_TABLES, *API_FACTS, *EVENT_FACTS)
+#: The failures kept per source beside the stages' (contract §6 "per source ... last failure").
+FX_FAILURES = "fx"
 
 
 @dataclass
@@ -34,6 +43,7 @@ class StageStatus:
     mark: str | None = None
     pending: list[str] = field(default_factory=list)
     last_failure: dict | None = None   # {"at", "error_kind", "reason"} (failures.record)
+    mark_note: str | None = None  # why there is no mark yet, so a `-` is never a riddle (not for ingest)
 
 
 @dataclass
@@ -41,36 +51,59 @@ class Status:
     ingest: StageStatus
     process: StageStatus
     load: StageStatus
-    quarantined: dict[str, int]
+    #: per kind: {"entries": reason files, "rows": rows held back in them (None: whole files only)}
+    quarantined: dict[str, dict]
     warehouse_rows: dict[str, int]
     loaded_at: str | None
     lag_seconds: float | None
     newest_fx_date: str | None = None  # the newest day in fact_exchange_rate (contract §9 FX rates)
     landing: dict | None = None  # courier files (contract §9): {"since", "pending", "taken"}, or None when off
     cdc_slot: dict | None = None  # cdc mode (contract §10): the slot's retained WAL, or why it could not be read
+    fx_failure: dict | None = None  # the FX source's last failure (it never fails a run, so no stage shows it)
+    #: what could not be reached ("warehouse", "S3 API") -> the one-line reason; the rest is shown anyway
+    unreachable: dict[str, str] = field(default_factory=dict)
+    settle_seconds: float = lake.SETTLE.total_seconds()
 
     def to_json(self) -> dict:
         return asdict(self)
 
     def table(self) -> str:
-        lines = [f"{'stage':<8}{'newest run':<25}{'low-water mark':<25}pending"]
+        lines = [f"{name} unreachable: {reason}" for name, reason in self.unreachable.items()]
+        lines.append(f"{'stage':<8}{'newest run':<25}{'low-water mark':<25}pending")
+        # A `-` mark gets a star and its reason below the rows, so the columns stay aligned. Where the
+        # S3 API is down the runs are unknown, and so is why a mark is unset.
+        lake_down = "S3 API" in self.unreachable
+        notes = {name: getattr(self, name).mark_note for name in ("process", "load")
+                 if not getattr(self, name).mark and getattr(self, name).mark_note and not lake_down
+                 and not (name == "load" and "warehouse" in self.unreachable)}
+        reasons = sorted(set(notes.values()))
         for name in ("ingest", "process", "load"):
             stage: StageStatus = getattr(self, name)
-            pending = f"{len(stage.pending)}" + (f" (oldest {stage.pending[0]})" if stage.pending else "")
-            lines.append(f"{name:<8}{stage.newest_run or '-':<25}{stage.mark or '-':<25}{pending}")
+            if (name == "load" and "warehouse" in self.unreachable) or (name != "load" and lake_down):
+                lines.append(f"{name:<8}? (the {'warehouse' if name == 'load' else 'S3 API'} is unreachable)")
+                continue
+            pending = "?" if lake_down else f"{len(stage.pending)}" + (f" (oldest {stage.pending[0]})"
+                                                                       if stage.pending else "")
+            mark = stage.mark or ("-" + "*" * (1 + reasons.index(notes[name])) if name in notes else "-")
+            lines.append(f"{name:<8}{stage.newest_run or '-':<25}{mark:<25}{pending}")
             if stage.last_failure:
-                failure = stage.last_failure
-                lines.append(f"        last failure {failure.get('at', '?')}: {failure.get('error_kind', '?')}: "
-                             f"{failure.get('reason', '')}")
-        held = ", ".join(f"{kind} {n}" for kind, n in sorted(self.quarantined.items())) or "nothing"
+                lines.append(f"        last failure {_failure(stage.last_failure)}")
+        lines += [f"{'-' + '*' * n}: no low-water mark yet: {reason}" for n, reason in enumerate(reasons, 1)]
+        held = ", ".join(f"{kind} {_held(n)}" for kind, n in sorted(self.quarantined.items())) or \
+            ("? (the S3 API is unreachable)" if lake_down else "nothing")
         lines.append(f"held back: {held} (totesys-etl quarantine lists them)")
         if self.landing is not None:
             lines.append(f"landing: {self.landing['pending']} courier file(s) waiting, {self.landing['taken']} taken "
                          f"(since {self.landing['since'] or 'the first'})")
+        fx_date = self.newest_fx_date or ("?" if "warehouse" in self.unreachable else "-")
+        lines.append(f"FX rates: newest date {fx_date}"
+                     + (f"; last failure {_failure(self.fx_failure)}" if self.fx_failure else ""))
+        if "warehouse" in self.unreachable:
+            lines.append("warehouse: unreachable (its rows, newest loaded run and lag are unknown)")
+            return "\n".join(lines)
         lag = f"{self.lag_seconds:,.0f} s" if self.lag_seconds is not None else "-"
         lines.append(f"warehouse: newest run loaded at {self.loaded_at or '-'}, lag {lag}")
         lines += [f"  {table:<22}{rows:>12,}" for table, rows in self.warehouse_rows.items()]
-        lines.append(f"FX rates: newest date {self.newest_fx_date or '-'}")
         if self.cdc_slot is not None:
             slot = self.cdc_slot
             state = slot["error"] if "error" in slot else (
@@ -80,56 +113,123 @@ class Status:
         return "\n".join(lines)
 
 
+def _failure(failure: dict) -> str:
+    return f"{failure.get('at', '?')}: {failure.get('error_kind', '?')}: {failure.get('reason', '')}"
+
+
+def _held(counts: dict) -> str:
+    """`12 rows in 4 files` / `1 file`: what a reader counts is rows (or events), not reason files."""
+    entries = f"{counts['entries']} file{'s' if counts['entries'] != 1 else ''}"
+    return f"{counts['rows']:,} row(s) in {entries}" if counts["rows"] is not None else entries
+
+
+def quarantined_counts(held: list[quarantine.Held]) -> dict[str, dict]:
+    """Per kind: the reason files and the rows they hold back (None where every one is a whole file)."""
+    counts: dict[str, dict] = {}
+    for entry in held:
+        kind = counts.setdefault(entry.kind, {"entries": 0, "rows": None})
+        kind["entries"] += 1
+        if entry.rows is not None:
+            kind["rows"] = (kind["rows"] or 0) + entry.rows
+    return counts
+
+
+@dataclass
+class _Warehouse:
+    mark: str | None = None
+    loaded: str | None = None
+    loaded_at: str | None = None
+    rows: dict[str, int] = field(default_factory=dict)
+    newest_fx: str | None = None
+    done: set[str] = field(default_factory=set)
+
+
 def status(settings: Settings | None = None, now: datetime | None = None) -> Status:
     settings = settings or Settings.from_env()
     now = now or datetime.now(timezone.utc)
-    conn = connect(settings.warehouse, application_name="totesys-etl status")
+    unreachable: dict[str, str] = {}
+    warehouse = _Warehouse()
+    conn = None
     try:
-        mark, loaded, loaded_at, rows = _warehouse(conn)
-        newest_fx = _newest_fx_date(conn)
-        start = mark or lake.run_id_at(now - FIRST_LOOK)
+        conn = connect(settings.warehouse, application_name="totesys-etl status")
+        warehouse = _read_warehouse(conn)
+    except (EtlError, DatabaseError, InterfaceError) as e:  # down, or gone mid-query: named, the lake shown
+        unreachable["warehouse"] = describe(e)
+    try:
+        start = warehouse.mark or lake.run_id_at(now - FIRST_LOOK)
         ingested = lake.runs_after(settings.ingest_bucket, start)
         processed = lake.runs_after(settings.processed_bucket, start)
-        done = loaded_runs(conn, ingested) if loaded else set()
+        if conn is not None and warehouse.loaded:
+            warehouse.done = loaded_runs(conn, ingested)
+        lake_side = _read_lake(settings)
+    except (BotoCoreError, ClientError) as e:
+        unreachable["S3 API"] = describe(e)
+        ingested, processed, lake_side = [], [], {"process_mark": None, "quarantined": {}, "failures": {},
+                                                  "landing": None}
     finally:
-        conn.close()
-    process_mark = lake.read_mark(settings.processed_bucket, PROCESS_MARK_PREFIX)
+        if conn is not None:
+            conn.close()
     processed_set = set(processed)
-    kinds = Counter(h.kind for h in quarantine.listed(settings.processed_bucket))
+    pending_process = [r for r in ingested if r not in processed_set]
+    pending_load = [r for r in ingested if r not in warehouse.done] if "warehouse" not in unreachable else []
     lag = None
-    if loaded:
-        lag = (now - datetime.strptime(loaded, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)).total_seconds()
+    if warehouse.loaded:
+        lag = (now - datetime.strptime(warehouse.loaded, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+               ).total_seconds()
+    stage_failures = lake_side["failures"]
     return Status(
-        ingest=StageStatus(ingested[-1] if ingested else None, None, [],
-                           failures.newest(settings.ingest_bucket, "ingest")),
-        process=StageStatus(processed[-1] if processed else None, process_mark,
-                            [r for r in ingested if r not in processed_set],
-                            failures.newest(settings.processed_bucket, "process")),
-        load=StageStatus(loaded, mark, [r for r in ingested if r not in done],
-                         failures.newest(settings.processed_bucket, "load")),
-        quarantined=dict(kinds), warehouse_rows=rows, loaded_at=loaded_at, lag_seconds=lag,
-        newest_fx_date=newest_fx,
-        landing=landed.landing_counts(settings) if settings.landing_bucket else None,
+        ingest=StageStatus(ingested[-1] if ingested else None, None, [], stage_failures.get("ingest")),
+        process=StageStatus(processed[-1] if processed else None, lake_side["process_mark"], pending_process,
+                            stage_failures.get("process"), _mark_note(ingested, pending_process, now)),
+        load=StageStatus(warehouse.loaded, warehouse.mark, pending_load, stage_failures.get("load"),
+                         _mark_note(ingested, pending_load, now)),
+        quarantined=lake_side["quarantined"], warehouse_rows=warehouse.rows, loaded_at=warehouse.loaded_at,
+        lag_seconds=lag, newest_fx_date=warehouse.newest_fx, landing=lake_side["landing"],
+        fx_failure=stage_failures.get(FX_FAILURES), unreachable=unreachable,
+        settle_seconds=lake.settle_period().total_seconds(),
         cdc_slot=cdc_status(settings.source, CdcSettings.from_env().slot) if source_mode() == "cdc" else None)
 
 
-def _newest_fx_date(conn: Connection) -> str | None:
-    """The newest rate date loaded (None before migration 4 or the first FX run)."""
-    table = FACT_EXCHANGE_RATE.name
-    if conn.run("SELECT to_regclass(:t)", t=table)[0][0] is None:
-        return None
-    return conn.run(f"SELECT max(rate_date)::text FROM {identifier(table)}")[0][0]  # nosec B608 - declared name
+def _mark_note(ingested: list[str], pending: list[str], now: datetime) -> str:
+    """Why a sweep's low-water mark is not set yet (`runs.py` moves it only over settled, finished runs)."""
+    if not ingested:
+        return "no run in the last day"
+    settled = lake.settled(ingested, now)
+    if not settled:
+        return (f"every run is younger than TOTESYS_SETTLE_SECONDS ({lake.settle_period().total_seconds():,.0f} s), "
+                f"and a mark never passes a run that young")
+    if pending and pending[0] <= settled[-1]:
+        return f"run {pending[0]} is not done"
+    return "the sweep has not run since the runs settled"
 
 
-def _warehouse(conn: Connection) -> tuple[str | None, str | None, str | None, dict[str, int]]:
-    """(loader mark, newest loaded run, when it was loaded, star rows); all empty before a first load."""
+def _read_lake(settings: Settings) -> dict:
+    """The lake's bookkeeping that status shows: the processor's mark, what is held back, the failures."""
+    return {
+        "process_mark": lake.read_mark(settings.processed_bucket, PROCESS_MARK_PREFIX),
+        "quarantined": quarantined_counts(quarantine.listed(settings.processed_bucket)),
+        "failures": {stage: failures.newest(settings.processed_bucket if bucket == "TOTESYS_PROCESSED_BUCKET"
+                                            else settings.ingest_bucket, stage)
+                     for stage, bucket in failures.BUCKET_VARIABLE.items()},
+        "landing": landed.landing_counts(settings) if settings.landing_bucket else None,
+    }
+
+
+def _read_warehouse(conn: Connection) -> _Warehouse:
+    """The loader's mark, the newest loaded run and when, every counted table's rows, the newest FX day;
+    all empty before a first load."""
     try:
         mark = load_mark(conn)
         newest = conn.run("SELECT run_id, loaded_at::text FROM etl_load_ledger ORDER BY run_id DESC LIMIT 1")
-        rows = {t.name: conn.run(f"SELECT count(*) FROM {identifier(t.name)}")[0][0]  # nosec B608
-                for t in STAR_TABLES}
     except DatabaseError as e:
         if sqlstate(e) == "42P01":  # no schema yet
-            return None, None, None, {}
+            return _Warehouse()
         raise
-    return mark, newest[0][0] if newest else None, newest[0][1] if newest else None, rows
+    rows = {}
+    for table in COUNTED_TABLES:  # a further source's table exists once its migration has run
+        if conn.run("SELECT to_regclass(:t)", t=table.name)[0][0] is not None:
+            rows[table.name] = conn.run(f"SELECT count(*) FROM {identifier(table.name)}")[0][0]  # nosec B608
+    newest_fx = None
+    if FACT_EXCHANGE_RATE.name in rows:
+        newest_fx = conn.run(f"SELECT max(rate_date)::text FROM {identifier(FACT_EXCHANGE_RATE.name)}")[0][0]  # nosec
+    return _Warehouse(mark, newest[0][0] if newest else None, newest[0][1] if newest else None, rows, newest_fx)

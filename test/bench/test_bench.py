@@ -2,6 +2,7 @@
 
 No timing is asserted (the machine is shared); what must hold whatever the speed is checked.
 """
+import dataclasses
 import io
 import json
 import os
@@ -22,9 +23,9 @@ SPEC_KEYS = {"orders", "initial_load_s", "process_start_s", "floor_s", "ratio_to
 
 
 @pytest.fixture
-def svc(postgres, aws):
+def svc(postgres, aws, fx_api):
     keys = ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-    return scratch.Services(postgres, postgres.reader_password, {k: os.environ[k] for k in keys})
+    return scratch.Services(postgres, postgres.reader_password, {k: os.environ[k] for k in keys}, fx_api.url)
 
 
 def _snapshot_rows() -> int:
@@ -55,8 +56,18 @@ def test_a_tiny_bench_reports_every_spec_key_with_figures_that_add_up(svc, tmp_p
     assert results["initial_load_s"] == pytest.approx(sum(s["handler_s"] for s in stages.values()), abs=1e-3)
     assert results["process_start_s"] == pytest.approx(sum(s["process_start_s"] for s in stages.values()), abs=1e-3)
     assert results["process_start_s"] > 0
-    # The ingest run read every source row; the processor wrote one lake row per source row (plus dim_date).
-    assert stages["ingest"]["rows"] == sum(source_rows.values())
+    # The ingest run read every source row, and the FX rates of the stand-in (the pipelines fetch
+    # them as deployed ones do); the processor wrote one lake row per row read (plus dim_date).
+    main = scratch.Pipeline(*run.MAIN)
+    assert main.env(svc)["TOTESYS_FX_API_URL"] == svc.fx_api_url
+    conn = pg8000.native.Connection(**parse_url(svc.admin_url(main.warehouse_db)))
+    try:
+        rates = conn.run("SELECT count(*), count(DISTINCT currency_id) FROM fact_exchange_rate")[0]
+    finally:
+        conn.close()
+    assert rates[0] > 0 and rates[1] == 3
+    assert detail["fx_rates"] == rates[0]
+    assert stages["ingest"]["rows"] == sum(source_rows.values()) + rates[0]
     assert stages["process"]["rows"] > stages["ingest"]["rows"]
     assert set(detail["floor_s"]) == set(source_rows) and results["floor_s"] > 0
     assert results["ratio_to_floor"] == pytest.approx(results["initial_load_s"] / results["floor_s"], rel=1e-2)
@@ -65,12 +76,19 @@ def test_a_tiny_bench_reports_every_spec_key_with_figures_that_add_up(svc, tmp_p
     # The no-change tick moved nothing; the tick after the changes carried exactly them out of the source.
     assert detail["noop_tick_rows"] == {"ingest": 0, "process": 0, "load": 0}
     assert detail["tick_1000_rows"]["ingest"] == run.TICK_CHANGES
-    assert detail["snapshot_rows"]["ingest"] == _snapshot_rows()
+    snap = scratch.Pipeline(*run.SNAPSHOT)
+    conn = pg8000.native.Connection(**parse_url(svc.admin_url(snap.warehouse_db)))
+    try:
+        snapshot_rates = conn.run("SELECT count(*) FROM fact_exchange_rate")[0][0]
+    finally:
+        conn.close()
+    assert detail["snapshot_rows"]["ingest"] == _snapshot_rows() + snapshot_rates
     assert detail["machine"]["nproc"] >= 1 and detail["machine"]["postgresql"]
 
     table = results_module.markdown(results)
     for key in SPEC_KEYS:
         assert f"`{key}`" in table
+    assert f"FX on, as deployed: the initial load fetched {rates[0]:,} rates." in table
     assert "-> initial load" in out.getvalue()
     assert (tmp_path / "bench.log").read_text().count('"stage": "load"') > 0  # the stages' own log lines
 
@@ -87,7 +105,6 @@ def test_a_tiny_bench_reports_every_spec_key_with_figures_that_add_up(svc, tmp_p
         conn.close()
 
     # The sanity check would have caught a lost row.
-    main = scratch.Pipeline(*run.MAIN)
     assert run.count_mismatches(svc, main) == []
     conn = pg8000.native.Connection(**parse_url(svc.admin_url(main.warehouse_db)))
     try:
@@ -100,16 +117,19 @@ def test_a_tiny_bench_reports_every_spec_key_with_figures_that_add_up(svc, tmp_p
 
 
 def test_skip_baselines_leaves_out_to_sql_but_keeps_the_floor_and_the_ratio(svc, tmp_path, monkeypatch):
+    """Also without an FX stand-in: the bench still runs, and says the rates were left out."""
     def never(*args, **kwargs):
         raise AssertionError("to_sql ran although the baselines were skipped")
 
     monkeypatch.setattr(run, "to_sql_seconds", never)
-    results = run.run_bench(svc, 50, tmp_path, io.StringIO(), skip_baselines=True)
+    results = run.run_bench(dataclasses.replace(svc, fx_api_url=None), 50, tmp_path, io.StringIO(),
+                            skip_baselines=True)
 
     assert results["speedup_vs_to_sql"] is None and results["detail"]["to_sql_s"] is None
     assert results["floor_s"] > 0
     assert results["ratio_to_floor"] == pytest.approx(results["initial_load_s"] / results["floor_s"], rel=1e-2)
     assert "skipped (--skip-baselines)" in results_module.markdown(results)
+    assert results["detail"]["fx_rates"] is None and "FX off" in results_module.markdown(results)
 
 
 def test_missed_targets_names_each_figure_over_its_limit():
@@ -141,6 +161,7 @@ def test_a_stage_process_reports_its_own_measurements(svc, tmp_path, source):
     assert outcome["peak_tmp_mb"] > 0
     assert set(os.listdir(os.environ["TMPDIR"])) == before  # the stage's temporary folder is removed
     assert outcome["handler_s"] > 0 and outcome["process_start_s"] > 0
+    assert 0 < outcome["process_start_cpu_s"]  # start-up's CPU seconds, what import changes are compared on
     assert outcome["peak_rss_mb"] > 20  # a Python process with boto3 and pyarrow loaded
     assert run.stage_rows(outcome) == _snapshot_rows()
 

@@ -138,7 +138,7 @@ def test_429_with_retry_after_is_retried_and_succeeds(seeded, fx_pipeline, fx_ap
     assert len(fx_api.requests) >= 4  # the first page, two 429s, then the retry that succeeded
 
 
-@pytest.mark.parametrize("fault", ["500", "slow", "malformed", "negative", "missing"])
+@pytest.mark.parametrize("fault", ["500", "slow", "malformed", "negative"])
 def test_a_failing_api_stops_fx_at_the_gap_the_run_still_loads_and_the_next_run_catches_up(
         seeded, fx_pipeline, fx_api, run_sql, json_errors, fault):
     """The third request fails: the two pages before it are stored (an unbroken run of days), one
@@ -159,7 +159,7 @@ def test_a_failing_api_stops_fx_at_the_gap_the_run_still_loads_and_the_next_run_
         run_sql(seeded.admin_url, "SELECT count(*) FROM sales_order")[0][0]
     held = boto3.client("s3").list_objects_v2(Bucket=faulted.processed_bucket, Prefix=f"quarantine/{run_id}/fx_rate/")
     quarantined = [o["Key"] for o in held.get("Contents", [])]
-    if fault in ("malformed", "negative", "missing"):
+    if fault in ("malformed", "negative"):
         assert len(quarantined) == 2 and quarantined[0].endswith(".page3.json")  # the body and its reason
         listing = faulted.command("quarantine", "--run", run_id).stdout
         assert "fx_rate" in listing and "fx_unavailable" in listing
@@ -170,6 +170,38 @@ def test_a_failing_api_stops_fx_at_the_gap_the_run_still_loads_and_the_next_run_
     clean.tick()
     assert manifest(faulted, faulted.run_ids()[-1])["fx"] == "2023-12-29"
     assert rates(run_sql, faulted) == rates(run_sql, clean)
+
+
+def test_a_currency_the_api_does_not_serve_stops_alone_and_a_missing_one_catches_up(
+        seeded, fx_pipeline, fx_api, run_sql, json_errors):
+    """Issue 34 item 9 (contract §9): the source gains XYZ, which the API does not serve (a 404 for
+    any list holding it), and one answer lacks EUR. USD keeps loading every day to the end; EUR stops
+    at the day before its gap; the one ERROR line and `status` name both codes. The next tick: EUR
+    catches up alone, XYZ still stops alone; USD and EUR then equal a pipeline that never saw either."""
+    faulted, clean = fx_pipeline("m"), fx_pipeline("c")
+    fx_api.latest = date(2023, 12, 29)
+    clean.tick()  # before XYZ exists: the reference
+    run_sql(seeded.admin_url, "INSERT INTO currency (currency_id, currency_code, created_at, last_updated) "
+            "VALUES (4, 'XYZ', now(), now())")
+    # Requests: the list with XYZ (404), each symbol alone (EUR, USD, XYZ), page 1, then page 2 lacks EUR.
+    fx_api.set_fault("missing", times=1, after=5)
+    result = faulted.tick(extra={"TOTESYS_LOG_LEVEL": "ERROR"})
+    errors = json_errors(result.stderr)
+    assert [(e["error_kind"], e["missing_currencies"]) for e in errors] == [("fx_unavailable", ["EUR", "XYZ"])]
+    first = manifest(faulted, faulted.run_ids()[-1])
+    assert first["fx"] == "2023-12-29" and first["fx_unavailable"] == ["EUR", "XYZ"]
+    assert first["fx_behind"]["XYZ"] is None and first["fx_behind"]["EUR"] < "2023-12-29"
+    newest = dict(run_sql(faulted.warehouse_url, "SELECT currency_id, max(rate_date)::text FROM fact_exchange_rate "
+                                                 "GROUP BY 1"))
+    assert newest[2] == newest[1] == "2023-12-29" and newest[3] == first["fx_behind"]["EUR"] and 4 not in newest
+    shown = faulted.command("status").stdout
+    assert "fx_unavailable" in shown and "EUR, XYZ" in shown, shown
+
+    faulted.tick()
+    second = manifest(faulted, faulted.run_ids()[-1])
+    assert second["fx_behind"] == {"XYZ": None} and second["fx_unavailable"] == ["XYZ"]
+    served = "SELECT * FROM (" + RATES.replace(" ORDER BY 1, 2", "") + ") r WHERE currency_id < 4 ORDER BY 1, 2"
+    assert run_sql(faulted.warehouse_url, served) == rates(run_sql, clean)
 
 
 def test_a_replayed_run_changes_no_rate_row(seeded, fx_pipeline, fx_api, run_sql, open_gates):

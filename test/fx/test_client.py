@@ -69,8 +69,7 @@ def test_a_refused_connection_fails(closed_port):
         list(Client(f"http://127.0.0.1:{closed_port}").pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))
 
 
-@pytest.mark.parametrize("fault, reason", [("malformed", "not JSON"), ("negative", "not positive"),
-                                           ("missing", "lack")])
+@pytest.mark.parametrize("fault, reason", [("malformed", "not JSON"), ("negative", "not positive")])
 def test_a_bad_body_fails_with_the_body(fx_api, fault, reason):
     fx_api.set_fault(fault, after=1)
     fetched = []
@@ -83,3 +82,59 @@ def test_a_bad_body_fails_with_the_body(fx_api, fault, reason):
 def test_the_url_comes_from_the_environment():
     assert api_url({}) is None and api_url({"TOTESYS_FX_API_URL": " "}) is None
     assert api_url({"TOTESYS_FX_API_URL": "http://x/v1/"}) == "http://x/v1"
+
+
+@pytest.mark.parametrize("headers", [False, True], ids=["body", "headers"])
+def test_a_server_that_drips_is_stopped_at_the_total_deadline(fx_api, headers):
+    """Issue 39: a byte every 0.2 s never trips the 1 s read timeout; the 1.5 s deadline stops it,
+    whether the headers or the body drip (the real stand-in, real sockets)."""
+    fx_api.set_fault("drip", delay=0.2, headers=headers)
+    started = time.monotonic()
+    with pytest.raises(FxUnavailable, match=r"no whole answer within its 1.5 s deadline \(TOTESYS_FX_DEADLINE"):
+        list(Client(fx_api.url, read_seconds=1, deadline_seconds=1.5).pages(date(2024, 1, 8), date(2024, 1, 12),
+                                                                            SYMBOLS))
+    assert 1.5 <= time.monotonic() - started < 3
+
+
+def test_the_deadline_comes_from_the_environment(fx_api, monkeypatch):
+    monkeypatch.setenv("TOTESYS_FX_DEADLINE_SECONDS", "1")
+    fx_api.set_fault("drip", delay=0.1)
+    with pytest.raises(FxUnavailable, match="within its 1 s deadline"):
+        list(Client(fx_api.url).pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))
+    assert Client(fx_api.url).deadline_seconds == 1 and Client(fx_api.url).max_bytes == 10 << 20
+
+
+def test_a_huge_answer_is_cut_at_the_body_cap(fx_api, monkeypatch):
+    """Issue 39: 64 MB of blanks with no Content-Length: the client holds at most the cap, then fails."""
+    monkeypatch.setenv("TOTESYS_FX_MAX_BYTES", str(1 << 20))
+    fx_api.set_fault("huge", size=64 << 20)
+    started = time.monotonic()
+    with pytest.raises(FxUnavailable, match=r"more than 1,048,576 bytes, the cap \(TOTESYS_FX_MAX_BYTES\)"):
+        list(Client(fx_api.url).pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))
+    assert time.monotonic() - started < 5
+    fx_api.set_fault("huge", size=1 << 19)  # under the cap: blanks before JSON are still JSON
+    assert len(list(Client(fx_api.url).pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))) == 1
+
+
+def test_a_404_is_not_served_and_each_symbol_can_be_asked_alone(fx_api):
+    """Frankfurter answers 404 for a list holding one symbol it does not serve; `serves` tells which."""
+    client = Client(fx_api.url)
+    with pytest.raises(fx_client.NotServed, match="HTTP 404") as caught:
+        list(client.pages(date(2024, 1, 8), date(2024, 1, 12), ["EUR", "XYZ"]))
+    assert caught.value.asked == date(2024, 1, 8)
+    assert client.serves(date(2024, 1, 8), date(2024, 1, 12), "EUR")
+    assert not client.serves(date(2024, 1, 8), date(2024, 1, 12), "XYZ")
+
+
+def test_a_declared_length_over_the_cap_is_refused_unread(fx_api):
+    with pytest.raises(FxUnavailable, match=r"is \d[\d,]* bytes, over the 100-byte cap"):
+        list(Client(fx_api.url, max_bytes=100).pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))
+
+
+@pytest.mark.parametrize("variable", ["TOTESYS_FX_MAX_BYTES", "TOTESYS_FX_DEADLINE_SECONDS"])
+def test_a_malformed_bound_is_a_configuration_error(fx_api, monkeypatch, variable):
+    from totesys_etl.errors import ConfigurationError
+
+    monkeypatch.setenv(variable, "-1")
+    with pytest.raises(ConfigurationError, match=variable):
+        Client(fx_api.url)

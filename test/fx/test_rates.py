@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from totesys_etl.fx.rates import BadBody, Page, csv_text, day_rows, parse_page
+from totesys_etl.fx.rates import BadBody, Page, csv_text, currency_days, day_rows, parse_page
 
 CURRENCIES = {"GBP": 1, "USD": 2, "EUR": 3}
 
@@ -28,7 +28,6 @@ def test_a_page_keeps_the_rates_digits_exactly():
     (b"<html>", "JSON"),
     (b"[]", "not a JSON object"),
     (body({"2024-01-05": {"USD": 1.2, "EUR": 1.1}}, base="EUR"), "base"),
-    (body({"2024-01-05": {"USD": 1.2}}), "lack EUR"),
     (body({"2024-01-05": {"USD": -1.2, "EUR": 1.1}}), "not positive"),
     (body({"2024-01-05": {"USD": 0, "EUR": 1.1}}), "not positive"),
     (body({"2024-01-05": {"USD": "1.2", "EUR": 1.1}}), "not a number"),
@@ -82,7 +81,7 @@ def test_nothing_new_gives_no_rows_and_no_watermark():
 
 def test_a_gap_without_a_rate_to_carry_is_refused():
     page = _page((date(2024, 1, 8), "1.3", "1.4"))
-    with pytest.raises(ValueError, match="no rate to carry"):
+    with pytest.raises(ValueError, match="no rate of USD to carry"):
         day_rows([page], CURRENCIES, date(2024, 1, 5), None)
 
 
@@ -93,3 +92,30 @@ def test_csv_writes_plain_notation_and_copys_booleans():
     assert csv_text(rows, ["rate_date", "currency_id", "units_per_gbp", "carried"]).decode().splitlines() == [
         "rate_date,currency_id,units_per_gbp,carried", "2024-01-05,1,1,f", "2024-01-05,2,100,f",
         "2024-01-05,3,1.50,f"]
+
+
+def test_a_symbol_missing_from_a_day_is_no_bad_body():
+    page = parse_page(body({"2024-01-05": {"USD": 1.2, "EUR": 1.1}, "2024-01-08": {"USD": 1.3}}),
+                      ["USD", "EUR"], date(2024, 1, 5), date(2024, 1, 9))
+    assert page.rates[date(2024, 1, 8)] == {"USD": Decimal("1.3")}
+
+
+def test_a_currency_missing_from_a_day_stops_alone_and_the_others_go_on():
+    """Issue 34 item 9, contract §9: EUR stops at the published day before the one that lacks it
+    (carried days after it are not stored); USD and GBP go on to the newest day."""
+    pages = [Page(date(2024, 1, 4), date(2024, 1, 10), {
+        date(2024, 1, 4): {"USD": Decimal("1.0"), "EUR": Decimal("2.0")},
+        date(2024, 1, 5): {"USD": Decimal("1.1"), "EUR": Decimal("2.1")},
+        date(2024, 1, 8): {"USD": Decimal("1.2")},
+        date(2024, 1, 9): {"USD": Decimal("1.3"), "EUR": Decimal("2.3")}})]
+    made = currency_days(pages, CURRENCIES, date(2024, 1, 4), None)
+    assert made.newest == {"USD": date(2024, 1, 9), "EUR": date(2024, 1, 5), "GBP": date(2024, 1, 9)}
+    assert made.stopped == {"EUR": "EUR is missing from the FX API's rates of 2024-01-08"}
+    by_currency = {c: [r.rate_date.day for r in made.rows if r.currency_id == i] for c, i in CURRENCIES.items()}
+    assert by_currency == {"GBP": [5, 6, 7, 8, 9], "USD": [5, 6, 7, 8, 9], "EUR": [5]}
+    # A currency with no rate on the day it must be carried from stops at once, alone.
+    late = currency_days(pages, {"GBP": 1, "USD": 2, "CHF": 4}, date(2024, 1, 6), None)
+    assert set(late.stopped) == {"CHF"} and late.newest["USD"] == date(2024, 1, 9)
+    # Capped at `until` (a currency catching up never passes the others).
+    assert currency_days(pages, {"EUR": 3}, date(2024, 1, 4), None, until=date(2024, 1, 5)).newest == \
+        {"EUR": date(2024, 1, 5)}

@@ -6,8 +6,8 @@ in AWS (the missing s3:AbortMultipartUpload did: a processor rerun of a run with
 got AccessDenied instead of 412, for good). Here the three handlers run in-process against real
 PostgreSQL and moto, through their paths that reach S3 differently: small puts, multipart uploads
 (the threshold lowered), the 412-then-abort of a rerun, quarantine copies from a corrupt manifest,
-and credentials from Secrets Manager as in Lambda. A botocore hook on boto3's default session
-records each call's operation, bucket, key and secret. The policies are those terraform applied
+and credentials from Secrets Manager as in Lambda. A hook on the botocore session the adapters'
+clients are built on records each call's operation, bucket, key and secret. The policies are those terraform applied
 (the session's deployment, conftest.py), read back from IAM, so what is checked is the JSON AWS
 would evaluate. A handler that starts making a call its policy lacks fails this test; so does a
 call this file cannot map to IAM actions (add it to ACTIONS below, from the S3 documentation).
@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import boto3
+import botocore.session
 import pytest
 
 from totesys_etl import lake
@@ -60,7 +61,7 @@ IMPLIED = {("s3", "CreateMultipartUpload"): [("s3", "AbortMultipartUpload")],
 
 
 class Recorder:
-    """Every call made through boto3's default session while a stage is named, per stage."""
+    """Every call made through the recording botocore session while a stage is named, per stage."""
 
     def __init__(self):
         self.stage: str | None = None
@@ -91,11 +92,12 @@ class Recorder:
 
 @pytest.fixture
 def recorder(aws, monkeypatch):
-    """boto3's default session replaced by one with the recording hook; s3.client() rebuilt on it."""
-    session = boto3.session.Session()
+    """Every botocore session (the adapters build their clients on one each) is one with the
+    recording hook; s3.client() rebuilt on it."""
+    session = botocore.session.get_session()
     calls = Recorder()
-    session.events.register("before-parameter-build", calls)
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", session)
+    session.register("before-parameter-build", calls)
+    monkeypatch.setattr(botocore.session, "get_session", lambda env_vars=None: session)
     s3._client.cache_clear()
     yield calls
     s3._client.cache_clear()

@@ -291,3 +291,32 @@ def test_a_landing_key_too_long_to_prefix_is_quarantined_under_its_hash(landing,
     assert manifest["landing"]["key"] == long_key + "1"
     process_and_load()
     assert stored(run_sql, pipeline_env["TOTESYS_WAREHOUSE_URL"]) == Counter([expected_row(event(1))])
+
+
+def test_no_hostile_file_fails_a_second_run(landing, pipeline_env, totesys, run_sql, logs, monkeypatch):
+    """Issue 39: deep nesting, an over-size event and a bomb (more than TOTESYS_LANDING_MAX_BYTES
+    decompressed) are each quarantined whole at once with the reason they earned, never logged as a
+    failure; the next scheduled run takes nothing again and logs no ERROR. A good file beside them loads."""
+    monkeypatch.setenv("TOTESYS_LANDING_MAX_BYTES", str(4 << 20))
+    hostile = {"deep.json": b"[" * 200_000,
+               "deep-lines.jsonl": b'{"a": ' + b"[" * 200_000 + b"\n",
+               "huge-event.jsonl": b'{"event_id": "e", "t": "' + b"x" * (3 << 20) + b'"}\n',
+               "bomb.json.gz": gzip.compress(b"[" + b" " * (8 << 20) + b"]", 9)}
+    reasons = {"deep.json": "nested too deep", "deep-lines.jsonl": "nested too deep",
+               "huge-event.jsonl": "the line is 3,145,754 bytes", "bomb.json.gz": "more than 4,194,304 bytes"}
+    for key, body in hostile.items():
+        drop(landing, key, body)
+    drop(landing, "good.json", as_array([event(1)]))
+    first = ingest_handler({}, None)
+    assert len(first["courier"]) == len(hostile) + 1
+    held = {h.key: h for h in quarantine.listed(pipeline_env["TOTESYS_PROCESSED_BUCKET"])}
+    assert set(held) == set(hostile)
+    for key, reason in reasons.items():
+        assert held[key].kind == quarantine.QUARANTINED_FILE and reason in held[key].reason, held[key].reason
+    errors = [line for line in logs if line["level"] == "ERROR"]
+    assert sorted((e["error_kind"], e["key"]) for e in errors) == sorted(("quarantined_file", k) for k in hostile)
+    del logs[:]
+    second = ingest_handler({}, None)
+    assert second["courier"] == [] and not [line for line in logs if line["level"] == "ERROR"]
+    process_and_load()
+    assert stored(run_sql, pipeline_env["TOTESYS_WAREHOUSE_URL"]) == Counter([expected_row(event(1))])

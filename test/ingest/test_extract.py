@@ -6,8 +6,9 @@ from datetime import datetime, timezone
 import pg8000.native
 
 from totesys_etl.adapters.postgres import parse_url, transaction
-from totesys_etl.ingest.extract import Cut, changes_query, plan_read, take_snapshot, unread_after, xid8_of_xmin
-from totesys_etl.ingest.watermark import Snapshot, Unread, Watermark
+from totesys_etl.ingest.extract import (Cut, begin_snapshot, changes_query, in_progress_before, plan_read,
+                                        take_snapshot, unread_after, xid8_of_xmin)
+from totesys_etl.ingest.watermark import Snapshot, Unread, Watermark, XidSet
 from totesys_etl.schema import source_table
 
 EPOCH = 1 << 32
@@ -25,7 +26,7 @@ def test_xmin_becomes_the_right_64_bit_id_in_this_epoch_or_the_one_before(source
     assert widen([7], 3 * EPOCH + 8) == [3 * EPOCH + 7]
 
 
-def test_the_snapshot_names_a_running_transaction_above_xmax_and_keeps_its_visibility(source, run_sql):
+def test_the_snapshot_counts_a_running_transaction_above_xmax_and_a_savepoints_id_as_in_progress(source, run_sql):
     run_sql(source.admin_url, "CREATE TABLE t (x int)")
     writer = pg8000.native.Connection(**parse_url(source.admin_url))
     reader = pg8000.native.Connection(**parse_url(source.reader_url))
@@ -33,28 +34,33 @@ def test_the_snapshot_names_a_running_transaction_above_xmax_and_keeps_its_visib
         writer.run("BEGIN")
         writer.run("INSERT INTO t VALUES (1)")
         running = int(writer.run("SELECT pg_current_xact_id()::text")[0][0])
+        writer.run("SAVEPOINT s")
+        writer.run("INSERT INTO t VALUES (2)")
+        nested = int(writer.run("SELECT xmin::text FROM t WHERE x = 2")[0][0])  # the savepoint's own id
+        run_sql(source.admin_url, "INSERT INTO t VALUES (3)")  # a commit after both: xmax passes them
         with transaction(reader, "REPEATABLE READ", read_only=True):
-            raw = reader.run("SELECT pg_current_snapshot()::text")[0][0]  # what PostgreSQL says
-        with transaction(reader, "REPEATABLE READ", read_only=True):
-            cut = take_snapshot(reader)
-        assert running >= Snapshot.parse(raw).xmax  # PostgreSQL's own snapshot does not list it
-        assert running in cut.snapshot.xip and cut.snapshot.xmax > running
+            raw = Snapshot.parse(reader.run("SELECT pg_current_snapshot()::text")[0][0])  # what PostgreSQL says
+        before, next_xid = in_progress_before(reader, None)
+        begin_snapshot(reader)
+        try:
+            cut = take_snapshot(reader, before, next_xid)
+        finally:
+            reader.run("ROLLBACK")
+        assert nested > running and nested not in raw.xip  # PostgreSQL's snapshot never lists a savepoint's id
+        assert running in cut.in_progress and nested in cut.in_progress and cut.snapshot.xmax >= next_xid
+        assert nested not in cut.seen and cut.seen == XidSet.span(cut.snapshot.xmin + 1, cut.snapshot.xmax) - \
+            cut.in_progress
         assert isinstance(cut.cutoff, datetime) and cut.cutoff.tzinfo is None and cut.now.tzinfo is not None
-        ids = range(Snapshot.parse(raw).xmin - 2, cut.snapshot.xmax + 3)
-        same = reader.run(
-            "SELECT bool_and(pg_visible_in_snapshot(x::text::xid8, CAST(:a AS pg_snapshot)) = "
-            "pg_visible_in_snapshot(x::text::xid8, CAST(:b AS pg_snapshot))) "
-            "FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) x",
-            a=raw, b=str(cut.snapshot), lo=ids.start, hi=ids.stop)
-        assert same == [[True]]
+        assert cut.identity.system and cut.identity.timeline == 1 and not cut.identity.standby
     finally:
         writer.run("ROLLBACK")
         writer.close()
         reader.close()
 
 
-def _cut(snapshot: Snapshot, now=datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)) -> Cut:
-    return Cut(snapshot, now.replace(tzinfo=None), now)
+def _cut(snapshot: Snapshot, now=datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc), in_progress=None) -> Cut:
+    return Cut(snapshot, in_progress if in_progress is not None else XidSet((x, x + 1) for x in snapshot.xip),
+               now.replace(tzinfo=None), now)
 
 
 def test_the_query_reads_everything_first_then_recent_stamps_then_every_stamp():
@@ -67,14 +73,16 @@ def test_the_query_reads_everything_first_then_recent_stamps_then_every_stamp():
     quiet = plan_read(Watermark("r", Snapshot(90, 90), cutoff, rescanned_at=rescanned), _cut(Snapshot(100, 100)), 3600)
     assert quiet.mode == "recent"
     sql = changes_query(table, quiet)
-    assert "\"last_updated\" > '2026-11-24 07:15:00.000000'::timestamp" in sql and "xmin::text::bigint >= 90" in sql
-    # P had 91 and 94 in progress; 94 has ended since: P's late writes may carry any stamp.
+    assert "\"last_updated\" > '2026-11-23 17:30:00.000000'::timestamp" in sql and "xmin::text::bigint >= 90" in sql
+    # P had 91, 93 and 94..98 in progress (the ids it had not seen); 93 to 98 have ended since: P's late
+    # writes may carry any stamp. The run never reads an id it counts as in progress itself (91).
     previous = Watermark("r", Snapshot(91, 99, (91, 94)), cutoff, seen="{[92,93)}", rescanned_at=rescanned,
                          unread=(Unread("{[80,85)}", datetime(2026, 11, 24, 7, 0)),))
     busy = plan_read(previous, _cut(Snapshot(91, 120, (91,))), 3600)
     assert busy.mode == "full"
     sql = changes_query(table, busy)
     assert "last_updated\" >" not in sql and "NOT (xmin::text::bigint <@ '{[92,93)}'::int8multirange)" in sql
+    assert sql.endswith("AND NOT (xmin::text::bigint <@ '{[91,92)}'::int8multirange)")
     assert "[80,85)" not in sql  # claims are for the scan by transaction id alone
     late = plan_read(previous, _cut(Snapshot(91, 120, (91,)), datetime(2026, 11, 24, 8, 30, tzinfo=timezone.utc)),
                      3600)
@@ -92,9 +100,10 @@ def test_a_recent_run_leaves_its_new_ids_old_stamps_unread_and_a_full_run_keeps_
                          rescanned_at="20261124T073000000000Z")
     conn = pg8000.native.Connection(**parse_url(source.reader_url))
     try:
-        recent = plan_read(previous, _cut(Snapshot(90, 110, (90, 93))), 3600)
+        recent = plan_read(previous, _cut(Snapshot(90, 110, (90, 93)), in_progress=XidSet([(90, 91), (92, 95)])),
+                           3600)
         assert recent.mode == "recent"
-        assert unread_after(conn, recent) == [claim, Unread("{[95,110)}", datetime(2026, 11, 24, 7, 15))]
+        assert unread_after(conn, recent) == [claim, Unread("{[95,110)}", datetime(2026, 11, 23, 17, 30))]
         full = plan_read(previous, _cut(Snapshot(90, 110, (90,))), 3600)
         assert full.mode == "full"
         # The full run read every stamp of ids >= 90 not in P.seen: what stays unread is below 90 or in it.

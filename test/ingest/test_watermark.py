@@ -9,7 +9,7 @@ from totesys_etl import lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
 from totesys_etl.errors import InvalidInput
-from totesys_etl.ingest.watermark import Snapshot, Watermark, previous_watermark
+from totesys_etl.ingest.watermark import XidSet, Snapshot, Watermark, previous_watermark
 from totesys_etl.logs import StageLog
 
 
@@ -22,9 +22,14 @@ def test_snapshot_text_round_trips_and_rejects_what_postgresql_would():
             Snapshot.parse(text)
 
 
-def test_widening_lists_every_id_between_xmax_and_the_next_unassigned_one():
-    assert Snapshot(10, 12, (10,)).widened_to(15) == Snapshot(10, 15, (10, 12, 13, 14))
-    assert Snapshot(10, 12, (10,)).widened_to(12) == Snapshot(10, 12, (10,))
+def test_id_sets_do_the_few_set_operations_a_run_needs_and_read_postgresqls_text():
+    a = XidSet.parse("{[10,20),[30,40)}")
+    assert str(a) == "{[10,20),[30,40)}" and a.count() == 20 and 15 in a and 25 not in a
+    assert str(a - XidSet([(12, 14), (18, 35)])) == "{[10,12),[14,18),[35,40)}"
+    assert str(a & XidSet.span(15, 32)) == "{[15,20),[30,32)}"
+    assert str(a | XidSet([(20, 30)])) == "{[10,40)}" and not XidSet() and XidSet.parse("{}") == XidSet()
+    with pytest.raises(ValueError):
+        XidSet.parse("{[1,2)};DROP")
 
 
 def _manifest(**changes) -> dict:

@@ -132,3 +132,54 @@ def test_a_version_stored_twice_is_reported(built, run_sql):
             "'00000000T000000000000Z' FROM fact_payment WHERE payment_id = 2")
     check = _checks(reconcile(built, history=False))["fact_payment"]
     assert check.duplicate_versions == 1 and not check.ok
+
+
+def test_a_source_row_that_cannot_be_derived_is_reported_as_held_back_not_a_crash(built, source, run_sql, capsys):
+    """Issue 34 item 11: 'TBC' in a varchar date column. The processor holds the row back; reconcile
+    used to fail on `'TBC'::date`. It reports that row alone, with PostgreSQL's reason, and the rest."""
+    run_sql(source.admin_url, "UPDATE sales_order SET agreed_delivery_date = 'TBC' WHERE sales_order_id = 2")
+    run_sql(source.admin_url, "UPDATE purchase_order SET agreed_payment_date = '2024-02-30' "
+                              "WHERE purchase_order_id = 1")
+    checks = _checks(reconcile(built, history=False))
+    orders = checks["fact_sales_order"]
+    assert list(orders.held_back) == [2] and "agreed_delivery_date" in orders.held_back[2]
+    assert "TBC" in orders.held_back[2]
+    assert not orders.missing and not orders.extra and not orders.different and not orders.ok
+    assert orders.source_rows == 2   # still counted: one row derived, one held back
+    assert list(checks["fact_purchase_order"].held_back) == [1]
+    assert all(c.ok for name, c in checks.items() if name not in ("fact_sales_order", "fact_purchase_order"))
+    _fails_with(capsys, "fact_sales_order: 1 source rows that cannot be loaded as they are")
+
+
+def test_a_source_whose_column_types_changed_but_whose_values_fit_reconciles_clean(built, source, run_sql):
+    """Contract §2 "Schema changes": a type change whose values still fit goes on, so reconcile, which
+    reads the source as declared, is clean; a value that no longer reads as declared is held back."""
+    for statement in ("ALTER TABLE sales_order ALTER COLUMN unit_price TYPE varchar",
+                      "ALTER TABLE sales_order ALTER COLUMN units_sold TYPE bigint",
+                      "ALTER TABLE sales_order ALTER COLUMN agreed_payment_date TYPE date "
+                      "USING agreed_payment_date::date",
+                      "ALTER TABLE payment ALTER COLUMN last_updated TYPE timestamptz",
+                      "ALTER TABLE payment ALTER COLUMN paid TYPE varchar USING CASE WHEN paid THEN 't' ELSE 'f' END",
+                      "ALTER TABLE currency ALTER COLUMN currency_code TYPE varchar(10)"):
+        run_sql(source.admin_url, statement)
+    report = reconcile(built, history=False)
+    assert report.ok, report.table()
+    run_sql(source.admin_url, "UPDATE sales_order SET unit_price = 'n/a' WHERE sales_order_id = 2")
+    orders = _checks(reconcile(built, history=False))["fact_sales_order"]
+    assert list(orders.held_back) == [2] and "unit_price" in orders.held_back[2]
+    assert not orders.different and not orders.extra
+
+
+def test_a_dropped_source_column_stops_only_the_tables_that_need_it(built, source, run_sql, capsys):
+    """Contract §2 "Schema changes" (issue 34 item 7): with `department.location` dropped, reconcile
+    used to fail whole ("column does not exist"). It names the tables that need the column (the
+    department's own dimension source and `dim_staff`, which joins it) and compares every other."""
+    run_sql(source.admin_url, "ALTER TABLE department DROP COLUMN location")
+    checks = _checks(reconcile(built, history=False))
+    assert "department lacks location" in checks["dim_staff"].stopped
+    assert not checks["dim_staff"].ok
+    assert all(c.ok and not c.stopped for name, c in checks.items() if name != "dim_staff"), \
+        {n: c.stopped for n, c in checks.items()}
+    _fails_with(capsys, "dim_staff: not compared: source table department lacks location")
+    run_sql(source.admin_url, "ALTER TABLE department ADD COLUMN location varchar")  # back, empty
+    assert _checks(reconcile(built, history=False))["dim_staff"].stopped is None

@@ -52,6 +52,7 @@ class Parsed(HTMLParser):
 
 def report(url: str, tmp_path: Path, capsys) -> tuple[str, Parsed]:
     out = tmp_path / "nested" / "report.html"
+    out.parent.mkdir()  # --out writes into a folder that exists (issue 35: it made missing ones)
     assert main(["report", "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out)
     text = out.read_text(encoding="utf-8")
@@ -60,8 +61,9 @@ def report(url: str, tmp_path: Path, capsys) -> tuple[str, Parsed]:
 
 @pytest.fixture
 def use(monkeypatch, tmp_path):
-    """The warehouse as the only setting, run from an empty folder (no `.local/env` to read)."""
+    """The warehouse as the only setting, run from an empty clone folder (no `.local/env` to read)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TOTESYS_HOME", str(tmp_path))
 
     def _use(url):
         monkeypatch.setenv("TOTESYS_WAREHOUSE_URL", url)

@@ -178,6 +178,28 @@ def close_quietly(conn: Connection) -> None:
         pass
 
 
+def table_columns(conn: Connection, tables: list[str]) -> dict[str, set[str]]:
+    """The columns each of `tables` has in the `public` schema now (a table that is gone has none),
+    to tell a dropped or renamed column from an outage. Any role may read the catalogs."""
+    found: dict[str, set[str]] = {}
+    for table, column in conn.run(
+            "SELECT c.relname, a.attname FROM pg_catalog.pg_class AS c"
+            " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace AND n.nspname = 'public'"
+            " JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+            " WHERE c.relname = ANY(CAST(:tables AS text[])) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+            tables=tables):
+        found.setdefault(table, set()).add(column)
+    return found
+
+
+def rollback_quietly(conn: Connection) -> None:
+    """End a failed transaction; a connection already lost must not hide the error that ended it."""
+    try:
+        conn.run("ROLLBACK")
+    except Exception:  # nosec B110 - the connection may be gone; the original error matters
+        pass
+
+
 @contextmanager
 def transaction(conn: Connection, isolation: str = "READ COMMITTED", read_only: bool = False
                 ) -> Iterator[Connection]:
@@ -188,10 +210,7 @@ def transaction(conn: Connection, isolation: str = "READ COMMITTED", read_only: 
     try:
         yield conn
     except BaseException:
-        try:
-            conn.run("ROLLBACK")
-        except Exception:  # nosec B110 - the connection may be gone; the original error matters
-            pass
+        rollback_quietly(conn)
         raise
     conn.run("COMMIT")
 

@@ -11,7 +11,7 @@ import os
 import time
 from functools import lru_cache
 
-import boto3
+import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from totesys_etl.errors import SecretError
@@ -24,7 +24,7 @@ _cache: dict[tuple[str | None, str], tuple[float, dict]] = {}
 
 @lru_cache(maxsize=4)
 def _client(endpoint: str | None):
-    return boto3.client("secretsmanager")
+    return botocore.session.get_session().create_client("secretsmanager")  # botocore's: see s3._client
 
 
 def read_database_secret(secret_id: str) -> dict:

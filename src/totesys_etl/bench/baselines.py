@@ -19,7 +19,7 @@ from pg8000.native import identifier
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.bench.scratch import BenchFailed, Pipeline, Services, drop_database, fresh_database
 from totesys_etl.local.services import servers
-from totesys_etl.schema import DIM_DATE, FACTS, SOURCE_TABLES, STATE_TABLES, Table
+from totesys_etl.schema import API_FACTS, DIM_DATE, EVENT_FACTS, FACTS, SOURCE_TABLES, STATE_TABLES, Table
 from totesys_etl.schema.ddl import create_table
 
 TO_SQL_DB = "bench_to_sql"
@@ -93,7 +93,7 @@ def to_sql_seconds(svc: Services, pipeline: Pipeline, run_id: str, workdir: Path
 
     from totesys_etl import manifest as manifests
 
-    loadable = {t.name: t for t in (*STATE_TABLES, *FACTS, DIM_DATE)}
+    loadable = {t.name: t for t in (*STATE_TABLES, *FACTS, DIM_DATE, *API_FACTS, *EVENT_FACTS)}
     fresh_database(svc, TO_SQL_DB)
     conn = pg8000.connect(**parse_url(svc.admin_url(TO_SQL_DB)))
     try:

@@ -55,12 +55,14 @@ def markdown(results: dict) -> str:
              status("snapshot_load_s"))]
     lines = ["| key | value | target | |", "|---|---|---|---|"]
     lines += [f"| `{k}` | {v} | {t} | {s} |" for k, v, t, s in rows]
-    lines += ["", "| stage (initial load) | handler s | start-up s | rows | source rows/s | peak RSS MB "
-                  "| peak /tmp MB |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| stage (initial load) | handler s | start-up s | start-up CPU s | rows | source rows/s "
+                  "| peak RSS MB | peak /tmp MB |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in STAGES:
         v = d["initial_load"][s]
-        lines.append(f"| {s} | {v['handler_s']:.2f} | {v['process_start_s']:.2f} | {v['rows']:,} | "
-                     f"{v['source_rows_per_s']:,} | {v['peak_rss_mb']:.0f} | {v['peak_tmp_mb']:.1f} |")
+        lines.append(f"| {s} | {v['handler_s']:.2f} | {v['process_start_s']:.2f} | {v['process_start_cpu_s']:.2f} | "
+                     f"{v['rows']:,} | {v['source_rows_per_s']:,} | {v['peak_rss_mb']:.0f} | {v['peak_tmp_mb']:.1f} |")
+    lines += ["", "FX off: no FX stand-in ran, so the pipelines fetched no rates (deployed ones do)."
+              if d["fx_rates"] is None else f"FX on, as deployed: the initial load fetched {d['fx_rates']:,} rates."]
     m = d["machine"]
     lines += ["", f"Machine: {m['nproc']} cores ({m['cpu']}), {m['ram_gb']} GB RAM, PostgreSQL {m['postgresql']}, "
                   f"Python {m['python']}; load average before {m['load_average_before'][0]}, "

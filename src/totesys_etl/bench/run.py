@@ -31,7 +31,7 @@ from totesys_etl.bench.scratch import BenchFailed, Pipeline, Services, admin_con
 from totesys_etl.errors import EtlError
 from totesys_etl.local.drive.progress import Steps
 from totesys_etl.local.services import lifecycle
-from totesys_etl.schema import DIMENSIONS, FACTS, SOURCE_TABLES
+from totesys_etl.schema import DIMENSIONS, FACTS, FX_RATE, SOURCE_TABLES
 
 DEFAULT_ORDERS = 100_000
 TICK_CHANGES = 1000
@@ -212,10 +212,13 @@ def run_bench(svc: Services, orders: int, workdir: Path, out: TextIO, skip_basel
         "detail": {
             "source_rows": counts,
             "initial_load": {s: {"handler_s": initial[s]["handler_s"], "process_start_s": initial[s]["process_start_s"],
+                                 "process_start_cpu_s": initial[s]["process_start_cpu_s"],
                                  "rows": stage_rows(initial[s]),
                                  "source_rows_per_s": round(source_rows / initial[s]["handler_s"]),
                                  "peak_rss_mb": initial[s]["peak_rss_mb"],
                                  "peak_tmp_mb": initial[s]["peak_tmp_mb"]} for s in STAGES},
+            # None: no FX stand-in ran, so the pipelines fetched no rates (a deployed one does).
+            "fx_rates": initial["ingest"]["result"]["rows"].get(FX_RATE.name, 0) if svc.fx_api_url else None,
             "floor_s": floor_tables, "floor_copy_out_s": floor_out, "floor_copy_in_s": round(floor_s - floor_out, 4),
             "to_sql_s": to_sql_s, "our_load_s": initial["load"]["handler_s"],
             "noop_tick_s": {s: noop[s]["handler_s"] for s in STAGES},
@@ -242,7 +245,7 @@ def local_services(home: Path) -> Services:
     for key in [k for k in os.environ if k.startswith(("TOTESYS_", "AWS_"))]:
         del os.environ[key]  # the bench never works on a setup given through the environment
     os.environ.update(aws)
-    return Services(cluster, state["reader_password"], aws)
+    return Services(cluster, state["reader_password"], aws, env.get("TOTESYS_FX_API_URL"))
 
 
 def _courier(svc: Services, home: Path, megabytes: float, out: TextIO) -> dict:

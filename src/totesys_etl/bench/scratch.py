@@ -23,6 +23,7 @@ class Services:
     cluster: servers.Postgres
     reader_password: str
     aws: dict[str, str]  # AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and dummy keys
+    fx_api_url: str | None = None  # the FX stand-in `up` started: the pipelines fetch rates as deployed ones do
 
     def admin_url(self, database: str) -> str:
         return self.cluster.url(database)
@@ -45,7 +46,7 @@ class Pipeline:
                 "TOTESYS_SOURCE_ADMIN_URL": svc.admin_url(self.source_db),
                 "TOTESYS_WAREHOUSE_URL": svc.admin_url(self.warehouse_db),
                 "TOTESYS_INGEST_BUCKET": self.buckets[0], "TOTESYS_PROCESSED_BUCKET": self.buckets[1],
-                **svc.aws}
+                **({"TOTESYS_FX_API_URL": svc.fx_api_url} if svc.fx_api_url else {}), **svc.aws}
 
 
 def admin_connection(svc: Services, database: str) -> pg8000.native.Connection:

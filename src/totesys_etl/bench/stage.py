@@ -5,11 +5,14 @@
 Prints one JSON object on stdout: `handler_s` (the handler call alone, timed inside the
 process), `process_start_s` (from `--started`, the caller's clock just before it spawned the
 process, to the moment the handler is called: interpreter start-up and imports, what a Lambda's
-cold start costs; without `--started`, from this module's first line), `peak_rss_mb`
-(`resource.getrusage`, the whole process's high-water mark), `peak_tmp_mb` (the most the handler
-held in its temporary folder at once: what Lambda's /tmp must hold, see `TmpWatch`) and the
-handler's `result`. The handler's own JSON log lines go to stderr. Exit 1, after the same JSON
-with `error`, when the handler raised.
+cold start costs; without `--started`, from this module's first line), `process_start_cpu_s` (the
+CPU seconds the process used until then: on a shared machine it moves far less than the wall
+clock, so it is what to compare when changing imports), `imported_by_handler` (the top-level
+packages first imported during the call: start-up cost that `process_start_s` does not show),
+`peak_rss_mb` (`resource.getrusage`, the whole process's high-water mark), `peak_tmp_mb` (the
+most the handler held in its temporary folder at once: what Lambda's /tmp must hold, see
+`TmpWatch`) and the handler's `result`. The handler's own JSON log lines go to stderr. Exit 1,
+after the same JSON with `error`, when the handler raised.
 """
 from __future__ import annotations
 
@@ -90,12 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     event = json.loads(args.event)
     handler = importlib.import_module(HANDLERS[args.stage]).lambda_handler
-    ready = time.time()
+    ready, ready_cpu = time.time(), time.process_time()
     outcome = {"stage": args.stage,
-               "process_start_s": round(ready - (args.started if args.started is not None else _MODULE_START), 4)}
+               "process_start_s": round(ready - (args.started if args.started is not None else _MODULE_START), 4),
+               "process_start_cpu_s": round(ready_cpu, 4)}
     # A fresh temporary folder of the handler's own, as a new Lambda container's /tmp.
     scratch = tempfile.mkdtemp(prefix=f"totesys-{args.stage}-tmp-")
     tempfile.tempdir = scratch
+    loaded = {name.partition(".")[0] for name in sys.modules}
     try:
         with TmpWatch(scratch) as tmp:
             start = time.perf_counter()
@@ -107,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         tempfile.tempdir = None
         shutil.rmtree(scratch, ignore_errors=True)
+    outcome["imported_by_handler"] = sorted({name.partition(".")[0] for name in sys.modules} - loaded)
     outcome["peak_rss_mb"] = peak_rss_mb()
     outcome["peak_tmp_mb"] = tmp.peak_mb
     print(json.dumps(outcome, default=str), flush=True)

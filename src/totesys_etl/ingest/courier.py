@@ -34,7 +34,6 @@ import json
 import os
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -47,12 +46,11 @@ from totesys_etl.errors import EtlError, LakeUnavailable, RunIdCollision, descri
 from totesys_etl.events import Invocation
 from totesys_etl.faults import crash_point
 from totesys_etl.ingest.courier_files import MAX_HELD_CHARS, Unreadable, items
+from totesys_etl.landing_marks import MARK_PREFIX, Landed, is_taken, marker_key
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult
 from totesys_etl.schema.courier import DELIVERY_EVENT, event_row, validate_event
 
-MARKER_PREFIX = "_state/landing/"
-MARK_PREFIX = "_state/landing_mark/"
 #: How far the sweep's mark trails the clock (see the module's docstring).
 LANDING_SETTLE = timedelta(days=1)
 #: CSV of the held-back events: the record number, the event as JSON text, the reason.
@@ -66,15 +64,6 @@ class CourierFailed(EtlError):
     runs_failed = "could not be taken"
 
 
-@dataclass(frozen=True)
-class Landed:
-    """One version of one landed object."""
-
-    key: str
-    etag: str
-    last_modified: datetime | None = None
-
-
 #: S3 keys are at most 1,024 bytes: a landing key longer than this is quarantined under a hash of it.
 MAX_QUARANTINE_NAME_BYTES = 900
 
@@ -85,16 +74,6 @@ def quarantine_name(key: str) -> str:
     if len(key.encode()) <= MAX_QUARANTINE_NAME_BYTES:
         return key
     return f"long-landing-key/{hashlib.sha256(key.encode()).hexdigest()}"
-
-
-def marker_key(bucket: str, key: str, etag: str) -> str:
-    """Where the marker of a taken object lives: a hash, so any key (`..`, quotes) is just input."""
-    digest = hashlib.sha256(json.dumps([bucket, key, etag]).encode()).hexdigest()
-    return f"{MARKER_PREFIX}{digest}.json"
-
-
-def is_taken(settings: Settings, obj: Landed) -> bool:
-    return s3.exists(settings.ingest_bucket, marker_key(settings.landing_bucket, obj.key, obj.etag))
 
 
 class _HeldEvents:
@@ -158,7 +137,7 @@ def take(settings: Settings, obj: Landed, log: StageLog) -> RunResult | None:
     """
     landing, bucket = settings.landing_bucket, settings.ingest_bucket
     if is_taken(settings, obj):
-        log.info("landed file already taken", key=obj.key, etag=obj.etag)
+        log.debug("landed file already taken", key=obj.key, etag=obj.etag)
         return None
     timer = Timer()
     run_id = lake.run_id_at(datetime.now(timezone.utc))

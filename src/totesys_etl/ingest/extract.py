@@ -2,21 +2,21 @@
 
 A row version is identified by its writer's transaction id `x` (the row's `xmin`, made 64-bit) and
 its stamp `s` (`last_updated`). The previous run P left in its manifest (watermark.py) its
-snapshot, `P.seen` (the ids between its xmin and xmax, not in progress, whose versions it saw) and
-`P.unread` (id ranges whose old-stamped versions no run has read yet). A version is *unseen by P*
-iff `x >= P.xmin AND x NOT IN P.seen`: every id below P.xmin had ended before P, every id in
-P.seen was seen, and any other id was in progress at P, started after it, or belongs to a
-savepoint of a transaction in progress (a subtransaction id, which `pg_snapshot` never lists).
+snapshot, the ids it counted as in progress (`in_progress`, savepoints' ids included, asked of
+`pg_xact_status` just before its snapshot) and their complement between its xmin and xmax
+(`P.seen`), and `P.unread` (id ranges whose old-stamped versions no run has read yet). A version
+is *unseen by P* iff `x >= P.xmin AND x NOT IN P.seen`: it was in progress at P or came after.
+A run never reads a version of an id it counts as in progress itself: the next run does.
 Each run reads, per table, in one of three ways (readme_files/adr/0001-late-commits.md):
 
 - **recent** (nothing P had in progress has ended): unseen versions stamped after `P.cutoff -
-  OVERLAP`, an index range when the source indexes `last_updated`. Versions of ids that first
-  became visible to this run but are stamped earlier are left `unread`: they wait for a run that
-  reads every stamp.
+  OVERLAP` (14 hours: writers' zones, clock steps), an index range when the source indexes
+  `last_updated`. Versions of ids that first became visible to this run but are stamped earlier
+  are left `unread`: they wait for a run that reads every stamp.
 - **full** (something P had in progress has ended: it may have written old stamps): every unseen
   version whatever its stamp (a sequential scan). What it read is no longer `unread`.
-- **rescan** (the first run; or `full_rescan_seconds` since the last scan): as full, plus every
-  `unread` version. Nothing is left unread afterwards.
+- **rescan** (the first run; `full_rescan_seconds` since the last scan; a stopped table resuming):
+  as full, plus every `unread` version. Nothing is left unread afterwards.
 
 So a run ships what changed since the previous run however long a transaction stays open, and
 never ships a version a run already shipped. COPY takes no bind parameters, so the few values in
@@ -26,14 +26,17 @@ identifiers come from the schema declaration, quoted with `identifier()`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO, Callable
-from datetime import datetime, timezone
+from datetime import datetime
 
 from pg8000.native import identifier, literal
 
-from totesys_etl.adapters.postgres import Connection, copy_out
-from totesys_etl.ingest.watermark import NO_XIDS, OVERLAP, Snapshot, Unread, Watermark, format_cutoff, xid_ranges
+from totesys_etl import lake
+from totesys_etl.adapters.postgres import Connection, copy_out, rollback_quietly, transaction
+from totesys_etl.ingest.identity import Identity, read_identity
+from totesys_etl.ingest.watermark import (NO_XIDS, OVERLAP, Snapshot, Unread, Watermark, XidSet, format_cutoff,
+                                          xid_ranges)
 from totesys_etl.schema.ddl import column_list
 from totesys_etl.schema.model import Table
 
@@ -47,12 +50,22 @@ MAX_UNREAD = 200
 
 @dataclass(frozen=True)
 class Cut:
-    """This run's consistent view: its snapshot, its cut-off (the source's local time, like
-    `last_updated`) and the database's clock in UTC just after the snapshot, which names the run."""
+    """This run's consistent view: its snapshot, the ids it counts as in progress (savepoints'
+    ids included), its cut-off (the source's clock in UTC, the time the stamp window is measured
+    from), the source's clock just after the lock was taken, which names the run, and which
+    database it is (identity.py)."""
 
     snapshot: Snapshot
+    in_progress: XidSet
     cutoff: datetime
     now: datetime
+    identity: Identity | None = None
+
+    @property
+    def seen(self) -> XidSet:
+        """The ids strictly between xmin and xmax that had ended: every version they wrote is
+        visible to this snapshot (or never will be). The next run's unseen zone is the rest."""
+        return XidSet.span(self.snapshot.xmin + 1, self.snapshot.xmax) - self.in_progress
 
 
 @dataclass(frozen=True)
@@ -62,72 +75,126 @@ class Plan:
     previous: Watermark | None
     current: Snapshot
     mode: str
+    in_progress: XidSet = XidSet()
 
     @property
     def reads_every_stamp(self) -> bool:
         return self.mode != "recent"
 
 
-def lock_snapshot_order(conn: Connection) -> None:
-    """Hold the snapshot lock for this session (released by `release_snapshot_order`, or by the
-    session's end). Any role may take an advisory lock; it writes nothing in the source."""
-    conn.run("SELECT pg_advisory_lock(CAST(:key AS bigint))", key=SNAPSHOT_LOCK_KEY)
+def in_progress_before(conn: Connection, previous: Watermark | None) -> tuple[XidSet, int]:
+    """The ids still in progress just before the snapshot is taken, and the next unassigned id then.
+
+    Asked with `pg_xact_status`, which knows savepoints' ids and, on a hot standby, the primary's
+    running transactions (where `pg_current_snapshot()` lists none). Only ids that could still run
+    are asked: those the previous run counted as in progress and those handed out since it (on a
+    first run, everything from the oldest running id on), so the cost follows what happened since
+    the previous run, not how long a transaction has held an id. An id that ends between this
+    question and the snapshot stays "in progress" for this run: it skips that id's versions and
+    the next run reads them, so nothing is read twice and nothing is lost.
+    """
+    candidates = previous.in_progress if previous is not None else XidSet()
+    since = previous.snapshot.xmax if previous is not None else 0
+    with transaction(conn, read_only=True):  # one statement, in a transaction: see begin_snapshot
+        (state,) = conn.run(
+            "WITH n AS (SELECT ref + age((ref % 4294967296)::text::xid) AS next, xmin FROM ("
+            "  SELECT CASE WHEN xmax % 4294967296 < 3 THEN xmax - 3 ELSE xmax END AS ref, xmin FROM ("
+            "   SELECT pg_snapshot_xmax(s)::text::bigint AS xmax, pg_snapshot_xmin(s)::text::bigint AS xmin"
+            "   FROM pg_current_snapshot() AS s) AS a) AS b)"
+            " SELECT n.next, (SELECT coalesce(range_agg(int8range(x, x + 1)), '{}')::text FROM ("
+            "   SELECT generate_series(lower(r), upper(r) - 1) AS x FROM unnest("
+            "    (CAST(:candidates AS int8multirange)"
+            "     + int8multirange(int8range(least(CAST(:since AS bigint), n.next), n.next)))"
+            "    * int8multirange(int8range(n.xmin, n.next))) AS r) AS c"
+            "  WHERE x % 4294967296 >= 3 AND pg_xact_status(x::text::xid8) = 'in progress') FROM n",
+            candidates=str(candidates), since=since)
+    return XidSet.parse(state[1]), int(state[0])
 
 
-def release_snapshot_order(conn: Connection) -> None:
-    conn.run("SELECT pg_advisory_unlock(CAST(:key AS bigint))", key=SNAPSHOT_LOCK_KEY)
+def begin_snapshot(conn: Connection) -> None:
+    """Open the run's REPEATABLE READ READ ONLY transaction holding the snapshot lock.
+
+    The lock is a transaction-level advisory lock (any role may take one; it writes nothing), so it
+    lives and dies with the transaction: through a pooler in transaction mode (PgBouncer) a session
+    lock would stay with whichever server connection took it. For the same reason every statement
+    of the ingest runs inside an explicit transaction: outside one, such a pooler may hand the
+    parts of one extended-protocol query to different server connections. The lock is tried in the statement
+    that fixes the snapshot; when another ingest holds it, this transaction ends, waits for the
+    holder to finish, and starts again, so a snapshot taken under the lock is never older than one
+    taken by an ingest that held it first. The transaction holds the lock until it ends: ingests
+    take their snapshots one after the other, and run ids sort like snapshots (the loader keeps
+    the latest run's version, ADR 0002).
+    """
+    while True:
+        conn.run("START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            if conn.run("SELECT pg_try_advisory_xact_lock(CAST(:key AS bigint))", key=SNAPSHOT_LOCK_KEY)[0][0]:
+                return
+            conn.run("ROLLBACK")
+            with transaction(conn, read_only=True):  # wait for the holder; released at once
+                conn.run("SELECT pg_advisory_xact_lock(CAST(:key AS bigint))", key=SNAPSHOT_LOCK_KEY)
+        except BaseException:
+            rollback_quietly(conn)
+            raise
 
 
-def take_snapshot(conn: Connection) -> Cut:
-    """The first statement of the run's REPEATABLE READ transaction: it fixes the snapshot that
-    every COPY of the run reads, and the cut-off comes from the database, not the Lambda clock.
-
-    `pg_current_snapshot()` leaves out transactions that are running but started after the most
-    recent commit (they are at or above its xmax, "not yet started"). The next run must know
-    them to re-read their writes once they commit, so the snapshot is widened to the next
-    transaction id still unassigned when it was taken, with every id in between listed as in
-    progress: the same visibility, every late transaction named. A role without privileges reads
-    that next id through `age(xid)`, which is next id minus `xid` for a transaction without one.
-    The run is named by `clock_timestamp()`, read after the snapshot; under the snapshot lock, a
-    later snapshot therefore always gets a later run id (the loader relies on that order).
+def take_snapshot(conn: Connection, running: XidSet, next_before: int) -> Cut:
+    """The run's snapshot (fixed by `begin_snapshot`'s first statement), with the ids it counts as
+    in progress: those `in_progress_before` found running, and every id handed out since, whether
+    or not PostgreSQL's own snapshot lists it (it leaves out a running transaction whose id is at
+    or above its xmax, and on a hot standby lists none). The next unassigned id, read through
+    `age(xid)` (next id minus `xid` for a transaction without one, open to any role), becomes the
+    recorded xmax: the same visibility, every late transaction named. The cut-off is the source's
+    clock in UTC, whatever zone the server or the writers use; the run is named by
+    `clock_timestamp()`, read after the lock was taken.
     """
     snapshot, cutoff, now, reference, age = conn.run(
-        "SELECT snap::text, LOCALTIMESTAMP, clock_timestamp(), ref, age((ref % 4294967296)::text::xid) FROM ("
-        " SELECT snap, CASE WHEN xmax % 4294967296 < 3 THEN xmax - 3 ELSE xmax END AS ref FROM ("
+        "SELECT snap::text, now() AT TIME ZONE 'UTC', clock_timestamp(), ref, age((ref % 4294967296)::text::xid)"
+        " FROM (SELECT snap, CASE WHEN xmax % 4294967296 < 3 THEN xmax - 3 ELSE xmax END AS ref FROM ("
         "  SELECT pg_current_snapshot() AS snap,"
         "   pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax) AS s) AS r")[0]
-    return Cut(Snapshot.parse(snapshot).widened_to(reference + age), cutoff, now)
+    pg_snapshot = Snapshot.parse(snapshot)
+    next_xid = max(reference + age, pg_snapshot.xmax)
+    current = Snapshot(pg_snapshot.xmin, next_xid, pg_snapshot.xip)
+    in_progress = ((running | XidSet.span(min(next_before, next_xid), next_xid) | XidSet((x, x + 1) for x in
+                    pg_snapshot.xip)) & XidSet.span(current.xmin, next_xid))
+    return Cut(current, in_progress, cutoff, now, read_identity(conn))
+
+
+def everything_in_progress(cut: Cut) -> Cut:
+    """The cut with every id from its xmin on counted as in progress: after a restore the ids the
+    previous run asked about mean nothing, so this run reads only what had certainly ended and the
+    next run reads the rest."""
+    return replace(cut, in_progress=XidSet.span(cut.snapshot.xmin, cut.snapshot.xmax))
 
 
 def plan_read(previous: Watermark | None, cut: Cut, full_rescan_seconds: float) -> Plan:
     """Decide how this run reads (see the module docstring)."""
     if previous is None:
-        return Plan(None, cut.snapshot, "first")
+        return Plan(None, cut.snapshot, "first", cut.in_progress)
     if _rescan_due(previous, cut.now, full_rescan_seconds):
-        return Plan(previous, cut.snapshot, "rescan")
-    ended = any(_ended(x, cut.snapshot) for x in previous.snapshot.xip)
-    return Plan(previous, cut.snapshot, "full" if ended else "recent")
+        return Plan(previous, cut.snapshot, "rescan", cut.in_progress)
+    ended = bool(previous.in_progress - cut.in_progress)
+    return Plan(previous, cut.snapshot, "full" if ended else "recent", cut.in_progress)
 
 
 def _rescan_due(previous: Watermark, now: datetime, full_rescan_seconds: float) -> bool:
     if previous.rescanned_at is None or len(previous.unread) >= MAX_UNREAD:
         return True
-    last = datetime.strptime(previous.rescanned_at, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
-    return (now - last).total_seconds() >= full_rescan_seconds
-
-
-def _ended(xid: int, snapshot: Snapshot) -> bool:
-    """True if transaction `xid` had ended when `snapshot` was taken."""
-    return xid < snapshot.xmin or (xid < snapshot.xmax and xid not in snapshot.xip)
+    last = lake.run_time(previous.rescanned_at)
+    return abs((now - last).total_seconds()) >= full_rescan_seconds  # a clock stepped back counts as due
 
 
 def xid8_of_xmin(current_xmax: int) -> str:
     """SQL for the row's 64-bit `xmin` as a bigint, given the current snapshot's xmax.
 
-    The `xmin` system column is a 32-bit xid; a visible row's transaction began within 2^31 ids
-    before the current xmax, so it lies in xmax's epoch, or the one before when adding xmax's
-    epoch would put it at or past xmax. (A frozen row keeps its raw xmin; should it alias into a
-    recent epoch, the worst outcome is one old version read again, which downstream ignores.)
+    The `xmin` system column is a 32-bit xid. A row that is not frozen was written within 2^31 ids
+    before the current xmax (PostgreSQL freezes it before then), so it lies in xmax's epoch, or the
+    one before when adding xmax's epoch would put it at or past xmax. A frozen row keeps its raw
+    xmin and may be older than 2^32 ids: it then reads as a recent id. Where that id is in
+    progress, the row is skipped (a running transaction's rows are invisible, so a visible row
+    with its id must be such a frozen one); where that id has ended, the row may be read once more
+    (the bound in ADR 0001).
     """
     raw = "xmin::text::bigint"
     base = current_xmax >> 32 << 32
@@ -151,49 +218,29 @@ def _unread_condition(x: str, unread: tuple[Unread, ...]) -> str | None:
 
 
 def changes_query(table: Table, plan: Plan) -> str:
-    """The SELECT of `table`'s versions this run ships (all rows on the first run)."""
+    """The SELECT of `table`'s versions this run ships (all rows on the first run).
+
+    Never a version of an id this run counts as in progress: the next run reads those.
+    """
     columns = column_list(table.column_names)
     source = f"public.{identifier(table.name)}"  # contract §2: the tables live in public, whatever search_path says
     # Identifiers from the declaration, quoted; values below are literal()s of parsed numbers/times.
     select = f"SELECT {columns} FROM {source}"  # nosec B608
+    x = xid8_of_xmin(plan.current.xmax)
+    running = f" AND NOT ({x} <@ {_xids(str(plan.in_progress))})" if plan.in_progress else ""
     previous = plan.previous
     if previous is None:
-        return select
-    x = xid8_of_xmin(plan.current.xmax)
+        return f"{select} WHERE true{running}" if running else select
     where = f"{x} >= {int(previous.snapshot.xmin)}"
     if previous.seen != NO_XIDS:
         where += f" AND NOT ({x} <@ {_xids(previous.seen)})"
     if not plan.reads_every_stamp:
         since = _stamp(previous.cutoff - OVERLAP)
-        return f"{select} WHERE {identifier('last_updated')} > {since} AND {where}"
+        return f"{select} WHERE {identifier('last_updated')} > {since} AND {where}{running}"
     unread = _unread_condition(x, previous.unread) if plan.mode == "rescan" else None
     if unread:
         where = f"({where}) OR {unread}"
-    return f"{select} WHERE {where}"
-
-
-def seen_query(tables: list[Table], plan: Plan) -> str | None:
-    """The SELECT of this run's `seen`: ids strictly between its snapshot's xmin and xmax, not in
-    progress, whose versions this run read or the previous run had seen. None when every id in
-    that range was in progress (nothing to tell apart).
-
-    The next run cannot tell such an id's visibility from this snapshot alone (a savepoint's id is
-    never listed as in progress), so this run records what it actually saw.
-    """
-    current = plan.current
-    between = range(current.xmin + 1, current.xmax)
-    if len(between) <= len([x for x in current.xip if x in between]):
-        return None
-    x = xid8_of_xmin(current.xmax)
-    observed = f"{x} > {int(current.xmin)} AND {x} < {int(current.xmax)}"
-    if not plan.reads_every_stamp:
-        since = _stamp(plan.previous.cutoff - OVERLAP)
-        observed += f" AND {identifier('last_updated')} > {since} AND {x} >= {int(plan.previous.snapshot.xmin)}"
-    union = " UNION ".join(f"SELECT {x} AS x FROM public.{identifier(t.name)} WHERE {observed}"  # nosec B608
-                           for t in tables)
-    carried = _xids(plan.previous.seen if plan.previous else NO_XIDS)
-    return (f"SELECT ((coalesce(range_agg(int8range(x, x + 1)), '{{}}'::int8multirange) + {carried})"  # nosec
-            f" * int8multirange(int8range({int(current.xmin)}, {int(current.xmax)}, '()')))::text FROM ({union}) AS s")
+    return f"{select} WHERE ({where}){running}"
 
 
 def unread_after(conn: Connection, plan: Plan) -> list[Unread]:

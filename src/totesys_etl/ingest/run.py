@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
 
 from pg8000.native import DatabaseError, InterfaceError
 
@@ -17,11 +18,12 @@ from totesys_etl import lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import postgres, s3
 from totesys_etl.config import Settings
-from totesys_etl.errors import RunIdCollision, SourceUnavailable, describe, lake_errors
+from totesys_etl.errors import RunIdCollision, SourceSchemaChanged, SourceUnavailable, describe, lake_errors
 from totesys_etl.faults import crash_point
 from totesys_etl.ingest import extract
 from totesys_etl.ingest import fx
-from totesys_etl.ingest.watermark import OVERLAP, Watermark, format_cutoff, previous_watermark
+from totesys_etl.ingest.identity import history_broken
+from totesys_etl.ingest.watermark import OVERLAP, Stopped, Watermark, format_cutoff, previous_watermark
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult
 from totesys_etl.schema import SOURCE_TABLES
@@ -48,7 +50,7 @@ def ingest(settings: Settings, log: StageLog | None = None) -> RunResult:
                                                         folder, pool, log)
     finally:
         postgres.close_quietly(conn)
-    _add_fx(settings, manifest, fx_inputs, previous_fx, log)
+    fx.add_to_manifest(settings, manifest, fx_inputs, previous_fx, log)
     if manifest["files"]:
         crash_point("ingest.before_manifest")
     key = lake.manifest_key(manifest["run_id"])
@@ -62,27 +64,13 @@ def ingest(settings: Settings, log: StageLog | None = None) -> RunResult:
     return result
 
 
-def _add_fx(settings: Settings, manifest: dict, inputs: fx.FxInputs | None, previous_fx: str | None,
-            log: StageLog) -> None:
-    """The FX part (contract §9), after the snapshot's transaction: its file and watermark in the manifest.
-    With FX off, a watermark an earlier run stored is carried forward, and nothing else changes."""
-    outcome = fx.FxOutcome(None, 0, previous_fx)
-    if inputs is not None:
-        outcome = fx.fetch(settings, manifest["run_id"], inputs, previous_fx, log)
-        manifest["rows"][fx.FX_RATE.name] = outcome.rows
-    if outcome.entry:
-        manifest["files"][fx.FX_RATE.name] = outcome.entry
-    if outcome.watermark is not None:
-        manifest[fx.FX_FIELD] = outcome.watermark
-
-
 def _collision(run_id: str) -> RunIdCollision:
     return RunIdCollision(f"another ingest already wrote objects of run {run_id}: stopped without a manifest, "
                           "so the next run reads these changes")
 
 
 def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds: float, folder: str,
-             pool: ThreadPoolExecutor, log: StageLog) -> tuple[dict, fx.FxInputs | None, str | None]:
+             pool: ThreadPoolExecutor, log: StageLog) -> tuple[dict, fx.FxInputs | None, fx.FxMark]:
     """Read every table's changes in one REPEATABLE READ READ ONLY transaction, uploading as it goes;
     the run's manifest once every upload has finished, what the FX part needs from the same snapshot
     (None when FX is off) and the previous run's FX watermark."""
@@ -90,32 +78,23 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
     files: dict[str, dict] = {}
     rows: dict[str, int] = {}
     try:
-        conn.run("SET DateStyle = 'ISO, MDY'")  # the CSV's timestamps: YYYY-MM-DD HH:MM:SS[.ffffff]
-        extract.lock_snapshot_order(conn)
-        with postgres.transaction(conn, "REPEATABLE READ", read_only=True):
-            cut = extract.take_snapshot(conn)
-            extract.release_snapshot_order(conn)
-            run_id = lake.run_id_at(cut.now)
-            if previous is not None and previous.run_id >= run_id:
-                # A manifest dated after this run (a stray or forged key, a clock gone wrong) is
-                # never "the previous run": take the newest one before this run instead.
-                log.warning("the newest manifest is dated after this run: ignored", previous_run_id=previous.run_id)
-                previous = previous_watermark(bucket, log, before=run_id)
-            previous_fx = previous.fx if previous is not None else None
-            if previous is not None and previous.snapshot.xmax > cut.snapshot.xmax:
-                log.warning("the source's transaction ids went backwards (a restored or replaced "
-                            "database?): reading every row", previous_run_id=previous.run_id)
-                previous = None
-            log.fields["run_id"] = run_id
-            plan = extract.plan_read(previous, cut, full_rescan_seconds)
+        running, next_before = extract.in_progress_before(conn, previous)
+        extract.begin_snapshot(conn)
+        try:
+            conn.run("SET LOCAL DateStyle = 'ISO, MDY'")  # the CSV's timestamps: YYYY-MM-DD HH:MM:SS[.ffffff]
+            cut, previous, previous_fx, run_id = _cut(conn, bucket, previous, running, next_before, log)
+            plan, reads, stopped, added = _table_plans(conn, previous, cut, full_rescan_seconds, log)
             for table in SOURCE_TABLES:
+                if table.name not in reads:
+                    rows[table.name] = 0
+                    continue
                 timer = Timer()
                 path = os.path.join(folder, f"{table.name}.csv")
                 key = lake.table_key(table.name, run_id, "csv")
                 upload = s3.GrowingUpload(bucket, key, path)  # a big file goes up while COPY writes it
                 try:
-                    rows[table.name] = extract.extract_table(conn, extract.changes_query(table, plan), path,
-                                                             upload.grown, s3.PART_SIZE)
+                    rows[table.name] = extract.extract_table(conn, extract.changes_query(table, reads[table.name]),
+                                                             path, upload.grown, s3.PART_SIZE)
                 except BaseException:
                     upload.abandon()
                     raise
@@ -127,18 +106,114 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
                 else:
                     upload.abandon()
                     os.remove(path)
-            seen_query = extract.seen_query(list(SOURCE_TABLES), plan)
-            seen = conn.run(seen_query)[0][0] if seen_query else "{}"
             unread = [u.to_json() for u in extract.unread_after(conn, plan)]
             fx_inputs = fx.read_inputs(conn, previous_fx) if fx.enabled() else None
+            conn.run("COMMIT")  # read only: ending it releases the snapshot lock
+        except BaseException:
+            postgres.rollback_quietly(conn)
+            raise
     except (DatabaseError, InterfaceError) as e:
         raise SourceUnavailable(f"reading the source failed: {describe(e)}") from None
     _wait_below(pending, 1)
     watermark = {"snapshot": str(cut.snapshot), "cutoff": format_cutoff(cut.cutoff),
-                 "overlap_seconds": int(OVERLAP.total_seconds()), "read": plan.mode, "seen": seen,
-                 "unread": unread, "rescanned_at": extract.rescanned_at(plan, run_id)}
+                 "overlap_seconds": int(OVERLAP.total_seconds()), "read": plan.mode, "seen": str(cut.seen),
+                 "in_progress": str(cut.in_progress), "unread": unread,
+                 "rescanned_at": extract.rescanned_at(plan, run_id),
+                 "source_identity": cut.identity.to_json() if cut.identity else None}
+    if stopped:
+        watermark["stopped"] = {s.table: s.to_json() for s in stopped}
+    if added:
+        watermark["new_columns"] = added
     manifest = manifests.ingest_manifest(run_id, previous.run_id if previous else None, watermark, files, rows)
     return manifest, fx_inputs, previous_fx
+
+
+def _cut(conn, bucket: str, previous: Watermark | None, running, next_before: int, log: StageLog
+         ) -> tuple[extract.Cut, Watermark | None, fx.FxMark, str]:
+    """The run's cut, the previous run it reads from (None: read everything), the previous FX
+    watermark and the run id; `log` is bound to the run.
+
+    The ids asked about before the snapshot (`running`) were the previous run's to ask about: when
+    the previous run turns out to be another (a stray manifest dated after this run) or not this
+    history at all (a restore, a failover: identity.py), none of them is trusted and every id from
+    the snapshot's xmin on counts as in progress, so this run reads only what had certainly ended
+    and the next run reads the rest."""
+    cut = extract.take_snapshot(conn, running, next_before)
+    asked_of, (previous, run_id) = previous, _previous_and_run_id(bucket, previous, cut, log)
+    if previous is not asked_of:
+        cut = extract.everything_in_progress(cut)
+    # The FX watermark survives a restore: rates come from the API, not from the source.
+    previous_fx = fx.FxMark(previous.fx, dict(previous.fx_behind)) if previous is not None else fx.FxMark()
+    broken = previous and history_broken(previous.identity, cut.identity, previous.snapshot.xmax, cut.snapshot.xmax)
+    if broken:
+        log.warning(f"the source is not the history the previous run read: {broken}; reading every row",
+                    previous_run_id=previous.run_id)
+        previous, cut = None, extract.everything_in_progress(cut)  # its stopped tables are read in full too
+    log.fields["run_id"] = run_id
+    return cut, previous, previous_fx, run_id
+
+
+#: How far the newest manifest's run id may lie ahead of the source's clock and still be the previous
+#: run (a clock stepped back, contract §2); one further ahead is a stray key, never the previous run.
+MAX_CLOCK_STEP = timedelta(days=1)
+_ONE_TICK = timedelta(microseconds=1)
+
+
+def _previous_and_run_id(bucket: str, previous: Watermark | None, cut: extract.Cut, log: StageLog
+                         ) -> tuple[Watermark | None, str]:
+    """The previous run, and this run's id: the source's clock, or one microsecond after the previous
+    run's id when that clock reads earlier (it stepped back): run order never comes from a clock
+    that can step, and the loader keeps the latest run's version (ADR 0002)."""
+    run_id = lake.run_id_at(cut.now)
+    if previous is None or previous.run_id < run_id:
+        return previous, run_id
+    ahead = lake.run_time(previous.run_id) - cut.now
+    if ahead > MAX_CLOCK_STEP:
+        # A manifest dated far after this run (a stray or forged key) is never "the previous run":
+        # take the newest one before this run instead.
+        log.warning("the newest manifest is dated after this run: ignored", previous_run_id=previous.run_id)
+        previous = previous_watermark(bucket, log, before=run_id)
+        return previous, run_id
+    log.warning(f"the source's clock reads {ahead.total_seconds():.0f} s before the previous run's id: this run's "
+                "id follows the previous one", previous_run_id=previous.run_id)
+    return previous, lake.run_id_at(lake.run_time(previous.run_id) + _ONE_TICK)
+
+
+def _table_plans(conn, previous: Watermark | None, cut: extract.Cut, full_rescan_seconds: float, log: StageLog
+                 ) -> tuple[extract.Plan, dict[str, extract.Plan], list[Stopped], dict[str, list[str]]]:
+    """The run's plan, how each table it reads is read, the tables stopped, and the columns the
+    source added.
+
+    A table the source no longer gives every declared column of is not read: one ERROR
+    (`source_schema_changed`, naming table and columns) per run while it lasts, and the watermark
+    of the last run that read it is carried in the manifest. Once the columns are back it is read
+    from that watermark (every version since, and what was left unread then), and that run scans
+    every table by transaction id, so no claim left unread is read twice. Every other table reads
+    as the run's plan says. A column the source added is ignored and recorded (`new_columns`).
+    """
+    columns = postgres.table_columns(conn, [t.name for t in SOURCE_TABLES])
+    stopped_before = {s.table: s for s in previous.stopped} if previous is not None else {}
+    stopped, added, resumed = [], {}, {}
+    for table in SOURCE_TABLES:
+        present = columns.get(table.name, set())
+        missing = [c for c in table.column_names if c not in present]
+        extra = sorted(present - set(table.column_names))
+        if extra:
+            added[table.name] = extra
+        prior = stopped_before.get(table.name)
+        if missing:
+            log.error(f"source table {table.name} lacks column(s) {', '.join(missing)}: {table.name} is not read "
+                      "until they are back; every other table goes on", SourceSchemaChanged.error_kind,
+                      table=table.name, columns=missing)
+            stopped.append(Stopped(table.name, tuple(missing), prior.since if prior else previous))
+        elif prior is not None:
+            log.warning(f"source table {table.name} has its columns again: reading it from run "
+                        f"{prior.since.run_id if prior.since else 'the beginning'}", table=table.name)
+            resumed[table.name] = extract.plan_read(prior.since, cut, 0)
+    plan = extract.plan_read(previous, cut, 0 if resumed else full_rescan_seconds)
+    halted = {s.table for s in stopped}
+    reads = {t.name: resumed.get(t.name, plan) for t in SOURCE_TABLES if t.name not in halted}
+    return plan, reads, stopped, added
 
 
 def _upload(upload: s3.GrowingUpload, run_id: str) -> None:

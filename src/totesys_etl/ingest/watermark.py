@@ -1,30 +1,36 @@
 """The previous run's state, read back from the lake (its manifest is the ingest's only state).
 
 Each ingest run records in its manifest what the next run needs to read exactly what is new
-(readme_files/adr/0001-late-commits.md): the `pg_snapshot` it read under, its cut-off, the
-transaction ids it saw that its snapshot alone cannot tell apart (`seen`), the id ranges whose
-old-stamped versions wait for the next scan by transaction id (`unread`), and when that scan last
-ran (`rescanned_at`). The newest run is found by listing `_runs/` only from a recent moment on (an
+(readme_files/adr/0001-late-commits.md): the `pg_snapshot` it read under, its cut-off, the ids it
+counted as still in progress (`in_progress`, savepoints' ids included) and their complement
+between its xmin and xmax (`seen`), the id ranges whose old-stamped versions wait for the next
+scan by transaction id (`unread`), when that scan last ran (`rescanned_at`), which database it
+read (`source_identity`: system identifier, timeline, WAL position, start time) and the tables
+it could not read (`stopped`). The newest run is found by listing `_runs/` only from a recent moment on (an
 hour back, then further back only if that finds nothing readable), so the cost does not grow
 with the lake.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 
 from totesys_etl import lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
 from totesys_etl.errors import InvalidInput, lake_errors
+from totesys_etl.ingest import fx as fx_state
+from totesys_etl.ingest.identity import Identity
 from totesys_etl.logs import StageLog
 
-#: Rows whose `last_updated` is at most this much older than the previous cut-off are re-checked
-#: against the previous snapshot (contract §3: a time window may only add to the snapshot method, and
-#: is then at least 15 minutes). It catches writes whose `last_updated` predates the transaction
-#: id they committed under, e.g. a transaction that read for a while before its first write.
-OVERLAP = timedelta(minutes=15)
+#: How far before the previous cut-off (the source's clock, in UTC) a run that reads recent stamps
+#: looks (contract §3: a time window may only add to the snapshot method, and is then at least 15
+#: minutes). Stamps are whatever writers put there: a session in another zone stamps up to 12 hours
+#: behind UTC (UTC-12), a clock stepped back or a daylight-saving fall-back moves them back again,
+#: and a transaction that read for a while stamps before its first write. 14 hours covers every
+#: zone with two hours to spare; anything older waits for a run that reads every stamp.
+OVERLAP = timedelta(hours=14)
 
 #: The first listing looks this far back; each further one eight times as far, back to FIRST_RUN.
 RECENT = timedelta(hours=1)
@@ -42,6 +48,73 @@ def xid_ranges(text) -> str:
     if not isinstance(text, str) or not _XID_RANGES.fullmatch(text):
         raise ValueError("not a set of transaction id ranges ('{[a,b),...}')")
     return text
+
+
+class XidSet:
+    """A set of 64-bit transaction ids as sorted, disjoint half-open ranges: the Python side of an
+    `int8multirange` (same text form), for the few set operations a run's bookkeeping needs. Its
+    size follows how fragmented the set is, not how many ids it holds."""
+
+    __slots__ = ("ranges",)
+
+    def __init__(self, ranges=()):
+        merged: list[tuple[int, int]] = []
+        for lo, hi in sorted((int(a), int(b)) for a, b in ranges if int(a) < int(b)):
+            if merged and lo <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+            else:
+                merged.append((lo, hi))
+        self.ranges = tuple(merged)
+
+    @classmethod
+    def parse(cls, text) -> "XidSet":
+        return cls(tuple(map(int, r.split(","))) for r in re.findall(r"\[(\d+,\d+)\)", xid_ranges(text)))
+
+    @classmethod
+    def span(cls, lo: int, hi: int) -> "XidSet":
+        return cls([(lo, hi)])
+
+    def __str__(self) -> str:
+        return "{" + ",".join(f"[{lo},{hi})" for lo, hi in self.ranges) + "}"
+
+    def __bool__(self) -> bool:
+        return bool(self.ranges)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, XidSet) and self.ranges == other.ranges
+
+    def __hash__(self) -> int:
+        return hash(self.ranges)
+
+    def __repr__(self) -> str:
+        return f"XidSet({self})"
+
+    def __or__(self, other: "XidSet") -> "XidSet":
+        return XidSet(self.ranges + other.ranges)
+
+    def __sub__(self, other: "XidSet") -> "XidSet":
+        out, cuts, i = [], other.ranges, 0
+        for lo, hi in self.ranges:
+            while i < len(cuts) and cuts[i][1] <= lo:
+                i += 1
+            j, start = i, lo
+            while j < len(cuts) and cuts[j][0] < hi:
+                if cuts[j][0] > start:
+                    out.append((start, cuts[j][0]))
+                start = max(start, cuts[j][1])
+                j += 1
+            if start < hi:
+                out.append((start, hi))
+        return XidSet(out)
+
+    def __and__(self, other: "XidSet") -> "XidSet":
+        return self - (self - other)
+
+    def __contains__(self, xid: int) -> bool:
+        return any(lo <= xid < hi for lo, hi in self.ranges)
+
+    def count(self) -> int:
+        return sum(hi - lo for lo, hi in self.ranges)
 
 
 def parse_stamp(text) -> datetime:
@@ -91,13 +164,6 @@ class Snapshot:
             raise ValueError("pg_snapshot ids out of order")
         return cls(xmin, xmax, xip)
 
-    def widened_to(self, next_xid: int) -> "Snapshot":
-        """The same visibility with ids in [xmax, next_xid) listed as in progress (see
-        extract.take_snapshot): ids at or above xmax are invisible either way."""
-        if next_xid <= self.xmax:
-            return self
-        return Snapshot(self.xmin, next_xid, tuple(sorted({*self.xip, *range(self.xmax, next_xid)})))
-
     def __str__(self) -> str:
         """The text form PostgreSQL reads back with `::pg_snapshot` (rebuilt from integers)."""
         return f"{self.xmin}:{self.xmax}:{','.join(str(x) for x in self.xip)}"
@@ -105,11 +171,14 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class Watermark:
-    """What a run read: its snapshot, its cut-off in the source's own zone (like last_updated), the
-    ids it saw in its snapshot's in-between range, what it left unread, and its last full scan.
+    """What a run read: its snapshot, its cut-off (the source's clock; UTC since issue 34), the ids
+    it counted as in progress and their complement between its xmin and xmax (`seen`), what it
+    left unread, its last full scan, which database it read, and the tables it could not read.
 
-    A manifest from before these fields existed gives no `seen`, no `unread` and no
-    `rescanned_at`: the next run then scans whole tables (it may ship a version again, never lose one).
+    A manifest from before `in_progress` existed gives it as the complement of its `seen` (what
+    that run saw), which is what its runs meant. One from before `seen` existed gives no `seen`,
+    no `unread` and no `rescanned_at`: the next run then scans whole tables (it may ship a version
+    again, never lose one).
     """
 
     run_id: str
@@ -119,6 +188,40 @@ class Watermark:
     unread: tuple[Unread, ...] = ()
     rescanned_at: str | None = None
     fx: str | None = None  # the newest FX day stored (ingest/fx.py); None before the first FX run
+    fx_behind: tuple[tuple[str, str | None], ...] = ()  # FX currencies behind `fx`, each with its own day
+    running: str | None = None  # `in_progress` as recorded; None in manifests written before it
+    identity: Identity | None = None
+    stopped: tuple["Stopped", ...] = ()
+
+    @property
+    def in_progress(self) -> XidSet:
+        if self.running is not None:
+            return XidSet.parse(self.running)
+        return XidSet.span(self.snapshot.xmin, self.snapshot.xmax) - XidSet.parse(self.seen)
+
+    def fields(self) -> dict:
+        """The fields a stopped table carries to resume from (see `Stopped`)."""
+        return {"run_id": self.run_id, "snapshot": str(self.snapshot), "cutoff": format_cutoff(self.cutoff),
+                "seen": self.seen, "in_progress": str(self.in_progress), "unread": [u.to_json() for u in self.unread],
+                "rescanned_at": self.rescanned_at}
+
+    @classmethod
+    def from_fields(cls, fields: dict, run_id) -> "Watermark":
+        """The watermark in a manifest's fields; ValueError/TypeError if they do not hold one."""
+        snapshot = Snapshot.parse(fields["snapshot"])
+        cutoff = parse_stamp(fields["cutoff"])
+        seen = xid_ranges(fields.get("seen", NO_XIDS))
+        running = fields.get("in_progress")
+        if running is not None:
+            xid_ranges(running)
+        unread = fields.get("unread", [])
+        if not isinstance(unread, list):
+            raise ValueError("unread is not a list")
+        rescanned_at = fields.get("rescanned_at")
+        if rescanned_at is not None and not (isinstance(rescanned_at, str) and lake.RUN_ID.fullmatch(rescanned_at)):
+            raise ValueError("rescanned_at is not a run id")
+        return cls(run_id, snapshot, cutoff, seen, tuple(Unread.from_json(u) for u in unread), rescanned_at,
+                   running=running, identity=Identity.from_json(fields.get("source_identity")))
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "Watermark":
@@ -130,21 +233,42 @@ class Watermark:
         if manifest["stage"] != "ingest":
             raise InvalidInput(f"manifest of {run_id!r} is not an ingest manifest")
         try:
-            snapshot = Snapshot.parse(manifest["snapshot"])
-            cutoff = parse_stamp(manifest["cutoff"])
-            seen = xid_ranges(manifest.get("seen", NO_XIDS))
-            unread = manifest.get("unread", [])
-            if not isinstance(unread, list):
-                raise ValueError("unread is not a list")
-            rescanned_at = manifest.get("rescanned_at")
-            if rescanned_at is not None and not (isinstance(rescanned_at, str) and lake.RUN_ID.fullmatch(rescanned_at)):
-                raise ValueError("rescanned_at is not a run id")
+            watermark = cls.from_fields(manifest, run_id)
             fx = manifest.get("fx")
             if fx is not None and not (isinstance(fx, str) and date.fromisoformat(fx).isoformat() == fx):
                 raise ValueError("fx is not a YYYY-MM-DD date")
-            return cls(run_id, snapshot, cutoff, seen, tuple(Unread.from_json(u) for u in unread), rescanned_at, fx)
-        except (TypeError, ValueError) as e:
+            stopped = manifest.get("stopped", {})
+            if not isinstance(stopped, dict):
+                raise ValueError("stopped is not an object")
+            fx_behind = tuple(fx_state.parse_behind(manifest.get(fx_state.BEHIND_FIELD)).items())
+            return replace(watermark, fx=fx, fx_behind=fx_behind,
+                           stopped=tuple(Stopped.from_json(t, e) for t, e in sorted(stopped.items())))
+        except (KeyError, TypeError, ValueError) as e:
             raise InvalidInput(f"manifest of {run_id!r}: {e}") from None
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """A table the source no longer gives every declared column of (contract §2 "Schema changes"):
+    runs skip it until the columns are back, then read it from `since`, the watermark of the last
+    run that read it (None: from the beginning), so it catches up with nothing lost."""
+
+    table: str
+    missing: tuple[str, ...]
+    since: Watermark | None
+
+    def to_json(self) -> dict:
+        return {"missing": list(self.missing), "since": self.since.fields() if self.since else None}
+
+    @classmethod
+    def from_json(cls, table, entry) -> "Stopped":
+        if not isinstance(table, str) or not isinstance(entry, dict) or not isinstance(entry.get("missing"), list):
+            raise ValueError("a stopped entry is not {table: {missing, since}}")
+        since = entry.get("since")
+        if since is not None and not isinstance(since, dict):
+            raise ValueError("a stopped entry's since is not an object")
+        return cls(table, tuple(str(c) for c in entry["missing"]),
+                   Watermark.from_fields(since, since.get("run_id")) if since else None)
 
 
 def format_cutoff(moment: datetime) -> str:

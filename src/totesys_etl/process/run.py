@@ -147,11 +147,11 @@ def _process_file(settings: Settings, run_id: str, entry: FileEntry, folder: str
                   ) -> tuple[dict | None, pa.Array, HeldRows]:
     """Download, check and transform one CSV into its output; InvalidInput if it cannot be read at all.
 
-    The fast path converts as pyarrow parses; at the first row that does not fit, the file is read
-    again as text and each batch is checked row by row, its bad rows held back. Nothing is
-    uploaded until the whole file has been read and its row count checked.
+    The file is read with ordinary blocks; one that does not parse in them may hold a record too
+    big for them, so it is scanned once (`read.scan`) and read again with blocks that fit, its
+    records with a value over the limit held back unparsed. Nothing is uploaded until the whole
+    file has been read and its row count checked.
     """
-    output = transform.output_table(entry.table)
     table = ingested_table(entry.table)
     path = os.path.join(folder, "input.csv")  # a fixed name: a key is never a path
     try:
@@ -160,30 +160,45 @@ def _process_file(settings: Settings, run_id: str, entry: FileEntry, folder: str
         if is_missing(e):
             raise InvalidInput(f"{entry.table} CSV named by the manifest cannot be read") from None
         raise
-    held = HeldRows(os.path.join(folder, "held.csv"), table.column_names)
     try:
         read.check_header(path, table)
         try:
-            seen: list[pa.Array] = []
-            batches = _dated(output, _clean_batches(path, table, output, entry.rows), seen)
-            return _write_parquet(settings, run_id, output, batches, folder, log), calendar.distinct_dates(seen), held
-        except read.NotClean:
-            log.info(f"{entry.table} has rows that do not fit; checking it row by row", table=entry.table)
-        seen = []
-        try:
-            batches = _dated(output, _careful_batches(path, table, output, entry.rows, held), seen)
-            written = _write_parquet(settings, run_id, output, batches, folder, log)
-        finally:
-            held.close()
-        return written, calendar.distinct_dates(seen), held
+            return _read_file(settings, run_id, entry, path, read.Layout(), folder, log)
+        except read.NeedsScan:
+            log.info(f"{entry.table} does not parse in {read.CSV_BLOCK_BYTES:,}-byte blocks; scanning its records",
+                     table=entry.table)
+        return _read_file(settings, run_id, entry, path, read.scan(path, table.column_names), folder, log)
     finally:
         os.remove(path)
 
 
-def _clean_batches(path: str, table: Table, output: Table, expected_rows: int) -> Iterator[pa.RecordBatch]:
+def _read_file(settings: Settings, run_id: str, entry: FileEntry, path: str, layout: read.Layout, folder: str,
+               log: StageLog) -> tuple[dict | None, pa.Array, HeldRows]:
+    """One reading of a downloaded CSV with `layout`: the fast path, and the careful one if a row
+    does not fit (a NeedsScan from either leaves nothing behind: the caller reads it again)."""
+    output = transform.output_table(entry.table)
+    table = ingested_table(entry.table)
+    held = HeldRows(os.path.join(folder, f"held{'-scanned' if layout.scanned else ''}.csv"), table.column_names,
+                    path, layout.oversized)
+    try:
+        try:
+            seen: list[pa.Array] = []
+            batches = _dated(output, _clean_batches(path, table, output, entry.rows, layout), seen)
+            return _write_parquet(settings, run_id, output, batches, folder, log), calendar.distinct_dates(seen), held
+        except read.NotClean:
+            log.info(f"{entry.table} has rows that do not fit; checking it row by row", table=entry.table)
+        seen = []
+        batches = _dated(output, _careful_batches(path, table, output, entry.rows, held, layout), seen)
+        return _write_parquet(settings, run_id, output, batches, folder, log), calendar.distinct_dates(seen), held
+    finally:
+        held.close()
+
+
+def _clean_batches(path: str, table: Table, output: Table, expected_rows: int, layout: read.Layout
+                   ) -> Iterator[pa.RecordBatch]:
     """The fast path: typed batches transformed as they are; NotClean at the first row that does not fit."""
-    rows = 0
-    for batch in read.typed_batches(path, table):
+    rows = len(layout.oversized)
+    for batch in read.typed_batches(path, table, layout):
         out, problems = transform.transform(output, batch)
         if rows_of.any_rows(problems) or rows_of.any_rows(read.column_problems(table, batch)):
             raise read.NotClean()
@@ -192,14 +207,14 @@ def _clean_batches(path: str, table: Table, output: Table, expected_rows: int) -
     read.check_count(table, rows, expected_rows)
 
 
-def _careful_batches(path: str, table: Table, output: Table, expected_rows: int, held: HeldRows
-                     ) -> Iterator[pa.RecordBatch]:
+def _careful_batches(path: str, table: Table, output: Table, expected_rows: int, held: HeldRows,
+                     layout: read.Layout) -> Iterator[pa.RecordBatch]:
     """The careful path: each text batch converted and checked; rows that do not fit go to `held`.
 
-    The row count compares good and held-back rows together with the manifest's.
+    The row count compares good and held-back rows (oversized ones included) with the manifest's.
     """
     rows = 0
-    for text in read.text_batches(path, table):
+    for text in read.text_batches(path, table, layout):
         typed, problems = read.from_text(table, text)
         out, derived = transform.transform(output, typed)
         problems += derived
@@ -209,7 +224,7 @@ def _careful_batches(path: str, table: Table, output: Table, expected_rows: int,
             out = out.filter(pc.invert(bad))
         rows += text.num_rows
         yield out
-    read.check_count(table, rows, expected_rows)
+    read.check_count(table, rows + len(layout.oversized), expected_rows)
 
 
 def _dated(output: Table, batches: Iterable[pa.RecordBatch], seen: list[pa.Array]) -> Iterator[pa.RecordBatch]:

@@ -22,8 +22,9 @@ from totesys_etl.schema import API_FACTS, DELETE_LOGS, EVENT_FACTS, FACTS, STATE
 #: surrounding whitespace. Anything else is held back (never guessed: `05/01/2024` depends on
 #: the server's DateStyle).
 _DATE_TEXT = re.compile(r"[ \t\n\r\f\v]*(?:(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})|(\d{4})(\d{2})(\d{2}))[ \t\n\r\f\v]*")
-#: PostgreSQL has no year 0; Arrow would read one.
-_FIRST_DAY = pa.scalar(date(1, 1, 1), pa.date32())
+#: PostgreSQL has no year 0; Arrow would read one. Days since 1970-01-01, as date32 counts them: an
+#: Arrow scalar built from a Python date would make pyarrow import pandas (0.2 s of every processor start).
+_FIRST_DAY = (date(1, 1, 1) - date(1970, 1, 1)).days
 
 Derived = tuple[pa.Array, pa.BooleanArray | None]
 
@@ -49,7 +50,7 @@ def _parse_date(values: pa.Array, column: Column) -> Derived:
     try:
         dates = values.cast(pa.date32())
         earliest = pc.min(dates)
-        if not earliest.is_valid or pc.greater_equal(earliest, _FIRST_DAY).as_py():
+        if not earliest.is_valid or earliest.cast(pa.int32()).as_py() >= _FIRST_DAY:
             return dates, None
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass

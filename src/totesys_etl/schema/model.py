@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: Unconstrained `numeric` travels as decimal128(38, 10): 20 integer digits, 10 places (contract §3).
-UNCONSTRAINED_NUMERIC = pa.decimal128(38, 10)
+UNCONSTRAINED_NUMERIC = (38, 10)
 
 _NUMERIC = re.compile(r"numeric\((\d+),\s*(\d+)\)")
 
 
 def arrow_type(pg_type: str) -> pa.DataType:
     """The Arrow type that carries a PostgreSQL column exactly (never a float for money)."""
+    import pyarrow as pa  # here, not at the top: the ingest reads declarations but never Arrow (0.18 s of start-up)
+
     base = pg_type.split("(")[0]
     if base in ("int", "serial"):
         return pa.int32()
@@ -32,7 +36,7 @@ def arrow_type(pg_type: str) -> pa.DataType:
     if base == "timestamp":
         return pa.timestamp("us")
     if pg_type == "numeric":
-        return UNCONSTRAINED_NUMERIC
+        return pa.decimal128(*UNCONSTRAINED_NUMERIC)
     match = _NUMERIC.fullmatch(pg_type)
     if match:
         return pa.decimal128(int(match.group(1)), int(match.group(2)))
@@ -120,4 +124,6 @@ class Table:
     @property
     def arrow_schema(self) -> pa.Schema:
         """The Parquet schema of this table in the lake (surrogate keys are the warehouse's)."""
+        import pyarrow as pa  # see arrow_type
+
         return pa.schema([pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.data_columns])

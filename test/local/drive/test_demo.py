@@ -16,6 +16,7 @@ def _cli(cwd, *args):
 
 
 def test_demo_reconciles_and_a_second_demo_starts_again_from_empty(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "totesys-etl"\n')  # a clone's root
     try:
         first = _cli(tmp_path, "demo", "--orders", "300")
         assert first.returncode == 0, first.stdout + first.stderr

@@ -19,15 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from totesys_etl.errors import EtlError
+from totesys_etl.errors import EtlError, SourceSchemaChanged
 from totesys_etl.ingest.cdc.pgoutput import UNCHANGED_TOAST, Delete, Insert, Relation, Truncate, Update
 from totesys_etl.schema.model import Table
-
-
-class SourceSchemaChanged(EtlError):
-    """A table the pipeline reads lost a column it needs (contract §2 "Schema changes")."""
-
-    error_kind = "source_schema_changed"
 
 
 class UnchangedValueMissing(EtlError):

@@ -75,7 +75,7 @@ class Position:
     lsn_to: int
     snapshot: str | None = None
     snapshot_lsn: int | None = None
-    fx: str | None = None  # the newest FX day stored (ingest/fx.py), carried from run to run
+    fx: fx.FxMark = fx.FxMark()  # where FX stands (ingest/fx.py), carried from run to run
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "Position":
@@ -83,9 +83,10 @@ class Position:
         newest_fx = manifest.get(fx.FX_FIELD)
         if newest_fx is not None and date.fromisoformat(newest_fx).isoformat() != newest_fx:
             raise ValueError("fx is not a YYYY-MM-DD date")
+        fx_mark = fx.FxMark(newest_fx, fx.parse_behind(manifest.get(fx.BEHIND_FIELD)))
         return cls(manifest["run_id"], pgoutput.parse_lsn(manifest["lsn_to"]),
                    snapshot["snapshot"] if snapshot else None,
-                   pgoutput.parse_lsn(snapshot["lsn"]) if snapshot else None, newest_fx)
+                   pgoutput.parse_lsn(snapshot["lsn"]) if snapshot else None, fx_mark)
 
     def in_snapshot(self, commit_lsn: int, xid: int) -> bool:
         """True if the transaction committed at `commit_lsn` with top-level id `xid` (32-bit) is
@@ -176,7 +177,7 @@ def ingest(settings: Settings, log: StageLog | None = None, cdc: CdcSettings | N
                     manifest = _snapshot_run(conn, bucket, run_id, state, folder, log)
                 else:
                     manifest = _changes_run(conn, bucket, run_id, previous, cdc, folder, log)
-            previous_fx = previous.fx if previous else None
+            previous_fx = previous.fx if previous else fx.FxMark()
             fx_inputs = fx.read_inputs(conn, previous_fx) if fx.enabled() else None
         except (DatabaseError, InterfaceError) as e:
             raise SourceUnavailable(f"reading the source's slot failed: {describe(e)}") from None

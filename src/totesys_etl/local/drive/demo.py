@@ -9,32 +9,19 @@ import os
 import time
 from pathlib import Path
 
-import boto3
 import pg8000.native
 from pg8000.native import identifier
 
 from totesys_etl.adapters.postgres import parse_url
-from totesys_etl.local.drive import notifications
+from totesys_etl.local.drive.reset import reset
 from totesys_etl.local.drive.progress import Steps
-from totesys_etl.local.services import admin, lifecycle
+from totesys_etl.local.services import lifecycle
 from totesys_etl.report import warehouse_from_env, write_report
 
 DEMO_CHANGES = 500
 #: Courier delivery events dropped into the landing bucket before the second tick (contract §9), at
 #: most two per seeded order.
 DEMO_DELIVERIES = 1500
-
-
-def reset(home: Path, env: dict[str, str]) -> None:
-    """Empty the warehouse database and the two buckets that `up` created, and their queues."""
-    admin.recreate_database(lifecycle.recorded_cluster(home), parse_url(env["TOTESYS_WAREHOUSE_URL"])["database"])
-    buckets = (env["TOTESYS_INGEST_BUCKET"], env["TOTESYS_PROCESSED_BUCKET"])
-    admin.empty_buckets(boto3.client("s3"), buckets)
-    for bucket in buckets:
-        notifications.purge(notifications.ensure(bucket))
-    if env.get("TOTESYS_LANDING_BUCKET") == lifecycle.LANDING_BUCKET:  # the courier files' bucket up made
-        admin.empty_buckets(boto3.client("s3"), [lifecycle.LANDING_BUCKET])
-        notifications.purge(notifications.ensure(lifecycle.LANDING_BUCKET, prefix=None, suffix=None))
 
 
 def _warehouse_counts(env: dict[str, str]) -> dict[str, int]:

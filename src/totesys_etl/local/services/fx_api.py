@@ -10,9 +10,12 @@ and behaves as Frankfurter documents (readme_files/fx.md compares the two):
 - `latest` (a date) hides every day after it, as the real API has nothing after today.
 Fault switches (`set_fault`, or `POST /_faults` with the same JSON, `DELETE /_faults` to clear)
 make the next answers fail: `500`, `503` or `429` (with `Retry-After`), `slow` (an answer `delay`
-seconds late), `malformed` (not JSON), `negative` (a negative rate), `missing` (a currency left
-out). `after` answers that many requests normally first; `times` limits how many fail (default:
-all). `requests` records each rates request's path, for tests.
+seconds late), `malformed` (not JSON), `negative` (a negative rate), `missing` (the first symbol left
+out of the first day asked), and two hostile servers (contract §9 "Bounded work"): `drip` (the answer one byte every
+`delay` seconds, headers first or, with `headers`, the headers too) and `huge` (`size` bytes of
+blanks before the answer, with no Content-Length, as an endless stream would). `after` answers
+that many requests normally first; `times` limits how many fail (default: all). `requests`
+records each rates request's path, for tests.
 
 `totesys-etl up` runs it as a process of its own (`python -m totesys_etl.local.services.fx_api
 --port N`), tests in a thread (`FxApi.start()`).
@@ -41,7 +44,7 @@ DATASET = Path(__file__).with_name("fx_rates.csv")
 FIRST_DAY, LAST_DAY = date(2021, 1, 1), date(2027, 12, 31)
 START_RATES = {"USD": 1.3512, "EUR": 1.1241, "CHF": 1.2087, "JPY": 139.87}
 PAGE_DAYS = 120
-FAULTS = ("500", "503", "429", "slow", "malformed", "negative", "missing")
+FAULTS = ("500", "503", "429", "slow", "malformed", "negative", "missing", "drip", "huge")
 
 
 def _holiday(day: date) -> bool:
@@ -118,13 +121,14 @@ class FxApi:
         self.server.server_close()
 
     def set_fault(self, mode: str | None, times: int | None = None, after: int = 0, retry_after: int = 1,
-                  delay: float = 2.0) -> None:
+                  delay: float = 2.0, headers: bool = False, size: int = 64 << 20) -> None:
         """Make answers fail from the `after`-th request on, `times` of them (None: every one)."""
         if mode is not None and mode not in FAULTS:
             raise ValueError(f"unknown fault {mode!r}; one of {', '.join(FAULTS)}")
         with self._lock:
             self._fault = None if mode is None else {"mode": mode, "times": times, "after": after,
-                                                     "retry_after": retry_after, "delay": delay, "seen": 0}
+                                                     "retry_after": retry_after, "delay": delay, "seen": 0,
+                                                     "headers": headers, "size": size}
 
     def _take_fault(self) -> dict | None:
         with self._lock:
@@ -183,6 +187,37 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _drip(self, status: int, body: bytes, delay: float, headers: bool) -> None:
+        """The answer a byte every `delay` seconds (each read of the client's succeeds), until it hangs up."""
+        head = (f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.close_connection = True
+        if not headers:
+            self.wfile.write(head)
+            head = b""
+        try:
+            for byte in head + body:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(delay)
+        except OSError:  # the client gave up: what the fault is for
+            pass
+
+    def _huge(self, status: int, body: bytes, size: int) -> None:
+        """`size` blanks, then the answer, with no Content-Length: only a cap on the client stops it."""
+        self.close_connection = True
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        block = b" " * (1 << 16)
+        try:
+            for _ in range(size // len(block)):
+                self.wfile.write(block)
+            self.wfile.write(body)
+        except OSError:
+            pass
+
     def do_POST(self):  # noqa: N802 - the stdlib's name
         api: FxApi = self.server.api
         if urlsplit(self.path).path != "/_faults":
@@ -217,6 +252,10 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(fault["delay"])
         symbols = [s for s in ",".join(query.get("symbols", [])).split(",") if s]
         status, body = api.answer(start, end, query.get("base", ["EUR"])[0], symbols)
+        if mode == "drip":
+            return self._drip(status, _dumps(body), fault["delay"], fault["headers"])
+        if mode == "huge":
+            return self._huge(status, _dumps(body), fault["size"])
         if status == 200 and mode == "malformed":
             return self._send(200, _dumps(body)[:-7] + b"<html>")
         if status == 200 and mode in ("negative", "missing"):
@@ -224,8 +263,9 @@ class _Handler(BaseHTTPRequestHandler):
             symbol = next(iter(first))
             if mode == "negative":
                 first[symbol] = "-" + first[symbol]
-            else:
-                del first[symbol]
+            else:  # from the first day asked (not the working day before it, which an earlier page held)
+                asked = [r for d, r in body["rates"].items() if date.fromisoformat(d) >= start] or [first]
+                del asked[0][symbol]
         self._send(status, _dumps(body))
 
 

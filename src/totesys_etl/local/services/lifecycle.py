@@ -1,9 +1,11 @@
 """`totesys-etl up` / `down`: the local services of one clone, recorded under `.local/`.
 
 `up` starts (or finds running) a PostgreSQL cluster with the source and warehouse databases and
-the read-only role, moto's server with the two buckets, and the FX rates stand-in (fx_api.py); it
-writes their contract §5 settings to `.local/env`. `down` stops exactly what `up` recorded. The
-servers themselves are `servers.py`.
+the read-only role, moto's server with the buckets (its S3 kept under `.local/s3/`,
+`moto_disk.py`), and the FX rates stand-in (fx_api.py); it writes their contract §5 settings to
+`.local/env`. Each service gets the port it had last time when that port is free, so a shell that
+read `.local/env` keeps working after `down`/`up`. `down` stops exactly what `up` recorded; every
+byte stays under `.local/`. The servers themselves are `servers.py`.
 """
 from __future__ import annotations
 
@@ -26,6 +28,13 @@ LOCAL_BUCKETS = ("totesys-etl-local-ingested", "totesys-etl-local-processed")
 #: Where `simulate --deliveries` drops courier files (contract §5 TOTESYS_LANDING_BUCKET, §9).
 LANDING_BUCKET = "totesys-etl-local-landing"
 LOCAL_REGION = "eu-west-2"
+#: Under `.local/`: the S3 API's buckets and objects (`moto_disk.py`), kept across `down`/`up`.
+LAKE_FOLDER = "s3"
+
+
+def _port(state: dict, service: str) -> int | None:
+    """The port `service` had last time: `up` takes it again when it is free."""
+    return (state.get(service) or {}).get("port")
 
 
 def _state_path(home: Path) -> Path:
@@ -118,9 +127,10 @@ def up(home: Path) -> dict[str, str]:
                  "reader_password": secrets.token_urlsafe(18)}
         _save_state(home, state)
     elif not cluster.is_running():
+        cluster.port = state["postgres"]["port"] = free_port(cluster.port)
         try:
             cluster.start()
-        except LocalServicesError:  # the old port was taken meanwhile
+        except LocalServicesError:  # the port was taken between the check and the start
             cluster.port = state["postgres"]["port"] = free_port()
             cluster.start()
     for database in (SOURCE_DB, WAREHOUSE_DB):
@@ -130,11 +140,12 @@ def up(home: Path) -> dict[str, str]:
 
     moto = MotoServer(**state["moto"]) if state.get("moto") else None
     if moto is None or not moto.is_running():
-        moto = MotoServer.start(home / "moto.log")
+        moto = MotoServer.start(home / "moto.log", port=free_port(_port(state, "moto")),
+                                data_dir=home.resolve() / LAKE_FOLDER)
         state["moto"] = {"port": moto.port, "pid": moto.pid}
     fx_api = FxApiProcess(**state["fx_api"]) if state.get("fx_api") else None
     if fx_api is None or not fx_api.is_running():  # the FX rates stand-in (contract §5 TOTESYS_FX_API_URL)
-        fx_api = FxApiProcess.start(free_port(), home / "fx_api.log")
+        fx_api = FxApiProcess.start(free_port(_port(state, "fx_api")), home / "fx_api.log")
         state["fx_api"] = {"port": fx_api.port, "pid": fx_api.pid}
     _save_state(home, state)
 

@@ -29,7 +29,17 @@ from totesys_etl.errors import LocalServicesError
 RUN_AS_USER = "postgres"
 
 
-def free_port() -> int:
+def free_port(preferred: int | None = None) -> int:
+    """`preferred` when nothing listens there or holds it (`up` keeps a service's port across
+    restarts, so settings a shell read stay true), else one the system picks."""
+    if preferred:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is free
+            try:
+                s.bind(("127.0.0.1", preferred))
+                return preferred
+            except OSError:
+                pass
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -206,10 +216,15 @@ class MotoServer(BackgroundServer):
     MARKER: ClassVar[bytes] = b"moto"
 
     @classmethod
-    def start(cls, log_path: Path | None = None, port: int | None = None) -> "MotoServer":
+    def start(cls, log_path: Path | None = None, port: int | None = None,
+              data_dir: Path | None = None) -> "MotoServer":
+        """In memory (the tests' throwaway server), or with S3 kept in `data_dir` (`moto_disk.py`: `up`'s lake)."""
         port = port or free_port()
-        exe = Path(sys.executable).with_name("moto_server")
-        command = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+        if data_dir is not None:
+            command = [sys.executable, "-m", "totesys_etl.local.services.moto_disk", "--data", str(data_dir)]
+        else:
+            exe = Path(sys.executable).with_name("moto_server")
+            command = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
         return cls(port, cls.spawn(command + ["-H", "127.0.0.1", "-p", str(port)], port, log_path))
 
     @property

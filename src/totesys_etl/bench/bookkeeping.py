@@ -1,0 +1,159 @@
+"""`python -m totesys_etl.bench.bookkeeping`: the ingest's bookkeeping bound (contract §2 "Bounded
+bookkeeping", issue 34), measured on a cluster and an S3 API of its own (made in a temporary folder,
+removed afterwards; nothing of `.local/` or the shell's settings is touched).
+
+Two loads that made a run's bookkeeping grow without bound before issue 34:
+
+- `held`: a transaction holds an id while `HELD_COMMITS` other transactions commit, every other one
+  inserting a source row (a department), so the ids with versions are as fragmented as they get;
+- `subtransactions`: one open transaction with `SUBTRANSACTIONS` savepoints, each with its own id.
+
+For each, two ingest runs (the one after the load and a quiet one), with the manifest's size in
+bytes (deterministic: the test `test/ingest/years/test_bookkeeping.py` asserts it) and the run's
+bookkeeping seconds: everything but reading and writing rows, i.e. the run's seconds minus its
+tables' COPY seconds (machine-dependent: reported here, never asserted in a unit test).
+The bound: under 64 KB and under 1 s. readme_files/benchmarks.md has the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import boto3
+
+from totesys_etl import lake
+from totesys_etl.config import Settings
+from totesys_etl.local.services import admin, servers
+from totesys_etl import logs
+from totesys_etl.logs import StageLog
+
+HELD_COMMITS = 100_000
+SUBTRANSACTIONS = 200_000
+MANIFEST_LIMIT = 64 * 1024
+SECONDS_LIMIT = 1.0
+
+
+def commit_interleaved(admin_url_conn, count: int) -> None:
+    """`count` committed transactions, every other one inserting a source row (a department; the
+    others write a table of another application), on a connection of the source's admin role."""
+    admin_url_conn.run("CREATE TABLE IF NOT EXISTS bench_other_app (n bigint)")
+    admin_url_conn.run(
+        f"DO $$ BEGIN FOR i IN 1..{int(count)} LOOP"  # nosec B608 - constant text around an int
+        " IF i % 2 = 0 THEN INSERT INTO department (department_id, department_name, created_at, last_updated)"
+        "  VALUES (1000000 + i, 'bench ' || i, LOCALTIMESTAMP, LOCALTIMESTAMP);"
+        " ELSE INSERT INTO bench_other_app VALUES (i); END IF; COMMIT; END LOOP; END $$")
+
+
+def open_subtransactions(held_conn, count: int) -> None:
+    """Begin a transaction on `held_conn` and leave it open with `count` subtransactions, each with an id."""
+    held_conn.run("CREATE TABLE IF NOT EXISTS bench_other_app (n bigint)")
+    held_conn.run("BEGIN")
+    held_conn.run(f"DO $$ BEGIN FOR i IN 1..{int(count)} LOOP BEGIN INSERT INTO bench_other_app VALUES (i);"  # nosec
+                  " EXCEPTION WHEN others THEN NULL; END; END LOOP; END $$")
+
+
+class _Tables(logging.Handler):
+    """Collects the seconds of the run's `table extracted` lines."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = 0.0
+
+    def emit(self, record):
+        fields = getattr(record, "fields", {})
+        if record.getMessage() == "table extracted":
+            self.seconds += fields.get("seconds", 0.0)
+
+
+def measured_run(settings: Settings) -> dict:
+    """One ingest run: its manifest's bytes, its seconds and its bookkeeping seconds."""
+    from totesys_etl.ingest.run import ingest
+
+    tables = _Tables()
+    logger = logging.getLogger("totesys_etl")
+    logger.addHandler(tables)
+    try:
+        result = ingest(settings, StageLog("ingest"))
+    finally:
+        logger.removeHandler(tables)
+    body = boto3.client("s3").get_object(Bucket=settings.ingest_bucket, Key=lake.manifest_key(result.run_id))["Body"]
+    size = len(body.read())
+    return {"run_id": result.run_id, "manifest_bytes": size, "seconds": round(result.seconds, 3),
+            "bookkeeping_s": round(max(0.0, result.seconds - tables.seconds), 3), "rows": sum(result.rows.values())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m totesys_etl.bench.bookkeeping", description=__doc__.split("\n")[0])
+    parser.add_argument("--commits", type=int, default=HELD_COMMITS)
+    parser.add_argument("--subtransactions", type=int, default=SUBTRANSACTIONS)
+    parser.add_argument("--out", help="also write the figures (JSON) to this file")
+    args = parser.parse_args(argv)
+    logs.configure("INFO", stream=open(os.devnull, "w"))  # the runs' lines are counted, not shown
+    home = Path(tempfile.mkdtemp(prefix="totesys-etl-bookkeeping-"))
+    cluster = moto = None
+    try:
+        cluster = servers.Postgres.create(home / "pg")
+        moto = servers.MotoServer.start()
+        settings = _pipeline(cluster, moto)
+        from totesys_etl.local.source.seed import seed
+
+        seed(cluster.url("bench"), orders=1000, seed=3)
+        admin.grant_reader(cluster, "bench", _READER_PASSWORD)  # the seeded tables too
+        figures = {"commits": args.commits, "subtransactions": args.subtransactions}
+        measured_run(settings)  # the first run reads everything
+        held, load = admin.admin_connection(cluster, "bench"), admin.admin_connection(cluster, "bench")
+        held.run("BEGIN")
+        held.run("CREATE TEMP TABLE held (n int)")
+        held.run("SELECT pg_current_xact_id()")
+        commit_interleaved(load, args.commits)
+        figures["held"] = [measured_run(settings), measured_run(settings)]
+        held.run("COMMIT")
+        measured_run(settings)
+        open_subtransactions(held, args.subtransactions)
+        figures["subtransactions_runs"] = [measured_run(settings), measured_run(settings)]
+        held.run("ROLLBACK")
+        held.close()
+        load.close()
+        runs = figures["held"] + figures["subtransactions_runs"]
+        figures["within_bound"] = all(r["manifest_bytes"] < MANIFEST_LIMIT and r["bookkeeping_s"] < SECONDS_LIMIT
+                                      for r in runs)
+        text = json.dumps(figures, indent=1)
+        print(text)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text + "\n")
+        return 0 if figures["within_bound"] else 1
+    finally:
+        if moto is not None:
+            moto.stop()
+        if cluster is not None:
+            cluster.destroy()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+_READER_PASSWORD = "bookkeeping-" + os.urandom(6).hex()
+
+
+def _pipeline(cluster: servers.Postgres, moto: servers.MotoServer) -> Settings:
+    admin.create_database(cluster, "bench")
+    admin.grant_reader(cluster, "bench", _READER_PASSWORD)
+    os.environ.update({"AWS_ENDPOINT_URL": moto.endpoint, "AWS_DEFAULT_REGION": "eu-west-2",
+                       "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"})  # nosec B105 - moto's dummies
+    for key in [k for k in os.environ if k.startswith("TOTESYS_")]:
+        del os.environ[key]
+    s3 = boto3.client("s3")
+    for bucket in ("bookkeeping-ingested", "bookkeeping-processed"):
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-2"})
+    return Settings.from_env({"TOTESYS_SOURCE_URL": cluster.url("bench", admin.READER_ROLE, _READER_PASSWORD),
+                              "TOTESYS_INGEST_BUCKET": "bookkeeping-ingested",
+                              "TOTESYS_PROCESSED_BUCKET": "bookkeeping-processed"})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

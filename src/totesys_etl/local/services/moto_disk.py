@@ -1,0 +1,289 @@
+"""moto's server with its S3 buckets and objects kept on disk: the local lake survives `down`/`up`,
+a reboot and a `kill -9` (contract §6; readme_files/adr/0004-a-lake-on-disk.md says why this design).
+
+moto keeps S3 in memory. This runs moto's own WSGI application in-process and, after every S3
+request that changed something and before its response leaves, writes the state it left to disk:
+- an object: one file holding a JSON header line (key, ETag, last-modified, metadata) and the bytes,
+  written to a temporary name and renamed over the old one, so a killed process leaves either
+  the old object or the new one, never half of one; a deleted object's file is removed;
+- a bucket: its name, region and the body of its last notification configuration.
+At start the objects go back into moto's backend with their own ETags (a multipart object keeps
+its `<md5>-<parts>` ETag: courier marks are keyed by it) and last-modified times, without
+notifications; the notification configurations are replayed through the application.
+
+Not kept: uploads in progress (an upload is acknowledged only when completed), SQS queues and
+their messages (the local runtime recreates the queues each tick, and the sweeps find whatever a
+lost notification announced), and every other moto service. Writes are not fsynced: a killed
+process loses nothing (the kernel holds what was written), a power cut may, as the local
+PostgreSQL runs with fsync off. Path-style requests only, which boto3 sends to an IP endpoint,
+and a bucket's current objects only (no versioning: the pipeline uses none).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterable
+from urllib.parse import parse_qs, unquote
+
+#: Requests that may change S3's state; GET and HEAD never do.
+_WRITES = {"PUT", "POST", "DELETE"}
+_STRIPES = 64
+
+
+@dataclass(frozen=True)
+class S3Write:
+    """What an S3 request named: a bucket, maybe a key, and its query (e.g. `notification`, `delete`)."""
+
+    bucket: str
+    key: str | None
+    query: dict[str, list[str]]
+
+
+def s3_write(environ: dict) -> S3Write | None:
+    """The bucket and key a state-changing S3 request names; None for reads and other services.
+
+    The service is the signing scope of the request's credential (`.../<region>/s3/aws4_request`),
+    as moto's dispatcher reads it; an unsigned request counts as S3, moto's default.
+    """
+    if environ.get("REQUEST_METHOD") not in _WRITES:
+        return None
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+    path, _, query_text = raw.partition("?")
+    if not raw:
+        path = environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace")
+        query_text = environ.get("QUERY_STRING", "")
+    else:
+        path = unquote(path)
+    if path.startswith("/moto-api"):
+        return None
+    query = parse_qs(query_text, keep_blank_values=True)
+    credential = environ.get("HTTP_AUTHORIZATION", "").partition("Credential=")[2] or \
+        (query.get("X-Amz-Credential") or [""])[0]
+    scope = credential.split(",")[0].split("/")
+    if len(scope) >= 5 and scope[3] != "s3":
+        return None
+    bucket, _, key = path.lstrip("/").partition("/")
+    if not bucket:
+        return None
+    return S3Write(bucket, key or None, query)
+
+
+class DiskStore:
+    """The S3 state of one moto process, mirrored in `folder` (`buckets.json` and `objects/`)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.objects = folder / "objects"
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self._objects, self._folders = str(self.objects), set()
+        self._buckets_path = folder / "buckets.json"
+        self.buckets: dict[str, dict] = (json.loads(self._buckets_path.read_text())
+                                         if self._buckets_path.exists() else {})
+        #: (bucket, key) -> the ETag and last-modified on disk: what a sync compares with, no disk read.
+        self.index: dict[tuple[str, str], tuple[str, str]] = {}
+        self._buckets_lock = threading.Lock()
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
+
+    # ---- paths
+    def _object_path(self, bucket: str, key: str) -> str:
+        """`objects/<2 hex>/<sha256 of bucket and key>`: any key (1,024 bytes, `..`, newlines) is a safe name."""
+        digest = hashlib.sha256(f"{bucket}\0{key}".encode()).hexdigest()
+        folder = os.path.join(self._objects, digest[:2])
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        return os.path.join(folder, digest)
+
+    def _stripe(self, bucket: str, key: str) -> threading.Lock:
+        return self._stripes[hash((bucket, key)) % _STRIPES]
+
+    # ---- writes: called after a request, before its response leaves
+    def sync(self, write: S3Write, body: bytes) -> None:
+        """Make the disk hold what moto now holds for the bucket or key `write` named."""
+        from moto.s3.models import s3_backends
+
+        located = s3_backends.bucket_accounts.get(write.bucket)
+        bucket = s3_backends[located[1]][located[0]].buckets.get(write.bucket) if located else None
+        if bucket is None:
+            self._forget_bucket(write.bucket)
+            return
+        if write.key is not None:
+            self._sync_key(bucket, write.key)
+            return
+        self._remember_bucket(bucket, located[1], body if "notification" in write.query else None)
+        if "delete" in write.query:  # DeleteObjects: every key the bucket no longer holds goes
+            for _, key in [k for k in list(self.index) if k[0] == write.bucket]:  # a copy: other threads write
+                self._sync_key(bucket, key)
+
+    def _sync_key(self, bucket, key_name: str) -> None:
+        with self._stripe(bucket.name, key_name):
+            key = bucket.keys.get(key_name)
+            path = self._object_path(bucket.name, key_name)
+            if key is None:
+                if self.index.pop((bucket.name, key_name), None) is not None:
+                    _unlink(path)
+                return
+            stamp = (key.etag.strip('"'), key.last_modified.isoformat())
+            if self.index.get((bucket.name, key_name)) == stamp:
+                return
+            header = {"bucket": bucket.name, "key": key_name, "etag": stamp[0], "last_modified": stamp[1],
+                      "metadata": dict(key.metadata)}
+            temporary = f"{path}.{threading.get_ident()}.tmp"
+            with open(temporary, "wb") as f:
+                f.write(json.dumps(header).encode() + b"\n")
+                with key.lock:
+                    key._value_buffer.seek(0)
+                    while chunk := key._value_buffer.read(1 << 20):
+                        f.write(chunk)
+            os.replace(temporary, path)
+            self.index[(bucket.name, key_name)] = stamp
+
+    def _remember_bucket(self, bucket, account_id: str, notification: bytes | None) -> None:
+        with self._buckets_lock:
+            entry = self.buckets.get(bucket.name, {})
+            wanted = {"region": bucket.region_name, "account_id": account_id, "partition": bucket.partition,
+                      "notification": notification.decode() if notification is not None
+                      else entry.get("notification")}
+            if entry != wanted:
+                self.buckets[bucket.name] = wanted
+                self._save_buckets()
+
+    def _forget_bucket(self, name: str) -> None:
+        with self._buckets_lock:
+            if self.buckets.pop(name, None) is not None:
+                self._save_buckets()
+        for bucket, key in [k for k in list(self.index) if k[0] == name]:
+            _unlink(self._object_path(bucket, key))
+            self.index.pop((bucket, key), None)
+
+    def _save_buckets(self) -> None:
+        temporary = self._buckets_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.buckets, indent=1))
+        os.replace(temporary, self._buckets_path)
+
+    # ---- start
+    def restore(self, app: Callable) -> int:
+        """Put every bucket and object on disk back into moto (no notifications); the objects restored."""
+        from moto.s3.models import s3_backends
+
+        for name, entry in self.buckets.items():
+            backend = s3_backends[entry["account_id"]][entry.get("partition", "aws")]
+            if name not in backend.buckets:
+                backend.create_bucket(name, entry["region"])
+        restored = 0
+        for path in self.objects.glob("*/*"):
+            if path.name.endswith(".tmp"):  # a write the process was killed in: never acknowledged
+                path.unlink(missing_ok=True)
+                continue
+            try:
+                with open(path, "rb") as f:
+                    header = json.loads(f.readline())
+                    value = f.read()
+                entry = self.buckets.get(header["bucket"])
+            except (OSError, ValueError, KeyError, TypeError) as e:  # not one of ours: said, and left where it is
+                print(f"moto_disk: {path} is not a stored object ({type(e).__name__}); skipped", flush=True)
+                continue
+            if entry is None:
+                path.unlink()
+                continue
+            backend = s3_backends[entry["account_id"]][entry.get("partition", "aws")]
+            key = backend.put_object(header["bucket"], header["key"], value, etag=header["etag"],
+                                     disable_notification=True)
+            key.set_metadata(header["metadata"])  # over the defaults put_object set (Content-Type)
+            key.last_modified = datetime.fromisoformat(header["last_modified"])  # naive UTC, as moto keeps it
+            self.index[(header["bucket"], header["key"])] = (header["etag"], header["last_modified"])
+            restored += 1
+        for name, entry in self.buckets.items():
+            if entry.get("notification"):
+                _replay(app, "PUT", f"/{name}?notification", entry["notification"].encode(), entry["region"])
+        return restored
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _replay(app: Callable, method: str, path: str, body: bytes, region: str) -> None:
+    """One S3 request through the application, as a client would send it (moto checks no signature)."""
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(method=method, path=path, data=body, headers={
+        "Authorization": f"AWS4-HMAC-SHA256 Credential=local/20000101/{region}/s3/aws4_request, "
+                         f"SignedHeaders=host, Signature=0"}).get_environ()
+    response = app(environ, lambda status, headers, exc_info=None: None)
+    b"".join(response)
+
+
+class PersistingApp:
+    """moto's WSGI application, with each state-changing S3 request's result on disk before it is answered."""
+
+    def __init__(self, app: Callable, store: DiskStore):
+        self.app, self.store = app, store
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        write = s3_write(environ)
+        if write is None:
+            return self.app(environ, start_response)
+        body = b""
+        if write.key is None and "notification" in write.query:  # kept to replay at start
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)
+        status = []
+
+        def recording_start_response(code, headers, exc_info=None):
+            status.append(code)
+            return start_response(code, headers, exc_info)
+
+        # moto builds its whole response here; the server sends nothing until it is iterated.
+        response = self.app(environ, recording_start_response)
+        if status and status[0].startswith("2"):
+            self.store.sync(write, body)
+        return response
+
+
+def _list_moto_modules_once() -> None:
+    """moto's dispatcher lists its own package folder (a `listdir` and some 180 `stat`s) twice per
+    request to tell a service name from a host name. The list cannot change while the server runs,
+    so it is read once: about 3 ms of every request here (profiled), more than a write's disk copy
+    costs (ADR 4)."""
+    import moto.backends as backends
+
+    listed = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: listed
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m totesys_etl.local.services.moto_disk -p PORT --data FOLDER`: moto's server, S3 on disk."""
+    import signal
+    import sys
+
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import run_simple
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, required=True)
+    parser.add_argument("--data", type=Path, required=True, help="the folder S3's buckets and objects live in")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MOTO_PORT", str(args.port))  # moto builds queue URLs from it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    _list_moto_modules_once()
+    app = DomainDispatcherApplication(create_backend_app)
+    store = DiskStore(args.data)
+    restored = store.restore(app)
+    print(f"moto_disk: {restored} object(s) in {len(store.buckets)} bucket(s) restored from {args.data}", flush=True)
+    run_simple(args.host, args.port, PersistingApp(app, store), threaded=True, request_handler=MotoRequestHandler)
+
+
+if __name__ == "__main__":
+    main()
