@@ -10,8 +10,6 @@ inserted into. `deleted_after` is that rule as SQL, for the analytics views and 
 """
 from __future__ import annotations
 
-from pg8000.native import identifier, literal
-
 from totesys_etl.schema.model import Column, Table
 
 DELETED_ROW = Table(
@@ -36,6 +34,8 @@ DELETE_LOGS: tuple[Table, ...] = (ETL_DELETED_ROW,)
 def deleted_after(source_table: str, source_id: str, version_run_id: str) -> str:
     """SQL that is true when the id `source_id` (an SQL expression) of `source_table` has a delete
     read by a later run than `version_run_id` (the SQL expression of its newest version's run)."""
+    from pg8000.native import identifier, literal  # here: the processor imports the declarations, not pg8000
+
     return (f"EXISTS (SELECT 1 FROM public.{identifier(ETL_DELETED_ROW.name)} d "  # nosec B608 - declared names
             f"WHERE d.source_table = {literal(source_table)} AND d.source_id = {source_id} "
             f"AND d.etl_run_id > coalesce({version_run_id}, ''))")
