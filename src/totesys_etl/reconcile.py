@@ -88,6 +88,8 @@ class Report:
     checks: list[TableCheck]
     #: Source tables without a fact of their own -> versions the lake shipped in more than one run.
     reshipped: dict[str, list[Reship]] = field(default_factory=dict)
+    #: Source table -> (versions read again by runs that read everything on purpose, those runs): a note.
+    reread: dict[str, tuple[int, set[str]]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -129,6 +131,9 @@ class Report:
                 if c.history.reshipped:
                     lines.append(_reship_line(c.table, c.history.reshipped))
         lines += [_reship_line(table, found) for table, found in sorted(self.reshipped.items()) if found]
+        lines += [f"{table}: {n:,} versions read again by a run that read every row on purpose "
+                  f"({', '.join(sorted(runs))}: a restore, a failover, a lost slot or a mode switch; its warning "
+                  "says which), stored once" for table, (n, runs) in sorted(self.reread.items()) if n]
         lines.append("reconcile: " + ("warehouse equals source" if self.ok else "DIFFERENCES FOUND"))
         return "\n".join(lines)
 
@@ -370,7 +375,7 @@ def reconcile(settings: Settings | None = None, history: bool = True) -> Report:
         if api_url() is not None:
             checks.append(check_exchange_rates(api_url(), source, warehouse))
         source.run("COMMIT")
-        histories, reshipped = {}, {}
+        histories, reshipped, reread = {}, {}, {}
         if history:
             with lake_errors(settings.ingest_bucket):
                 # Every source table: a version shipped twice is a fault whichever table it is in.
@@ -380,11 +385,12 @@ def reconcile(settings: Settings | None = None, history: bool = True) -> Report:
                                                               settings.processed_bucket, shipped=shipped)}
             with_fact = {f.source for f in FACTS}
             reshipped = {t: s.reshipped for t, s in shipped.items() if t not in with_fact and s.reshipped}
+            reread = {t: (s.reread, s.reread_by) for t, s in shipped.items() if s.reread}
         for check in checks:
             check.history = histories.get(check.table)
         if history and settings.landing_bucket:  # contract §9: fact_delivery against what landed
             checks.append(landed.check(warehouse, settings, TableCheck))
-        return Report(checks, reshipped)
+        return Report(checks, reshipped, reread)
     except DatabaseError as e:
         detail = e.args[0] if e.args and isinstance(e.args[0], dict) else {}
         if sqlstate(e) == "42P01":  # undefined_table
