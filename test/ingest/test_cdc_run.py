@@ -305,8 +305,11 @@ def test_without_full_identity_an_unchanged_value_comes_from_the_run_or_the_run_
     assert ingested.keys("_runs/") == before
 
 
-def test_a_polled_run_after_cdc_runs_reads_from_the_last_polled_run_without_calling_them_corrupt(
+def test_a_polled_run_after_cdc_runs_reads_every_row_and_calls_them_not_corrupt(
         totesys, cdc, ingested, source, monkeypatch, logs):
+    """cdc -> poll: the CDC runs hold no polling watermark, and the changes since the last polled run
+    were shipped from the slot; reading from that run would ship them again as ordinary changes. The
+    poll run reads every row instead (`read` `first`), which reconcile tells apart from a reship."""
     from totesys_etl.ingest.run import ingest as poll
 
     replication = os.environ["TOTESYS_SOURCE_URL"]
@@ -318,9 +321,11 @@ def test_a_polled_run_after_cdc_runs_reads_from_the_last_polled_run_without_call
     monkeypatch.setenv("TOTESYS_SOURCE_URL", source.reader_url)
     again = poll(Settings.from_env())
     manifest = ingested.manifest(again.run_id)
-    assert manifest["previous_run_id"] == polled.run_id and manifest.get("source_mode") is None
+    assert polled.run_id < again.run_id and manifest["previous_run_id"] is None and manifest["read"] == "first"
+    assert manifest.get("source_mode") is None
     assert "after" in {r["city"] for r in rows_of(ingested, again.run_id, "address")}
     assert not [line for line in logs if "corrupt" in line["message"]]
+    assert [line for line in logs if "read the replication slot (cdc): this run reads every row" in line["message"]]
 
 
 def test_a_role_without_replication_is_told_what_cdc_needs(totesys, cdc, source, monkeypatch):
