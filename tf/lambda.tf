@@ -64,6 +64,8 @@ resource "aws_lambda_function" "stage" {
       TOTESYS_WAREHOUSE_SECRET = aws_secretsmanager_secret.warehouse.name
       TOTESYS_LOG_LEVEL        = var.log_level
       TOTESYS_FX_API_URL       = var.fx_api_url
+      TOTESYS_SOURCE_MODE      = var.source_mode
+      TOTESYS_CDC_MAX_LAG_MB   = tostring(var.cdc_max_lag_mb)
     }
   }
 

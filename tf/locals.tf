@@ -48,6 +48,11 @@ locals {
     "configuration",
     "pipeline_failed",
     "fx_unavailable",
+    # change data capture (contract §10, readme_files/cdc.md)
+    "cdc_slot_lag",
+    "cdc_slot_lost",
+    "cdc_unchanged_value",
+    "cdc_truncate",
     "source_schema_changed",
   ]
 

@@ -215,6 +215,28 @@ variable "fx_api_url" {
   }
 }
 
+variable "source_mode" {
+  description = "TOTESYS_SOURCE_MODE (contract §10): poll (a SELECT-only role) or cdc (a logical replication slot, read as a LOGIN REPLICATION / rds_replication role with SELECT, whose credentials the source secret then holds; the DBA steps are readme_files/cdc.md)."
+  type        = string
+  default     = "poll"
+
+  validation {
+    condition     = contains(["poll", "cdc"], var.source_mode)
+    error_message = "source_mode must be poll or cdc."
+  }
+}
+
+variable "cdc_max_lag_mb" {
+  description = "TOTESYS_CDC_MAX_LAG_MB (contract §10): WAL the replication slot may retain before the cdc_slot_lag ERROR and its alarm fire. Keep it well below the source's max_slot_wal_keep_size."
+  type        = number
+  default     = 1024
+
+  validation {
+    condition     = var.cdc_max_lag_mb >= 1
+    error_message = "cdc_max_lag_mb must be at least 1."
+  }
+}
+
 variable "ingest_interval_minutes" {
   description = "Minutes between ingest runs (the EventBridge schedule); the silence alarm fires after two intervals without a successful run."
   type        = number

@@ -61,6 +61,16 @@ class Shipped:
 
     versions: set[Version] = field(default_factory=set)
     reshipped: list[Reship] = field(default_factory=list)
+    #: Versions read again only by runs that read everything on purpose (`FULL_READS`), and those runs.
+    reread: int = 0
+    reread_by: set[str] = field(default_factory=set)
+
+
+#: How a run that read every row on purpose says so in its manifest (`read`): the poll ingest's first
+#: read, which it also does after a restore, a failover or an unreadable previous manifest, and the CDC
+#: ingest's snapshot (its first run, after a lost slot, after polling). Versions such a run carries
+#: again are announced (a WARNING named why) and stored once downstream: a note, not a reship.
+FULL_READS = frozenset({"first", "snapshot"})
 
 
 def check_history(warehouse: Connection, ingest_bucket: str, processed_bucket: str,
@@ -88,7 +98,9 @@ def shipped_versions(ingest_bucket: str, processed_bucket: str, sources: set[str
     """Source table -> what the lake's runs shipped of it (`Shipped`)."""
     runs = lake.runs_after(ingest_bucket, None)
     with ThreadPoolExecutor(8) as pool:
-        per_run = list(pool.map(lambda run_id: _run_versions(ingest_bucket, processed_bucket, run_id, sources), runs))
+        read = list(pool.map(lambda run_id: _run_versions(ingest_bucket, processed_bucket, run_id, sources), runs))
+    per_run = [found for found, _ in read]
+    full_reads = {run_id for run_id, (_, full) in zip(runs, read) if full}
     result = {s: Shipped() for s in sources}
     for source in sources:
         first: dict[Version, str] = {}
@@ -104,6 +116,10 @@ def shipped_versions(ingest_bucket: str, processed_bucket: str, sources: set[str
                     again.setdefault(version, [first[version]]).append(run_id)
                 else:
                     first[version] = run_id
+        on_purpose = {v: r for v, r in again.items() if full_reads.issuperset(r[1:])}
+        result[source].reread = len(on_purpose)
+        result[source].reread_by = {run_id for r in on_purpose.values() for run_id in r[1:]}
+        again = {v: r for v, r in again.items() if v not in on_purpose}
         if again:
             result[source].reshipped = _same_rows(ingest_bucket, source, again, keys)
     return result
@@ -131,12 +147,13 @@ def _same_rows(ingest_bucket: str, source: str, again: dict[Version, list[str]],
 
 
 def _run_versions(ingest_bucket: str, processed_bucket: str, run_id: str, sources: set[str]
-                  ) -> dict[str, tuple[set[Version], set[Version], str]]:
-    """Source table -> (the versions this run's CSV carried, those the processor held back, its key)."""
+                  ) -> tuple[dict[str, tuple[set[Version], set[Version], str]], bool]:
+    """Source table -> (the versions this run's CSV carried, those the processor held back, its key);
+    and whether the run read everything on purpose (`FULL_READS`)."""
     try:
         manifest = manifests.read(ingest_bucket, run_id)
     except InvalidInput:
-        return {}  # a corrupt manifest names nothing (it was quarantined, never trusted)
+        return {}, False  # a corrupt manifest names nothing (it was quarantined, never trusted)
     entries, _hostile = manifests.entries(manifest, run_id, sources, "csv")
     held_files, held_rows = _held_back(processed_bucket, run_id)
     found: dict[str, tuple[set[Version], set[Version], str]] = {}
@@ -145,7 +162,7 @@ def _run_versions(ingest_bucket: str, processed_bucket: str, run_id: str, source
             continue
         found[entry.table] = (_csv_versions(ingest_bucket, entry.key, entry.table), held_rows.get(entry.key, set()),
                               entry.key)
-    return found
+    return found, manifest.get("read") in FULL_READS
 
 
 def _held_back(processed_bucket: str, run_id: str) -> tuple[set[str], dict[str, set[Version]]]:

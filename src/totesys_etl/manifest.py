@@ -77,10 +77,28 @@ def is_courier(manifest: dict) -> bool:
     return manifest.get("source") == COURIER_SOURCE
 
 
-def processed_manifest(run_id: str, files: dict[str, dict], quarantined: list[dict]) -> dict:
-    """A processed run's manifest: the Parquet files per warehouse table, and what was held back."""
-    return {"run_id": run_id, "stage": "process", "format": FORMAT["process"], "files": dict(sorted(files.items())),
-            "quarantined": quarantined}
+def processed_manifest(run_id: str, files: dict[str, dict], quarantined: list[dict],
+                       complete: Collection[str] = ()) -> dict:
+    """A processed run's manifest: the Parquet files per warehouse table, and what was held back;
+    `complete`, the tables whose files hold every row of their source (see `complete_tables`)."""
+    manifest = {"run_id": run_id, "stage": "process", "format": FORMAT["process"],
+                "files": dict(sorted(files.items())), "quarantined": quarantined}
+    if complete:
+        manifest[COMPLETE_FIELD] = sorted(complete)
+    return manifest
+
+
+#: A run whose tables are whole images of the source (a CDC snapshot, contract §10) lists them here:
+#: an id the warehouse holds that such a table lacks was deleted in the source before that run.
+COMPLETE_FIELD = "complete"
+
+
+def complete_tables(manifest: dict, tables: Collection[str]) -> set[str]:
+    """The tables `manifest` declares complete, among `tables` (anything else is ignored)."""
+    declared = manifest.get(COMPLETE_FIELD)
+    if not isinstance(declared, list):
+        return set()
+    return {t for t in declared if isinstance(t, str) and t in tables}
 
 
 def write(bucket: str, manifest: dict) -> bool:

@@ -33,11 +33,13 @@ from totesys_etl.errors import EtlError, lake_errors
 from totesys_etl.fx.client import Client, api_url
 from totesys_etl.fx.rates import day_rows
 from totesys_etl.history import History, Reship, check_history, shipped_versions
-from totesys_etl.schema import DIMENSIONS, FACT_EXCHANGE_RATE, FACTS, SOURCE_TABLES, fact_references, source_table
+from totesys_etl.schema import (DIMENSIONS, FACT_EXCHANGE_RATE, FACTS, SOURCE_TABLES, STATE_TABLES, fact_references,
+                                source_table, state_table)
+from totesys_etl.schema.cdc import ETL_DELETED_ROW, deleted_after
 from totesys_etl.schema.derive import PRIMARY, derived_select, expression
 from totesys_etl.schema.model import Table
 from totesys_etl.schema.ddl import column_list
-from totesys_etl.schema.warehouse import is_reference, newest_first, reference_rows, warehouse_table
+from totesys_etl.schema.warehouse import RUN_ID, is_reference, newest_first, reference_rows, warehouse_table
 
 
 _VARCHAR_N = re.compile(r"varchar\(\d+\)")
@@ -86,6 +88,8 @@ class Report:
     checks: list[TableCheck]
     #: Source tables without a fact of their own -> versions the lake shipped in more than one run.
     reshipped: dict[str, list[Reship]] = field(default_factory=dict)
+    #: Source table -> (versions read again by runs that read everything on purpose, those runs): a note.
+    reread: dict[str, tuple[int, set[str]]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -127,6 +131,9 @@ class Report:
                 if c.history.reshipped:
                     lines.append(_reship_line(c.table, c.history.reshipped))
         lines += [_reship_line(table, found) for table, found in sorted(self.reshipped.items()) if found]
+        lines += [f"{table}: {n:,} versions read again by a run that read every row on purpose "
+                  f"({', '.join(sorted(runs))}: a restore, a failover, a lost slot or a mode switch; its warning "
+                  "says which), stored once" for table, (n, runs) in sorted(self.reread.items()) if n]
         lines.append("reconcile: " + ("warehouse equals source" if self.ok else "DIFFERENCES FOUND"))
         return "\n".join(lines)
 
@@ -195,10 +202,15 @@ def check_table(table: Table, source: Connection, warehouse: Connection,
     expected, held_back = _expected_digests(source, table, params)
     if table.kind == "fact":
         order = ", ".join(f"r.{identifier(c)} DESC" for c in newest_first(table))
-        actual_sql = (f"SELECT DISTINCT ON (r.{key}) r.{key}, {digest} FROM {name} r "  # nosec B608
+        run = identifier(RUN_ID.name)
+        actual_sql = (f"SELECT DISTINCT ON (r.{key}) r.{key}, {digest}, r.{run} FROM {name} r "  # nosec B608
                       f"ORDER BY r.{key}, {order}")
     else:
-        actual_sql = f"SELECT r.{key}, {digest} FROM {name} r"  # nosec B608
+        actual_sql = f"SELECT r.{key}, {digest}, {_version_run(table)} FROM {name} r"  # nosec B608
+    if table.source in _SOURCES and _records_deletes(warehouse):
+        # contract §10: an id deleted in the source since its newest version is left out
+        deleted = deleted_after(table.source, "c.k", "c.v")
+        actual_sql = f"SELECT c.k, c.d FROM ({actual_sql}) AS c (k, d, v) WHERE NOT {deleted}"  # nosec B608
     actual = _digests(warehouse, actual_sql)
     check = TableCheck(table.name, len(expected),
                        warehouse.run(f"SELECT count(*) FROM {identifier(table.name)}")[0][0])  # nosec B608
@@ -219,6 +231,23 @@ def check_table(table: Table, source: Connection, warehouse: Connection,
                 f"AND NOT EXISTS (SELECT 1 FROM {identifier(dim)} d "
                 f"WHERE d.{identifier(dim_key)} = f.{identifier(column)})")[0][0]
     return check
+
+
+def _version_run(dimension: Table) -> str:
+    """SQL for the run that read a dimension row's source version (its state row's `etl_run_id`)."""
+    if dimension.source not in {t.source for t in STATE_TABLES}:
+        return "NULL"
+    state = state_table(dimension.source)
+    source_key = dimension.column(dimension.key[0]).source_column or dimension.key[0]
+    return (f"(SELECT s.{identifier(RUN_ID.name)} FROM {identifier(state.name)} s "  # nosec B608 - declared names
+            f"WHERE s.{identifier(source_key)} = r.{identifier(dimension.key[0])})")
+
+
+_SOURCES = frozenset(t.name for t in SOURCE_TABLES)
+
+
+def _records_deletes(warehouse: Connection) -> bool:
+    return warehouse.run("SELECT to_regclass(:t) IS NOT NULL", t=ETL_DELETED_ROW.name)[0][0]
 
 
 def _expected_digests(source: Connection, table: Table, params: dict) -> tuple[dict, dict]:
@@ -346,7 +375,7 @@ def reconcile(settings: Settings | None = None, history: bool = True) -> Report:
         if api_url() is not None:
             checks.append(check_exchange_rates(api_url(), source, warehouse))
         source.run("COMMIT")
-        histories, reshipped = {}, {}
+        histories, reshipped, reread = {}, {}, {}
         if history:
             with lake_errors(settings.ingest_bucket):
                 # Every source table: a version shipped twice is a fault whichever table it is in.
@@ -356,11 +385,12 @@ def reconcile(settings: Settings | None = None, history: bool = True) -> Report:
                                                               settings.processed_bucket, shipped=shipped)}
             with_fact = {f.source for f in FACTS}
             reshipped = {t: s.reshipped for t, s in shipped.items() if t not in with_fact and s.reshipped}
+            reread = {t: (s.reread, s.reread_by) for t, s in shipped.items() if s.reread}
         for check in checks:
             check.history = histories.get(check.table)
         if history and settings.landing_bucket:  # contract §9: fact_delivery against what landed
             checks.append(landed.check(warehouse, settings, TableCheck))
-        return Report(checks, reshipped)
+        return Report(checks, reshipped, reread)
     except DatabaseError as e:
         detail = e.args[0] if e.args and isinstance(e.args[0], dict) else {}
         if sqlstate(e) == "42P01":  # undefined_table

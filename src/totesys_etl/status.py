@@ -24,6 +24,8 @@ from totesys_etl.adapters.postgres import Connection, DatabaseError, InterfaceEr
 from totesys_etl.config import Settings
 from totesys_etl.errors import EtlError, describe
 from totesys_etl.load.ledger import load_mark, loaded_runs
+from totesys_etl.ingest.cdc.settings import CdcSettings, source_mode
+from totesys_etl.ingest.cdc.slot import cdc_status
 from totesys_etl.process.run import MARK_PREFIX as PROCESS_MARK_PREFIX
 from totesys_etl.schema import API_FACTS, EVENT_FACTS, FACT_EXCHANGE_RATE, STAR_TABLES
 
@@ -56,6 +58,7 @@ class Status:
     lag_seconds: float | None
     newest_fx_date: str | None = None  # the newest day in fact_exchange_rate (contract §9 FX rates)
     landing: dict | None = None  # courier files (contract §9): {"since", "pending", "taken"}, or None when off
+    cdc_slot: dict | None = None  # cdc mode (contract §10): the slot's retained WAL, or why it could not be read
     fx_failure: dict | None = None  # the FX source's last failure (it never fails a run, so no stage shows it)
     #: what could not be reached ("warehouse", "S3 API") -> the one-line reason; the rest is shown anyway
     unreachable: dict[str, str] = field(default_factory=dict)
@@ -101,6 +104,12 @@ class Status:
         lag = f"{self.lag_seconds:,.0f} s" if self.lag_seconds is not None else "-"
         lines.append(f"warehouse: newest run loaded at {self.loaded_at or '-'}, lag {lag}")
         lines += [f"  {table:<22}{rows:>12,}" for table, rows in self.warehouse_rows.items()]
+        if self.cdc_slot is not None:
+            slot = self.cdc_slot
+            state = slot["error"] if "error" in slot else (
+                f"retains {slot['retained_mb']:,} MB of WAL ({slot['wal_status']}), "
+                f"{slot['unread_mb']:,} MB written since its position {slot['oldest_unread_lsn']}")
+            lines.append(f"replication slot {slot['slot']}: {state}")
         return "\n".join(lines)
 
 
@@ -177,7 +186,8 @@ def status(settings: Settings | None = None, now: datetime | None = None) -> Sta
         quarantined=lake_side["quarantined"], warehouse_rows=warehouse.rows, loaded_at=warehouse.loaded_at,
         lag_seconds=lag, newest_fx_date=warehouse.newest_fx, landing=lake_side["landing"],
         fx_failure=stage_failures.get(FX_FAILURES), unreachable=unreachable,
-        settle_seconds=lake.settle_period().total_seconds())
+        settle_seconds=lake.settle_period().total_seconds(),
+        cdc_slot=cdc_status(settings.source, CdcSettings.from_env().slot) if source_mode() == "cdc" else None)
 
 
 def _mark_note(ingested: list[str], pending: list[str], now: datetime) -> str:

@@ -17,7 +17,9 @@ from totesys_etl.schema import API_FACTS, EVENT_FACTS, FACTS, STATE_TABLES
 STAGES = ("ingest", "process", "load")
 ERROR_KINDS = ("source_unavailable", "warehouse_unavailable", "lake_unavailable", "secret_invalid",
                "quarantined_file", "quarantined_manifest", "quarantined_rows", "run_id_collision", "load_failed",
-               "configuration", "pipeline_failed", "fx_unavailable", "source_schema_changed")
+               "configuration", "pipeline_failed", "fx_unavailable",
+               # change data capture (contract §10)
+               "cdc_slot_lag", "cdc_slot_lost", "cdc_unchanged_value", "cdc_truncate", "source_schema_changed")
 
 
 def _policy(iam, role: str) -> list[dict]:
@@ -77,7 +79,8 @@ def test_apply_check_replan(deployment, aws):
             "TOTESYS_LANDING_BUCKET": outputs["landing_bucket"],
             "TOTESYS_SOURCE_SECRET": terraform.names["source_secret"],
             "TOTESYS_WAREHOUSE_SECRET": terraform.names["warehouse_secret"], "TOTESYS_LOG_LEVEL": "INFO",
-            "TOTESYS_FX_API_URL": ""}  # var.fx_api_url's default: the FX source off
+            "TOTESYS_FX_API_URL": "",  # var.fx_api_url's default: the FX source off
+            "TOTESYS_SOURCE_MODE": "poll", "TOTESYS_CDC_MAX_LAG_MB": "1024"}  # contract §10's defaults
         assert [layer["Arn"].split(":")[-2] for layer in config["Layers"]] == [f"{prefix}-dependencies"]
         assert config["EphemeralStorage"] == {"Size": tfvars["lambda_ephemeral_storage_mb"][stage]}
 

@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 from totesys_etl import errors, quarantine
+from totesys_etl.ingest.cdc import run as cdc_run  # its errors subclass EtlError; SLOT_LAG is a line's kind
 
 TF_LOCALS = Path(__file__).resolve().parents[2] / "tf" / "locals.tf"
 #: Kinds only the command line meets (its own services, a tick's wait, the bench), and ProcessFailed,
@@ -16,7 +17,8 @@ def _kinds_in_code() -> set[str]:
         cls = classes.pop()
         seen.add(cls.error_kind)
         classes += cls.__subclasses__()
-    held = {quarantine.QUARANTINED_FILE, quarantine.QUARANTINED_MANIFEST, quarantine.QUARANTINED_ROWS}
+    held = {quarantine.QUARANTINED_FILE, quarantine.QUARANTINED_MANIFEST, quarantine.QUARANTINED_ROWS,
+            cdc_run.SLOT_LAG}
     return (seen | held) - NOT_IN_LAMBDA
 
 

@@ -81,7 +81,7 @@ class Lake:
         boto3.client("s3").put_object(Bucket=bucket or self.ingest, Key=key, Body=body)
 
     def write_run(self, run_id: str, files: dict[str, tuple[bytes, int]], extra_entries: dict | None = None,
-                  manifest: bytes | None = None) -> None:
+                  manifest: bytes | None = None, read: str | None = None) -> None:
         """CSVs at their layout keys, then the manifest, as the ingestor does (manifest last)."""
         entries = {}
         for table, (body, rows) in files.items():
@@ -92,6 +92,8 @@ class Lake:
         document = {"run_id": run_id, "stage": "ingest", "format": 1, "previous_run_id": None,
                     "snapshot": "1000:1000:", "cutoff": "2022-11-03 14:20:52.186", "files": entries,
                     "rows": {t.name: files.get(t.name, (b"", 0))[1] for t in SOURCE_TABLES}}
+        if read is not None:
+            document["read"] = read
         body = manifest if manifest is not None else json.dumps(document).encode()
         self.put(lake.manifest_key(run_id), body)
 

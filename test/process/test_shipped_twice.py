@@ -90,3 +90,22 @@ def test_a_lake_with_each_version_once_has_nothing_reshipped(loaded, lake_pair):
                    RUN_B: {"sales_order": [order(2, S2, units=5)]}})
     history = {h.fact: h for h in check_history(conn, lake_pair.ingest, lake_pair.processed)}
     assert history["fact_sales_order"].ok and history["fact_sales_order"].shipped == 3
+
+
+def test_versions_read_again_by_a_run_that_read_everything_on_purpose_are_a_note_not_a_reship(
+        loaded, lake_pair, copy_csv):
+    """A restore detected, a lost CDC slot or a mode switch makes a run read every row (`read`
+    `first` or `snapshot`, announced by a WARNING): what it carries again is stored once and named,
+    not a fault. A later ordinary run shipping the same row again still is one."""
+    loaded({RUN_A: {"sales_order": [order(1, S1), order(2, S1)]}})
+    lake_pair.write_run(RUN_B, {"sales_order": (copy_csv("sales_order", [order(1, S1), order(2, S1)]), 2)},
+                        read="snapshot")
+    run.process_run(lake_pair.settings, RUN_B)
+    conn = loaded({RUN_C: {"sales_order": [order(2, S1)]}})
+    shipped = shipped_versions(lake_pair.ingest, lake_pair.processed, {"sales_order"})["sales_order"]
+    assert (shipped.reread, shipped.reread_by) == (1, {RUN_B})        # order 1: only the full read again
+    assert shipped.reshipped == [((2, S1), [RUN_A, RUN_B, RUN_C])]   # order 2: an ordinary run again
+    orders = {h.fact: h for h in check_history(conn, lake_pair.ingest, lake_pair.processed)}["fact_sales_order"]
+    assert not orders.lost and not orders.twice and not orders.unshipped
+    report = Report([TableCheck("fact_sales_order", history=orders)], {}, {"sales_order": (1, {RUN_B})})
+    assert "sales_order: 1 versions read again by a run that read every row on purpose" in report.table()

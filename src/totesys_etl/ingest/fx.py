@@ -279,3 +279,16 @@ def _log_failures(settings: Settings, run_id: str, groups: list[tuple["_Group", 
         error = FxUnavailable(f"FX rates stopped: {'; '.join(others)}")
         log.error(str(error), error_kind=FxUnavailable.error_kind)
         failures.record("fx", error)
+
+
+def add_to_manifest(settings: Settings, manifest: dict, inputs: FxInputs | None, previous: FxMark,
+                    log: StageLog) -> None:
+    """The FX part of a run (either ingest mode), after the source is read: its file, rows and marks
+    in the manifest. With FX off (`inputs` None), the marks an earlier run stored are carried forward."""
+    outcome = FxOutcome(None, 0, previous)
+    if inputs is not None:
+        outcome = fetch(settings, manifest["run_id"], inputs, previous, log)
+        manifest["rows"][FX_RATE.name] = outcome.rows
+    if outcome.entry:
+        manifest["files"][FX_RATE.name] = outcome.entry
+    manifest.update(outcome.fields())

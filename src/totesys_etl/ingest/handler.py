@@ -10,7 +10,9 @@ from totesys_etl import events, failures
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
 from totesys_etl.ingest import courier
-from totesys_etl.ingest.run import ingest
+from totesys_etl.ingest.cdc import run as cdc_run
+from totesys_etl.ingest.cdc.settings import source_mode
+from totesys_etl.ingest.run import ingest as poll
 from totesys_etl.logs import StageLog, Timer, failures_logged, lambda_fields
 from totesys_etl.runs import StageResult
 
@@ -33,9 +35,15 @@ def lambda_handler(event: dict | None, context: object = None) -> dict:
             runs = courier.take_event_objects(settings, invocation, log) if settings.landing_bucket else []
             return StageResult("ingest", tuple(runs), timer.seconds).to_json()
         if not settings.landing_bucket:
-            return {"stage": "ingest", **ingest(settings, log).to_json()}
+            return {"stage": "ingest", **_ingest(settings, log).to_json()}
         try:
-            result = {"stage": "ingest", **ingest(settings, log).to_json()}
+            result = {"stage": "ingest", **_ingest(settings, log).to_json()}
         finally:  # the courier sweep runs whether or not the source could be read
             swept = courier.sweep_logged(settings, StageLog("ingest", **fields))
         return {**result, "courier": [r.to_json() for r in swept]}
+
+
+def _ingest(settings: Settings, log: StageLog):
+    """The totesys run: polling (default) or the replication slot (`TOTESYS_SOURCE_MODE=cdc`, contract §10),
+    chosen here once; both write the same lake layout."""
+    return (cdc_run.ingest if source_mode() == "cdc" else poll)(settings, log)

@@ -50,7 +50,7 @@ def ingest(settings: Settings, log: StageLog | None = None) -> RunResult:
                                                         folder, pool, log)
     finally:
         postgres.close_quietly(conn)
-    _add_fx(settings, manifest, fx_inputs, previous_fx, log)
+    fx.add_to_manifest(settings, manifest, fx_inputs, previous_fx, log)
     if manifest["files"]:
         crash_point("ingest.before_manifest")
     key = lake.manifest_key(manifest["run_id"])
@@ -62,19 +62,6 @@ def ingest(settings: Settings, log: StageLog | None = None) -> RunResult:
     log.info("ingest run written", files=result.files, rows=sum(result.rows.values()), seconds=result.seconds,
              previous_run_id=manifest["previous_run_id"], read=manifest["read"])
     return result
-
-
-def _add_fx(settings: Settings, manifest: dict, inputs: fx.FxInputs | None, previous_fx: fx.FxMark,
-            log: StageLog) -> None:
-    """The FX part (contract §9), after the snapshot's transaction: its file and watermark in the manifest.
-    With FX off, a watermark an earlier run stored is carried forward, and nothing else changes."""
-    outcome = fx.FxOutcome(None, 0, previous_fx)
-    if inputs is not None:
-        outcome = fx.fetch(settings, manifest["run_id"], inputs, previous_fx, log)
-        manifest["rows"][fx.FX_RATE.name] = outcome.rows
-    if outcome.entry:
-        manifest["files"][fx.FX_RATE.name] = outcome.entry
-    manifest.update(outcome.fields())
 
 
 def _collision(run_id: str) -> RunIdCollision:

@@ -284,6 +284,9 @@ def previous_watermark(bucket: str, log: StageLog, now: datetime | None = None, 
     order), newest first; if none there is readable, the window grows eightfold until it reaches
     FIRST_RUN. `now` is only a listing hint (a wrong clock costs listings, never correctness). A
     corrupt manifest is skipped with a warning: trusting it could move the cut-off past unread rows.
+    A CDC run (`source_mode` `cdc`) newer than every readable polling run means the pipeline comes back
+    from change data capture: None, so this run reads every row (a full read, which `reconcile` tells
+    apart from a reship), since the changes since the last polling run were shipped from the slot.
     """
     now = now or datetime.now(timezone.utc)
     window, tried = RECENT, set()
@@ -296,6 +299,10 @@ def previous_watermark(bucket: str, log: StageLog, now: datetime | None = None, 
             if run_id not in tried and (before is None or run_id < before):
                 tried.add(run_id)
                 watermark = _read_watermark(bucket, run_id, log)
+                if watermark is _FROM_CDC:
+                    log.warning("the newest totesys run read the replication slot (cdc): this run reads every "
+                                "row", previous_run_id=run_id)
+                    return None
                 if watermark is not None:
                     return watermark
         if after is None:
@@ -303,7 +310,11 @@ def previous_watermark(bucket: str, log: StageLog, now: datetime | None = None, 
         window *= 8
 
 
-def _read_watermark(bucket: str, run_id: str, log: StageLog) -> Watermark | None:
+#: What `_read_watermark` gives for a CDC run's manifest.
+_FROM_CDC = object()
+
+
+def _read_watermark(bucket: str, run_id: str, log: StageLog):
     key = lake.manifest_key(run_id)
     with lake_errors(bucket, key, missing_ok=True) as call:
         body = s3.get_bytes(bucket, key)
@@ -311,7 +322,10 @@ def _read_watermark(bucket: str, run_id: str, log: StageLog) -> Watermark | None
         log.warning("skipping a manifest that disappeared", previous_run_id=run_id)
         return None
     try:
-        if manifests.is_courier(manifests.parse(body, run_id)):
+        parsed = manifests.parse(body, run_id)
+        if parsed.get("source_mode") == "cdc":
+            return _FROM_CDC  # contract §10: no polling watermark; see previous_watermark
+        if manifests.is_courier(parsed):
             return None  # a courier file's run (contract §9): it read nothing of the source
         return Watermark.from_manifest(manifests.parse(body, run_id, manifests.INGEST_FIELDS))
     except InvalidInput as e:

@@ -19,8 +19,10 @@ from totesys_etl.schema import DIMENSIONS, FACTS, STAR_TABLES, STATE_TABLES, sta
 from totesys_etl.schema.ddl import column_definitions, column_list, create_table
 from totesys_etl.schema.courier import EVENT_FACTS
 from totesys_etl.schema.fx import FACT_EXCHANGE_RATE
-from totesys_etl.schema.views import create_delivery_views, create_fx_views, create_report_views, create_views
-from totesys_etl.schema.warehouse import (OLDEST_RUN_ID, REFERENCE_TABLES, bookkeeping_columns, is_reference,
+from totesys_etl.schema.cdc import ETL_DELETED_ROW
+from totesys_etl.schema.views import (create_delivery_views, create_fx_views, create_live_current_views,
+                                      create_report_views, create_views)
+from totesys_etl.schema.warehouse import (OLDEST_RUN_ID, RUN_ID, REFERENCE_TABLES, bookkeeping_columns, is_reference,
                                           reference_rows)
 
 _MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS etl_migrations (
@@ -92,6 +94,16 @@ def _deliveries(conn: Connection) -> None:
     create_delivery_views(conn)
 
 
+def _deleted_rows(conn: Connection) -> None:
+    """contract §10 `etl_deleted_row` (only ever inserted: one row per table, id and run that read the
+    delete; load/deletes.py), and the current-version views leaving deleted ids out (schema/cdc.py)."""
+    table = identifier(ETL_DELETED_ROW.name)
+    conn.run(create_table(ETL_DELETED_ROW, if_not_exists=False, primary_key=False))
+    conn.run(f"ALTER TABLE {table} ADD COLUMN {column_definitions([RUN_ID])[0]}")
+    conn.run(f"ALTER TABLE {table} ADD PRIMARY KEY ({column_list([*ETL_DELETED_ROW.key, RUN_ID.name])})")
+    create_live_current_views(conn)
+
+
 #: (version, name, apply). Append only.
 MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (1, "star schema, loader state, ledger, mark, currency names", _star_schema),
@@ -101,6 +113,8 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (5, "fact_delivery from courier files, and the on-time delivery view", _deliveries),
     (6, "the report's views in GBP: purchases, months, customers, designs, countries, payments outstanding",
      create_report_views),
+    (7, "etl_deleted_row (change data capture's deletes); current-version views leave deleted ids out",
+     _deleted_rows),
 )
 
 

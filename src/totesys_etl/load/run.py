@@ -22,14 +22,14 @@ from totesys_etl.config import Settings
 from totesys_etl.errors import (InvalidInput, LakeUnavailable, LoadFailed, WarehouseUnavailable, is_missing,
                                 describe)
 from totesys_etl.faults import crash_point
-from totesys_etl.load import bulk, deliveries, merge
+from totesys_etl.load import bulk, deletes, deliveries, merge
 from totesys_etl.load.files import copy_file, downloaded
 from totesys_etl.load.ledger import LOADER_LOCK_KEY, is_loaded, load_mark, loaded_runs, record_run, set_mark
 from totesys_etl.load.migrations import migrate
 from totesys_etl.load.rates import merge_rates
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult, StageResult
-from totesys_etl.schema import API_FACTS, DIM_DATE, DIMENSIONS, FACTS, STATE_TABLES, Table, state_table
+from totesys_etl.schema import API_FACTS, DELETE_LOGS, DIM_DATE, DIMENSIONS, FACTS, STATE_TABLES, Table, state_table
 from totesys_etl.schema.courier import EVENT_FACTS
 
 STAGE = "load"
@@ -37,7 +37,8 @@ LOCK_WAIT_VARIABLE = "TOTESYS_LOCK_WAIT_SECONDS"
 DEFAULT_LOCK_WAIT_SECONDS = 60.0
 
 #: The lake files a processed manifest may name, by table name: what the loader loads.
-LOADABLE: dict[str, Table] = {t.name: t for t in (*STATE_TABLES, *FACTS, DIM_DATE, *API_FACTS, *EVENT_FACTS)}
+LOADABLE: dict[str, Table] = {t.name: t for t in (*STATE_TABLES, *FACTS, DIM_DATE, *API_FACTS, *EVENT_FACTS,
+                                                  *DELETE_LOGS)}
 #: Tables a file may be copied straight into when they are empty (load/files.py): state and the
 #: totesys facts (the rates' merge reads its temp table, and a run's rates are a few thousand rows).
 DIRECT_LOADABLE = frozenset(t.name for t in (*STATE_TABLES, *FACTS))
@@ -187,6 +188,12 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         for fact in EVENT_FACTS:
             if fact.name in present:
                 rows[fact.name] = deliveries.insert_events(conn, fact, run_id)
+        for log_table in DELETE_LOGS:
+            if log_table.name in present:
+                rows[log_table.name] = deletes.record_deletes(conn, log_table, run_id)
+            for name in sorted(manifests.complete_tables(manifest, deletes.ABSENCE_CHECKED)):
+                rows[log_table.name] = rows.get(log_table.name, 0) + deletes.record_absent(
+                    conn, log_table, LOADABLE[name], run_id, loaded=name in present, direct=name in direct)
         rows[DIM_DATE.name] = merge.seed_calendar(conn, today or datetime.now(timezone.utc).date())
         if DIM_DATE.name in present:
             rows[DIM_DATE.name] += merge.insert_dates(conn)

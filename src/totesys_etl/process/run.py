@@ -30,7 +30,7 @@ from totesys_etl.process import read, transform
 from totesys_etl.process import rows as rows_of
 from totesys_etl.process.rows import HeldRows
 from totesys_etl.runs import RunResult
-from totesys_etl.schema import DIM_DATE, INGESTED_TABLES, Table, ingested_table
+from totesys_etl.schema import DIM_DATE, INGESTED_TABLES, SOURCE_TABLES, Table, ingested_table
 
 STAGE = "process"
 #: The processor's low-water mark in the processed bucket: every run up to it is processed.
@@ -55,7 +55,8 @@ def process_run(settings: Settings, run_id: str, log: StageLog | None = None) ->
         return None
     timer = Timer()
     quarantined: list[dict] = []
-    entries = _manifest_entries(settings, run_id, log, quarantined)
+    complete: set[str] = set()
+    entries = _manifest_entries(settings, run_id, log, quarantined, complete)
     if entries is None:
         return None
     outputs: dict[str, dict] = {}
@@ -72,13 +73,15 @@ def process_run(settings: Settings, run_id: str, log: StageLog | None = None) ->
         for entry, (written, file_dates, hold) in zip(entries, outcomes):
             if hold is not None:
                 quarantined.append(hold())
+                complete.discard(entry.table)  # a row held back is not a row deleted
             if written:
                 outputs[transform.output_table(entry.table).name] = written
             dates = calendar.distinct_dates([dates, file_dates])
         if len(dates):
             date_batches = calendar.date_rows(dates).to_batches()
             outputs[DIM_DATE.name] = _write_parquet(settings, run_id, DIM_DATE, date_batches, folder, log)
-    manifest = manifests.processed_manifest(run_id, outputs, quarantined)
+    manifest = manifests.processed_manifest(run_id, outputs, quarantined,
+                                            [transform.output_table(t).name for t in complete])
     crash_point("process.before_manifest")
     created = manifests.write(settings.processed_bucket, manifest)
     crash_point("process.after_manifest")
@@ -88,8 +91,8 @@ def process_run(settings: Settings, run_id: str, log: StageLog | None = None) ->
     return RunResult(run_id, rows, timer.seconds, files=len(manifest["files"]), quarantined=len(quarantined))
 
 
-def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantined: list[dict]
-                      ) -> list[FileEntry] | None:
+def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantined: list[dict],
+                      complete: set[str] | None = None) -> list[FileEntry] | None:
     """The run's trustworthy file entries; a corrupt or hostile manifest is quarantined on the way.
 
     A corrupt manifest gives no entries (the run still gets a processed manifest, so marks and the
@@ -114,6 +117,8 @@ def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantine
                                    quarantine.QUARANTINED_MANIFEST, log)
         quarantined.extend({"key": r.key, "reason": r.reason, "error_kind": quarantine.QUARANTINED_MANIFEST}
                            for r in rejected)
+    elif complete is not None:  # the source tables this run holds whole (contract §10 snapshot)
+        complete.update(manifests.complete_tables(manifest, {t.name for t in SOURCE_TABLES}))
     return entries
 
 

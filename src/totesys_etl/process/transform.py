@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from totesys_etl.process.rows import Problem
-from totesys_etl.schema import API_FACTS, EVENT_FACTS, FACTS, STATE_TABLES, Column, Table
+from totesys_etl.schema import API_FACTS, DELETE_LOGS, EVENT_FACTS, FACTS, STATE_TABLES, Column, Table
 
 #: The date texts PostgreSQL's date input reads that are plausible in a varchar date column:
 #: year-month-day with `-`, `/` or `.` and one- or two-digit month and day, or YYYYMMDD, with
@@ -74,7 +74,7 @@ DERIVATIONS: dict[str, Callable[[pa.Array, Column], Derived]] = {
     "copy": _copy, "date_of": _date_of, "time_of": _time_of, "parse_date": _parse_date,
 }
 
-_OUTPUTS: dict[str, Table] = {t.source: t for t in (*FACTS, *STATE_TABLES, *API_FACTS, *EVENT_FACTS)}
+_OUTPUTS: dict[str, Table] = {t.source: t for t in (*FACTS, *STATE_TABLES, *API_FACTS, *EVENT_FACTS, *DELETE_LOGS)}
 
 
 def output_table(source: str) -> Table:

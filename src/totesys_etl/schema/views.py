@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pg8000.native import identifier, literal
 
 from totesys_etl.schema.model import Table
-from totesys_etl.schema.warehouse import FACTS, STATE_TABLES, newest_first
+from totesys_etl.schema.cdc import deleted_after
+from totesys_etl.schema.warehouse import FACTS, RUN_ID, STATE_TABLES, newest_first
 
 SCHEMA = "analytics"
 
@@ -45,25 +46,33 @@ class View:
         return f"{identifier(SCHEMA)}.{identifier(self.name)}"
 
 
-def _current(fact: Table, value: str | None) -> View:
-    """One fact's current versions: DISTINCT ON the source id, newest first by `newest_first`."""
+def _current(fact: Table, value: str | None, live: bool = False) -> View:
+    """One fact's current versions: DISTINCT ON the source id, newest first by `newest_first`; with
+    `live` (migration 7), less the ids deleted since that version (schema/cdc.py, contract §10)."""
     source_id = fact.version_key[0]
     order = ", ".join(f"f.{identifier(c)} DESC" for c in newest_first(fact))
     extra = f", {value}" if value else ""
+    select = (f"SELECT DISTINCT ON (f.{identifier(source_id)}) f.*{extra} "  # nosec B608
+              f"FROM public.{identifier(fact.name)} f "
+              f"ORDER BY f.{identifier(source_id)}, {order}")
+    if live:
+        deleted = deleted_after(fact.source, f"c.{identifier(source_id)}", f"c.{identifier(RUN_ID.name)}")
+        select = f"SELECT c.* FROM ({select}) c WHERE NOT {deleted}"  # nosec B608 - declared names
     return View(
         f"current_{fact.source}",
         f"The current version of each `{source_id}` in `{fact.name}`: the row with the greatest `etl_run_id`, "
         f"then the greatest `last_updated_date, last_updated_time` (newer means committed later, not stamped "
-        f"later)" + (f"; adds `{value.split(' AS ')[1]}`" if value else "") + ".",
-        f"SELECT DISTINCT ON (f.{identifier(source_id)}) f.*{extra} "  # nosec B608
-        f"FROM public.{identifier(fact.name)} f "
-        f"ORDER BY f.{identifier(source_id)}, {order}")
+        f"later)" + (f"; adds `{value.split(' AS ')[1]}`" if value else "")
+        + ("; an id deleted in the source since that version is left out (`etl_deleted_row`)" if live else "") + ".",
+        select)
 
 
 _VALUES = {"fact_sales_order": "f.units_sold * f.unit_price AS sales_value",
            "fact_purchase_order": "f.item_quantity * f.item_unit_price AS purchase_value",
            "fact_payment": None}
 CURRENT_VIEWS = tuple(_current(fact, _VALUES[fact.name]) for fact in FACTS)
+#: The same views as migration 7 replaces them: deleted ids left out, so every view over them is too.
+LIVE_CURRENT_VIEWS = tuple(_current(fact, _VALUES[fact.name], live=True) for fact in FACTS)
 
 _SALES = f"{identifier(SCHEMA)}.current_sales_order s LEFT JOIN public.dim_currency c USING (currency_id)"
 _SALES_FIGURES = "count(*) AS orders, sum(s.units_sold) AS units_sold, sum(s.sales_value) AS sales_value"
@@ -143,7 +152,8 @@ VIEWS: tuple[View, ...] = (*CURRENT_VIEWS, *ANALYTICAL_VIEWS)
 
 def view(name: str, views: tuple[View, ...] | None = None) -> View:
     """The view called `name`, among `views` (default: every view of every migration)."""
-    return next(v for v in (views or (*VIEWS, *FX_VIEWS, *DELIVERY_VIEWS, *REPORT_VIEWS)) if v.name == name)
+    return next(v for v in (views or (*LIVE_CURRENT_VIEWS, *VIEWS, *FX_VIEWS, *DELIVERY_VIEWS, *REPORT_VIEWS))
+                if v.name == name)
 
 
 def _create(conn, views: tuple[View, ...], replace: bool = False) -> None:
@@ -300,3 +310,8 @@ def create_report_views(conn, replace: bool = False) -> None:
     """The report's views (migration 6), after FX_VIEWS again: `sales_in_gbp` gained columns they read."""
     _create(conn, FX_VIEWS, replace=True)
     _create(conn, REPORT_VIEWS, replace)
+
+
+def create_live_current_views(conn) -> None:
+    """Migration 7: the current-version views leave out ids deleted since (change data capture)."""
+    _create(conn, LIVE_CURRENT_VIEWS, replace=True)

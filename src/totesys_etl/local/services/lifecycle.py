@@ -16,7 +16,10 @@ from pathlib import Path
 
 from totesys_etl.errors import LocalServicesError
 from totesys_etl.local.services.fx_api import FxApiProcess
-from totesys_etl.local.services.admin import READER_ROLE, create_buckets, create_database, grant_reader, s3_client
+from totesys_etl.ingest.cdc.settings import source_mode
+from totesys_etl.local.services.admin import (READER_ROLE, admin_connection, create_buckets, create_database,
+                                              grant_reader, s3_client)
+from totesys_etl.local.source.cdc import CDC_ROLE, prepare_local
 from totesys_etl.local.services.servers import MotoServer, Postgres, free_port
 
 
@@ -79,7 +82,34 @@ def settings(state: dict) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",  # nosec B105 - moto's server takes any key
         **({"TOTESYS_FX_API_URL": FxApiProcess(**state["fx_api"]).url} if state.get("fx_api") else {}),
+        **({"TOTESYS_SOURCE_MODE": "cdc", "TOTESYS_SOURCE_URL": cluster.url(SOURCE_DB, CDC_ROLE, state["cdc_password"])}
+           if state.get("source_mode") == "cdc" else {}),
     }
+
+
+def _prepare_cdc(cluster: Postgres, state: dict) -> None:
+    """With `TOTESYS_SOURCE_MODE=cdc` in `up`'s environment (contract §10): a server with
+    `wal_level=logical` (one started before that setting is restarted), the replication role, the
+    publication and the slot, and `.local/env` naming that role. Without it, no slot: an unread
+    slot would keep WAL for ever."""
+    state.pop("source_mode", None)
+    if source_mode() != "cdc":
+        return
+    conn = admin_connection(cluster, SOURCE_DB)
+    try:
+        logical = conn.run("SHOW wal_level")[0][0] == "logical"
+    finally:
+        conn.close()
+    if not logical:
+        cluster.stop()
+        cluster.start()
+    state.setdefault("cdc_password", secrets.token_urlsafe(18))
+    conn = admin_connection(cluster, SOURCE_DB)
+    try:
+        prepare_local(conn, SOURCE_DB, state["cdc_password"])
+    finally:
+        conn.close()
+    state["source_mode"] = "cdc"
 
 
 def up(home: Path) -> dict[str, str]:
@@ -106,6 +136,7 @@ def up(home: Path) -> dict[str, str]:
     for database in (SOURCE_DB, WAREHOUSE_DB):
         create_database(cluster, database)
     grant_reader(cluster, SOURCE_DB, state["reader_password"])
+    _prepare_cdc(cluster, state)
 
     moto = MotoServer(**state["moto"]) if state.get("moto") else None
     if moto is None or not moto.is_running():

@@ -140,8 +140,10 @@ class Postgres:
         return result
 
     def start(self) -> None:
-        """Start the server (fsync off: a local cluster trades durability for speed)."""
+        """Start the server (fsync off: a local cluster trades durability for speed). `wal_level=logical`
+        lets the change data capture ingest read a slot (contract §10); it costs a little more WAL."""
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+                   f"-c wal_level=logical -c max_replication_slots=64 "
                    f"-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
                    f"-c timezone=UTC -c lc_messages=C")
         self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-t", "60", "-l",

@@ -92,6 +92,9 @@ def finish_source_tables(conn: Connection, reader_role: str | None = None) -> di
     role = reader_role or READER_ROLE
     if conn.run("SELECT 1 FROM pg_roles WHERE rolname = :role", role=role):
         conn.run(f"GRANT SELECT ON {column_list(t.name for t in SOURCE_TABLES)} TO {identifier(role)}")
+    from totesys_etl.local.source.cdc import tables_recreated
+
+    tables_recreated(conn)  # contract §10: where `up` prepared change data capture
     return counts
 
 

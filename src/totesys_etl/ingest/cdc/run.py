@@ -1,0 +1,342 @@
+"""One CDC ingest run (contract §10): the slot's changes between two LSNs, as the lake's CSVs and a
+manifest, then the slot advanced.
+
+Order makes a crash harmless, as in the polling run: CSVs first (create-only, per-run keys), the
+manifest `_runs/<run_id>.json` next, and only then `pg_replication_slot_advance`. The manifest, not
+the slot, says what the lake holds: a run ships the transactions whose commit record starts in
+`[lsn_from, lsn_to)`, and the next run starts at this run's `lsn_to`, so a crash after the
+manifest (slot not advanced) re-reads those transactions and drops them, and a crash before it
+reads them again for a run that does exist.
+
+- **The first run** (or one after the slot was recreated) copies the eleven tables whole in one
+  REPEATABLE READ transaction, and records that snapshot with the WAL insert position after it.
+  Every transaction the slot holds from its position on is shipped by later runs, except one
+  committed before that position and visible in that snapshot: its rows are in the copy already.
+  So the snapshot lines up with the slot with no exported snapshot and no held connection.
+- **One run at a time.** A session advisory lock on the source serialises CDC runs (two runs
+  reading the same slot range would ship it twice); it dies with the session, so a crashed run
+  never blocks the next. Run ids then follow LSN order.
+- **Bounded.** A run reads at most `TOTESYS_CDC_MAX_CHANGES` row messages (whole transactions),
+  leaving the rest to the next run.
+- **Deletes** go to `deleted_row/.../deleted_row_<run_id>.csv` (schema/cdc.py: `source_table`,
+  `source_id`, `deleted_at` from the commit time), a file of the run like a table's.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Iterator
+
+from pg8000.native import DatabaseError, InterfaceError, identifier
+
+from totesys_etl import lake
+from totesys_etl import manifest as manifests
+from totesys_etl.adapters import postgres, s3
+from totesys_etl.config import Settings
+from totesys_etl.errors import (ConfigurationError, EtlError, RunIdCollision, SourceUnavailable, describe,
+                                lake_errors)
+from totesys_etl.faults import crash_point
+from totesys_etl.ingest import fx
+from totesys_etl.ingest.cdc import pgoutput, slot as slots
+from totesys_etl.ingest.cdc.fold import Fold, TableChanges
+from totesys_etl.ingest.cdc.settings import CdcSettings
+from totesys_etl.logs import StageLog, Timer
+from totesys_etl.runs import RunResult
+from totesys_etl.schema import DELETED_ROW, SOURCE_TABLES
+from totesys_etl.schema.ddl import column_list
+from totesys_etl.schema.model import Table
+
+#: The manifest's `source_mode` for a CDC run.
+MODE = "cdc"
+#: Serialises CDC runs on one source (any 64-bit constant; the polling run's lock is another).
+CDC_LOCK_KEY = 0x746F7465_73797363  # "totesysc"
+_XID_SPAN = 1 << 32
+#: The `error_kind` of the retained-WAL ERROR (contract §10): a line, not an exception (the run goes on).
+SLOT_LAG = "cdc_slot_lag"
+#: The first listing for the previous run looks this far back; each further one eight times as far.
+RECENT = timedelta(hours=1)
+FIRST_RUN = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+class SlotUnusable(EtlError):
+    """The replication slot is missing, lost or not a pgoutput slot: nothing can be read."""
+
+    error_kind = "cdc_slot_lost"
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the lake stands in the slot: the previous CDC run, its `lsn_to`, and while needed
+    the first snapshot's filter (`snapshot` text and the WAL insert position after it)."""
+
+    run_id: str
+    lsn_to: int
+    snapshot: str | None = None
+    snapshot_lsn: int | None = None
+    fx: fx.FxMark = fx.FxMark()  # where FX stands (ingest/fx.py), carried from run to run
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "Position":
+        snapshot = manifest.get("cdc_snapshot")
+        newest_fx = manifest.get(fx.FX_FIELD)
+        if newest_fx is not None and date.fromisoformat(newest_fx).isoformat() != newest_fx:
+            raise ValueError("fx is not a YYYY-MM-DD date")
+        fx_mark = fx.FxMark(newest_fx, fx.parse_behind(manifest.get(fx.BEHIND_FIELD)))
+        return cls(manifest["run_id"], pgoutput.parse_lsn(manifest["lsn_to"]),
+                   snapshot["snapshot"] if snapshot else None,
+                   pgoutput.parse_lsn(snapshot["lsn"]) if snapshot else None, fx_mark)
+
+    def in_snapshot(self, commit_lsn: int, xid: int) -> bool:
+        """True if the transaction committed at `commit_lsn` with top-level id `xid` (32-bit) is
+        already in the first snapshot's copy."""
+        if self.snapshot is None or commit_lsn >= self.snapshot_lsn:
+            return False
+        xmin, xmax, xip = _parse_snapshot(self.snapshot)
+        full = (xmax >> 32 << 32) | xid  # the id in the snapshot's epoch, or the one before
+        if full >= xmax:
+            full -= _XID_SPAN
+        return full < xmin or (full < xmax and full not in xip)
+
+
+def _parse_snapshot(text: str) -> tuple[int, int, frozenset[int]]:
+    xmin, xmax, xip = text.split(":")
+    return int(xmin), int(xmax), frozenset(int(x) for x in xip.split(",") if x)
+
+
+def previous_position(bucket: str, log: StageLog) -> Position | None:
+    """The newest CDC run's position, or None: no run yet, or the newest totesys run polled.
+
+    Listed newest first from the recent past, further back only when needed (as the polling
+    ingest does); courier runs are not totesys runs and are passed over; a corrupt manifest is
+    skipped with a warning, never trusted."""
+    for run_id in _newest_first(bucket):
+        key = lake.manifest_key(run_id)
+        with lake_errors(bucket, key, missing_ok=True) as call:
+            body = s3.get_bytes(bucket, key)
+        if call.missing:
+            continue
+        try:
+            manifest = manifests.parse(body, run_id)
+        except EtlError as e:
+            log.warning(f"skipping a corrupt manifest: {e}", previous_run_id=run_id)
+            continue
+        if manifests.is_courier(manifest):
+            continue
+        if manifest.get("source_mode") != MODE:
+            log.warning("the newest totesys run polled: this CDC run takes a full snapshot", previous_run_id=run_id)
+            return None
+        try:
+            return Position.from_manifest(manifest)
+        except (KeyError, TypeError, ValueError) as e:
+            log.warning(f"skipping a corrupt manifest: {describe(e)}", previous_run_id=run_id)
+    return None
+
+
+def _newest_first(bucket: str, now: datetime | None = None) -> Iterator[str]:
+    """Run ids newest first, listed from an hour back, then eight times further each time only
+    if the caller asks for more (the lake grows for years; a listing must not)."""
+    now = now or datetime.now(timezone.utc)
+    window, seen = RECENT, set()
+    while True:
+        start = now - window
+        after = lake.run_id_at(start) if start > FIRST_RUN else None
+        with lake_errors(bucket, lake.RUNS_PREFIX):
+            runs = lake.runs_after(bucket, after)
+        for run_id in reversed(runs):
+            if run_id not in seen:
+                seen.add(run_id)
+                yield run_id
+        if after is None:
+            return
+        window *= 8
+
+
+def ingest(settings: Settings, log: StageLog | None = None, cdc: CdcSettings | None = None) -> RunResult:
+    """Ship the slot's next changes (or the first snapshot) into `settings.ingest_bucket`."""
+    log = log or StageLog("ingest")
+    cdc = cdc or CdcSettings.from_env()
+    timer = Timer()
+    bucket = settings.ingest_bucket
+    conn = postgres.connect(settings.source, application_name="totesys-etl-ingest-cdc")
+    try:
+        try:
+            conn.run("SELECT pg_advisory_lock(CAST(:key AS bigint))", key=CDC_LOCK_KEY)
+            conn.run("SET DateStyle = 'ISO, MDY'")  # timestamps as COPY writes them: YYYY-MM-DD HH:MM:SS[.f]
+            state = _usable_slot(conn, cdc, log)
+            previous = previous_position(bucket, log)
+            if previous is not None and state.confirmed_flush > previous.lsn_to:
+                log.warning("the slot is ahead of the lake (recreated?): taking a full snapshot",
+                            previous_run_id=previous.run_id)
+                previous = None
+            run_id = _run_id(conn, previous)
+            log.fields["run_id"] = run_id
+            with tempfile.TemporaryDirectory(prefix="totesys-cdc-") as folder:
+                if previous is None:
+                    manifest = _snapshot_run(conn, bucket, run_id, state, folder, log)
+                else:
+                    manifest = _changes_run(conn, bucket, run_id, previous, cdc, folder, log)
+            previous_fx = previous.fx if previous else fx.FxMark()
+            fx_inputs = fx.read_inputs(conn, previous_fx) if fx.enabled() else None
+        except (DatabaseError, InterfaceError) as e:
+            raise SourceUnavailable(f"reading the source's slot failed: {describe(e)}") from None
+        fx.add_to_manifest(settings, manifest, fx_inputs, previous_fx, log)
+        if manifest["files"]:
+            crash_point("ingest.before_manifest")
+        key = lake.manifest_key(run_id)
+        with lake_errors(bucket, key):
+            if not manifests.write(bucket, manifest) and not s3.holds(bucket, key, body=s3.json_body(manifest)):
+                raise _collision(run_id)
+        crash_point("ingest.after_manifest")
+        try:
+            slots.advance(conn, cdc.slot, pgoutput.parse_lsn(manifest["lsn_to"]))
+        except (DatabaseError, InterfaceError) as e:  # harmless: the next run drops what the lake holds
+            log.warning(f"the slot was not advanced: {describe(e)}")
+    finally:
+        postgres.close_quietly(conn)  # the lock goes with the session
+    result = RunResult(run_id, manifest["rows"], timer.seconds, files=len(manifest["files"]))
+    log.info("ingest run written", files=result.files, rows=sum(result.rows.values()), seconds=result.seconds,
+             previous_run_id=manifest["previous_run_id"], read=manifest["read"], lsn_from=manifest["lsn_from"],
+             lsn_to=manifest["lsn_to"])
+    return result
+
+
+def _usable_slot(conn, cdc: CdcSettings, log: StageLog) -> slots.SlotState:
+    """The slot's state, or SlotUnusable with the one line that says how to recover; logs the
+    `cdc_slot_lag` ERROR (the run still goes on: reading is what frees the WAL)."""
+    if not slots.may_replicate(conn):
+        raise ConfigurationError("TOTESYS_SOURCE_URL's role may not read replication slots: cdc mode needs a "
+                                 "LOGIN REPLICATION role (on RDS a member of rds_replication): readme_files/cdc.md")
+    state = slots.slot_state(conn, cdc.slot)
+    recovery = (f"recreate it (readme_files/cdc.md: SELECT pg_create_logical_replication_slot('{cdc.slot}', "
+                "'pgoutput')); the next run then takes a full snapshot, which ships nothing twice downstream")
+    if state is None:
+        raise SlotUnusable(f"replication slot {cdc.slot} does not exist in the source: {recovery}")
+    if state.lost:
+        raise SlotUnusable(f"replication slot {cdc.slot} is lost (its WAL was removed): drop it and {recovery}")
+    if state.plugin != "pgoutput":
+        raise SlotUnusable(f"replication slot {cdc.slot} uses {state.plugin}, not pgoutput: {recovery}")
+    if state.retained_bytes > cdc.max_lag_bytes:
+        log.error(f"replication slot {cdc.slot} retains {state.retained_bytes >> 20} MB of WAL, over "
+                  f"TOTESYS_CDC_MAX_LAG_MB ({cdc.max_lag_bytes >> 20}): the source's disk fills if this goes on",
+                  SLOT_LAG, retained_mb=state.retained_bytes >> 20)
+    return state
+
+
+def _run_id(conn, previous: Position | None) -> str:
+    """The run named by the database's clock, later than the previous CDC run whatever the clock
+    did (runs are serialised by the lock, so this is LSN order)."""
+    now: datetime = conn.run("SELECT clock_timestamp()")[0][0]
+    run_id = lake.run_id_at(now)
+    if previous is not None and run_id <= previous.run_id:
+        moment = datetime.strptime(previous.run_id, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
+        run_id = lake.run_id_at(moment + timedelta(microseconds=1))
+    return run_id
+
+
+def _snapshot_run(conn, bucket: str, run_id: str, state: slots.SlotState, folder: str, log: StageLog) -> dict:
+    files, rows = {}, {}
+    with postgres.transaction(conn, "REPEATABLE READ", read_only=True):
+        snapshot, snapshot_lsn = conn.run(
+            "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text")[0]
+        for table in SOURCE_TABLES:
+            timer = Timer()
+            path = os.path.join(folder, f"{table.name}.csv")
+            select = f"SELECT {column_list(table.column_names)} FROM public.{identifier(table.name)}"  # nosec B608
+            with open(path, "wb", buffering=1 << 20) as file:
+                rows[table.name] = postgres.copy_out(conn, select, file)
+            log.info("table extracted", table=table.name, rows=rows[table.name], seconds=timer.seconds)
+            if rows[table.name]:
+                files[table.name] = _upload(bucket, table, run_id, path, rows[table.name])
+    lsn = pgoutput.lsn_text(state.confirmed_flush)
+    # `complete`: every table is a whole image, so an id the warehouse holds that it lacks was deleted
+    # before the snapshot (after a mode switch or a recreated slot, no slot recorded that delete).
+    watermark = {"source_mode": MODE, "read": "snapshot", "lsn_from": lsn, "lsn_to": lsn,
+                 "cdc_snapshot": {"snapshot": snapshot, "lsn": snapshot_lsn},
+                 manifests.COMPLETE_FIELD: [t.name for t in SOURCE_TABLES]}
+    return manifests.ingest_manifest(run_id, None, watermark, files, rows)
+
+
+def _changes_run(conn, bucket: str, run_id: str, previous: Position, cdc: CdcSettings, folder: str,
+                 log: StageLog) -> dict:
+    upto = max(slots.flush_lsn(conn), previous.lsn_to)
+    fold = Fold(SOURCE_TABLES)
+    messages, last_end, shipping, committed_at = 0, None, False, None
+    for _, _, data in slots.peek(conn, cdc.slot, cdc.publication, upto, cdc.max_changes):
+        messages += 1
+        kind = data[:1]
+        if kind == b"B":  # whole committed transactions only: decided here, nothing buffered
+            begin = pgoutput.decode(data)
+            shipping = previous.lsn_to <= begin.final_lsn < upto and \
+                not previous.in_snapshot(begin.final_lsn, begin.xid)
+            committed_at = begin.committed_at
+        elif kind == b"C":
+            last_end, shipping = pgoutput.decode(data).end_lsn, False
+        elif kind == b"R":  # shapes matter whether or not this transaction ships
+            fold.relation(pgoutput.decode(data))
+        elif shipping and kind in b"IUDT":
+            fold.change(pgoutput.decode(data), committed_at)
+    bounded = messages >= cdc.max_changes and last_end is not None
+    lsn_to = last_end if bounded else upto
+    files, rows = {}, {}
+    for table in SOURCE_TABLES:
+        changes = fold.changes[table.name]
+        rows[table.name] = len(changes.versions)
+        if changes.versions:
+            path = os.path.join(folder, f"{table.name}.csv")
+            _write_csv(path, table.column_names, changes.versions.values())
+            files[table.name] = _upload(bucket, table, run_id, path, rows[table.name])
+    watermark = {"source_mode": MODE, "read": "bounded" if bounded else "changes",
+                 "lsn_from": pgoutput.lsn_text(previous.lsn_to), "lsn_to": pgoutput.lsn_text(lsn_to)}
+    if previous.snapshot is not None and lsn_to < previous.snapshot_lsn:  # the filter still matters
+        watermark["cdc_snapshot"] = {"snapshot": previous.snapshot, "lsn": pgoutput.lsn_text(previous.snapshot_lsn)}
+    versions, deletes = sum(rows.values()), _deletes(fold.changes)
+    rows[DELETED_ROW.name] = len(deletes)
+    if deletes:
+        path = os.path.join(folder, f"{DELETED_ROW.name}.csv")
+        _write_csv(path, DELETED_ROW.column_names, deletes)
+        files[DELETED_ROW.name] = _upload(bucket, DELETED_ROW, run_id, path, len(deletes))
+    log.info("slot read", messages=messages, versions=versions, deleted=len(deletes), bounded=bounded)
+    return manifests.ingest_manifest(run_id, previous.run_id, watermark, files, rows)
+
+
+def _deletes(changes: dict[str, TableChanges]) -> list[tuple]:
+    """(source_table, source_id, deleted_at) in table and id order; commit times as UTC text."""
+    out = []
+    for name, table_changes in changes.items():
+        for key, at in sorted(table_changes.deleted.items(), key=lambda kv: int(kv[0])):
+            out.append((name, key, at.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")))
+    return out
+
+
+def csv_field(value) -> str:
+    """One field as PostgreSQL's `COPY ... (FORMAT csv)` writes it in a row of several columns: NULL
+    is an unquoted empty field, '' is `""`, and a value holding a comma, quote, CR or LF is quoted
+    (`\\.` alone is quoted only in a one-column row, which no declared table has)."""
+    if value is None:
+        return ""
+    if value == "" or any(c in value for c in ',"\r\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _write_csv(path: str, columns, rows) -> None:
+    with open(path, "w", encoding="utf-8", newline="", buffering=1 << 20) as file:
+        file.write(",".join(columns) + "\n")
+        for row in rows:
+            file.write(",".join(csv_field(v) for v in row) + "\n")
+
+
+def _upload(bucket: str, table: Table, run_id: str, path: str, rows: int) -> dict:
+    """Upload one CSV create-only; its manifest entry. A key holding other bytes is another run's."""
+    key = lake.table_key(table.name, run_id, "csv")
+    with lake_errors(bucket, key):
+        if not s3.upload_file_create_only(bucket, key, path) and not s3.holds(bucket, key, path=path):
+            raise _collision(run_id)
+    return {"key": key, "rows": rows, "columns": table.column_names}
+
+
+def _collision(run_id: str) -> RunIdCollision:
+    return RunIdCollision(f"another ingest already wrote objects of run {run_id}: stopped without a manifest, "
+                          "so the next run reads these changes")
