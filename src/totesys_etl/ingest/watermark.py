@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import Iterator
 from datetime import date, datetime, timedelta, timezone
 
 from totesys_etl import lake
@@ -288,25 +289,36 @@ def previous_watermark(bucket: str, log: StageLog, now: datetime | None = None, 
     from change data capture: None, so this run reads every row (a full read, which `reconcile` tells
     apart from a reship), since the changes since the last polling run were shipped from the slot.
     """
+    for run_id in newest_runs_first(bucket, now):
+        if before is not None and run_id >= before:
+            continue
+        watermark = _read_watermark(bucket, run_id, log)
+        if watermark is _FROM_CDC:
+            log.warning("the newest totesys run read the replication slot (cdc): this run reads every "
+                        "row", previous_run_id=run_id)
+            return None
+        if watermark is not None:
+            return watermark
+    return None
+
+
+def newest_runs_first(bucket: str, now: datetime | None = None) -> Iterator[str]:
+    """Run ids newest first, listed from `now - RECENT`, then eight times further back each time
+    only if the caller asks for more, back to FIRST_RUN (the lake grows for years; a listing must
+    not). `now` is only a listing hint: a wrong clock costs listings, never correctness."""
     now = now or datetime.now(timezone.utc)
-    window, tried = RECENT, set()
+    window, seen = RECENT, set()
     while True:
         start = now - window
         after = lake.run_id_at(start) if start > FIRST_RUN else None
         with lake_errors(bucket, lake.RUNS_PREFIX):
             runs = lake.runs_after(bucket, after)
         for run_id in reversed(runs):
-            if run_id not in tried and (before is None or run_id < before):
-                tried.add(run_id)
-                watermark = _read_watermark(bucket, run_id, log)
-                if watermark is _FROM_CDC:
-                    log.warning("the newest totesys run read the replication slot (cdc): this run reads every "
-                                "row", previous_run_id=run_id)
-                    return None
-                if watermark is not None:
-                    return watermark
+            if run_id not in seen:
+                seen.add(run_id)
+                yield run_id
         if after is None:
-            return None
+            return
         window *= 8
 
 

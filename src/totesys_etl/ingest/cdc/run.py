@@ -27,7 +27,6 @@ import os
 import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Iterator
 
 from pg8000.native import DatabaseError, InterfaceError, identifier
 
@@ -42,6 +41,7 @@ from totesys_etl.ingest import fx
 from totesys_etl.ingest.cdc import pgoutput, slot as slots
 from totesys_etl.ingest.cdc.fold import Fold, TableChanges
 from totesys_etl.ingest.cdc.settings import CdcSettings
+from totesys_etl.ingest.watermark import newest_runs_first
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult
 from totesys_etl.schema import DELETED_ROW, SOURCE_TABLES
@@ -56,8 +56,6 @@ _XID_SPAN = 1 << 32
 #: The `error_kind` of the retained-WAL ERROR (contract §10): a line, not an exception (the run goes on).
 SLOT_LAG = "cdc_slot_lag"
 #: The first listing for the previous run looks this far back; each further one eight times as far.
-RECENT = timedelta(hours=1)
-FIRST_RUN = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
 class SlotUnusable(EtlError):
@@ -111,7 +109,7 @@ def previous_position(bucket: str, log: StageLog) -> Position | None:
     Listed newest first from the recent past, further back only when needed (as the polling
     ingest does); courier runs are not totesys runs and are passed over; a corrupt manifest is
     skipped with a warning, never trusted."""
-    for run_id in _newest_first(bucket):
+    for run_id in newest_runs_first(bucket):
         key = lake.manifest_key(run_id)
         with lake_errors(bucket, key, missing_ok=True) as call:
             body = s3.get_bytes(bucket, key)
@@ -132,25 +130,6 @@ def previous_position(bucket: str, log: StageLog) -> Position | None:
         except (KeyError, TypeError, ValueError) as e:
             log.warning(f"skipping a corrupt manifest: {describe(e)}", previous_run_id=run_id)
     return None
-
-
-def _newest_first(bucket: str, now: datetime | None = None) -> Iterator[str]:
-    """Run ids newest first, listed from an hour back, then eight times further each time only
-    if the caller asks for more (the lake grows for years; a listing must not)."""
-    now = now or datetime.now(timezone.utc)
-    window, seen = RECENT, set()
-    while True:
-        start = now - window
-        after = lake.run_id_at(start) if start > FIRST_RUN else None
-        with lake_errors(bucket, lake.RUNS_PREFIX):
-            runs = lake.runs_after(bucket, after)
-        for run_id in reversed(runs):
-            if run_id not in seen:
-                seen.add(run_id)
-                yield run_id
-        if after is None:
-            return
-        window *= 8
 
 
 def ingest(settings: Settings, log: StageLog | None = None, cdc: CdcSettings | None = None) -> RunResult:
