@@ -47,6 +47,12 @@ class Totesys:
                  first=first, last=first + count - 1)
 
 
+@pytest.fixture(scope="session")
+def generated_value():
+    """`_value`, for the conftests of the folders below (pytest's importlib mode shares no module)."""
+    return _value
+
+
 @pytest.fixture
 def totesys(source, run_sql):
     """The eleven tables created from their declarations, ROWS_PER_TABLE rows each, by the admin."""

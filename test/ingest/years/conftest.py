@@ -114,7 +114,9 @@ def _start_with_env(cluster: servers.Postgres, env: dict[str, str]) -> None:
     subprocess.run(command, check=True, capture_output=True)  # nosec B603 - fixed tools
 
 
-def make_source(home: Path, clock_file: Path | None = None) -> OwnSource:
+def make_source(home: Path, value, clock_file: Path | None = None) -> OwnSource:
+    """A cluster of its own with the eleven tables, each holding ROWS rows made by `value` (a column's
+    SQL expression of generate_series' `g`: the `generated_value` fixture)."""
     cluster = servers.Postgres.create(home / "pg")
     source = OwnSource(cluster, "reader-" + os.urandom(6).hex(), clock_file)
     if clock_file is not None:
@@ -126,28 +128,15 @@ def make_source(home: Path, clock_file: Path | None = None) -> OwnSource:
     try:
         for table in SOURCE_TABLES:
             conn.run(create_table(table))
-            _insert(conn, table)
+            _insert(conn, table, value)
         conn.run("CREATE TABLE scratch (n bigint)")  # another application's table: ids that write none of ours
     finally:
         conn.close()
     return source
 
 
-def _insert(conn, table) -> None:
+def _insert(conn, table, value) -> None:
     from totesys_etl.schema.ddl import column_list
-
-    def value(column) -> str:
-        if column.name in ("created_at", "last_updated"):
-            return "LOCALTIMESTAMP"
-        if column.type in ("int", "serial"):
-            return "g"
-        if column.type == "boolean":
-            return "g % 2 = 0"
-        if column.type.startswith("numeric"):
-            return "g * 1.25"
-        if column.type == "varchar(3)":
-            return "'C' || g"
-        return f"'{column.name} ' || g"
 
     conn.run(f"INSERT INTO {pg8000.native.identifier(table.name)} ({column_list(table.column_names)}) "  # nosec
              f"SELECT {', '.join(value(c) for c in table.columns)} FROM generate_series(1, {ROWS}) AS g")
@@ -162,9 +151,9 @@ def cluster_home():
 
 
 @pytest.fixture
-def own_source(cluster_home, buckets, monkeypatch):
+def own_source(cluster_home, buckets, monkeypatch, generated_value):
     """A source cluster of this test's own, read by the pipeline through the read-only role."""
-    source = make_source(cluster_home)
+    source = make_source(cluster_home, generated_value)
     monkeypatch.setenv("TOTESYS_SOURCE_URL", source.reader_url)
     monkeypatch.setenv("TOTESYS_INGEST_BUCKET", buckets[0])
     monkeypatch.setenv("TOTESYS_PROCESSED_BUCKET", buckets[1])
@@ -209,12 +198,12 @@ def versions(shipped):
 
 
 @pytest.fixture
-def clocked_source(cluster_home, buckets, monkeypatch):
+def clocked_source(cluster_home, buckets, monkeypatch, generated_value):
     """Like `own_source`, with the server's clock under the test's control (`step_clock`)."""
     clock = cluster_home / "clock"
     clock.write_text("+0\n")
     _chown(clock)
-    source = make_source(cluster_home / "clocked", clock_file=clock)
+    source = make_source(cluster_home / "clocked", generated_value, clock_file=clock)
     monkeypatch.setenv("TOTESYS_SOURCE_URL", source.reader_url)
     monkeypatch.setenv("TOTESYS_INGEST_BUCKET", buckets[0])
     monkeypatch.setenv("TOTESYS_PROCESSED_BUCKET", buckets[1])
