@@ -59,3 +59,39 @@ def test_entries_accept_only_the_layout_key_with_a_row_count():
     assert by_table["staff"] == f"staff/../../address/{RUN}.csv"
     assert by_table["transaction"] == f"_runs/{RUN}.json#files/transaction"
     assert "not a table this stage reads" in {r.table: r.reason for r in rejected}["../etc/passwd"]
+
+
+def _parts(table, extension, *rows):
+    return [{"key": lake.part_key(table, RUN, extension, i), "rows": n} for i, n in enumerate(rows)]
+
+
+def test_a_table_in_parts_gives_one_entry_per_part_in_order():
+    files = {"sales_order": manifests.parted_entry(_parts("sales_order", "csv", 3, 0, 5)),
+             "address": {"key": lake.table_key("address", RUN, "csv"), "rows": 2}}
+    accepted, rejected = manifests.entries({"files": files}, RUN, {"sales_order", "address"}, "csv")
+    assert rejected == []
+    assert [(e.table, e.part, e.parts, e.rows) for e in accepted] == [
+        ("address", None, 1, 2), ("sales_order", 0, 3, 3), ("sales_order", 1, 3, 0), ("sales_order", 2, 3, 5)]
+    assert accepted[1].key.endswith(f"sales_order_{RUN}.part00000.csv")
+
+
+@pytest.mark.parametrize("entry, reason", [
+    ({"rows": 8, "parts": []}, "no valid list of parts"),
+    ({"rows": 8, "parts": "x"}, "no valid list of parts"),
+    ({"rows": 8, "parts": _parts("sales_order", "csv", 3, 5)[::-1]}, "part 0 of 'sales_order' does not name"),
+    ({"rows": 8, "parts": _parts("sales_order", "parquet", 3, 5)}, "does not name this run's part"),
+    ({"rows": 8, "parts": _parts("address", "csv", 3, 5)}, "does not name this run's part"),
+    ({"rows": 8, "parts": [_parts("sales_order", "csv", 3)[0], {"key": "../x.csv", "rows": 5}]}, "part 1"),
+    ({"rows": 8, "parts": _parts("sales_order", "csv", 3, -5)}, "part 1 of sales_order has no valid row count"),
+    ({"rows": 9, "parts": _parts("sales_order", "csv", 3, 5)}, "not the sum of its parts'"),
+])
+def test_a_table_in_parts_is_trusted_only_whole(entry, reason):
+    accepted, rejected = manifests.entries({"files": {"sales_order": entry}}, RUN, {"sales_order"}, "csv")
+    assert accepted == []
+    assert len(rejected) == 1 and reason in rejected[0].reason
+
+
+def test_part_keys_carry_five_digits_and_refuse_numbers_outside_them():
+    assert lake.part_key("payment", RUN, "parquet", 7).endswith(f"payment_{RUN}.part00007.parquet")
+    with pytest.raises(ValueError):
+        lake.part_key("payment", RUN, "csv", lake.MAX_PARTS)

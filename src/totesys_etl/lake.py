@@ -44,6 +44,17 @@ def table_key(table: str, run_id: str, extension: str) -> str:
     return f"{table}/year={year}/month={month}/day={day}/{table}_{run_id}.{extension}"
 
 
+#: How many parts one table of one run may have: `part_key`'s five digits (contract §4 "Parts").
+MAX_PARTS = 100_000
+
+
+def part_key(table: str, run_id: str, extension: str, part: int) -> str:
+    """`<table>/…/<table>_<run_id>.part<NNNNN>.<extension>`: part `part` of a table split into parts."""
+    if not 0 <= part < MAX_PARTS:
+        raise ValueError(f"part {part} is outside 0..{MAX_PARTS - 1}")
+    return table_key(table, run_id, f"part{part:05d}.{extension}")
+
+
 def manifest_key(run_id: str) -> str:
     return f"{RUNS_PREFIX}{run_id}.json"
 

@@ -2,7 +2,8 @@
 
 Each stage writes one manifest per run, `_runs/<run_id>.json`, last, so that its existence says
 the run is complete; the next stage trusts nothing else. Both kinds share `run_id`, `stage`,
-`format` and `files` (`{table: {"key", "rows", ...}}`):
+`format` and `files` (`{table: {"key", "rows", ...}}`, or for a table split into parts
+`{table: {"rows", "parts": [{"key", "rows"}, ...]}}`, contract §4 "Parts"):
 
 - `ingest` adds `previous_run_id`, `rows` (all eleven tables), and the watermark the next ingest
   reads: `snapshot`, `cutoff`, `overlap_seconds`, `read`, `in_progress`, `seen`, `unread`,
@@ -37,11 +38,17 @@ INGEST_FIELDS = (*COMMON_FIELDS, "stage", "rows", "snapshot", "cutoff")
 
 @dataclass(frozen=True)
 class FileEntry:
-    """A manifest entry that names exactly the file the layout expects, with its row count."""
+    """A manifest entry that names exactly the file the layout expects, with its row count.
+
+    A table split into parts (contract §4 "Parts") gives one entry per part: `part` is its
+    number (None for an unsplit table's one file) and `parts` how many the table has.
+    """
 
     table: str
     key: str
     rows: int
+    part: int | None = None
+    parts: int = 1
 
 
 @dataclass(frozen=True)
@@ -133,24 +140,57 @@ def parse(body: bytes, run_id: str, required: tuple[str, ...] = COMMON_FIELDS) -
     return manifest
 
 
+def parted_entry(parts: list[dict]) -> dict:
+    """The `files` entry of a table split into parts: its rows in all, and each part's key and rows
+    in part order (`{"rows": N, "parts": [{"key", "rows"}, ...]}`; contract §4 "Parts")."""
+    return {"rows": sum(p["rows"] for p in parts), "parts": [{"key": p["key"], "rows": p["rows"]} for p in parts]}
+
+
+def _valid_rows(rows) -> bool:
+    return isinstance(rows, int) and not isinstance(rows, bool) and rows >= 0
+
+
 def entries(manifest: dict, run_id: str, tables: Collection[str], extension: str
             ) -> tuple[list[FileEntry], list[RejectedEntry]]:
     """Split a parsed manifest's `files` into trusted entries and hostile ones, each in table order.
 
-    Keys are compared as strings; they never become paths or SQL. A hostile entry's key is shown
-    as given, or as `_runs/<run_id>.json#files/<table>` when it has none.
+    A table in parts gives one entry per part, in part order; it is trusted only whole (every
+    part named exactly as the layout gives part i, rows adding up to the table's), since a run
+    missing a part must never look loaded. Keys are compared as strings; they never become paths
+    or SQL. A hostile entry's key is shown as given, or as `_runs/<run_id>.json#files/<table>`.
     """
     accepted, rejected = [], []
     for table, entry in sorted(manifest["files"].items()):
         key = entry.get("key") if isinstance(entry, dict) else None
         shown = key if isinstance(key, str) else f"{lake.manifest_key(run_id)}#files/{table}"
         rows = entry.get("rows") if isinstance(entry, dict) else None
+        parts = entry.get("parts") if isinstance(entry, dict) else None
         if table not in tables:
             rejected.append(RejectedEntry(table, shown, f"{table!r} is not a table this stage reads"))
+        elif parts is not None:
+            problem = _parts_problem(table, run_id, extension, parts, rows)
+            if problem:
+                rejected.append(RejectedEntry(table, shown, problem))
+            else:
+                accepted.extend(FileEntry(table, p["key"], p["rows"], i, len(parts)) for i, p in enumerate(parts))
         elif key != lake.table_key(table, run_id, extension):
             rejected.append(RejectedEntry(table, shown, f"entry for {table!r} does not name this run's file of it"))
-        elif not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+        elif not _valid_rows(rows):
             rejected.append(RejectedEntry(table, key, f"entry for {table} has no valid row count"))
         else:
             accepted.append(FileEntry(table, key, rows))
     return accepted, rejected
+
+
+def _parts_problem(table: str, run_id: str, extension: str, parts, rows) -> str | None:
+    """Why a parted entry cannot be trusted, or None."""
+    if not isinstance(parts, list) or not 0 < len(parts) <= lake.MAX_PARTS:
+        return f"entry for {table!r} has no valid list of parts"
+    for i, part in enumerate(parts):
+        if not isinstance(part, dict) or part.get("key") != lake.part_key(table, run_id, extension, i):
+            return f"part {i} of {table!r} does not name this run's part {i} of it"
+        if not _valid_rows(part.get("rows")):
+            return f"part {i} of {table} has no valid row count"
+    if rows != sum(p["rows"] for p in parts):
+        return f"entry for {table} has a row count that is not the sum of its parts'"
+    return None
