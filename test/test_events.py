@@ -1,6 +1,9 @@
 import json
 
-from totesys_etl.events import S3Object, parse_event
+import pytest
+
+from totesys_etl.errors import InvalidInput
+from totesys_etl.events import PartRequest, S3Object, parse_event, part_event
 
 
 def _record(bucket, key, name="ObjectCreated:Put"):
@@ -39,3 +42,22 @@ def test_manifest_runs_keeps_this_bucket_s_manifests_once_in_order():
     runs, others = parse_event(event).manifest_runs("b")
     assert runs == ["20260101T000000000001Z", "20260101T000000000002Z"]
     assert others == [S3Object("other", "_runs/20260101T000000000003Z.json"), S3Object("b", "_runs/../x.json")]
+
+
+def test_a_part_request_round_trips_and_is_neither_a_sweep_nor_objects():
+    request = PartRequest("20261124T071248780573Z", "fact_sales_order", 12)
+    invocation = parse_event(part_event(request))
+    assert invocation.part == request and not invocation.sweep and invocation.objects == ()
+
+
+@pytest.mark.parametrize("body", [
+    None, "x", {"run_id": "2026", "table": "sales_order", "part": 0},
+    {"run_id": "20261124T071248780573Z", "table": "sales_order; drop table x", "part": 0},
+    {"run_id": "20261124T071248780573Z", "table": "sales_order", "part": True},
+    {"run_id": "20261124T071248780573Z", "table": "sales_order", "part": -1},
+    {"run_id": "20261124T071248780573Z", "table": "sales_order", "part": 100_000},
+    {"run_id": "20261124T071248780573Z", "table": "sales_order"},
+])
+def test_a_malformed_part_request_is_one_line_of_invalid_input(body):
+    with pytest.raises(InvalidInput, match="not a part request"):
+        parse_event({"totesys_part": body})
