@@ -4,6 +4,7 @@ import logging
 import subprocess
 import sys
 import types
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -94,3 +95,25 @@ def test_lambda_lines_carry_the_request_id_and_whether_the_container_was_cold(mo
         logs._LOGGER.removeHandler(handler)
     line = json.loads(stream.getvalue().splitlines()[-1])
     assert line["request_id"] == "8f5e-req-2" and line["cold_start"] is False and line["stage"] == "ingest"
+
+
+def test_kept_log_days_older_than_the_retention_are_deleted_and_nothing_else(tmp_path):
+    folder = tmp_path / logs.LOG_FOLDER
+    folder.mkdir()
+    today = datetime.now(timezone.utc).date()
+    days = [today - timedelta(days=n) for n in (0, 1, 2, 3, 40)]
+    for day in days:
+        (folder / f"{day:%Y-%m-%d}.jsonl").write_text("{}\n")
+    (folder / "notes.jsonl").write_text("mine\n")
+    path = logs.keep(tmp_path, env={"TOTESYS_LOG_RETENTION_DAYS": "3"})
+    for handler in [h for h in logs._LOGGER.handlers if getattr(h, "baseFilename", None) == str(path)]:
+        logs._LOGGER.removeHandler(handler)
+        handler.close()
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"{d:%Y-%m-%d}.jsonl" for d in days[:3]] + ["notes.jsonl"])
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "a week", "1.5"])
+def test_a_bad_log_retention_is_one_line(tmp_path, value):
+    with pytest.raises(ConfigurationError, match="TOTESYS_LOG_RETENTION_DAYS must be a whole number"):
+        logs.keep(tmp_path, env={"TOTESYS_LOG_RETENTION_DAYS": value})

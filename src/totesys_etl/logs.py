@@ -8,14 +8,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from datetime import datetime, timezone
-from typing import Callable, Iterator
+from datetime import date, datetime, timedelta, timezone
+from typing import Callable, Iterator, Mapping
 
-from totesys_etl.errors import describe, kind_of
+from totesys_etl.errors import ConfigurationError, describe, kind_of
 
 _LOGGER = logging.getLogger("totesys_etl")
 
@@ -92,17 +93,25 @@ class _KeptHandler(logging.FileHandler):
 
 #: Under `.local/`: one file of JSON lines per UTC day, read by `totesys-etl logs`.
 LOG_FOLDER = "logs"
+#: How many UTC days of kept lines a machine keeps (CloudWatch's retention plays this part in AWS).
+RETENTION_VARIABLE = "TOTESYS_LOG_RETENTION_DAYS"
+DEFAULT_RETENTION_DAYS = 30
+_DAY_FILE = re.compile(r"\d{4}-\d{2}-\d{2}\.jsonl")
 
 
-def keep(home: Path) -> Path:
+def keep(home: Path, env: Mapping[str, str] | None = None) -> Path:
     """Also append every INFO line and above, as JSON, to today's file under `home/logs/`; its path.
 
     Whatever the terminal shows (nothing, readable progress, JSON), the kept lines are the full
-    JSON ones, so `totesys-etl logs` can filter them by stage, run and time afterwards.
+    JSON ones, so `totesys-etl logs` can filter them by stage, run and time afterwards. Days older
+    than the retention (`TOTESYS_LOG_RETENTION_DAYS`, default 30) are deleted first, so a machine
+    that ticks every few minutes for years does not fill its disk with them.
     """
     folder = home / LOG_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{datetime.now(timezone.utc):%Y-%m-%d}.jsonl"
+    today = datetime.now(timezone.utc).date()
+    prune(folder, today - timedelta(days=_retention_days(os.environ if env is None else env) - 1))
+    path = folder / f"{today:%Y-%m-%d}.jsonl"
     handler = _KeptHandler(path, encoding="utf-8")
     handler.setFormatter(_JsonFormatter())
     handler.setLevel(logging.INFO)
@@ -110,6 +119,23 @@ def keep(home: Path) -> Path:
     _LOGGER.propagate = False
     _settle_level()
     return path
+
+
+def prune(folder: Path, first_kept: date) -> list[Path]:
+    """Delete the day files before `first_kept`; the paths deleted. Other files are never touched."""
+    deleted = []
+    for path in folder.glob("*.jsonl"):
+        if _DAY_FILE.fullmatch(path.name) and path.stem < f"{first_kept:%Y-%m-%d}":
+            path.unlink(missing_ok=True)
+            deleted.append(path)
+    return sorted(deleted)
+
+
+def _retention_days(env: Mapping[str, str]) -> int:
+    text = env.get(RETENTION_VARIABLE) or str(DEFAULT_RETENTION_DAYS)
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigurationError(f"{RETENTION_VARIABLE} must be a whole number of days >= 1, not {text[:40]!r}")
+    return int(text)
 
 
 def kept_lines(home: Path, since: datetime | None = None) -> Iterator[dict]:
