@@ -189,3 +189,34 @@ def test_replayed_events_and_sigkills_change_nothing_twice(cdc_pipeline, open_ga
             assert handler.returncode == 0, err[-2000:]
     assert pipeline.digest() == before  # not a row, surrogate key or etl_ column moved
     reconciled(pipeline)
+
+
+def test_a_dropped_column_stops_that_table_and_it_catches_up_once_back(cdc_pipeline):
+    """Contract §2/§10 through tick: the table whose column went is not compared (reconcile says why),
+    every other table keeps loading, and once the column is back the table catches up: reconcile clean,
+    and the copy that resumed it is a read on purpose, not a reship."""
+    pipeline, source = cdc_pipeline
+    pipeline.tick()
+    emails = source.run("SELECT staff_id, email_address FROM staff")
+    source.run("ALTER TABLE staff DROP COLUMN email_address")
+    assert pipeline.command("simulate", "--changes", "60").returncode == 0
+    source.run("UPDATE staff SET first_name = 'while stopped', last_updated = now() WHERE staff_id = 1")
+    source.run("DELETE FROM payment WHERE payment_id = (SELECT min(payment_id) FROM payment)")
+    flushed(source)
+    stopped = pipeline.tick()
+    assert "source_schema_changed" in stopped.stderr + stopped.stdout or \
+        "source_schema_changed" in pipeline.command("logs", "--json").stdout
+    report = pipeline.command("reconcile")
+    assert report.returncode == 1 and "staff" in report.stdout and "STOPPED" in report.stdout
+    assert "DIFFERENT" not in report.stdout, report.stdout[-3000:]  # every other table loaded
+    source.run("ALTER TABLE staff ADD COLUMN email_address varchar")
+    for staff_id, email in emails:
+        source.run("UPDATE staff SET email_address = :e WHERE staff_id = :i", e=email, i=staff_id)
+    flushed(source)
+    pipeline.tick()
+    source.run("UPDATE staff SET last_name = 'after', last_updated = now() WHERE staff_id = 2")
+    flushed(source)
+    pipeline.tick()
+    reconciled(pipeline)
+    assert pipeline_sql(pipeline, "SELECT first_name FROM dim_staff WHERE staff_id = 1") == [["while stopped"]]
+    assert pipeline_sql(pipeline, "SELECT count(*) FROM etl_deleted_row") == [[1]]
