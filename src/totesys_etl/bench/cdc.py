@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 import time
@@ -86,6 +87,7 @@ def cdc_bench(svc: Services, orders: int, workdir: Path, out: TextIO, poll: dict
     from totesys_etl.local.source.simulate import simulate
 
     workdir.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
     log_path = workdir / "bench-cdc.log"
     log_path.write_text("")
     step = Steps(out)
@@ -129,6 +131,9 @@ def cdc_bench(svc: Services, orders: int, workdir: Path, out: TextIO, poll: dict
             "tick_1000_s": {s: tick_1000[s]["handler_s"] for s in STAGES},
             "tick_1000_rows": {s: stage_rows(tick_1000[s]) for s in STAGES},
             "sanity": "warehouse dimension rows and fact ids match the source (initial load, tick)",
+            # the figures move with what else runs on the machine: read them beside these
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "bench_s": round(time.perf_counter() - started, 1),
         },
     }
