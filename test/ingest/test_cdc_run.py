@@ -9,6 +9,7 @@ import os
 import secrets
 import subprocess  # nosec B404 - the crash test runs the handler in a process of its own
 import sys
+from datetime import timedelta
 
 import pg8000.native
 import pytest
@@ -290,6 +291,24 @@ def test_a_dropped_column_stops_that_table_alone_and_it_catches_up_once_back(tot
     runs = lake.runs_after(ingested.bucket, None)[1:]  # after the first snapshot: no whole row of staff twice
     whole = [tuple(r.values()) for run_id in runs for r in rows_of(ingested, run_id, "staff")]
     assert len(whole) == len(set(whole)) == 3
+
+
+def test_a_first_snapshot_without_a_column_copies_the_other_tables_and_a_manifest_naming_it_wrongly_is_corrupt(
+        totesys, cdc, ingested, logs):
+    totesys.run("ALTER TABLE design RENAME COLUMN file_name TO file")
+    first = run()
+    manifest = ingested.manifest(first.run_id)
+    assert manifest["read"] == "snapshot" and first.rows["design"] == 0 and first.rows["staff"] == ROWS_PER_TABLE
+    assert manifest["cdc_stopped"] == {"design": ["file_name"]} and "design" not in manifest["complete"]
+    totesys.run("ALTER TABLE design RENAME COLUMN file TO file_name")
+    resumed = run()
+    assert resumed.rows["design"] == ROWS_PER_TABLE and ingested.manifest(resumed.run_id)["complete"] == ["design"]
+
+    later = lake.run_id_at(lake.run_time(resumed.run_id) + timedelta(microseconds=1))
+    ingested.put(lake.manifest_key(later), json.dumps({  # the newest manifest, naming a table nobody reads
+        **ingested.manifest(resumed.run_id), "run_id": later, "cdc_stopped": ["pg_authid"]}).encode())
+    assert ingested.manifest(run().run_id)["previous_run_id"] == resumed.run_id
+    assert [line for line in logs if "skipping a corrupt manifest" in line["message"]]
 
 
 def test_a_long_transaction_with_many_savepoints_arrives_whole_once_after_its_commit(totesys, cdc, ingested, source):

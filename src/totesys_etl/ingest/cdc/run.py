@@ -115,11 +115,12 @@ class Position:
         if newest_fx is not None and date.fromisoformat(newest_fx).isoformat() != newest_fx:
             raise ValueError("fx is not a YYYY-MM-DD date")
         fx_mark = fx.FxMark(newest_fx, fx.parse_behind(manifest.get(fx.BEHIND_FIELD)))
-        declared = {t.name: t for t in SOURCE_TABLES}
-        copies = {table: Copy.from_json(entry) for table, entry in manifest.get(COPIES, {}).items()}
-        stopped = {table: tuple(str(c) for c in columns) for table, columns in manifest.get(STOPPED, {}).items()}
-        if not set(copies) | set(stopped) <= set(declared):
-            raise ValueError(f"{COPIES} or {STOPPED} names a table the pipeline does not read")
+        copies, stopped = manifest.get(COPIES, {}), manifest.get(STOPPED, {})
+        if not (isinstance(copies, dict) and isinstance(stopped, dict) and set(copies) | set(stopped) <= ALL_TABLES
+                and all(isinstance(c, list) for c in stopped.values())):
+            raise ValueError(f"{COPIES} or {STOPPED} is not an object of the tables the pipeline reads")
+        copies = {table: Copy.from_json(entry) for table, entry in copies.items()}
+        stopped = {table: tuple(str(c) for c in columns) for table, columns in stopped.items()}
         return cls(manifest["run_id"], pgoutput.parse_lsn(manifest["lsn_to"]),
                    Copy.from_json(snapshot) if snapshot else None, fx_mark, copies, stopped)
 
