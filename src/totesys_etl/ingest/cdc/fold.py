@@ -101,10 +101,12 @@ class Fold:
         if shape is None:
             return
         self.rows += 1
+        if shape.table.name in self.skip:  # a copy holds it already, whatever shape it had
+            return
         if shape.missing and shape.table.name not in self.stopped:
             self.stopped[shape.table.name] = shape.missing
             self.changes[shape.table.name] = TableChanges(shape.table)  # the copy that resumes it holds them
-        if self._passed_over(shape.table.name):
+        if shape.table.name in self.stopped:
             return
         changes = self.changes[shape.table.name]
         if isinstance(message, Delete):
