@@ -296,13 +296,17 @@ def test_a_dropped_column_stops_that_table_alone_and_it_catches_up_once_back(tot
 def test_a_first_snapshot_without_a_column_copies_the_other_tables_and_a_manifest_naming_it_wrongly_is_corrupt(
         totesys, cdc, ingested, logs):
     totesys.run("ALTER TABLE design RENAME COLUMN file_name TO file")
+    totesys.run("ALTER TABLE currency ADD COLUMN note text DEFAULT 'new'")  # ignored, and recorded (contract §2)
     first = run()
     manifest = ingested.manifest(first.run_id)
     assert manifest["read"] == "snapshot" and first.rows["design"] == 0 and first.rows["staff"] == ROWS_PER_TABLE
     assert manifest["cdc_stopped"] == {"design": ["file_name"]} and "design" not in manifest["complete"]
+    assert manifest["new_columns"] == {"currency": ["note"], "design": ["file"]}  # a rename: one gone, one new
+    assert "note" not in rows_of(ingested, first.run_id, "currency")[0]
     totesys.run("ALTER TABLE design RENAME COLUMN file TO file_name")
     resumed = run()
     assert resumed.rows["design"] == ROWS_PER_TABLE and ingested.manifest(resumed.run_id)["complete"] == ["design"]
+    assert ingested.manifest(resumed.run_id)["new_columns"] == {"currency": ["note"]}
 
     later = lake.run_id_at(lake.run_time(resumed.run_id) + timedelta(microseconds=1))
     ingested.put(lake.manifest_key(later), json.dumps({  # the newest manifest, naming a table nobody reads

@@ -248,7 +248,7 @@ def _run_id(conn, previous: Position | None) -> str:
 
 
 def _snapshot_run(conn, bucket: str, run_id: str, state: slots.SlotState, folder: str, log: StageLog) -> dict:
-    lacking = _lacking(conn)
+    lacking, added = _source_shape(conn)
     copied = [t for t in SOURCE_TABLES if t.name not in lacking]
     copy, files, rows = _copy_tables(conn, bucket, run_id, copied, folder, log)
     rows.update({name: 0 for name in lacking})
@@ -257,7 +257,7 @@ def _snapshot_run(conn, bucket: str, run_id: str, state: slots.SlotState, folder
     # before the snapshot (after a mode switch or a recreated slot, no slot recorded that delete).
     watermark = {"source_mode": MODE, "read": "snapshot", "lsn_from": lsn, "lsn_to": lsn,
                  "cdc_snapshot": copy.to_json(), manifests.COMPLETE_FIELD: [t.name for t in copied]}
-    _stopped(watermark, lacking, log)
+    _stopped(watermark, lacking, added, log)
     return manifests.ingest_manifest(run_id, None, watermark, files, rows)
 
 
@@ -281,28 +281,40 @@ def _copy_tables(conn, bucket: str, run_id: str, tables: list[Table], folder: st
     return Copy(snapshot, pgoutput.parse_lsn(snapshot_lsn)), files, rows
 
 
-def _lacking(conn) -> dict[str, tuple[str, ...]]:
-    """Source table -> the declared columns it lacks now (a dropped or renamed column); absent: none."""
+def _source_shape(conn) -> tuple[dict[str, tuple[str, ...]], dict[str, list[str]]]:
+    """Source table -> the declared columns it lacks now (a dropped or renamed column), and source
+    table -> the columns it has beyond the declaration (ignored, recorded as `new_columns` as the
+    polling run does: contract §2); tables with none are absent."""
     present = postgres.table_columns(conn, [t.name for t in SOURCE_TABLES])
-    lacking = {t.name: tuple(c for c in t.column_names if c not in present.get(t.name, set())) for t in SOURCE_TABLES}
-    return {name: columns for name, columns in lacking.items() if columns}
+    lacking, added = {}, {}
+    for table in SOURCE_TABLES:
+        columns = present.get(table.name, set())
+        if missing := tuple(c for c in table.column_names if c not in columns):
+            lacking[table.name] = missing
+        if extra := sorted(columns - set(table.column_names)) if columns else []:
+            added[table.name] = extra
+    return lacking, added
 
 
-def _stopped(watermark: dict, stopped: dict[str, tuple[str, ...]], log: StageLog) -> None:
+def _stopped(watermark: dict, stopped: dict[str, tuple[str, ...]], added: dict[str, list[str]], log: StageLog
+             ) -> None:
     """One ERROR per stopped table and run while it lasts (contract §2: its own alarm), and the tables
-    in the manifest, so that the next run goes on passing them over until their columns are back."""
+    in the manifest, so that the next run goes on passing them over until their columns are back;
+    the columns the source added, as the polling run records them."""
     for table, columns in sorted(stopped.items()):
         log.error(f"source table {table} lacks column(s) {', '.join(columns)}: {table} is not shipped until they "
                   "are back, then copied whole; every other table goes on", SourceSchemaChanged.error_kind,
                   table=table, columns=list(columns))
     if stopped:
         watermark[STOPPED] = {table: list(columns) for table, columns in sorted(stopped.items())}
+    if added:
+        watermark["new_columns"] = added
 
 
 def _changes_run(conn, bucket: str, run_id: str, previous: Position, cdc: CdcSettings, folder: str,
                  log: StageLog) -> dict:
     upto = max(slots.flush_lsn(conn), previous.lsn_to)
-    fold = Fold(SOURCE_TABLES, {**previous.stopped, **_lacking(conn)})
+    fold = Fold(SOURCE_TABLES, {**previous.stopped, **_source_shape(conn)[0]})
     messages, last_end, shipping, committed_at = 0, None, False, None
     for _, _, data in slots.peek(conn, cdc.slot, cdc.publication, upto, cdc.max_changes):
         messages += 1
@@ -333,7 +345,7 @@ def _changes_run(conn, bucket: str, run_id: str, previous: Position, cdc: CdcSet
     if previous.snapshot is not None and lsn_to < previous.snapshot.lsn:  # the filter still matters
         watermark["cdc_snapshot"] = previous.snapshot.to_json()
     copies = dict(previous.copies)
-    lacking = _lacking(conn)  # after the read: a stopped table whose columns are back resumes in this run
+    lacking, added = _source_shape(conn)  # after the read: a stopped table whose columns are back resumes now
     resumed = [t for t in SOURCE_TABLES if t.name in fold.stopped and t.name not in lacking]
     if resumed:
         names = [t.name for t in resumed]
@@ -347,7 +359,7 @@ def _changes_run(conn, bucket: str, run_id: str, previous: Position, cdc: CdcSet
     copies = {name: copy for name, copy in copies.items() if lsn_to < copy.lsn}  # what the slot may still hold
     if copies:
         watermark[COPIES] = {name: copy.to_json() for name, copy in sorted(copies.items())}
-    _stopped(watermark, {t: lacking[t] for t in fold.stopped if t in lacking}, log)
+    _stopped(watermark, {t: lacking[t] for t in fold.stopped if t in lacking}, added, log)
     versions, deletes = sum(rows.values()), _deletes(fold.changes)
     rows[DELETED_ROW.name] = len(deletes)
     if deletes:
