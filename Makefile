@@ -86,11 +86,16 @@ run-checks: run-flake security-test lint-workflow tf-validate check-coverage
 demo: $(RUNTIME_STAMP)
 	$(BIN)/totesys-etl demo
 
-## bench: the contract §8 figures; installs the bench's extra (pandas, awswrangler) first
+## bench: the contract §8 figures; installs the bench's extra (pandas, awswrangler) first.
+## MODE=cdc: the same figures with a cdc-mode ingest, to .local/bench-cdc.json beside bench.json's
 bench: $(RUNTIME_STAMP)
+ifeq ($(MODE),cdc)
+	$(BIN)/python -m totesys_etl.bench.cdc --orders $(ORDERS)
+else
 	$(BIN)/pip install --quiet -c requirements.txt -e '.[bench]'
 	$(BIN)/python -m totesys_etl.bench --orders $(ORDERS) --courier-mb $(COURIER_MB) \
 		$(if $(filter 1 true yes,$(SKIP_BASELINES)),--skip-baselines)
+endif
 
 ## bench-bookkeeping: the ingest's bookkeeping bound (manifest bytes, seconds) on a cluster of its own
 bench-bookkeeping: $(RUNTIME_STAMP)

@@ -69,7 +69,9 @@ class Shipped:
 #: How a run that read every row on purpose says so in its manifest (`read`): the poll ingest's first
 #: read, which it also does after a restore, a failover or an unreadable previous manifest, and the CDC
 #: ingest's snapshot (its first run, after a lost slot, after polling). Versions such a run carries
-#: again are announced (a WARNING named why) and stored once downstream: a note, not a reship.
+#: again are announced (a WARNING named why) and stored once downstream: a note, not a reship. A run
+#: that read only some tables whole on purpose lists them `complete` (the CDC copy that resumes a table
+#: stopped for a missing column): the same holds for those tables.
 FULL_READS = frozenset({"first", "snapshot"})
 
 
@@ -100,7 +102,7 @@ def shipped_versions(ingest_bucket: str, processed_bucket: str, sources: set[str
     with ThreadPoolExecutor(8) as pool:
         read = list(pool.map(lambda run_id: _run_versions(ingest_bucket, processed_bucket, run_id, sources), runs))
     per_run = [found for found, _ in read]
-    full_reads = {run_id for run_id, (_, full) in zip(runs, read) if full}
+    full_reads = {run_id: full for run_id, (_, full) in zip(runs, read) if full}
     result = {s: Shipped() for s in sources}
     for source in sources:
         first: dict[Version, str] = {}
@@ -116,7 +118,7 @@ def shipped_versions(ingest_bucket: str, processed_bucket: str, sources: set[str
                     again.setdefault(version, [first[version]]).append(run_id)
                 else:
                     first[version] = run_id
-        on_purpose = {v: r for v, r in again.items() if full_reads.issuperset(r[1:])}
+        on_purpose = {v: r for v, r in again.items() if all(source in full_reads.get(run, ()) for run in r[1:])}
         result[source].reread = len(on_purpose)
         result[source].reread_by = {run_id for r in on_purpose.values() for run_id in r[1:]}
         again = {v: r for v, r in again.items() if v not in on_purpose}
@@ -147,13 +149,13 @@ def _same_rows(ingest_bucket: str, source: str, again: dict[Version, list[str]],
 
 
 def _run_versions(ingest_bucket: str, processed_bucket: str, run_id: str, sources: set[str]
-                  ) -> tuple[dict[str, tuple[set[Version], set[Version], str]], bool]:
+                  ) -> tuple[dict[str, tuple[set[Version], set[Version], str]], set[str]]:
     """Source table -> (the versions this run's CSV carried, those the processor held back, its key);
-    and whether the run read everything on purpose (`FULL_READS`)."""
+    and the tables the run read whole on purpose (`FULL_READS`: all of them; else those `complete`)."""
     try:
         manifest = manifests.read(ingest_bucket, run_id)
     except InvalidInput:
-        return {}, False  # a corrupt manifest names nothing (it was quarantined, never trusted)
+        return {}, set()  # a corrupt manifest names nothing (it was quarantined, never trusted)
     entries, _hostile = manifests.entries(manifest, run_id, sources, "csv")
     held_files, held_rows = _held_back(processed_bucket, run_id)
     found: dict[str, tuple[set[Version], set[Version], str]] = {}
@@ -162,7 +164,7 @@ def _run_versions(ingest_bucket: str, processed_bucket: str, run_id: str, source
             continue
         found[entry.table] = (_csv_versions(ingest_bucket, entry.key, entry.table), held_rows.get(entry.key, set()),
                               entry.key)
-    return found, manifest.get("read") in FULL_READS
+    return found, set(sources) if manifest.get("read") in FULL_READS else manifests.complete_tables(manifest, sources)
 
 
 def _held_back(processed_bucket: str, run_id: str) -> tuple[set[str], dict[str, set[Version]]]:

@@ -21,25 +21,40 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def cdc_pipeline(seeded, new_pipeline):
-    """A pipeline in cdc mode over the seeded source (DBA steps done after `seed` made the tables);
-    yields (pipeline, admin connection to the source)."""
-    slot, publication = f"e2e_{secrets.token_hex(5)}", f"pub_{secrets.token_hex(5)}"
+def new_cdc_pipeline(seeded, new_pipeline):
+    """`new_cdc_pipeline(name)`: a pipeline in cdc mode over the seeded source, with a slot and
+    replication role of its own (the DBA steps done after `seed` made the tables); the slots go
+    at the end. `new_cdc_pipeline.source` is an admin connection to the source."""
     conn = pg8000.native.Connection(**parse_url(seeded.admin_url))
     conn.run("SET synchronous_commit = on")  # decoding reads flushed WAL; the local cluster's is off
-    cdc_setup.prepare_tables(conn, publication)
-    cdc_setup.create_slot(conn, slot)
-    role, password = f"cdc_{secrets.token_hex(4)}", secrets.token_urlsafe(12)
-    cdc_setup.grant_cdc_role(conn, seeded.name, password, role)
-    admin = parse_url(seeded.admin_url)
-    pipeline = new_pipeline("cdc")
-    pipeline.env.update({
-        "TOTESYS_SOURCE_URL": f"postgresql://{role}:{password}@{admin['host']}:{admin['port']}/{seeded.name}"
-                              "?sslmode=disable",
-        "TOTESYS_SOURCE_MODE": "cdc", "TOTESYS_CDC_SLOT": slot, "TOTESYS_CDC_PUBLICATION": publication})
-    yield pipeline, conn
-    cdc_setup.drop_slot(conn, slot)
+    slots = []
+
+    def make(name: str = "cdc"):
+        slot, publication = f"e2e_{secrets.token_hex(5)}", f"pub_{secrets.token_hex(5)}"
+        cdc_setup.prepare_tables(conn, publication)
+        cdc_setup.create_slot(conn, slot)
+        slots.append(slot)
+        role, password = f"cdc_{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+        cdc_setup.grant_cdc_role(conn, seeded.name, password, role)
+        admin = parse_url(seeded.admin_url)
+        pipeline = new_pipeline(name)
+        pipeline.env.update({
+            "TOTESYS_SOURCE_URL": f"postgresql://{role}:{password}@{admin['host']}:{admin['port']}/{seeded.name}"
+                                  "?sslmode=disable",
+            "TOTESYS_SOURCE_MODE": "cdc", "TOTESYS_CDC_SLOT": slot, "TOTESYS_CDC_PUBLICATION": publication})
+        return pipeline
+
+    make.source = conn
+    yield make
+    for slot in slots:
+        cdc_setup.drop_slot(conn, slot)
     conn.close()
+
+
+@pytest.fixture
+def cdc_pipeline(new_cdc_pipeline):
+    """One pipeline in cdc mode; yields (pipeline, admin connection to the source)."""
+    return new_cdc_pipeline(), new_cdc_pipeline.source
 
 
 def flushed(conn) -> None:
@@ -69,10 +84,29 @@ def pipeline_sql(pipeline, statement: str, **params):
         conn.close()
 
 
-def test_deletes_reinserts_and_an_unchanged_300_kb_value_through_tick(cdc_pipeline):
+def test_deletes_reinserts_and_an_unchanged_300_kb_value_through_tick(cdc_pipeline, seeded):
     pipeline, source = cdc_pipeline
     pipeline.tick()
     reconciled(pipeline)
+    # A long transaction of 300 subtransactions, a third rolled back, open across a tick: it arrives
+    # whole, once, with the tick after its commit.
+    long = pg8000.native.Connection(**parse_url(seeded.admin_url))
+    long.run("SET synchronous_commit = on")
+    long.run("BEGIN")
+    for i in range(300):
+        long.run(f"SAVEPOINT s{i}")
+        long.run("UPDATE address SET city = :c, last_updated = clock_timestamp() WHERE address_id = :id",
+                 c=f"long {i}", id=1 + i % 20)
+        if i % 3 == 2:
+            long.run(f"ROLLBACK TO SAVEPOINT s{i}")
+    pipeline.tick()
+    assert not [r for r in pipeline_sql(pipeline, "SELECT city FROM dim_location") if r[0].startswith("long")]
+    long.run("COMMIT")
+    long.close()
+    flushed(source)
+    pipeline.tick()
+    reconciled(pipeline)
+    assert pipeline_sql(pipeline, "SELECT city FROM dim_location WHERE location_id = 1") == [["long 280"]]
     paid = source.run("SELECT max(payment_id) FROM payment")[0][0]
     row = source.run("SELECT * FROM payment WHERE payment_id = :id", id=paid)[0]
     columns = [c["name"] for c in source.columns]
@@ -121,18 +155,42 @@ def test_a_lost_slot_stops_tick_with_one_line_and_a_new_slot_catches_up(cdc_pipe
     assert pipeline_sql(pipeline, "SELECT count(*) FROM etl_deleted_row") == [[1]]
 
 
-@pytest.mark.parametrize("point", ["ingest.before_manifest", "ingest.after_manifest", "process.before_manifest",
-                                   "load.before_commit"])
-def test_a_crash_then_a_rerun_ships_nothing_twice(cdc_pipeline, point):
-    pipeline, source = cdc_pipeline
-    pipeline.tick()
-    assert pipeline.command("simulate", "--changes", "50").returncode == 0
-    source.run("DELETE FROM payment WHERE payment_id = (SELECT min(payment_id) FROM payment)")
-    flushed(source)
-    pipeline.tick(extra={"TOTESYS_CRASH_AT": point}, expect=137)
-    pipeline.tick()
-    reconciled(pipeline)
-    assert pipeline_sql(pipeline, "SELECT count(*) FROM etl_deleted_row") == [[1]]
+#: Every fault point of contract §6 (faults.py), in stage order.
+POINTS = ("ingest.before_manifest", "ingest.after_manifest", "process.before_manifest", "process.after_manifest",
+          "load.before_commit", "load.after_commit")
+
+
+def test_a_crash_at_each_point_then_a_rerun_equals_a_clean_run_and_the_oracle(new_cdc_pipeline, compare, tally,
+                                                                              at_once):
+    """Six cdc pipelines, each crashed at one point of a tick after the first load, then rerun: each
+    warehouse equals a clean cdc pipeline's and what the independent oracle computes (test/oracle.py,
+    which knows no deletes); then a delete, the same crashes again, and reconcile clean with the
+    delete recorded once."""
+    source = new_cdc_pipeline.source
+    faulted = {point: new_cdc_pipeline(f"f{i}") for i, point in enumerate(POINTS)}
+    clean = new_cdc_pipeline("c")
+    at_once(clean.tick, *[p.tick for p in faulted.values()])
+    for round_, delete in ((1, False), (2, True)):
+        assert clean.command("simulate", "--changes", "50").returncode == 0
+        if delete:
+            source.run("DELETE FROM payment WHERE payment_id = (SELECT min(payment_id) FROM payment)")
+        flushed(source)
+        at_once(clean.tick, *[_crash(p, point) for point, p in faulted.items()])
+        for point in POINTS:
+            tally.fault(f"cdc: crash at {point}")
+        at_once(*[p.tick for p in faulted.values()])
+        if not delete:
+            clean_rows = clean.rows()
+            for point, pipeline in faulted.items():
+                compare(f"cdc: crash at {point}", pipeline, clean, clean_rows=clean_rows)
+    for point, pipeline in faulted.items():
+        result = pipeline.command("reconcile")
+        assert result.returncode == 0, (point, result.stdout[-3000:])
+        assert pipeline_sql(pipeline, "SELECT count(*) FROM etl_deleted_row") == [[1]], point
+
+
+def _crash(pipeline, point):
+    return lambda: pipeline.tick(extra={"TOTESYS_CRASH_AT": point}, expect=137)
 
 
 def test_switching_poll_to_cdc_and_back_loses_nothing(cdc_pipeline, seeded):
@@ -154,10 +212,15 @@ def test_switching_poll_to_cdc_and_back_loses_nothing(cdc_pipeline, seeded):
     flushed(source)
     pipeline.tick(extra=cdc_env)
     reconciled(pipeline)
-    modes = [json.loads(boto3.client("s3").get_object(Bucket=pipeline.ingest_bucket, Key=key)["Body"].read())
-             .get("source_mode", "poll") for key in pipeline.manifests(pipeline.ingest_bucket)]
-    modes = [m for i, m in enumerate(modes) if i == 0 or m != modes[i - 1]]
-    assert modes == ["poll", "cdc", "poll", "cdc"]
+    runs = [json.loads(boto3.client("s3").get_object(Bucket=pipeline.ingest_bucket, Key=key)["Body"].read())
+            for key in pipeline.manifests(pipeline.ingest_bucket)]
+    switches = [m for i, m in enumerate(runs) if i == 0 or m.get("source_mode", "poll") !=
+                runs[i - 1].get("source_mode", "poll")]
+    assert [m.get("source_mode", "poll") for m in switches] == ["poll", "cdc", "poll", "cdc"]
+    # Each switch is one announced full read ("read again on purpose" in reconcile, which is clean:
+    # no other run shipped a row twice), and only the switch is.
+    assert [m["read"] for m in switches] == ["first", "snapshot", "first", "snapshot"]
+    assert [m["read"] for m in runs if m not in switches] == ["changes"] * (len(runs) - 4)
     assert len(pipeline_sql(pipeline, "SELECT * FROM etl_deleted_row")) == 2
 
 
@@ -166,7 +229,7 @@ def _event(bucket: str, run_id: str) -> dict:
                          "s3": {"bucket": {"name": bucket}, "object": {"key": quote_plus(lake.manifest_key(run_id))}}}]}
 
 
-def test_replayed_events_and_sigkills_change_nothing_twice(cdc_pipeline, open_gates):
+def test_replayed_events_sigkills_and_two_ticks_at_once_change_nothing_twice(cdc_pipeline, open_gates, at_once):
     pipeline, source = cdc_pipeline
     pipeline.tick()
     for delay in (0.2, 0.6, 1.2):  # killed wherever the tick is by then; the rerun finishes its work
@@ -180,6 +243,14 @@ def test_replayed_events_and_sigkills_change_nothing_twice(cdc_pipeline, open_ga
         pipeline.tick()
         reconciled(pipeline)
     assert pipeline_sql(pipeline, "SELECT count(*) FROM etl_deleted_row") == [[3]]
+    # Two ticks at once: the CDC ingests take turns (an advisory lock), so their LSN ranges meet.
+    assert pipeline.command("simulate", "--changes", "40").returncode == 0
+    flushed(source)
+    at_once(pipeline.tick, pipeline.tick)
+    reconciled(pipeline)
+    last = [json.loads(boto3.client("s3").get_object(Bucket=pipeline.ingest_bucket, Key=key)["Body"].read())
+            for key in pipeline.manifests(pipeline.ingest_bucket)[-2:]]
+    assert last[1]["lsn_from"] == last[0]["lsn_to"] and last[1]["previous_run_id"] == last[0]["run_id"]
     before = pipeline.digest()
     for stage, bucket in (("process", pipeline.ingest_bucket), ("load", pipeline.processed_bucket)):
         for run_id in pipeline.run_ids(bucket):
@@ -189,3 +260,35 @@ def test_replayed_events_and_sigkills_change_nothing_twice(cdc_pipeline, open_ga
             assert handler.returncode == 0, err[-2000:]
     assert pipeline.digest() == before  # not a row, surrogate key or etl_ column moved
     reconciled(pipeline)
+
+
+def test_a_dropped_column_stops_that_table_and_it_catches_up_once_back(cdc_pipeline, json_errors):
+    """Contract §2/§10 through tick: the table whose column went is not compared (reconcile says why),
+    every other table keeps loading, and once the column is back the table catches up: reconcile clean,
+    and the copy that resumed it is a read on purpose, not a reship."""
+    pipeline, source = cdc_pipeline
+    pipeline.tick()
+    emails = source.run("SELECT staff_id, email_address FROM staff")
+    source.run("ALTER TABLE staff DROP COLUMN email_address")
+    assert pipeline.command("simulate", "--changes", "60").returncode == 0
+    source.run("UPDATE staff SET first_name = 'while stopped', last_updated = now() WHERE staff_id = 1")
+    source.run("DELETE FROM payment WHERE payment_id = (SELECT min(payment_id) FROM payment)")
+    flushed(source)
+    stopped = pipeline.tick(extra={"TOTESYS_LOG_LEVEL": "ERROR"})
+    errors = json_errors(stopped.stderr)
+    assert [(e["error_kind"], e["table"], e["columns"]) for e in errors] \
+        == [("source_schema_changed", "staff", ["email_address"])], errors  # one ERROR, and only it
+    report = pipeline.command("reconcile")
+    assert report.returncode == 1 and "staff" in report.stdout and "STOPPED" in report.stdout
+    assert "DIFFERENT" not in report.stdout, report.stdout[-3000:]  # every other table loaded
+    source.run("ALTER TABLE staff ADD COLUMN email_address varchar")
+    for staff_id, email in emails:
+        source.run("UPDATE staff SET email_address = :e WHERE staff_id = :i", e=email, i=staff_id)
+    flushed(source)
+    pipeline.tick()
+    source.run("UPDATE staff SET last_name = 'after', last_updated = now() WHERE staff_id = 2")
+    flushed(source)
+    pipeline.tick()
+    reconciled(pipeline)
+    assert pipeline_sql(pipeline, "SELECT first_name FROM dim_staff WHERE staff_id = 1") == [["while stopped"]]
+    assert pipeline_sql(pipeline, "SELECT count(*) FROM etl_deleted_row") == [[1]]

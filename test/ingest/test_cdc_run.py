@@ -9,6 +9,7 @@ import os
 import secrets
 import subprocess  # nosec B404 - the crash test runs the handler in a process of its own
 import sys
+from datetime import timedelta
 
 import pg8000.native
 import pytest
@@ -18,7 +19,7 @@ from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.config import Settings
 from totesys_etl.errors import ConfigurationError
 from totesys_etl.ingest.cdc import run as cdc_run
-from totesys_etl.ingest.cdc.fold import SourceSchemaChanged, UnchangedValueMissing
+from totesys_etl.ingest.cdc.fold import UnchangedValueMissing
 from totesys_etl.ingest.cdc.pgoutput import parse_lsn
 from totesys_etl.ingest.cdc.run import SlotUnusable
 from totesys_etl.ingest.cdc.settings import CdcSettings
@@ -245,12 +246,73 @@ def test_retained_wal_over_the_limit_is_an_error_line(totesys, cdc, ingested, lo
     assert lag and lag[0]["level"] == "ERROR" and lag[0]["retained_mb"] >= 1
 
 
-def test_a_dropped_column_stops_the_run_naming_table_and_column(totesys, cdc, ingested):
+def test_a_dropped_column_stops_that_table_alone_and_it_catches_up_once_back(totesys, cdc, ingested, source, logs):
+    """Contract §2/§10: one ERROR naming table and column per run while it lasts; every other table
+    goes on and the slot advances; once the column is back the table is copied whole (announced,
+    `complete`, so deletes meanwhile count), lined up with the slot so nothing arrives twice."""
     run()
     totesys.run("ALTER TABLE staff DROP COLUMN email_address")
-    totesys.run("UPDATE staff SET first_name = 'x' WHERE staff_id = 1")
-    with pytest.raises(SourceSchemaChanged, match="staff has no column email_address"):
-        run()
+    totesys.run("UPDATE staff SET first_name = 'lost?' WHERE staff_id = 1")
+    totesys.run("UPDATE address SET city = 'goes on' WHERE address_id = 1")
+    stopped = run()
+    manifest = ingested.manifest(stopped.run_id)
+    assert stopped.rows["staff"] == 0 and [r["city"] for r in rows_of(ingested, stopped.run_id, "address")] \
+        == ["goes on"]
+    assert manifest["cdc_stopped"] == {"staff": ["email_address"]}
+    errors = [line for line in logs if line.get("error_kind") == "source_schema_changed"]
+    assert len(errors) == 1 and errors[0]["level"] == "ERROR" and errors[0]["table"] == "staff" \
+        and "email_address" in errors[0]["message"]
+    assert cdc_status(Settings.from_env().source, cdc)["oldest_unread_lsn"] == manifest["lsn_to"]  # advanced
+
+    totesys.run("DELETE FROM staff WHERE staff_id = 3")
+    totesys.run("UPDATE department SET manager = 'meanwhile' WHERE department_id = 1")
+    still = run()
+    assert still.rows["staff"] == still.rows["deleted_row"] == 0 and still.rows["department"] == 1
+    assert ingested.manifest(still.run_id)["cdc_stopped"] == {"staff": ["email_address"]}
+    assert len([line for line in logs if line.get("error_kind") == "source_schema_changed"]) == 2
+
+    totesys.run("ALTER TABLE staff ADD COLUMN email_address varchar")
+    totesys.run("UPDATE staff SET email_address = 'back@x.org'")
+    other = pg8000.native.Connection(**parse_url(source.admin_url))  # open across the copy: arrives after it
+    other.run("SET synchronous_commit = on")
+    other.run("BEGIN")
+    other.run("UPDATE staff SET last_name = 'late' WHERE staff_id = 2")
+    resumed = run()
+    other.run("COMMIT")
+    other.close()
+    manifest = ingested.manifest(resumed.run_id)
+    assert "cdc_stopped" not in manifest and manifest["complete"] == ["staff"]
+    assert sorted((r["staff_id"], r["first_name"], r["email_address"], r["last_name"])
+                  for r in rows_of(ingested, resumed.run_id, "staff")) \
+        == [("1", "lost?", "back@x.org", "last_name 1"), ("2", "first_name 2", "back@x.org", "last_name 2")]
+    after, idle = run(), run()
+    assert [(r["staff_id"], r["last_name"]) for r in rows_of(ingested, after.run_id, "staff")] == [("2", "late")]
+    assert idle.rows["staff"] == 0
+    runs = lake.runs_after(ingested.bucket, None)[1:]  # after the first snapshot: no whole row of staff twice
+    whole = [tuple(r.values()) for run_id in runs for r in rows_of(ingested, run_id, "staff")]
+    assert len(whole) == len(set(whole)) == 3
+
+
+def test_a_first_snapshot_without_a_column_copies_the_other_tables_and_a_manifest_naming_it_wrongly_is_corrupt(
+        totesys, cdc, ingested, logs):
+    totesys.run("ALTER TABLE design RENAME COLUMN file_name TO file")
+    totesys.run("ALTER TABLE currency ADD COLUMN note text DEFAULT 'new'")  # ignored, and recorded (contract §2)
+    first = run()
+    manifest = ingested.manifest(first.run_id)
+    assert manifest["read"] == "snapshot" and first.rows["design"] == 0 and first.rows["staff"] == ROWS_PER_TABLE
+    assert manifest["cdc_stopped"] == {"design": ["file_name"]} and "design" not in manifest["complete"]
+    assert manifest["new_columns"] == {"currency": ["note"], "design": ["file"]}  # a rename: one gone, one new
+    assert "note" not in rows_of(ingested, first.run_id, "currency")[0]
+    totesys.run("ALTER TABLE design RENAME COLUMN file TO file_name")
+    resumed = run()
+    assert resumed.rows["design"] == ROWS_PER_TABLE and ingested.manifest(resumed.run_id)["complete"] == ["design"]
+    assert ingested.manifest(resumed.run_id)["new_columns"] == {"currency": ["note"]}
+
+    later = lake.run_id_at(lake.run_time(resumed.run_id) + timedelta(microseconds=1))
+    ingested.put(lake.manifest_key(later), json.dumps({  # the newest manifest, naming a table nobody reads
+        **ingested.manifest(resumed.run_id), "run_id": later, "cdc_stopped": ["pg_authid"]}).encode())
+    assert ingested.manifest(run().run_id)["previous_run_id"] == resumed.run_id
+    assert [line for line in logs if "skipping a corrupt manifest" in line["message"]]
 
 
 def test_a_long_transaction_with_many_savepoints_arrives_whole_once_after_its_commit(totesys, cdc, ingested, source):

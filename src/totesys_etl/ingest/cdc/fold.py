@@ -12,14 +12,17 @@ version of each changed row, or the fact that it was deleted (pure: no I/O).
   stops (UnchangedValueMissing) rather than ship a placeholder or guess from the table's current
   state, which may be newer than this version.
 - **Shape.** A relation message maps the source's columns to the declaration by name: a new
-  column is ignored; a declared column that is missing stops the run with `source_schema_changed`.
+  column is ignored. A declared column that is missing stops that table alone (contract §2): the
+  first change of it that would ship with that shape puts it in `stopped`, and what the run held of
+  it is dropped, since a stopped table catches up with a whole copy (run.py). A table in `stopped`
+  or in `skip` (its changes in the current transaction are in a copy already) is passed over.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from totesys_etl.errors import EtlError, SourceSchemaChanged
+from totesys_etl.errors import EtlError
 from totesys_etl.ingest.cdc.pgoutput import UNCHANGED_TOAST, Delete, Insert, Relation, Truncate, Update
 from totesys_etl.schema.model import Table
 
@@ -51,16 +54,21 @@ class _Shape:
     table: Table
     positions: tuple[int, ...]  # for each declared column, its position in the source's tuple
     key_position: int
+    missing: tuple[str, ...] = ()  # declared columns the source's tuple lacks: the table stops
 
 
 class Fold:
     """Apply relation and row messages of committed transactions, in commit order."""
 
-    def __init__(self, tables: tuple[Table, ...]):
+    def __init__(self, tables: tuple[Table, ...], stopped: dict[str, tuple[str, ...]] | None = None):
         self.tables = {t.name: t for t in tables}
         self.changes: dict[str, TableChanges] = {t.name: TableChanges(t) for t in tables}
         self._shapes: dict[int, _Shape | None] = {}
         self.rows = 0  # row messages applied (the run's size, for its bound)
+        #: table -> the declared columns it lacks: not shipped by this run (contract §2)
+        self.stopped: dict[str, tuple[str, ...]] = dict(stopped or {})
+        #: tables whose changes in the transaction being applied are in a copy already (run.py sets it)
+        self.skip: frozenset[str] = frozenset()
 
     def relation(self, message: Relation) -> None:
         """Remember how relation `relation_id` maps onto its declaration (None: not read)."""
@@ -69,10 +77,10 @@ class Fold:
             self._shapes[message.relation_id] = None
             return
         names = message.column_names
-        missing = [c for c in table.column_names if c not in names]
-        if missing:
-            raise SourceSchemaChanged(f"source table {table.name} has no column {missing[0]} any more "
-                                      "(a dropped or renamed column): restore it or change the declaration")
+        missing = tuple(c for c in table.column_names if c not in names)
+        if missing:  # only a change that would ship with this shape stops the table
+            self._shapes[message.relation_id] = _Shape(table, (), -1, missing)
+            return
         positions = tuple(names.index(c) for c in table.column_names)
         self._shapes[message.relation_id] = _Shape(table, positions, names.index(table.key[0]))
 
@@ -83,7 +91,8 @@ class Fold:
 
     def change(self, message: Insert | Update | Delete | Truncate, committed_at: datetime) -> None:
         if isinstance(message, Truncate):
-            names = [s.table.name for r in message.relation_ids if (s := self._shape(r)) is not None]
+            names = [s.table.name for r in message.relation_ids
+                     if (s := self._shape(r)) is not None and not self._passed_over(s.table.name)]
             if names:
                 raise TruncateSeen(f"TRUNCATE of {', '.join(names)}: the source's rows are never deleted in bulk; "
                                    "take a full snapshot (readme_files/cdc.md, recovery)")
@@ -92,6 +101,13 @@ class Fold:
         if shape is None:
             return
         self.rows += 1
+        if shape.table.name in self.skip:  # a copy holds it already, whatever shape it had
+            return
+        if shape.missing and shape.table.name not in self.stopped:
+            self.stopped[shape.table.name] = shape.missing
+            self.changes[shape.table.name] = TableChanges(shape.table)  # the copy that resumes it holds them
+        if shape.table.name in self.stopped:
+            return
         changes = self.changes[shape.table.name]
         if isinstance(message, Delete):
             key = message.old[shape.key_position]
@@ -110,6 +126,9 @@ class Fold:
             row = self._filled(shape, row, message, changes.versions.get(key))
         changes.versions[key] = row
         changes.deleted.pop(key, None)
+
+    def _passed_over(self, table: str) -> bool:
+        return table in self.stopped or table in self.skip
 
     def _filled(self, shape: _Shape, row: tuple, message, previous: tuple | None) -> tuple:
         old = message.old if isinstance(message, Update) and message.old_kind == "O" else None

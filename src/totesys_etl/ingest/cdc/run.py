@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
 from pg8000.native import DatabaseError, InterfaceError, identifier
@@ -34,8 +34,8 @@ from totesys_etl import lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import postgres, s3
 from totesys_etl.config import Settings
-from totesys_etl.errors import (ConfigurationError, EtlError, RunIdCollision, SourceUnavailable, describe,
-                                lake_errors)
+from totesys_etl.errors import (ConfigurationError, EtlError, RunIdCollision, SourceSchemaChanged, SourceUnavailable,
+                                describe, lake_errors)
 from totesys_etl.faults import crash_point
 from totesys_etl.ingest import fx
 from totesys_etl.ingest.cdc import pgoutput, slot as slots
@@ -55,7 +55,10 @@ CDC_LOCK_KEY = 0x746F7465_73797363  # "totesysc"
 _XID_SPAN = 1 << 32
 #: The `error_kind` of the retained-WAL ERROR (contract §10): a line, not an exception (the run goes on).
 SLOT_LAG = "cdc_slot_lag"
-#: The first listing for the previous run looks this far back; each further one eight times as far.
+ALL_TABLES = frozenset(t.name for t in SOURCE_TABLES)
+#: Manifest fields: tables stopped for missing columns (table -> those columns), and the copies that
+#: resumed stopped tables (table -> `Copy`), carried while the slot may still hold what they cover.
+STOPPED, COPIES = "cdc_stopped", "cdc_copies"
 
 
 class SlotUnusable(EtlError):
@@ -65,15 +68,45 @@ class SlotUnusable(EtlError):
 
 
 @dataclass(frozen=True)
+class Copy:
+    """Tables copied whole in one REPEATABLE READ snapshot (`snapshot`, the `pg_snapshot` text) and the
+    WAL insert position when it was taken (`lsn`): a transaction that committed before `lsn` and is
+    visible in `snapshot` is in the copy, so the slot's record of it is not shipped again."""
+
+    snapshot: str
+    lsn: int
+
+    def covers(self, commit_lsn: int, xid: int) -> bool:
+        """True if the transaction committed at `commit_lsn` with top-level id `xid` (32-bit) is in the copy."""
+        if commit_lsn >= self.lsn:
+            return False
+        xmin, xmax, xip = _parse_snapshot(self.snapshot)
+        full = (xmax >> 32 << 32) | xid  # the id in the snapshot's epoch, or the one before
+        if full >= xmax:
+            full -= _XID_SPAN
+        return full < xmin or (full < xmax and full not in xip)
+
+    def to_json(self) -> dict:
+        return {"snapshot": self.snapshot, "lsn": pgoutput.lsn_text(self.lsn)}
+
+    @classmethod
+    def from_json(cls, entry) -> "Copy":
+        _parse_snapshot(entry["snapshot"])  # ValueError if it is not one
+        return cls(entry["snapshot"], pgoutput.parse_lsn(entry["lsn"]))
+
+
+@dataclass(frozen=True)
 class Position:
-    """Where the lake stands in the slot: the previous CDC run, its `lsn_to`, and while needed
-    the first snapshot's filter (`snapshot` text and the WAL insert position after it)."""
+    """Where the lake stands in the slot: the previous CDC run, its `lsn_to`; while they matter the
+    first snapshot (`snapshot`, every table) and the copies that resumed stopped tables (`copies`);
+    and the tables stopped for a missing column (`stopped`, table -> those columns)."""
 
     run_id: str
     lsn_to: int
-    snapshot: str | None = None
-    snapshot_lsn: int | None = None
+    snapshot: Copy | None = None
     fx: fx.FxMark = fx.FxMark()  # where FX stands (ingest/fx.py), carried from run to run
+    copies: dict[str, Copy] = field(default_factory=dict)
+    stopped: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_manifest(cls, manifest: dict) -> "Position":
@@ -82,20 +115,20 @@ class Position:
         if newest_fx is not None and date.fromisoformat(newest_fx).isoformat() != newest_fx:
             raise ValueError("fx is not a YYYY-MM-DD date")
         fx_mark = fx.FxMark(newest_fx, fx.parse_behind(manifest.get(fx.BEHIND_FIELD)))
+        copies, stopped = manifest.get(COPIES, {}), manifest.get(STOPPED, {})
+        if not (isinstance(copies, dict) and isinstance(stopped, dict) and set(copies) | set(stopped) <= ALL_TABLES
+                and all(isinstance(c, list) for c in stopped.values())):
+            raise ValueError(f"{COPIES} or {STOPPED} is not an object of the tables the pipeline reads")
+        copies = {table: Copy.from_json(entry) for table, entry in copies.items()}
+        stopped = {table: tuple(str(c) for c in columns) for table, columns in stopped.items()}
         return cls(manifest["run_id"], pgoutput.parse_lsn(manifest["lsn_to"]),
-                   snapshot["snapshot"] if snapshot else None,
-                   pgoutput.parse_lsn(snapshot["lsn"]) if snapshot else None, fx_mark)
+                   Copy.from_json(snapshot) if snapshot else None, fx_mark, copies, stopped)
 
-    def in_snapshot(self, commit_lsn: int, xid: int) -> bool:
-        """True if the transaction committed at `commit_lsn` with top-level id `xid` (32-bit) is
-        already in the first snapshot's copy."""
-        if self.snapshot is None or commit_lsn >= self.snapshot_lsn:
-            return False
-        xmin, xmax, xip = _parse_snapshot(self.snapshot)
-        full = (xmax >> 32 << 32) | xid  # the id in the snapshot's epoch, or the one before
-        if full >= xmax:
-            full -= _XID_SPAN
-        return full < xmin or (full < xmax and full not in xip)
+    def in_copies(self, commit_lsn: int, xid: int) -> frozenset[str]:
+        """The tables whose changes in this transaction are in a copy the lake holds already."""
+        if self.snapshot is not None and self.snapshot.covers(commit_lsn, xid):
+            return ALL_TABLES
+        return frozenset(t for t, c in self.copies.items() if c.covers(commit_lsn, xid))
 
 
 def _parse_snapshot(text: str) -> tuple[int, int, frozenset[int]]:
@@ -215,11 +248,28 @@ def _run_id(conn, previous: Position | None) -> str:
 
 
 def _snapshot_run(conn, bucket: str, run_id: str, state: slots.SlotState, folder: str, log: StageLog) -> dict:
+    lacking, added = _source_shape(conn)
+    copied = [t for t in SOURCE_TABLES if t.name not in lacking]
+    copy, files, rows = _copy_tables(conn, bucket, run_id, copied, folder, log)
+    rows.update({name: 0 for name in lacking})
+    lsn = pgoutput.lsn_text(state.confirmed_flush)
+    # `complete`: every table is a whole image, so an id the warehouse holds that it lacks was deleted
+    # before the snapshot (after a mode switch or a recreated slot, no slot recorded that delete).
+    watermark = {"source_mode": MODE, "read": "snapshot", "lsn_from": lsn, "lsn_to": lsn,
+                 "cdc_snapshot": copy.to_json(), manifests.COMPLETE_FIELD: [t.name for t in copied]}
+    _stopped(watermark, lacking, added, log)
+    return manifests.ingest_manifest(run_id, None, watermark, files, rows)
+
+
+def _copy_tables(conn, bucket: str, run_id: str, tables: list[Table], folder: str, log: StageLog
+                 ) -> tuple[Copy, dict, dict]:
+    """Copy `tables` whole in one REPEATABLE READ transaction into the run's CSVs: the `Copy` that
+    says which of the slot's transactions it holds, the files and the rows."""
     files, rows = {}, {}
     with postgres.transaction(conn, "REPEATABLE READ", read_only=True):
         snapshot, snapshot_lsn = conn.run(
             "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text")[0]
-        for table in SOURCE_TABLES:
+        for table in tables:
             timer = Timer()
             path = os.path.join(folder, f"{table.name}.csv")
             select = f"SELECT {column_list(table.column_names)} FROM public.{identifier(table.name)}"  # nosec B608
@@ -228,27 +278,51 @@ def _snapshot_run(conn, bucket: str, run_id: str, state: slots.SlotState, folder
             log.info("table extracted", table=table.name, rows=rows[table.name], seconds=timer.seconds)
             if rows[table.name]:
                 files[table.name] = _upload(bucket, table, run_id, path, rows[table.name])
-    lsn = pgoutput.lsn_text(state.confirmed_flush)
-    # `complete`: every table is a whole image, so an id the warehouse holds that it lacks was deleted
-    # before the snapshot (after a mode switch or a recreated slot, no slot recorded that delete).
-    watermark = {"source_mode": MODE, "read": "snapshot", "lsn_from": lsn, "lsn_to": lsn,
-                 "cdc_snapshot": {"snapshot": snapshot, "lsn": snapshot_lsn},
-                 manifests.COMPLETE_FIELD: [t.name for t in SOURCE_TABLES]}
-    return manifests.ingest_manifest(run_id, None, watermark, files, rows)
+    return Copy(snapshot, pgoutput.parse_lsn(snapshot_lsn)), files, rows
+
+
+def _source_shape(conn) -> tuple[dict[str, tuple[str, ...]], dict[str, list[str]]]:
+    """Source table -> the declared columns it lacks now (a dropped or renamed column), and source
+    table -> the columns it has beyond the declaration (ignored, recorded as `new_columns` as the
+    polling run does: contract §2); tables with none are absent."""
+    present = postgres.table_columns(conn, [t.name for t in SOURCE_TABLES])
+    lacking, added = {}, {}
+    for table in SOURCE_TABLES:
+        columns = present.get(table.name, set())
+        if missing := tuple(c for c in table.column_names if c not in columns):
+            lacking[table.name] = missing
+        if extra := sorted(columns - set(table.column_names)) if columns else []:
+            added[table.name] = extra
+    return lacking, added
+
+
+def _stopped(watermark: dict, stopped: dict[str, tuple[str, ...]], added: dict[str, list[str]], log: StageLog
+             ) -> None:
+    """One ERROR per stopped table and run while it lasts (contract §2: its own alarm), and the tables
+    in the manifest, so that the next run goes on passing them over until their columns are back;
+    the columns the source added, as the polling run records them."""
+    for table, columns in sorted(stopped.items()):
+        log.error(f"source table {table} lacks column(s) {', '.join(columns)}: {table} is not shipped until they "
+                  "are back, then copied whole; every other table goes on", SourceSchemaChanged.error_kind,
+                  table=table, columns=list(columns))
+    if stopped:
+        watermark[STOPPED] = {table: list(columns) for table, columns in sorted(stopped.items())}
+    if added:
+        watermark["new_columns"] = added
 
 
 def _changes_run(conn, bucket: str, run_id: str, previous: Position, cdc: CdcSettings, folder: str,
                  log: StageLog) -> dict:
     upto = max(slots.flush_lsn(conn), previous.lsn_to)
-    fold = Fold(SOURCE_TABLES)
+    fold = Fold(SOURCE_TABLES, {**previous.stopped, **_source_shape(conn)[0]})
     messages, last_end, shipping, committed_at = 0, None, False, None
     for _, _, data in slots.peek(conn, cdc.slot, cdc.publication, upto, cdc.max_changes):
         messages += 1
         kind = data[:1]
         if kind == b"B":  # whole committed transactions only: decided here, nothing buffered
             begin = pgoutput.decode(data)
-            shipping = previous.lsn_to <= begin.final_lsn < upto and \
-                not previous.in_snapshot(begin.final_lsn, begin.xid)
+            fold.skip = previous.in_copies(begin.final_lsn, begin.xid)
+            shipping = previous.lsn_to <= begin.final_lsn < upto and fold.skip != ALL_TABLES
             committed_at = begin.committed_at
         elif kind == b"C":
             last_end, shipping = pgoutput.decode(data).end_lsn, False
@@ -268,8 +342,24 @@ def _changes_run(conn, bucket: str, run_id: str, previous: Position, cdc: CdcSet
             files[table.name] = _upload(bucket, table, run_id, path, rows[table.name])
     watermark = {"source_mode": MODE, "read": "bounded" if bounded else "changes",
                  "lsn_from": pgoutput.lsn_text(previous.lsn_to), "lsn_to": pgoutput.lsn_text(lsn_to)}
-    if previous.snapshot is not None and lsn_to < previous.snapshot_lsn:  # the filter still matters
-        watermark["cdc_snapshot"] = {"snapshot": previous.snapshot, "lsn": pgoutput.lsn_text(previous.snapshot_lsn)}
+    if previous.snapshot is not None and lsn_to < previous.snapshot.lsn:  # the filter still matters
+        watermark["cdc_snapshot"] = previous.snapshot.to_json()
+    copies = dict(previous.copies)
+    lacking, added = _source_shape(conn)  # after the read: a stopped table whose columns are back resumes now
+    resumed = [t for t in SOURCE_TABLES if t.name in fold.stopped and t.name not in lacking]
+    if resumed:
+        names = [t.name for t in resumed]
+        log.warning(f"source table(s) {', '.join(names)} have their columns again: copied whole in this run, "
+                    "lined up with the slot", tables=names)
+        copy, copied_files, copied_rows = _copy_tables(conn, bucket, run_id, resumed, folder, log)
+        files.update(copied_files)
+        rows.update(copied_rows)
+        copies.update({name: copy for name in names})
+        watermark[manifests.COMPLETE_FIELD] = names  # a whole image: ids it lacks were deleted meanwhile
+    copies = {name: copy for name, copy in copies.items() if lsn_to < copy.lsn}  # what the slot may still hold
+    if copies:
+        watermark[COPIES] = {name: copy.to_json() for name, copy in sorted(copies.items())}
+    _stopped(watermark, {t: lacking[t] for t in fold.stopped if t in lacking}, added, log)
     versions, deletes = sum(rows.values()), _deletes(fold.changes)
     rows[DELETED_ROW.name] = len(deletes)
     if deletes:
