@@ -4,8 +4,10 @@ Works against any deployment the settings point at (the local one or AWS's bucke
 warehouse): per stage the newest run, its low-water mark and the runs still pending; what is
 held back, by kind, in rows (or whole files); and in the warehouse the newest loaded run, every
 table's row count and the lag from that run's snapshot to now; each stage's and the FX source's
-last failure with its one-line reason (`failures.py`). Listings start at the loader's mark (or a
-day back before the first load), so the cost does not grow with the lake.
+last failure with its one-line reason (`failures.py`); the source's columns as the newest
+totesys run found them (tables stopped for a missing column, columns added and ignored). Listings
+start at the loader's mark (or a day back before the first load), so the cost does not grow with
+the lake.
 
 A service that cannot be reached (the warehouse, the S3 API) is named with its one-line reason
 under `unreachable`, and the rest is shown all the same: status is what one reads when something
@@ -20,12 +22,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pg8000.native import identifier
 
 from totesys_etl import failures, lake, landed, quarantine
+from totesys_etl import manifest as manifests
 from totesys_etl.adapters.postgres import Connection, DatabaseError, InterfaceError, connect, sqlstate
 from totesys_etl.config import Settings
-from totesys_etl.errors import EtlError, describe
+from totesys_etl.errors import EtlError, InvalidInput, LakeUnavailable, describe
 from totesys_etl.load.ledger import load_mark, loaded_runs
 from totesys_etl.ingest.cdc.settings import CdcSettings, source_mode
 from totesys_etl.ingest.cdc.slot import cdc_status
+from totesys_etl.ingest.watermark import newest_runs_first
 from totesys_etl.process.run import MARK_PREFIX as PROCESS_MARK_PREFIX
 from totesys_etl.schema import API_FACTS, EVENT_FACTS, FACT_EXCHANGE_RATE, STAR_TABLES
 
@@ -60,6 +64,9 @@ class Status:
     landing: dict | None = None  # courier files (contract §9): {"since", "pending", "taken"}, or None when off
     cdc_slot: dict | None = None  # cdc mode (contract §10): the slot's retained WAL, or why it could not be read
     fx_failure: dict | None = None  # the FX source's last failure (it never fails a run, so no stage shows it)
+    #: contract §2 "Schema changes", from the newest totesys run: {"run_id", "stopped", "new_columns"},
+    #: each {table: [columns]}; None before the first run (or with the S3 API down)
+    source_columns: dict | None = None
     #: what could not be reached ("warehouse", "S3 API") -> the one-line reason; the rest is shown anyway
     unreachable: dict[str, str] = field(default_factory=dict)
     settle_seconds: float = lake.SETTLE.total_seconds()
@@ -95,6 +102,8 @@ class Status:
         if self.landing is not None:
             lines.append(f"landing: {self.landing['pending']} courier file(s) waiting, {self.landing['taken']} taken "
                          f"(since {self.landing['since'] or 'the first'})")
+        if self.source_columns is not None:
+            lines.append(f"source columns: {_columns_line(self.source_columns)}")
         fx_date = self.newest_fx_date or ("?" if "warehouse" in self.unreachable else "-")
         lines.append(f"FX rates: newest date {fx_date}"
                      + (f"; last failure {_failure(self.fx_failure)}" if self.fx_failure else ""))
@@ -111,6 +120,53 @@ class Status:
                 f"{slot['unread_mb']:,} MB written since its position {slot['oldest_unread_lsn']}")
             lines.append(f"replication slot {slot['slot']}: {state}")
         return "\n".join(lines)
+
+
+def _columns_line(columns: dict) -> str:
+    stopped = [f"{t} stopped, lacking {', '.join(c)} (source_schema_changed)" for t, c in columns["stopped"].items()]
+    added = [f"{t}.{c}" for t, cs in columns["new_columns"].items() for c in cs]
+    said = stopped + ([f"new, ignored: {', '.join(added)}"] if added else [])
+    return "; ".join(said) if said else "as declared"
+
+
+#: How many of the newest runs `source_columns` reads to find the newest totesys one (courier
+#: runs come between them; past these, status says nothing rather than list the lake).
+NEWEST_RUNS_READ = 20
+
+
+def source_columns(bucket: str) -> dict | None:
+    """What the newest totesys ingest run recorded of the source's columns, or None if none is found.
+
+    The polling run records a stopped table as `stopped` {table: {"missing": [...], ...}}, the CDC
+    run as `cdc_stopped` {table: [...]}; both record `new_columns` {table: [...]}. A manifest that
+    is not JSON, or fields of another shape, are skipped: status shows what it can, never fails.
+    """
+    for n, run_id in enumerate(newest_runs_first(bucket)):
+        if n == NEWEST_RUNS_READ:
+            return None
+        try:
+            manifest = manifests.read(bucket, run_id)
+        except (InvalidInput, ClientError):
+            continue
+        if manifest.get("stage") != "ingest" or manifests.is_courier(manifest):
+            continue
+        missing = _table_columns(manifest.get("stopped"), lambda e: e.get("missing") if isinstance(e, dict) else None)
+        stopped = {**missing, **_table_columns(manifest.get("cdc_stopped"), lambda e: e)}
+        return {"run_id": run_id, "stopped": dict(sorted(stopped.items())),
+                "new_columns": _table_columns(manifest.get("new_columns"), lambda e: e)}
+    return None
+
+
+def _table_columns(field, columns_of) -> dict[str, list[str]]:
+    """`{table: [column, ...]}` from a manifest field, keeping only well-formed entries."""
+    if not isinstance(field, dict):
+        return {}
+    found = {}
+    for table, entry in sorted(field.items()):
+        columns = columns_of(entry)
+        if isinstance(columns, list) and columns and all(isinstance(c, str) for c in columns):
+            found[str(table)] = [str(c) for c in columns]
+    return found
 
 
 def _failure(failure: dict) -> str:
@@ -162,10 +218,10 @@ def status(settings: Settings | None = None, now: datetime | None = None) -> Sta
         if conn is not None and warehouse.loaded:
             warehouse.done = loaded_runs(conn, ingested)
         lake_side = _read_lake(settings)
-    except (BotoCoreError, ClientError) as e:
+    except (BotoCoreError, ClientError, LakeUnavailable) as e:
         unreachable["S3 API"] = describe(e)
         ingested, processed, lake_side = [], [], {"process_mark": None, "quarantined": {}, "failures": {},
-                                                  "landing": None}
+                                                  "landing": None, "source_columns": None}
     finally:
         if conn is not None:
             conn.close()
@@ -186,6 +242,7 @@ def status(settings: Settings | None = None, now: datetime | None = None) -> Sta
         quarantined=lake_side["quarantined"], warehouse_rows=warehouse.rows, loaded_at=warehouse.loaded_at,
         lag_seconds=lag, newest_fx_date=warehouse.newest_fx, landing=lake_side["landing"],
         fx_failure=stage_failures.get(FX_FAILURES), unreachable=unreachable,
+        source_columns=lake_side["source_columns"],
         settle_seconds=lake.settle_period().total_seconds(),
         cdc_slot=cdc_status(settings.source, CdcSettings.from_env().slot) if source_mode() == "cdc" else None)
 
@@ -212,6 +269,7 @@ def _read_lake(settings: Settings) -> dict:
                                             else settings.ingest_bucket, stage)
                      for stage, bucket in failures.BUCKET_VARIABLE.items()},
         "landing": landed.landing_counts(settings) if settings.landing_bucket else None,
+        "source_columns": source_columns(settings.ingest_bucket),
     }
 
 

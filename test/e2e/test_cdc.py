@@ -281,6 +281,7 @@ def test_a_dropped_column_stops_that_table_and_it_catches_up_once_back(cdc_pipel
     report = pipeline.command("reconcile")
     assert report.returncode == 1 and "staff" in report.stdout and "STOPPED" in report.stdout
     assert "DIFFERENT" not in report.stdout, report.stdout[-3000:]  # every other table loaded
+    assert "source columns: staff stopped, lacking email_address" in pipeline.command("status").stdout
     source.run("ALTER TABLE staff ADD COLUMN email_address varchar")
     for staff_id, email in emails:
         source.run("UPDATE staff SET email_address = :e WHERE staff_id = :i", e=email, i=staff_id)
