@@ -70,7 +70,7 @@ def render() -> str:
               "`quarantined`, `staged_at`); each loaded table has a staging table `etl_stage_<table>` with its "
               "lake columns after `etl_run_id` and `etl_part`. They are unlogged, empty whenever no run is "
               f"half staged, outside the `{SCHEMA}` schema, and no view or star table reads them: a reader of "
-              "the warehouse never sees a staged row.", ""]
+              "the warehouse never sees a staged row."]
     lines += ["", f"## Analytical views (schema `{SCHEMA}`)", "",
               "Created by the loader's migrations for BI tools and `totesys-etl report`. Each reads the current "
               "version of each fact through the `current_*` views (greatest `etl_run_id`, then greatest "
