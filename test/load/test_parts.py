@@ -2,7 +2,7 @@
 the run published in one transaction, and the warehouse equal to the same runs loaded unparted.
 
 Each case writes ordinary processed runs (conftest's ProcessedLake) into one lake, then a second
-lake where every file of two rows or more is split into parts with pyarrow under a parted manifest
+lake where every file of ten rows or more is split into parts with pyarrow under a parted manifest
 (`manifest.parted_entry`). The unparted lake loaded into a fresh warehouse is the oracle.
 """
 from __future__ import annotations
@@ -74,15 +74,16 @@ class PartedLake:
         self.parts: dict[str, list[PartRequest]] = {}
         self.whole: dict[str, int] = {}
 
-    def copy_run(self, run_id: str, most_parts: int = 3) -> list[PartRequest]:
-        """The run's processed files, each of two rows or more split into up to `most_parts` parts."""
+    def copy_run(self, run_id: str, most_parts: int = 3, least_rows: int = 10) -> list[PartRequest]:
+        """The run's processed files, each of `least_rows` rows or more (the big ones: facts, transactions,
+        dates) split into up to `most_parts` parts; the others stay whole, as a real parted run's small tables."""
         unparted = json.loads(self.source.s3.get_object(Bucket=self.source.processed,
                                                         Key=lake.manifest_key(run_id))["Body"].read())
         files, requests = {}, []
         for name, entry in unparted["files"].items():
             body = self.source.s3.get_object(Bucket=self.source.processed, Key=entry["key"])["Body"].read()
             table = pq.read_table(io.BytesIO(body))
-            if table.num_rows < 2:
+            if table.num_rows < least_rows:
                 self.s3.put_object(Bucket=self.processed, Key=entry["key"], Body=body)
                 files[name] = entry
                 continue
@@ -156,6 +157,7 @@ def test_a_parted_run_loads_as_the_unparted_run_and_leaves_no_staging(parted, wa
     assert run_sql(warehouse_url, "SELECT count(*) FROM pg_views WHERE definition LIKE '%etl_stage%'") == [[0]]
 
 
+@pytest.mark.slow
 def test_parts_out_of_order_each_replayed_publish_once_when_the_last_is_staged(parted, warehouse_url, kit, run_sql):
     run = parted.runs[0]
     requests = list(reversed(parted.lake.parts[run]))
@@ -177,6 +179,7 @@ def test_parts_out_of_order_each_replayed_publish_once_when_the_last_is_staged(p
     assert parted.data() == parted.clean()
 
 
+@pytest.mark.slow
 def test_a_later_run_published_before_an_earlier_one_ends_the_same(parted, warehouse_url):
     for run in reversed(parted.runs):
         for request in parted.lake.parts[run]:
@@ -277,6 +280,24 @@ def test_hostile_part_requests_stage_nothing(parted, warehouse_url, run_sql, log
     assert _staging_rows(warehouse_url) == 0
     load(parted.settings, None, today=TODAY)
     assert parted.data() == parted.clean()
+
+
+def test_a_bad_part_file_is_quarantined_once_and_the_rest_publishes(parted, warehouse_url, run_sql, log_lines):
+    run = parted.runs[0]
+    bad = next(r for r in parted.lake.parts[run] if r.table == "fact_payment")
+    key = lake.part_key(bad.table, run, "parquet", bad.part)
+    held = pq.read_table(io.BytesIO(parted.lake.s3.get_object(Bucket=parted.lake.processed, Key=key)["Body"].read()))
+    parted.lake.s3.put_object(Bucket=parted.lake.processed, Key=key, Body=b"PAR1 not parquet at all")
+    _stage(bad)
+    _stage(bad)                                                     # replayed: not quarantined twice
+    result = load(parted.settings, [run], today=TODAY)
+    assert result["runs"][0]["quarantined"] == 1
+    assert sum(line.get("error_kind") == "quarantined_file" for line in log_lines) == 1
+    assert parted.lake.s3.get_object(Bucket=parted.lake.processed, Key=f"quarantine/{run}/{key}")
+    held_ids = set(held.column("payment_id").to_pylist())
+    stored = {r[0] for r in run_sql(warehouse_url, "SELECT payment_id FROM fact_payment")}
+    assert stored == set(range(1, 40)) - held_ids and held_ids       # every other row loaded, those held back
+    assert _staging_rows(warehouse_url) == 0
 
 
 def test_a_reader_polling_during_the_staging_never_sees_half_a_run(parted, warehouse_url, migrated):
