@@ -4,6 +4,9 @@
 else "deferred"), migrates, then loads each requested run, or sweeps for every processed run
 the ledger lacks. `load_run` is one run in ONE transaction, ledger row included, so a crash at
 any point leaves the run either wholly loaded or not at all (readme_files/design.md, "Loader").
+A run whose manifest lists tables in parts has them staged first, each part in a transaction of its
+own (load/parts.py: here in turn, or by other invocations through the fan-out), and is then
+published by that same one transaction, its parted tables read from staging instead of files.
 """
 from __future__ import annotations
 
@@ -16,13 +19,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from totesys_etl import lake, quarantine, runs
 from totesys_etl import manifest as manifests
-from totesys_etl.events import PartRequest
-from totesys_etl.fanout import fan_out
 from totesys_etl.adapters.postgres import (Connection, DatabaseError, InterfaceError, advisory_lock, close_quietly,
                                            connect, transaction)
 from totesys_etl.config import Settings
 from totesys_etl.errors import (InvalidInput, LakeUnavailable, LoadFailed, WarehouseUnavailable, is_missing,
                                 describe)
+from totesys_etl.events import PartRequest
+from totesys_etl.fanout import fan_out
 from totesys_etl.faults import crash_point
 from totesys_etl.load import bulk, deletes, deliveries, merge, parts
 from totesys_etl.load.files import copy_file, downloaded
@@ -203,14 +206,14 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
     trusted, hostile = manifests.entries(manifest, run_id, LOADABLE, "parquet")
     entries, rejected = [(e.table, e.key) for e in trusted if e.part is None], [r.reason for r in hostile]
     parted = [e for e in trusted if e.part is not None]
+    staged = _stage_parts(conn, bucket, run_id, parted, log) if parted else {}
+    if staged is None:
+        return None
     quarantined = 0
     if rejected:
         quarantine.quarantine_file(bucket, lake.manifest_key(run_id), bucket, run_id, "; ".join(rejected),
                                    quarantine.QUARANTINED_MANIFEST, log)
         quarantined += 1
-    staged = _stage_parts(conn, bucket, run_id, parted, log) if parted else {}
-    if staged is None:
-        return None
     with transaction(conn):
         present, direct = set(), {}
         staged_tables = [LOADABLE[name] for name in sorted({e.table for e in parted})]
