@@ -47,6 +47,8 @@ from totesys_etl.schema.warehouse import RUN_ID
 #: so a small one starts it sooner: a CSV COPY of 114,000 payments took 0.187 s with 65,536 rows,
 #: 0.160 s with 16,384 (as fast as with every chunk made beforehand), 0.156 s with 8,192.
 BATCH_ROWS = 16384
+#: The buffer a Parquet file is read through (`open_parquet`).
+READ_BUFFER_BYTES = 1024 * 1024
 #: SQLSTATE classes that mean "this file's data is bad" (22 data exception, 23 integrity):
 #: quarantine the file. Anything else (a lost connection, a bug) fails the run.
 _BAD_DATA_CLASSES = ("22", "23")
@@ -135,7 +137,11 @@ class _CopyFeed:
         trailer); None after the trailer."""
         header = b""
         if self._batches is None:
-            self._batches = iter(self.parquet.iter_batches(batch_size=BATCH_ROWS, columns=self.columns))
+            # One thread: Arrow's pool (mimalloc) keeps what each of its decoding threads freed, 40 MB
+            # more at 1M orders for no measurable gain here (the next chunk is decoded while PostgreSQL
+            # parses this one anyway; readme_files/benchmarks.md, "The loader's memory").
+            self._batches = iter(self.parquet.iter_batches(batch_size=BATCH_ROWS, columns=self.columns,
+                                                           use_threads=False))
             header = bytes(self._encoder.write_header())
         elif self._encoder is None:
             return None
@@ -148,6 +154,18 @@ class _CopyFeed:
             arrays = [bulk.consecutive_ids(self.next_id, batch.num_rows), *arrays]
             self.next_id += batch.num_rows
         return header + bytes(self._encoder.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema)))
+
+
+def open_parquet(path: str) -> pq.ParquetFile:
+    """A downloaded Parquet file opened for reading batch by batch, its page checksums verified.
+
+    Not pre-buffered: pyarrow's ParquetFile reads ahead the column chunks of every row group it
+    will read (pre_buffer, its default, meant for high-latency object stores), which made the
+    loader's memory grow with its largest file (1.14M payments: 51 MB of Arrow memory, and a peak
+    RSS of 282 MB at 1M orders, 721 MB at 10M). Read from a local file through a 1 MB buffer, Arrow
+    holds about one row group at a time (7 MB for the same file), and reads it no slower.
+    """
+    return pq.ParquetFile(path, page_checksum_verification=True, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
 
 
 def _download(bucket: str, key: str) -> str:
@@ -205,7 +223,7 @@ def copy_file(conn: Connection, download: Future, table: Table, direct_run_id: s
     path = download.result()  # InvalidInput (missing), or S3's own error (the run fails)
     try:
         try:
-            parquet = pq.ParquetFile(path, page_checksum_verification=True)
+            parquet = open_parquet(path)
         except Exception as e:  # ArrowInvalid, OSError: not a Parquet file; memory or I/O: transient
             if is_transient(e):
                 raise

@@ -1,4 +1,5 @@
-"""The load Lambda: a processed manifest's S3 event loads that run; any other event sweeps."""
+"""The load Lambda: a processed manifest's S3 event loads that run; a part request (the fan-out's
+event) stages that part of a run in parts; any other event sweeps."""
 from __future__ import annotations
 
 from totesys_etl import failures
@@ -24,8 +25,8 @@ def lambda_handler(event, context=None) -> dict:
         settings = Settings.from_env()
         invocation = parse_event(event)
         run_ids = None
-        if not invocation.sweep:
+        if not invocation.sweep and invocation.part is None:
             run_ids, _ignored = invocation.manifest_runs(settings.processed_bucket)
-        result = load(settings, run_ids, log=log)
+        result = load(settings, run_ids, log=log, part=invocation.part)
     log.info("load finished", status=result["status"], runs=len(result["runs"]), seconds=result["seconds"])
     return result

@@ -20,6 +20,7 @@ from totesys_etl.schema.ddl import column_definitions, column_list, create_table
 from totesys_etl.schema.courier import EVENT_FACTS
 from totesys_etl.schema.fx import FACT_EXCHANGE_RATE
 from totesys_etl.schema.cdc import ETL_DELETED_ROW
+from totesys_etl.schema.staging import STAGING_LEDGER, STAGING_TABLES
 from totesys_etl.schema.views import (create_delivery_views, create_fx_views, create_live_current_views,
                                       create_report_views, create_views)
 from totesys_etl.schema.warehouse import (OLDEST_RUN_ID, RUN_ID, REFERENCE_TABLES, bookkeeping_columns, is_reference,
@@ -104,6 +105,20 @@ def _deleted_rows(conn: Connection) -> None:
     create_live_current_views(conn)
 
 
+def _staging(conn: Connection) -> None:
+    """The staging tables of a run loaded in parts and their ledger (schema/staging.py, load/parts.py).
+
+    UNLOGGED, all of them: a part's rows are written once more when the run is published, so
+    writing them to the WAL when staged too would only double the cost. A crash of the server
+    empties every unlogged table at once, the ledger with the rows it describes, so "staged" and
+    the rows never disagree: the parts are simply staged again. No keys on the staging tables (an
+    id may come in two parts of a run); the ledger's key is what makes a part staged only once.
+    """
+    for table in (*STAGING_TABLES.values(), STAGING_LEDGER):
+        conn.run(create_table(table, if_not_exists=False, primary_key=table is STAGING_LEDGER))
+        conn.run(f"ALTER TABLE {identifier(table.name)} SET UNLOGGED")
+
+
 #: (version, name, apply). Append only.
 MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (1, "star schema, loader state, ledger, mark, currency names", _star_schema),
@@ -115,6 +130,7 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
      create_report_views),
     (7, "etl_deleted_row (change data capture's deletes); current-version views leave deleted ids out",
      _deleted_rows),
+    (8, "staging tables and their ledger for runs loaded in parts (contract §4 Parts), unlogged", _staging),
 )
 
 

@@ -4,6 +4,9 @@
 else "deferred"), migrates, then loads each requested run, or sweeps for every processed run
 the ledger lacks. `load_run` is one run in ONE transaction, ledger row included, so a crash at
 any point leaves the run either wholly loaded or not at all (readme_files/design.md, "Loader").
+A run whose manifest lists tables in parts has them staged first, each part in a transaction of its
+own (load/parts.py: here in turn, or by other invocations through the fan-out), and is then
+published by that same one transaction, its parted tables read from staging instead of files.
 """
 from __future__ import annotations
 
@@ -21,8 +24,10 @@ from totesys_etl.adapters.postgres import (Connection, DatabaseError, InterfaceE
 from totesys_etl.config import Settings
 from totesys_etl.errors import (InvalidInput, LakeUnavailable, LoadFailed, WarehouseUnavailable, is_missing,
                                 describe)
+from totesys_etl.events import PartRequest
+from totesys_etl.fanout import fan_out
 from totesys_etl.faults import crash_point
-from totesys_etl.load import bulk, deletes, deliveries, merge
+from totesys_etl.load import bulk, deletes, deliveries, merge, parts
 from totesys_etl.load.files import copy_file, downloaded
 from totesys_etl.load.ledger import LOADER_LOCK_KEY, is_loaded, load_mark, loaded_runs, record_run, set_mark
 from totesys_etl.load.migrations import migrate
@@ -31,14 +36,14 @@ from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult, StageResult
 from totesys_etl.schema import API_FACTS, DELETE_LOGS, DIM_DATE, DIMENSIONS, FACTS, STATE_TABLES, Table, state_table
 from totesys_etl.schema.courier import EVENT_FACTS
+from totesys_etl.schema.staging import LOADED_TABLES
 
 STAGE = "load"
 LOCK_WAIT_VARIABLE = "TOTESYS_LOCK_WAIT_SECONDS"
 DEFAULT_LOCK_WAIT_SECONDS = 60.0
 
 #: The lake files a processed manifest may name, by table name: what the loader loads.
-LOADABLE: dict[str, Table] = {t.name: t for t in (*STATE_TABLES, *FACTS, DIM_DATE, *API_FACTS, *EVENT_FACTS,
-                                                  *DELETE_LOGS)}
+LOADABLE: dict[str, Table] = {t.name: t for t in LOADED_TABLES}
 #: Tables a file may be copied straight into when they are empty (load/files.py): state and the
 #: totesys facts (the rates' merge reads its temp table, and a run's rates are a few thousand rows).
 DIRECT_LOADABLE = frozenset(t.name for t in (*STATE_TABLES, *FACTS))
@@ -57,8 +62,9 @@ def warehouse_connection(settings: Settings | None = None) -> Connection:
 
 
 def load(settings: Settings, run_ids: Iterable[str] | None = None, wait_seconds: float | None = None,
-         today: date | None = None, log: StageLog | None = None) -> dict:
-    """Load `run_ids` (or, if None, sweep for every pending run); the handler's result.
+         today: date | None = None, log: StageLog | None = None, part: PartRequest | None = None) -> dict:
+    """Load `run_ids` (or, if None, sweep for every pending run); with `part` (a fan-out's request)
+    stage that one part of a run in parts instead, and publish the run if it was its last part.
 
     Returns `{"stage", "status": "ok"|"deferred", "runs": [...], "seconds"}`; "runs" lists only
     the runs this call loaded. Raises an EtlError (already logged if it concerns one run) when
@@ -67,20 +73,23 @@ def load(settings: Settings, run_ids: Iterable[str] | None = None, wait_seconds:
     timer, log = Timer(), log or StageLog(STAGE)
     wait_seconds = lock_wait_seconds() if wait_seconds is None else wait_seconds
     run_ids = None if run_ids is None else sorted(set(run_ids))
-    if run_ids == []:  # an event for objects that are not processed manifests: nothing to do
+    if run_ids == [] and part is None:  # an event for objects that are not processed manifests: nothing to do
         return StageResult(STAGE, (), timer.seconds).to_json()
     conn = warehouse_connection(settings)
+    status = "ok"
     try:
-        if not advisory_lock(conn, LOADER_LOCK_KEY, wait_seconds):
+        if part is not None:
+            results, status = _load_part(conn, settings.processed_bucket, part, wait_seconds,
+                                         log.bind(run_id=part.run_id), today)
+        elif not advisory_lock(conn, LOADER_LOCK_KEY, wait_seconds):
             log.warning("another loader holds the lock: deferred to it", wait_seconds=wait_seconds)
-            return StageResult(STAGE, (), timer.seconds, "deferred").to_json()
-        applied = migrate(conn)
-        if applied:
-            log.info("warehouse migrated", versions=applied)
-        if run_ids is None:
-            results = _sweep(conn, settings, log, today)
+            results, status = [], "deferred"
         else:
-            results = _load_each(conn, settings.processed_bucket, run_ids, log, today)
+            _migrate(conn, log)
+            if run_ids is None:
+                results = _sweep(conn, settings, log, today)
+            else:
+                results = _load_each(conn, settings.processed_bucket, run_ids, log, today)
     except InterfaceError:
         raise WarehouseUnavailable("the warehouse connection was lost during the load") from None
     except DatabaseError as e:
@@ -89,7 +98,54 @@ def load(settings: Settings, run_ids: Iterable[str] | None = None, wait_seconds:
         raise LakeUnavailable(describe(e)) from None
     finally:
         close_quietly(conn)
-    return StageResult(STAGE, tuple(results), timer.seconds).to_json()
+    return StageResult(STAGE, tuple(results), timer.seconds, status).to_json()
+
+
+def _migrate(conn: Connection, log: StageLog) -> None:
+    applied = migrate(conn)
+    if applied:
+        log.info("warehouse migrated", versions=applied)
+
+
+def _load_part(conn: Connection, bucket: str, request: PartRequest, wait_seconds: float, log: StageLog,
+               today: date | None) -> tuple[list[RunResult], str]:
+    """One part request: stage that part (load/parts.py), then publish the run if no part is missing.
+
+    Staging takes no lock, so parts stage side by side; publishing takes the loaders' lock as any
+    load does, and if it stays held the run is left to its holder or the next sweep ("deferred").
+    The request is trusted only as far as the run's processed manifest names that part: anything
+    else (another table, a part past the last, a run without a manifest) is logged and ignored.
+    """
+    _migrate(conn, log)
+    try:
+        manifest = manifests.read(bucket, request.run_id)
+    except ClientError as e:
+        if not is_missing(e):
+            raise
+        log.warning("a part request for a run with no processed manifest: ignored")
+        return [], "ok"
+    except InvalidInput as e:  # the run's event or the sweep quarantines it
+        log.warning(f"a part request for a run whose manifest is unreadable: ignored ({e})")
+        return [], "ok"
+    trusted, _hostile = manifests.entries(manifest, request.run_id, LOADABLE, "parquet")
+    parted = [e for e in trusted if e.part is not None]
+    entry = next((e for e in parted if (e.table, e.part) == (request.table, request.part)), None)
+    if entry is None:
+        log.warning("a part request that names no part of this run's manifest: ignored", table=request.table,
+                    part=request.part)
+        return [], "ok"
+    if is_loaded(conn, request.run_id):
+        log.info("run already loaded: nothing to do")
+        return [], "ok"
+    parts.stage_part(conn, bucket, request.run_id, entry, LOADABLE[entry.table], log)
+    if parts.unstaged(conn, request.run_id, parted):
+        return [], "ok"  # the invocation that stages the last part publishes the run
+    if not advisory_lock(conn, LOADER_LOCK_KEY, wait_seconds):
+        log.warning("every part staged, but another loader holds the lock: publishing deferred to it or the sweep",
+                    wait_seconds=wait_seconds)
+        return [], "deferred"
+    result = load_run(conn, bucket, request.run_id, log, today)
+    return ([result] if result else []), "ok"
 
 
 def _sweep(conn: Connection, settings: Settings, log: StageLog, today: date | None) -> list[RunResult]:
@@ -148,7 +204,11 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
 
     rows: dict[str, int] = {}
     trusted, hostile = manifests.entries(manifest, run_id, LOADABLE, "parquet")
-    entries, rejected = [(e.table, e.key) for e in trusted], [r.reason for r in hostile]
+    entries, rejected = [(e.table, e.key) for e in trusted if e.part is None], [r.reason for r in hostile]
+    parted = [e for e in trusted if e.part is not None]
+    staged = _stage_parts(conn, bucket, run_id, parted, log) if parted else {}
+    if staged is None:
+        return None
     quarantined = 0
     if rejected:
         quarantine.quarantine_file(bucket, lake.manifest_key(run_id), bucket, run_id, "; ".join(rejected),
@@ -156,6 +216,13 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         quarantined += 1
     with transaction(conn):
         present, direct = set(), {}
+        staged_tables = [LOADABLE[name] for name in sorted({e.table for e in parted})]
+        for table in staged_tables:  # the staged parts into the temp tables whole files would have filled
+            of_table = [s for (name, _), s in staged.items() if name == table.name]
+            quarantined += sum(s.quarantined for s in of_table)
+            if not all(s.quarantined for s in of_table):
+                parts.fill_temp(conn, table, run_id)
+                present.add(table.name)
         empty = merge.empty_tables(conn, [*(n for n, _ in entries if n in DIRECT_LOADABLE),
                                           *(d.name for d in DIMENSIONS)])
         with closing(downloaded(bucket, [key for _, key in entries])) as downloads:  # /tmp emptied after
@@ -198,9 +265,31 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         if DIM_DATE.name in present:
             rows[DIM_DATE.name] += merge.insert_dates(conn)
         rows = {table: n for table, n in sorted(rows.items()) if n}
+        if staged_tables:
+            parts.clear(conn, run_id, staged_tables)
         record_run(conn, run_id, rows)
         crash_point("load.before_commit")
     crash_point("load.after_commit")
-    result = RunResult(run_id, rows, timer.seconds, files=len(present), quarantined=quarantined)
+    files = len(present - {t.name for t in staged_tables}) + sum(not s.quarantined for s in staged.values())
+    result = RunResult(run_id, rows, timer.seconds, files=files, quarantined=quarantined)
     log.info("run loaded", rows=rows, quarantined=quarantined, seconds=result.seconds, direct=sorted(direct))
     return result
+
+
+def _stage_parts(conn: Connection, bucket: str, run_id: str, parted: list[manifests.FileEntry], log: StageLog
+                 ) -> dict[tuple[str, int], parts.Staged] | None:
+    """Every part of the run staged (load/parts.py), as the staging ledger has them; None when the
+    parts not staged yet were handed to other invocations (`fanout`): the one that stages the last
+    part publishes the run, or a later sweep does. With no fan-out, this call stages them in turn.
+    """
+    pending = parts.unstaged(conn, run_id, parted)
+    if pending and fan_out(STAGE, [PartRequest(run_id, p.table, p.part) for p in pending]):
+        log.info("parts handed to other invocations", parts=len(pending))
+        return None
+    for part in pending:
+        parts.stage_part(conn, bucket, run_id, part, LOADABLE[part.table], log)
+    staged = parts.staged_parts(conn, run_id)
+    missing = [f"{p.table} part {p.part}" for p in parted if (p.table, p.part) not in staged]
+    if missing:  # the caller holds the loaders' lock and found the run not loaded: never expected
+        raise LoadFailed(f"parts not staged: {', '.join(missing[:5])}")
+    return staged

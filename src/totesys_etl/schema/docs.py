@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from totesys_etl.schema import API_FACTS, DIMENSIONS, DIM_DATE, EVENT_FACTS, FACTS, STATE_TABLES, fact_references
 from totesys_etl.schema.model import Table
+from totesys_etl.schema.staging import STAGING_LEDGER
 from totesys_etl.schema.views import DELIVERY_VIEWS, FX_VIEWS, REPORT_VIEWS, SCHEMA, VIEWS
 
 _DERIVATIONS = {"copy": "", "date_of": " (date part)", "time_of": " (time part)",
@@ -62,6 +63,14 @@ def render() -> str:
               "it; a row is replaced only by the version a later run read (never by comparing `last_updated`), "
               "so runs loaded out of order never make a dimension older.", ""]
     lines += [f"- `{t.name}`: the columns of source `{t.source}`" for t in STATE_TABLES]
+    lines += ["", "## Staging of runs loaded in parts (internal)", "",
+              "A run whose processed manifest lists a table in parts (contract §4 \"Parts\") is staged part by "
+              f"part, then published in one transaction that empties its staging rows (load/parts.py). "
+              f"`{STAGING_LEDGER.name}` holds one row per staged part (`run_id`, `table_name`, `part`, `rows`, "
+              "`quarantined`, `staged_at`); each loaded table has a staging table `etl_stage_<table>` with its "
+              "lake columns after `etl_run_id` and `etl_part`. They are unlogged, empty whenever no run is "
+              f"half staged, outside the `{SCHEMA}` schema, and no view or star table reads them: a reader of "
+              "the warehouse never sees a staged row."]
     lines += ["", f"## Analytical views (schema `{SCHEMA}`)", "",
               "Created by the loader's migrations for BI tools and `totesys-etl report`. Each reads the current "
               "version of each fact through the `current_*` views (greatest `etl_run_id`, then greatest "

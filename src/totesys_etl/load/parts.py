@@ -1,0 +1,131 @@
+"""A run loaded in parts (contract §4 "Parts"): each part staged on its own, the run published at once.
+
+A processed manifest may list a big table as parts (`manifest.entries` gives one `FileEntry` per
+part). Each part is *staged*: copied into the table's staging table (`etl_stage_<table>`,
+schema/staging.py) in a transaction of its own, together with its row in `etl_stage_ledger`, keyed
+(run, table, part). The ledger row is inserted first, `ON CONFLICT DO NOTHING`: a second invocation
+staging the same part waits on that key until the first commits (then stages nothing) or rolls back
+(then stages it itself). So a replayed, concurrent or crashed part stages its rows exactly once.
+Staging takes no loader lock, so parts stage in parallel; nothing a reader of the warehouse
+queries reads a staging table.
+
+Once every part the manifest names is staged, the run is *published* by `load.run.load_run`,
+under the loaders' lock, in ONE transaction: each parted table's staged rows go into the same temp
+table a whole file would have filled (`fill_temp`), the same merge as an unparted run follows, the
+run's staging rows are removed (`clear`) and its ledger row written. Readers see all of it or none.
+"""
+from __future__ import annotations
+
+from contextlib import closing
+from dataclasses import dataclass
+
+from pg8000.native import identifier
+
+from totesys_etl import quarantine
+from totesys_etl.adapters.postgres import Connection, rollback_quietly
+from totesys_etl.errors import InvalidInput
+from totesys_etl.faults import crash_point
+from totesys_etl.load.files import copy_file, create_temp_sql, downloaded, temp_name
+from totesys_etl.load.ledger import is_loaded
+from totesys_etl.logs import StageLog
+from totesys_etl.manifest import FileEntry
+from totesys_etl.schema.ddl import column_list
+from totesys_etl.schema.model import Table
+from totesys_etl.schema.staging import PART, STAGING_LEDGER, staging_table
+from totesys_etl.schema.warehouse import RUN_ID
+
+_LEDGER = identifier(STAGING_LEDGER.name)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """One part as the staging ledger has it: its rows, or that its file was quarantined instead."""
+
+    rows: int
+    quarantined: bool
+
+
+def staged_parts(conn: Connection, run_id: str) -> dict[tuple[str, int], Staged]:
+    """Every part of the run the ledger holds as staged (committed), by (table, part)."""
+    rows = conn.run(f"SELECT table_name, part, rows, quarantined FROM {_LEDGER} WHERE run_id = :run_id",  # nosec
+                    run_id=run_id)
+    return {(table, part): Staged(n, quarantined) for table, part, n, quarantined in rows}
+
+
+def unstaged(conn: Connection, run_id: str, parts: list[FileEntry]) -> list[FileEntry]:
+    """The parts (entries of the run's manifest) not staged yet, in manifest order."""
+    done = staged_parts(conn, run_id)
+    return [p for p in parts if (p.table, p.part) not in done]
+
+
+def stage_part(conn: Connection, bucket: str, run_id: str, part: FileEntry, table: Table, log: StageLog
+               ) -> Staged | None:
+    """Stage one part in a transaction of its own with its ledger row; None if that changed nothing
+    (the part was staged already, or the run is loaded already).
+
+    `part` must be a trusted entry of the run's processed manifest and `table` its declaration:
+    the staging table's name comes from the declaration, never from a request. A part file that is
+    bad in itself is quarantined, as a whole file of an unparted run would be, and staged as such
+    (no rows), so the rest of the run still publishes. A transient fault rolls everything back.
+    """
+    conn.run("START TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    try:
+        conn.run(f"INSERT INTO {_LEDGER} (run_id, table_name, part, rows, quarantined, staged_at) "  # nosec B608
+                 "VALUES (:run_id, :table, :part, 0, false, now()) ON CONFLICT DO NOTHING",
+                 run_id=run_id, table=table.name, part=part.part)
+        if conn.row_count == 0 or is_loaded(conn, run_id):  # staged by another, or published meanwhile
+            rollback_quietly(conn)
+            return None
+        staged = _copy_part(conn, bucket, run_id, part, table, log)
+        conn.run(f"UPDATE {_LEDGER} SET rows = :rows, quarantined = :quarantined "  # nosec B608
+                 "WHERE run_id = :run_id AND table_name = :table AND part = :part", rows=staged.rows,
+                 quarantined=staged.quarantined, run_id=run_id, table=table.name, part=part.part)
+        crash_point("load.before_commit")
+    except BaseException:
+        rollback_quietly(conn)
+        raise
+    conn.run("COMMIT")
+    crash_point("load.after_commit")
+    log.info("part staged", table=table.name, part=part.part, rows=staged.rows, quarantined=staged.quarantined)
+    return staged
+
+
+def _copy_part(conn: Connection, bucket: str, run_id: str, part: FileEntry, table: Table, log: StageLog) -> Staged:
+    """The part's file into a temp table (files.copy_file: its checks, savepoint and quarantine
+    rules), then into the staging table with its run and part."""
+    with closing(downloaded(bucket, [part.key])) as downloads:
+        try:
+            copied = copy_file(conn, next(downloads), table)
+        except InvalidInput as e:
+            quarantine.quarantine_file(bucket, part.key, bucket, run_id, str(e), quarantine.QUARANTINED_FILE, log)
+            return Staged(0, True)
+    staging, names = staging_table(table.name), [c.name for c in table.data_columns]
+    conn.run(f"INSERT INTO {identifier(staging.name)} ({column_list([RUN_ID.name, PART.name, *names])}) "  # nosec
+             f"SELECT CAST(:run_id AS text), CAST(:part AS int), {column_list(names)} "
+             f"FROM {identifier(temp_name(table))}", run_id=run_id, part=part.part)
+    conn.run(f"DROP TABLE {identifier(temp_name(table))}")
+    return Staged(copied.rows, False)
+
+
+def fill_temp(conn: Connection, table: Table, run_id: str) -> int:
+    """Inside the publishing transaction: the run's staged rows of `table` into the temp table a
+    whole file of it would have filled (files.create_temp_sql), in part order; the rows moved.
+
+    From there the run's merge is the unparted run's, statement for statement.
+    """
+    staging, names = staging_table(table.name), [c.name for c in table.data_columns]
+    conn.run(create_temp_sql(table))
+    conn.run(f"INSERT INTO {identifier(temp_name(table))} ({column_list(names)}) "  # nosec B608 - declared names
+             f"SELECT {column_list(names)} FROM {identifier(staging.name)} WHERE {identifier(RUN_ID.name)} = :run_id "
+             f"ORDER BY {identifier(PART.name)}", run_id=run_id)
+    rows = conn.row_count
+    conn.run(f"ANALYZE {identifier(temp_name(table))}")
+    return rows
+
+
+def clear(conn: Connection, run_id: str, tables: list[Table]) -> None:
+    """Inside the publishing transaction: remove the run's staged rows and its staging ledger rows."""
+    for table in tables:
+        conn.run(f"DELETE FROM {identifier(staging_table(table.name).name)} "  # nosec B608 - declared names
+                 f"WHERE {identifier(RUN_ID.name)} = :run_id", run_id=run_id)
+    conn.run(f"DELETE FROM {_LEDGER} WHERE run_id = :run_id", run_id=run_id)  # nosec B608
