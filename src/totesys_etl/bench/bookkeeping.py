@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             after = [measured_run(settings), measured_run(settings)]
             figures[f"interleaved_{count}_runs"] = during + after
             # every department once: the other sessions' with the first run, the savepoints' after the commit
-            figures[f"interleaved_{count}_rows_as_expected"] = [r["rows"] for r in during + after] == [count, 0, count, 0]
+            rows = [r["rows"] for r in during + after]
+            figures[f"interleaved_{count}_rows_as_expected"] = rows == [count, 0, count, 0]
             runs += during + after
         held.close()
         load.close()

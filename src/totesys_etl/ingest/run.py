@@ -107,7 +107,7 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
                 else:
                     upload.abandon()
                     os.remove(path)
-            unread = [u.to_json() for u in extract.unread_after(conn, plan)]
+            unread = [u.to_json() for u in extract.unread_after(plan)]
             fx_inputs = fx.read_inputs(conn, previous_fx) if fx.enabled() else None
             conn.run("COMMIT")  # read only: ending it releases the snapshot lock
         except BaseException:

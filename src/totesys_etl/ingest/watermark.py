@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from bisect import bisect_left, bisect_right
+from functools import cached_property
+from itertools import islice
+from operator import itemgetter
 from typing import Iterator
 from datetime import date, datetime, timedelta, timezone
 
@@ -51,6 +55,16 @@ def xid_ranges(text) -> str:
     return text
 
 
+#: A set with at most this many ranges takes the short cuts of XidSet's operations.
+_FEW = 64
+_LO, _HI = itemgetter(0), itemgetter(1)
+
+
+def _overlapping(ranges, lo: int, hi: int) -> tuple[int, int]:
+    """The slice `ranges[i:j]` (sorted, disjoint) of the ranges that share an id with [lo, hi)."""
+    return bisect_right(ranges, lo, key=_HI), bisect_left(ranges, hi, key=_LO)
+
+
 class XidSet:
     """A set of 64-bit transaction ids as sorted, disjoint half-open ranges: the Python side of an
     `int8multirange` (same text form), for the few set operations a run's bookkeeping needs. Its
@@ -77,7 +91,26 @@ class XidSet:
 
     @classmethod
     def parse(cls, text) -> "XidSet":
-        return cls(tuple(map(int, r.split(","))) for r in re.findall(r"\[(\d+,\d+)\)", xid_ranges(text)))
+        """From `int8multirange` text, validated. PostgreSQL's text and `str()`'s are canonical (sorted,
+        not touching) and read in one pass; anything else valid is sorted and merged."""
+        body = xid_ranges(text)[2:-2]
+        if not body:
+            return cls()
+        bounds = list(map(int, body.replace("),[", ",").split(",")))
+        if all(a < b for a, b in zip(bounds, islice(bounds, 1, None))):
+            return cls.trusted(zip(bounds[0::2], bounds[1::2]))
+        return cls(zip(bounds[0::2], bounds[1::2]))
+
+    @classmethod
+    def of_ids(cls, ids) -> "XidSet":
+        """From ids in ascending order (repeats allowed): consecutive ones make one range."""
+        ranges: list[list[int]] = []
+        for x in ids:
+            if ranges and x <= ranges[-1][1]:
+                ranges[-1][1] = max(ranges[-1][1], x + 1)
+            else:
+                ranges.append([x, x + 1])
+        return cls.trusted(map(tuple, ranges))
 
     @classmethod
     def span(cls, lo: int, hi: int) -> "XidSet":
@@ -98,12 +131,51 @@ class XidSet:
     def __repr__(self) -> str:
         return f"XidSet({self})"
 
+    # The operations below take a short cut when one side has few ranges (the usual case: a span, a
+    # claim, the ids that ended): bisection and slices, so a set of 100,000 ranges costs a copy, not
+    # a loop in Python.
+
     def __or__(self, other: "XidSet") -> "XidSet":
-        return XidSet(self.ranges + other.ranges)
+        big, small = sorted((self.ranges, other.ranges), key=len, reverse=True)
+        if len(small) > _FEW:
+            return XidSet(big + small)
+        ranges = list(big)
+        for lo, hi in small:
+            i = bisect_left(ranges, lo, key=_HI)  # the first range that ends at or after lo
+            j = bisect_right(ranges, hi, key=_LO)  # the first that starts after hi
+            if i < j:
+                lo, hi = min(lo, ranges[i][0]), max(hi, ranges[j - 1][1])
+            ranges[i:j] = [(lo, hi)]
+        return XidSet.trusted(ranges)
 
     def __sub__(self, other: "XidSet") -> "XidSet":
-        out, cuts, i = [], other.ranges, 0
-        for lo, hi in self.ranges:
+        mine, cuts = self.ranges, other.ranges
+        if not mine or not cuts:
+            return self
+        if len(cuts) <= _FEW:
+            ranges = list(mine)
+            for lo, hi in cuts:
+                i, j = _overlapping(ranges, lo, hi)
+                if i < j:
+                    ranges[i:j] = ([(ranges[i][0], lo)] if ranges[i][0] < lo else []) + (
+                        [(hi, ranges[j - 1][1])] if ranges[j - 1][1] > hi else [])
+            return XidSet.trusted(ranges)
+        if len(mine) <= _FEW:
+            out: list[tuple[int, int]] = []
+            for lo, hi in mine:
+                i, j = _overlapping(cuts, lo, hi)
+                inside = cuts[i:j]
+                if not inside:
+                    out.append((lo, hi))
+                    continue
+                if inside[0][0] > lo:
+                    out.append((lo, inside[0][0]))
+                out += zip([r[1] for r in inside[:-1]], [r[0] for r in inside[1:]])  # the gaps between them
+                if inside[-1][1] < hi:
+                    out.append((inside[-1][1], hi))
+            return XidSet.trusted(out)
+        out, i = [], 0
+        for lo, hi in mine:
             while i < len(cuts) and cuts[i][1] <= lo:
                 i += 1
             j, start = i, lo
@@ -114,13 +186,25 @@ class XidSet:
                 j += 1
             if start < hi:
                 out.append((start, hi))
-        return XidSet(out)
+        return XidSet.trusted(out)
 
     def __and__(self, other: "XidSet") -> "XidSet":
-        return self - (self - other)
+        small, big = sorted((self.ranges, other.ranges), key=len)
+        if len(small) > _FEW:
+            return self - (self - other)
+        out: list[tuple[int, int]] = []
+        for lo, hi in small:
+            i, j = _overlapping(big, lo, hi)
+            inside = list(big[i:j])
+            if inside:
+                inside[0] = (max(lo, inside[0][0]), inside[0][1])
+                inside[-1] = (inside[-1][0], min(hi, inside[-1][1]))
+                out += inside
+        return XidSet.trusted(out)
 
     def __contains__(self, xid: int) -> bool:
-        return any(lo <= xid < hi for lo, hi in self.ranges)
+        i, j = _overlapping(self.ranges, xid, xid + 1)
+        return i < j
 
     def count(self) -> int:
         return sum(hi - lo for lo, hi in self.ranges)
@@ -202,11 +286,16 @@ class Watermark:
     identity: Identity | None = None
     stopped: tuple["Stopped", ...] = ()
 
-    @property
+    @cached_property
     def in_progress(self) -> XidSet:
+        """Parsed once (with savepoints interleaved with commits it holds 100,000 ranges)."""
         if self.running is not None:
             return XidSet.parse(self.running)
-        return XidSet.span(self.snapshot.xmin, self.snapshot.xmax) - XidSet.parse(self.seen)
+        return XidSet.span(self.snapshot.xmin, self.snapshot.xmax) - self.seen_xids
+
+    @cached_property
+    def seen_xids(self) -> XidSet:
+        return XidSet.parse(self.seen)
 
     def fields(self) -> dict:
         """The fields a stopped table carries to resume from (see `Stopped`)."""
