@@ -73,7 +73,8 @@ def test_the_query_reads_everything_first_then_recent_stamps_then_every_stamp():
     quiet = plan_read(Watermark("r", Snapshot(90, 90), cutoff, rescanned_at=rescanned), _cut(Snapshot(100, 100)), 3600)
     assert quiet.mode == "recent"
     sql = changes_query(table, quiet)
-    assert "\"last_updated\" > '2026-11-23 17:30:00.000000'::timestamp" in sql and "xmin::text::bigint >= 90" in sql
+    assert sql.endswith("WHERE \"last_updated\" > '2026-11-23 17:30:00.000000'::timestamp AND "
+                        "(xmin::text::bigint <@ '{[90,9223372036854775807)}'::int8multirange)")
     # P had 91, 93 and 94..98 in progress (the ids it had not seen); 93 to 98 have ended since: P's late
     # writes may carry any stamp. The run never reads an id it counts as in progress itself (91).
     previous = Watermark("r", Snapshot(91, 99, (91, 94)), cutoff, seen="{[92,93)}", rescanned_at=rescanned,
@@ -81,12 +82,12 @@ def test_the_query_reads_everything_first_then_recent_stamps_then_every_stamp():
     busy = plan_read(previous, _cut(Snapshot(91, 120, (91,))), 3600)
     assert busy.mode == "full"
     sql = changes_query(table, busy)
-    assert "last_updated\" >" not in sql and "NOT (xmin::text::bigint <@ '{[92,93)}'::int8multirange)" in sql
-    assert sql.endswith("AND NOT (xmin::text::bigint <@ '{[91,92)}'::int8multirange)")
+    # From 91 on, less P.seen (92) and less what runs now (91): one exact set, any stamp.
+    assert sql.endswith("WHERE (xmin::text::bigint <@ '{[93,9223372036854775807)}'::int8multirange)")
     assert "[80,85)" not in sql  # claims are for the scan by transaction id alone
     late = plan_read(previous, _cut(Snapshot(91, 120, (91,)), datetime(2026, 11, 24, 8, 30, tzinfo=timezone.utc)),
                      3600)
-    assert late.mode == "rescan" and "<@ '{[80,85)}'::int8multirange AND \"last_updated\" <= '2026-11-24 07:00" \
+    assert late.mode == "rescan" and "<@ '{[80,85)}'::int8multirange) AND \"last_updated\" <= '2026-11-24 07:00" \
         in changes_query(table, late)
     assert plan_read(previous, _cut(Snapshot(91, 120, (91,))), 0).mode == "rescan"
     assert plan_read(Watermark("r", Snapshot(90, 90), cutoff), _cut(Snapshot(100, 100)), 3600).mode == "rescan"

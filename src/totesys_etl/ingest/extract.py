@@ -36,11 +36,13 @@ from pg8000.native import identifier, literal
 from totesys_etl import lake
 from totesys_etl.adapters.postgres import Connection, copy_out, rollback_quietly, transaction
 from totesys_etl.ingest.identity import Identity, read_identity
-from totesys_etl.ingest.watermark import NO_XIDS, OVERLAP, Snapshot, Unread, Watermark, XidSet, format_cutoff
+from totesys_etl.ingest.watermark import OVERLAP, Snapshot, Unread, Watermark, XidSet, format_cutoff
 from totesys_etl.schema.ddl import column_list
 from totesys_etl.schema.model import Table
 
 _XID_SPAN = 1 << 32
+#: Above every transaction id (an exclusive bound that still fits a bigint).
+_NO_ID = (1 << 63) - 1
 #: The source-wide advisory lock key (any 64-bit constant) under which a run takes its snapshot and
 #: names itself, so that run ids sort in snapshot order even when two ingests start together.
 SNAPSHOT_LOCK_KEY = 0x746F7465_73797331  # "totesys1"
@@ -80,6 +82,17 @@ class Plan:
     @property
     def reads_every_stamp(self) -> bool:
         return self.mode != "recent"
+
+    @cached_property
+    def reads(self) -> XidSet:
+        """The ids whose versions this run reads (a recent run only those stamped in its window): unseen
+        by the previous run (at or above its xmin, not in its `seen`) and not in progress now.
+
+        One exact set, computed once: while a transaction whose savepoints interleaved with other
+        commits stays open, both `seen` and the ids in progress hold 100,000 ranges, but this is
+        `[previous xmax, ...)` and what ended; a statement carries the fragments only in the run
+        that meets them (the first after the interleaving, the first after the commit)."""
+        return XidSet.span(self.previous.snapshot.xmin, _NO_ID) - self.previous.seen_xids - self.in_progress
 
 
 def in_progress_before(conn: Connection, previous: Watermark | None) -> tuple[XidSet, int]:
@@ -241,36 +254,33 @@ def _stamp(moment: datetime) -> str:
     return f"{literal(format_cutoff(moment))}::timestamp"
 
 
-def _unread_condition(x: str, unread: tuple[Unread, ...]) -> str | None:
+def _unread_condition(x: str, unread: tuple[Unread, ...], running: XidSet) -> str | None:
     last_updated = identifier("last_updated")
-    claims = [f"({in_xids(x, u.xids)} AND {last_updated} <= {_stamp(u.stamped_up_to)})" for u in unread]
+    claims = [f"(({in_xids(x, XidSet.parse(u.xids) - running)}) AND {last_updated} <= {_stamp(u.stamped_up_to)})"
+              for u in unread]
     return " OR ".join(claims) or None
 
 
 def changes_query(table: Table, plan: Plan) -> str:
     """The SELECT of `table`'s versions this run ships (all rows on the first run).
 
-    Never a version of an id this run counts as in progress: the next run reads those.
+    Never a version of an id this run counts as in progress: the next run reads those. The ids are
+    one exact set per statement (`Plan.reads`, and each claim's on a rescan), computed in Python.
     """
     columns = column_list(table.column_names)
     source = f"public.{identifier(table.name)}"  # contract §2: the tables live in public, whatever search_path says
     # Identifiers from the declaration, quoted; values below are literal()s of parsed numbers/times.
     select = f"SELECT {columns} FROM {source}"  # nosec B608
     x = xid8_of_xmin(plan.current.xmax)
-    running = f" AND NOT ({in_xids(x, plan.in_progress)})" if plan.in_progress else ""
     previous = plan.previous
     if previous is None:
-        return f"{select} WHERE true{running}" if running else select
-    where = f"{x} >= {int(previous.snapshot.xmin)}"
-    if previous.seen != NO_XIDS:
-        where += f" AND NOT ({in_xids(x, previous.seen_xids)})"
+        return f"{select} WHERE NOT ({in_xids(x, plan.in_progress)})" if plan.in_progress else select
+    where = f"({in_xids(x, plan.reads)})"
     if not plan.reads_every_stamp:
         since = _stamp(previous.cutoff - OVERLAP)
-        return f"{select} WHERE {identifier('last_updated')} > {since} AND {where}{running}"
-    unread = _unread_condition(x, previous.unread) if plan.mode == "rescan" else None
-    if unread:
-        where = f"({where}) OR {unread}"
-    return f"{select} WHERE ({where}){running}"
+        return f"{select} WHERE {identifier('last_updated')} > {since} AND {where}"
+    unread = _unread_condition(x, previous.unread, plan.in_progress) if plan.mode == "rescan" else None
+    return f"{select} WHERE {where} OR {unread}" if unread else f"{select} WHERE {where}"
 
 
 def unread_after(plan: Plan) -> list[Unread]:

@@ -104,13 +104,11 @@ class XidSet:
     @classmethod
     def of_ids(cls, ids) -> "XidSet":
         """From ids in ascending order (repeats allowed): consecutive ones make one range."""
-        ranges: list[list[int]] = []
-        for x in ids:
-            if ranges and x <= ranges[-1][1]:
-                ranges[-1][1] = max(ranges[-1][1], x + 1)
-            else:
-                ranges.append([x, x + 1])
-        return cls.trusted(map(tuple, ranges))
+        ids = list(ids)
+        if not ids:
+            return cls()
+        gaps = [(a + 1, b) for a, b in zip(ids, islice(ids, 1, None)) if b > a + 1]
+        return cls.trusted(zip([ids[0], *(b for _, b in gaps)], [*(a for a, _ in gaps), ids[-1] + 1]))
 
     @classmethod
     def span(cls, lo: int, hi: int) -> "XidSet":

@@ -24,7 +24,7 @@ import re
 import sys
 import zlib
 from array import array
-from itertools import accumulate
+from itertools import accumulate, islice
 
 from totesys_etl.adapters import s3
 from totesys_etl.errors import InvalidInput, LakeUnavailable, RunIdCollision, lake_errors
@@ -90,7 +90,7 @@ def decode(body: bytes) -> list[XidSet]:
     for count in counts:
         bounds = list(accumulate(numbers[at:at + 2 * count]))
         at += 2 * count
-        if bounds and (bounds[-1] >= 2 ** 63 or any(bounds[i] >= bounds[i + 1] for i in range(len(bounds) - 1))):
+        if bounds and (bounds[-1] >= 2 ** 63 or not all(a < b for a, b in zip(bounds, islice(bounds, 1, None)))):
             raise ValueError("not an ingest id state (ranges out of order)")
         sets.append(XidSet.trusted(zip(bounds[0::2], bounds[1::2])))
     return sets
