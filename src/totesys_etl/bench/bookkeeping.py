@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
         seed(cluster.url("bench"), orders=1000, seed=3)
         admin.grant_reader(cluster, "bench", _READER_PASSWORD)  # the seeded tables too
-        figures = {"commits": args.commits, "subtransactions": args.subtransactions, "interleaved": args.interleaved}
+        figures = {"commits": args.commits, "subtransactions": args.subtransactions, "interleaved": args.interleaved,
+                   "load_average_at_start": os.getloadavg()[0]}  # seconds measured on a busy machine read high
         measured_run(settings)  # the first run reads everything
         held, load = admin.admin_connection(cluster, "bench"), admin.admin_connection(cluster, "bench")
         held.run("BEGIN")
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             runs += during + after
         held.close()
         load.close()
+        figures["load_average_at_end"] = os.getloadavg()[0]
         figures["within_bound"] = all(r["manifest_bytes"] < MANIFEST_LIMIT and r["bookkeeping_s"] < SECONDS_LIMIT
                                       for r in runs) and all(v for k, v in figures.items() if k.endswith("_expected"))
         text = json.dumps(figures, indent=1)
