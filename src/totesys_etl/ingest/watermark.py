@@ -50,13 +50,16 @@ _STAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 def xid_ranges(text) -> str:
     """Validated `int8multirange` text of transaction ids (it becomes a SQL literal only after this)."""
-    if not isinstance(text, str) or not _XID_RANGES.fullmatch(text):
+    if not isinstance(text, str) or (text not in _MADE and not _XID_RANGES.fullmatch(text)):
         raise ValueError("not a set of transaction id ranges ('{[a,b),...}')")
     return text
 
 
 #: A set with at most this many ranges takes the short cuts of XidSet's operations.
 _FEW = 64
+#: The texts `XidSet.__str__` made of its last few large sets, each with its set (`XidSet.parse`).
+_MADE: dict[str, "XidSet"] = {}
+_MADE_KEPT = 8
 _LO, _HI = itemgetter(0), itemgetter(1)
 
 
@@ -70,7 +73,7 @@ class XidSet:
     `int8multirange` (same text form), for the few set operations a run's bookkeeping needs. Its
     size follows how fragmented the set is, not how many ids it holds."""
 
-    __slots__ = ("ranges",)
+    __slots__ = ("ranges", "_text")
 
     def __init__(self, ranges=()):
         merged: list[tuple[int, int]] = []
@@ -80,19 +83,25 @@ class XidSet:
             else:
                 merged.append((lo, hi))
         self.ranges = tuple(merged)
+        self._text = None
 
     @classmethod
     def trusted(cls, ranges) -> "XidSet":
         """From ranges already sorted, disjoint and not touching (a decoded state object, checked by its
         decoder): no sort, no merge, so 100,000 ranges cost what reading them costs."""
         xids = cls.__new__(cls)
-        xids.ranges = tuple(ranges)
+        xids.ranges, xids._text = tuple(ranges), None
         return xids
 
     @classmethod
     def parse(cls, text) -> "XidSet":
         """From `int8multirange` text, validated. PostgreSQL's text and `str()`'s are canonical (sorted,
-        not touching) and read in one pass; anything else valid is sorted and merged."""
+        not touching) and read in one pass; anything else valid is sorted and merged. A text that
+        `str()` made lately gives back its set at once: a run turns its large sets into manifest text
+        and back (xid_state.py) and need not read 100,000 ranges each time."""
+        known = _MADE.get(text) if isinstance(text, str) else None
+        if known is not None:
+            return known
         body = xid_ranges(text)[2:-2]
         if not body:
             return cls()
@@ -115,7 +124,13 @@ class XidSet:
         return cls([(lo, hi)])
 
     def __str__(self) -> str:
-        return "{" + ",".join(f"[{lo},{hi})" for lo, hi in self.ranges) + "}"
+        if self._text is None:
+            self._text = "{" + ",".join(f"[{lo},{hi})" for lo, hi in self.ranges) + "}"
+            if len(self.ranges) > _FEW:
+                _MADE[self._text] = self
+                while len(_MADE) > _MADE_KEPT:
+                    del _MADE[next(iter(_MADE))]
+        return self._text
 
     def __bool__(self) -> bool:
         return bool(self.ranges)
@@ -150,6 +165,13 @@ class XidSet:
         mine, cuts = self.ranges, other.ranges
         if not mine or not cuts:
             return self
+        if len(mine) > _FEW and len(cuts) > _FEW:
+            # A range found as it stands in `other` goes whole (the usual case: the ids in progress
+            # at the previous run and now); only the rest needs cutting.
+            present = set(cuts)
+            mine = tuple(r for r in mine if r not in present)
+            if not mine:
+                return XidSet()
         if len(cuts) <= _FEW:
             ranges = list(mine)
             for lo, hi in cuts:
