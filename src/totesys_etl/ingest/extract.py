@@ -224,7 +224,7 @@ def xid8_of_xmin(current_xmax: int) -> str:
 MANY_RANGES = 64
 
 
-def in_xids(x: str, xids: XidSet | str) -> str:
+def in_xids(x: str, xids: XidSet) -> str:
     """SQL: the id `x` is in `xids`.
 
     A few ranges read best as `x <@ '{[a,b),...}'::int8multirange`. A fragmented set (savepoints
@@ -233,7 +233,6 @@ def in_xids(x: str, xids: XidSet | str) -> str:
     ten times faster, and `width_bucket(x, bounds)`, a binary search, counts the bounds at or
     below x: odd exactly when x lies in one of the half-open ranges. Same set, same answer.
     """
-    xids = XidSet.parse(xids) if isinstance(xids, str) else xids
     if len(xids.ranges) <= MANY_RANGES:
         return f"{x} <@ {literal(str(xids))}::int8multirange"
     return f"width_bucket({x}, {_bounds(xids)}) % 2 = 1"
