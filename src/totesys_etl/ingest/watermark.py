@@ -59,7 +59,7 @@ def xid_ranges(text) -> str:
 _FEW = 64
 #: The texts `XidSet.__str__` made of its last few large sets, each with its set (`XidSet.parse`).
 _MADE: dict[str, "XidSet"] = {}
-_MADE_KEPT = 8
+_MADE_KEPT = 4  # a run makes two (seen, in_progress) and reads two back
 _LO, _HI = itemgetter(0), itemgetter(1)
 
 
