@@ -32,8 +32,8 @@ from totesys_etl.ingest.watermark import XidSet
 
 PREFIX = "_state/ingest_xids/"
 FIELD = "xid_state"
-#: Bytes of id-set text a manifest holds inline; past it every set goes to the state object. Small
-#: enough that the rest of a manifest (files, up to 200 claims' stamps, stopped tables) fits in 64 KB.
+#: Bytes of id-set text a manifest holds inline; past it every set goes to the state object, leaving
+#: the manifest its files, stamps and `{"state": i}` references.
 INLINE_LIMIT = 8 * 1024
 _MAGIC = b"TXIDS1\n"
 #: A decoded state larger than this is corrupt (100,000 interleavings decode to ~3 MB).
