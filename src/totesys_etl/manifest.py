@@ -7,9 +7,10 @@ the run is complete; the next stage trusts nothing else. Both kinds share `run_i
 
 - `ingest` adds `previous_run_id`, `rows` (all eleven tables), and the watermark the next ingest
   reads: `snapshot`, `cutoff`, `overlap_seconds`, `read`, `in_progress`, `seen`, `unread`,
-  `rescanned_at`, `source_identity`, and when there are any `stopped` (tables not read for a
-  missing column, with the watermark each resumes from) and `new_columns` (columns the source
-  added, ignored; `status` may report them) (readme_files/adr/0001-late-commits.md); with the FX
+  `rescanned_at`, `source_identity`, `xid_state` when its id sets are large (their
+  `_state/ingest_xids/` object, ingest/xid_state.py), and when there are any `stopped` (tables
+  not read for a missing column, with the watermark each resumes from) and `new_columns` (columns
+  the source added, ignored; `status` may report them) (readme_files/adr/0001-late-commits.md); with the FX
   source on, `fx` (the newest FX day stored, ingest/fx.py) and an `fx_rate` entry in `files` and
   `rows` (readme_files/fx.md);
 - `process` adds `quarantined`: the files, row groups and manifest entries held back, with reasons.

@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 import pg8000.native
 
 from totesys_etl.adapters.postgres import parse_url, transaction
-from totesys_etl.ingest.extract import (Cut, begin_snapshot, changes_query, in_progress_before, plan_read,
-                                        take_snapshot, unread_after, xid8_of_xmin)
+from totesys_etl.ingest.extract import (MANY_RANGES, Cut, begin_snapshot, changes_query, in_progress_before, in_xids,
+                                        plan_read, take_snapshot, unread_after, xid8_of_xmin)
 from totesys_etl.ingest.watermark import Snapshot, Unread, Watermark, XidSet
 from totesys_etl.schema import source_table
 
@@ -73,7 +73,8 @@ def test_the_query_reads_everything_first_then_recent_stamps_then_every_stamp():
     quiet = plan_read(Watermark("r", Snapshot(90, 90), cutoff, rescanned_at=rescanned), _cut(Snapshot(100, 100)), 3600)
     assert quiet.mode == "recent"
     sql = changes_query(table, quiet)
-    assert "\"last_updated\" > '2026-11-23 17:30:00.000000'::timestamp" in sql and "xmin::text::bigint >= 90" in sql
+    assert sql.endswith("WHERE \"last_updated\" > '2026-11-23 17:30:00.000000'::timestamp AND "
+                        "(xmin::text::bigint <@ '{[90,9223372036854775807)}'::int8multirange)")
     # P had 91, 93 and 94..98 in progress (the ids it had not seen); 93 to 98 have ended since: P's late
     # writes may carry any stamp. The run never reads an id it counts as in progress itself (91).
     previous = Watermark("r", Snapshot(91, 99, (91, 94)), cutoff, seen="{[92,93)}", rescanned_at=rescanned,
@@ -81,33 +82,39 @@ def test_the_query_reads_everything_first_then_recent_stamps_then_every_stamp():
     busy = plan_read(previous, _cut(Snapshot(91, 120, (91,))), 3600)
     assert busy.mode == "full"
     sql = changes_query(table, busy)
-    assert "last_updated\" >" not in sql and "NOT (xmin::text::bigint <@ '{[92,93)}'::int8multirange)" in sql
-    assert sql.endswith("AND NOT (xmin::text::bigint <@ '{[91,92)}'::int8multirange)")
+    # From 91 on, less P.seen (92) and less what runs now (91): one exact set, any stamp.
+    assert sql.endswith("WHERE (xmin::text::bigint <@ '{[93,9223372036854775807)}'::int8multirange)")
     assert "[80,85)" not in sql  # claims are for the scan by transaction id alone
     late = plan_read(previous, _cut(Snapshot(91, 120, (91,)), datetime(2026, 11, 24, 8, 30, tzinfo=timezone.utc)),
                      3600)
-    assert late.mode == "rescan" and "<@ '{[80,85)}'::int8multirange AND \"last_updated\" <= '2026-11-24 07:00" \
+    assert late.mode == "rescan" and "<@ '{[80,85)}'::int8multirange) AND \"last_updated\" <= '2026-11-24 07:00" \
         in changes_query(table, late)
     assert plan_read(previous, _cut(Snapshot(91, 120, (91,))), 0).mode == "rescan"
     assert plan_read(Watermark("r", Snapshot(90, 90), cutoff), _cut(Snapshot(100, 100)), 3600).mode == "rescan"
 
 
-def test_a_recent_run_leaves_its_new_ids_old_stamps_unread_and_a_full_run_keeps_only_what_it_could_not_read(
-        source, run_sql):
+def test_a_fragmented_set_is_tested_by_binary_search_with_the_same_answers_as_a_multirange(source, run_sql):
+    """Past MANY_RANGES ranges `in_xids` tests membership with width_bucket over the bounds (PostgreSQL
+    parses a 100,000-range multirange literal in about half a second per statement)."""
+    fragmented = XidSet((x, x + 1) for x in range(10, 1000, 3)) | XidSet.span(2000, 2005)
+    assert len(fragmented.ranges) > MANY_RANGES
+    condition = in_xids("g", fragmented)
+    assert condition.startswith("width_bucket(g, '{10,11,13,14,")
+    inside = run_sql(source.reader_url, f"SELECT g FROM generate_series(0, 2100) AS g WHERE {condition}")  # nosec
+    assert [g for (g,) in inside] == [x for lo, hi in fragmented.ranges for x in range(lo, hi)]
+    assert in_xids("g", XidSet.span(1, 5)) == "g <@ '{[1,5)}'::int8multirange"
+
+
+def test_a_recent_run_leaves_its_new_ids_old_stamps_unread_and_a_full_run_keeps_only_what_it_could_not_read():
     cutoff = datetime(2026, 11, 24, 7, 30)
     claim = Unread("{[80,100)}", datetime(2026, 11, 24, 7, 0))
     previous = Watermark("r", Snapshot(90, 95, (90, 93)), cutoff, seen="{[91,92)}", unread=(claim,),
                          rescanned_at="20261124T073000000000Z")
-    conn = pg8000.native.Connection(**parse_url(source.reader_url))
-    try:
-        recent = plan_read(previous, _cut(Snapshot(90, 110, (90, 93)), in_progress=XidSet([(90, 91), (92, 95)])),
-                           3600)
-        assert recent.mode == "recent"
-        assert unread_after(conn, recent) == [claim, Unread("{[95,110)}", datetime(2026, 11, 23, 17, 30))]
-        full = plan_read(previous, _cut(Snapshot(90, 110, (90,))), 3600)
-        assert full.mode == "full"
-        # The full run read every stamp of ids >= 90 not in P.seen: what stays unread is below 90 or in it.
-        assert unread_after(conn, full) == [Unread("{[80,90),[91,92)}", claim.stamped_up_to)]
-        assert unread_after(conn, plan_read(previous, _cut(Snapshot(90, 110, (90,))), 0)) == []
-    finally:
-        conn.close()
+    recent = plan_read(previous, _cut(Snapshot(90, 110, (90, 93)), in_progress=XidSet([(90, 91), (92, 95)])), 3600)
+    assert recent.mode == "recent"
+    assert unread_after(recent) == [claim, Unread("{[95,110)}", datetime(2026, 11, 23, 17, 30))]
+    full = plan_read(previous, _cut(Snapshot(90, 110, (90,))), 3600)
+    assert full.mode == "full"
+    # The full run read every stamp of ids >= 90 not in P.seen: what stays unread is below 90 or in it.
+    assert unread_after(full) == [Unread("{[80,90),[91,92)}", claim.stamped_up_to)]
+    assert unread_after(plan_read(previous, _cut(Snapshot(90, 110, (90,))), 0)) == []

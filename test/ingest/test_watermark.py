@@ -1,6 +1,7 @@
 """Snapshots and watermarks as the manifest records them, and the walk of the newest-first index."""
 from __future__ import annotations
 
+import random
 from datetime import datetime, timezone
 
 import pytest
@@ -35,6 +36,30 @@ def test_id_sets_do_the_few_set_operations_a_run_needs_and_read_postgresqls_text
 def _manifest(**changes) -> dict:
     return {"run_id": "20261124T071248780573Z", "stage": "ingest", "files": {}, "rows": {},
             "snapshot": "1000:1003:1001", "cutoff": "2026-11-24 07:12:48.780573", **changes}
+
+
+def test_id_set_operations_agree_with_sets_of_ids_whatever_their_sizes():
+    """The short cuts (one side with few ranges) and the general sweep give the same sets."""
+    rng = random.Random(34)
+
+    def random_set(ranges: int) -> XidSet:
+        bounds = sorted(rng.sample(range(0, 6 * ranges + 10), 2 * ranges))
+        return XidSet(zip(bounds[0::2], bounds[1::2]))
+
+    def ids(xids: XidSet) -> set[int]:
+        return {x for lo, hi in xids.ranges for x in range(lo, hi)}
+
+    for _ in range(300):
+        a, b = random_set(rng.choice([0, 1, 3, 70, 200])), random_set(rng.choice([0, 1, 3, 70, 200]))
+        if rng.random() < 0.3:  # mostly the same ranges (the ids in progress at two runs)
+            b = (a - random_set(rng.choice([1, 3]))) | random_set(rng.choice([1, 3]))
+        for result, expected in ((a | b, ids(a) | ids(b)), (a - b, ids(a) - ids(b)), (a & b, ids(a) & ids(b))):
+            assert ids(result) == expected and result == XidSet(result.ranges)  # canonical: sorted, merged
+            assert XidSet.parse(str(result)) == result
+        probe = rng.randrange(0, 1300)
+        assert (probe in a) == (probe in ids(a))
+    assert XidSet.of_ids([3, 4, 4, 5, 9]) == XidSet([(3, 6), (9, 10)])
+    assert XidSet.parse("{[5,7),[1,3),[3,4)}") == XidSet([(1, 4), (5, 7)])  # valid, not canonical: merged
 
 
 def test_a_watermark_comes_only_from_a_complete_ingest_manifest():

@@ -6,7 +6,11 @@ Two loads that made a run's bookkeeping grow without bound before issue 34:
 
 - `held`: a transaction holds an id while `HELD_COMMITS` other transactions commit, every other one
   inserting a source row (a department), so the ids with versions are as fragmented as they get;
-- `subtransactions`: one open transaction with `SUBTRANSACTIONS` savepoints, each with its own id.
+- `subtransactions`: one open transaction with `SUBTRANSACTIONS` savepoints, each with its own id;
+- `interleaved` (issue 34, the case ADR 0001 once left unbounded): one open transaction opens a
+  savepoint and writes a source row (a department), then another session commits a source row,
+  `INTERLEAVED` times over (10,000 and 100,000), so the ids counted as in progress alternate one
+  for one with ids that ended; then the transaction commits and every row must arrive once.
 
 For each, two ingest runs (the one after the load and a quiet one), with the manifest's size in
 bytes (deterministic: the test `test/ingest/years/test_bookkeeping.py` asserts it) and the run's
@@ -35,6 +39,7 @@ from totesys_etl.logs import StageLog
 
 HELD_COMMITS = 100_000
 SUBTRANSACTIONS = 200_000
+INTERLEAVED = (10_000, 100_000)
 MANIFEST_LIMIT = 64 * 1024
 SECONDS_LIMIT = 1.0
 
@@ -56,6 +61,21 @@ def open_subtransactions(held_conn, count: int) -> None:
     held_conn.run("BEGIN")
     held_conn.run(f"DO $$ BEGIN FOR i IN 1..{int(count)} LOOP BEGIN INSERT INTO bench_other_app VALUES (i);"  # nosec
                   " EXCEPTION WHEN others THEN NULL; END; END LOOP; END $$")
+
+
+def interleave_savepoints(held_conn, other_conn, count: int, first_id: int) -> None:
+    """On `held_conn`, inside its open transaction, `count` savepoints each inserting a department
+    (ids `first_id`, `first_id + 2`, ...) under an id of its own; after each, `other_conn` commits a
+    department (`first_id + 1`, ...) under another id: the in-progress ids interleave one for one
+    with ended ones. One round trip per savepoint and per commit (a DO block cannot commit between
+    another session's savepoints)."""
+    insert = ("INSERT INTO department (department_id, department_name, created_at, last_updated)"
+              " VALUES (CAST(:n AS int), 'interleaved ' || CAST(:n AS text), LOCALTIMESTAMP, LOCALTIMESTAMP)")
+    for i in range(int(count)):
+        held_conn.run("SAVEPOINT interleaved")
+        held_conn.run(insert, n=first_id + 2 * i)
+        held_conn.run("RELEASE SAVEPOINT interleaved")  # its id stays the transaction's, in progress
+        other_conn.run(insert, n=first_id + 2 * i + 1)
 
 
 class _Tables(logging.Handler):
@@ -92,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m totesys_etl.bench.bookkeeping", description=__doc__.split("\n")[0])
     parser.add_argument("--commits", type=int, default=HELD_COMMITS)
     parser.add_argument("--subtransactions", type=int, default=SUBTRANSACTIONS)
+    parser.add_argument("--interleaved", type=int, nargs="*", default=list(INTERLEAVED),
+                        help="savepoints interleaved one for one with other sessions' commits (default: "
+                        f"{' and '.join(map(str, INTERLEAVED))})")
     parser.add_argument("--out", help="also write the figures (JSON) to this file")
     args = parser.parse_args(argv)
     logs.configure("INFO", stream=open(os.devnull, "w"))  # the runs' lines are counted, not shown
@@ -105,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
         seed(cluster.url("bench"), orders=1000, seed=3)
         admin.grant_reader(cluster, "bench", _READER_PASSWORD)  # the seeded tables too
-        figures = {"commits": args.commits, "subtransactions": args.subtransactions}
+        figures = {"commits": args.commits, "subtransactions": args.subtransactions, "interleaved": args.interleaved,
+                   "load_average_at_start": os.getloadavg()[0]}  # seconds measured on a busy machine read high
         measured_run(settings)  # the first run reads everything
         held, load = admin.admin_connection(cluster, "bench"), admin.admin_connection(cluster, "bench")
         held.run("BEGIN")
@@ -118,11 +142,23 @@ def main(argv: list[str] | None = None) -> int:
         open_subtransactions(held, args.subtransactions)
         figures["subtransactions_runs"] = [measured_run(settings), measured_run(settings)]
         held.run("ROLLBACK")
+        runs = figures["held"] + figures["subtransactions_runs"]
+        for n, count in enumerate(args.interleaved):
+            held.run("BEGIN")
+            interleave_savepoints(held, load, count, 10_000_000 * (n + 1))
+            during = [measured_run(settings), measured_run(settings)]
+            held.run("COMMIT")
+            after = [measured_run(settings), measured_run(settings)]
+            figures[f"interleaved_{count}_runs"] = during + after
+            # every department once: the other sessions' with the first run, the savepoints' after the commit
+            rows = [r["rows"] for r in during + after]
+            figures[f"interleaved_{count}_rows_as_expected"] = rows == [count, 0, count, 0]
+            runs += during + after
         held.close()
         load.close()
-        runs = figures["held"] + figures["subtransactions_runs"]
+        figures["load_average_at_end"] = os.getloadavg()[0]
         figures["within_bound"] = all(r["manifest_bytes"] < MANIFEST_LIMIT and r["bookkeeping_s"] < SECONDS_LIMIT
-                                      for r in runs)
+                                      for r in runs) and all(v for k, v in figures.items() if k.endswith("_expected"))
         text = json.dumps(figures, indent=1)
         print(text)
         if args.out:

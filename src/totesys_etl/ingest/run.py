@@ -22,6 +22,7 @@ from totesys_etl.errors import RunIdCollision, SourceSchemaChanged, SourceUnavai
 from totesys_etl.faults import crash_point
 from totesys_etl.ingest import extract
 from totesys_etl.ingest import fx
+from totesys_etl.ingest import xid_state
 from totesys_etl.ingest.identity import history_broken
 from totesys_etl.ingest.watermark import OVERLAP, Stopped, Watermark, format_cutoff, previous_watermark
 from totesys_etl.logs import StageLog, Timer
@@ -106,7 +107,7 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
                 else:
                     upload.abandon()
                     os.remove(path)
-            unread = [u.to_json() for u in extract.unread_after(conn, plan)]
+            unread = [u.to_json() for u in extract.unread_after(plan)]
             fx_inputs = fx.read_inputs(conn, previous_fx) if fx.enabled() else None
             conn.run("COMMIT")  # read only: ending it releases the snapshot lock
         except BaseException:
@@ -124,6 +125,7 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
         watermark["stopped"] = {s.table: s.to_json() for s in stopped}
     if added:
         watermark["new_columns"] = added
+    watermark = xid_state.spill(bucket, run_id, watermark)  # large id sets go beside the manifest
     manifest = manifests.ingest_manifest(run_id, previous.run_id if previous else None, watermark, files, rows)
     return manifest, fx_inputs, previous_fx
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from totesys_etl.bench.bookkeeping import (HELD_COMMITS, MANIFEST_LIMIT, SUBTRANSACTIONS, commit_interleaved,
-                                           open_subtransactions)
+                                           interleave_savepoints, open_subtransactions)
 from totesys_etl.config import Settings
 from totesys_etl.ingest.run import ingest
 
@@ -43,3 +43,28 @@ def test_a_run_manifest_stays_under_64_kb_with_an_id_held_and_with_200000_subtra
         load.close()
     after, result = manifest_bytes()
     assert after < MANIFEST_LIMIT and result.files == 0  # the savepoints wrote another application's table
+
+
+def test_savepoints_interleaved_one_for_one_with_commits_keep_the_manifest_under_64_kb_and_ship_each_row_once(
+        own_source, ingested, shipped):
+    """ADR 0001's once-unbounded case: the ids counted as in progress alternate one for one with ids
+    that ended, 10,000 times (about 3,000 reached 64 KB when `in_progress` and `seen` were inline).
+    Every department arrives once: the other session's with the run after them, the savepoints'
+    with the run after their transaction commits."""
+    count, first = 10_000, 5_000_000
+    results = [ingest(Settings.from_env())]
+    held, other = own_source.admin(), own_source.admin()
+    try:
+        held.run("BEGIN")
+        interleave_savepoints(held, other, count, first)
+        results += [ingest(Settings.from_env()), ingest(Settings.from_env())]
+        held.run("COMMIT")
+    finally:
+        held.close()
+        other.close()
+    results += [ingest(Settings.from_env()), ingest(Settings.from_env())]
+    sizes = [len(ingested.body(f"_runs/{r.run_id}.json")) for r in results]
+    assert all(size < MANIFEST_LIMIT for size in sizes), sizes
+    shipped_ids = [int(row["department_id"]) for r in results[1:] for row in shipped(r).get("department", [])]
+    assert sorted(shipped_ids) == list(range(first, first + 2 * count))  # none lost, none twice
+    assert [r.rows["department"] for r in results[1:]] == [count, 0, count, 0]

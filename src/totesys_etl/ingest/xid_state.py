@@ -1,0 +1,172 @@
+"""A run's sets of transaction ids, kept beside its manifest when they are large (contract §2
+"Bounded bookkeeping", §4: a stage's own create-only, per-run state under `_state/`).
+
+Why: the sets a run records (`seen`, `in_progress`, each claim's `xids` in `unread`, and the same
+inside a stopped table's `since`) are exact, so their size follows how fragmented they are. A
+transaction whose savepoints take ids one for one between other transactions' commits fragments
+them without bound: 10,000 such interleavings are about 200 KB of range text. The manifest must
+stay under 64 KB whatever happens, so past `INLINE_LIMIT` bytes of set text a run writes every set
+to one object of its own, `_state/ingest_xids/<run_id>.bin`, create-only like everything it writes,
+and the manifest names it (`xid_state`: key, SHA-256, bytes) and holds `{"state": i}` where each
+set's text was. The encoding is compact: every set's bounds delta-encoded as little-endian uint64
+and compressed with zlib; 100,000 interleavings take a few hundred bytes, random ones about two
+bytes per bound.
+
+A manifest without `xid_state` (every manifest before this, and every small one now) is read as
+before. A named state object that is missing, or whose bytes do not match, stops the run with one
+line (`StateUnreadable`): guessing would lose or re-ship versions, and skipping the manifest for an
+older one would ship again everything since.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+import zlib
+from array import array
+from itertools import accumulate, islice
+
+from totesys_etl.adapters import s3
+from totesys_etl.errors import InvalidInput, LakeUnavailable, RunIdCollision, lake_errors
+from totesys_etl.ingest.watermark import XidSet
+
+PREFIX = "_state/ingest_xids/"
+FIELD = "xid_state"
+#: Bytes of id-set text a manifest holds inline; past it every set goes to the state object, leaving
+#: the manifest its files, stamps and `{"state": i}` references.
+INLINE_LIMIT = 8 * 1024
+_MAGIC = b"TXIDS1\n"
+#: A decoded state larger than this is corrupt (100,000 interleavings decode to ~3 MB).
+_MAX_DECODED = 64 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class StateUnreadable(LakeUnavailable):
+    """The state object a manifest names is missing or not what the manifest says: the run stops
+    (alarmed as the lake failing) rather than guess which ids the previous run saw."""
+
+
+def state_key(run_id: str) -> str:
+    return f"{PREFIX}{run_id}.bin"
+
+
+def encode(sets: list[XidSet]) -> bytes:
+    """The sets as `_MAGIC` + zlib(uint64 LE: count, each set's range count, then every set's bounds
+    delta-encoded from 0)."""
+    numbers = [len(sets), *(len(s.ranges) for s in sets)]
+    for xids in sets:
+        previous = 0
+        for lo, hi in xids.ranges:
+            numbers += (lo - previous, hi - lo)
+            previous = hi
+    packed = array("Q", numbers)
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return _MAGIC + zlib.compress(packed.tobytes(), 6)
+
+
+def decode(body: bytes) -> list[XidSet]:
+    """The sets `encode` wrote; ValueError for anything else (checked, never trusted)."""
+    if not body.startswith(_MAGIC):
+        raise ValueError("not an ingest id state")
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(body[len(_MAGIC):], _MAX_DECODED)
+    except zlib.error as e:
+        raise ValueError(f"not an ingest id state ({e})") from None
+    if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data or len(raw) % 8:
+        raise ValueError("not an ingest id state (truncated, trailing or oversized)")
+    numbers = array("Q")
+    numbers.frombytes(raw)
+    if sys.byteorder != "little":
+        numbers.byteswap()
+    if not numbers or len(numbers) < 1 + numbers[0]:
+        raise ValueError("not an ingest id state (no header)")
+    counts = numbers[1:1 + numbers[0]]
+    at = 1 + len(counts)
+    if at + 2 * sum(counts) != len(numbers):
+        raise ValueError("not an ingest id state (lengths disagree)")
+    sets = []
+    for count in counts:
+        bounds = list(accumulate(numbers[at:at + 2 * count]))
+        at += 2 * count
+        if bounds and (bounds[-1] >= 2 ** 63 or not all(a < b for a, b in zip(bounds, islice(bounds, 1, None)))):
+            raise ValueError("not an ingest id state (ranges out of order)")
+        sets.append(XidSet.trusted(zip(bounds[0::2], bounds[1::2])))
+    return sets
+
+
+def _set_texts(fields: dict) -> list[tuple[dict, str]]:
+    """Where a watermark's fields hold id-set text: (the dict, its key), the stopped tables' too."""
+    places = [(fields, name) for name in ("seen", "in_progress") if name in fields]
+    places += [(claim, "xids") for claim in fields.get("unread") or [] if isinstance(claim, dict) and "xids" in claim]
+    for entry in (fields.get("stopped") or {}).values():
+        if isinstance(entry, dict) and isinstance(entry.get("since"), dict):
+            places += _set_texts(entry["since"])
+    return places
+
+
+def spill(bucket: str, run_id: str, fields: dict) -> dict:
+    """`fields` (a run's watermark) as the manifest holds them: unchanged while their id-set text
+    stays within INLINE_LIMIT, else with every set in this run's state object (written create-only
+    first: a manifest never names a state object that is not there)."""
+    places = _set_texts(fields)
+    if sum(len(holder[name]) for holder, name in places) <= INLINE_LIMIT:
+        return fields
+    texts: dict[str, int] = {}
+    for holder, name in places:
+        texts.setdefault(holder[name], len(texts))
+    body = encode([XidSet.parse(text) for text in texts])
+    key = state_key(run_id)
+    with lake_errors(bucket, key):
+        if not s3.put_create_only(bucket, key, body) and not s3.holds(bucket, key, body=body):
+            raise RunIdCollision(f"another ingest already wrote {key}: stopped without a manifest, so the next "
+                                 "run reads these changes")
+    for holder, name in places:
+        holder[name] = {"state": texts[holder[name]]}
+    fields[FIELD] = {"key": key, "sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
+    return fields
+
+
+def inline(bucket: str, manifest: dict) -> dict:
+    """The manifest with every `{"state": i}` replaced by its set's text read from the state object
+    it names; unchanged without `xid_state`. Raises StateUnreadable (one line) when the object is
+    missing or differs from what the manifest says, InvalidInput when the manifest's reference is
+    malformed (a corrupt manifest, skipped like any other)."""
+    ref = manifest.get(FIELD)
+    if ref is None:
+        return manifest
+    run_id = manifest.get("run_id")
+    if not (isinstance(ref, dict) and isinstance(run_id, str) and ref.get("key") == state_key(run_id)
+            and isinstance(ref.get("sha256"), str) and _SHA256.fullmatch(ref["sha256"])
+            and isinstance(ref.get("bytes"), int)):
+        raise InvalidInput(f"manifest of {run_id!r}: {FIELD} is not {{key: {state_key('<run_id>')}, sha256, bytes}}")
+    key = ref["key"]
+    with lake_errors(bucket, key, missing_ok=True) as call:
+        body = s3.get_bytes(bucket, key)
+    where = f"s3://{bucket}/{key}, the transaction ids run {run_id} saw"
+    if call.missing:
+        raise StateUnreadable(f"{where}, is missing: ingest stopped rather than guess what that run read")
+    if len(body) != ref["bytes"] or hashlib.sha256(body).hexdigest() != ref["sha256"]:
+        raise StateUnreadable(f"{where}, does not match its manifest's checksum: ingest stopped rather than guess "
+                              "what that run read")
+    try:
+        texts = [str(xids) for xids in decode(body)]
+    except ValueError as e:
+        raise StateUnreadable(f"{where}, does not decode ({e}): ingest stopped rather than guess") from None
+    out = _copy(manifest)
+    for holder, name in _set_texts(out):
+        index = holder[name].get("state") if isinstance(holder[name], dict) else None
+        if not isinstance(index, int) or not 0 <= index < len(texts):
+            raise InvalidInput(f"manifest of {run_id!r}: {name} names no set of its {FIELD}")
+        holder[name] = texts[index]
+    return out
+
+
+def _copy(document):
+    """A copy of the manifest's nested dicts and lists (the caller's stays as it was)."""
+    if isinstance(document, dict):
+        return {k: _copy(v) for k, v in document.items()}
+    if isinstance(document, list):
+        return [_copy(v) for v in document]
+    return document
