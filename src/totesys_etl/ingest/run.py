@@ -17,11 +17,12 @@ from pg8000.native import DatabaseError, InterfaceError
 from totesys_etl import lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import postgres, s3
-from totesys_etl.config import Settings
+from totesys_etl.config import Database, Settings
 from totesys_etl.errors import RunIdCollision, SourceSchemaChanged, SourceUnavailable, describe, lake_errors
 from totesys_etl.faults import crash_point
 from totesys_etl.ingest import extract
 from totesys_etl.ingest import fx
+from totesys_etl.ingest import parts as parted
 from totesys_etl.ingest.identity import history_broken
 from totesys_etl.ingest.watermark import OVERLAP, Stopped, Watermark, format_cutoff, previous_watermark
 from totesys_etl.logs import StageLog, Timer
@@ -46,8 +47,8 @@ def ingest(settings: Settings, log: StageLog | None = None) -> RunResult:
     try:
         with tempfile.TemporaryDirectory(prefix="totesys-ingest-") as folder, \
                 ThreadPoolExecutor(max_workers=MAX_PENDING_UPLOADS) as pool:
-            manifest, fx_inputs, previous_fx = _extract(conn, bucket, previous, settings.full_rescan_seconds,
-                                                        folder, pool, log)
+            manifest, fx_inputs, previous_fx = _extract(conn, settings.source, bucket, previous,
+                                                        settings.full_rescan_seconds, folder, pool, log)
     finally:
         postgres.close_quietly(conn)
     fx.add_to_manifest(settings, manifest, fx_inputs, previous_fx, log)
@@ -69,12 +70,13 @@ def _collision(run_id: str) -> RunIdCollision:
                           "so the next run reads these changes")
 
 
-def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds: float, folder: str,
-             pool: ThreadPoolExecutor, log: StageLog) -> tuple[dict, fx.FxInputs | None, fx.FxMark]:
+def _extract(conn, source: Database, bucket: str, previous: Watermark | None, full_rescan_seconds: float,
+             folder: str, pool: ThreadPoolExecutor, log: StageLog) -> tuple[dict, fx.FxInputs | None, fx.FxMark]:
     """Read every table's changes in one REPEATABLE READ READ ONLY transaction, uploading as it goes;
     the run's manifest once every upload has finished, what the FX part needs from the same snapshot
     (None when FX is off) and the previous run's FX watermark."""
     pending: list[Future] = []
+    readers: parted.Readers | None = None
     files: dict[str, dict] = {}
     rows: dict[str, int] = {}
     try:
@@ -84,8 +86,10 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
             conn.run("SET LOCAL DateStyle = 'ISO, MDY'")  # the CSV's timestamps: YYYY-MM-DD HH:MM:SS[.ffffff]
             cut, previous, previous_fx, run_id = _cut(conn, bucket, previous, running, next_before, log)
             plan, reads, stopped, added = _table_plans(conn, previous, cut, full_rescan_seconds, log)
+            splits = _splits(conn, reads, log)
+            readers = _part_readers(conn, source, bucket, run_id, splits, folder, log) if splits else None
             for table in SOURCE_TABLES:
-                if table.name not in reads:
+                if table.name not in reads or table.name in splits:
                     rows[table.name] = 0
                     continue
                 timer = Timer()
@@ -111,7 +115,11 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
             conn.run("COMMIT")  # read only: ending it releases the snapshot lock
         except BaseException:
             postgres.rollback_quietly(conn)
+            if readers is not None:
+                readers.stop()
             raise
+        if readers is not None:  # each reader holds the imported snapshot on its own
+            _parts_read(readers, splits, run_id, files, rows)
     except (DatabaseError, InterfaceError) as e:
         raise SourceUnavailable(f"reading the source failed: {describe(e)}") from None
     _wait_below(pending, 1)
@@ -214,6 +222,60 @@ def _table_plans(conn, previous: Watermark | None, cut: extract.Cut, full_rescan
     halted = {s.table for s in stopped}
     reads = {t.name: resumed.get(t.name, plan) for t in SOURCE_TABLES if t.name not in halted}
     return plan, reads, stopped, added
+
+
+def _splits(conn, reads: dict[str, extract.Plan], log: StageLog) -> dict[str, parted.Split]:
+    """The tables this run reads in parts (parts.py): only a first read of a table, and only one
+    over `TOTESYS_PART_ROWS` rows under this snapshot."""
+    limit, splits = parted.part_rows(), {}
+    for table in SOURCE_TABLES:
+        plan = reads.get(table.name)
+        if plan is None or plan.previous is not None:
+            continue
+        found = parted.split(conn, table, extract.changes_query(table, plan), limit)
+        if found is not None:
+            log.info(f"{table.name} is read in {len(found.bounds)} parts", table=table.name, rows=found.rows,
+                     parts=len(found.bounds))
+            splits[table.name] = found
+    return splits
+
+
+def _part_readers(conn, source: Database, bucket: str, run_id: str, splits: dict[str, parted.Split], folder: str,
+                  log: StageLog) -> parted.Readers:
+    """Readers of every part, started under this transaction's exported snapshot; they upload each
+    part create-only as it is read, while this connection reads the other tables."""
+    jobs = [parted.PartJob(s, i) for s in splits.values() for i in range(len(s.bounds))]
+
+    def done(job: parted.PartJob, path: str, rows: int) -> None:
+        _upload_part(bucket, lake.part_key(job.split.table.name, run_id, "csv", job.part), path, run_id)
+
+    return parted.Readers(source, parted.export_snapshot(conn), jobs, folder, done, log).start()
+
+
+def _parts_read(readers: parted.Readers, splits: dict[str, parted.Split], run_id: str, files: dict, rows: dict
+                ) -> None:
+    """Wait for every part; each table's entry in parts (manifest.parted_entry), its rows checked
+    against the count taken under the same snapshot."""
+    readers.join()
+    for name, found in splits.items():
+        counts = [readers.rows[(name, i)] for i in range(len(found.bounds))]
+        if sum(counts) != found.rows:
+            raise SourceUnavailable(f"the parts of {name} hold {sum(counts)} rows where the run's snapshot "
+                                    f"counted {found.rows}: stopped without a manifest")
+        rows[name] = found.rows
+        entry = manifests.parted_entry([{"key": lake.part_key(name, run_id, "csv", i), "rows": n}
+                                        for i, n in enumerate(counts)])
+        files[name] = {**entry, "columns": found.table.column_names}
+
+
+def _upload_part(bucket: str, key: str, path: str, run_id: str) -> None:
+    """Upload one part create-only; a key already taken by other bytes means another ingest had this run id."""
+    try:
+        with lake_errors(bucket, key):
+            if not s3.upload_file_create_only(bucket, key, path) and not s3.holds(bucket, key, path=path):
+                raise _collision(run_id)
+    finally:
+        os.remove(path)
 
 
 def _upload(upload: s3.GrowingUpload, run_id: str) -> None:
