@@ -15,7 +15,7 @@ own snapshot transaction calls `pg_export_snapshot()`, and each reader opens
 anything. Every reader imports before the exporting transaction may end; afterwards each holds the
 snapshot on its own, so the run's transaction commits as soon as its own work is done. Importing
 needs no privilege (the read-only role does it) and works on a hot standby too (PostgreSQL 10 on;
-`test/ingest/years/test_parts_standby.py`).
+`test/ingest/years/test_restore_and_standby.py`).
 
 Split points are the primary key's range under the snapshot, cut evenly: serial ids are dense
 enough that parts come out near `TOTESYS_PART_ROWS` (gaps only make a part smaller). The parts'
