@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Mapping, Sequence
 
-from totesys_etl.errors import ConfigurationError, EtlError, LoadFailed, ProcessFailed, describe
+from totesys_etl.errors import ConfigurationError, LoadFailed, ProcessFailed, describe
 from totesys_etl.events import PartRequest, part_event
 from totesys_etl.logs import StageLog
 
@@ -41,12 +41,6 @@ HANDLERS = {"process": "totesys_etl.process.handler", "load": "totesys_etl.load.
 _FAILED = {"process": ProcessFailed, "load": LoadFailed}
 #: The exit status of a crash point (contract §6): the whole command ends with it.
 CRASHED = 137
-
-
-class FanoutFailed(EtlError):
-    """The fan-out could not hand a part to an invocation (the sweep hands it out again)."""
-
-    error_kind = "fanout_failed"
 
 
 def fan_out(stage: str, requests: Sequence[PartRequest], env: Mapping[str, str] | None = None) -> bool:
@@ -112,17 +106,17 @@ def _lambda(stage: str, requests: Sequence[PartRequest], env: Mapping[str, str])
     function = env.get("AWS_LAMBDA_FUNCTION_NAME", "")
     if not function:
         raise ConfigurationError(f"{FANOUT_VARIABLE}={LAMBDA} needs AWS_LAMBDA_FUNCTION_NAME (Lambda sets it)")
-    import boto3  # only this mode needs the Lambda client
+    import botocore.session  # only this mode needs a Lambda client (botocore's: see adapters/s3.py)
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = boto3.client("lambda")
+    client = botocore.session.get_session().create_client("lambda")
     for request in requests:
         try:
             client.invoke(FunctionName=function, InvocationType="Event",
                           Payload=json.dumps(part_event(request)).encode())
         except (BotoCoreError, ClientError) as e:
-            raise FanoutFailed(f"could not invoke {function} for {request.table} part {request.part} of run "
-                               f"{request.run_id}: {describe(e)}") from None
+            raise _FAILED[stage](f"could not invoke {function} for {request.table} part {request.part} "
+                                 f"of run {request.run_id}: {describe(e)}") from None
 
 
 def main(argv: Sequence[str]) -> int:
