@@ -41,6 +41,9 @@ HANDLERS = {"process": "totesys_etl.process.handler", "load": "totesys_etl.load.
 _FAILED = {"process": ProcessFailed, "load": LoadFailed}
 #: The exit status of a crash point (contract §6): the whole command ends with it.
 CRASHED = 137
+#: What each part process of this process reported (`{"run_id", "table", "part", "seconds",
+#: "peak_rss_mb"}`), in the order they ended: the local fan-out's record, which `make bench` reports.
+local_outcomes: list[dict] = []
 
 
 def fan_out(stage: str, requests: Sequence[PartRequest], env: Mapping[str, str] | None = None) -> bool:
@@ -77,7 +80,7 @@ def _local(stage: str, requests: Sequence[PartRequest], env: Mapping[str, str]) 
         while todo and len(running) < limit:
             request = todo.pop(0)
             child = subprocess.Popen([sys.executable, "-m", __name__, stage], stdin=subprocess.PIPE,  # nosec B603
-                                     env=dict(env))
+                                     stdout=subprocess.PIPE, env=dict(env))
             child.stdin.write(json.dumps(part_event(request)).encode())
             child.stdin.close()
             running.append((request, child))
@@ -86,6 +89,8 @@ def _local(stage: str, requests: Sequence[PartRequest], env: Mapping[str, str]) 
             if status is None:
                 continue
             running.remove((request, child))
+            _record_outcome(request, child.stdout.read())
+            child.stdout.close()
             if status == CRASHED:
                 os._exit(CRASHED)  # contract §6: a crash point in a process it started ends the command
             if status:
@@ -99,6 +104,17 @@ def _local(stage: str, requests: Sequence[PartRequest], env: Mapping[str, str]) 
         failed.sort(key=lambda r: (r.table, r.part))
         names = ", ".join(f"{r.table} part {r.part}" for r in failed[:5])
         raise _FAILED[stage](f"{len(failed)} part(s) of run {failed[0].run_id} failed: {names}")
+
+
+def _record_outcome(request: PartRequest, output: bytes) -> None:
+    """Keep what a part process reported on its last line (nothing if it died before saying)."""
+    try:
+        measured = json.loads(output.decode().strip().splitlines()[-1])
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return
+    if isinstance(measured, dict):
+        local_outcomes.append({"run_id": request.run_id, "table": request.table, "part": request.part,
+                               "seconds": measured.get("seconds"), "peak_rss_mb": measured.get("peak_rss_mb")})
 
 
 def _lambda(stage: str, requests: Sequence[PartRequest], env: Mapping[str, str]) -> None:
@@ -125,11 +141,16 @@ def main(argv: Sequence[str]) -> int:
         print(f"usage: python -m {__name__} {{{'|'.join(HANDLERS)}}} < event.json", file=sys.stderr)
         return 2
     handler = importlib.import_module(HANDLERS[argv[0]]).lambda_handler
+    event, start = json.loads(sys.stdin.read()), time.perf_counter()
     try:
-        handler(json.loads(sys.stdin.read()), None)
+        handler(event, None)
+        status = 0
     except Exception:  # the handler logged it with its error_kind; the parent reports the part
-        return 1
-    return 0
+        status = 1
+    import resource  # Linux reports ru_maxrss in KiB
+    print(json.dumps({"seconds": round(time.perf_counter() - start, 4),
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}), flush=True)
+    return status
 
 
 if __name__ == "__main__":

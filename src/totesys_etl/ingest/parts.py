@@ -46,6 +46,9 @@ PART_ROWS_VARIABLE = "TOTESYS_PART_ROWS"
 #: and 721 MB, for 10M-row tables; a fifth of that per invocation leaves Lambda's 15 minutes and
 #: the functions' memory and /tmp many times over, while a 1M-order first load stays one file per table.
 DEFAULT_PART_ROWS = 2_000_000
+#: The fewest bytes a row of a source table takes on disk: a 24-byte tuple header, a 4-byte line
+#: pointer and at least its 4-byte key.
+MIN_ROW_BYTES = 32
 #: Connections reading parts at once (besides the run's own, which reads the unsplit tables).
 PART_READERS = 4
 
@@ -85,13 +88,16 @@ class Split:
 def split(conn, table: Table, query: str, limit: int) -> Split | None:
     """The parts of a first read of `table` under the connection's snapshot, or None for one file.
 
-    The planner's estimate (`pg_class.reltuples`, free) rules out a table clearly below `limit`;
-    otherwise the rows and the key range are counted under the run's snapshot.
+    Two free looks rule out a table below `limit`: the planner's estimate (`pg_class.reltuples`,
+    -1 before the table was first analysed), and its size on disk (a row takes at least
+    MIN_ROW_BYTES, so a table of at most `limit` times that cannot hold more rows). Otherwise the
+    rows and the key range are counted under the run's snapshot, a scan of the table.
     """
-    (estimate,), = conn.run("SELECT coalesce(max(c.reltuples), -1)::bigint FROM pg_class c"
-                            " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                            " WHERE n.nspname = 'public' AND c.relname = :name", name=table.name)
-    if 0 <= estimate < limit // 2:
+    (estimate, size), = conn.run(
+        "SELECT coalesce(max(c.reltuples), -1)::bigint, coalesce(max(pg_relation_size(c.oid)), 0)"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relname = :name", name=table.name)
+    if 0 <= estimate < limit // 2 or size <= limit * MIN_ROW_BYTES:
         return None
     key = identifier(table.key[0])
     # The query comes from the declaration (extract.changes_query); nothing here is input.
