@@ -33,9 +33,10 @@ from typing import Callable, Mapping
 from pg8000.native import identifier, literal
 
 from totesys_etl import lake
-from totesys_etl.adapters import postgres
+from totesys_etl.adapters import postgres, s3
 from totesys_etl.config import Database
-from totesys_etl.errors import ConfigurationError, SourceUnavailable
+from totesys_etl import manifest as manifests
+from totesys_etl.errors import ConfigurationError, RunIdCollision, SourceUnavailable, lake_errors
 from totesys_etl.ingest import extract
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.schema.model import Table
@@ -85,19 +86,26 @@ class Split:
         return f"SELECT * FROM ({self.query}) AS part WHERE {key} >= {int(low)} AND {key} < {int(high)}"  # nosec B608
 
 
-def split(conn, table: Table, query: str, limit: int) -> Split | None:
+def sizes(conn, tables: list[Table]) -> dict[str, tuple[int, int]]:
+    """Each table's planner estimate of its rows (`pg_class.reltuples`, -1 before it was first
+    analysed) and its size on disk in bytes: one catalog query for all of them, free of scans."""
+    found = conn.run("SELECT c.relname, c.reltuples::bigint, pg_relation_size(c.oid) FROM pg_class c"
+                     " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                     " WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname = ANY(CAST(:names AS text[]))",
+                     names=[t.name for t in tables])
+    return {name: (int(estimate), int(size)) for name, estimate, size in found}
+
+
+def split(conn, table: Table, query: str, limit: int, size: tuple[int, int] = (-1, 1 << 62)) -> Split | None:
     """The parts of a first read of `table` under the connection's snapshot, or None for one file.
 
-    Two free looks rule out a table below `limit`: the planner's estimate (`pg_class.reltuples`,
-    -1 before the table was first analysed), and its size on disk (a row takes at least
-    MIN_ROW_BYTES, so a table of at most `limit` times that cannot hold more rows). Otherwise the
-    rows and the key range are counted under the run's snapshot, a scan of the table.
+    `size` (from `sizes`) rules out a table below `limit` for free: by the planner's estimate, or
+    by its size on disk (a row takes at least MIN_ROW_BYTES, so a table of at most `limit` times
+    that cannot hold more rows). Otherwise the rows and the key range are counted under the run's
+    snapshot, a scan of the table.
     """
-    (estimate, size), = conn.run(
-        "SELECT coalesce(max(c.reltuples), -1)::bigint, coalesce(max(pg_relation_size(c.oid)), 0)"
-        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = 'public' AND c.relname = :name", name=table.name)
-    if 0 <= estimate < limit // 2 or size <= limit * MIN_ROW_BYTES:
+    estimate, on_disk = size
+    if 0 <= estimate < limit // 2 or on_disk <= limit * MIN_ROW_BYTES:
         return None
     key = identifier(table.key[0])
     # The query comes from the declaration (extract.changes_query); nothing here is input.
@@ -203,3 +211,41 @@ class Readers:
                       seconds=timer.seconds)
         self.done(job, path, rows)
         self.rows[(job.split.table.name, job.part)] = rows
+
+
+def start(conn, source: Database, bucket: str, run_id: str, splits: dict[str, Split], folder: str,
+          log: StageLog) -> Readers:
+    """Export the snapshot of `conn`'s open REPEATABLE READ transaction and start readers of every
+    part under it, each part uploaded create-only as soon as it is read. Returns once every reader
+    has imported the snapshot: `conn`'s transaction may end after that."""
+    jobs = [PartJob(s, i) for s in splits.values() for i in range(len(s.bounds))]
+
+    def done(job: PartJob, path: str, rows: int) -> None:
+        key = lake.part_key(job.split.table.name, run_id, "csv", job.part)
+        try:
+            with lake_errors(bucket, key):
+                # A key holding these bytes is this run's own earlier attempt; other bytes, another ingest's.
+                if not s3.upload_file_create_only(bucket, key, path) and not s3.holds(bucket, key, path=path):
+                    raise RunIdCollision(f"another ingest already wrote objects of run {run_id}: stopped without "
+                                         "a manifest, so the next run reads these changes")
+        finally:
+            os.remove(path)
+
+    return Readers(source, export_snapshot(conn), jobs, folder, done, log).start()
+
+
+def finish(readers: Readers, splits: dict[str, Split], run_id: str) -> tuple[dict[str, dict], dict[str, int]]:
+    """Wait for every part: each table's manifest entry (`manifest.parted_entry`) and rows, checked
+    against the count taken under the same snapshot (a difference stops the run without a manifest)."""
+    readers.join()
+    files, rows = {}, {}
+    for name, found in splits.items():
+        counts = [readers.rows[(name, i)] for i in range(len(found.bounds))]
+        if sum(counts) != found.rows:
+            raise SourceUnavailable(f"the parts of {name} hold {sum(counts)} rows where the run's snapshot "
+                                    f"counted {found.rows}: stopped without a manifest")
+        rows[name] = found.rows
+        entry = manifests.parted_entry([{"key": lake.part_key(name, run_id, "csv", i), "rows": n}
+                                        for i, n in enumerate(counts)])
+        files[name] = {**entry, "columns": found.table.column_names}
+    return files, rows

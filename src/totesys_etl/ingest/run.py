@@ -87,7 +87,7 @@ def _extract(conn, source: Database, bucket: str, previous: Watermark | None, fu
             cut, previous, previous_fx, run_id = _cut(conn, bucket, previous, running, next_before, log)
             plan, reads, stopped, added = _table_plans(conn, previous, cut, full_rescan_seconds, log)
             splits = _splits(conn, reads, log)
-            readers = _part_readers(conn, source, bucket, run_id, splits, folder, log) if splits else None
+            readers = parted.start(conn, source, bucket, run_id, splits, folder, log) if splits else None
             for table in SOURCE_TABLES:
                 if table.name not in reads or table.name in splits:
                     rows[table.name] = 0
@@ -119,7 +119,9 @@ def _extract(conn, source: Database, bucket: str, previous: Watermark | None, fu
                 readers.stop()
             raise
         if readers is not None:  # each reader holds the imported snapshot on its own
-            _parts_read(readers, splits, run_id, files, rows)
+            parted_files, parted_rows = parted.finish(readers, splits, run_id)
+            files.update(parted_files)
+            rows.update(parted_rows)
     except (DatabaseError, InterfaceError) as e:
         raise SourceUnavailable(f"reading the source failed: {describe(e)}") from None
     _wait_below(pending, 1)
@@ -228,54 +230,16 @@ def _splits(conn, reads: dict[str, extract.Plan], log: StageLog) -> dict[str, pa
     """The tables this run reads in parts (parts.py): only a first read of a table, and only one
     over `TOTESYS_PART_ROWS` rows under this snapshot."""
     limit, splits = parted.part_rows(), {}
-    for table in SOURCE_TABLES:
-        plan = reads.get(table.name)
-        if plan is None or plan.previous is not None:
-            continue
-        found = parted.split(conn, table, extract.changes_query(table, plan), limit)
+    first = [t for t in SOURCE_TABLES if t.name in reads and reads[t.name].previous is None]
+    sizes = parted.sizes(conn, first) if first else {}
+    for table in first:
+        found = parted.split(conn, table, extract.changes_query(table, reads[table.name]), limit,
+                             sizes.get(table.name, (-1, 0)))
         if found is not None:
             log.info(f"{table.name} is read in {len(found.bounds)} parts", table=table.name, rows=found.rows,
                      parts=len(found.bounds))
             splits[table.name] = found
     return splits
-
-
-def _part_readers(conn, source: Database, bucket: str, run_id: str, splits: dict[str, parted.Split], folder: str,
-                  log: StageLog) -> parted.Readers:
-    """Readers of every part, started under this transaction's exported snapshot; they upload each
-    part create-only as it is read, while this connection reads the other tables."""
-    jobs = [parted.PartJob(s, i) for s in splits.values() for i in range(len(s.bounds))]
-
-    def done(job: parted.PartJob, path: str, rows: int) -> None:
-        _upload_part(bucket, lake.part_key(job.split.table.name, run_id, "csv", job.part), path, run_id)
-
-    return parted.Readers(source, parted.export_snapshot(conn), jobs, folder, done, log).start()
-
-
-def _parts_read(readers: parted.Readers, splits: dict[str, parted.Split], run_id: str, files: dict, rows: dict
-                ) -> None:
-    """Wait for every part; each table's entry in parts (manifest.parted_entry), its rows checked
-    against the count taken under the same snapshot."""
-    readers.join()
-    for name, found in splits.items():
-        counts = [readers.rows[(name, i)] for i in range(len(found.bounds))]
-        if sum(counts) != found.rows:
-            raise SourceUnavailable(f"the parts of {name} hold {sum(counts)} rows where the run's snapshot "
-                                    f"counted {found.rows}: stopped without a manifest")
-        rows[name] = found.rows
-        entry = manifests.parted_entry([{"key": lake.part_key(name, run_id, "csv", i), "rows": n}
-                                        for i, n in enumerate(counts)])
-        files[name] = {**entry, "columns": found.table.column_names}
-
-
-def _upload_part(bucket: str, key: str, path: str, run_id: str) -> None:
-    """Upload one part create-only; a key already taken by other bytes means another ingest had this run id."""
-    try:
-        with lake_errors(bucket, key):
-            if not s3.upload_file_create_only(bucket, key, path) and not s3.holds(bucket, key, path=path):
-                raise _collision(run_id)
-    finally:
-        os.remove(path)
 
 
 def _upload(upload: s3.GrowingUpload, run_id: str) -> None:

@@ -33,11 +33,11 @@ from pg8000.native import DatabaseError, InterfaceError, identifier
 from totesys_etl import lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import postgres, s3
-from totesys_etl.config import Settings
+from totesys_etl.config import Database, Settings
 from totesys_etl.errors import (ConfigurationError, EtlError, RunIdCollision, SourceUnavailable, describe,
                                 lake_errors)
 from totesys_etl.faults import crash_point
-from totesys_etl.ingest import fx
+from totesys_etl.ingest import fx, parts
 from totesys_etl.ingest.cdc import pgoutput, slot as slots
 from totesys_etl.ingest.cdc.fold import Fold, TableChanges
 from totesys_etl.ingest.cdc.settings import CdcSettings
@@ -153,7 +153,7 @@ def ingest(settings: Settings, log: StageLog | None = None, cdc: CdcSettings | N
             log.fields["run_id"] = run_id
             with tempfile.TemporaryDirectory(prefix="totesys-cdc-") as folder:
                 if previous is None:
-                    manifest = _snapshot_run(conn, bucket, run_id, state, folder, log)
+                    manifest = _snapshot_run(conn, settings.source, bucket, run_id, state, folder, log)
                 else:
                     manifest = _changes_run(conn, bucket, run_id, previous, cdc, folder, log)
             previous_fx = previous.fx if previous else fx.FxMark()
@@ -214,20 +214,41 @@ def _run_id(conn, previous: Position | None) -> str:
     return run_id
 
 
-def _snapshot_run(conn, bucket: str, run_id: str, state: slots.SlotState, folder: str, log: StageLog) -> dict:
-    files, rows = {}, {}
+def _snapshot_run(conn, source: Database, bucket: str, run_id: str, state: slots.SlotState, folder: str,
+                  log: StageLog) -> dict:
+    """Every row of every table under one snapshot; a table over TOTESYS_PART_ROWS rows in parts,
+    read by connections that import this transaction's snapshot (ingest/parts.py, as a polled
+    first run)."""
+    files, rows, readers = {}, {}, None
     with postgres.transaction(conn, "REPEATABLE READ", read_only=True):
         snapshot, snapshot_lsn = conn.run(
             "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text")[0]
-        for table in SOURCE_TABLES:
-            timer = Timer()
-            path = os.path.join(folder, f"{table.name}.csv")
-            select = f"SELECT {column_list(table.column_names)} FROM public.{identifier(table.name)}"  # nosec B608
-            with open(path, "wb", buffering=1 << 20) as file:
-                rows[table.name] = postgres.copy_out(conn, select, file)
-            log.info("table extracted", table=table.name, rows=rows[table.name], seconds=timer.seconds)
-            if rows[table.name]:
-                files[table.name] = _upload(bucket, table, run_id, path, rows[table.name])
+        selects = {t.name: f"SELECT {column_list(t.column_names)} FROM public.{identifier(t.name)}"  # nosec B608
+                   for t in SOURCE_TABLES}
+        limit, sizes = parts.part_rows(), parts.sizes(conn, list(SOURCE_TABLES))
+        splits = {t.name: found for t in SOURCE_TABLES
+                  if (found := parts.split(conn, t, selects[t.name], limit, sizes.get(t.name, (-1, 0)))) is not None}
+        if splits:
+            readers = parts.start(conn, source, bucket, run_id, splits, folder, log)
+        try:
+            for table in SOURCE_TABLES:
+                if table.name in splits:
+                    continue
+                timer = Timer()
+                path = os.path.join(folder, f"{table.name}.csv")
+                with open(path, "wb", buffering=1 << 20) as file:
+                    rows[table.name] = postgres.copy_out(conn, selects[table.name], file)
+                log.info("table extracted", table=table.name, rows=rows[table.name], seconds=timer.seconds)
+                if rows[table.name]:
+                    files[table.name] = _upload(bucket, table, run_id, path, rows[table.name])
+        except BaseException:
+            if readers is not None:
+                readers.stop()
+            raise
+    if readers is not None:
+        parted_files, parted_rows = parts.finish(readers, splits, run_id)
+        files.update(parted_files)
+        rows.update(parted_rows)
     lsn = pgoutput.lsn_text(state.confirmed_flush)
     # `complete`: every table is a whole image, so an id the warehouse holds that it lacks was deleted
     # before the snapshot (after a mode switch or a recreated slot, no slot recorded that delete).
