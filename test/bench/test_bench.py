@@ -131,7 +131,8 @@ def test_skip_baselines_leaves_out_to_sql_but_keeps_the_floor_and_the_ratio(svc,
     process = parts["per_invocation"]["process"]
     assert process["invocations"] == 1 + sum(parts["ingested_parts"].values())
     assert process["max_s"] > 0 and process["max_peak_rss_mb"] > 0
-    assert len(process["part_s"]) == process["invocations"] - 1 and process["max_s"] == max(process["part_s"])
+    assert len(process["part_s"]) == process["invocations"] - 1
+    assert process["max_s"] == pytest.approx(max(process["part_s"]), abs=0.01)
     assert parts["per_invocation"]["load"]["invocations"] == 1
     assert parts["first_load_wall_s"] == pytest.approx(results["initial_load_s"], abs=1e-3)
 
