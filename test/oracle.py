@@ -181,13 +181,14 @@ def lake_versions(bucket: str, skip_keys=()) -> dict[str, set]:
             run_id = match.group(1)
             try:
                 files = json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())["files"]
-                entries = [(t, e["key"]) for t, e in files.items() if t in wanted]
+                entries = [(t, part["key"]) for t, e in files.items() if t in wanted  # a table in parts: each
+                           for part in (e["parts"] if "parts" in e else [e])]
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
             for table, key in entries:
-                layout = (f"{table}/year={run_id[:4]}/month={run_id[4:6]}/day={run_id[6:8]}/"
-                          f"{table}_{run_id}.csv")
-                if key != layout or key in skip_keys:
+                layout = re.escape(f"{table}/year={run_id[:4]}/month={run_id[4:6]}/day={run_id[6:8]}/"
+                                   f"{table}_{run_id}.") + r"(part\d{5}\.)?csv"
+                if not re.fullmatch(layout, key) or key in skip_keys:
                     continue
                 try:
                     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")

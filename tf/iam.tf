@@ -124,6 +124,14 @@ data "aws_iam_policy_document" "process" {
     actions   = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"]
     resources = ["${aws_s3_bucket.lake["processed"].arn}/*"]
   }
+
+  # A run in parts: one asynchronous invocation of this same function per part (fanout.py). The ARN
+  # is spelled out: naming the function resource would make a cycle (it depends on this policy).
+  statement {
+    sid       = "InvokeItselfForParts"
+    actions   = ["lambda:InvokeFunction"]
+    resources = ["arn:${local.partition}:lambda:${var.aws_region}:${local.account_id}:function:${local.prefix}-process"]
+  }
 }
 
 data "aws_iam_policy_document" "load" {

@@ -342,3 +342,14 @@ variable "landing_expiration_days" {
     error_message = "landing_expiration_days must be at least 2 (the sweep looks a day back)."
   }
 }
+
+variable "part_rows" {
+  description = "TOTESYS_PART_ROWS (contract §4 \"Parts\"): a first read of a table over this many rows is written in parts, each processed by an invocation of its own (readme_files/adr/0006-parts.md). The default keeps a part's processing and loading a small fraction of Lambda's 15 minutes at the memory and /tmp sizes above."
+  type        = number
+  default     = 2000000
+
+  validation {
+    condition     = var.part_rows >= 1000
+    error_message = "part_rows must be at least 1000."
+  }
+}

@@ -107,7 +107,7 @@ def shipped_versions(ingest_bucket: str, processed_bucket: str, sources: set[str
     for source in sources:
         first: dict[Version, str] = {}
         again: dict[Version, list[str]] = {}
-        keys: dict[str, str] = {}
+        keys: dict[str, list[str]] = {}
         for run_id, found in zip(runs, per_run):
             if source not in found:
                 continue
@@ -127,7 +127,7 @@ def shipped_versions(ingest_bucket: str, processed_bucket: str, sources: set[str
     return result
 
 
-def _same_rows(ingest_bucket: str, source: str, again: dict[Version, list[str]], keys: dict[str, str]
+def _same_rows(ingest_bucket: str, source: str, again: dict[Version, list[str]], keys: dict[str, list[str]]
                ) -> list[Reship]:
     """Of the versions several runs carried, those whose whole row is the same in more than one of
     them, with those runs (a version committed again with new values under the same stamp is not)."""
@@ -137,8 +137,9 @@ def _same_rows(ingest_bucket: str, source: str, again: dict[Version, list[str]],
             wanted.setdefault(run_id, set()).add(version)
     rows: dict[Version, list[tuple[str, tuple]]] = {}
     for run_id, versions in sorted(wanted.items()):
-        for version, row in _csv_rows(ingest_bucket, keys[run_id], source, versions):
-            rows.setdefault(version, []).append((run_id, row))
+        for key in keys[run_id]:
+            for version, row in _csv_rows(ingest_bucket, key, source, versions):
+                rows.setdefault(version, []).append((run_id, row))
     reshipped = []
     for version in sorted(rows):
         seen = Counter(row for _, row in rows[version])
@@ -149,8 +150,8 @@ def _same_rows(ingest_bucket: str, source: str, again: dict[Version, list[str]],
 
 
 def _run_versions(ingest_bucket: str, processed_bucket: str, run_id: str, sources: set[str]
-                  ) -> tuple[dict[str, tuple[set[Version], set[Version], str]], set[str]]:
-    """Source table -> (the versions this run's CSV carried, those the processor held back, its key);
+                  ) -> tuple[dict[str, tuple[set[Version], set[Version], list[str]]], set[str]]:
+    """Source table -> (the versions this run's CSVs carried, those the processor held back, their keys);
     and the tables the run read whole on purpose (`FULL_READS`: all of them; else those `complete`)."""
     try:
         manifest = manifests.read(ingest_bucket, run_id)
@@ -158,12 +159,14 @@ def _run_versions(ingest_bucket: str, processed_bucket: str, run_id: str, source
         return {}, set()  # a corrupt manifest names nothing (it was quarantined, never trusted)
     entries, _hostile = manifests.entries(manifest, run_id, sources, "csv")
     held_files, held_rows = _held_back(processed_bucket, run_id)
-    found: dict[str, tuple[set[Version], set[Version], str]] = {}
-    for entry in entries:
+    found: dict[str, tuple[set[Version], set[Version], list[str]]] = {}
+    for entry in entries:  # a table in parts (contract §4) gives an entry per part: together, the run's
         if entry.key in held_files:
             continue
-        found[entry.table] = (_csv_versions(ingest_bucket, entry.key, entry.table), held_rows.get(entry.key, set()),
-                              entry.key)
+        carried, held, keys = found.setdefault(entry.table, (set(), set(), []))
+        carried |= _csv_versions(ingest_bucket, entry.key, entry.table)
+        held |= held_rows.get(entry.key, set())
+        keys.append(entry.key)
     return found, set(sources) if manifest.get("read") in FULL_READS else manifests.complete_tables(manifest, sources)
 
 

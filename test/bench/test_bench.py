@@ -117,13 +117,24 @@ def test_a_tiny_bench_reports_every_spec_key_with_figures_that_add_up(svc, tmp_p
 
 
 def test_skip_baselines_leaves_out_to_sql_but_keeps_the_floor_and_the_ratio(svc, tmp_path, monkeypatch):
-    """Also without an FX stand-in: the bench still runs, and says the rates were left out."""
+    """Also without an FX stand-in: the bench still runs, and says the rates were left out. With a
+    tiny part size the first load goes in parts, and each processor part is measured alone."""
     def never(*args, **kwargs):
         raise AssertionError("to_sql ran although the baselines were skipped")
 
     monkeypatch.setattr(run, "to_sql_seconds", never)
     results = run.run_bench(dataclasses.replace(svc, fx_api_url=None), 50, tmp_path, io.StringIO(),
-                            skip_baselines=True)
+                            skip_baselines=True, part_rows=20)
+
+    parts = results["detail"]["parts"]
+    assert parts["part_rows"] == 20 and parts["ingested_parts"]["sales_order"] == 3
+    process = parts["per_invocation"]["process"]
+    assert process["invocations"] == 1 + sum(parts["ingested_parts"].values())
+    assert process["max_s"] > 0 and process["max_peak_rss_mb"] > 0
+    assert len(process["part_s"]) == process["invocations"] - 1
+    assert process["max_s"] == pytest.approx(max(process["part_s"]), abs=0.01)
+    assert parts["per_invocation"]["load"]["invocations"] == 1
+    assert parts["first_load_wall_s"] == pytest.approx(results["initial_load_s"], abs=1e-3)
 
     assert results["speedup_vs_to_sql"] is None and results["detail"]["to_sql_s"] is None
     assert results["floor_s"] > 0

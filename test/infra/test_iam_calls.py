@@ -30,7 +30,8 @@ from totesys_etl.adapters import s3
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.local.source.seed import seed
 
-OBJECT, BUCKET, SOURCE, SOURCE_BUCKET, SECRET, KEY = "object", "bucket", "source", "source_bucket", "secret", "key"
+OBJECT, BUCKET, SOURCE, SOURCE_BUCKET = "object", "bucket", "source", "source_bucket"
+SECRET, KEY, FUNCTION = "secret", "key", "function"
 
 #: API operation -> the IAM actions it needs, each on a kind of resource. The lake buckets are
 #: encrypted with the pipeline's KMS key (tf/s3.tf), so object writes need kms:GenerateDataKey and
@@ -51,6 +52,8 @@ ACTIONS = {
     ("s3", "AbortMultipartUpload"): [("s3:AbortMultipartUpload", OBJECT)],
     ("s3", "ListParts"): [("s3:ListMultipartUploadParts", OBJECT)],
     ("secretsmanager", "GetSecretValue"): [("secretsmanager:GetSecretValue", SECRET), ("kms:Decrypt", KEY)],
+    # The processor's fan-out (contract §4 "Parts"): an asynchronous invocation of its own function per part.
+    ("lambda", "Invoke"): [("lambda:InvokeFunction", FUNCTION)],
 }
 #: Calls a recorded call may be followed by on a path this test does not take (adapters/s3.py):
 #: upload_file_create_only aborts a multipart upload whose parts or complete failed; a conditional
@@ -76,7 +79,7 @@ class Recorder:
             source = {"Bucket": source_bucket, "Key": source_key}
         self.calls[self.stage].add((model.service_model.service_name, model.name, params.get("Bucket"),
                                     params.get("Key"), (source or {}).get("Bucket"), (source or {}).get("Key"),
-                                    params.get("SecretId")))
+                                    params.get("SecretId"), params.get("FunctionName")))
 
     @contextmanager
     def stage_calls(self, stage: str):
@@ -127,9 +130,10 @@ def _statements(role: str) -> list[dict]:
     return statements
 
 
-def _required(call: tuple, lake_names: dict[str, str], secret_arns: dict[str, str], key_arn: str):
+def _required(call: tuple, lake_names: dict[str, str], secret_arns: dict[str, str], key_arn: str,
+              function_arns: dict[str, str]):
     """(action, resource ARN) pairs one recorded call needs, on the deployed resources."""
-    service, operation, bucket, key, source_bucket, source_key, secret_id = call
+    service, operation, bucket, key, source_bucket, source_key, secret_id, function = call
     assert (service, operation) in ACTIONS, f"{service}:{operation} is not mapped to IAM actions: add it to ACTIONS"
     for name in (bucket, source_bucket):
         assert name is None or name in lake_names, f"{operation} reached bucket {name!r}, not one of the lake's"
@@ -140,6 +144,7 @@ def _required(call: tuple, lake_names: dict[str, str], secret_arns: dict[str, st
         SOURCE_BUCKET: source_bucket and f"arn:aws:s3:::{lake_names[source_bucket]}",
         SECRET: secret_id and secret_arns[secret_id],
         KEY: key_arn,
+        FUNCTION: function and function_arns[function],
     }
     for action, kind in ACTIONS[(service, operation)]:
         assert resources[kind], f"{operation} without its {kind}"
@@ -178,8 +183,17 @@ def test_every_call_each_handler_makes_is_granted_to_its_role(deployment, source
     seed(source.admin_url, orders=200, seed=21)
     raw = boto3.client("s3")
 
+    # The first run in parts (contract §4): the processor hands them to its own function (moto queues
+    # the invocations and runs nothing), then, with no fan-out, processes them itself.
+    monkeypatch.setenv("TOTESYS_PART_ROWS", "100")
     with recorder.stage_calls("ingest"):
         ingest({}, None)
+    process_function = f"{terraform.prefix}-process"
+    with recorder.stage_calls("process"), monkeypatch.context() as lambda_env:
+        lambda_env.setenv("TOTESYS_FANOUT", "lambda")
+        lambda_env.setenv("AWS_LAMBDA_FUNCTION_NAME", process_function)
+        process({}, None)
+    assert lake.runs_after(buckets[1], None) == []
     with recorder.stage_calls("process"):
         process({}, None)
     [run_id] = lake.runs_after(buckets[1], None)
@@ -220,18 +234,21 @@ def test_every_call_each_handler_makes_is_granted_to_its_role(deployment, source
     assert {"GetSecretValue", "CreateMultipartUpload", "PutObject", "ListObjectsV2", "CopyObject",
             "GetObject", "HeadObject"} <= recorder.operations("ingest")
     assert {"CreateMultipartUpload", "CompleteMultipartUpload", "AbortMultipartUpload",
-            "CopyObject", "GetObject"} <= recorder.operations("process")
+            "CopyObject", "GetObject", "Invoke"} <= recorder.operations("process")
     assert {"GetSecretValue", "CopyObject", "PutObject", "ListObjectsV2"} <= recorder.operations("load")
 
     lake_names = {buckets[0]: deployment.buckets["ingested"], buckets[1]: deployment.buckets["processed"],
                   landing_bucket: deployment.outputs["landing_bucket"]}
+    lambdas = boto3.client("lambda")
+    function_arns = {process_function: lambdas.get_function(FunctionName=process_function)["Configuration"][
+        "FunctionArn"]}
     missing = {}
     for stage in ("ingest", "process", "load"):
         statements = _statements(f"{terraform.prefix}-{stage}")
         calls = set(recorder.calls[stage])
         calls |= {(*implied, *call[2:]) for call in recorder.calls[stage] for implied in IMPLIED.get(call[:2], [])}
         for call in sorted(calls, key=str):
-            for action, resource in _required(call, lake_names, secret_arns, outputs["kms_key_arn"]):
+            for action, resource in _required(call, lake_names, secret_arns, outputs["kms_key_arn"], function_arns):
                 if not _allowed(statements, action, resource):
                     missing.setdefault((stage, action, call[1]), resource)  # one example each
     assert not missing, "calls the handlers make that their roles' policies lack:\n" + "\n".join(

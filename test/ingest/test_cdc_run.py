@@ -394,3 +394,33 @@ def test_a_role_without_replication_is_told_what_cdc_needs(totesys, cdc, source,
     monkeypatch.setenv("TOTESYS_SOURCE_URL", source.reader_url)  # contract §2's SELECT-only role
     with pytest.raises(ConfigurationError, match="needs a LOGIN REPLICATION role"):
         run()
+
+
+def test_a_first_snapshot_over_the_part_size_is_read_in_parts_under_its_own_snapshot(
+        totesys, cdc, ingested, monkeypatch):
+    """Issue 38: the snapshot's tables in parts, read by connections importing the run's snapshot.
+    A change committed once the snapshot is exported is in no part, and arrives from the slot once."""
+    from totesys_etl.ingest import parts
+
+    monkeypatch.setenv(parts.PART_ROWS_VARIABLE, "2")
+    export = parts.export_snapshot
+
+    def export_then_write(conn):
+        snapshot = export(conn)
+        totesys.run("UPDATE staff SET first_name = 'after export' WHERE staff_id = 3")
+        return snapshot
+
+    monkeypatch.setattr(parts, "export_snapshot", export_then_write)
+    first = run()
+    monkeypatch.setattr(parts, "export_snapshot", export)
+    manifest = ingested.manifest(first.run_id)
+    assert first.rows == {t.name: ROWS_PER_TABLE for t in SOURCE_TABLES}
+    staff = manifest["files"]["staff"]
+    assert [p["rows"] for p in staff["parts"]] == [2, 1]
+    part_rows = [r for p in staff["parts"]
+                 for r in csv.DictReader(io.StringIO(ingested.body(p["key"]).decode(), newline=""))]
+    assert [r["staff_id"] for r in part_rows] == ["1", "2", "3"]
+    assert "after export" not in {r["first_name"] for r in part_rows}
+    second = run()
+    assert [(r["staff_id"], r["first_name"]) for r in rows_of(ingested, second.run_id, "staff")] == [
+        ("3", "after export")]

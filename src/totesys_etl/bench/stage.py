@@ -11,8 +11,9 @@ clock, so it is what to compare when changing imports), `imported_by_handler` (t
 packages first imported during the call: start-up cost that `process_start_s` does not show),
 `peak_rss_mb` (`resource.getrusage`, the whole process's high-water mark), `peak_tmp_mb` (the
 most the handler held in its temporary folder at once: what Lambda's /tmp must hold, see
-`TmpWatch`) and the handler's `result`. The handler's own JSON log lines go to stderr. Exit 1,
-after the same JSON with `error`, when the handler raised.
+`TmpWatch`; with parts, the part processes' files count too), the handler's `result`, and with a
+local fan-out `parts`: each part process's `seconds` and `peak_rss_mb`. The handler's own JSON
+log lines go to stderr. Exit 1, after the same JSON with `error`, when the handler raised.
 """
 from __future__ import annotations
 
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     # A fresh temporary folder of the handler's own, as a new Lambda container's /tmp.
     scratch = tempfile.mkdtemp(prefix=f"totesys-{args.stage}-tmp-")
     tempfile.tempdir = scratch
+    os.environ["TMPDIR"] = scratch  # a local fan-out's part processes too: `peak_tmp_mb` counts them all
     loaded = {name.partition(".")[0] for name in sys.modules}
     try:
         with TmpWatch(scratch) as tmp:
@@ -115,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     outcome["imported_by_handler"] = sorted({name.partition(".")[0] for name in sys.modules} - loaded)
     outcome["peak_rss_mb"] = peak_rss_mb()
     outcome["peak_tmp_mb"] = tmp.peak_mb
+    fanout = sys.modules.get("totesys_etl.fanout")
+    if fanout is not None and fanout.local_outcomes:  # a run in parts, each part a process of its own
+        outcome["parts"] = fanout.local_outcomes
     print(json.dumps(outcome, default=str), flush=True)
     return 1 if "error" in outcome else 0
 

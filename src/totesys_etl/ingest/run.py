@@ -17,11 +17,12 @@ from pg8000.native import DatabaseError, InterfaceError
 from totesys_etl import lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import postgres, s3
-from totesys_etl.config import Settings
+from totesys_etl.config import Database, Settings
 from totesys_etl.errors import RunIdCollision, SourceSchemaChanged, SourceUnavailable, describe, lake_errors
 from totesys_etl.faults import crash_point
 from totesys_etl.ingest import extract
 from totesys_etl.ingest import fx
+from totesys_etl.ingest import parts as parted
 from totesys_etl.ingest import xid_state
 from totesys_etl.ingest.identity import history_broken
 from totesys_etl.ingest.watermark import OVERLAP, Stopped, Watermark, format_cutoff, previous_watermark
@@ -47,8 +48,8 @@ def ingest(settings: Settings, log: StageLog | None = None) -> RunResult:
     try:
         with tempfile.TemporaryDirectory(prefix="totesys-ingest-") as folder, \
                 ThreadPoolExecutor(max_workers=MAX_PENDING_UPLOADS) as pool:
-            manifest, fx_inputs, previous_fx = _extract(conn, bucket, previous, settings.full_rescan_seconds,
-                                                        folder, pool, log)
+            manifest, fx_inputs, previous_fx = _extract(conn, settings.source, bucket, previous,
+                                                        settings.full_rescan_seconds, folder, pool, log)
     finally:
         postgres.close_quietly(conn)
     fx.add_to_manifest(settings, manifest, fx_inputs, previous_fx, log)
@@ -70,12 +71,13 @@ def _collision(run_id: str) -> RunIdCollision:
                           "so the next run reads these changes")
 
 
-def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds: float, folder: str,
-             pool: ThreadPoolExecutor, log: StageLog) -> tuple[dict, fx.FxInputs | None, fx.FxMark]:
+def _extract(conn, source: Database, bucket: str, previous: Watermark | None, full_rescan_seconds: float,
+             folder: str, pool: ThreadPoolExecutor, log: StageLog) -> tuple[dict, fx.FxInputs | None, fx.FxMark]:
     """Read every table's changes in one REPEATABLE READ READ ONLY transaction, uploading as it goes;
     the run's manifest once every upload has finished, what the FX part needs from the same snapshot
     (None when FX is off) and the previous run's FX watermark."""
     pending: list[Future] = []
+    readers: parted.Readers | None = None
     files: dict[str, dict] = {}
     rows: dict[str, int] = {}
     try:
@@ -85,8 +87,10 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
             conn.run("SET LOCAL DateStyle = 'ISO, MDY'")  # the CSV's timestamps: YYYY-MM-DD HH:MM:SS[.ffffff]
             cut, previous, previous_fx, run_id = _cut(conn, bucket, previous, running, next_before, log)
             plan, reads, stopped, added = _table_plans(conn, previous, cut, full_rescan_seconds, log)
+            splits = _splits(conn, reads, log)
+            readers = parted.start(conn, source, bucket, run_id, splits, folder, log) if splits else None
             for table in SOURCE_TABLES:
-                if table.name not in reads:
+                if table.name not in reads or table.name in splits:
                     rows[table.name] = 0
                     continue
                 timer = Timer()
@@ -112,7 +116,13 @@ def _extract(conn, bucket: str, previous: Watermark | None, full_rescan_seconds:
             conn.run("COMMIT")  # read only: ending it releases the snapshot lock
         except BaseException:
             postgres.rollback_quietly(conn)
+            if readers is not None:
+                readers.stop()
             raise
+        if readers is not None:  # each reader holds the imported snapshot on its own
+            parted_files, parted_rows = parted.finish(readers, splits, run_id)
+            files.update(parted_files)
+            rows.update(parted_rows)
     except (DatabaseError, InterfaceError) as e:
         raise SourceUnavailable(f"reading the source failed: {describe(e)}") from None
     _wait_below(pending, 1)
@@ -216,6 +226,22 @@ def _table_plans(conn, previous: Watermark | None, cut: extract.Cut, full_rescan
     halted = {s.table for s in stopped}
     reads = {t.name: resumed.get(t.name, plan) for t in SOURCE_TABLES if t.name not in halted}
     return plan, reads, stopped, added
+
+
+def _splits(conn, reads: dict[str, extract.Plan], log: StageLog) -> dict[str, parted.Split]:
+    """The tables this run reads in parts (parts.py): only a first read of a table, and only one
+    over `TOTESYS_PART_ROWS` rows under this snapshot."""
+    limit, splits = parted.part_rows(), {}
+    first = [t for t in SOURCE_TABLES if t.name in reads and reads[t.name].previous is None]
+    sizes = parted.sizes(conn, first) if first else {}
+    for table in first:
+        found = parted.split(conn, table, extract.changes_query(table, reads[table.name]), limit,
+                             sizes.get(table.name, (-1, 0)))
+        if found is not None:
+            log.info(f"{table.name} is read in {len(found.bounds)} parts", table=table.name, rows=found.rows,
+                     parts=len(found.bounds))
+            splits[table.name] = found
+    return splits
 
 
 def _upload(upload: s3.GrowingUpload, run_id: str) -> None:

@@ -1,7 +1,8 @@
 """Lambda entry point of the processor: parse the event, process the runs it names (or sweep).
 
 An ingested manifest's `ObjectCreated` event processes that run; an event with no S3 records
-(`{}`, an EventBridge schedule, `s3:TestEvent`) sweeps every run not yet processed. The handler
+(`{}`, an EventBridge schedule, `s3:TestEvent`) sweeps every run not yet processed; a part request
+(`{"totesys_part": ...}`, the stage's own fan-out) processes that one part (parts.py). The handler
 returns normally when there is nothing to do; it raises only when work failed, after an ERROR
 line with the failure's `error_kind`.
 """
@@ -11,7 +12,7 @@ from totesys_etl import events, failures
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
 from totesys_etl.logs import StageLog, Timer, failures_logged, lambda_fields
-from totesys_etl.process import run
+from totesys_etl.process import parts, run
 from totesys_etl.runs import StageResult
 
 # Built in Lambda's init phase, once per container (AWS's advice for SDK clients): a warm invocation
@@ -26,7 +27,9 @@ def lambda_handler(event, context=None) -> dict:
     with failures_logged(log, "processing", on_failure=lambda error: failures.record("process", error)):
         settings = Settings.from_env()
         invocation = events.parse_event(event)
-        if invocation.sweep:
+        if invocation.part is not None:  # one part of a run in parts, from the stage's own fan-out
+            runs = [r for r in [parts.process_part(settings, invocation.part, log)] if r is not None]
+        elif invocation.sweep:
             runs = run.sweep(settings, log)
         else:
             runs = run.process_runs(settings, run.manifest_runs(settings, invocation, log), log)

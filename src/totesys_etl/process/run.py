@@ -56,30 +56,23 @@ def process_run(settings: Settings, run_id: str, log: StageLog | None = None) ->
     timer = Timer()
     quarantined: list[dict] = []
     complete: set[str] = set()
-    entries = _manifest_entries(settings, run_id, log, quarantined, complete)
+    entries = manifest_entries(settings, run_id, log, quarantined, complete)
     if entries is None:
         return None
-    outputs: dict[str, dict] = {}
-    dates = calendar.distinct_dates([])
+    if any(e.part is not None for e in entries):  # a run in parts (contract §4)
+        from totesys_etl.process import parts  # parts.py builds on this module's file processing
+        return parts.process_parted_run(settings, run_id, entries, quarantined, complete, timer, log)
     with tempfile.TemporaryDirectory(prefix="totesys-process-") as folder:
-        with ThreadPoolExecutor(FILE_WORKERS) as pool:
-            # Largest first, so the long file starts at once; results are taken in table order.
-            largest_first = sorted(range(len(entries)), key=lambda i: -entries[i].rows)
-            futures = {i: pool.submit(_file_outcome, settings, run_id, entries[i], f"{folder}/{i}", log)
-                       for i in largest_first}
-            # Every file first: a transient failure in any of them raises here, before anything is
-            # quarantined, so a run that fails leaves no quarantine for its retry to contradict.
-            outcomes = [futures[i].result() for i in range(len(entries))]
-        for entry, (written, file_dates, hold) in zip(entries, outcomes):
-            if hold is not None:
-                quarantined.append(hold())
-                complete.discard(entry.table)  # a row held back is not a row deleted
-            if written:
-                outputs[transform.output_table(entry.table).name] = written
-            dates = calendar.distinct_dates([dates, file_dates])
+        outputs, dates = process_files(settings, run_id, entries, folder, quarantined, complete, log)
         if len(dates):
             date_batches = calendar.date_rows(dates).to_batches()
-            outputs[DIM_DATE.name] = _write_parquet(settings, run_id, DIM_DATE, date_batches, folder, log)
+            outputs[DIM_DATE.name] = write_parquet(settings, run_id, DIM_DATE, date_batches, folder, log)
+    return finish_run(settings, run_id, outputs, quarantined, complete, timer, log)
+
+
+def finish_run(settings: Settings, run_id: str, outputs: dict[str, dict], quarantined: list[dict],
+               complete: set[str], timer: Timer, log: StageLog) -> RunResult:
+    """Write the run's processed manifest (create-only: it appears once, whoever writes it) last."""
     manifest = manifests.processed_manifest(run_id, outputs, quarantined,
                                             [transform.output_table(t).name for t in complete])
     crash_point("process.before_manifest")
@@ -91,8 +84,33 @@ def process_run(settings: Settings, run_id: str, log: StageLog | None = None) ->
     return RunResult(run_id, rows, timer.seconds, files=len(manifest["files"]), quarantined=len(quarantined))
 
 
-def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantined: list[dict],
-                      complete: set[str] | None = None) -> list[FileEntry] | None:
+def process_files(settings: Settings, run_id: str, entries: list[FileEntry], folder: str, quarantined: list[dict],
+                  complete: set[str], log: StageLog) -> tuple[dict[str, dict], pa.Array]:
+    """Process `entries` (files of one run, none of them a part) side by side: their output
+    entries by warehouse table and the distinct dates they refer to. What is held back is added to
+    `quarantined`, and its table leaves `complete`."""
+    outputs: dict[str, dict] = {}
+    dates = calendar.distinct_dates([])
+    with ThreadPoolExecutor(FILE_WORKERS) as pool:
+        # Largest first, so the long file starts at once; results are taken in table order.
+        largest_first = sorted(range(len(entries)), key=lambda i: -entries[i].rows)
+        futures = {i: pool.submit(file_outcome, settings, run_id, entries[i], f"{folder}/{i}", log)
+                   for i in largest_first}
+        # Every file first: a transient failure in any of them raises here, before anything is
+        # quarantined, so a run that fails leaves no quarantine for its retry to contradict.
+        outcomes = [futures[i].result() for i in range(len(entries))]
+    for entry, (written, file_dates, hold) in zip(entries, outcomes):
+        if hold is not None:
+            quarantined.append(hold())
+            complete.discard(entry.table)  # a row held back is not a row deleted
+        if written:
+            outputs[transform.output_table(entry.table).name] = written
+        dates = calendar.distinct_dates([dates, file_dates])
+    return outputs, dates
+
+
+def manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantined: list[dict],
+                     complete: set[str] | None = None) -> list[FileEntry] | None:
     """The run's trustworthy file entries; a corrupt or hostile manifest is quarantined on the way.
 
     A corrupt manifest gives no entries (the run still gets a processed manifest, so marks and the
@@ -122,8 +140,8 @@ def _manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantine
     return entries
 
 
-def _file_outcome(settings: Settings, run_id: str, entry: FileEntry, folder: str, log: StageLog
-                  ) -> tuple[dict | None, pa.Array, Callable[[], dict] | None]:
+def file_outcome(settings: Settings, run_id: str, entry: FileEntry, folder: str, log: StageLog
+                 ) -> tuple[dict | None, pa.Array, Callable[[], dict] | None]:
     """One file's (output entry, dates, quarantine to do): a bad file or bad rows are found here, in
     the worker, and quarantined by the caller once every file of the run is through."""
     os.mkdir(folder)
@@ -184,12 +202,14 @@ def _read_file(settings: Settings, run_id: str, entry: FileEntry, path: str, lay
         try:
             seen: list[pa.Array] = []
             batches = _dated(output, _clean_batches(path, table, output, entry.rows, layout), seen)
-            return _write_parquet(settings, run_id, output, batches, folder, log), calendar.distinct_dates(seen), held
+            written = write_parquet(settings, run_id, output, batches, folder, log, entry.part)
+            return written, calendar.distinct_dates(seen), held
         except read.NotClean:
             log.info(f"{entry.table} has rows that do not fit; checking it row by row", table=entry.table)
         seen = []
         batches = _dated(output, _careful_batches(path, table, output, entry.rows, held, layout), seen)
-        return _write_parquet(settings, run_id, output, batches, folder, log), calendar.distinct_dates(seen), held
+        written = write_parquet(settings, run_id, output, batches, folder, log, entry.part)
+        return written, calendar.distinct_dates(seen), held
     finally:
         held.close()
 
@@ -236,11 +256,13 @@ def _dated(output: Table, batches: Iterable[pa.RecordBatch], seen: list[pa.Array
         yield batch
 
 
-def _write_parquet(settings: Settings, run_id: str, output: Table, batches: Iterable[pa.RecordBatch],
-                   folder: str, log: StageLog) -> dict | None:
+def write_parquet(settings: Settings, run_id: str, output: Table, batches: Iterable[pa.RecordBatch],
+                  folder: str, log: StageLog, part: int | None = None) -> dict | None:
     """Write batches to a local Parquet file, then upload it create-only; None if there were no rows.
 
-    The file is uploaded only after every batch is written, so a bad batch publishes nothing.
+    The file is uploaded only after every batch is written, so a bad batch publishes nothing. Part
+    `part` of a table in parts is written under its part's key, even with no rows: a processed
+    table in parts has every part its ingested table has (contract §4 "Parts").
     """
     timer = Timer()
     path = os.path.join(folder, "output.parquet")
@@ -251,9 +273,10 @@ def _write_parquet(settings: Settings, run_id: str, output: Table, batches: Iter
                 if batch.num_rows:
                     writer.write_batch(batch)
                     rows += batch.num_rows
-        if not rows:
+        if not rows and part is None:
             return None
-        key = lake.table_key(output.name, run_id, "parquet")
+        key = lake.table_key(output.name, run_id, "parquet") if part is None else lake.part_key(
+            output.name, run_id, "parquet", part)
         created = s3.upload_file_create_only(settings.processed_bucket, key, path)
     finally:
         if os.path.exists(path):

@@ -87,17 +87,21 @@ def _standby_of(primary: servers.Postgres, home) -> servers.Postgres:
 
 
 def test_a_hot_standby_as_the_source_loses_no_late_write_with_an_old_stamp(
-        own_source, cluster_home, shipped, monkeypatch):
+        own_source, cluster_home, shipped, ingested, monkeypatch):
     """Issue 34.4: on a standby `pg_current_snapshot()` lists no running transaction. A transaction
     open across a run, whose id is below that run's xmax, writes a stamp three hours old and commits:
-    the next run reads it."""
+    the next run reads it. The first run reads its tables in parts (issue 38): the readers import
+    the snapshot the run exported, on the standby too."""
     standby = _standby_of(own_source.cluster, cluster_home)
     try:
         on_standby = own_source.reader_url.replace(f":{own_source.cluster.port}/", f":{standby.port}/")
         monkeypatch.setenv("TOTESYS_SOURCE_URL", on_standby)
         replayed = _replay_waiter(own_source, standby)
+        monkeypatch.setenv("TOTESYS_PART_ROWS", "2")
         first = run()
         assert first.rows["staff"] == 3
+        parted = ingested.manifest(first.run_id)["files"]["staff"]
+        assert [p["rows"] for p in parted["parts"]] == [2, 1]
         late = own_source.admin()
         try:
             late.run("BEGIN")

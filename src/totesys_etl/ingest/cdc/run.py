@@ -33,11 +33,11 @@ from pg8000.native import DatabaseError, InterfaceError, identifier
 from totesys_etl import lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import postgres, s3
-from totesys_etl.config import Settings
+from totesys_etl.config import Database, Settings
 from totesys_etl.errors import (ConfigurationError, EtlError, RunIdCollision, SourceSchemaChanged, SourceUnavailable,
                                 describe, lake_errors)
 from totesys_etl.faults import crash_point
-from totesys_etl.ingest import fx
+from totesys_etl.ingest import fx, parts
 from totesys_etl.ingest.cdc import pgoutput, slot as slots
 from totesys_etl.ingest.cdc.fold import Fold, TableChanges
 from totesys_etl.ingest.cdc.settings import CdcSettings
@@ -186,9 +186,9 @@ def ingest(settings: Settings, log: StageLog | None = None, cdc: CdcSettings | N
             log.fields["run_id"] = run_id
             with tempfile.TemporaryDirectory(prefix="totesys-cdc-") as folder:
                 if previous is None:
-                    manifest = _snapshot_run(conn, bucket, run_id, state, folder, log)
+                    manifest = _snapshot_run(conn, settings.source, bucket, run_id, state, folder, log)
                 else:
-                    manifest = _changes_run(conn, bucket, run_id, previous, cdc, folder, log)
+                    manifest = _changes_run(conn, settings.source, bucket, run_id, previous, cdc, folder, log)
             previous_fx = previous.fx if previous else fx.FxMark()
             fx_inputs = fx.read_inputs(conn, previous_fx) if fx.enabled() else None
         except (DatabaseError, InterfaceError) as e:
@@ -247,10 +247,11 @@ def _run_id(conn, previous: Position | None) -> str:
     return run_id
 
 
-def _snapshot_run(conn, bucket: str, run_id: str, state: slots.SlotState, folder: str, log: StageLog) -> dict:
+def _snapshot_run(conn, source: Database, bucket: str, run_id: str, state: slots.SlotState, folder: str,
+                  log: StageLog) -> dict:
     lacking, added = _source_shape(conn)
     copied = [t for t in SOURCE_TABLES if t.name not in lacking]
-    copy, files, rows = _copy_tables(conn, bucket, run_id, copied, folder, log)
+    copy, files, rows = _copy_tables(conn, source, bucket, run_id, copied, folder, log)
     rows.update({name: 0 for name in lacking})
     lsn = pgoutput.lsn_text(state.confirmed_flush)
     # `complete`: every table is a whole image, so an id the warehouse holds that it lacks was deleted
@@ -261,23 +262,42 @@ def _snapshot_run(conn, bucket: str, run_id: str, state: slots.SlotState, folder
     return manifests.ingest_manifest(run_id, None, watermark, files, rows)
 
 
-def _copy_tables(conn, bucket: str, run_id: str, tables: list[Table], folder: str, log: StageLog
-                 ) -> tuple[Copy, dict, dict]:
+def _copy_tables(conn, source: Database, bucket: str, run_id: str, tables: list[Table], folder: str,
+                 log: StageLog) -> tuple[Copy, dict, dict]:
     """Copy `tables` whole in one REPEATABLE READ transaction into the run's CSVs: the `Copy` that
-    says which of the slot's transactions it holds, the files and the rows."""
-    files, rows = {}, {}
+    says which of the slot's transactions it holds, the files and the rows. A table over
+    TOTESYS_PART_ROWS rows goes in parts, read by connections that import this transaction's
+    snapshot (ingest/parts.py, as a polled first run)."""
+    files, rows, readers = {}, {}, None
     with postgres.transaction(conn, "REPEATABLE READ", read_only=True):
         snapshot, snapshot_lsn = conn.run(
             "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text")[0]
-        for table in tables:
-            timer = Timer()
-            path = os.path.join(folder, f"{table.name}.csv")
-            select = f"SELECT {column_list(table.column_names)} FROM public.{identifier(table.name)}"  # nosec B608
-            with open(path, "wb", buffering=1 << 20) as file:
-                rows[table.name] = postgres.copy_out(conn, select, file)
-            log.info("table extracted", table=table.name, rows=rows[table.name], seconds=timer.seconds)
-            if rows[table.name]:
-                files[table.name] = _upload(bucket, table, run_id, path, rows[table.name])
+        selects = {t.name: f"SELECT {column_list(t.column_names)} FROM public.{identifier(t.name)}"  # nosec B608
+                   for t in tables}
+        limit, sizes = parts.part_rows(), parts.sizes(conn, list(tables))
+        splits = {t.name: found for t in tables
+                  if (found := parts.split(conn, t, selects[t.name], limit, sizes.get(t.name, (-1, 0)))) is not None}
+        if splits:
+            readers = parts.start(conn, source, bucket, run_id, splits, folder, log)
+        try:
+            for table in tables:
+                if table.name in splits:
+                    continue
+                timer = Timer()
+                path = os.path.join(folder, f"{table.name}.csv")
+                with open(path, "wb", buffering=1 << 20) as file:
+                    rows[table.name] = postgres.copy_out(conn, selects[table.name], file)
+                log.info("table extracted", table=table.name, rows=rows[table.name], seconds=timer.seconds)
+                if rows[table.name]:
+                    files[table.name] = _upload(bucket, table, run_id, path, rows[table.name])
+        except BaseException:
+            if readers is not None:
+                readers.stop()
+            raise
+    if readers is not None:
+        parted_files, parted_rows = parts.finish(readers, splits, run_id)
+        files.update(parted_files)
+        rows.update(parted_rows)
     return Copy(snapshot, pgoutput.parse_lsn(snapshot_lsn)), files, rows
 
 
@@ -311,8 +331,8 @@ def _stopped(watermark: dict, stopped: dict[str, tuple[str, ...]], added: dict[s
         watermark["new_columns"] = added
 
 
-def _changes_run(conn, bucket: str, run_id: str, previous: Position, cdc: CdcSettings, folder: str,
-                 log: StageLog) -> dict:
+def _changes_run(conn, source: Database, bucket: str, run_id: str, previous: Position, cdc: CdcSettings,
+                 folder: str, log: StageLog) -> dict:
     upto = max(slots.flush_lsn(conn), previous.lsn_to)
     fold = Fold(SOURCE_TABLES, {**previous.stopped, **_source_shape(conn)[0]})
     messages, last_end, shipping, committed_at = 0, None, False, None
@@ -351,7 +371,7 @@ def _changes_run(conn, bucket: str, run_id: str, previous: Position, cdc: CdcSet
         names = [t.name for t in resumed]
         log.warning(f"source table(s) {', '.join(names)} have their columns again: copied whole in this run, "
                     "lined up with the slot", tables=names)
-        copy, copied_files, copied_rows = _copy_tables(conn, bucket, run_id, resumed, folder, log)
+        copy, copied_files, copied_rows = _copy_tables(conn, source, bucket, run_id, resumed, folder, log)
         files.update(copied_files)
         rows.update(copied_rows)
         copies.update({name: copy for name in names})

@@ -6,10 +6,14 @@
 3. both once more with no event (the sweep), so a run a crash left behind is finished now.
 A tick returns once every ingested run that existed when it started is loaded, waiting for a
 concurrent tick's lock rather than skipping work (up to 10 minutes, then exit 1).
+A run in parts (contract §4) fans out as in AWS: `TOTESYS_FANOUT=local` (unless set otherwise) runs
+each part in a child process of its own, through the stage's real handler (fanout.py).
 """
 from __future__ import annotations
 
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -18,6 +22,7 @@ from totesys_etl.adapters.postgres import DatabaseError, connect
 from totesys_etl.config import Settings
 from totesys_etl.errors import EtlError, TickIncomplete, describe
 from totesys_etl.events import parse_event
+from totesys_etl.fanout import FANOUT_VARIABLE, LOCAL
 from totesys_etl.ingest.handler import lambda_handler as ingest_handler
 from totesys_etl.load.handler import lambda_handler as load_handler
 from totesys_etl.load.ledger import load_mark, loaded_runs
@@ -109,7 +114,25 @@ def _landed(settings: Settings) -> tuple[list[str], float, int]:
     return run_ids, seconds, rows
 
 
+@contextmanager
+def _local_fanout():
+    """The handlers this tick runs fan parts out to child processes (unless a fan-out is set)."""
+    if os.environ.get(FANOUT_VARIABLE):
+        yield
+        return
+    os.environ[FANOUT_VARIABLE] = LOCAL
+    try:
+        yield
+    finally:
+        os.environ.pop(FANOUT_VARIABLE, None)
+
+
 def tick(settings: Settings | None = None, wait_seconds: float = WAIT_SECONDS) -> TickReport:
+    with _local_fanout():
+        return _tick(settings, wait_seconds)
+
+
+def _tick(settings: Settings | None, wait_seconds: float) -> TickReport:
     settings = settings or Settings.from_env()
     queues = {stage: notifications.ensure(bucket) for stage, bucket in
               (("process", settings.ingest_bucket), ("load", settings.processed_bucket))}
