@@ -161,6 +161,14 @@ data "aws_iam_policy_document" "load" {
     actions   = ["secretsmanager:GetSecretValue"]
     resources = [aws_secretsmanager_secret.warehouse.arn]
   }
+
+  # A run in parts: one asynchronous invocation of this same function per part to stage
+  # (fanout.py, load/parts.py); the ARN is spelled out for the same reason as the processor's.
+  statement {
+    sid       = "InvokeItselfForParts"
+    actions   = ["lambda:InvokeFunction"]
+    resources = ["arn:${local.partition}:lambda:${var.aws_region}:${local.account_id}:function:${local.prefix}-load"]
+  }
 }
 
 locals {

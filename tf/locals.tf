@@ -58,7 +58,7 @@ locals {
 
   # The stages that invoke their own function once per part of a run (contract §4 "Parts",
   # readme_files/adr/0006-parts.md), and so may call lambda:InvokeFunction on it (iam.tf).
-  fanout_stages = ["process"]
+  fanout_stages = ["process", "load"]
 
   # The functions run in a VPC exactly when subnets are given (variables.tf).
   in_vpc = length(var.vpc_subnet_ids) > 0

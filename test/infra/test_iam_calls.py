@@ -205,6 +205,12 @@ def test_every_call_each_handler_makes_is_granted_to_its_role(deployment, source
                    Body=b"not a manifest")
     with recorder.stage_calls("process"):
         process({}, None)
+    # The run's parts are staged by the loader's own function, one invocation each (moto queues them
+    # and runs nothing); the next sweep, with no fan-out, stages them itself and publishes the run.
+    with recorder.stage_calls("load"), monkeypatch.context() as lambda_env:
+        lambda_env.setenv("TOTESYS_FANOUT", "lambda")
+        lambda_env.setenv("AWS_LAMBDA_FUNCTION_NAME", f"{terraform.prefix}-load")
+        load({}, None)
     # A corrupt processed manifest: the loader quarantines it inside the processed bucket.
     time.sleep(0.001)
     raw.put_object(Bucket=buckets[1], Key=lake.manifest_key(lake.run_id_at(datetime.now(timezone.utc))),
@@ -235,13 +241,13 @@ def test_every_call_each_handler_makes_is_granted_to_its_role(deployment, source
             "GetObject", "HeadObject"} <= recorder.operations("ingest")
     assert {"CreateMultipartUpload", "CompleteMultipartUpload", "AbortMultipartUpload",
             "CopyObject", "GetObject", "Invoke"} <= recorder.operations("process")
-    assert {"GetSecretValue", "CopyObject", "PutObject", "ListObjectsV2"} <= recorder.operations("load")
+    assert {"GetSecretValue", "CopyObject", "PutObject", "ListObjectsV2", "Invoke"} <= recorder.operations("load")
 
     lake_names = {buckets[0]: deployment.buckets["ingested"], buckets[1]: deployment.buckets["processed"],
                   landing_bucket: deployment.outputs["landing_bucket"]}
     lambdas = boto3.client("lambda")
-    function_arns = {process_function: lambdas.get_function(FunctionName=process_function)["Configuration"][
-        "FunctionArn"]}
+    function_arns = {name: lambdas.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
+                     for name in (process_function, f"{terraform.prefix}-load")}
     missing = {}
     for stage in ("ingest", "process", "load"):
         statements = _statements(f"{terraform.prefix}-{stage}")
