@@ -291,12 +291,19 @@ def download(bucket: str, key: str, path: str) -> None:
         body.close()
 
 
-def _ranged_download(bucket: str, key: str, path: str) -> None:
-    """What boto3's `download_file` does, with the same defaults: ranged GETs in parallel into a
-    temporary file, renamed to `path` when complete."""
-    from s3transfer.manager import TransferManager  # here: only a large download needs it (0.03 s to import)
+#: Chunks (256 KB each) read from S3 that may wait for the file's writer: 16 MB. s3transfer's default
+#: of 1,000 let one download hold 250 MB when S3 answers faster than the file is written (the
+#: processor downloads four at once: 1,433 MB of peak RSS at 10M orders against 684 at 1M).
+IO_QUEUE_CHUNKS = 64
 
-    with TransferManager(client()) as manager:
+
+def _ranged_download(bucket: str, key: str, path: str) -> None:
+    """What boto3's `download_file` does, with the same defaults but a bounded queue for the file's
+    writer (IO_QUEUE_CHUNKS): ranged GETs in parallel into a temporary file, renamed to `path` when
+    complete."""
+    from s3transfer.manager import TransferConfig, TransferManager  # only a large download needs them
+
+    with TransferManager(client(), TransferConfig(max_io_queue_size=IO_QUEUE_CHUNKS)) as manager:
         manager.download(bucket, key, path).result()
 
 
