@@ -117,3 +117,18 @@ def test_kept_log_days_older_than_the_retention_are_deleted_and_nothing_else(tmp
 def test_a_bad_log_retention_is_one_line(tmp_path, value):
     with pytest.raises(ConfigurationError, match="TOTESYS_LOG_RETENTION_DAYS must be a whole number"):
         logs.keep(tmp_path, env={"TOTESYS_LOG_RETENTION_DAYS": value})
+
+
+@pytest.mark.parametrize("text, found", [(None, 7), ("", 7), ("1", 1), (" 12 ", 12)])
+def test_a_whole_number_setting_takes_digits_or_its_default(text, found):
+    from totesys_etl.config import whole_number_setting
+
+    assert whole_number_setting({} if text is None else {"X": text}, "X", 7, "rows") == found
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "2.5", "1e3", "many", "x" * 100])
+def test_a_bad_whole_number_setting_is_one_line_naming_its_unit(text):
+    from totesys_etl.config import whole_number_setting
+
+    with pytest.raises(ConfigurationError, match=r"^X must be a whole number of rows >= 1, not '.{0,40}'$"):
+        whole_number_setting({"X": text}, "X", 7, "rows")

@@ -32,6 +32,17 @@ FULL_RESCAN_VARIABLE = "TOTESYS_FULL_RESCAN_SECONDS"
 DEFAULT_FULL_RESCAN_SECONDS = 3600.0
 
 
+def whole_number_setting(env: Mapping[str, str], name: str, default: int, unit: str) -> int:
+    """A whole number >= 1 of `unit` from `env[name]` (default when unset); exit 2 otherwise."""
+    text = env.get(name)
+    if not text:
+        return default
+    value = int(text) if text.strip().isdigit() else 0
+    if value < 1:
+        raise ConfigurationError(f"{name} must be a whole number of {unit} >= 1, not {text[:40]!r}")
+    return value
+
+
 def seconds_setting(env: Mapping[str, str], name: str, default: float) -> float:
     """A non-negative number of seconds from `env[name]` (default when unset); exit 2 otherwise."""
     text = env.get(name)

@@ -16,7 +16,8 @@ from pathlib import Path
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Iterator, Mapping
 
-from totesys_etl.errors import ConfigurationError, describe, kind_of
+from totesys_etl.config import whole_number_setting
+from totesys_etl.errors import describe, kind_of
 
 _LOGGER = logging.getLogger("totesys_etl")
 
@@ -110,7 +111,8 @@ def keep(home: Path, env: Mapping[str, str] | None = None) -> Path:
     folder = home / LOG_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     today = datetime.now(timezone.utc).date()
-    prune(folder, today - timedelta(days=_retention_days(os.environ if env is None else env) - 1))
+    days = whole_number_setting(os.environ if env is None else env, RETENTION_VARIABLE, DEFAULT_RETENTION_DAYS, "days")
+    prune(folder, today - timedelta(days=days - 1))
     path = folder / f"{today:%Y-%m-%d}.jsonl"
     handler = _KeptHandler(path, encoding="utf-8")
     handler.setFormatter(_JsonFormatter())
@@ -129,13 +131,6 @@ def prune(folder: Path, first_kept: date) -> list[Path]:
             path.unlink(missing_ok=True)
             deleted.append(path)
     return sorted(deleted)
-
-
-def _retention_days(env: Mapping[str, str]) -> int:
-    text = env.get(RETENTION_VARIABLE) or str(DEFAULT_RETENTION_DAYS)
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigurationError(f"{RETENTION_VARIABLE} must be a whole number of days >= 1, not {text[:40]!r}")
-    return int(text)
 
 
 def kept_lines(home: Path, since: datetime | None = None) -> Iterator[dict]:

@@ -30,8 +30,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import HTTPError
 from urllib3.util import Retry, Timeout
 
-from totesys_etl.config import seconds_setting
-from totesys_etl.errors import ConfigurationError, FxUnavailable
+from totesys_etl.config import seconds_setting, whole_number_setting
+from totesys_etl.errors import FxUnavailable
 from totesys_etl.fx.rates import BASE, BadBody, Page, parse_page
 
 URL_VARIABLE = "TOTESYS_FX_API_URL"
@@ -148,13 +148,7 @@ def api_url(env: Mapping[str, str] | None = None) -> str | None:
 
 def max_bytes_setting(env: Mapping[str, str]) -> int:
     """TOTESYS_FX_MAX_BYTES: a whole number of bytes >= 1 (default MAX_BODY_BYTES); exit 2 otherwise."""
-    text = env.get(MAX_BYTES_VARIABLE)
-    if not text:
-        return MAX_BODY_BYTES
-    value = int(text) if text.strip().isdigit() else 0
-    if value < 1:
-        raise ConfigurationError(f"{MAX_BYTES_VARIABLE} must be a whole number of bytes >= 1, not {text!r}")
-    return value
+    return whole_number_setting(env, MAX_BYTES_VARIABLE, MAX_BODY_BYTES, "bytes")
 
 
 class Client:

@@ -37,7 +37,8 @@ import re
 import zlib
 from typing import BinaryIO, Iterator, Mapping, NamedTuple
 
-from totesys_etl.errors import ConfigurationError, LakeUnavailable, describe
+from totesys_etl.config import whole_number_setting
+from totesys_etl.errors import LakeUnavailable, describe
 
 #: Bytes read from the object at a time.
 CHUNK_BYTES = 1 << 16
@@ -72,16 +73,7 @@ class BodyFailed(LakeUnavailable):
 
 def max_bytes_setting(env: Mapping[str, str] | None = None) -> int:
     """TOTESYS_LANDING_MAX_BYTES: a whole number of bytes >= 1 (default 20 GiB); exit 2 otherwise."""
-    text = (os.environ if env is None else env).get(MAX_BYTES_VARIABLE)
-    if not text:
-        return DEFAULT_MAX_BYTES
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigurationError(f"{MAX_BYTES_VARIABLE} must be a whole number of bytes >= 1, not {text!r}")
-    return value
+    return whole_number_setting(os.environ if env is None else env, MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES, "bytes")
 
 
 class Item(NamedTuple):

@@ -34,9 +34,9 @@ from pg8000.native import identifier, literal
 
 from totesys_etl import lake
 from totesys_etl.adapters import postgres, s3
-from totesys_etl.config import Database
+from totesys_etl.config import Database, whole_number_setting
 from totesys_etl import manifest as manifests
-from totesys_etl.errors import ConfigurationError, RunIdCollision, SourceUnavailable, lake_errors
+from totesys_etl.errors import RunIdCollision, SourceUnavailable, lake_errors
 from totesys_etl.ingest import extract
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.schema.model import Table
@@ -56,16 +56,7 @@ PART_READERS = 4
 
 def part_rows(env: Mapping[str, str] | None = None) -> int:
     """`TOTESYS_PART_ROWS` (a positive integer), or the default; ConfigurationError otherwise."""
-    text = (os.environ if env is None else env).get(PART_ROWS_VARIABLE, "")
-    if not text:
-        return DEFAULT_PART_ROWS
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigurationError(f"{PART_ROWS_VARIABLE} must be a positive number of rows, not {text[:40]!r}")
-    return value
+    return whole_number_setting(os.environ if env is None else env, PART_ROWS_VARIABLE, DEFAULT_PART_ROWS, "rows")
 
 
 @dataclass(frozen=True)
