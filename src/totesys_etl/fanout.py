@@ -12,10 +12,10 @@ the caller handles the parts itself, one after another, in this invocation.
   Lambda retries a failed part twice; one that still fails is left to the stage's scheduled sweep.
 - `local`: the local runtime's stand-in (`totesys-etl tick` sets it). Each part runs the stage's
   real handler in a child process of its own, `TOTESYS_FANOUT_WORKERS` at a time (default: the
-  machine's cores, at most 4). It waits for them, since a local command must not leave processes
-  behind: a part that fails is logged and fails the stage's call (as the run's own failure would),
-  after the other parts have run; a part that ends with 137 (a crash point, contract §6) ends this
-  process with 137 at once.
+  machine's cores, at most 4). It waits for them (the caller then finishes the run itself), since
+  a local command must not leave processes behind: a part that fails is logged and fails the
+  stage's call (as the run's own failure would), after the other parts have run; a part that ends
+  with 137 (a crash point, contract §6) ends this process with 137 at once.
 """
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ from totesys_etl.logs import StageLog
 #: Which fan-out a deployment uses; unset means none (the caller handles every part itself).
 FANOUT_VARIABLE = "TOTESYS_FANOUT"
 LOCAL, LAMBDA = "local", "lambda"
+#: What the local fan-out's part processes run with beside the caller's settings. The caller waits
+#: for them holding what it holds (a loader, the loaders' lock), and finishes the run once they end,
+#: so a part process that finds the lock held must leave the publishing to it at once: waiting
+#: for the lock would only wait for its own caller (load/run.py).
+CHILD_SETTINGS = {"TOTESYS_LOCK_WAIT_SECONDS": "0"}
 #: How many part processes the local fan-out runs at once.
 WORKERS_VARIABLE = "TOTESYS_FANOUT_WORKERS"
 #: The stages that take part requests, and the module of each one's Lambda entry point.
@@ -80,7 +85,7 @@ def _local(stage: str, requests: Sequence[PartRequest], env: Mapping[str, str]) 
         while todo and len(running) < limit:
             request = todo.pop(0)
             child = subprocess.Popen([sys.executable, "-m", __name__, stage], stdin=subprocess.PIPE,  # nosec B603
-                                     stdout=subprocess.PIPE, env=dict(env))
+                                     stdout=subprocess.PIPE, env={**env, **CHILD_SETTINGS})
             child.stdin.write(json.dumps(part_event(request)).encode())
             child.stdin.close()
             running.append((request, child))

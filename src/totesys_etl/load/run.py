@@ -279,13 +279,18 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
 def _stage_parts(conn: Connection, bucket: str, run_id: str, parted: list[manifests.FileEntry], log: StageLog
                  ) -> dict[tuple[str, int], parts.Staged] | None:
     """Every part of the run staged (load/parts.py), as the staging ledger has them; None when the
-    parts not staged yet were handed to other invocations (`fanout`): the one that stages the last
-    part publishes the run, or a later sweep does. With no fan-out, this call stages them in turn.
+    parts not staged yet were handed to other invocations (`fanout`) and are not staged when it
+    returns: the one that stages the last part publishes the run, or a later sweep does. With no
+    fan-out, this call stages them in turn.
     """
     pending = parts.unstaged(conn, run_id, parted)
     if pending and fan_out(STAGE, [PartRequest(run_id, p.table, p.part) for p in pending]):
-        log.info("parts handed to other invocations", parts=len(pending))
-        return None
+        # The local fan-out returns once its part processes have ended (they leave the publishing to
+        # this caller, which holds the lock); Lambda's returns at once, and a part invocation publishes.
+        pending = parts.unstaged(conn, run_id, parted)
+        if pending:
+            log.info("parts handed to other invocations", parts=len(pending))
+            return None
     for part in pending:
         parts.stage_part(conn, bucket, run_id, part, LOADABLE[part.table], log)
     staged = parts.staged_parts(conn, run_id)
