@@ -123,11 +123,11 @@ def test_skip_baselines_leaves_out_to_sql_but_keeps_the_floor_and_the_ratio(svc,
         raise AssertionError("to_sql ran although the baselines were skipped")
 
     monkeypatch.setattr(run, "to_sql_seconds", never)
-    results = run.run_bench(dataclasses.replace(svc, fx_api_url=None), 50, tmp_path, io.StringIO(),
-                            skip_baselines=True, part_rows=20)
+    results = run.run_bench(dataclasses.replace(svc, fx_api_url=None), 150, tmp_path, io.StringIO(),
+                            skip_baselines=True, part_rows=60)
 
     parts = results["detail"]["parts"]
-    assert parts["part_rows"] == 20 and parts["ingested_parts"]["sales_order"] == 3
+    assert parts["part_rows"] == 60 and parts["ingested_parts"]["sales_order"] == 3
     process = parts["per_invocation"]["process"]
     assert process["invocations"] == 1 + sum(parts["ingested_parts"].values())
     assert process["max_s"] > 0 and process["max_peak_rss_mb"] > 0
