@@ -27,6 +27,7 @@ import sys
 import time
 from typing import Mapping, Sequence
 
+from totesys_etl.config import whole_number_setting
 from totesys_etl.errors import ConfigurationError, LoadFailed, ProcessFailed, describe
 from totesys_etl.events import PartRequest, part_event
 from totesys_etl.logs import StageLog
@@ -69,12 +70,7 @@ def fan_out(stage: str, requests: Sequence[PartRequest], env: Mapping[str, str] 
 
 
 def workers(env: Mapping[str, str]) -> int:
-    text = env.get(WORKERS_VARIABLE, "")
-    if not text:
-        return max(1, min(4, os.cpu_count() or 1))
-    if not text.isdigit() or int(text) < 1:
-        raise ConfigurationError(f"{WORKERS_VARIABLE} must be a positive number, not {text[:40]!r}")
-    return int(text)
+    return whole_number_setting(env, WORKERS_VARIABLE, max(1, min(4, os.cpu_count() or 1)), "processes")
 
 
 def _local(stage: str, requests: Sequence[PartRequest], env: Mapping[str, str]) -> None:

@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from totesys_etl.config import whole_number_setting
 from totesys_etl.errors import ConfigurationError
 from totesys_etl.ingest.cdc.slot import checked_name
 
@@ -26,15 +27,6 @@ def source_mode(env: Mapping[str, str] | None = None) -> str:
     return mode
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    text = env.get(name)
-    if not text:
-        return default
-    if not text.strip().isdigit() or int(text) <= 0:
-        raise ConfigurationError(f"{name} must be a whole number > 0, not {text[:20]!r}")
-    return int(text)
-
-
 @dataclass(frozen=True)
 class CdcSettings:
     slot: str = "totesys_etl"
@@ -48,5 +40,6 @@ class CdcSettings:
         return cls(slot=checked_name("TOTESYS_CDC_SLOT", env.get("TOTESYS_CDC_SLOT") or cls.slot),
                    publication=checked_name("TOTESYS_CDC_PUBLICATION",
                                             env.get("TOTESYS_CDC_PUBLICATION") or cls.publication),
-                   max_lag_bytes=_positive_int(env, "TOTESYS_CDC_MAX_LAG_MB", DEFAULT_MAX_LAG_MB) << 20,
-                   max_changes=_positive_int(env, "TOTESYS_CDC_MAX_CHANGES", DEFAULT_MAX_CHANGES))
+                   max_lag_bytes=whole_number_setting(env, "TOTESYS_CDC_MAX_LAG_MB", DEFAULT_MAX_LAG_MB, "MB") << 20,
+                   max_changes=whole_number_setting(env, "TOTESYS_CDC_MAX_CHANGES", DEFAULT_MAX_CHANGES,
+                                                    "changes"))
