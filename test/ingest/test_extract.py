@@ -8,7 +8,8 @@ import pg8000.native
 from totesys_etl.adapters.postgres import parse_url, transaction
 from totesys_etl.ingest.extract import (MANY_RANGES, Cut, begin_snapshot, changes_query, in_progress_before, in_xids,
                                         plan_read, take_snapshot, unread_after, xid8_of_xmin)
-from totesys_etl.ingest.watermark import Snapshot, Unread, Watermark, XidSet
+from totesys_etl.ingest.watermark import Snapshot, Unread, Watermark
+from totesys_etl.ingest.xids import XidSet
 from totesys_etl.schema import source_table
 
 EPOCH = 1 << 32

@@ -10,7 +10,8 @@ from totesys_etl import lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
 from totesys_etl.errors import InvalidInput
-from totesys_etl.ingest.watermark import XidSet, Snapshot, Watermark, previous_watermark
+from totesys_etl.ingest.watermark import Snapshot, Watermark, previous_watermark
+from totesys_etl.ingest.xids import XidSet
 from totesys_etl.logs import StageLog
 
 

@@ -14,7 +14,8 @@ from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
 from totesys_etl.errors import LakeUnavailable
 from totesys_etl.ingest import xid_state
-from totesys_etl.ingest.watermark import XidSet, previous_watermark
+from totesys_etl.ingest.watermark import previous_watermark
+from totesys_etl.ingest.xids import XidSet
 from totesys_etl.logs import StageLog
 
 RUN = "20261207T030000000000Z"

@@ -36,7 +36,8 @@ from pg8000.native import identifier, literal
 from totesys_etl import lake
 from totesys_etl.adapters.postgres import Connection, copy_out, rollback_quietly, transaction
 from totesys_etl.ingest.identity import Identity, read_identity
-from totesys_etl.ingest.watermark import OVERLAP, Snapshot, Unread, Watermark, XidSet, format_cutoff
+from totesys_etl.ingest.watermark import OVERLAP, Snapshot, Unread, Watermark, format_cutoff
+from totesys_etl.ingest.xids import XidSet
 from totesys_etl.schema.ddl import column_list
 from totesys_etl.schema.model import Table
 

@@ -28,7 +28,7 @@ from itertools import accumulate, islice
 
 from totesys_etl.adapters import s3
 from totesys_etl.errors import InvalidInput, LakeUnavailable, RunIdCollision, lake_errors
-from totesys_etl.ingest.watermark import XidSet
+from totesys_etl.ingest.xids import XidSet
 
 PREFIX = "_state/ingest_xids/"
 FIELD = "xid_state"
