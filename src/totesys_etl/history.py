@@ -40,13 +40,14 @@ from totesys_etl.adapters import s3
 from totesys_etl.adapters.postgres import Connection
 from totesys_etl.errors import InvalidInput, LakeUnavailable, is_missing
 from totesys_etl.ingest import xid_state
-from totesys_etl.ingest.extract import Plan, xid8_of_xmin
+from totesys_etl.ingest.extract import Plan
 from totesys_etl.ingest.watermark import OVERLAP, Watermark
 from totesys_etl.ingest.xids import XidSet
 from totesys_etl.process import read
 from totesys_etl.schema import FACTS, Table, source_table
 
 Version = tuple[int, datetime]
+_XID_SPAN = 1 << 32
 #: A version and the runs that shipped the same row of it, in run order.
 Reship = tuple[Version, list[str]]
 
@@ -275,56 +276,82 @@ def _csv_rows(bucket: str, key: str, table: str, versions: set[Version] | None =
 
 def explain_wraparound(source: Connection, ingest_bucket: str, shipped: dict[str, Shipped]) -> None:
     """Move from `reshipped` to `wrapped` each version of `alike` that is a frozen row re-read after a
-    wraparound (ADR 0001): the source still holds the row, the same values, and its raw `xmin`,
-    made 64-bit as each run that shipped a copy made it (the ingest's own `xid8_of_xmin` against the
-    run's snapshot), is an id that run read (`_read_by`), at a later position for each copy than for
-    the one before. A version whose row has changed since cannot be proved so and stays a reship.
+    wraparound (ADR 0001): the source still holds the row, the same values, and its raw `xmin`, made
+    64-bit as each run that shipped a copy made it (`xid8_of_raw` against the run's snapshot), is an
+    id that run read (`_RunReads`), at a later position for each copy than for the one before (the
+    same raw id, a multiple of 2^32 further on). A version whose row has changed since cannot be
+    proved so: it stays a reship.
 
     Reads the source in a read-only transaction of its own, one statement per table with such versions."""
     runs = _RunReads(ingest_bucket)
     for table, found in sorted(shipped.items()):
         if not found.alike:
             continue
-        run_ids = sorted({run_id for _, run_ids in found.alike.values() for run_id in run_ids})
-        xmaxes = sorted({runs.xmax(run_id) for run_id in run_ids} - {None})
-        now = _source_rows(source, source_table(table), sorted({i for i, _ in found.alike}), xmaxes)
+        now = _source_rows(source, source_table(table), sorted({i for i, _ in found.alike}))
         wrapped = set()
         for version, (row, copies) in found.alike.items():
-            held = now.get(version[0])
-            if held is None or held[1] != row or any(runs.xmax(run_id) is None for run_id in copies):
+            raw, values = now.get(version[0], (None, None))
+            reads = [runs.read(run_id, table) for run_id in copies]
+            if values != row or None in reads:
                 continue
-            positions = [held[0][xmaxes.index(runs.xmax(run_id))] for run_id in copies]
+            positions = [xid8_of_raw(raw, read.xmax) for read in reads]
             if all(a < b for a, b in pairwise(positions)) and all(
-                    runs.read_by(run_id, table, x, version[1]) for run_id, x in zip(copies, positions)):
+                    read.has(x, version[1]) for read, x in zip(reads, positions)):
                 wrapped.add(version)
         found.wrapped = [(v, r) for v, r in found.reshipped if v in wrapped]
         found.reshipped = [(v, r) for v, r in found.reshipped if v not in wrapped]
 
 
-def _source_rows(source: Connection, table: Table, ids: list[int], xmaxes: list[int]
-                 ) -> dict[int, tuple[list[int], tuple]]:
-    """id -> (its row's `xmin` made 64-bit against each of `xmaxes`, its values as COPY writes them)."""
+def xid8_of_raw(raw: int, xmax: int) -> int:
+    """A row's raw 32-bit `xmin` made 64-bit as a run whose snapshot's xmax was `xmax` made it: the same
+    arithmetic as the SQL of the ingest's `extract.xid8_of_xmin` (a test holds the two equal)."""
+    base = xmax >> 32 << 32
+    if base == 0:
+        return raw
+    return (base - _XID_SPAN if base + raw >= xmax else base) + raw
+
+
+def _source_rows(source: Connection, table: Table, ids: list[int]) -> dict[int, tuple[int, tuple]]:
+    """id -> (its row's raw `xmin`, its values as the ingest's COPY writes them)."""
     key = identifier(f"{table.name}_id")
     # concat() prints a value with its type's output function, as COPY does (a boolean is 't', not 'true').
     values = ", ".join(f"CASE WHEN {identifier(c)} IS NULL THEN NULL ELSE concat({identifier(c)}) END"
                        for c in table.column_names)
-    positions = ", ".join(xid8_of_xmin(x) for x in xmaxes)
     source.run("START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
-        found = source.run(f"SELECT {key}, ARRAY[{positions}]::bigint[], {values} "  # nosec B608 - declared names,
-                           f"FROM public.{identifier(table.name)} WHERE {key} = ANY(CAST(:ids AS int[]))",  # integers
-                           ids=ids)
+        found = source.run(f"SELECT {key}, xmin::text::bigint, {values} "  # nosec B608 - declared names
+                           f"FROM public.{identifier(table.name)} WHERE {key} = ANY(CAST(:ids AS int[]))", ids=ids)
     finally:
         source.run("ROLLBACK")  # it only read; ends an aborted transaction too
     return {r[0]: (r[1], tuple(r[2:])) for r in found}
 
 
+@dataclass(frozen=True)
+class _Read:
+    """Which versions of one table one ingest run read, by writer id and stamp: the condition of the
+    ingest's `extract.changes_query` for that run, rebuilt from its manifest and its previous run's."""
+
+    xmax: int
+    in_progress: XidSet
+    reads: XidSet | None = None            # None: a first read (every id not in progress)
+    after: datetime | None = None          # a recent read: only stamps after this
+    claims: tuple[tuple[XidSet, datetime], ...] = ()   # a rescan: also these ids, stamped up to
+
+    def has(self, x: int, stamp: datetime) -> bool:
+        if self.reads is None:
+            return x not in self.in_progress
+        if x in self.reads and (self.after is None or stamp > self.after):
+            return True
+        return any(x in xids and stamp <= up_to for xids, up_to in self.claims)
+
+
 class _RunReads:
-    """What each ingest run read, from its manifest and its previous run's (read once each)."""
+    """Each ingest run's `_Read` of each table, from its manifest and its previous run's (read once each)."""
 
     def __init__(self, bucket: str):
         self.bucket = bucket
         self.manifests: dict[str, tuple[str, str | None, Watermark] | None] = {}
+        self.reads: dict[tuple[str, str], _Read | None] = {}
 
     def _run(self, run_id: str) -> tuple[str, str | None, Watermark] | None:
         """(how it read, its previous run, its watermark); None if its manifest holds none (a CDC run's,
@@ -338,30 +365,28 @@ class _RunReads:
                 self.manifests[run_id] = None
         return self.manifests[run_id]
 
-    def xmax(self, run_id: str) -> int | None:
-        run = self._run(run_id)
-        return run[2].snapshot.xmax if run else None
+    def read(self, run_id: str, table: str) -> _Read | None:
+        if (run_id, table) not in self.reads:
+            self.reads[run_id, table] = self._read(run_id, table)
+        return self.reads[run_id, table]
 
-    def read_by(self, run_id: str, table: str, x: int, stamp: datetime) -> bool:
-        """Whether run `run_id` read `table`'s versions written by id `x` and stamped `stamp`: the
-        condition of the ingest's `changes_query`, for one id, from the run's manifest and its
-        previous run's (a table stopped then is read from where it stopped)."""
+    def _read(self, run_id: str, table: str) -> _Read | None:
         mode, previous_id, run = self._run(run_id) or (None, None, None)
         if run is None:
-            return False
+            return None
         previous = None
         if mode != "first" and previous_id is not None:
             found = self._run(previous_id)
             if found is None:
-                return False
+                return None
             previous = found[2]
             stopped = {s.table: s for s in previous.stopped}.get(table)
-            if stopped is not None:
+            if stopped is not None:  # the table resumed in this run: read from where it stopped
                 previous, mode = stopped.since, "rescan" if stopped.since else "first"
         if previous is None:
-            return x not in run.in_progress
+            return _Read(run.snapshot.xmax, run.in_progress)
         plan = Plan(previous, run.snapshot, mode, run.in_progress)
-        if x in plan.reads and (plan.reads_every_stamp or stamp > previous.cutoff - OVERLAP):
-            return True
-        return mode == "rescan" and any(x in XidSet.parse(u.xids) - run.in_progress and stamp <= u.stamped_up_to
-                                        for u in previous.unread)
+        claims = tuple((XidSet.parse(u.xids) - run.in_progress, u.stamped_up_to) for u in previous.unread
+                       ) if mode == "rescan" else ()
+        return _Read(run.snapshot.xmax, run.in_progress, plan.reads,
+                     None if plan.reads_every_stamp else previous.cutoff - OVERLAP, claims)

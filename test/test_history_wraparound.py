@@ -1,0 +1,45 @@
+"""The pieces `history.explain_wraparound` proves a re-read after a wraparound with (ADR 0001's bound):
+which reshipped versions look like one in the lake, the ingest's 64-bit id of a raw `xmin`, and which
+ids a run read. The whole, through a real wraparound, is test/ingest/years/test_wraparound_reconcile.py."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from totesys_etl.history import _alike, _Read, xid8_of_raw
+from totesys_etl.ingest.extract import xid8_of_xmin
+from totesys_etl.ingest.xids import XidSet
+
+EPOCH = 1 << 32
+S1, S2 = datetime(2024, 1, 8, 1, 9), datetime(2024, 1, 9, 7, 0)
+ROW = ("1", "Leeds")
+
+
+def test_copies_of_one_row_with_no_other_version_between_look_like_a_reread():
+    copies = {(1, S1): [("r1", ROW), ("r3", ROW)],
+              (2, S1): [("r1", ROW), ("r3", ROW)],                 # id 2 changed between them (r2): stale again
+              (3, S1): [("r1", ROW), ("r2", ("3", "York")), ("r3", ROW)],   # another row between: a reship
+              (4, S1): [("r2", ROW), ("r3", ROW)]}                 # id 4 changed before both: still alike
+    carried_by = {"r1": {(1, S1), (2, S1), (3, S1), (4, S2)}, "r2": {(2, S2), (3, S1), (4, S1)},
+                  "r3": {(1, S1), (2, S1), (3, S1), (4, S1)}}
+    assert _alike(copies, carried_by) == {(1, S1): (ROW, ["r1", "r3"]), (4, S1): (ROW, ["r2", "r3"])}
+
+
+def test_the_64_bit_id_of_a_raw_xmin_is_the_ingests(warehouse_url, run_sql):
+    """The ingest makes a row's `xmin` 64-bit in SQL; reconcile, for rows it has already read, in
+    Python: both must give the same id, or a re-read is proved against the wrong id."""
+    cases = [(500, 1000), (2000, 1000), (500, EPOCH + 1000), (1000, EPOCH + 1000), (2000, EPOCH + 1000),
+             (EPOCH - 1, 5 * EPOCH + 3), (3, 5 * EPOCH + 3), (4, 5 * EPOCH + 3), (123456, 7 * EPOCH - 1)]
+    sql = " UNION ALL ".join(f"SELECT {xid8_of_xmin(xmax)} FROM (SELECT CAST('{raw}' AS xid) AS xmin) AS t"
+                             for raw, xmax in cases)  # nosec B608 - integers
+    assert run_sql(warehouse_url, sql) == [[xid8_of_raw(raw, xmax)] for raw, xmax in cases]
+
+
+def test_the_ids_a_run_read():
+    first = _Read(EPOCH + 100, XidSet.span(EPOCH + 90, EPOCH + 100))
+    assert first.has(700, S1) and first.has(EPOCH + 89, S1) and not first.has(EPOCH + 95, S1)
+    recent = _Read(EPOCH + 200, XidSet(), XidSet.span(EPOCH + 100, EPOCH + 200), after=S1)
+    assert recent.has(EPOCH + 150, S2) and not recent.has(EPOCH + 150, S1) and not recent.has(EPOCH + 50, S2)
+    rescan = _Read(EPOCH + 300, XidSet(), XidSet.span(EPOCH + 200, EPOCH + 300),
+                   claims=((XidSet.span(EPOCH + 100, EPOCH + 200), S1 + timedelta(hours=1)),))
+    assert rescan.has(EPOCH + 250, S2) and rescan.has(EPOCH + 150, S1) and not rescan.has(EPOCH + 150, S2)
+    assert not rescan.has(EPOCH + 50, S1)
