@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,7 +63,6 @@ class History:
     twice: list[Version] = field(default_factory=list)       # stored more than once
     unshipped: list[Version] = field(default_factory=list)   # stored, never shipped by a run
     reshipped: list[Reship] = field(default_factory=list)    # the same row shipped by several runs
-    wrapped: list[Reship] = field(default_factory=list)      # of those, re-read after a wraparound (the bound)
 
     @property
     def ok(self) -> bool:
@@ -112,7 +112,7 @@ def check_history(warehouse: Connection, ingest_bucket: str, processed_bucket: s
             lost=sorted(v for v in lake_versions if v not in stored),
             twice=sorted(v for v, n in stored.items() if n > 1),
             unshipped=sorted(v for v in stored if v not in lake_versions),
-            reshipped=shipped[fact.source].reshipped, wrapped=shipped[fact.source].wrapped))
+            reshipped=shipped[fact.source].reshipped))
     return results
 
 
@@ -274,7 +274,8 @@ def _csv_rows(bucket: str, key: str, table: str, versions: set[Version] | None =
     return found
 
 
-def explain_wraparound(source: Connection, ingest_bucket: str, shipped: dict[str, Shipped]) -> None:
+def explain_wraparound(source: Connection, ingest_bucket: str, shipped: dict[str, Shipped],
+                       unreadable: Collection[str] = ()) -> None:
     """Move from `reshipped` to `wrapped` each version of `alike` that is a frozen row re-read after a
     wraparound (ADR 0001): the source still holds the row, the same values, and its raw `xmin`, made
     64-bit as each run that shipped a copy made it (`xid8_of_raw` against the run's snapshot), is an
@@ -282,10 +283,11 @@ def explain_wraparound(source: Connection, ingest_bucket: str, shipped: dict[str
     same raw id, a multiple of 2^32 further on). A version whose row has changed since cannot be
     proved so: it stays a reship.
 
-    Reads the source in a read-only transaction of its own, one statement per table with such versions."""
+    Reads the source in a read-only transaction of its own, one statement per table with such versions;
+    none of a table in `unreadable` (one that lacks a declared column now: nothing of it is explained)."""
     runs = _RunReads(ingest_bucket)
     for table, found in sorted(shipped.items()):
-        if not found.alike:
+        if not found.alike or table in unreadable:
             continue
         now = _source_rows(source, source_table(table), sorted({i for i, _ in found.alike}))
         wrapped = set()

@@ -392,7 +392,7 @@ def reconcile(settings: Settings | None = None, history: bool = True) -> Report:
                 # Every source table: a version shipped twice is a fault whichever table it is in.
                 shipped = shipped_versions(settings.ingest_bucket, settings.processed_bucket,
                                            {t.name for t in SOURCE_TABLES})
-                explain_wraparound(source, settings.ingest_bucket, shipped)
+                explain_wraparound(source, settings.ingest_bucket, shipped, unreadable=set(gone))
                 histories = {h.fact: h for h in check_history(warehouse, settings.ingest_bucket,
                                                               settings.processed_bucket, shipped=shipped)}
             with_fact = {f.source for f in FACTS}
