@@ -22,6 +22,11 @@ def test_copies_of_one_row_with_no_other_version_between_look_like_a_reread():
     carried_by = {"r1": {(1, S1), (2, S1), (3, S1), (4, S2)}, "r2": {(2, S2), (3, S1), (4, S1)},
                   "r3": {(1, S1), (2, S1), (3, S1), (4, S1)}}
     assert _alike(copies, carried_by) == {(1, S1): (ROW, ["r1", "r3"]), (4, S1): (ROW, ["r2", "r3"])}
+    # r2 read the table whole on purpose (a restore): its copy needs no wraparound, the others still do
+    restored = {(5, S1): [("r1", ROW), ("r2", ROW), ("r3", ROW)]}
+    carried_by = {"r1": {(5, S1)}, "r2": {(5, S1)}, "r3": {(5, S1)}}
+    assert _alike(restored, carried_by, whole={"r2"}) == {(5, S1): (ROW, ["r1", "r3"])}
+    assert _alike(restored, carried_by) == {(5, S1): (ROW, ["r1", "r2", "r3"])}
 
 
 def test_the_64_bit_id_of_a_raw_xmin_is_the_ingests(warehouse_url, run_sql):

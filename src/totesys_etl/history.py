@@ -145,25 +145,30 @@ def shipped_versions(ingest_bucket: str, processed_bucket: str, sources: set[str
         if again:
             result[source].reshipped, copies = _same_rows(ingest_bucket, source, again, keys)
             carried_by = {run_id: found[source][0] for run_id, found in zip(runs, per_run) if source in found}
-            result[source].alike = _alike(copies, carried_by)
+            whole = {run_id for run_id, full in full_reads.items() if source in full}
+            result[source].alike = _alike(copies, carried_by, whole)
     return result
 
 
-def _alike(copies: dict[Version, list[tuple[str, tuple]]], carried_by: dict[str, set[Version]]
-           ) -> dict[Version, tuple[tuple, list[str]]]:
+def _alike(copies: dict[Version, list[tuple[str, tuple]]], carried_by: dict[str, set[Version]],
+           whole: set[str] = frozenset()) -> dict[Version, tuple[tuple, list[str]]]:
     """Of the reshipped versions (each with every run that carried it and its row there), those whose
     copies are all the same row, with no run between the first and the last carrying another version
-    of the same id: version -> (row, runs)."""
-    alike = {version: (found[0][1], [run_id for run_id, _ in found]) for version, found in copies.items()
-             if len({row for _, row in found}) == 1}
+    of the same id: version -> (row, the runs whose copies a wraparound must explain). A later copy by
+    a run that read the table whole on purpose (`whole`: a restore, a failover) is explained already:
+    left out of those runs."""
+    alike = {version: (found[0][1], [found[0][0]] + [run_id for run_id, _ in found[1:] if run_id not in whole])
+             for version, found in copies.items() if len({row for _, row in found}) == 1}
     ids = {i for i, _ in alike}
     others: dict[int, list[tuple[str, datetime]]] = {}
     for run_id, carried in carried_by.items():
         for i, stamp in carried:
             if i in ids:
                 others.setdefault(i, []).append((run_id, stamp))
-    for version, (_, run_ids) in list(alike.items()):
-        if any(run_ids[0] < run_id < run_ids[-1] and stamp != version[1] for run_id, stamp in others[version[0]]):
+    for version, found in copies.items():
+        first, last = found[0][0], found[-1][0]
+        if version in alike and any(first < run_id < last and stamp != version[1]
+                                    for run_id, stamp in others[version[0]]):
             del alike[version]
     return alike
 
