@@ -48,3 +48,50 @@ def test_the_ids_a_run_read():
                    claims=((XidSet.span(EPOCH + 100, EPOCH + 200), S1 + timedelta(hours=1)),))
     assert rescan.has(EPOCH + 250, S2) and rescan.has(EPOCH + 150, S1) and not rescan.has(EPOCH + 150, S2)
     assert not rescan.has(EPOCH + 50, S1)
+
+
+def _manifest(run_id, snapshot, read, previous=None, in_progress="{}", seen="{}", unread=(), stopped=None):
+    """An ingest manifest as the ingest writes its watermark (run.py), trimmed to what a reader needs."""
+    document = {"run_id": run_id, "stage": "ingest", "previous_run_id": previous, "snapshot": snapshot,
+                "cutoff": "2024-01-09 12:00:00.000000", "read": read, "seen": seen, "in_progress": in_progress,
+                "unread": list(unread), "rescanned_at": None, "files": {}, "rows": {}}
+    if stopped:
+        document["stopped"] = stopped
+    return document
+
+
+def test_what_a_run_read_comes_from_its_manifest_and_its_previous_runs(buckets):
+    """First, recent and rescan runs, a table resuming from where it stopped, and a run whose previous
+    manifest is corrupt (nothing it shipped is explained)."""
+    from totesys_etl import lake
+    from totesys_etl.adapters import s3
+    from totesys_etl.history import _RunReads
+
+    bucket = buckets[0]
+    e = EPOCH
+    claim = {"xids": f"{{[{e + 200},{e + 300})}}", "stamped_up_to": "2024-01-08 22:00:00.000000"}
+    since = {"run_id": "20240109T110000000000Z", "snapshot": f"{e + 50}:{e + 60}:", "seen": f"{{[{e + 51},{e + 60})}}",
+             "cutoff": "2024-01-09 11:00:00.000000", "in_progress": "{}", "unread": [], "rescanned_at": None}
+    documents = [
+        _manifest("20240109T120000000000Z", f"{e + 100}:{e + 200}:", "first", in_progress=f"{{[{e + 150},{e + 160})}}",
+                  seen=f"{{[{e + 101},{e + 150}),[{e + 160},{e + 200})}}"),
+        _manifest("20240109T120500000000Z", f"{e + 300}:{e + 300}:", "recent", "20240109T120000000000Z",
+                  seen=f"{{[{e + 101},{e + 300})}}", unread=[claim],   # left for the next scan by id
+                  stopped={"staff": {"missing": ["email_address"], "since": since}}),
+        _manifest("20240109T121000000000Z", f"{e + 400}:{e + 400}:", "rescan", "20240109T120500000000Z"),
+        _manifest("20240109T121500000000Z", f"{e + 500}:{e + 500}:", "full", "20240109T121200000000Z"),
+    ]
+    for document in documents:
+        s3.put_create_only(bucket, lake.manifest_key(document["run_id"]), s3.json_body(document))
+    s3.put_create_only(bucket, lake.manifest_key("20240109T121200000000Z"), b"{not json")
+    runs = _RunReads(bucket)
+    first = runs.read("20240109T120000000000Z", "address")
+    assert first.xmax == e + 200 and first.has(7, S1) and first.has(e + 199, S1) and not first.has(e + 155, S1)
+    recent = runs.read("20240109T120500000000Z", "address")   # previous cut-off 12:00, window from 22:00 the day before
+    assert recent.has(e + 250, S2) and not recent.has(e + 250, S1) and not recent.has(e + 120, S2)
+    rescan = runs.read("20240109T121000000000Z", "address")
+    assert rescan.has(e + 350, S1) and rescan.has(e + 250, S1) and not rescan.has(e + 250, S2)
+    assert rescan.has(e + 300, S2) and not rescan.has(e + 150, S1)
+    resumed = runs.read("20240109T121000000000Z", "staff")     # stopped at the previous run: read from `since`
+    assert resumed.has(e + 50, S1) and resumed.has(e + 150, S2) and not resumed.has(e + 55, S1)
+    assert runs.read("20240109T121500000000Z", "address") is None
