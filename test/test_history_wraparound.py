@@ -95,3 +95,47 @@ def test_what_a_run_read_comes_from_its_manifest_and_its_previous_runs(buckets):
     resumed = runs.read("20240109T121000000000Z", "staff")     # stopped at the previous run: read from `since`
     assert resumed.has(e + 50, S1) and resumed.has(e + 150, S2) and not resumed.has(e + 55, S1)
     assert runs.read("20240109T121500000000Z", "address") is None
+
+
+def test_a_copy_is_a_reread_only_if_the_run_read_that_id(source, buckets, run_sql):
+    """The same row, its raw xmin 2^32 ids on at the second copy: a re-read only if the second run read
+    that id; the same copy from a run that counted it as in progress is a version shipped twice."""
+    import pg8000.native
+
+    from totesys_etl import lake
+    from totesys_etl.adapters import s3
+    from totesys_etl.adapters.postgres import parse_url
+    from totesys_etl.history import Shipped, _source_rows, explain_wraparound
+    from totesys_etl.schema import source_table
+    from totesys_etl.schema.ddl import create_table
+
+    table = source_table("currency")
+    run_sql(source.admin_url, create_table(table))
+    run_sql(source.admin_url, "INSERT INTO currency VALUES (1, 'GBP', '2024-01-08 01:09:00', '2024-01-08 01:09:00')")
+    raw = int(run_sql(source.admin_url, "SELECT xmin::text FROM currency")[0][0])
+    e, bucket = EPOCH, buckets[0]
+    first = _manifest("20240109T120000000000Z", f"{e + raw - 20}:{e + raw - 10}:", "first",
+                      seen=f"{{[{e + raw - 19},{e + raw - 10})}}")   # raw maps to epoch 0 here, to epoch 1 after
+    s3.put_create_only(bucket, lake.manifest_key(first["run_id"]), s3.json_body(first))
+    for run_id, in_progress in (("20240109T120500000000Z", "{}"),
+                                ("20240109T121000000000Z", f"{{[{e + raw},{e + raw + 1})}}")):
+        second = _manifest(run_id, f"{e + raw + 10}:{e + raw + 10}:", "full", first["run_id"], in_progress=in_progress,
+                           seen="{}")
+        s3.put_create_only(bucket, lake.manifest_key(run_id), s3.json_body(second))
+    reader = pg8000.native.Connection(**parse_url(source.reader_url))
+    try:
+        row = _source_rows(reader, table, [1])[1][1]
+        found = {}
+        for run_id in ("20240109T120500000000Z", "20240109T121000000000Z"):
+            runs = [first["run_id"], run_id]
+            version = (1, datetime(2024, 1, 8, 1, 9))
+            found[run_id] = Shipped(reshipped=[(version, runs)], alike={version: (row, runs)})
+            explain_wraparound(reader, bucket, {"currency": found[run_id]})
+        changed = Shipped(reshipped=[(version, runs)], alike={version: ((row[0], "EUR", *row[2:]), runs)})
+        explain_wraparound(reader, bucket, {"currency": changed})
+    finally:
+        reader.close()
+    read, running = found["20240109T120500000000Z"], found["20240109T121000000000Z"]
+    assert read.wrapped == [(version, [first["run_id"], "20240109T120500000000Z"])] and not read.reshipped
+    assert running.reshipped == [(version, [first["run_id"], "20240109T121000000000Z"])] and not running.wrapped
+    assert changed.reshipped and not changed.wrapped   # the copies' row is not the source's now
