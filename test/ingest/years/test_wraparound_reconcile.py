@@ -108,13 +108,12 @@ def test_a_frozen_rows_reread_after_a_wraparound_is_stored_once_and_reconciles_a
     copied = _copy_run(bucket, rescan, file_of=first, table="address")  # address again, by a run that read nothing
     process_run(Settings.from_env(), copied)
     load_handler({}, None)
-    assert _star(warehouse_url) == after                    # the warehouse cannot show it ...
+    assert _star(warehouse_url) == after                    # the warehouse cannot show the copy; the lake does
     # A re-read row changed since cannot be proved a re-read (the lake does not keep xmin, the source no
     # longer holds that row's): it stays a version shipped twice, as the README's limitations say.
     own_source.run("UPDATE staff SET first_name = 'Changed', last_updated = LOCALTIMESTAMP WHERE staff_id = 1")
     _tick()
     code, out = _reconcile(capsys)
-    # ... the lake does
     assert f"address: {shipped[first]['address']} versions shipped by more than one run (the same row)" in out, out
     assert f"staff: re-read after a wraparound: {shipped[first]['staff'] - 1} rows" in out, out
     assert "staff: 1 versions shipped by more than one run (the same row), e.g. 1 @ " in out, out
