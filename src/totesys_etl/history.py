@@ -12,15 +12,25 @@ run carried. Two commits with the same stamp are one version whose later values 
 so the later run had to ship it again: only a version whose whole row is the same in several runs
 (NULL and '' apart) is a reship. Rows are compared only for the version keys seen twice, so a clean
 lake costs nothing more.
+
+One reship is the bound, not a fault (ADR 0001, "Frozen rows older than 2^32 ids"): a frozen row
+whose raw `xmin` comes round again as an id handed out since the previous run is read once more.
+The lake's CSVs do not carry `xmin`, so `explain_wraparound` proves it against the source, for
+versions whose every copy is the same row with no other version of the id between them (`alike`):
+the source still holds that row, and its raw `xmin`, made 64-bit as each run that shipped it made
+it, is an id that run read, each copy at a later position than the one before (the same raw id,
+2^32 ids or more further on). Anything else shipped twice stays a reship.
 """
 from __future__ import annotations
 
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 
 from botocore.exceptions import ClientError
 from pg8000.native import identifier
@@ -29,11 +39,16 @@ from totesys_etl import lake, quarantine
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
 from totesys_etl.adapters.postgres import Connection
-from totesys_etl.errors import InvalidInput, is_missing
+from totesys_etl.errors import InvalidInput, LakeUnavailable, is_missing
+from totesys_etl.ingest import xid_state
+from totesys_etl.ingest.extract import Plan
+from totesys_etl.ingest.watermark import OVERLAP, Watermark
+from totesys_etl.ingest.xids import XidSet
 from totesys_etl.process import read
 from totesys_etl.schema import FACTS, Table, source_table
 
 Version = tuple[int, datetime]
+_XID_SPAN = 1 << 32
 #: A version and the runs that shipped the same row of it, in run order.
 Reship = tuple[Version, list[str]]
 
@@ -64,6 +79,11 @@ class Shipped:
     #: Versions read again only by runs that read everything on purpose (`FULL_READS`), and those runs.
     reread: int = 0
     reread_by: set[str] = field(default_factory=set)
+    #: Reshipped versions whose every copy is the same row, no other version of the id shipped between
+    #: them: the row and the runs. What a re-read after a wraparound looks like in the lake.
+    alike: dict[Version, tuple[tuple, list[str]]] = field(default_factory=dict)
+    #: Those `explain_wraparound` proved re-read after a wraparound (moved out of `reshipped`).
+    wrapped: list[Reship] = field(default_factory=list)
 
 
 #: How a run that read every row on purpose says so in its manifest (`read`): the poll ingest's first
@@ -123,14 +143,41 @@ def shipped_versions(ingest_bucket: str, processed_bucket: str, sources: set[str
         result[source].reread_by = {run_id for r in on_purpose.values() for run_id in r[1:]}
         again = {v: r for v, r in again.items() if v not in on_purpose}
         if again:
-            result[source].reshipped = _same_rows(ingest_bucket, source, again, keys)
+            result[source].reshipped, copies = _same_rows(ingest_bucket, source, again, keys)
+            carried_by = {run_id: found[source][0] for run_id, found in zip(runs, per_run) if source in found}
+            whole = {run_id for run_id, full in full_reads.items() if source in full}
+            result[source].alike = _alike(copies, carried_by, whole)
     return result
 
 
+def _alike(copies: dict[Version, list[tuple[str, tuple]]], carried_by: dict[str, set[Version]],
+           whole: set[str] = frozenset()) -> dict[Version, tuple[tuple, list[str]]]:
+    """Of the reshipped versions (each with every run that carried it and its row there), those whose
+    copies are all the same row, with no run between the first and the last carrying another version
+    of the same id: version -> (row, the runs whose copies a wraparound must explain). A later copy by
+    a run that read the table whole on purpose (`whole`: a restore, a failover) is explained already:
+    left out of those runs."""
+    alike = {version: (found[0][1], [found[0][0]] + [run_id for run_id, _ in found[1:] if run_id not in whole])
+             for version, found in copies.items() if len({row for _, row in found}) == 1}
+    ids = {i for i, _ in alike}
+    others: dict[int, list[tuple[str, datetime]]] = {}
+    for run_id, carried in carried_by.items():
+        for i, stamp in carried:
+            if i in ids:
+                others.setdefault(i, []).append((run_id, stamp))
+    for version, found in copies.items():
+        first, last = found[0][0], found[-1][0]
+        if version in alike and any(first < run_id < last and stamp != version[1]
+                                    for run_id, stamp in others[version[0]]):
+            del alike[version]
+    return alike
+
+
 def _same_rows(ingest_bucket: str, source: str, again: dict[Version, list[str]], keys: dict[str, list[str]]
-               ) -> list[Reship]:
+               ) -> tuple[list[Reship], dict[Version, list[tuple[str, tuple]]]]:
     """Of the versions several runs carried, those whose whole row is the same in more than one of
-    them, with those runs (a version committed again with new values under the same stamp is not)."""
+    them, with those runs (a version committed again with new values under the same stamp is not);
+    and each of those versions' copies, (run, row) in run order."""
     wanted: dict[str, set[Version]] = {}
     for version, run_ids in again.items():
         for run_id in run_ids:
@@ -140,13 +187,14 @@ def _same_rows(ingest_bucket: str, source: str, again: dict[Version, list[str]],
         for key in keys[run_id]:
             for version, row in _csv_rows(ingest_bucket, key, source, versions):
                 rows.setdefault(version, []).append((run_id, row))
-    reshipped = []
+    reshipped, copies = [], {}
     for version in sorted(rows):
         seen = Counter(row for _, row in rows[version])
         same = [run_id for run_id, row in rows[version] if seen[row] > 1]
         if same:
             reshipped.append((version, same))
-    return reshipped
+            copies[version] = rows[version]
+    return reshipped, copies
 
 
 def _run_versions(ingest_bucket: str, processed_bucket: str, run_id: str, sources: set[str]
@@ -229,3 +277,123 @@ def _csv_rows(bucket: str, key: str, table: str, versions: set[Version] | None =
         elif version in versions:
             found.append((version, values[i]))
     return found
+
+
+def explain_wraparound(source: Connection, ingest_bucket: str, shipped: dict[str, Shipped],
+                       unreadable: Collection[str] = ()) -> None:
+    """Move from `reshipped` to `wrapped` each version of `alike` that is a frozen row re-read after a
+    wraparound (ADR 0001): the source still holds the row, the same values, and its raw `xmin`, made
+    64-bit as each run that shipped a copy made it (`xid8_of_raw` against the run's snapshot), is an
+    id that run read (`_RunReads`), at a later position for each copy than for the one before (the
+    same raw id, a multiple of 2^32 further on). A version whose row has changed since cannot be
+    proved so: it stays a reship.
+
+    Reads the source in a read-only transaction of its own, one statement per table with such versions;
+    none of a table in `unreadable` (one that lacks a declared column now: nothing of it is explained)."""
+    runs = _RunReads(ingest_bucket)
+    for table, found in sorted(shipped.items()):
+        if not found.alike or table in unreadable:
+            continue
+        now = _source_rows(source, source_table(table), sorted({i for i, _ in found.alike}))
+        wrapped = set()
+        for version, (row, copies) in found.alike.items():
+            raw, values = now.get(version[0], (None, None))
+            reads = [runs.read(run_id, table) for run_id in copies]
+            if values != row or None in reads:
+                continue
+            positions = [xid8_of_raw(raw, read.xmax) for read in reads]
+            if all(a < b for a, b in pairwise(positions)) and all(
+                    read.has(x, version[1]) for read, x in zip(reads, positions)):
+                wrapped.add(version)
+        found.wrapped = [(v, r) for v, r in found.reshipped if v in wrapped]
+        found.reshipped = [(v, r) for v, r in found.reshipped if v not in wrapped]
+
+
+def xid8_of_raw(raw: int, xmax: int) -> int:
+    """A row's raw 32-bit `xmin` made 64-bit as a run whose snapshot's xmax was `xmax` made it: the same
+    arithmetic as the SQL of the ingest's `extract.xid8_of_xmin` (a test holds the two equal)."""
+    base = xmax >> 32 << 32
+    if base == 0:
+        return raw
+    return (base - _XID_SPAN if base + raw >= xmax else base) + raw
+
+
+def _source_rows(source: Connection, table: Table, ids: list[int]) -> dict[int, tuple[int, tuple]]:
+    """id -> (its row's raw `xmin`, its values as the ingest's COPY writes them)."""
+    key = identifier(f"{table.name}_id")
+    # concat() prints a value with its type's output function, as COPY does (a boolean is 't', not 'true').
+    values = ", ".join(f"CASE WHEN {identifier(c)} IS NULL THEN NULL ELSE concat({identifier(c)}) END"
+                       for c in table.column_names)
+    source.run("START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        found = source.run(f"SELECT {key}, xmin::text::bigint, {values} "  # nosec B608 - declared names
+                           f"FROM public.{identifier(table.name)} WHERE {key} = ANY(CAST(:ids AS int[]))", ids=ids)
+    finally:
+        source.run("ROLLBACK")  # it only read; ends an aborted transaction too
+    return {r[0]: (r[1], tuple(r[2:])) for r in found}
+
+
+@dataclass(frozen=True)
+class _Read:
+    """Which versions of one table one ingest run read, by writer id and stamp: the condition of the
+    ingest's `extract.changes_query` for that run, rebuilt from its manifest and its previous run's."""
+
+    xmax: int
+    in_progress: XidSet
+    reads: XidSet | None = None            # None: a first read (every id not in progress)
+    after: datetime | None = None          # a recent read: only stamps after this
+    claims: tuple[tuple[XidSet, datetime], ...] = ()   # a rescan: also these ids, stamped up to
+
+    def has(self, x: int, stamp: datetime) -> bool:
+        if self.reads is None:
+            return x not in self.in_progress
+        if x in self.reads and (self.after is None or stamp > self.after):
+            return True
+        return any(x in xids and stamp <= up_to for xids, up_to in self.claims)
+
+
+class _RunReads:
+    """Each ingest run's `_Read` of each table, from its manifest and its previous run's (read once each)."""
+
+    def __init__(self, bucket: str):
+        self.bucket = bucket
+        self.manifests: dict[str, tuple[str, str | None, Watermark] | None] = {}
+        self.reads: dict[tuple[str, str], _Read | None] = {}
+
+    def _run(self, run_id: str) -> tuple[str, str | None, Watermark] | None:
+        """(how it read, its previous run, its watermark); None if its manifest holds none (a CDC run's,
+        a corrupt one, one whose id sets cannot be read): nothing it shipped is then explained."""
+        if run_id not in self.manifests:
+            try:
+                manifest = xid_state.inline(self.bucket, manifests.read(self.bucket, run_id, manifests.INGEST_FIELDS))
+                self.manifests[run_id] = (manifest.get("read"), manifest.get("previous_run_id"),
+                                          Watermark.from_manifest(manifest))
+            except (InvalidInput, LakeUnavailable):
+                self.manifests[run_id] = None
+        return self.manifests[run_id]
+
+    def read(self, run_id: str, table: str) -> _Read | None:
+        if (run_id, table) not in self.reads:
+            self.reads[run_id, table] = self._read(run_id, table)
+        return self.reads[run_id, table]
+
+    def _read(self, run_id: str, table: str) -> _Read | None:
+        mode, previous_id, run = self._run(run_id) or (None, None, None)
+        if run is None:
+            return None
+        previous = None
+        if mode != "first" and previous_id is not None:
+            found = self._run(previous_id)
+            if found is None:
+                return None
+            previous = found[2]
+            stopped = {s.table: s for s in previous.stopped}.get(table)
+            if stopped is not None:  # the table resumed in this run: read from where it stopped
+                previous, mode = stopped.since, "rescan" if stopped.since else "first"
+        if previous is None:
+            return _Read(run.snapshot.xmax, run.in_progress)
+        plan = Plan(previous, run.snapshot, mode, run.in_progress)
+        claims = tuple((XidSet.parse(u.xids) - run.in_progress, u.stamped_up_to) for u in previous.unread
+                       ) if mode == "rescan" else ()
+        return _Read(run.snapshot.xmax, run.in_progress, plan.reads,
+                     None if plan.reads_every_stamp else previous.cutoff - OVERLAP, claims)

@@ -10,7 +10,8 @@ Fact history is checked too: no version stored twice, the source's current versi
 stored at all (a lost version is told apart from an older version wrongly taken as current), and
 every version a run shipped (the ingested CSVs, less what the processor held back) stored exactly
 once, with none that no run shipped, and no version of any source table shipped by more than one
-run (`history`).
+run (`history`), but for a frozen row re-read after a wraparound, which the source proves and the
+report names on a line of its own (the bound in ADR 0001: `history.explain_wraparound`).
 
 A source row whose derivation PostgreSQL refuses (`'TBC'` in a varchar date column) is one the
 processor holds back: reconcile names it with PostgreSQL's reason (`held_back`), compares the
@@ -32,7 +33,7 @@ from totesys_etl.config import Settings
 from totesys_etl.errors import EtlError, lake_errors
 from totesys_etl.fx.client import Client, api_url
 from totesys_etl.fx.rates import day_rows
-from totesys_etl.history import History, Reship, check_history, shipped_versions
+from totesys_etl.history import History, Reship, check_history, explain_wraparound, shipped_versions
 from totesys_etl.schema import (DIMENSIONS, FACT_EXCHANGE_RATE, FACTS, SOURCE_TABLES, STATE_TABLES, fact_references,
                                 source_table, state_table)
 from totesys_etl.schema.cdc import ETL_DELETED_ROW, deleted_after
@@ -83,6 +84,13 @@ def _reship_line(table: str, reshipped: list[Reship]) -> str:
     return f"{table}: {len(reshipped)} versions shipped by more than one run (the same row), e.g. {shown}"
 
 
+def _wrapped_line(table: str, wrapped: list[Reship]) -> str:
+    (i, stamp), runs = wrapped[0]
+    return (f"{table}: re-read after a wraparound: {len(wrapped):,} rows, the bound in ADR 0001 (frozen rows read "
+            f"again when their raw xmin came round; stored once), e.g. {i} @ {stamp.isoformat(sep=' ')} by "
+            f"{', '.join(runs)}")
+
+
 @dataclass
 class Report:
     checks: list[TableCheck]
@@ -90,6 +98,8 @@ class Report:
     reshipped: dict[str, list[Reship]] = field(default_factory=dict)
     #: Source table -> (versions read again by runs that read everything on purpose, those runs): a note.
     reread: dict[str, tuple[int, set[str]]] = field(default_factory=dict)
+    #: Source table -> versions re-read after a wraparound (ADR 0001's bound), with their runs: a note.
+    wrapped: dict[str, list[Reship]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -134,6 +144,7 @@ class Report:
         lines += [f"{table}: {n:,} versions read again by a run that read every row on purpose "
                   f"({', '.join(sorted(runs))}: a restore, a failover, a lost slot or a mode switch; its warning "
                   "says which), stored once" for table, (n, runs) in sorted(self.reread.items()) if n]
+        lines += [_wrapped_line(table, found) for table, found in sorted(self.wrapped.items()) if found]
         lines.append("reconcile: " + ("warehouse equals source" if self.ok else "DIFFERENCES FOUND"))
         return "\n".join(lines)
 
@@ -375,22 +386,24 @@ def reconcile(settings: Settings | None = None, history: bool = True) -> Report:
         if api_url() is not None:
             checks.append(check_exchange_rates(api_url(), source, warehouse))
         source.run("COMMIT")
-        histories, reshipped, reread = {}, {}, {}
+        histories, reshipped, reread, wrapped = {}, {}, {}, {}
         if history:
             with lake_errors(settings.ingest_bucket):
                 # Every source table: a version shipped twice is a fault whichever table it is in.
                 shipped = shipped_versions(settings.ingest_bucket, settings.processed_bucket,
                                            {t.name for t in SOURCE_TABLES})
+                explain_wraparound(source, settings.ingest_bucket, shipped, unreadable=set(gone))
                 histories = {h.fact: h for h in check_history(warehouse, settings.ingest_bucket,
                                                               settings.processed_bucket, shipped=shipped)}
             with_fact = {f.source for f in FACTS}
             reshipped = {t: s.reshipped for t, s in shipped.items() if t not in with_fact and s.reshipped}
             reread = {t: (s.reread, s.reread_by) for t, s in shipped.items() if s.reread}
+            wrapped = {t: s.wrapped for t, s in shipped.items() if s.wrapped}
         for check in checks:
             check.history = histories.get(check.table)
         if history and settings.landing_bucket:  # contract §9: fact_delivery against what landed
             checks.append(landed.check(warehouse, settings, TableCheck))
-        return Report(checks, reshipped, reread)
+        return Report(checks, reshipped, reread, wrapped)
     except DatabaseError as e:
         detail = e.args[0] if e.args and isinstance(e.args[0], dict) else {}
         if sqlstate(e) == "42P01":  # undefined_table
