@@ -152,8 +152,11 @@ def complete_on_disk(backend, bucket_name: str, multipart_id: str, body: Iterato
         del bucket.multiparts[multipart_id]
         key = backend.put_object(bucket_name, multipart.key_name, b"", storage=multipart.storage, etag=etag,
                                  multipart=multipart, encryption=multipart.sse_encryption,
-                                 kms_key_id=multipart.kms_key_id)
+                                 kms_key_id=multipart.kms_key_id, disable_notification=True)
         attach(key, FileBuffer.of(written.path, HEADER_SLOT))
+        # moto's put_object announces the key as `ObjectCreated:Put` too: sent here, once it has its bytes.
+        notifications.send_event(backend.account_id, notifications.S3NotificationEvent.OBJECT_CREATED_PUT_EVENT,
+                                 bucket, key)
         key.set_metadata(multipart.metadata)
         key.checksum_algorithm = None
         key.checksum_type, key.checksum_value, key.checksum_parts = "FULL_OBJECT", _crc32_as_moto(written.crc), 1
