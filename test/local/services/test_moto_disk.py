@@ -219,10 +219,14 @@ def test_start_up_reads_no_objects_bytes_and_every_object_comes_back_identical(d
                                     Metadata={"run": str(n)}, ContentType="text/csv")
             s3.complete_multipart_upload(Bucket="lake", Key=f"big/{n}.csv", UploadId=upload,
                                          MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+        wide = {name: name * 30_000 for name in "abc"}  # a header over the 64 kB slot: written the general way
+        upload, parts = _upload(s3, "wide", [os.urandom(1024)], Metadata=wide)
+        s3.complete_multipart_upload(Bucket="lake", Key="wide", UploadId=upload, MultipartUpload={"Parts": parts})
         s3.put_object(Bucket="lake", Key="small", Body=b"small", Metadata={"a": "b"})
         s3.put_object(Bucket="lake", Key="empty", Body=b"")
         before = _stored(s3)
         assert before["big/1.csv"][0].endswith('-3"') and before["big/1.csv"][4] == {"run": "1"}
+        assert before["wide"][4] == wide and not list(data.glob("objects/*/*.tmp"))
         server.stop()
         empty = MotoServer.start(data_dir=data.parent / "empty")
         started_empty = _server_io(empty)

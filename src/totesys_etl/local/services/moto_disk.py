@@ -183,25 +183,30 @@ class DiskStore:
 
     # ---- CompleteMultipartUpload (moto_files.complete_on_disk): the parts copied once, into the key's file
     def write_parts(self, bucket_name: str, key_name: str, parts: list) -> WrittenParts:
-        """The parts copied in order into a temporary file beside the key's own, after a blank header slot."""
-        return write_parts(f"{self._object_path(bucket_name, key_name)}.{threading.get_ident()}.tmp", parts)
+        """The parts copied in order into a temporary file beside the key's own, after a blank header slot
+        (a name of its own: `_sync_key`'s temporary file in the same thread must not be this one)."""
+        return write_parts(f"{self._object_path(bucket_name, key_name)}.{threading.get_ident()}.parts.tmp", parts)
 
     def commit(self, key, written: WrittenParts) -> None:
-        """Write the completed key's header into its file's slot and put the file in the key's place."""
+        """Write the completed key's header into its file's slot and put the file in the key's place,
+        unless another write of the same key has replaced it in moto meanwhile (then that one is on disk)."""
+        bucket = _bucket(key.bucket_name)
+        stamp, header = _header(key.bucket_name, key.name, key)
+        try:
+            line = header_line(header, HEADER_SLOT)
+        except ValueError:  # a header over 64 kB (S3 allows 2 kB of metadata; moto more): the general way
+            self._sync_key(bucket, key.name)
+            _unlink(written.path)
+            return
         with self._stripe(key.bucket_name, key.name):
-            stamp, header = _header(key.bucket_name, key.name, key)
-            path = self._object_path(key.bucket_name, key.name)
-            try:
-                line = header_line(header, HEADER_SLOT)
-            except ValueError:  # a header over 64 kB (not from S3's limits): written the general way
-                self._sync_key(_bucket(key.bucket_name), key.name)
+            if bucket is None or bucket.keys.get(key.name) is not key:
                 _unlink(written.path)
                 return
             with open(written.path, "r+b") as f:
                 f.write(line)
             with key.lock:
-                os.replace(written.path, path)
-                key._value_buffer.path = path
+                os.replace(written.path, self._object_path(key.bucket_name, key.name))
+                key._value_buffer.path = self._object_path(key.bucket_name, key.name)
             self.index[(key.bucket_name, key.name)] = stamp
 
     def _remember_bucket(self, bucket, account_id: str, notification: bytes | None) -> None:
