@@ -7,9 +7,13 @@ request that changed something and before its response leaves, writes the state 
   written to a temporary name and renamed over the old one, so a killed process leaves either
   the old object or the new one, never half of one; a deleted object's file is removed;
 - a bucket: its name, region and the body of its last notification configuration.
-At start the objects go back into moto's backend with their own ETags (a multipart object keeps
-its `<md5>-<parts>` ETag: courier marks are keyed by it) and last-modified times, without
-notifications; the notification configurations are replayed through the application.
+A completed multipart upload is written once, its parts copied straight into its object file, and
+moto's key reads its bytes from there (`moto_files.py`). At start every object goes back into
+moto's backend with its own ETag (a multipart object keeps its `<md5>-<parts>` ETag: courier marks
+are keyed by it), last-modified time and metadata, without notifications, its bytes left in its
+file until a request reads them: start-up reads headers, not the lake. The notification
+configurations are replayed through the application. One server per folder: a second one stops
+at once, saying so (`server.lock`).
 
 Not kept: uploads in progress (an upload is acknowledged only when completed), SQS queues and
 their messages (the local runtime recreates the queues each tick, and the sweeps find whatever a
