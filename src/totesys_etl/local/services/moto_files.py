@@ -16,6 +16,7 @@ import binascii
 import codecs
 import hashlib
 import io
+import json
 import os
 from typing import Callable, Iterator
 
@@ -97,8 +98,6 @@ def attach(key, buffer: FileBuffer) -> None:
 def header_line(header: dict, slot: int | None = None) -> bytes:
     """An object file's first line: its JSON header, padded with spaces to `slot` bytes when given
     (JSON allows the trailing spaces, so a reader takes either kind of line alike)."""
-    import json
-
     line = json.dumps(header).encode()
     if slot is None:
         return line + b"\n"
