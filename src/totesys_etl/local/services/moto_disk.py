@@ -199,7 +199,8 @@ class DiskStore:
         try:
             line = header_line(header, HEADER_SLOT)
         except ValueError:  # a header over 64 kB (S3 allows 2 kB of metadata; moto more): the general way
-            self._sync_key(bucket, key.name)
+            if bucket is not None:
+                self._sync_key(bucket, key.name)
             _unlink(written.path)
             return
         with self._stripe(key.bucket_name, key.name):
