@@ -325,10 +325,14 @@ def _complete_answers(server: MotoServer, big: bytes) -> list:
     second, second_parts = _upload(s3, "k", [small])
     answers += [complete("k", second, second_parts, IfNoneMatch="*"), complete("k", second, second_parts),
                 describe()]
-    summed, summed_parts = _upload(s3, "c", [big, small], ChecksumAlgorithm="CRC32")  # left to moto's own complete
-    answers += [complete("c", summed, summed_parts),
-                {k: v for k, v in s3.head_object(Bucket="lake", Key="c", ChecksumMode="ENABLED").items()
-                 if k.startswith("Checksum") or k == "ETag"}]
+    for key, checksum in (("c", {"ChecksumAlgorithm": "CRC32"}),  # as s3transfer asks: one of the parts' CRC32s
+                          ("f", {"ChecksumAlgorithm": "CRC32", "ChecksumType": "FULL_OBJECT"}),
+                          ("s", {"ChecksumAlgorithm": "SHA256"})):
+        summed, summed_parts = _upload(s3, key, [big, small], **checksum)
+        answers.append(complete(key, summed, summed_parts))
+        for read in (s3.head_object, s3.get_object):  # a GET's full-object checksum is checked by botocore
+            answers.append({k: v for k, v in read(Bucket="lake", Key=key, ChecksumMode="ENABLED").items()
+                            if k.startswith("Checksum") or k == "ETag"})
     aborted, aborted_parts = _upload(s3, "a", [big])
     s3.abort_multipart_upload(Bucket="lake", Key="a", UploadId=aborted)
     answers += [complete("a", aborted, aborted_parts),
@@ -360,8 +364,9 @@ def test_a_multipart_upload_completes_on_disk_with_moto_s_own_answers(data):
     assert [a[:2] for a in answers[0][:6]] == [(400, "InvalidPart"), (400, "InvalidPart"), (400, "EntityTooSmall"),
                                                (400, "MalformedXML"), (500, "500"), (400, "EntityTooSmall")]
     assert answers[0][6][1].endswith('-2"') and answers[0][7][0]["x-amz-meta-run"] == "1"
-    assert answers[0][12][0] == 200 and answers[0][13]["ChecksumCRC32"]
-    assert not list(data.glob("objects/*/*.tmp")) and len(list(data.glob("objects/*/*"))) == 2  # `k` and `c`
+    assert answers[0][12][0] == 200 and answers[0][14]["ChecksumCRC32"].endswith("-2")
+    assert answers[0][17]["ChecksumType"] == "FULL_OBJECT" and answers[0][20]["ChecksumSHA256"].endswith("-2")
+    assert not list(data.glob("objects/*/*.tmp")) and len(list(data.glob("objects/*/*"))) == 4  # k, c, f, s
 
 
 def test_completing_an_upload_copies_its_bytes_once_and_holds_none_of_them_in_memory(data):

@@ -39,7 +39,7 @@ from typing import Callable, Iterable
 from urllib.parse import parse_qs, unquote
 
 from totesys_etl.local.services.moto_files import (
-    HEADER_SLOT, FileBuffer, WrittenParts, attach, complete_on_disk, header_line, write_parts)
+    HEADER_SLOT, FileBuffer, PartsChecksum, attach, complete_on_disk, header_line, write_parts)
 
 #: Requests that may change S3's state; GET and HEAD never do.
 _WRITES = {"PUT", "POST", "DELETE"}
@@ -186,12 +186,13 @@ class DiskStore:
             self.index[(bucket.name, key_name)] = stamp
 
     # ---- CompleteMultipartUpload (moto_files.complete_on_disk): the parts copied once, into the key's file
-    def write_parts(self, bucket_name: str, key_name: str, parts: list) -> WrittenParts:
+    def write_parts(self, bucket_name: str, key_name: str, parts: list, checksum: PartsChecksum) -> str:
         """The parts copied in order into a temporary file beside the key's own, after a blank header slot
         (a name of its own: `_sync_key`'s temporary file in the same thread must not be this one)."""
-        return write_parts(f"{self._object_path(bucket_name, key_name)}.{threading.get_ident()}.parts.tmp", parts)
+        return write_parts(f"{self._object_path(bucket_name, key_name)}.{threading.get_ident()}.parts.tmp", parts,
+                           checksum)
 
-    def commit(self, key, written: WrittenParts) -> None:
+    def commit(self, key, written: str) -> None:
         """Write the completed key's header into its file's slot and put the file in the key's place,
         unless another write of the same key has replaced it in moto meanwhile (then that one is on disk)."""
         bucket = _bucket(key.bucket_name)
@@ -201,16 +202,16 @@ class DiskStore:
         except ValueError:  # a header over 64 kB (S3 allows 2 kB of metadata; moto more): the general way
             if bucket is not None:
                 self._sync_key(bucket, key.name)
-            _unlink(written.path)
+            _unlink(written)
             return
         with self._stripe(key.bucket_name, key.name):
             if bucket is None or bucket.keys.get(key.name) is not key:
-                _unlink(written.path)
+                _unlink(written)
                 return
-            with open(written.path, "r+b") as f:
+            with open(written, "r+b") as f:
                 f.write(line)
             with key.lock:
-                os.replace(written.path, self._object_path(key.bucket_name, key.name))
+                os.replace(written, self._object_path(key.bucket_name, key.name))
                 key._value_buffer.path = self._object_path(key.bucket_name, key.name)
             self.index[(key.bucket_name, key.name)] = stamp
 

@@ -106,10 +106,65 @@ def header_line(header: dict, slot: int | None = None) -> bytes:
     return line + b" " * (slot - 1 - len(line)) + b"\n"
 
 
-def _crc32_as_moto(crc: int) -> str:
-    """moto's whole-object checksum of a completed upload when no algorithm was asked for: CRC64NVME,
-    which without awscrt it computes as CRC32 (`moto.s3.utils.compute_checksum`)."""
-    return base64.b64encode(crc.to_bytes(4, "big")).decode()
+class _Crc32:
+    """`binascii.crc32` fed in pieces, with hashlib's `update` and `digest`."""
+
+    def __init__(self):
+        self.value = 0
+
+    def update(self, data: bytes) -> None:
+        self.value = binascii.crc32(data, self.value)
+
+    def digest(self) -> bytes:
+        return self.value.to_bytes(4, "big")
+
+
+def _running_digest(algorithm: str) -> Callable | None:
+    """What makes a digest equal to moto's `compute_checksum(data, algorithm, encode_base64=False)` fed
+    the data in pieces; None where moto would call a library that is not fed here (awscrt's
+    CRC64NVME, crc32c's CRC32C): such an upload is left to moto's own complete."""
+    from moto.s3 import utils
+
+    if algorithm == "CRC64NVME":  # without awscrt moto computes a CRC32 instead
+        return None if utils.HAS_CRT else _Crc32
+    if algorithm == "CRC32C":
+        try:
+            import crc32c  # noqa: F401 - moto uses it when installed
+            return None
+        except ImportError:
+            return _Crc32
+    if algorithm == "CRC32":
+        return _Crc32
+    if algorithm == "SHA1":
+        return lambda: hashlib.sha1(usedforsecurity=False)
+    return lambda: hashlib.sha256(usedforsecurity=False)
+
+
+class PartsChecksum:
+    """moto's `MultipartChecksumBuilder` fed chunk by chunk: a COMPOSITE checksum is the checksum of
+    the parts' checksums (`-N`), any other type one over the whole object."""
+
+    def __init__(self, algorithm: str | None, checksum_type: str | None, new_digest: Callable):
+        self.algorithm = algorithm or "CRC64NVME"
+        self.type = checksum_type or ("FULL_OBJECT" if self.algorithm == "CRC64NVME" else "COMPOSITE")
+        self._new, self._whole, self._parts, self.count = new_digest, new_digest(), bytearray(), 0
+
+    def part(self):
+        """The digest the next part's bytes go into."""
+        return self._new() if self.type == "COMPOSITE" else self._whole
+
+    def end_part(self, digest) -> None:
+        if self.type == "COMPOSITE":
+            self._parts.extend(digest.digest())
+        self.count += 1
+
+    def details(self) -> tuple[str, str, int]:
+        """(type, base64 value, parts), as the builder's `build()` gives them."""
+        from moto.s3.utils import compute_checksum
+
+        if self.type == "COMPOSITE":
+            return self.type, compute_checksum(bytes(self._parts), self.algorithm).decode(), self.count
+        return self.type, base64.b64encode(self._whole.digest()).decode(), 1
 
 
 def complete_on_disk(backend, bucket_name: str, multipart_id: str, body: Iterator[tuple[int, str]],
@@ -119,19 +174,22 @@ def complete_on_disk(backend, bucket_name: str, multipart_id: str, body: Iterato
     Every step but the copy is moto's, in moto's order, with moto's exceptions (so its answers, the
     errors included, are moto's): the upload looked up, each named part checked against its ETag and
     every part but the last against S3's 5 MB minimum, the ETag `md5(part md5s)-N`, the key put (its
-    notifications), its metadata, tags and ACL, the CompleteMultipartUpload notification. An upload
-    that asked for a checksum algorithm, or a moto that computes CRC64NVME (awscrt installed), is
-    left to `moto_complete` whole. `write_parts(bucket, key, parts)` copies the parts after a header
-    slot and gives the file; `commit(key, file)` writes the header and puts the file in place.
+    notifications), its metadata, tags, ACL and checksum, the CompleteMultipartUpload notification.
+    A checksum that moto computes with a library (awscrt's CRC64NVME, crc32c's CRC32C) is left to
+    `moto_complete` whole. `write_parts(bucket, key, parts, checksum)` copies the parts after a
+    header slot and gives the file's path; `commit(key, path)` writes the header and puts the file
+    in place.
     """
-    from moto.s3 import models, notifications, utils
+    from moto.s3 import models, notifications
     from moto.s3.exceptions import EntityTooSmall, InvalidPart, MalformedXML
 
     bucket = backend.get_bucket(bucket_name)
     multipart = bucket.multiparts[multipart_id]
-    if utils.HAS_CRT or multipart.metadata.get("x-amz-checksum-algorithm") or \
-            multipart.metadata.get("x-amz-checksum-type"):
+    algorithm = multipart.metadata.get("x-amz-checksum-algorithm")
+    new_digest = _running_digest(algorithm or "CRC64NVME")
+    if new_digest is None:
         return moto_complete(backend, bucket_name, multipart_id, body)
+    checksum = PartsChecksum(algorithm, multipart.metadata.get("x-amz-checksum-type"), new_digest)
     decode_hex = codecs.getdecoder("hex_codec")
     parts, md5s, last = [], bytearray(), None
     for number, etag in body:
@@ -146,24 +204,24 @@ def complete_on_disk(backend, bucket_name: str, multipart_id: str, body: Iterato
     if not parts:
         raise MalformedXML
     etag = f"{hashlib.md5(bytes(md5s), usedforsecurity=False).hexdigest()}-{len(parts)}"
-    written = write_parts(bucket_name, multipart.key_name, parts)
+    written = write_parts(bucket_name, multipart.key_name, parts, checksum)
     try:
         del bucket.multiparts[multipart_id]
         key = backend.put_object(bucket_name, multipart.key_name, b"", storage=multipart.storage, etag=etag,
                                  multipart=multipart, encryption=multipart.sse_encryption,
                                  kms_key_id=multipart.kms_key_id, disable_notification=True)
-        attach(key, FileBuffer.of(written.path, HEADER_SLOT))
+        attach(key, FileBuffer.of(written, HEADER_SLOT))
         # moto's put_object announces the key as `ObjectCreated:Put` too: sent here, once it has its bytes.
         notifications.send_event(backend.account_id, notifications.S3NotificationEvent.OBJECT_CREATED_PUT_EVENT,
                                  bucket, key)
         key.set_metadata(multipart.metadata)
-        key.checksum_algorithm = None
-        key.checksum_type, key.checksum_value, key.checksum_parts = "FULL_OBJECT", _crc32_as_moto(written.crc), 1
+        key.checksum_algorithm = algorithm
+        key.checksum_type, key.checksum_value, key.checksum_parts = checksum.details()
         backend.put_object_tagging(key, multipart.tags)
         backend.put_object_acl(bucket_name=bucket_name, key_name=key.name, acl=multipart.acl,
                                disable_notification=True)
     except BaseException:
-        _unlink(written.path)
+        _unlink(written)
         raise
     commit(key, written)
     notifications.send_event(backend.account_id,
@@ -172,30 +230,25 @@ def complete_on_disk(backend, bucket_name: str, multipart_id: str, body: Iterato
     return key
 
 
-class WrittenParts:
-    """A completed upload's object file under its temporary name, and the CRC32 of its data."""
-
-    def __init__(self, path: str, crc: int):
-        self.path, self.crc = path, crc
-
-
-def write_parts(temporary: str, parts: list) -> WrittenParts:
+def write_parts(temporary: str, parts: list, checksum: PartsChecksum) -> str:
     """Copy `parts` (moto's part keys, in order) into a new file at `temporary` after a blank header
-    slot, reading each in 1 MB chunks under its lock: one pass over the bytes, nothing held whole."""
-    crc = 0
+    slot, reading each in 1 MB chunks under its lock and feeding `checksum`: one pass over the bytes,
+    nothing held whole. The file's path."""
     try:
         with open(temporary, "wb") as f:
             f.write(b" " * (HEADER_SLOT - 1) + b"\n")
             for part in parts:
+                digest = checksum.part()
                 with part.lock:
                     part._value_buffer.seek(0)
                     while chunk := part._value_buffer.read(_CHUNK):
-                        crc = binascii.crc32(chunk, crc)
+                        digest.update(chunk)
                         f.write(chunk)
+                checksum.end_part(digest)
     except BaseException:
         _unlink(temporary)
         raise
-    return WrittenParts(temporary, crc)
+    return temporary
 
 
 def _unlink(path: str) -> None:
