@@ -45,13 +45,20 @@ def free_port(preferred: int | None = None) -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, seconds: float = 30.0) -> None:
+def wait_for_port(port: int, seconds: float = 30.0, process: subprocess.Popen | None = None,
+                  log_path: Path | None = None) -> None:
+    """Wait until something listens on `port`; when the `process` meant to listen there ends first,
+    fail at once with the last line it logged (e.g. moto_disk's "... is in use by another server")."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), 0.2).close()
             return
         except OSError:
+            if process is not None and process.poll() is not None:
+                said = log_path.read_text(errors="replace").strip().splitlines()[-1:] if log_path else []
+                raise LocalServicesError(said[0] if said else f"the server for 127.0.0.1:{port} ended "
+                                         f"(status {process.returncode}) before it listened") from None
             time.sleep(0.05)
     raise LocalServicesError(f"nothing listens on 127.0.0.1:{port} after {seconds:.0f} s")
 
@@ -184,7 +191,7 @@ class BackgroundServer:
         log = open(log_path, "ab") if log_path else subprocess.DEVNULL
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,  # nosec B603 - our own command
                                    start_new_session=True)
-        wait_for_port(port)
+        wait_for_port(port, process=process, log_path=log_path)
         return process.pid
 
     @property
