@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import boto3
 import pg8000.native
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -297,6 +298,39 @@ def test_a_bad_part_file_is_quarantined_once_and_the_rest_publishes(parted, ware
     held_ids = set(held.column("payment_id").to_pylist())
     stored = {r[0] for r in run_sql(warehouse_url, "SELECT payment_id FROM fact_payment")}
     assert stored == set(range(1, 40)) - held_ids and held_ids       # every other row loaded, those held back
+    assert _staging_rows(warehouse_url) == 0
+
+
+def _published(log_lines, run_id: str) -> dict:
+    return next(line for line in log_lines if line["message"] == "run loaded" and line.get("run_id") == run_id)
+
+
+def test_a_first_parted_run_goes_straight_into_its_empty_tables(parted, warehouse_url, log_lines):
+    """The publish of a first load skips the temp tables and the merge (load/parts.py `fill_direct`):
+    at 30M orders that merge kept the publishing invocation busy for most of Lambda's 15 minutes."""
+    run = parted.runs[0]
+    load(parted.settings, [run], today=TODAY)
+    assert {"fact_sales_order", "fact_payment", "etl_src_transaction"} <= set(_published(log_lines, run)["direct"])
+    assert parted.data() == parted.clean(upto=1)
+    load(parted.settings, parted.runs[1:], today=TODAY)              # the later runs merge into full tables
+    assert not {"fact_sales_order", "etl_src_sales_order"} & set(_published(log_lines, parted.runs[2])["direct"])
+    assert parted.data() == parted.clean()
+
+
+def test_a_version_in_two_parts_of_a_first_run_falls_back_to_the_merge(parted, warehouse_url, log_lines):
+    """PostgreSQL rejects the direct way (a key twice); the temp table and merge store it once, as unparted."""
+    run = parted.runs[0]
+    first, second = (lake.part_key("etl_src_transaction", run, "parquet", i) for i in (0, 1))
+    read = lambda key: pq.read_table(io.BytesIO(  # noqa: E731
+        parted.lake.s3.get_object(Bucket=parted.lake.processed, Key=key)["Body"].read()))
+    repeated = pa.concat_tables([read(second), read(first).slice(0, 1)])
+    buffer = io.BytesIO()
+    pq.write_table(repeated, buffer)
+    parted.lake.s3.put_object(Bucket=parted.lake.processed, Key=second, Body=buffer.getvalue())
+    load(parted.settings, [run], today=TODAY)
+    published = _published(log_lines, run)
+    assert "etl_src_transaction" not in published["direct"] and "fact_sales_order" in published["direct"]
+    assert parted.data() == parted.clean(upto=1)
     assert _staging_rows(warehouse_url) == 0
 
 

@@ -51,7 +51,7 @@ BATCH_ROWS = 16384
 READ_BUFFER_BYTES = 1024 * 1024
 #: SQLSTATE classes that mean "this file's data is bad" (22 data exception, 23 integrity):
 #: quarantine the file. Anything else (a lost connection, a bug) fails the run.
-_BAD_DATA_CLASSES = ("22", "23")
+BAD_DATA_CLASSES = ("22", "23")
 #: Sent in place of the rest of a file that fails to decode: a tuple of no fields (or, before the
 #: header, a bad signature), which PostgreSQL always rejects (SQLSTATE 22P04, bad COPY data).
 BROKEN_COPY_DATA = b"\x00\x00"
@@ -242,7 +242,7 @@ def copy_file(conn: Connection, download: Future, table: Table, direct_run_id: s
         conn.run(f"ANALYZE {identifier(temp_name(table))}")
         return Copied(rows, direct=False)
     except DatabaseError as e:
-        if not savepoint_taken or not sqlstate(e).startswith(_BAD_DATA_CLASSES):
+        if not savepoint_taken or not sqlstate(e).startswith(BAD_DATA_CLASSES):
             raise
         conn.run("ROLLBACK TO SAVEPOINT etl_file")
         if feed and feed.error and is_transient(feed.error):
@@ -269,7 +269,7 @@ def _copy_direct(conn: Connection, parquet: pq.ParquetFile, table: Table, column
             rows = copy_in(conn, table.name, [*(surrogate[:1] if first_id is not None else []), *columns], feed,
                            binary=True)
     except DatabaseError as e:
-        if not sqlstate(e).startswith(_BAD_DATA_CLASSES):
+        if not sqlstate(e).startswith(BAD_DATA_CLASSES):
             raise
         conn.run("ROLLBACK TO SAVEPOINT etl_direct")
         if feed and feed.error and is_transient(feed.error):

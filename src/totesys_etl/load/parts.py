@@ -13,6 +13,11 @@ Once every part the manifest names is staged, the run is *published* by `load.ru
 under the loaders' lock, in ONE transaction: each parted table's staged rows go into the same temp
 table a whole file would have filled (`fill_temp`), the same merge as an unparted run follows, the
 run's staging rows are removed (`clear`) and its ledger row written. Readers see all of it or none.
+
+A table the run finds empty (a first load, the usual reason for parts) skips the temp table: its
+staged rows go straight into it with its indexes rebuilt after (`fill_direct`), as a whole file's
+rows do (load/files.py `copy_file`). At 30M orders the merge through temp tables kept the publishing
+invocation busy for most of Lambda's 15 minutes (readme_files/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -22,10 +27,11 @@ from dataclasses import dataclass
 from pg8000.native import identifier
 
 from totesys_etl import quarantine
-from totesys_etl.adapters.postgres import Connection, rollback_quietly
+from totesys_etl.adapters.postgres import Connection, DatabaseError, rollback_quietly, sqlstate
 from totesys_etl.errors import InvalidInput
 from totesys_etl.faults import crash_point
-from totesys_etl.load.files import copy_file, create_temp_sql, downloaded, temp_name
+from totesys_etl.load import bulk
+from totesys_etl.load.files import BAD_DATA_CLASSES, copy_file, create_temp_sql, downloaded, temp_name
 from totesys_etl.load.ledger import is_loaded
 from totesys_etl.logs import StageLog
 from totesys_etl.manifest import FileEntry
@@ -121,6 +127,34 @@ def fill_temp(conn: Connection, table: Table, run_id: str) -> int:
     rows = conn.row_count
     conn.run(f"ANALYZE {identifier(temp_name(table))}")
     return rows
+
+
+def fill_direct(conn: Connection, table: Table, run_id: str, rows: int) -> int | None:
+    """Inside the publishing transaction, for `table` found empty: the run's staged rows (about
+    `rows`) straight into it, each with the run's `etl_run_id`; the rows moved.
+
+    None, with the transaction as it was, if PostgreSQL rejects them (e.g. one version in two
+    parts): the caller then takes the temp table and the merge (`fill_temp`), which settle that.
+    Its indexes are dropped before and built after (bulk.py), and the rows go in part order, so the
+    table ends as a whole file of the run would have left it. The run id is a value of the SELECT,
+    not a column default as for a COPY: an ALTER TABLE would lock the table against readers, table
+    after table, and a reader querying two of them at once could deadlock with the publish.
+    """
+    staging, names = staging_table(table.name), [c.name for c in table.data_columns]
+    conn.run("SAVEPOINT etl_direct_parts")
+    try:
+        with bulk.rebuilt(conn, table.name, rows):
+            conn.run(f"INSERT INTO {identifier(table.name)} ({column_list([RUN_ID.name, *names])}) "  # nosec B608
+                     f"SELECT CAST(:run_id AS text), {column_list(names)} FROM {identifier(staging.name)} "
+                     f"WHERE {identifier(RUN_ID.name)} = :run_id ORDER BY {identifier(PART.name)}", run_id=run_id)
+            moved = conn.row_count
+    except DatabaseError as e:
+        if not sqlstate(e).startswith(BAD_DATA_CLASSES):
+            raise
+        conn.run("ROLLBACK TO SAVEPOINT etl_direct_parts")
+        return None
+    conn.run("RELEASE SAVEPOINT etl_direct_parts")
+    return moved
 
 
 def clear(conn: Connection, run_id: str, tables: list[Table]) -> None:

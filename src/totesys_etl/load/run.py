@@ -217,14 +217,19 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
     with transaction(conn):
         present, direct = set(), {}
         staged_tables = [LOADABLE[name] for name in sorted({e.table for e in parted})]
-        for table in staged_tables:  # the staged parts into the temp tables whole files would have filled
+        empty = merge.empty_tables(conn, [*(n for n in [*(t.name for t in staged_tables), *(n for n, _ in entries)]
+                                            if n in DIRECT_LOADABLE), *(d.name for d in DIMENSIONS)])
+        for table in staged_tables:  # straight in when empty, else into the temp table a whole file would fill
             of_table = [s for (name, _), s in staged.items() if name == table.name]
             quarantined += sum(s.quarantined for s in of_table)
             if not all(s.quarantined for s in of_table):
-                parts.fill_temp(conn, table, run_id)
+                moved = parts.fill_direct(conn, table, run_id, sum(s.rows for s in of_table)) \
+                    if table.name in empty else None
+                if moved is None:
+                    parts.fill_temp(conn, table, run_id)
+                else:
+                    direct[table.name] = moved
                 present.add(table.name)
-        empty = merge.empty_tables(conn, [*(n for n, _ in entries if n in DIRECT_LOADABLE),
-                                          *(d.name for d in DIMENSIONS)])
         with closing(downloaded(bucket, [key for _, key in entries])) as downloads:  # /tmp emptied after
             for (name, key), download in zip(entries, downloads):
                 try:
