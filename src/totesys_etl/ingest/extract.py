@@ -96,37 +96,55 @@ class Plan:
         return XidSet.span(self.previous.snapshot.xmin, _NO_ID) - self.previous.seen_xids - self.in_progress
 
 
+#: The next unassigned id (epoch-aware, through `age(xid)`, open to any role) and the oldest running one.
+_NEXT_AND_XMIN = (
+    "SELECT ref + age((ref % 4294967296)::text::xid), xmin FROM ("
+    " SELECT CASE WHEN xmax % 4294967296 < 3 THEN xmax - 3 ELSE xmax END AS ref, xmin FROM ("
+    "  SELECT pg_snapshot_xmax(s)::text::bigint AS xmax, pg_snapshot_xmin(s)::text::bigint AS xmin"
+    "  FROM pg_current_snapshot() AS s) AS a) AS b")
+#: Which of the ids asked about are in progress: single ids as an `xid8[]`, longer ranges as bounds.
+_RUNNING = (
+    "SELECT coalesce(array_agg(x), '{}')::text FROM ("
+    " SELECT x FROM unnest(CAST(:ids AS xid8[])) AS x"
+    " UNION ALL SELECT x::text::xid8 FROM unnest(CAST(:los AS bigint[]), CAST(:his AS bigint[])) AS r(lo, hi),"
+    "  generate_series(lo, hi - 1) AS x WHERE x % 4294967296 >= 3) AS c"
+    " WHERE pg_xact_status(x) = 'in progress'")
+#: A range of the ids asked about up to this long goes as its ids, a longer one as its bounds.
+_SHORT_RANGE = 8
+
+
 def in_progress_before(conn: Connection, previous: Watermark | None) -> tuple[XidSet, int]:
     """The ids still in progress just before the snapshot is taken, and the next unassigned id then.
 
     Asked with `pg_xact_status`, which knows savepoints' ids and, on a hot standby, the primary's
     running transactions (where `pg_current_snapshot()` lists none). Only ids that could still run
     are asked: those the previous run counted as in progress and those handed out since it (on a
-    first run, everything from the oldest running id on), so the cost follows what happened since
-    the previous run, not how long a transaction has held an id. An id that ends between this
-    question and the snapshot stays "in progress" for this run: it skips that id's versions and
-    the next run reads them, so nothing is read twice and nothing is lost. The candidates go as a
-    `bigint[]` of bounds and the answer comes back as ids, not as `int8multirange` text: PostgreSQL
-    parses and prints 100,000 ranges (savepoints interleaved with commits) far slower than as many
-    integers.
+    first run, everything from the oldest running id on), and of those only the ones at or above
+    the oldest id running now (below it every id has ended: nothing to ask). So the cost follows
+    what happened since the previous run and what still runs, not how long a transaction has held
+    an id. An id that ends between this question and the snapshot stays "in progress" for this run:
+    it skips that id's versions and the next run reads them, so nothing is read twice and nothing
+    is lost.
+
+    Two statements in one transaction: the first finds the next id and the oldest running one, the
+    second asks about the rest. Ids go as an `xid8[]` (no cast per id) and long ranges as their
+    bounds; the answer comes back as ids, not as `int8multirange` text: PostgreSQL parses and prints
+    100,000 ranges (savepoints interleaved with commits) far slower than as many integers.
     """
     candidates = previous.in_progress if previous is not None else XidSet()
     since = previous.snapshot.xmax if previous is not None else 0
-    with transaction(conn, read_only=True):  # one statement, in a transaction: see begin_snapshot
-        (state,) = conn.run(
-            "WITH n AS (SELECT ref + age((ref % 4294967296)::text::xid) AS next, xmin FROM ("
-            "  SELECT CASE WHEN xmax % 4294967296 < 3 THEN xmax - 3 ELSE xmax END AS ref, xmin FROM ("
-            "   SELECT pg_snapshot_xmax(s)::text::bigint AS xmax, pg_snapshot_xmin(s)::text::bigint AS xmin"
-            "   FROM pg_current_snapshot() AS s) AS a) AS b)"
-            " SELECT n.next, (SELECT coalesce(array_agg(x ORDER BY x), '{}')::text FROM ("
-            "   SELECT generate_series(greatest(lo, n.xmin), least(hi, n.next) - 1) AS x FROM ("
-            "    SELECT b[2 * i - 1] AS lo, b[2 * i] AS hi FROM (SELECT CAST(:candidates AS bigint[]) AS b) AS a,"
-            "     generate_series(1, cardinality(b) / 2) AS i"
-            "    UNION ALL SELECT least(CAST(:since AS bigint), n.next), n.next) AS r) AS c"
-            "  WHERE x % 4294967296 >= 3 AND pg_xact_status(x::text::xid8) = 'in progress') FROM n",
-            candidates=_bounds_text(candidates), since=since)
-    running = state[1][1:-1]
-    return XidSet.of_ids(map(int, running.split(",")) if running else ()), int(state[0])
+    with transaction(conn, read_only=True):  # every statement in a transaction: see begin_snapshot
+        next_xid, xmin = (int(v) for v in conn.run(_NEXT_AND_XMIN)[0])
+        asked = (candidates | XidSet.span(min(since, next_xid), next_xid)) & XidSet.span(xmin, next_xid)
+        ids, los, his = asked.split_short(_SHORT_RANGE)
+        (running,) = conn.run(_RUNNING, ids=_ids_text(i for i in ids if i % _XID_SPAN >= 3),
+                              los=_ids_text(los), his=_ids_text(his))[0]
+    return XidSet.of_ids(sorted(map(int, running[1:-1].split(","))) if running != "{}" else ()), next_xid
+
+
+def _ids_text(ids) -> str:
+    """Integers as array text (built from ints, never from input)."""
+    return "{" + ",".join(map(str, map(int, ids))) + "}"
 
 
 def begin_snapshot(conn: Connection) -> None:

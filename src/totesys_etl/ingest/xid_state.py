@@ -97,7 +97,8 @@ def decode(body: bytes) -> list[XidSet]:
 
 
 def _set_texts(fields: dict) -> list[tuple[dict, str]]:
-    """Where a watermark's fields hold id-set text: (the dict, its key), the stopped tables' too."""
+    """Where a watermark's fields hold an id set (text, or an XidSet not yet written): (the dict, its
+    key), the stopped tables' too."""
     places = [(fields, name) for name in ("seen", "in_progress") if name in fields]
     places += [(claim, "xids") for claim in fields.get("unread") or [] if isinstance(claim, dict) and "xids" in claim]
     for entry in (fields.get("stopped") or {}).values():
@@ -107,32 +108,52 @@ def _set_texts(fields: dict) -> list[tuple[dict, str]]:
 
 
 def spill(bucket: str, run_id: str, fields: dict) -> dict:
-    """`fields` (a run's watermark) as the manifest holds them: unchanged while their id-set text
-    stays within INLINE_LIMIT, else with every set in this run's state object (written create-only
-    first: a manifest never names a state object that is not there)."""
+    """`fields` (a run's watermark, its id sets as text or XidSets) as the manifest holds them: every
+    set as text while their text stays within INLINE_LIMIT, else every set in this run's state
+    object (written create-only first: a manifest never names a state object that is not there)."""
     places = _set_texts(fields)
-    if sum(len(holder[name]) for holder, name in places) <= INLINE_LIMIT:
+    if _text_bytes(holder[name] for holder, name in places) <= INLINE_LIMIT:
+        for holder, name in places:
+            holder[name] = str(holder[name])
         return fields
-    texts: dict[str, int] = {}
+    sets: dict[XidSet, int] = {}
     for holder, name in places:
-        texts.setdefault(holder[name], len(texts))
-    body = encode([XidSet.parse(text) for text in texts])
+        holder[name] = sets.setdefault(XidSet.parse(holder[name]), len(sets))
+    body = encode(list(sets))
     key = state_key(run_id)
     with lake_errors(bucket, key):
         if not s3.put_create_only(bucket, key, body) and not s3.holds(bucket, key, body=body):
             raise RunIdCollision(f"another ingest already wrote {key}: stopped without a manifest, so the next "
                                  "run reads these changes")
     for holder, name in places:
-        holder[name] = {"state": texts[holder[name]]}
+        holder[name] = {"state": holder[name]}
     fields[FIELD] = {"key": key, "sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
     return fields
 
 
+#: Past this many ranges a set's text is over INLINE_LIMIT whatever its ids ("[a,b)," is 6 bytes at least).
+_SURELY_LARGE = INLINE_LIMIT // 6 + 1
+
+
+def _text_bytes(values) -> int:
+    """The bytes of the sets' text, stopping early past INLINE_LIMIT (a large set is never turned into
+    text only to be measured)."""
+    total = 0
+    for value in values:
+        if isinstance(value, XidSet) and len(value.ranges) >= _SURELY_LARGE:
+            return INLINE_LIMIT + 1
+        total += len(str(value))
+        if total > INLINE_LIMIT:
+            break
+    return total
+
+
 def inline(bucket: str, manifest: dict) -> dict:
-    """The manifest with every `{"state": i}` replaced by its set's text read from the state object
-    it names; unchanged without `xid_state`. Raises StateUnreadable (one line) when the object is
-    missing or differs from what the manifest says, InvalidInput when the manifest's reference is
-    malformed (a corrupt manifest, skipped like any other)."""
+    """The manifest with every `{"state": i}` replaced by its set (an XidSet, which watermark.py takes
+    as it is) read from the state object it names; unchanged without `xid_state`. Raises
+    StateUnreadable (one line) when the object is missing or differs from what the manifest says,
+    InvalidInput when the manifest's reference is malformed (a corrupt manifest, skipped like any
+    other)."""
     ref = manifest.get(FIELD)
     if ref is None:
         return manifest
@@ -151,15 +172,15 @@ def inline(bucket: str, manifest: dict) -> dict:
         raise StateUnreadable(f"{where}, does not match its manifest's checksum: ingest stopped rather than guess "
                               "what that run read")
     try:
-        texts = [str(xids) for xids in decode(body)]
+        sets = decode(body)
     except ValueError as e:
         raise StateUnreadable(f"{where}, does not decode ({e}): ingest stopped rather than guess") from None
     out = _copy(manifest)
     for holder, name in _set_texts(out):
         index = holder[name].get("state") if isinstance(holder[name], dict) else None
-        if not isinstance(index, int) or not 0 <= index < len(texts):
+        if not isinstance(index, int) or not 0 <= index < len(sets):
             raise InvalidInput(f"manifest of {run_id!r}: {name} names no set of its {FIELD}")
-        holder[name] = texts[index]
+        holder[name] = sets[index]  # the set itself (watermark.py takes it as it is): no text round trip
     return out
 
 

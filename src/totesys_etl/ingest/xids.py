@@ -68,6 +68,8 @@ class XidSet:
         not touching) and read in one pass; anything else valid is sorted and merged. A text that
         `str()` made lately gives back its set at once: a run turns its large sets into manifest text
         and back (xid_state.py) and need not read 100,000 ranges each time."""
+        if isinstance(text, XidSet):
+            return text  # a set a state object gave back (xid_state.inline): already exact
         known = _MADE.get(text) if isinstance(text, str) else None
         if known is not None:
             return known
@@ -94,12 +96,27 @@ class XidSet:
 
     def __str__(self) -> str:
         if self._text is None:
-            self._text = "{" + ",".join(f"[{lo},{hi})" for lo, hi in self.ranges) + "}"
+            self._text = "{[" + "),[".join(map("%d,%d".__mod__, self.ranges)) + ")}" if self.ranges else "{}"
             if len(self.ranges) > _FEW:
                 _MADE[self._text] = self
                 while len(_MADE) > _MADE_KEPT:
                     del _MADE[next(iter(_MADE))]
         return self._text
+
+    def split_short(self, longest: int) -> tuple[list[int], list[int], list[int]]:
+        """The ids of the ranges at most `longest` long, and the bounds (lows, highs) of the others: how
+        a statement asks about them (an id array costs less than a range each, a long range less than
+        its ids)."""
+        ids: list[int] = []
+        los: list[int] = []
+        his: list[int] = []
+        for lo, hi in self.ranges:
+            if hi - lo <= longest:
+                ids += range(lo, hi)
+            else:
+                los.append(lo)
+                his.append(hi)
+        return ids, los, his
 
     def __bool__(self) -> bool:
         return bool(self.ranges)
