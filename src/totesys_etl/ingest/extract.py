@@ -252,7 +252,7 @@ def in_xids(x: str, xids: XidSet) -> str:
     ten times faster, and `width_bucket(x, bounds)`, a binary search, counts the bounds at or
     below x: odd exactly when x lies in one of the half-open ranges. Same set, same answer.
     """
-    if len(xids.ranges) <= MANY_RANGES:
+    if len(xids) <= MANY_RANGES:
         return f"{x} <@ {literal(str(xids))}::int8multirange"
     return f"width_bucket({x}, {_bounds(xids)}) % 2 = 1"
 
@@ -265,7 +265,7 @@ def _bounds(xids: XidSet) -> str:
 
 
 def _bounds_text(xids: XidSet) -> str:
-    return "{" + ",".join(f"{int(lo)},{int(hi)}" for lo, hi in xids.ranges) + "}"
+    return _ids_text(xids.bounds)
 
 
 def _stamp(moment: datetime) -> str:

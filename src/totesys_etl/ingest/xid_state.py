@@ -25,6 +25,7 @@ import sys
 import zlib
 from array import array
 from itertools import accumulate, islice
+from operator import sub
 
 from totesys_etl.adapters import s3
 from totesys_etl.errors import InvalidInput, LakeUnavailable, RunIdCollision, lake_errors
@@ -52,14 +53,12 @@ def state_key(run_id: str) -> str:
 
 def encode(sets: list[XidSet]) -> bytes:
     """The sets as `_MAGIC` + zlib(uint64 LE: count, each set's range count, then every set's bounds
-    delta-encoded from 0)."""
-    numbers = [len(sets), *(len(s.ranges) for s in sets)]
+    delta-encoded from 0). Array operations throughout: 100,000 ranges cost milliseconds."""
+    packed = array("Q", [len(sets), *map(len, sets)])
     for xids in sets:
-        previous = 0
-        for lo, hi in xids.ranges:
-            numbers += (lo - previous, hi - lo)
-            previous = hi
-    packed = array("Q", numbers)
+        if xids.bounds:
+            packed.append(xids.bounds[0])
+            packed.extend(map(sub, islice(xids.bounds, 1, None), xids.bounds))
     if sys.byteorder != "little":
         packed.byteswap()
     return _MAGIC + zlib.compress(packed.tobytes(), 6)
@@ -88,11 +87,13 @@ def decode(body: bytes) -> list[XidSet]:
         raise ValueError("not an ingest id state (lengths disagree)")
     sets = []
     for count in counts:
-        bounds = list(accumulate(numbers[at:at + 2 * count]))
+        deltas = numbers[at:at + 2 * count]
         at += 2 * count
-        if bounds and (bounds[-1] >= 2 ** 63 or not all(a < b for a, b in zip(bounds, islice(bounds, 1, None)))):
+        bounds = list(accumulate(deltas))
+        # Every delta after the first positive: bounds strictly increasing, ranges neither empty nor touching.
+        if bounds and (bounds[-1] >= 2 ** 63 or 0 in deltas[1:]):
             raise ValueError("not an ingest id state (ranges out of order)")
-        sets.append(XidSet.trusted(zip(bounds[0::2], bounds[1::2])))
+        sets.append(XidSet.of_bounds(bounds))
     return sets
 
 
@@ -140,7 +141,7 @@ def _text_bytes(values) -> int:
     text only to be measured)."""
     total = 0
     for value in values:
-        if isinstance(value, XidSet) and len(value.ranges) >= _SURELY_LARGE:
+        if isinstance(value, XidSet) and len(value) >= _SURELY_LARGE:
             return INLINE_LIMIT + 1
         total += len(str(value))
         if total > INLINE_LIMIT:
