@@ -102,13 +102,14 @@ _NEXT_AND_XMIN = (
     " SELECT CASE WHEN xmax % 4294967296 < 3 THEN xmax - 3 ELSE xmax END AS ref, xmin FROM ("
     "  SELECT pg_snapshot_xmax(s)::text::bigint AS xmax, pg_snapshot_xmin(s)::text::bigint AS xmin"
     "  FROM pg_current_snapshot() AS s) AS a) AS b")
-#: Which of the ids asked about are in progress: single ids as an `xid8[]`, longer ranges as bounds.
-_RUNNING = (
-    "SELECT coalesce(array_agg(x), '{}')::text FROM ("
-    " SELECT x FROM unnest(CAST(:ids AS xid8[])) AS x"
-    " UNION ALL SELECT x::text::xid8 FROM unnest(CAST(:los AS bigint[]), CAST(:his AS bigint[])) AS r(lo, hi),"
-    "  generate_series(lo, hi - 1) AS x WHERE x % 4294967296 >= 3) AS c"
-    " WHERE pg_xact_status(x) = 'in progress'")
+#: Of the ids asked about one by one (an `xid8[]`, no cast per id), those that ended; of the longer ranges
+#: (bounds), the ids in progress. The usual answers are short either way: few of the ids a previous run
+#: counted as in progress end between two runs, few of a long run of new ids are still running.
+_STATUS = (
+    "SELECT (SELECT coalesce(array_agg(x), '{}')::text FROM unnest(CAST(:ids AS xid8[])) AS x"
+    "  WHERE pg_xact_status(x) IS DISTINCT FROM 'in progress'),"  # NULL: too old to be known, so ended
+    " (SELECT coalesce(array_agg(x), '{}')::text FROM unnest(CAST(:los AS bigint[]), CAST(:his AS bigint[]))"
+    "  AS r(lo, hi), generate_series(lo, hi - 1) AS x WHERE pg_xact_status(x::text::xid8) = 'in progress')")
 #: A range of the ids asked about up to this long goes as its ids, a longer one as its bounds.
 _SHORT_RANGE = 8
 
@@ -127,19 +128,33 @@ def in_progress_before(conn: Connection, previous: Watermark | None) -> tuple[Xi
     is lost.
 
     Two statements in one transaction: the first finds the next id and the oldest running one, the
-    second asks about the rest. Ids go as an `xid8[]` (no cast per id) and long ranges as their
-    bounds; the answer comes back as ids, not as `int8multirange` text: PostgreSQL parses and prints
-    100,000 ranges (savepoints interleaved with commits) far slower than as many integers.
+    second asks about the rest and answers with ids, not `int8multirange` text (PostgreSQL parses
+    and prints 100,000 ranges, savepoints interleaved with commits, far slower than as many
+    integers): of the short ranges, which ids ended; of the long ones, which ids still run.
     """
     candidates = previous.in_progress if previous is not None else XidSet()
     since = previous.snapshot.xmax if previous is not None else 0
     with transaction(conn, read_only=True):  # every statement in a transaction: see begin_snapshot
         next_xid, xmin = (int(v) for v in conn.run(_NEXT_AND_XMIN)[0])
         asked = (candidates | XidSet.span(min(since, next_xid), next_xid)) & XidSet.span(xmin, next_xid)
-        ids, los, his = asked.split_short(_SHORT_RANGE)
-        (running,) = conn.run(_RUNNING, ids=_ids_text(i for i in ids if i % _XID_SPAN >= 3),
-                              los=_ids_text(los), his=_ids_text(his))[0]
-    return XidSet.of_ids(sorted(map(int, running[1:-1].split(","))) if running != "{}" else ()), next_xid
+        short, long = _without_special_ids(asked).split(_SHORT_RANGE)
+        ended, running = conn.run(_STATUS, ids=_ids_text(short.ids()), los=_ids_text(long.bounds[0::2]),
+                                  his=_ids_text(long.bounds[1::2]))[0]
+    return (short - _of_ids_text(ended)) | _of_ids_text(running), next_xid
+
+
+def _without_special_ids(xids: XidSet) -> XidSet:
+    """`xids` less the ids PostgreSQL never hands out (0, 1 and 2 of each epoch), which `pg_xact_status`
+    refuses."""
+    if not xids:
+        return xids
+    epochs = range(xids.bounds[0] >> 32, (xids.bounds[-1] >> 32) + 1)
+    return xids - XidSet.of_bounds(b for epoch in epochs for b in (epoch << 32, (epoch << 32) + 3))
+
+
+def _of_ids_text(text: str) -> XidSet:
+    """The set of the ids in PostgreSQL's array text (`{}` or `{1,2,5}`), in any order."""
+    return XidSet.of_ids(sorted(map(int, text[1:-1].split(",")))) if text != "{}" else XidSet()
 
 
 def _ids_text(ids) -> str:

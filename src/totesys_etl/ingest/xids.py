@@ -128,23 +128,28 @@ class XidSet:
                     del _MADE[next(iter(_MADE))]
         return self._text
 
-    def split_short(self, longest: int) -> tuple[list[int], list[int], list[int]]:
-        """The ids of the ranges at most `longest` long, and the bounds (lows, highs) of the others: how
-        a statement asks about them (an id array costs less than a range each, a long range less than
-        its ids)."""
+    def split(self, longest: int) -> tuple["XidSet", "XidSet"]:
+        """The ranges at most `longest` long, and the others: a statement asks about the first as ids (an
+        id array costs less than a range each) and about the others as bounds (less than their ids)."""
         los, his = self.bounds[0::2], self.bounds[1::2]
-        if not los or max(map(sub, his, los)) == 1:  # single ids (savepoints interleaved with commits)
-            return list(los), [], []
-        ids: list[int] = []
-        long_los: list[int] = []
-        long_his: list[int] = []
+        if not los or max(map(sub, his, los)) <= longest:  # e.g. single ids (savepoints interleaved with commits)
+            return self, XidSet()
+        short: list[int] = []
+        long: list[int] = []
         for lo, hi in zip(los, his):
-            if hi - lo <= longest:
-                ids += range(lo, hi)
-            else:
-                long_los.append(lo)
-                long_his.append(hi)
-        return ids, long_los, long_his
+            (short if hi - lo <= longest else long).extend((lo, hi))
+        return XidSet.of_bounds(short), XidSet.of_bounds(long)
+
+    def ids(self) -> list[int]:
+        """Every id, in order (for sets of few ids: a range each is expanded)."""
+        los, his = self.bounds[0::2], self.bounds[1::2]
+        longer = list(compress(range(len(los)), map((1).__lt__, map(sub, his, los))))  # the ranges of 2 ids or more
+        if len(longer) > _FEW:
+            return [x for lo, hi in zip(los, his) for x in range(lo, hi)]
+        ids = list(los)
+        for i in reversed(longer):  # a few slices into the single ids (savepoints interleaved with commits)
+            ids[i:i + 1] = range(los[i], his[i])
+        return ids
 
     def __bool__(self) -> bool:
         return bool(self.bounds)
