@@ -8,9 +8,10 @@ them without bound: 10,000 such interleavings are about 200 KB of range text. Th
 stay under 64 KB whatever happens, so past `INLINE_LIMIT` bytes of set text a run writes every set
 to one object of its own, `_state/ingest_xids/<run_id>.bin`, create-only like everything it writes,
 and the manifest names it (`xid_state`: key, SHA-256, bytes) and holds `{"state": i}` where each
-set's text was. The encoding is compact: every set's bounds delta-encoded as little-endian uint64
-and compressed with zlib; 100,000 interleavings take a few hundred bytes, random ones about two
-bytes per bound.
+set's text was. The lists of claims (`unread`, the run's and each stopped table's: up to 200 each,
+so eleven stopped tables are 160 KB of JSON) go there too, `{"state_claims": j}` in their place.
+The encoding is compact: every set's bounds delta-encoded as little-endian uint64 and compressed
+with zlib; 100,000 interleavings take a few KB, random ones about two bytes per bound.
 
 A manifest without `xid_state` (every manifest before this, and every small one now) is read as
 before. A named state object that is missing, or whose bytes do not match, stops the run with one
@@ -36,7 +37,9 @@ FIELD = "xid_state"
 #: Bytes of id-set text a manifest holds inline; past it every set goes to the state object, leaving
 #: the manifest its files, stamps and `{"state": i}` references.
 INLINE_LIMIT = 8 * 1024
-_MAGIC = b"TXIDS1\n"
+_MAGIC = b"TXIDS2\n"
+#: The state objects written before claims were kept there too: sets only, no count in front.
+_MAGIC_SETS = b"TXIDS1\n"
 #: A decoded state larger than this is corrupt (100,000 interleavings decode to ~3 MB).
 _MAX_DECODED = 64 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -51,39 +54,69 @@ def state_key(run_id: str) -> str:
     return f"{PREFIX}{run_id}.bin"
 
 
-def encode(sets: list[XidSet]) -> bytes:
-    """The sets as `_MAGIC` + zlib(uint64 LE: count, each set's range count, then every set's bounds
-    delta-encoded from 0). Array operations throughout: 100,000 ranges cost milliseconds."""
+def encode(sets: list[XidSet], lists: list[list[tuple[int, str]]] = ()) -> bytes:
+    """The sets, and the claim lists (each claim: its set's index, its `stamped_up_to` text), as
+    `_MAGIC` + zlib(uint64 LE: how many numbers follow; the sets' count, each set's range count, then
+    every set's bounds delta-encoded from 0; the lists' count, each list's claim count, then each
+    claim's set index and stamp length; after the numbers, the stamps' ASCII text). Array operations
+    throughout: 100,000 ranges cost milliseconds."""
     packed = array("Q", [len(sets), *map(len, sets)])
     for xids in sets:
         if xids.bounds:
             packed.append(xids.bounds[0])
             packed.extend(map(sub, islice(xids.bounds, 1, None), xids.bounds))
+    packed.append(len(lists))
+    packed.extend(map(len, lists))
+    stamps = []
+    for claims in lists:
+        for index, stamp in claims:
+            packed.extend((index, len(stamp)))
+            stamps.append(stamp)
+    packed.insert(0, len(packed))
     if sys.byteorder != "little":
         packed.byteswap()
-    return _MAGIC + zlib.compress(packed.tobytes(), 6)
+    return _MAGIC + zlib.compress(packed.tobytes() + "".join(stamps).encode("ascii"), 6)
 
 
-def decode(body: bytes) -> list[XidSet]:
-    """The sets `encode` wrote; ValueError for anything else (checked, never trusted)."""
-    if not body.startswith(_MAGIC):
+def decode(body: bytes) -> tuple[list[XidSet], list[list[tuple[int, str]]]]:
+    """The sets and claim lists `encode` wrote (a state object from before claims were kept there,
+    `_MAGIC_SETS`, holds sets only); ValueError for anything else (checked, never trusted)."""
+    magic = next((m for m in (_MAGIC, _MAGIC_SETS) if body.startswith(m)), None)
+    if magic is None:
         raise ValueError("not an ingest id state")
     inflater = zlib.decompressobj()
     try:
-        raw = inflater.decompress(body[len(_MAGIC):], _MAX_DECODED)
+        raw = inflater.decompress(body[len(magic):], _MAX_DECODED)
     except zlib.error as e:
         raise ValueError(f"not an ingest id state ({e})") from None
-    if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data or len(raw) % 8:
+    if inflater.unconsumed_tail or not inflater.eof or inflater.unused_data:
+        raise ValueError("not an ingest id state (truncated, trailing or oversized)")
+    text = b""
+    if magic == _MAGIC:
+        count = int.from_bytes(raw[:8], "little") if len(raw) >= 8 else -1
+        if not 0 <= count <= (len(raw) - 8) // 8:
+            raise ValueError("not an ingest id state (no header)")
+        raw, text = raw[8:8 + 8 * count], raw[8 + 8 * count:]
+    if len(raw) % 8:
         raise ValueError("not an ingest id state (truncated, trailing or oversized)")
     numbers = array("Q")
     numbers.frombytes(raw)
     if sys.byteorder != "little":
         numbers.byteswap()
+    sets, at = _decode_sets(numbers)
+    if magic == _MAGIC_SETS:
+        if at != len(numbers):
+            raise ValueError("not an ingest id state (lengths disagree)")
+        return sets, []
+    return sets, _decode_lists(numbers[at:], text, len(sets))
+
+
+def _decode_sets(numbers: array) -> tuple[list[XidSet], int]:
     if not numbers or len(numbers) < 1 + numbers[0]:
         raise ValueError("not an ingest id state (no header)")
     counts = numbers[1:1 + numbers[0]]
     at = 1 + len(counts)
-    if at + 2 * sum(counts) != len(numbers):
+    if at + 2 * sum(counts) > len(numbers):
         raise ValueError("not an ingest id state (lengths disagree)")
     sets = []
     for count in counts:
@@ -94,33 +127,65 @@ def decode(body: bytes) -> list[XidSet]:
         if bounds and (bounds[-1] >= 2 ** 63 or 0 in deltas[1:]):
             raise ValueError("not an ingest id state (ranges out of order)")
         sets.append(XidSet.of_bounds(bounds))
-    return sets
+    return sets, at
 
 
-def _set_texts(fields: dict) -> list[tuple[dict, str]]:
-    """Where a watermark's fields hold an id set (text, or an XidSet not yet written): (the dict, its
-    key), the stopped tables' too."""
-    places = [(fields, name) for name in ("seen", "in_progress") if name in fields]
-    places += [(claim, "xids") for claim in fields.get("unread") or [] if isinstance(claim, dict) and "xids" in claim]
+def _decode_lists(numbers: array, text: bytes, sets: int) -> list[list[tuple[int, str]]]:
+    if not numbers or len(numbers) < 1 + numbers[0]:
+        raise ValueError("not an ingest id state (no claim lists)")
+    counts = numbers[1:1 + numbers[0]]
+    pairs = numbers[1 + len(counts):]
+    if len(pairs) != 2 * sum(counts) or sum(pairs[1::2]) != len(text) or any(i >= sets for i in pairs[0::2]):
+        raise ValueError("not an ingest id state (claims disagree)")
+    try:
+        stamps = text.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError("not an ingest id state (a stamp is not text)") from None
+    lists, at, offset = [], 0, 0
+    for count in counts:
+        claims = []
+        for index, length in zip(pairs[at:at + 2 * count:2], pairs[at + 1:at + 2 * count:2]):
+            claims.append((index, stamps[offset:offset + length]))
+            offset += length
+        lists.append(claims)
+        at += 2 * count
+    return lists
+
+
+def _places(fields: dict) -> tuple[list[tuple[dict, str]], list[dict]]:
+    """Where a watermark's fields hold an id set (text, or an XidSet not yet written) and a list of
+    claims: the sets as (the dict, its key), the dicts holding an `unread` list; the stopped tables'
+    too."""
+    sets = [(fields, name) for name in ("seen", "in_progress") if name in fields]
+    lists = [fields] if isinstance(fields.get("unread"), list) else []
     for entry in (fields.get("stopped") or {}).values():
         if isinstance(entry, dict) and isinstance(entry.get("since"), dict):
-            places += _set_texts(entry["since"])
-    return places
+            more_sets, more_lists = _places(entry["since"])
+            sets += more_sets
+            lists += more_lists
+    return sets, lists
 
 
 def spill(bucket: str, run_id: str, fields: dict) -> dict:
     """`fields` (a run's watermark, its id sets as text or XidSets) as the manifest holds them: every
-    set as text while their text stays within INLINE_LIMIT, else every set in this run's state
-    object (written create-only first: a manifest never names a state object that is not there)."""
-    places = _set_texts(fields)
-    if _text_bytes(holder[name] for holder, name in places) <= INLINE_LIMIT:
+    set as text while the sets' text, the claims' included, stays within INLINE_LIMIT; else every
+    set and every list of claims (the stopped tables' too: eleven tables of 200 claims are 160 KB of
+    JSON) in this run's state object (written create-only first: a manifest never names a state
+    object that is not there), and `{"state": i}` / `{"state_claims": j}` in their place."""
+    places, holders = _places(fields)
+    claims = [claim for holder in holders for claim in holder["unread"]]
+    if _text_bytes([*(holder[name] for holder, name in places), *(c.get("xids") for c in claims)]) <= INLINE_LIMIT:
         for holder, name in places:
             holder[name] = str(holder[name])
+        for claim in claims:
+            claim["xids"] = str(claim["xids"])
         return fields
     sets: dict[XidSet, int] = {}
     for holder, name in places:
         holder[name] = sets.setdefault(XidSet.parse(holder[name]), len(sets))
-    body = encode(list(sets))
+    lists = [[(sets.setdefault(XidSet.parse(c["xids"]), len(sets)), c["stamped_up_to"]) for c in holder["unread"]]
+             for holder in holders]
+    body = encode(list(sets), lists)
     key = state_key(run_id)
     with lake_errors(bucket, key):
         if not s3.put_create_only(bucket, key, body) and not s3.holds(bucket, key, body=body):
@@ -128,6 +193,8 @@ def spill(bucket: str, run_id: str, fields: dict) -> dict:
                                  "run reads these changes")
     for holder, name in places:
         holder[name] = {"state": holder[name]}
+    for j, holder in enumerate(holders):
+        holder["unread"] = {"state_claims": j}
     fields[FIELD] = {"key": key, "sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
     return fields
 
@@ -173,16 +240,40 @@ def inline(bucket: str, manifest: dict) -> dict:
         raise StateUnreadable(f"{where}, does not match its manifest's checksum: ingest stopped rather than guess "
                               "what that run read")
     try:
-        sets = decode(body)
+        sets, lists = decode(body)
     except ValueError as e:
         raise StateUnreadable(f"{where}, does not decode ({e}): ingest stopped rather than guess") from None
     out = _copy(manifest)
-    for holder, name in _set_texts(out):
-        index = holder[name].get("state") if isinstance(holder[name], dict) else None
-        if not isinstance(index, int) or not 0 <= index < len(sets):
-            raise InvalidInput(f"manifest of {run_id!r}: {name} names no set of its {FIELD}")
-        holder[name] = sets[index]  # the set itself (watermark.py takes it as it is): no text round trip
+    places, holders = _places(out)
+    for holder, name in places:
+        holder[name] = _indexed(holder[name], "state", sets, run_id, name)
+    for holder in holders:  # a state object from before claims were kept there left them inline
+        for claim in holder["unread"]:
+            if isinstance(claim, dict) and "xids" in claim:
+                claim["xids"] = _indexed(claim["xids"], "state", sets, run_id, "xids")
+    for holder in _claim_references(out):
+        claims = _indexed(holder["unread"], "state_claims", lists, run_id, "unread")
+        holder["unread"] = [{"xids": sets[index], "stamped_up_to": stamp} for index, stamp in claims]
     return out
+
+
+def _indexed(value, kind: str, items: list, run_id, name: str):
+    """The item a `{kind: i}` reference names; any other value as it is (inline text)."""
+    if not isinstance(value, dict):
+        return value
+    index = value.get(kind)
+    if not isinstance(index, int) or not 0 <= index < len(items):
+        raise InvalidInput(f"manifest of {run_id!r}: {name} names nothing of its {FIELD}")
+    return items[index]
+
+
+def _claim_references(fields: dict) -> list[dict]:
+    """The dicts whose `unread` is a `{"state_claims": j}` reference, the stopped tables' too."""
+    found = [fields] if isinstance(fields.get("unread"), dict) else []
+    for entry in (fields.get("stopped") or {}).values():
+        if isinstance(entry, dict) and isinstance(entry.get("since"), dict):
+            found += _claim_references(entry["since"])
+    return found
 
 
 def _copy(document):
