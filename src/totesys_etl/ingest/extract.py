@@ -102,14 +102,24 @@ _NEXT_AND_XMIN = (
     " SELECT CASE WHEN xmax % 4294967296 < 3 THEN xmax - 3 ELSE xmax END AS ref, xmin FROM ("
     "  SELECT pg_snapshot_xmax(s)::text::bigint AS xmax, pg_snapshot_xmin(s)::text::bigint AS xmin"
     "  FROM pg_current_snapshot() AS s) AS a) AS b")
-#: Of the ids asked about one by one (an `xid8[]`, no cast per id), those that ended; of the longer ranges
-#: (bounds), the ids in progress. The usual answers are short either way: few of the ids a previous run
-#: counted as in progress end between two runs, few of a long run of new ids are still running.
+
+
+def _ids_of(prefix: str) -> str:
+    """SQL: the ids of one group asked about, as `xid8`: single ids as an `xid8[]` (no cast per id), long
+    ranges as two `bigint[]` of bounds (cheaper than their ids)."""
+    return (f"SELECT x FROM unnest(CAST(:{prefix}_ids AS xid8[])) AS x UNION ALL"
+            f" SELECT x::text::xid8 FROM unnest(CAST(:{prefix}_los AS bigint[]), CAST(:{prefix}_his AS bigint[]))"
+            " AS r(lo, hi), generate_series(lo, hi - 1) AS x")
+
+
+#: Of the ids the previous run counted as in progress, those that ended (usually none: a transaction
+#: with 100,000 savepoints open stays open); of the ids handed out since, those still running (usually
+#: few). Either answer is short in the usual case, and comes back as ids.
 _STATUS = (
-    "SELECT (SELECT coalesce(array_agg(x), '{}')::text FROM unnest(CAST(:ids AS xid8[])) AS x"
+    "SELECT (SELECT coalesce(array_agg(x), '{}')::text FROM (" + _ids_of("before") + ") AS b"
     "  WHERE pg_xact_status(x) IS DISTINCT FROM 'in progress'),"  # NULL: too old to be known, so ended
-    " (SELECT coalesce(array_agg(x), '{}')::text FROM unnest(CAST(:los AS bigint[]), CAST(:his AS bigint[]))"
-    "  AS r(lo, hi), generate_series(lo, hi - 1) AS x WHERE pg_xact_status(x::text::xid8) = 'in progress')")
+    " (SELECT coalesce(array_agg(x), '{}')::text FROM (" + _ids_of("since") + ") AS s"
+    "  WHERE pg_xact_status(x) = 'in progress')")
 #: A range of the ids asked about up to this long goes as its ids, a longer one as its bounds.
 _SHORT_RANGE = 8
 
@@ -130,17 +140,24 @@ def in_progress_before(conn: Connection, previous: Watermark | None) -> tuple[Xi
     Two statements in one transaction: the first finds the next id and the oldest running one, the
     second asks about the rest and answers with ids, not `int8multirange` text (PostgreSQL parses
     and prints 100,000 ranges, savepoints interleaved with commits, far slower than as many
-    integers): of the short ranges, which ids ended; of the long ones, which ids still run.
+    integers): of the previous run's, those that ended; of the new ones, those still running.
     """
     candidates = previous.in_progress if previous is not None else XidSet()
     since = previous.snapshot.xmax if previous is not None else 0
     with transaction(conn, read_only=True):  # every statement in a transaction: see begin_snapshot
         next_xid, xmin = (int(v) for v in conn.run(_NEXT_AND_XMIN)[0])
-        asked = (candidates | XidSet.span(min(since, next_xid), next_xid)) & XidSet.span(xmin, next_xid)
-        short, long = _without_special_ids(asked).split(_SHORT_RANGE)
-        ended, running = conn.run(_STATUS, ids=_ids_text(short.ids()), los=_ids_text(long.bounds[0::2]),
-                                  his=_ids_text(long.bounds[1::2]))[0]
-    return (short - _of_ids_text(ended)) | _of_ids_text(running), next_xid
+        now = XidSet.span(xmin, next_xid)
+        before = _without_special_ids(candidates & now)
+        new = _without_special_ids(XidSet.span(min(since, next_xid), next_xid) & now) - before
+        ended, running = conn.run(_STATUS, **_asked("before", before), **_asked("since", new))[0]
+    return (before - _of_ids_text(ended)) | _of_ids_text(running), next_xid
+
+
+def _asked(prefix: str, xids: XidSet) -> dict[str, str]:
+    """The parameters `_ids_of(prefix)` takes for `xids`."""
+    short, long = xids.split(_SHORT_RANGE)
+    return {f"{prefix}_ids": _ids_text(short.ids()), f"{prefix}_los": _ids_text(long.bounds[0::2]),
+            f"{prefix}_his": _ids_text(long.bounds[1::2])}
 
 
 def _without_special_ids(xids: XidSet) -> XidSet:
