@@ -39,6 +39,13 @@ def test_sets_round_trip_exactly_and_compactly():
     assert xid_state.decode(xid_state.encode([])) == ([], [])
 
 
+def test_a_state_object_written_before_claims_were_kept_there_still_reads():
+    """TXIDS1 (sets only, no count in front), as runs before this wrote it: a lake keeps such objects."""
+    numbers = [2, 1, 2, 1000, 1, 5, 3, 2, 4]  # two sets: [1000,1001) and [5,8),[10,14)
+    body = b"TXIDS1\n" + zlib.compress(b"".join(n.to_bytes(8, "little") for n in numbers))
+    assert xid_state.decode(body) == ([XidSet.span(1000, 1001), XidSet([(5, 8), (10, 14)])], [])
+
+
 @pytest.mark.parametrize("body", [
     b"", b"{}", b"TXIDS1\n", b"TXIDS1\nnot zlib", xid_state.encode([XidSet.span(1, 5)])[:-3],
     xid_state.encode([XidSet.span(1, 5)]) + b"trailing",
