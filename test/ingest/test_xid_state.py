@@ -32,11 +32,18 @@ def test_sets_round_trip_exactly_and_compactly():
     ids = sorted(rng.sample(range(2 ** 40, 2 ** 40 + 400_000), 100_000))
     sets = [XidSet(), _interleaved(3, 100_000), XidSet((x, x + 1) for x in ids), XidSet.span(2 ** 63 - 9, 2 ** 63 - 1)]
     body = xid_state.encode(sets)
-    assert xid_state.decode(body) == sets
+    assert xid_state.decode(body) == (sets, [])
     # 100,000 regular interleavings are a few kB; 100,000 random ids about 2 bytes a bound.
     assert len(xid_state.encode(sets[1:2])) < 4_000
     assert len(xid_state.encode(sets[2:3])) < 500_000
-    assert xid_state.decode(xid_state.encode([])) == []
+    assert xid_state.decode(xid_state.encode([])) == ([], [])
+
+
+def test_a_state_object_written_before_claims_were_kept_there_still_reads():
+    """TXIDS1 (sets only, no count in front), as runs before this wrote it: a lake keeps such objects."""
+    numbers = [2, 1, 2, 1000, 1, 5, 3, 2, 4]  # two sets: [1000,1001) and [5,8),[10,14)
+    body = b"TXIDS1\n" + zlib.compress(b"".join(n.to_bytes(8, "little") for n in numbers))
+    assert xid_state.decode(body) == ([XidSet.span(1000, 1001), XidSet([(5, 8), (10, 14)])], [])
 
 
 @pytest.mark.parametrize("body", [
@@ -45,6 +52,8 @@ def test_sets_round_trip_exactly_and_compactly():
     b"TXIDS1\n" + zlib.compress((1).to_bytes(8, "little") + (1).to_bytes(8, "little") + (5).to_bytes(8, "little")
                                 + (0).to_bytes(8, "little")),  # an empty range
     b"TXIDS1\n" + zlib.compress((1).to_bytes(8, "little") + (2).to_bytes(8, "little") + b"\x05" + bytes(7)),
+    xid_state.encode([XidSet.span(1, 5)], [[(1, "2026-12-07 03:00:00.000000")]]),  # a claim naming no set
+    xid_state.encode([XidSet.span(1, 5)], [[(0, "2026-12-07 03:00:00.000000")]])[:-4],
 ])
 def test_anything_but_an_encoded_state_is_refused(body):
     with pytest.raises(ValueError):
@@ -84,14 +93,23 @@ def test_large_sets_go_to_a_create_only_state_object_and_come_back_exact(buckets
     assert len(body) < 2_000, len(body)  # the sets, all 2 x 100,000 ranges of them, are in the state object
     assert manifest["seen"] == {"state": 0} and manifest["stopped"]["staff"]["since"]["in_progress"] == {"state": 1}
     assert manifest[xid_state.FIELD]["bytes"] < 8_000
-    assert xid_state.inline(bucket, manifest) == {**manifests.ingest_manifest(RUN, OLDER, expected, {}, {}),
-                                                  xid_state.FIELD: manifest[xid_state.FIELD]}
+    assert _as_text(xid_state.inline(bucket, manifest)) == {**manifests.ingest_manifest(RUN, OLDER, expected, {}, {}),
+                                                            xid_state.FIELD: manifest[xid_state.FIELD]}
     manifests.write(bucket, manifest)
     mark = previous_watermark(bucket, log)
     assert (mark.run_id, mark.in_progress, XidSet.parse(mark.seen)) == (RUN, running, XidSet.parse(expected["seen"]))
     assert mark.stopped[0].since.in_progress == running
     # A rerun of the same run writes the same bytes (create-only, same content: fine).
     assert xid_state.spill(bucket, RUN, json.loads(json.dumps(expected)))[xid_state.FIELD] == manifest[xid_state.FIELD]
+
+
+def _as_text(document):
+    """The manifest with each set `inline` gave back (an XidSet, never turned into text there) as its text."""
+    if isinstance(document, dict):
+        return {k: _as_text(v) for k, v in document.items()}
+    if isinstance(document, list):
+        return [_as_text(v) for v in document]
+    return str(document) if isinstance(document, XidSet) else document
 
 
 def _spilled_manifest(bucket: str) -> dict:
@@ -133,3 +151,26 @@ def test_a_manifest_whose_reference_is_malformed_is_a_corrupt_manifest_and_skipp
     s3.client().put_object(Bucket=bucket, Key=lake.manifest_key(RUN), Body=s3.json_body(
         {**manifest, xid_state.FIELD: {**manifest[xid_state.FIELD], "key": "_state/ingest_xids/../x.bin"}}))
     assert previous_watermark(bucket, StageLog("ingest")).run_id == OLDER
+
+
+def test_eleven_stopped_tables_with_200_claims_each_keep_the_manifest_under_64_kb(buckets):
+    """Contract §2: a manifest stays under 64 KB whatever happens. Each table stopped for a missing
+    column (source_schema_changed, poll mode) keeps the watermark it resumes from, claims and all (up
+    to MAX_UNREAD of them): eleven such tables carried 2,200 claims inline, about 160 KB. They go to
+    the state object with the sets, and come back the same."""
+    from totesys_etl.ingest.extract import MAX_UNREAD
+    from totesys_etl.ingest.watermark import Stopped, Unread, Watermark
+    from totesys_etl.schema import SOURCE_TABLES
+
+    bucket = buckets[0]
+    since = Watermark.from_fields(_fields(XidSet.span(1000, 1001), 1000, 1010), OLDER)
+    claims = tuple(Unread(str(XidSet.span(2000 + 10 * i, 2005 + 10 * i)), since.cutoff) for i in range(MAX_UNREAD))
+    since = Watermark(OLDER, since.snapshot, since.cutoff, since.seen, claims, OLDER, running=since.running)
+    fields = _fields(XidSet.span(5000, 5001), 5000, 5010)
+    fields["stopped"] = {t.name: Stopped(t.name, ("last_updated",), since).to_json() for t in SOURCE_TABLES}
+    manifest = manifests.ingest_manifest(RUN, OLDER, xid_state.spill(bucket, RUN, fields), {}, {})
+    manifests.write(bucket, manifest)
+    assert len(SOURCE_TABLES) == 11 and len(s3.json_body(manifest)) < 64 * 1024, len(s3.json_body(manifest))
+    mark = previous_watermark(bucket, StageLog("ingest"))
+    assert [s.table for s in mark.stopped] == sorted(t.name for t in SOURCE_TABLES)
+    assert all(s.since.unread == claims and s.since.run_id == OLDER for s in mark.stopped)

@@ -15,7 +15,9 @@ Two loads that made a run's bookkeeping grow without bound before issue 34:
 For each, two ingest runs (the one after the load and a quiet one), with the manifest's size in
 bytes (deterministic: the test `test/ingest/years/test_bookkeeping.py` asserts it) and the run's
 bookkeeping seconds: everything but reading and writing rows, i.e. the run's seconds minus its
-tables' COPY seconds (machine-dependent: reported here, never asserted in a unit test).
+tables' COPY seconds (machine-dependent: reported here, never asserted in a unit test). Each run
+also reports the CPU seconds this process and the source's server spent on it (from /proc): on a
+loaded machine the wall seconds read high, those do not.
 The bound: under 64 KB and under 1 s. readme_files/benchmarks.md has the figures.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import boto3
@@ -67,15 +70,15 @@ def interleave_savepoints(held_conn, other_conn, count: int, first_id: int) -> N
     """On `held_conn`, inside its open transaction, `count` savepoints each inserting a department
     (ids `first_id`, `first_id + 2`, ...) under an id of its own; after each, `other_conn` commits a
     department (`first_id + 1`, ...) under another id: the in-progress ids interleave one for one
-    with ended ones. One round trip per savepoint and per commit (a DO block cannot commit between
-    another session's savepoints)."""
+    with ended ones. Two round trips per savepoint and commit (a DO block cannot commit between
+    another session's savepoints), each one simple query of integers formatted into constant text."""
     insert = ("INSERT INTO department (department_id, department_name, created_at, last_updated)"
-              " VALUES (CAST(:n AS int), 'interleaved ' || CAST(:n AS text), LOCALTIMESTAMP, LOCALTIMESTAMP)")
+              " VALUES ({n}, 'interleaved {n}', LOCALTIMESTAMP, LOCALTIMESTAMP)")
     for i in range(int(count)):
-        held_conn.run("SAVEPOINT interleaved")
-        held_conn.run(insert, n=first_id + 2 * i)
-        held_conn.run("RELEASE SAVEPOINT interleaved")  # its id stays the transaction's, in progress
-        other_conn.run(insert, n=first_id + 2 * i + 1)
+        n = int(first_id) + 2 * i
+        # its id stays the transaction's, in progress, after the release
+        held_conn.run(f"SAVEPOINT interleaved; {insert.format(n=n)}; RELEASE SAVEPOINT interleaved")  # nosec B608
+        other_conn.run(insert.format(n=n + 1))  # nosec B608 - an int in constant text
 
 
 class _Tables(logging.Handler):
@@ -91,21 +94,50 @@ class _Tables(logging.Handler):
             self.seconds += fields.get("seconds", 0.0)
 
 
-def measured_run(settings: Settings) -> dict:
-    """One ingest run: its manifest's bytes, its seconds and its bookkeeping seconds."""
+def measured_run(settings: Settings, cluster: servers.Postgres | None = None) -> dict:
+    """One ingest run: its manifest's bytes, its seconds and its bookkeeping seconds, and the CPU
+    seconds this process and the source's server (`cluster`, when given) spent on the whole run:
+    on a loaded machine the wall seconds read high, the CPU seconds do not."""
     from totesys_etl.ingest.run import ingest
 
     tables = _Tables()
     logger = logging.getLogger("totesys_etl")
     logger.addHandler(tables)
+    server_before, cpu_before = _server_cpu_seconds(cluster), time.process_time()
     try:
         result = ingest(settings, StageLog("ingest"))
     finally:
         logger.removeHandler(tables)
+    cpu, server_after = time.process_time() - cpu_before, _server_cpu_seconds(cluster)
     body = boto3.client("s3").get_object(Bucket=settings.ingest_bucket, Key=lake.manifest_key(result.run_id))["Body"]
     size = len(body.read())
     return {"run_id": result.run_id, "manifest_bytes": size, "seconds": round(result.seconds, 3),
-            "bookkeeping_s": round(max(0.0, result.seconds - tables.seconds), 3), "rows": sum(result.rows.values())}
+            "bookkeeping_s": round(max(0.0, result.seconds - tables.seconds), 3), "rows": sum(result.rows.values()),
+            "process_cpu_s": round(cpu, 3),
+            "server_cpu_s": round(server_after - server_before, 3) if server_before is not None else None}
+
+
+def _server_cpu_seconds(cluster: servers.Postgres | None) -> float | None:
+    """CPU seconds of the cluster's postmaster and its processes, ended ones included (the postmaster
+    reaps them); None without /proc (not Linux) or a cluster."""
+    try:
+        postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0]) if cluster else None
+    except (OSError, ValueError, IndexError):
+        return None
+    if postmaster is None or not os.path.isdir("/proc"):
+        return None
+    ticks = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (name) ": state, ppid, ...
+        if int(pid) == postmaster:
+            ticks += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        elif int(fields[1]) == postmaster:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,25 +162,25 @@ def main(argv: list[str] | None = None) -> int:
         admin.grant_reader(cluster, "bench", _READER_PASSWORD)  # the seeded tables too
         figures = {"commits": args.commits, "subtransactions": args.subtransactions, "interleaved": args.interleaved,
                    "load_average_at_start": os.getloadavg()[0]}  # seconds measured on a busy machine read high
-        measured_run(settings)  # the first run reads everything
+        measured_run(settings, cluster)  # the first run reads everything
         held, load = admin.admin_connection(cluster, "bench"), admin.admin_connection(cluster, "bench")
         held.run("BEGIN")
         held.run("CREATE TEMP TABLE held (n int)")
         held.run("SELECT pg_current_xact_id()")
         commit_interleaved(load, args.commits)
-        figures["held"] = [measured_run(settings), measured_run(settings)]
+        figures["held"] = [measured_run(settings, cluster), measured_run(settings, cluster)]
         held.run("COMMIT")
-        measured_run(settings)
+        measured_run(settings, cluster)
         open_subtransactions(held, args.subtransactions)
-        figures["subtransactions_runs"] = [measured_run(settings), measured_run(settings)]
+        figures["subtransactions_runs"] = [measured_run(settings, cluster), measured_run(settings, cluster)]
         held.run("ROLLBACK")
         runs = figures["held"] + figures["subtransactions_runs"]
         for n, count in enumerate(args.interleaved):
             held.run("BEGIN")
             interleave_savepoints(held, load, count, 10_000_000 * (n + 1))
-            during = [measured_run(settings), measured_run(settings)]
+            during = [measured_run(settings, cluster), measured_run(settings, cluster)]
             held.run("COMMIT")
-            after = [measured_run(settings), measured_run(settings)]
+            after = [measured_run(settings, cluster), measured_run(settings, cluster)]
             figures[f"interleaved_{count}_runs"] = during + after
             # every department once: the other sessions' with the first run, the savepoints' after the commit
             rows = [r["rows"] for r in during + after]

@@ -96,37 +96,87 @@ class Plan:
         return XidSet.span(self.previous.snapshot.xmin, _NO_ID) - self.previous.seen_xids - self.in_progress
 
 
+#: The next unassigned id (epoch-aware, through `age(xid)`, open to any role) and the oldest running one.
+_NEXT_AND_XMIN = (
+    "SELECT ref + age((ref % 4294967296)::text::xid), xmin FROM ("
+    " SELECT CASE WHEN xmax % 4294967296 < 3 THEN xmax - 3 ELSE xmax END AS ref, xmin FROM ("
+    "  SELECT pg_snapshot_xmax(s)::text::bigint AS xmax, pg_snapshot_xmin(s)::text::bigint AS xmin"
+    "  FROM pg_current_snapshot() AS s) AS a) AS b")
+
+
+def _ids_of(prefix: str) -> str:
+    """SQL: the ids of one group asked about, as `xid8`: single ids as an `xid8[]` (no cast per id), long
+    ranges as two `bigint[]` of bounds (cheaper than their ids)."""
+    return (f"SELECT x FROM unnest(CAST(:{prefix}_ids AS xid8[])) AS x UNION ALL"
+            f" SELECT x::text::xid8 FROM unnest(CAST(:{prefix}_los AS bigint[]), CAST(:{prefix}_his AS bigint[]))"
+            " AS r(lo, hi), generate_series(lo, hi - 1) AS x")
+
+
+#: Of the ids the previous run counted as in progress, those that ended (usually none: a transaction
+#: with 100,000 savepoints open stays open); of the ids handed out since, those still running (usually
+#: few). Either answer is short in the usual case, and comes back as ids.
+_STATUS = (
+    "SELECT (SELECT coalesce(array_agg(x), '{}')::text FROM (" + _ids_of("before") + ") AS b"
+    "  WHERE pg_xact_status(x) IS DISTINCT FROM 'in progress'),"  # NULL: too old to be known, so ended
+    " (SELECT coalesce(array_agg(x), '{}')::text FROM (" + _ids_of("since") + ") AS s"
+    "  WHERE pg_xact_status(x) = 'in progress')")
+#: A range of the ids asked about up to this long goes as its ids, a longer one as its bounds.
+_SHORT_RANGE = 8
+
+
 def in_progress_before(conn: Connection, previous: Watermark | None) -> tuple[XidSet, int]:
     """The ids still in progress just before the snapshot is taken, and the next unassigned id then.
 
     Asked with `pg_xact_status`, which knows savepoints' ids and, on a hot standby, the primary's
     running transactions (where `pg_current_snapshot()` lists none). Only ids that could still run
     are asked: those the previous run counted as in progress and those handed out since it (on a
-    first run, everything from the oldest running id on), so the cost follows what happened since
-    the previous run, not how long a transaction has held an id. An id that ends between this
-    question and the snapshot stays "in progress" for this run: it skips that id's versions and
-    the next run reads them, so nothing is read twice and nothing is lost. The candidates go as a
-    `bigint[]` of bounds and the answer comes back as ids, not as `int8multirange` text: PostgreSQL
-    parses and prints 100,000 ranges (savepoints interleaved with commits) far slower than as many
-    integers.
+    first run, everything from the oldest running id on), and of those only the ones at or above
+    the oldest id running now (below it every id has ended: nothing to ask). So the cost follows
+    what happened since the previous run and what still runs, not how long a transaction has held
+    an id. An id that ends between this question and the snapshot stays "in progress" for this run:
+    it skips that id's versions and the next run reads them, so nothing is read twice and nothing
+    is lost.
+
+    Two statements in one transaction: the first finds the next id and the oldest running one, the
+    second asks about the rest and answers with ids, not `int8multirange` text (PostgreSQL parses
+    and prints 100,000 ranges, savepoints interleaved with commits, far slower than as many
+    integers): of the previous run's, those that ended; of the new ones, those still running.
     """
     candidates = previous.in_progress if previous is not None else XidSet()
     since = previous.snapshot.xmax if previous is not None else 0
-    with transaction(conn, read_only=True):  # one statement, in a transaction: see begin_snapshot
-        (state,) = conn.run(
-            "WITH n AS (SELECT ref + age((ref % 4294967296)::text::xid) AS next, xmin FROM ("
-            "  SELECT CASE WHEN xmax % 4294967296 < 3 THEN xmax - 3 ELSE xmax END AS ref, xmin FROM ("
-            "   SELECT pg_snapshot_xmax(s)::text::bigint AS xmax, pg_snapshot_xmin(s)::text::bigint AS xmin"
-            "   FROM pg_current_snapshot() AS s) AS a) AS b)"
-            " SELECT n.next, (SELECT coalesce(array_agg(x ORDER BY x), '{}')::text FROM ("
-            "   SELECT generate_series(greatest(lo, n.xmin), least(hi, n.next) - 1) AS x FROM ("
-            "    SELECT b[2 * i - 1] AS lo, b[2 * i] AS hi FROM (SELECT CAST(:candidates AS bigint[]) AS b) AS a,"
-            "     generate_series(1, cardinality(b) / 2) AS i"
-            "    UNION ALL SELECT least(CAST(:since AS bigint), n.next), n.next) AS r) AS c"
-            "  WHERE x % 4294967296 >= 3 AND pg_xact_status(x::text::xid8) = 'in progress') FROM n",
-            candidates=_bounds_text(candidates), since=since)
-    running = state[1][1:-1]
-    return XidSet.of_ids(map(int, running.split(",")) if running else ()), int(state[0])
+    with transaction(conn, read_only=True):  # every statement in a transaction: see begin_snapshot
+        next_xid, xmin = (int(v) for v in conn.run(_NEXT_AND_XMIN)[0])
+        now = XidSet.span(xmin, next_xid)
+        before = _without_special_ids(candidates & now)
+        new = _without_special_ids(XidSet.span(min(since, next_xid), next_xid) & now) - before
+        ended, running = conn.run(_STATUS, **_asked("before", before), **_asked("since", new))[0]
+    return (before - _of_ids_text(ended)) | _of_ids_text(running), next_xid
+
+
+def _asked(prefix: str, xids: XidSet) -> dict[str, str]:
+    """The parameters `_ids_of(prefix)` takes for `xids`."""
+    short, long = xids.split(_SHORT_RANGE)
+    return {f"{prefix}_ids": _ids_text(short.ids()), f"{prefix}_los": _ids_text(long.bounds[0::2]),
+            f"{prefix}_his": _ids_text(long.bounds[1::2])}
+
+
+def _without_special_ids(xids: XidSet) -> XidSet:
+    """`xids` less the ids PostgreSQL never hands out (0, 1 and 2 of each epoch), which `pg_xact_status`
+    refuses."""
+    if not xids:
+        return xids
+    epochs = range(xids.bounds[0] >> 32, (xids.bounds[-1] >> 32) + 1)
+    return xids - XidSet.of_bounds(b for epoch in epochs for b in (epoch << 32, (epoch << 32) + 3))
+
+
+def _of_ids_text(text: str) -> XidSet:
+    """The set of the ids in PostgreSQL's array text (`{}` or `{1,2,5}`), in any order."""
+    return XidSet.of_ids(sorted(map(int, text[1:-1].split(",")))) if text != "{}" else XidSet()
+
+
+def _ids_text(ids) -> str:
+    """Integers as array text (built from ints, never from input)."""
+    return "{" + ",".join(map(str, map(int, ids))) + "}"
 
 
 def begin_snapshot(conn: Connection) -> None:
@@ -234,7 +284,7 @@ def in_xids(x: str, xids: XidSet) -> str:
     ten times faster, and `width_bucket(x, bounds)`, a binary search, counts the bounds at or
     below x: odd exactly when x lies in one of the half-open ranges. Same set, same answer.
     """
-    if len(xids.ranges) <= MANY_RANGES:
+    if len(xids) <= MANY_RANGES:
         return f"{x} <@ {literal(str(xids))}::int8multirange"
     return f"width_bucket({x}, {_bounds(xids)}) % 2 = 1"
 
@@ -247,7 +297,7 @@ def _bounds(xids: XidSet) -> str:
 
 
 def _bounds_text(xids: XidSet) -> str:
-    return "{" + ",".join(f"{int(lo)},{int(hi)}" for lo, hi in xids.ranges) + "}"
+    return _ids_text(xids.bounds)
 
 
 def _stamp(moment: datetime) -> str:

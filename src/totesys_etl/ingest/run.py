@@ -127,15 +127,15 @@ def _extract(conn, source: Database, bucket: str, previous: Watermark | None, fu
         raise SourceUnavailable(f"reading the source failed: {describe(e)}") from None
     _wait_below(pending, 1)
     watermark = {"snapshot": str(cut.snapshot), "cutoff": format_cutoff(cut.cutoff),
-                 "overlap_seconds": int(OVERLAP.total_seconds()), "read": plan.mode, "seen": str(cut.seen),
-                 "in_progress": str(cut.in_progress), "unread": unread,
+                 "overlap_seconds": int(OVERLAP.total_seconds()), "read": plan.mode, "seen": cut.seen,
+                 "in_progress": cut.in_progress, "unread": unread,
                  "rescanned_at": extract.rescanned_at(plan, run_id),
                  "source_identity": cut.identity.to_json() if cut.identity else None}
     if stopped:
         watermark["stopped"] = {s.table: s.to_json() for s in stopped}
     if added:
         watermark["new_columns"] = added
-    watermark = xid_state.spill(bucket, run_id, watermark)  # large id sets go beside the manifest
+    watermark = xid_state.spill(bucket, run_id, watermark)  # the id sets as text, or beside the manifest if large
     manifest = manifests.ingest_manifest(run_id, previous.run_id if previous else None, watermark, files, rows)
     return manifest, fx_inputs, previous_fx
 

@@ -67,7 +67,8 @@ class Unread:
     def from_json(cls, entry) -> "Unread":
         if not isinstance(entry, dict):
             raise ValueError("an unread entry is not an object")
-        return cls(xid_ranges(entry.get("xids")), parse_stamp(entry.get("stamped_up_to")))
+        xids = entry.get("xids")
+        return cls(str(xids) if isinstance(xids, XidSet) else xid_ranges(xids), parse_stamp(entry.get("stamped_up_to")))
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,12 @@ class Watermark:
     run_id: str
     snapshot: Snapshot
     cutoff: datetime
-    seen: str = NO_XIDS
+    seen: str | XidSet = NO_XIDS  # text, or the set itself when a state object gave it (xid_state.inline)
     unread: tuple[Unread, ...] = ()
     rescanned_at: str | None = None
     fx: str | None = None  # the newest FX day stored (ingest/fx.py); None before the first FX run
     fx_behind: tuple[tuple[str, str | None], ...] = ()  # FX currencies behind `fx`, each with its own day
-    running: str | None = None  # `in_progress` as recorded; None in manifests written before it
+    running: str | XidSet | None = None  # `in_progress` as recorded; None in manifests written before it
     identity: Identity | None = None
     stopped: tuple["Stopped", ...] = ()
 
@@ -134,7 +135,7 @@ class Watermark:
     def fields(self) -> dict:
         """The fields a stopped table carries to resume from (see `Stopped`)."""
         return {"run_id": self.run_id, "snapshot": str(self.snapshot), "cutoff": format_cutoff(self.cutoff),
-                "seen": self.seen, "in_progress": str(self.in_progress), "unread": [u.to_json() for u in self.unread],
+                "seen": self.seen, "in_progress": self.in_progress, "unread": [u.to_json() for u in self.unread],
                 "rescanned_at": self.rescanned_at}
 
     @classmethod
@@ -142,10 +143,10 @@ class Watermark:
         """The watermark in a manifest's fields; ValueError/TypeError if they do not hold one."""
         snapshot = Snapshot.parse(fields["snapshot"])
         cutoff = parse_stamp(fields["cutoff"])
-        seen = xid_ranges(fields.get("seen", NO_XIDS))
+        seen = _xids(fields.get("seen", NO_XIDS))
         running = fields.get("in_progress")
         if running is not None:
-            xid_ranges(running)
+            running = _xids(running)
         unread = fields.get("unread", [])
         if not isinstance(unread, list):
             raise ValueError("unread is not a list")
@@ -201,6 +202,12 @@ class Stopped:
             raise ValueError("a stopped entry's since is not an object")
         return cls(table, tuple(str(c) for c in entry["missing"]),
                    Watermark.from_fields(since, since.get("run_id")) if since else None)
+
+
+def _xids(value) -> str | XidSet:
+    """Id-set text, validated, or a set a state object gave back (xid_state.inline: decoded and checked
+    there; turning 100,000 ranges into text and back would cost more than the rest of the run)."""
+    return value if isinstance(value, XidSet) else xid_ranges(value)
 
 
 def format_cutoff(moment: datetime) -> str:
