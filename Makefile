@@ -68,7 +68,7 @@ unit-test: $(DEV_STAMP) $(CHROMIUM) $(FAKETIME) $(PGBOUNCER)
 ## check-coverage: the whole suite under coverage, subprocesses included; fails under 90 %
 check-coverage: $(DEV_STAMP) $(CHROMIUM) $(FAKETIME) $(PGBOUNCER)
 	rm -f .coverage .coverage.*
-	$(BIN)/coverage run -m pytest -q
+	$(BIN)/coverage run -m pytest -q --durations=30
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report --fail-under=90
 

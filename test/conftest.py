@@ -69,16 +69,25 @@ def closed_port() -> int:
     return port
 
 
-@pytest.fixture(autouse=True)
-def _package_logger_restored():
-    """A test that runs `cli.main` in-process sets the package logger's level and handlers for the
-    command; the next test gets them back as they were."""
+@pytest.fixture(scope="session", autouse=True)
+def _package_logger_at_start():
+    """The package logger as the session found it, before any fixture configured it."""
     logger = logging.getLogger("totesys_etl")
-    saved = (logger.level, list(logger.handlers), logger.propagate)
+    return logger.level, list(logger.handlers), logger.propagate
+
+
+@pytest.fixture(autouse=True)
+def _package_logger_restored(_package_logger_at_start):
+    """A test that runs `cli.main` in-process sets the package logger's level and handlers for the
+    command; the next test gets them back as the session started with them. (Not as this test found
+    them: a module-scoped fixture that runs a stage, e.g. a seed, configures the logger before
+    this fixture runs, and every later test, in any module, would inherit that.)"""
+    logger = logging.getLogger("totesys_etl")
     yield
-    logger.setLevel(saved[0])
-    logger.handlers[:] = saved[1]
-    logger.propagate = saved[2]
+    level, handlers, propagate = _package_logger_at_start
+    logger.setLevel(level)
+    logger.handlers[:] = handlers
+    logger.propagate = propagate
 
 
 @pytest.fixture(autouse=True)

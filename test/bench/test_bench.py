@@ -118,16 +118,21 @@ def test_a_tiny_bench_reports_every_spec_key_with_figures_that_add_up(svc, tmp_p
 
 def test_skip_baselines_leaves_out_to_sql_but_keeps_the_floor_and_the_ratio(svc, tmp_path, monkeypatch):
     """Also without an FX stand-in: the bench still runs, and says the rates were left out. With a
-    tiny part size the first load goes in parts, and each processor part is measured alone."""
+    small part size the first load goes in parts, and each processor part is measured alone.
+
+    400-row parts over 900 orders: the big tables go in parts (sales_order in 3) and the fixed-size
+    ones (400 designs, 300 addresses, 150 counterparties) do not, so the parted path runs with 9 or so
+    part processes per stage instead of the 25 that 60-row parts over 150 orders made."""
     def never(*args, **kwargs):
         raise AssertionError("to_sql ran although the baselines were skipped")
 
     monkeypatch.setattr(run, "to_sql_seconds", never)
-    results = run.run_bench(dataclasses.replace(svc, fx_api_url=None), 150, tmp_path, io.StringIO(),
-                            skip_baselines=True, part_rows=60)
+    results = run.run_bench(dataclasses.replace(svc, fx_api_url=None), 900, tmp_path, io.StringIO(),
+                            skip_baselines=True, part_rows=400)
 
     parts = results["detail"]["parts"]
-    assert parts["part_rows"] == 60 and parts["ingested_parts"]["sales_order"] == 3
+    assert parts["part_rows"] == 400 and parts["ingested_parts"]["sales_order"] == 3
+    assert "design" not in parts["ingested_parts"]  # 400 rows: not over the part size
     process = parts["per_invocation"]["process"]
     assert process["invocations"] == 1 + sum(parts["ingested_parts"].values())
     assert process["max_s"] > 0 and process["max_peak_rss_mb"] > 0
