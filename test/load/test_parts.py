@@ -189,6 +189,35 @@ def test_a_later_run_published_before_an_earlier_one_ends_the_same(parted, wareh
     assert parted.data() == parted.clean()
 
 
+def _filenode(url: str, table: str) -> int:
+    conn = pg8000.native.Connection(**parse_url(url))
+    try:
+        return conn.run("SELECT pg_relation_filenode(CAST(:t AS regclass))", t=table)[0][0]
+    finally:
+        conn.close()
+
+
+def test_a_run_published_while_another_run_is_half_staged_leaves_that_run_s_rows(parted, warehouse_url):
+    """The publish truncates a staging table only when no other run has rows in it (load/parts.py `clear`)."""
+    first, second, _ = parted.runs
+    staging = STAGING_TABLES["fact_sales_order"].name
+    held = [r for r in parted.lake.parts[first] if r.table != "fact_sales_order"][-1]
+    for request in parted.lake.parts[first]:
+        if request != held:
+            _stage(request)
+    before = _filenode(warehouse_url, staging)
+    for request in parted.lake.parts[second]:                       # published first, the first run half staged
+        _stage(request)
+    assert loaded_runs(warehouse_connection(parted.settings)) == {second}
+    assert _filenode(warehouse_url, staging) == before             # deleted row by row: the first run's rows stay
+    published = _stage(held)
+    assert [r["run_id"] for r in published["runs"]] == [first]
+    assert _filenode(warehouse_url, staging) != before             # nothing else staged: truncated
+    load(parted.settings, None, today=TODAY)
+    assert parted.data() == parted.clean()
+    assert _staging_rows(warehouse_url) == 0
+
+
 def _handler_in_subprocess(event: dict, crash_at: str) -> subprocess.CompletedProcess:
     code = ("import json; from totesys_etl.load.handler import lambda_handler; "
             f"lambda_handler(json.loads({json.dumps(event)!r}))")

@@ -158,8 +158,22 @@ def fill_direct(conn: Connection, table: Table, run_id: str, rows: int) -> int |
 
 
 def clear(conn: Connection, run_id: str, tables: list[Table]) -> None:
-    """Inside the publishing transaction: remove the run's staged rows and its staging ledger rows."""
+    """Inside the publishing transaction: remove the run's staged rows and its staging ledger rows.
+
+    A staging table that holds no other run's rows is truncated: deleting a 30M-order run's rows
+    row by row took minutes of the publishing invocation. The table is locked first, so every part
+    staged into it by another run has committed, and its ledger row (written in the same
+    transaction as its rows) is then visible to this READ COMMITTED check; a part staged later
+    waits for the lock and inserts its rows after this transaction commits.
+    """
     for table in tables:
-        conn.run(f"DELETE FROM {identifier(staging_table(table.name).name)} "  # nosec B608 - declared names
-                 f"WHERE {identifier(RUN_ID.name)} = :run_id", run_id=run_id)
+        staging = identifier(staging_table(table.name).name)
+        conn.run(f"LOCK TABLE {staging} IN ACCESS EXCLUSIVE MODE")
+        others = conn.run(f"SELECT EXISTS (SELECT 1 FROM {_LEDGER} WHERE table_name = :name "  # nosec B608
+                          "AND run_id <> :run_id)", name=table.name, run_id=run_id)[0][0]
+        if others:
+            conn.run(f"DELETE FROM {staging} WHERE {identifier(RUN_ID.name)} = :run_id",  # nosec B608 - declared
+                     run_id=run_id)
+        else:
+            conn.run(f"TRUNCATE {staging}")
     conn.run(f"DELETE FROM {_LEDGER} WHERE run_id = :run_id", run_id=run_id)  # nosec B608
