@@ -107,7 +107,7 @@ _NEXT_AND_XMIN = (
 def _ids_of(prefix: str) -> str:
     """SQL: the ids of one group asked about, as `xid8`: single ids as an `xid8[]` (no cast per id), long
     ranges as two `bigint[]` of bounds (cheaper than their ids)."""
-    return (f"SELECT x FROM unnest(CAST(:{prefix}_ids AS xid8[])) AS x UNION ALL"
+    return (f"SELECT x FROM unnest(CAST(:{prefix}_ids AS xid8[])) AS x UNION ALL"  # nosec B608 - our prefixes
             f" SELECT x::text::xid8 FROM unnest(CAST(:{prefix}_los AS bigint[]), CAST(:{prefix}_his AS bigint[]))"
             " AS r(lo, hi), generate_series(lo, hi - 1) AS x")
 
@@ -116,7 +116,7 @@ def _ids_of(prefix: str) -> str:
 #: with 100,000 savepoints open stays open); of the ids handed out since, those still running (usually
 #: few). Either answer is short in the usual case, and comes back as ids.
 _STATUS = (
-    "SELECT (SELECT coalesce(array_agg(x), '{}')::text FROM (" + _ids_of("before") + ") AS b"
+    "SELECT (SELECT coalesce(array_agg(x), '{}')::text FROM (" + _ids_of("before") + ") AS b"  # nosec B608
     "  WHERE pg_xact_status(x) IS DISTINCT FROM 'in progress'),"  # NULL: too old to be known, so ended
     " (SELECT coalesce(array_agg(x), '{}')::text FROM (" + _ids_of("since") + ") AS s"
     "  WHERE pg_xact_status(x) = 'in progress')")
