@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from totesys_etl.history import _alike, _Read, xid8_of_raw
+from totesys_etl.history import _alike, _Read
+from totesys_etl.ingest.xids import xid8_of_raw
 from totesys_etl.ingest.extract import xid8_of_xmin
 from totesys_etl.ingest.xids import XidSet
 

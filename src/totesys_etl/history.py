@@ -43,12 +43,11 @@ from totesys_etl.errors import InvalidInput, LakeUnavailable, is_missing
 from totesys_etl.ingest import xid_state
 from totesys_etl.ingest.extract import Plan
 from totesys_etl.ingest.watermark import OVERLAP, Watermark
-from totesys_etl.ingest.xids import XidSet
+from totesys_etl.ingest.xids import XidSet, xid8_of_raw
 from totesys_etl.process import read
 from totesys_etl.schema import FACTS, Table, source_table
 
 Version = tuple[int, datetime]
-_XID_SPAN = 1 << 32
 #: A version and the runs that shipped the same row of it, in run order.
 Reship = tuple[Version, list[str]]
 
@@ -307,15 +306,6 @@ def explain_wraparound(source: Connection, ingest_bucket: str, shipped: dict[str
                 wrapped.add(version)
         found.wrapped = [(v, r) for v, r in found.reshipped if v in wrapped]
         found.reshipped = [(v, r) for v, r in found.reshipped if v not in wrapped]
-
-
-def xid8_of_raw(raw: int, xmax: int) -> int:
-    """A row's raw 32-bit `xmin` made 64-bit as a run whose snapshot's xmax was `xmax` made it: the same
-    arithmetic as the SQL of the ingest's `extract.xid8_of_xmin` (a test holds the two equal)."""
-    base = xmax >> 32 << 32
-    if base == 0:
-        return raw
-    return (base - _XID_SPAN if base + raw >= xmax else base) + raw
 
 
 def _source_rows(source: Connection, table: Table, ids: list[int]) -> dict[int, tuple[int, tuple]]:

@@ -37,11 +37,10 @@ from totesys_etl import lake
 from totesys_etl.adapters.postgres import Connection, copy_out, rollback_quietly, transaction
 from totesys_etl.ingest.identity import Identity, read_identity
 from totesys_etl.ingest.watermark import OVERLAP, Snapshot, Unread, Watermark, format_cutoff
-from totesys_etl.ingest.xids import XidSet
+from totesys_etl.ingest.xids import XID_SPAN, XidSet
 from totesys_etl.schema.ddl import column_list
 from totesys_etl.schema.model import Table
 
-_XID_SPAN = 1 << 32
 #: Above every transaction id (an exclusive bound that still fits a bigint).
 _NO_ID = (1 << 63) - 1
 #: The source-wide advisory lock key (any 64-bit constant) under which a run takes its snapshot and
@@ -268,7 +267,7 @@ def xid8_of_xmin(current_xmax: int) -> str:
     base = current_xmax >> 32 << 32
     if base == 0:
         return raw
-    return f"(CASE WHEN {base} + {raw} >= {current_xmax} THEN {base - _XID_SPAN} ELSE {base} END + {raw})"
+    return f"(CASE WHEN {base} + {raw} >= {current_xmax} THEN {base - XID_SPAN} ELSE {base} END + {raw})"
 
 
 #: Past this many ranges a set is tested as a sorted array of bounds (see `in_xids`).

@@ -12,6 +12,19 @@ from itertools import chain, compress, islice
 from operator import ge, sub
 
 
+#: How many ids one epoch of 32-bit transaction ids holds: a raw `xmin` repeats every XID_SPAN ids.
+XID_SPAN = 1 << 32
+
+
+def xid8_of_raw(raw: int, xmax: int) -> int:
+    """A row's raw 32-bit `xmin` made 64-bit as a run whose snapshot's xmax was `xmax` made it: the same
+    arithmetic as the SQL of the ingest's `extract.xid8_of_xmin` (a test holds the two equal)."""
+    base = xmax >> 32 << 32
+    if base == 0:
+        return raw
+    return (base - XID_SPAN if base + raw >= xmax else base) + raw
+
+
 #: PostgreSQL's text form of a (canonical) `int8multirange`: `{}` or `{[a,b),[c,d)}`.
 _XID_RANGES = re.compile(r"\{(?:\[\d{1,20},\d{1,20}\)(?:,\[\d{1,20},\d{1,20}\))*)?\}")
 NO_XIDS = "{}"

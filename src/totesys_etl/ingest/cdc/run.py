@@ -42,6 +42,7 @@ from totesys_etl.ingest.cdc import pgoutput, slot as slots
 from totesys_etl.ingest.cdc.fold import Fold, TableChanges
 from totesys_etl.ingest.cdc.settings import CdcSettings
 from totesys_etl.ingest.watermark import newest_runs_first
+from totesys_etl.ingest.xids import XID_SPAN
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult
 from totesys_etl.schema import DELETED_ROW, SOURCE_TABLES
@@ -52,7 +53,6 @@ from totesys_etl.schema.model import Table
 MODE = "cdc"
 #: Serialises CDC runs on one source (any 64-bit constant; the polling run's lock is another).
 CDC_LOCK_KEY = 0x746F7465_73797363  # "totesysc"
-_XID_SPAN = 1 << 32
 #: The `error_kind` of the retained-WAL ERROR (contract §10): a line, not an exception (the run goes on).
 SLOT_LAG = "cdc_slot_lag"
 ALL_TABLES = frozenset(t.name for t in SOURCE_TABLES)
@@ -83,7 +83,7 @@ class Copy:
         xmin, xmax, xip = _parse_snapshot(self.snapshot)
         full = (xmax >> 32 << 32) | xid  # the id in the snapshot's epoch, or the one before
         if full >= xmax:
-            full -= _XID_SPAN
+            full -= XID_SPAN
         return full < xmin or (full < xmax and full not in xip)
 
     def to_json(self) -> dict:
