@@ -1,11 +1,12 @@
-"""The pieces `history.explain_wraparound` proves a re-read after a wraparound with (ADR 0001's bound):
+"""The pieces `wraparound.explain_wraparound` proves a re-read after a wraparound with (ADR 0001's bound):
 which reshipped versions look like one in the lake, the ingest's 64-bit id of a raw `xmin`, and which
 ids a run read. The whole, through a real wraparound, is test/ingest/years/test_wraparound_reconcile.py."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from totesys_etl.history import _alike, _Read
+from totesys_etl.history import _alike
+from totesys_etl.wraparound import _Read
 from totesys_etl.ingest.xids import xid8_of_raw
 from totesys_etl.ingest.extract import xid8_of_xmin
 from totesys_etl.ingest.xids import XidSet
@@ -66,7 +67,7 @@ def test_what_a_run_read_comes_from_its_manifest_and_its_previous_runs(buckets):
     manifest is corrupt (nothing it shipped is explained)."""
     from totesys_etl import lake
     from totesys_etl.adapters import s3
-    from totesys_etl.history import _RunReads
+    from totesys_etl.wraparound import _RunReads
 
     bucket = buckets[0]
     e = EPOCH
@@ -106,7 +107,8 @@ def test_a_copy_is_a_reread_only_if_the_run_read_that_id(source, buckets, run_sq
     from totesys_etl import lake
     from totesys_etl.adapters import s3
     from totesys_etl.adapters.postgres import parse_url
-    from totesys_etl.history import Shipped, _source_rows, explain_wraparound
+    from totesys_etl.history import Shipped
+    from totesys_etl.wraparound import _source_rows, explain_wraparound
     from totesys_etl.schema import source_table
     from totesys_etl.schema.ddl import create_table
 

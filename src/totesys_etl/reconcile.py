@@ -11,7 +11,7 @@ stored at all (a lost version is told apart from an older version wrongly taken 
 every version a run shipped (the ingested CSVs, less what the processor held back) stored exactly
 once, with none that no run shipped, and no version of any source table shipped by more than one
 run (`history`), but for a frozen row re-read after a wraparound, which the source proves and the
-report names on a line of its own (the bound in ADR 0001: `history.explain_wraparound`).
+report names on a line of its own (the bound in ADR 0001: `wraparound.explain_wraparound`).
 
 A source row whose derivation PostgreSQL refuses (`'TBC'` in a varchar date column) is one the
 processor holds back: reconcile names it with PostgreSQL's reason (`held_back`), compares the
@@ -33,7 +33,8 @@ from totesys_etl.config import Settings
 from totesys_etl.errors import EtlError, lake_errors
 from totesys_etl.fx.client import Client, api_url
 from totesys_etl.fx.rates import day_rows
-from totesys_etl.history import History, Reship, check_history, explain_wraparound, shipped_versions
+from totesys_etl.history import History, Reship, check_history, shipped_versions
+from totesys_etl.wraparound import explain_wraparound
 from totesys_etl.schema import (DIMENSIONS, FACT_EXCHANGE_RATE, FACTS, SOURCE_TABLES, STATE_TABLES, fact_references,
                                 source_table, state_table)
 from totesys_etl.schema.cdc import ETL_DELETED_ROW, deleted_after
