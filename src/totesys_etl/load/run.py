@@ -225,6 +225,7 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         staged_tables = [LOADABLE[name] for name in sorted({e.table for e in parted})]
         loaded = [*(t.name for t in staged_tables), *(f.table.name for f in tables)]
         empty = merge.empty_tables(conn, [*(n for n in loaded if n in DIRECT_LOADABLE), *(d.name for d in DIMENSIONS)])
+        bulk.lock_all(conn, sorted(empty))
         for table in staged_tables:  # straight in when empty, else into the temp table a whole file would fill
             of_table = [s for (name, _), s in staged.items() if name == table.name]
             quarantined += sum(s.quarantined for s in of_table)
