@@ -51,9 +51,9 @@ from totesys_etl.schema.warehouse import RUN_ID
 _LEDGER = identifier(STAGING_LEDGER.name)
 #: The setting: the most rows a run in parts may hold and still be loaded whole by one invocation.
 WHOLE_ROWS_VARIABLE = "TOTESYS_LOAD_WHOLE_ROWS"
-#: 50,000,000 rows, about 13M orders' first load: the loader took 10M orders' 38M rows whole in
-#: about a minute here (readme_files/benchmarks.md), so a warehouse several times slower still
-#: loads that many within a third of Lambda's 15 minutes, in constant memory and two files of /tmp.
+#: 50,000,000 rows, about 13M orders' first load: the loader took 10M orders' 38M rows in parts
+#: whole in 92 to 104 s on a 2-core machine (readme_files/benchmarks.md), so a warehouse several
+#: times slower still loads 50M within half of Lambda's 15 minutes, in 260 MB and two files of /tmp.
 DEFAULT_WHOLE_ROWS = 50_000_000
 
 
