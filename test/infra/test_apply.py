@@ -81,8 +81,9 @@ def test_apply_check_replan(deployment, aws):
             "TOTESYS_WAREHOUSE_SECRET": terraform.names["warehouse_secret"], "TOTESYS_LOG_LEVEL": "INFO",
             "TOTESYS_FX_API_URL": "",  # var.fx_api_url's default: the FX source off
             "TOTESYS_SOURCE_MODE": "poll", "TOTESYS_CDC_MAX_LAG_MB": "1024",  # contract §10's defaults
-            # contract §4 "Parts": the processor alone fans out, by invoking itself (ADR 0006)
-            "TOTESYS_PART_ROWS": "2000000", "TOTESYS_FANOUT": "lambda" if stage in ("process", "load") else ""}
+            # contract §4 "Parts": the processor and loader fan out, by invoking themselves (ADR 0006)
+            "TOTESYS_PART_ROWS": "2000000", "TOTESYS_LOAD_WHOLE_ROWS": "50000000",
+            "TOTESYS_FANOUT": "lambda" if stage in ("process", "load") else ""}
         assert [layer["Arn"].split(":")[-2] for layer in config["Layers"]] == [f"{prefix}-dependencies"]
         assert config["EphemeralStorage"] == {"Size": tfvars["lambda_ephemeral_storage_mb"][stage]}
 

@@ -31,6 +31,7 @@ from totesys_etl.errors import InvalidInput
 from totesys_etl.events import PartRequest, part_event
 from totesys_etl.load.handler import lambda_handler
 from totesys_etl.load.ledger import loaded_runs
+from totesys_etl.load.parts import WHOLE_ROWS_VARIABLE
 from totesys_etl.load.run import load, warehouse_connection
 from totesys_etl.schema.staging import STAGING_LEDGER, STAGING_TABLES
 
@@ -119,6 +120,7 @@ def parted(processed_lake, totesys, kit, warehouse_url, fresh_warehouse, monkeyp
         lake_b.copy_run(run)
     for name, value in lake_b.env.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv(WHOLE_ROWS_VARIABLE, "1")   # staged: every run here holds more rows than that
 
     def clean(upto: int = 3) -> dict:
         settings = fresh_warehouse()
@@ -126,7 +128,8 @@ def parted(processed_lake, totesys, kit, warehouse_url, fresh_warehouse, monkeyp
         return kit.star_snapshot(settings.warehouse.url, with_system=False)
 
     return SimpleNamespace(runs=runs, lake=lake_b, settings=lake_b.settings, clean=clean,
-                           data=lambda: kit.star_snapshot(warehouse_url, with_system=False))
+                           data=lambda: kit.star_snapshot(warehouse_url, with_system=False),
+                           whole=lambda: monkeypatch.setenv(WHOLE_ROWS_VARIABLE, "1000"))
 
 
 def _staging_rows(url: str) -> int:
@@ -391,3 +394,81 @@ def test_a_reader_polling_during_the_staging_never_sees_half_a_run(parted, wareh
     assert set(seen) <= {(0, 0, 0, 0), tuple(final)}, sorted(set(seen))
     assert seen[0] == (0, 0, 0, 0) and seen[-1] == tuple(final)
     assert during > len(parted.lake.parts[run])          # it did poll while the parts were staged
+
+
+# Runs small enough for one invocation (load/parts.py `loads_whole`): their parts are loaded as files.
+
+def _part_logs(log_lines) -> list[dict]:
+    return [line for line in log_lines if line["message"] == "part staged"]
+
+
+def test_a_run_within_the_whole_rows_loads_its_parts_as_files_and_never_stages(parted, warehouse_url, log_lines):
+    parted.whole()
+    run = parted.runs[0]
+    result = load(parted.settings, None, today=TODAY)
+    assert [r["run_id"] for r in result["runs"]] == parted.runs
+    assert result["runs"][0]["files"] == len(parted.lake.parts[run]) + parted.lake.whole[run]
+    assert {"fact_sales_order", "fact_payment", "etl_src_transaction"} <= set(_published(log_lines, run)["direct"])
+    assert _part_logs(log_lines) == [] and _staging_rows(warehouse_url) == 0
+    assert parted.data() == parted.clean()
+
+
+def test_a_part_request_for_a_run_loaded_whole_publishes_it_whole_once(parted, warehouse_url, log_lines):
+    """A part request (a replay, or sent before the setting changed) never stages a run loaded whole."""
+    parted.whole()
+    run = parted.runs[0]
+    requests = parted.lake.parts[run]
+    assert [r["run_id"] for r in _stage(requests[-1])["runs"]] == [run]
+    for request in requests:
+        assert _stage(request)["runs"] == []
+    assert _part_logs(log_lines) == [] and _staging_rows(warehouse_url) == 0
+    assert parted.data() == parted.clean(upto=1)
+
+
+def test_a_run_begun_staged_ends_staged_when_the_setting_grows(parted, warehouse_url, log_lines):
+    run = parted.runs[0]
+    requests = parted.lake.parts[run]
+    _stage(requests[0])                                       # staged under a setting of one row
+    parted.whole()
+    assert [r["run_id"] for r in load(parted.settings, [run], today=TODAY)["runs"]] == [run]
+    assert len(_part_logs(log_lines)) == len(requests)        # the rest staged too, as the run began
+    assert _staging_rows(warehouse_url) == 0
+    assert parted.data() == parted.clean(upto=1)
+
+
+def test_a_whole_run_with_a_version_in_two_parts_or_a_bad_part_keeps_every_other_row_once(
+        parted, warehouse_url, run_sql, log_lines):
+    """A rejected direct copy takes the temp table and merge, where each part is judged alone."""
+    parted.whole()
+    run = parted.runs[0]
+    read = lambda key: pq.read_table(io.BytesIO(  # noqa: E731
+        parted.lake.s3.get_object(Bucket=parted.lake.processed, Key=key)["Body"].read()))
+    first, second = (lake.part_key("etl_src_transaction", run, "parquet", i) for i in (0, 1))
+    buffer = io.BytesIO()
+    pq.write_table(pa.concat_tables([read(second), read(first).slice(0, 1)]), buffer)
+    parted.lake.s3.put_object(Bucket=parted.lake.processed, Key=second, Body=buffer.getvalue())
+    bad = lake.part_key("fact_payment", run, "parquet", 1)
+    held = set(read(bad).column("payment_id").to_pylist())
+    parted.lake.s3.put_object(Bucket=parted.lake.processed, Key=bad, Body=b"PAR1 not parquet at all")
+
+    result = load(parted.settings, [run], today=TODAY)
+    assert result["runs"][0]["quarantined"] == 1
+    assert [line["key"] for line in log_lines if line.get("error_kind") == "quarantined_file"] == [bad]
+    assert not {"etl_src_transaction", "fact_payment"} & set(_published(log_lines, run)["direct"])
+    stored = {r[0] for r in run_sql(warehouse_url, "SELECT payment_id FROM fact_payment")}
+    assert stored == set(range(1, 40)) - held and held
+    assert run_sql(warehouse_url, "SELECT count(*), count(DISTINCT transaction_id) FROM etl_src_transaction") \
+        == [[39, 39]]
+    assert _part_logs(log_lines) == [] and _staging_rows(warehouse_url) == 0
+
+
+@pytest.mark.slow
+def test_a_crash_loading_a_run_whole_then_a_rerun_loads_it_exactly_once(parted, warehouse_url, run_sql):
+    parted.whole()
+    for point in ("load.before_commit", "load.after_commit"):
+        crashed = _handler_in_subprocess({}, point)
+        assert crashed.returncode == 137, crashed.stderr.decode()[-2000:]
+        assert _staging_rows(warehouse_url) == 0
+    assert run_sql(warehouse_url, "SELECT count(*) FROM etl_load_ledger") == [[1]]   # the first run committed
+    load(parted.settings, None, today=TODAY)
+    assert parted.data() == parted.clean()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -397,3 +398,38 @@ def test_the_sweep_mark_waits_for_a_run_ingested_but_not_processed(settings, pro
     assert [r["run_id"] for r in load(settings, None, today=TODAY)["runs"]] == [kit.run_id(2)]
     assert load_mark(conn) == kit.run_id(3)
     assert load(settings, None, today=TODAY)["runs"] == []
+
+
+def test_a_reader_inside_two_star_tables_during_a_first_load_deadlocks_neither(
+        settings, processed_lake, totesys, kit, warehouse_url, migrated, run_sql):
+    """A first load rebuilds each empty table's indexes (bulk.py), which locks it against readers.
+    Locked table after table, a reader that holds one table and then reads one locked earlier made a
+    deadlock, and PostgreSQL aborted one of the two (the load, or the reader's query)."""
+    manifest = processed_lake.write_run(kit.run_id(1), _all_versions(totesys))
+    direct = [name for name in manifest["files"] if name in load_run_module.DIRECT_LOADABLE]
+    first, last = direct[0], direct[-1]                      # the load's first and last tables, in its order
+    migrated.run("START TRANSACTION")
+    migrated.run(f"SELECT count(*) FROM {last}")            # the reader holds the last one
+    outcome: list = []
+    loader = threading.Thread(target=lambda: outcome.append(_try(lambda: load(settings, [kit.run_id(1)],
+                                                                              today=TODAY))))
+    loader.start()
+    reader_pid, deadline = migrated.run("SELECT pg_backend_pid()")[0][0], time.monotonic() + 30
+    while time.monotonic() < deadline and not run_sql(
+            warehouse_url, "SELECT count(*) FROM pg_locks AS l JOIN pg_class AS c ON c.oid = l.relation "
+                           "WHERE l.granted AND l.pid <> :reader AND c.relname = :t", reader=reader_pid, t=first)[0][0]:
+        time.sleep(0.02)                                     # until the load's transaction has reached its tables
+    time.sleep(0.3)                                          # and locked the first, or found it cannot yet
+    read = _try(lambda: migrated.run(f"SELECT count(*) FROM {first}"))   # then reads the load's first table
+    migrated.run("COMMIT") if not isinstance(read, Exception) else migrated.run("ROLLBACK")
+    loader.join(timeout=60)
+    assert not isinstance(read, Exception), read
+    assert not isinstance(outcome[0], Exception), outcome[0]
+    assert [r["run_id"] for r in outcome[0]["runs"]] == [kit.run_id(1)]
+
+
+def _try(call):
+    try:
+        return call()
+    except Exception as e:  # the caller asserts on it
+        return e

@@ -87,10 +87,16 @@ def check_schema(schema: pa.Schema, table: Table) -> None:
 
 @dataclass(frozen=True)
 class Copied:
-    """A file copied in: its rows, and whether they went straight into the (empty) target table."""
+    """A table's files copied in: their rows, whether they went straight into the (empty) table,
+    and each file refused as bad in itself, `(key, why)`, for the caller to quarantine."""
 
     rows: int
     direct: bool
+    refused: tuple[tuple[str, str], ...] = ()
+
+    def loaded(self, files: int) -> bool:
+        """Whether any of the table's `files` files was loaded (so its temp table holds the run's rows)."""
+        return len(self.refused) < files
 
 
 class _CopyFeed:
@@ -211,63 +217,118 @@ def _discard(future: Future) -> None:
         os.unlink(future.result())
 
 
-def copy_file(conn: Connection, download: Future, table: Table, direct_run_id: str | None = None) -> Copied:
-    """COPY a downloaded Parquet file (`downloaded`) into a new temp table for `table`; the rows copied.
+@dataclass(frozen=True)
+class TableFiles:
+    """A run's files of one table, in order: its one file, or its parts (contract §4 "Parts")."""
 
-    With `direct_run_id` (the caller found `table` empty), first straight into `table` itself, each
-    row with that `etl_run_id`; only if PostgreSQL rejects that, into the temp table.
-    Raises InvalidInput (the file is to be quarantined) with the transaction as it was before.
+    table: Table
+    keys: tuple[str, ...]
+    #: The rows the manifest counts for them: whether an empty table's indexes are worth rebuilding.
+    rows: int
+
+
+def copy_table(conn: Connection, bucket: str, files: TableFiles, downloads: Iterator[Future],
+               direct_run_id: str | None = None) -> Copied:
+    """COPY a table's files into a new temp table for it; `downloads` yields their downloads
+    (`downloaded`), one per key, and is left at the next table's.
+
+    With `direct_run_id` (the caller found the table empty), first straight into the table itself,
+    every file under one savepoint and its indexes rebuilt once, each row with that `etl_run_id`;
+    if PostgreSQL or the checks reject any file, that is rolled back and the files go into the temp
+    table instead (downloaded again), where each is judged alone. A file refused there is rolled
+    back alone and listed in `refused` (the caller quarantines it); the others stay.
     """
-    savepoint_taken, feed = False, None
-    columns = [c.name for c in table.data_columns]
+    fetched = (next(downloads) for _ in files.keys)
+    if direct_run_id is not None:
+        rows = _copy_direct(conn, fetched, files, direct_run_id)
+        if rows is not None:
+            return Copied(rows, direct=True)
+        for _ in fetched:  # leave `downloads` at the next table's first file
+            pass
+        again = downloaded(bucket, list(files.keys))
+        try:
+            return _copy_to_temp(conn, files, again)
+        finally:
+            again.close()
+    return _copy_to_temp(conn, files, fetched)
+
+
+def _copy_to_temp(conn: Connection, files: TableFiles, fetched: Iterator[Future]) -> Copied:
+    """Each file into the table's temp table under a savepoint of its own."""
+    conn.run(create_temp_sql(files.table))
+    rows, refused = 0, []
+    for key, download in zip(files.keys, fetched):
+        try:
+            rows += _copy_file(conn, download, files.table)
+        except InvalidInput as e:
+            refused.append((key, str(e)))
+    if len(refused) < len(files.keys):
+        conn.run(f"ANALYZE {identifier(temp_name(files.table))}")
+    return Copied(rows, direct=False, refused=tuple(refused))
+
+
+def _open_checked(download: Future, table: Table) -> pq.ParquetFile:
+    """The downloaded file, opened and checked against its declaration; InvalidInput if it is bad in
+    itself (missing, not Parquet, another schema); a transient failure is raised as it is."""
     path = download.result()  # InvalidInput (missing), or S3's own error (the run fails)
     try:
-        try:
-            parquet = open_parquet(path)
-        except Exception as e:  # ArrowInvalid, OSError: not a Parquet file; memory or I/O: transient
-            if is_transient(e):
-                raise
-            raise InvalidInput(f"not a readable Parquet file: {describe(e)}") from None
-        check_schema(parquet.schema_arrow, table)
-        if direct_run_id is not None:
-            rows = _copy_direct(conn, parquet, table, columns, direct_run_id)
-            if rows is not None:
-                return Copied(rows, direct=True)
-        conn.run("SAVEPOINT etl_file")
-        savepoint_taken = True
-        conn.run(create_temp_sql(table))
-        feed = _CopyFeed(parquet, columns)
+        parquet = open_parquet(path)
+    except Exception as e:  # ArrowInvalid, OSError: not a Parquet file; memory or I/O: transient
+        if is_transient(e):
+            raise
+        raise InvalidInput(f"not a readable Parquet file: {describe(e)}") from None
+    check_schema(parquet.schema_arrow, table)
+    return parquet
+
+
+def _copy_file(conn: Connection, download: Future, table: Table) -> int:
+    """One file into the table's temp table (made by the caller) under a savepoint; the rows copied.
+
+    Raises InvalidInput (the file is to be quarantined) with the temp table as it was before.
+    """
+    parquet = _open_checked(download, table)
+    columns = [c.name for c in table.data_columns]
+    conn.run("SAVEPOINT etl_file")
+    feed = _CopyFeed(parquet, columns)
+    try:
         rows = copy_in(conn, temp_name(table), columns, feed, binary=True)
-        conn.run("RELEASE SAVEPOINT etl_file")
-        conn.run(f"ANALYZE {identifier(temp_name(table))}")
-        return Copied(rows, direct=False)
     except DatabaseError as e:
-        if not savepoint_taken or not sqlstate(e).startswith(BAD_DATA_CLASSES):
+        if not sqlstate(e).startswith(BAD_DATA_CLASSES):
             raise
         conn.run("ROLLBACK TO SAVEPOINT etl_file")
-        if feed and feed.error and is_transient(feed.error):
+        if feed.error and is_transient(feed.error):
             raise feed.error from None  # the read failed, not the data: the run fails, to be retried
-        reason = describe(feed.error) if feed and feed.error else e.args[0].get("M", "rejected by PostgreSQL")
+        reason = describe(feed.error) if feed.error else e.args[0].get("M", "rejected by PostgreSQL")
         raise InvalidInput(f"PostgreSQL rejected the data: {reason}") from None
+    conn.run("RELEASE SAVEPOINT etl_file")
+    return rows
 
 
-def _copy_direct(conn: Connection, parquet: pq.ParquetFile, table: Table, columns: list[str], run_id: str
-                 ) -> int | None:
-    """COPY the file straight into `table` under a savepoint; None (rolled back) if PostgreSQL
-    rejected it, so the caller takes the temp-table way. A transient read failure is raised.
+def _copy_direct(conn: Connection, fetched: Iterator[Future], files: TableFiles, run_id: str) -> int | None:
+    """COPY every file straight into the table under one savepoint; None (rolled back) if
+    PostgreSQL or the checks rejected one, so the caller takes the temp-table way. A transient
+    failure is raised.
 
     How the empty table is filled fast (its indexes, `etl_run_id`, its surrogate key): bulk.py.
+    The indexes are dropped once and built once for all the files, whatever their number.
     """
+    table, columns = files.table, [c.name for c in files.table.data_columns]
+    surrogate = [c.name for c in table.columns if c.type == "serial"]
     conn.run("SAVEPOINT etl_direct")
-    feed = None
+    feed, rows = None, 0
     try:
-        expected = parquet.metadata.num_rows
-        surrogate = [c.name for c in table.columns if c.type == "serial"]
-        first_id = bulk.reserve_ids(conn, table.name, surrogate[0], expected) if surrogate and expected else None
-        feed = _CopyFeed(parquet, columns, first_id)
-        with bulk.rebuilt(conn, table.name, expected), bulk.run_id_default(conn, table.name, RUN_ID.name, run_id):
-            rows = copy_in(conn, table.name, [*(surrogate[:1] if first_id is not None else []), *columns], feed,
-                           binary=True)
+        with bulk.rebuilt(conn, table.name, files.rows), bulk.run_id_default(conn, table.name, RUN_ID.name, run_id):
+            for download in fetched:
+                parquet = _open_checked(download, table)
+                expected = parquet.metadata.num_rows
+                first_id = bulk.reserve_ids(conn, table.name, surrogate[0], expected) \
+                    if surrogate and expected else None
+                feed = _CopyFeed(parquet, columns, first_id)
+                rows += copy_in(conn, table.name, [*(surrogate[:1] if first_id is not None else []), *columns],
+                                feed, binary=True)
+    except InvalidInput:
+        conn.run("ROLLBACK TO SAVEPOINT etl_direct")
+        return None
     except DatabaseError as e:
         if not sqlstate(e).startswith(BAD_DATA_CLASSES):
             raise

@@ -16,22 +16,30 @@ run's staging rows are removed (`clear`) and its ledger row written. Readers see
 
 A table the run finds empty (a first load, the usual reason for parts) skips the temp table: its
 staged rows go straight into it with its indexes rebuilt after (`fill_direct`), as a whole file's
-rows do (load/files.py `copy_file`). At 30M orders the merge through temp tables kept the publishing
+rows do (load/files.py `copy_table`). At 30M orders the merge through temp tables kept the publishing
 invocation busy for most of Lambda's 15 minutes (readme_files/benchmarks.md).
+
+Staging is for runs too big for one invocation. A run of at most `TOTESYS_LOAD_WHOLE_ROWS` rows in
+parts (`loads_whole`) is loaded whole by one invocation instead: its parts are copied as a whole
+table's files are, each row written once, where staging writes it three times (the part's temp
+table, the staging table, the star table). At 10M orders staging made the loader 23 times slower
+than at 1M for 10 times the rows.
 """
 from __future__ import annotations
 
 from contextlib import closing
+import os
 from dataclasses import dataclass
+from typing import Mapping
 
 from pg8000.native import identifier
 
 from totesys_etl import quarantine
 from totesys_etl.adapters.postgres import Connection, DatabaseError, rollback_quietly, sqlstate
-from totesys_etl.errors import InvalidInput
 from totesys_etl.faults import crash_point
 from totesys_etl.load import bulk
-from totesys_etl.load.files import BAD_DATA_CLASSES, copy_file, create_temp_sql, downloaded, temp_name
+from totesys_etl.config import whole_number_setting
+from totesys_etl.load.files import BAD_DATA_CLASSES, TableFiles, copy_table, create_temp_sql, downloaded, temp_name
 from totesys_etl.load.ledger import is_loaded
 from totesys_etl.logs import StageLog
 from totesys_etl.manifest import FileEntry
@@ -41,6 +49,25 @@ from totesys_etl.schema.staging import PART, STAGING_LEDGER, staging_table
 from totesys_etl.schema.warehouse import RUN_ID
 
 _LEDGER = identifier(STAGING_LEDGER.name)
+#: The setting: the most rows a run in parts may hold and still be loaded whole by one invocation.
+WHOLE_ROWS_VARIABLE = "TOTESYS_LOAD_WHOLE_ROWS"
+#: 50,000,000 rows, about 13M orders' first load: the loader took 10M orders' 38M rows in parts
+#: whole in 92 to 104 s on a 2-core machine (readme_files/benchmarks.md), so a warehouse several
+#: times slower still loads 50M within half of Lambda's 15 minutes, in 260 MB and two files of /tmp.
+DEFAULT_WHOLE_ROWS = 50_000_000
+
+
+def whole_rows(env: Mapping[str, str] | None = None) -> int:
+    """`TOTESYS_LOAD_WHOLE_ROWS` (a positive integer), or the default; ConfigurationError otherwise."""
+    return whole_number_setting(os.environ if env is None else env, WHOLE_ROWS_VARIABLE, DEFAULT_WHOLE_ROWS, "rows")
+
+
+def loads_whole(conn: Connection, run_id: str, parts: list[FileEntry]) -> bool:
+    """Whether the run's `parts` (entries of its manifest) are loaded whole by the publishing
+    invocation, as files, rather than staged: they hold at most `whole_rows()` rows, as the
+    manifest counts them, and none of them is staged already (a run begins one way and ends it).
+    """
+    return bool(parts) and sum(p.rows for p in parts) <= whole_rows() and not staged_parts(conn, run_id)
 
 
 @dataclass(frozen=True)
@@ -97,14 +124,14 @@ def stage_part(conn: Connection, bucket: str, run_id: str, part: FileEntry, tabl
 
 
 def _copy_part(conn: Connection, bucket: str, run_id: str, part: FileEntry, table: Table, log: StageLog) -> Staged:
-    """The part's file into a temp table (files.copy_file: its checks, savepoint and quarantine
+    """The part's file into a temp table (files.copy_table: its checks, savepoint and quarantine
     rules), then into the staging table with its run and part."""
     with closing(downloaded(bucket, [part.key])) as downloads:
-        try:
-            copied = copy_file(conn, next(downloads), table)
-        except InvalidInput as e:
-            quarantine.quarantine_file(bucket, part.key, bucket, run_id, str(e), quarantine.QUARANTINED_FILE, log)
-            return Staged(0, True)
+        copied = copy_table(conn, bucket, TableFiles(table, (part.key,), part.rows), downloads)
+    if copied.refused:
+        (key, why), = copied.refused
+        quarantine.quarantine_file(bucket, key, bucket, run_id, why, quarantine.QUARANTINED_FILE, log)
+        return Staged(0, True)
     staging, names = staging_table(table.name), [c.name for c in table.data_columns]
     conn.run(f"INSERT INTO {identifier(staging.name)} ({column_list([RUN_ID.name, PART.name, *names])}) "  # nosec
              f"SELECT CAST(:run_id AS text), CAST(:part AS int), {column_list(names)} "

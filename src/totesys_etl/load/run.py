@@ -4,9 +4,11 @@
 else "deferred"), migrates, then loads each requested run, or sweeps for every processed run
 the ledger lacks. `load_run` is one run in ONE transaction, ledger row included, so a crash at
 any point leaves the run either wholly loaded or not at all (readme_files/design.md, "Loader").
-A run whose manifest lists tables in parts has them staged first, each part in a transaction of its
-own (load/parts.py: here in turn, or by other invocations through the fan-out), and is then
-published by that same one transaction, its parted tables read from staging instead of files.
+A run whose manifest lists tables in parts is loaded whole, its parts copied as files, while it
+holds few enough rows for one invocation (load/parts.py `loads_whole`). A bigger one has them staged
+first, each part in a transaction of its own (load/parts.py: here in turn, or by other invocations
+through the fan-out), and is then published by that same one transaction, its parted tables read
+from staging instead of files.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from totesys_etl.events import PartRequest
 from totesys_etl.fanout import fan_out
 from totesys_etl.faults import crash_point
 from totesys_etl.load import bulk, deletes, deliveries, merge, parts
-from totesys_etl.load.files import copy_file, downloaded
+from totesys_etl.load.files import TableFiles, copy_table, downloaded
 from totesys_etl.load.ledger import LOADER_LOCK_KEY, is_loaded, load_mark, loaded_runs, record_run, set_mark
 from totesys_etl.load.migrations import migrate
 from totesys_etl.load.rates import merge_rates
@@ -137,9 +139,10 @@ def _load_part(conn: Connection, bucket: str, request: PartRequest, wait_seconds
     if is_loaded(conn, request.run_id):
         log.info("run already loaded: nothing to do")
         return [], "ok"
-    parts.stage_part(conn, bucket, request.run_id, entry, LOADABLE[entry.table], log)
-    if parts.unstaged(conn, request.run_id, parted):
-        return [], "ok"  # the invocation that stages the last part publishes the run
+    if not parts.loads_whole(conn, request.run_id, parted):  # else published whole, as its manifest's event would
+        parts.stage_part(conn, bucket, request.run_id, entry, LOADABLE[entry.table], log)
+        if parts.unstaged(conn, request.run_id, parted):
+            return [], "ok"  # the invocation that stages the last part publishes the run
     if not advisory_lock(conn, LOADER_LOCK_KEY, wait_seconds):
         log.warning("every part staged, but another loader holds the lock: publishing deferred to it or the sweep",
                     wait_seconds=wait_seconds)
@@ -204,8 +207,11 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
 
     rows: dict[str, int] = {}
     trusted, hostile = manifests.entries(manifest, run_id, LOADABLE, "parquet")
-    entries, rejected = [(e.table, e.key) for e in trusted if e.part is None], [r.reason for r in hostile]
+    rejected = [r.reason for r in hostile]
     parted = [e for e in trusted if e.part is not None]
+    if parts.loads_whole(conn, run_id, parted):
+        parted = []
+    tables = _table_files([e for e in trusted if e not in parted])
     staged = _stage_parts(conn, bucket, run_id, parted, log) if parted else {}
     if staged is None:
         return None
@@ -215,13 +221,17 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
                                    quarantine.QUARANTINED_MANIFEST, log)
         quarantined += 1
     with transaction(conn):
-        present, direct = set(), {}
+        present, direct, partial, files = set(), {}, set(), 0
         staged_tables = [LOADABLE[name] for name in sorted({e.table for e in parted})]
-        empty = merge.empty_tables(conn, [*(n for n in [*(t.name for t in staged_tables), *(n for n, _ in entries)]
-                                            if n in DIRECT_LOADABLE), *(d.name for d in DIMENSIONS)])
+        loaded = [*(t.name for t in staged_tables), *(f.table.name for f in tables)]
+        empty = merge.empty_tables(conn, [*(n for n in loaded if n in DIRECT_LOADABLE), *(d.name for d in DIMENSIONS)])
+        bulk.lock_all(conn, sorted(empty))
         for table in staged_tables:  # straight in when empty, else into the temp table a whole file would fill
             of_table = [s for (name, _), s in staged.items() if name == table.name]
             quarantined += sum(s.quarantined for s in of_table)
+            files += sum(not s.quarantined for s in of_table)
+            if any(s.quarantined for s in of_table):
+                partial.add(table.name)
             if not all(s.quarantined for s in of_table):
                 moved = parts.fill_direct(conn, table, run_id, sum(s.rows for s in of_table)) \
                     if table.name in empty else None
@@ -230,17 +240,20 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
                 else:
                     direct[table.name] = moved
                 present.add(table.name)
-        with closing(downloaded(bucket, [key for _, key in entries])) as downloads:  # /tmp emptied after
-            for (name, key), download in zip(entries, downloads):
-                try:
-                    copied = copy_file(conn, download, LOADABLE[name], run_id if name in empty else None)
+        with closing(downloaded(bucket, [key for f in tables for key in f.keys])) as downloads:  # /tmp emptied after
+            for table_files in tables:
+                name = table_files.table.name
+                copied = copy_table(conn, bucket, table_files, downloads, run_id if name in empty else None)
+                for key, why in copied.refused:
+                    quarantine.quarantine_file(bucket, key, bucket, run_id, why, quarantine.QUARANTINED_FILE, log)
+                quarantined += len(copied.refused)
+                files += len(table_files.keys) - len(copied.refused)
+                if copied.refused:
+                    partial.add(name)
+                if copied.loaded(len(table_files.keys)):
                     present.add(name)
                     if copied.direct:
                         direct[name] = copied.rows
-                except InvalidInput as e:
-                    quarantine.quarantine_file(bucket, key, bucket, run_id, str(e), quarantine.QUARANTINED_FILE,
-                                               log)
-                    quarantined += 1
         states = [t for t in STATE_TABLES if t.name in present]
         for state in states:
             rows[state.name] = direct[state.name] if state.name in direct else merge.merge_state(conn, state, run_id)
@@ -264,6 +277,10 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
             if log_table.name in present:
                 rows[log_table.name] = deletes.record_deletes(conn, log_table, run_id)
             for name in sorted(manifests.complete_tables(manifest, deletes.ABSENCE_CHECKED)):
+                if name in partial:  # a quarantined file's rows are not in the run: absent proves nothing
+                    log.warning("a table held whole but with a quarantined file: not checked for deletes",
+                                table=name)
+                    continue
                 rows[log_table.name] = rows.get(log_table.name, 0) + deletes.record_absent(
                     conn, log_table, LOADABLE[name], run_id, loaded=name in present, direct=name in direct)
         rows[DIM_DATE.name] = merge.seed_calendar(conn, today or datetime.now(timezone.utc).date())
@@ -275,10 +292,18 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         record_run(conn, run_id, rows)
         crash_point("load.before_commit")
     crash_point("load.after_commit")
-    files = len(present - {t.name for t in staged_tables}) + sum(not s.quarantined for s in staged.values())
     result = RunResult(run_id, rows, timer.seconds, files=files, quarantined=quarantined)
     log.info("run loaded", rows=rows, quarantined=quarantined, seconds=result.seconds, direct=sorted(direct))
     return result
+
+
+def _table_files(entries: list[manifests.FileEntry]) -> list[TableFiles]:
+    """The run's files grouped by table, in manifest order; a table in parts has them in part order."""
+    by_table: dict[str, list[manifests.FileEntry]] = {}
+    for entry in entries:
+        by_table.setdefault(entry.table, []).append(entry)
+    return [TableFiles(LOADABLE[name], tuple(e.key for e in sorted(of, key=lambda e: e.part or 0)),
+                       sum(e.rows for e in of)) for name, of in by_table.items()]
 
 
 def _stage_parts(conn: Connection, bucket: str, run_id: str, parted: list[manifests.FileEntry], log: StageLog
