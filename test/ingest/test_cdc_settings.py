@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 
 from totesys_etl.errors import ConfigurationError
-from totesys_etl.ingest.cdc.run import csv_field
 from totesys_etl.ingest.cdc.settings import CdcSettings, source_mode
 from totesys_etl.ingest.handler import lambda_handler
 
@@ -33,10 +32,3 @@ def test_the_handler_refuses_an_unknown_mode_before_touching_anything(monkeypatc
     monkeypatch.setenv("TOTESYS_SOURCE_MODE", "logical")
     with pytest.raises(ConfigurationError, match="TOTESYS_SOURCE_MODE must be poll or cdc"):
         lambda_handler({})
-
-
-@pytest.mark.parametrize("value, field", [(None, ""), ("", '""'), ("plain", "plain"), ("a,b", '"a,b"'),
-                                          ('say "hi"', '"say ""hi"""'), ("two\nlines", '"two\nlines"'),
-                                          ("cr\r", '"cr\r"'), (" x ", " x "), ("\\.", "\\.")])
-def test_csv_fields_are_written_as_copy_writes_them(value, field):
-    assert csv_field(value) == field

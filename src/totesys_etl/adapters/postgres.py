@@ -318,6 +318,16 @@ def sqlstate(error: BaseException) -> str:
     return fields.get("C", "")
 
 
+#: SQLSTATE classes that mean "these rows are bad" (22 data exception, 23 integrity constraint
+#: violation), not a fault of the server or the connection.
+BAD_DATA_CLASSES = ("22", "23")
+
+
+def is_bad_data(error: BaseException) -> bool:
+    """Whether PostgreSQL refused the rows themselves (`BAD_DATA_CLASSES`)."""
+    return sqlstate(error).startswith(BAD_DATA_CLASSES)
+
+
 def advisory_lock(conn: Connection, key: int, wait_seconds: float) -> bool:
     """Take a session advisory lock, waiting up to `wait_seconds`; False if the wait expired.
 

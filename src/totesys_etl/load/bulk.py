@@ -20,12 +20,12 @@ import array
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyarrow as pa
 from pg8000.native import identifier, literal
 
-from totesys_etl.adapters.postgres import Connection, DatabaseError, sqlstate
+from totesys_etl.adapters.postgres import Connection, DatabaseError, is_bad_data, sqlstate
 
 #: Below this many rows the catalog work costs more than the rebuild saves.
 REBUILD_FROM_ROWS = 10_000
@@ -141,3 +141,29 @@ def rebuilt(conn: Connection, table: str, rows: int) -> Iterator[None]:
         conn.run(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
     for index in dropped:
         conn.run(index.create)
+
+
+def filled_directly(conn: Connection, table: str, rows: int, fill: Callable[[], int],
+                    refused: type[Exception] | tuple[type[Exception], ...] = ()) -> int | None:
+    """Fill the empty `table` with about `rows` rows by `fill` (which returns the rows it wrote),
+    under a savepoint and with its indexes rebuilt around it (`rebuilt`).
+
+    None, with the transaction as it was, if PostgreSQL refuses the rows (`is_bad_data`: a version
+    twice, a NULL where none may be) or `fill` raises one of `refused`: the caller then takes the
+    temp table and the merge, which judge the rows a file or a version at a time. Anything else is
+    raised, and fails the run.
+    """
+    conn.run("SAVEPOINT etl_direct")
+    try:
+        with rebuilt(conn, table, rows):
+            written = fill()
+    except DatabaseError as e:
+        if not is_bad_data(e):
+            raise
+        conn.run("ROLLBACK TO SAVEPOINT etl_direct")
+        return None
+    except refused:
+        conn.run("ROLLBACK TO SAVEPOINT etl_direct")
+        return None
+    conn.run("RELEASE SAVEPOINT etl_direct")
+    return written

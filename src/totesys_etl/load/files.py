@@ -36,7 +36,7 @@ from botocore.exceptions import ClientError
 from pg8000.native import identifier
 
 from totesys_etl.adapters import s3
-from totesys_etl.adapters.postgres import Connection, DatabaseError, copy_in, sqlstate
+from totesys_etl.adapters.postgres import Connection, DatabaseError, copy_in, is_bad_data
 from totesys_etl.errors import InvalidInput, describe, is_missing
 from totesys_etl.load import bulk
 from totesys_etl.schema.ddl import column_definitions
@@ -49,9 +49,6 @@ from totesys_etl.schema.warehouse import RUN_ID
 BATCH_ROWS = 16384
 #: The buffer a Parquet file is read through (`open_parquet`).
 READ_BUFFER_BYTES = 1024 * 1024
-#: SQLSTATE classes that mean "this file's data is bad" (22 data exception, 23 integrity):
-#: quarantine the file. Anything else (a lost connection, a bug) fails the run.
-BAD_DATA_CLASSES = ("22", "23")
 #: Sent in place of the rest of a file that fails to decode: a tuple of no fields (or, before the
 #: header, a bad signature), which PostgreSQL always rejects (SQLSTATE 22P04, bad COPY data).
 BROKEN_COPY_DATA = b"\x00\x00"
@@ -293,7 +290,7 @@ def _copy_file(conn: Connection, download: Future, table: Table) -> int:
     try:
         rows = copy_in(conn, temp_name(table), columns, feed, binary=True)
     except DatabaseError as e:
-        if not sqlstate(e).startswith(BAD_DATA_CLASSES):
+        if not is_bad_data(e):  # anything else (a lost connection, a bug) fails the run
             raise
         conn.run("ROLLBACK TO SAVEPOINT etl_file")
         if feed.error and is_transient(feed.error):
@@ -314,30 +311,26 @@ def _copy_direct(conn: Connection, fetched: Iterator[Future], files: TableFiles,
     """
     table, columns = files.table, [c.name for c in files.table.data_columns]
     surrogate = [c.name for c in table.columns if c.type == "serial"]
-    conn.run("SAVEPOINT etl_direct")
-    feed, rows = None, 0
-    try:
-        with bulk.rebuilt(conn, table.name, files.rows), bulk.run_id_default(conn, table.name, RUN_ID.name, run_id):
+
+    def fill() -> int:
+        rows = 0
+        with bulk.run_id_default(conn, table.name, RUN_ID.name, run_id):
             for download in fetched:
                 parquet = _open_checked(download, table)
                 expected = parquet.metadata.num_rows
                 first_id = bulk.reserve_ids(conn, table.name, surrogate[0], expected) \
                     if surrogate and expected else None
                 feed = _CopyFeed(parquet, columns, first_id)
-                rows += copy_in(conn, table.name, [*(surrogate[:1] if first_id is not None else []), *columns],
-                                feed, binary=True)
-    except InvalidInput:
-        conn.run("ROLLBACK TO SAVEPOINT etl_direct")
-        return None
-    except DatabaseError as e:
-        if not sqlstate(e).startswith(BAD_DATA_CLASSES):
-            raise
-        conn.run("ROLLBACK TO SAVEPOINT etl_direct")
-        if feed and feed.error and is_transient(feed.error):
-            raise feed.error from None
-        return None
-    conn.run("RELEASE SAVEPOINT etl_direct")
-    return rows
+                try:
+                    rows += copy_in(conn, table.name, [*(surrogate[:1] if first_id is not None else []), *columns],
+                                    feed, binary=True)
+                except DatabaseError:
+                    if feed.error and is_transient(feed.error):
+                        raise feed.error from None  # the read failed, not the data: the run fails
+                    raise
+        return rows
+
+    return bulk.filled_directly(conn, table.name, files.rows, fill, refused=InvalidInput)
 
 
 def create_temp_sql(table: Table) -> str:

@@ -114,9 +114,8 @@ def _staging(conn: Connection) -> None:
     the rows never disagree: the parts are simply staged again. No keys on the staging tables (an
     id may come in two parts of a run); the ledger's key is what makes a part staged only once.
     """
-    for table in (*STAGING_TABLES.values(), STAGING_LEDGER):
-        conn.run(create_table(table, if_not_exists=False, primary_key=table is STAGING_LEDGER))
-        conn.run(f"ALTER TABLE {identifier(table.name)} SET UNLOGGED")
+    for table in (*STAGING_TABLES.values(), STAGING_LEDGER):  # created so: SET UNLOGGED rewrites each table
+        conn.run(create_table(table, if_not_exists=False, primary_key=table is STAGING_LEDGER, unlogged=True))
 
 
 #: (version, name, apply). Append only.

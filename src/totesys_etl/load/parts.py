@@ -35,11 +35,11 @@ from typing import Mapping
 from pg8000.native import identifier
 
 from totesys_etl import quarantine
-from totesys_etl.adapters.postgres import Connection, DatabaseError, rollback_quietly, sqlstate
+from totesys_etl.adapters.postgres import Connection, rollback_quietly
 from totesys_etl.faults import crash_point
 from totesys_etl.load import bulk
 from totesys_etl.config import whole_number_setting
-from totesys_etl.load.files import BAD_DATA_CLASSES, TableFiles, copy_table, create_temp_sql, downloaded, temp_name
+from totesys_etl.load.files import TableFiles, copy_table, create_temp_sql, downloaded, temp_name
 from totesys_etl.load.ledger import is_loaded
 from totesys_etl.logs import StageLog
 from totesys_etl.manifest import FileEntry
@@ -164,25 +164,18 @@ def fill_direct(conn: Connection, table: Table, run_id: str, rows: int) -> int |
     parts): the caller then takes the temp table and the merge (`fill_temp`), which settle that.
     Its indexes are dropped before and built after (bulk.py). The rows go in the staging table's
     order, not sorted by part: a fact's surrogate keys carry no order (every reader orders by the
-    source's ids and stamps), and sorting cost 11 s of 28 for 11M payments. The run id is a value of the SELECT,
-    not a column default as for a COPY: an ALTER TABLE would lock the table against readers, table
-    after table, and a reader querying two of them at once could deadlock with the publish.
+    source's ids and stamps), and sorting cost 11 s of 28 for 11M payments. The run id is a value of
+    the SELECT, so no column default is needed as for a COPY.
     """
     staging, names = staging_table(table.name), [c.name for c in table.data_columns]
-    conn.run("SAVEPOINT etl_direct_parts")
-    try:
-        with bulk.rebuilt(conn, table.name, rows):
-            conn.run(f"INSERT INTO {identifier(table.name)} ({column_list([RUN_ID.name, *names])}) "  # nosec B608
-                     f"SELECT CAST(:run_id AS text), {column_list(names)} FROM {identifier(staging.name)} "
-                     f"WHERE {identifier(RUN_ID.name)} = :run_id", run_id=run_id)
-            moved = conn.row_count
-    except DatabaseError as e:
-        if not sqlstate(e).startswith(BAD_DATA_CLASSES):
-            raise
-        conn.run("ROLLBACK TO SAVEPOINT etl_direct_parts")
-        return None
-    conn.run("RELEASE SAVEPOINT etl_direct_parts")
-    return moved
+
+    def fill() -> int:
+        conn.run(f"INSERT INTO {identifier(table.name)} ({column_list([RUN_ID.name, *names])}) "  # nosec B608
+                 f"SELECT CAST(:run_id AS text), {column_list(names)} FROM {identifier(staging.name)} "
+                 f"WHERE {identifier(RUN_ID.name)} = :run_id", run_id=run_id)
+        return conn.row_count
+
+    return bulk.filled_directly(conn, table.name, rows, fill)
 
 
 def clear(conn: Connection, run_id: str, tables: list[Table]) -> None:

@@ -21,7 +21,7 @@ def column_definitions(columns) -> list[str]:
 
 
 def create_table(table: Table, name: str | None = None, if_not_exists: bool = True,
-                 primary_key: bool = True) -> str:
+                 primary_key: bool = True, unlogged: bool = False) -> str:
     """`CREATE TABLE` for a declared table: its types, nullability and primary key.
 
     Facts also get their unique version key, which makes a replayed version a no-op.
@@ -32,4 +32,5 @@ def create_table(table: Table, name: str | None = None, if_not_exists: bool = Tr
         if table.version_key:
             parts.append(f"UNIQUE ({column_list(table.version_key)})")
     exists = "IF NOT EXISTS " if if_not_exists else ""
-    return f"CREATE TABLE {exists}{identifier(name or table.name)} (\n    " + ",\n    ".join(parts) + "\n)"
+    persistence = "UNLOGGED " if unlogged else ""
+    return f"CREATE {persistence}TABLE {exists}{identifier(name or table.name)} (\n    " + ",\n    ".join(parts) + "\n)"

@@ -28,26 +28,25 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
-from pg8000.native import DatabaseError, InterfaceError, identifier
+from pg8000.native import DatabaseError, InterfaceError
 
 from totesys_etl import lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import postgres, s3
 from totesys_etl.config import Database, Settings
-from totesys_etl.errors import (ConfigurationError, EtlError, RunIdCollision, SourceSchemaChanged, SourceUnavailable,
-                                describe, lake_errors)
+from totesys_etl.errors import (ConfigurationError, EtlError, SourceSchemaChanged, SourceUnavailable, describe,
+                                lake_errors)
 from totesys_etl.faults import crash_point
-from totesys_etl.ingest import fx, parts
+from totesys_etl.ingest import fx
 from totesys_etl.ingest.cdc import pgoutput, slot as slots
+from totesys_etl.ingest.cdc.copy import Copy, copy_tables, source_shape
+from totesys_etl.ingest.cdc.files import collision, upload, write_csv
 from totesys_etl.ingest.cdc.fold import Fold, TableChanges
 from totesys_etl.ingest.cdc.settings import CdcSettings
 from totesys_etl.ingest.watermark import newest_runs_first
-from totesys_etl.ingest.xids import XID_SPAN
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult
 from totesys_etl.schema import DELETED_ROW, SOURCE_TABLES
-from totesys_etl.schema.ddl import column_list
-from totesys_etl.schema.model import Table
 
 #: The manifest's `source_mode` for a CDC run.
 MODE = "cdc"
@@ -65,34 +64,6 @@ class SlotUnusable(EtlError):
     """The replication slot is missing, lost or not a pgoutput slot: nothing can be read."""
 
     error_kind = "cdc_slot_lost"
-
-
-@dataclass(frozen=True)
-class Copy:
-    """Tables copied whole in one REPEATABLE READ snapshot (`snapshot`, the `pg_snapshot` text) and the
-    WAL insert position when it was taken (`lsn`): a transaction that committed before `lsn` and is
-    visible in `snapshot` is in the copy, so the slot's record of it is not shipped again."""
-
-    snapshot: str
-    lsn: int
-
-    def covers(self, commit_lsn: int, xid: int) -> bool:
-        """True if the transaction committed at `commit_lsn` with top-level id `xid` (32-bit) is in the copy."""
-        if commit_lsn >= self.lsn:
-            return False
-        xmin, xmax, xip = _parse_snapshot(self.snapshot)
-        full = (xmax >> 32 << 32) | xid  # the id in the snapshot's epoch, or the one before
-        if full >= xmax:
-            full -= XID_SPAN
-        return full < xmin or (full < xmax and full not in xip)
-
-    def to_json(self) -> dict:
-        return {"snapshot": self.snapshot, "lsn": pgoutput.lsn_text(self.lsn)}
-
-    @classmethod
-    def from_json(cls, entry) -> "Copy":
-        _parse_snapshot(entry["snapshot"])  # ValueError if it is not one
-        return cls(entry["snapshot"], pgoutput.parse_lsn(entry["lsn"]))
 
 
 @dataclass(frozen=True)
@@ -129,11 +100,6 @@ class Position:
         if self.snapshot is not None and self.snapshot.covers(commit_lsn, xid):
             return ALL_TABLES
         return frozenset(t for t, c in self.copies.items() if c.covers(commit_lsn, xid))
-
-
-def _parse_snapshot(text: str) -> tuple[int, int, frozenset[int]]:
-    xmin, xmax, xip = text.split(":")
-    return int(xmin), int(xmax), frozenset(int(x) for x in xip.split(",") if x)
 
 
 def previous_position(bucket: str, log: StageLog) -> Position | None:
@@ -199,7 +165,7 @@ def ingest(settings: Settings, log: StageLog | None = None, cdc: CdcSettings | N
         key = lake.manifest_key(run_id)
         with lake_errors(bucket, key):
             if not manifests.write(bucket, manifest) and not s3.holds(bucket, key, body=s3.json_body(manifest)):
-                raise _collision(run_id)
+                raise collision(run_id)
         crash_point("ingest.after_manifest")
         try:
             slots.advance(conn, cdc.slot, pgoutput.parse_lsn(manifest["lsn_to"]))
@@ -249,9 +215,9 @@ def _run_id(conn, previous: Position | None) -> str:
 
 def _snapshot_run(conn, source: Database, bucket: str, run_id: str, state: slots.SlotState, folder: str,
                   log: StageLog) -> dict:
-    lacking, added = _source_shape(conn)
+    lacking, added = source_shape(conn)
     copied = [t for t in SOURCE_TABLES if t.name not in lacking]
-    copy, files, rows = _copy_tables(conn, source, bucket, run_id, copied, folder, log)
+    copy, files, rows = copy_tables(conn, source, bucket, run_id, copied, folder, log)
     rows.update({name: 0 for name in lacking})
     lsn = pgoutput.lsn_text(state.confirmed_flush)
     # `complete`: every table is a whole image, so an id the warehouse holds that it lacks was deleted
@@ -260,60 +226,6 @@ def _snapshot_run(conn, source: Database, bucket: str, run_id: str, state: slots
                  "cdc_snapshot": copy.to_json(), manifests.COMPLETE_FIELD: [t.name for t in copied]}
     _stopped(watermark, lacking, added, log)
     return manifests.ingest_manifest(run_id, None, watermark, files, rows)
-
-
-def _copy_tables(conn, source: Database, bucket: str, run_id: str, tables: list[Table], folder: str,
-                 log: StageLog) -> tuple[Copy, dict, dict]:
-    """Copy `tables` whole in one REPEATABLE READ transaction into the run's CSVs: the `Copy` that
-    says which of the slot's transactions it holds, the files and the rows. A table over
-    TOTESYS_PART_ROWS rows goes in parts, read by connections that import this transaction's
-    snapshot (ingest/parts.py, as a polled first run)."""
-    files, rows, readers = {}, {}, None
-    with postgres.transaction(conn, "REPEATABLE READ", read_only=True):
-        snapshot, snapshot_lsn = conn.run(
-            "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text")[0]
-        selects = {t.name: f"SELECT {column_list(t.column_names)} FROM public.{identifier(t.name)}"  # nosec B608
-                   for t in tables}
-        limit, sizes = parts.part_rows(), parts.sizes(conn, list(tables))
-        splits = {t.name: found for t in tables
-                  if (found := parts.split(conn, t, selects[t.name], limit, sizes.get(t.name, (-1, 0)))) is not None}
-        if splits:
-            readers = parts.start(conn, source, bucket, run_id, splits, folder, log)
-        try:
-            for table in tables:
-                if table.name in splits:
-                    continue
-                timer = Timer()
-                path = os.path.join(folder, f"{table.name}.csv")
-                with open(path, "wb", buffering=1 << 20) as file:
-                    rows[table.name] = postgres.copy_out(conn, selects[table.name], file)
-                log.info("table extracted", table=table.name, rows=rows[table.name], seconds=timer.seconds)
-                if rows[table.name]:
-                    files[table.name] = _upload(bucket, table, run_id, path, rows[table.name])
-        except BaseException:
-            if readers is not None:
-                readers.stop()
-            raise
-    if readers is not None:
-        parted_files, parted_rows = parts.finish(readers, splits, run_id)
-        files.update(parted_files)
-        rows.update(parted_rows)
-    return Copy(snapshot, pgoutput.parse_lsn(snapshot_lsn)), files, rows
-
-
-def _source_shape(conn) -> tuple[dict[str, tuple[str, ...]], dict[str, list[str]]]:
-    """Source table -> the declared columns it lacks now (a dropped or renamed column), and source
-    table -> the columns it has beyond the declaration (ignored, recorded as `new_columns` as the
-    polling run does: contract §2); tables with none are absent."""
-    present = postgres.table_columns(conn, [t.name for t in SOURCE_TABLES])
-    lacking, added = {}, {}
-    for table in SOURCE_TABLES:
-        columns = present.get(table.name, set())
-        if missing := tuple(c for c in table.column_names if c not in columns):
-            lacking[table.name] = missing
-        if extra := sorted(columns - set(table.column_names)) if columns else []:
-            added[table.name] = extra
-    return lacking, added
 
 
 def _stopped(watermark: dict, stopped: dict[str, tuple[str, ...]], added: dict[str, list[str]], log: StageLog
@@ -334,7 +246,7 @@ def _stopped(watermark: dict, stopped: dict[str, tuple[str, ...]], added: dict[s
 def _changes_run(conn, source: Database, bucket: str, run_id: str, previous: Position, cdc: CdcSettings,
                  folder: str, log: StageLog) -> dict:
     upto = max(slots.flush_lsn(conn), previous.lsn_to)
-    fold = Fold(SOURCE_TABLES, {**previous.stopped, **_source_shape(conn)[0]})
+    fold = Fold(SOURCE_TABLES, {**previous.stopped, **source_shape(conn)[0]})
     messages, last_end, shipping, committed_at = 0, None, False, None
     for _, _, data in slots.peek(conn, cdc.slot, cdc.publication, upto, cdc.max_changes):
         messages += 1
@@ -358,20 +270,20 @@ def _changes_run(conn, source: Database, bucket: str, run_id: str, previous: Pos
         rows[table.name] = len(changes.versions)
         if changes.versions:
             path = os.path.join(folder, f"{table.name}.csv")
-            _write_csv(path, table.column_names, changes.versions.values())
-            files[table.name] = _upload(bucket, table, run_id, path, rows[table.name])
+            write_csv(path, table.column_names, changes.versions.values())
+            files[table.name] = upload(bucket, table, run_id, path, rows[table.name])
     watermark = {"source_mode": MODE, "read": "bounded" if bounded else "changes",
                  "lsn_from": pgoutput.lsn_text(previous.lsn_to), "lsn_to": pgoutput.lsn_text(lsn_to)}
     if previous.snapshot is not None and lsn_to < previous.snapshot.lsn:  # the filter still matters
         watermark["cdc_snapshot"] = previous.snapshot.to_json()
     copies = dict(previous.copies)
-    lacking, added = _source_shape(conn)  # after the read: a stopped table whose columns are back resumes now
+    lacking, added = source_shape(conn)  # after the read: a stopped table whose columns are back resumes now
     resumed = [t for t in SOURCE_TABLES if t.name in fold.stopped and t.name not in lacking]
     if resumed:
         names = [t.name for t in resumed]
         log.warning(f"source table(s) {', '.join(names)} have their columns again: copied whole in this run, "
                     "lined up with the slot", tables=names)
-        copy, copied_files, copied_rows = _copy_tables(conn, source, bucket, run_id, resumed, folder, log)
+        copy, copied_files, copied_rows = copy_tables(conn, source, bucket, run_id, resumed, folder, log)
         files.update(copied_files)
         rows.update(copied_rows)
         copies.update({name: copy for name in names})
@@ -384,8 +296,8 @@ def _changes_run(conn, source: Database, bucket: str, run_id: str, previous: Pos
     rows[DELETED_ROW.name] = len(deletes)
     if deletes:
         path = os.path.join(folder, f"{DELETED_ROW.name}.csv")
-        _write_csv(path, DELETED_ROW.column_names, deletes)
-        files[DELETED_ROW.name] = _upload(bucket, DELETED_ROW, run_id, path, len(deletes))
+        write_csv(path, DELETED_ROW.column_names, deletes)
+        files[DELETED_ROW.name] = upload(bucket, DELETED_ROW, run_id, path, len(deletes))
     log.info("slot read", messages=messages, versions=versions, deleted=len(deletes), bounded=bounded)
     return manifests.ingest_manifest(run_id, previous.run_id, watermark, files, rows)
 
@@ -397,35 +309,3 @@ def _deletes(changes: dict[str, TableChanges]) -> list[tuple]:
         for key, at in sorted(table_changes.deleted.items(), key=lambda kv: int(kv[0])):
             out.append((name, key, at.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")))
     return out
-
-
-def csv_field(value) -> str:
-    """One field as PostgreSQL's `COPY ... (FORMAT csv)` writes it in a row of several columns: NULL
-    is an unquoted empty field, '' is `""`, and a value holding a comma, quote, CR or LF is quoted
-    (`\\.` alone is quoted only in a one-column row, which no declared table has)."""
-    if value is None:
-        return ""
-    if value == "" or any(c in value for c in ',"\r\n'):
-        return '"' + value.replace('"', '""') + '"'
-    return value
-
-
-def _write_csv(path: str, columns, rows) -> None:
-    with open(path, "w", encoding="utf-8", newline="", buffering=1 << 20) as file:
-        file.write(",".join(columns) + "\n")
-        for row in rows:
-            file.write(",".join(csv_field(v) for v in row) + "\n")
-
-
-def _upload(bucket: str, table: Table, run_id: str, path: str, rows: int) -> dict:
-    """Upload one CSV create-only; its manifest entry. A key holding other bytes is another run's."""
-    key = lake.table_key(table.name, run_id, "csv")
-    with lake_errors(bucket, key):
-        if not s3.upload_file_create_only(bucket, key, path) and not s3.holds(bucket, key, path=path):
-            raise _collision(run_id)
-    return {"key": key, "rows": rows, "columns": table.column_names}
-
-
-def _collision(run_id: str) -> RunIdCollision:
-    return RunIdCollision(f"another ingest already wrote objects of run {run_id}: stopped without a manifest, "
-                          "so the next run reads these changes")
