@@ -151,3 +151,14 @@ def test_a_failure_raises_after_an_error_line_with_its_kind(env, copy_csv):
     assert errors[0]["error_kind"] == "lake_unavailable" and errors[0]["run_id"] == RUN_A
     assert errors[0]["stage"] == "process"
     assert "Traceback" in failed.stderr
+
+
+def test_the_processor_allocates_arrow_memory_with_the_system_allocator(env):
+    """Arrow's default pool (mimalloc) took fresh huge pages from the kernel for each thread: 0.3 s
+    more kernel CPU and 80 MB more RSS per first load at 100,000 orders (readme_files/benchmarks.md).
+    The choice is made when the handler's module loads, as Lambda's init phase does, for the whole process."""
+    script = ("import pyarrow\nimport totesys_etl.process.handler\n"
+              "print(pyarrow.default_memory_pool().backend_name)")
+    child = subprocess.run([sys.executable, "-c", script], env=dict(os.environ), capture_output=True,  # nosec B603
+                           text=True, timeout=120, check=True)
+    assert child.stdout.split() == ["system"]

@@ -8,6 +8,8 @@ line with the failure's `error_kind`.
 """
 from __future__ import annotations
 
+import pyarrow as pa
+
 from totesys_etl import events, failures
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
@@ -18,6 +20,11 @@ from totesys_etl.runs import StageResult
 # Built in Lambda's init phase, once per container (AWS's advice for SDK clients): a warm invocation
 # then pays nothing for it (~0.1 s in a new process). Later calls reuse it; another endpoint gets its own.
 s3.client()
+# Arrow's default pool (mimalloc) gave each of the processor's threads fresh memory from the kernel
+# (transparent huge pages it asks for): at 100,000 orders 240 MB of RSS for 57 MB of Arrow data,
+# 0.3 s more of the kernel's CPU than glibc's allocator, which Arrow then uses for nothing more
+# (readme_files/benchmarks.md, "100,000 orders: the processor's fixed costs"). Process-wide.
+pa.set_memory_pool(pa.system_memory_pool())
 
 
 def lambda_handler(event, context=None) -> dict:
