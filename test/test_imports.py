@@ -21,7 +21,7 @@ from totesys_etl.bench import run
 from totesys_etl.local.source.snapshot import load_snapshot
 
 #: Packages a stage's handler module must not import, and why it does not need them. No stage
-#: needs boto3: the adapters build botocore's clients, and s3transfer only for a large download.
+#: needs boto3: the adapters build botocore's clients.
 NOT_IMPORTED = {
     "ingest": {"pyarrow", "numpy", "pandas", "boto3"},  # COPY to CSV and FX JSON: no Arrow at all
     "process": {"pandas", "pg8000", "boto3"},  # Arrow only; the processor never connects to a database

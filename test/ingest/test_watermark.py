@@ -96,3 +96,27 @@ def test_the_newest_readable_manifest_is_found_from_recent_runs_backwards(bucket
     # A clock far behind or ahead of the lake costs listings, never the answer.
     assert previous_watermark(bucket, log, now=now.replace(year=2040)).run_id == newer
     assert previous_watermark(bucket, log, now=now.replace(year=2001)).run_id == newer
+
+
+def test_a_first_run_lists_twice_and_a_stray_object_still_widens_the_windows(buckets):
+    """A first run (nothing under `_runs/`) once listed six ever wider windows back to 2000, one
+    request each; a listing of one key now says there is nothing further back. Anything at all under
+    `_runs/`, even a key that is no run's, keeps the widening, so no older manifest is ever missed."""
+    bucket, log, lists = buckets[0], StageLog("ingest"), []
+
+    def count(**_):
+        lists.append(1)
+    client = s3.client()
+    client.meta.events.register("before-send.s3.ListObjectsV2", count)
+    try:
+        assert previous_watermark(bucket, log) is None
+        assert len(lists) == 2
+        s3.put_create_only(bucket, f"{lake.RUNS_PREFIX}notes.txt", b"not a manifest")
+        lists.clear()
+        assert previous_watermark(bucket, log) is None
+        assert len(lists) == 8  # the first window, the one key, then every wider window back to 2000
+        older = "20010203T040506000007Z"
+        manifests.write(bucket, _manifest(run_id=older))
+        assert previous_watermark(bucket, log).run_id == older
+    finally:
+        client.meta.events.unregister("before-send.s3.ListObjectsV2", count)

@@ -5,6 +5,7 @@ import subprocess  # nosec B404 - crash points end a process; only a child proce
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from totesys_etl import lake
@@ -151,3 +152,19 @@ def test_a_failure_raises_after_an_error_line_with_its_kind(env, copy_csv):
     assert errors[0]["error_kind"] == "lake_unavailable" and errors[0]["run_id"] == RUN_A
     assert errors[0]["stage"] == "process"
     assert "Traceback" in failed.stderr
+
+
+def test_the_processor_allocates_arrow_memory_with_jemalloc_not_mimalloc(env):
+    """Arrow's default pool (mimalloc) took fresh huge pages from the kernel for each thread: up to 0.4 s
+    more kernel CPU per first load at 100,000 orders (readme_files/benchmarks.md). The choice is made
+    when the handler's module loads, as Lambda's init phase does, for the whole process."""
+    script = ("import pyarrow\nimport totesys_etl.process.handler\n"
+              "print(pyarrow.default_memory_pool().backend_name)")
+    child = subprocess.run([sys.executable, "-c", script], env=dict(os.environ), capture_output=True,  # nosec B603
+                           text=True, timeout=120, check=True)
+    try:
+        pa.jemalloc_memory_pool()
+        expected = "jemalloc"
+    except NotImplementedError:  # a pyarrow built without it
+        expected = "system"
+    assert child.stdout.split() == [expected]

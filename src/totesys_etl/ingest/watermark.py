@@ -257,7 +257,16 @@ def newest_runs_first(bucket: str, now: datetime | None = None) -> Iterator[str]
                 yield run_id
         if after is None:
             return
+        if window == RECENT and not runs and _no_manifest_at_all(bucket):
+            return  # a first run: one listing of one key instead of six ever wider ones
         window *= 8
+
+
+def _no_manifest_at_all(bucket: str) -> bool:
+    """True when nothing at all lies under `_runs/` (any object, even one that is not a manifest, says
+    otherwise: then the windows go on growing, as they would have)."""
+    with lake_errors(bucket, lake.RUNS_PREFIX):
+        return next(s3.list_keys(bucket, lake.RUNS_PREFIX, limit=1), None) is None
 
 
 #: What `_read_watermark` gives for a CDC run's manifest.

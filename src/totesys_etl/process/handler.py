@@ -8,6 +8,8 @@ line with the failure's `error_kind`.
 """
 from __future__ import annotations
 
+import pyarrow as pa
+
 from totesys_etl import events, failures
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
@@ -18,6 +20,14 @@ from totesys_etl.runs import StageResult
 # Built in Lambda's init phase, once per container (AWS's advice for SDK clients): a warm invocation
 # then pays nothing for it (~0.1 s in a new process). Later calls reuse it; another endpoint gets its own.
 s3.client()
+# Arrow's default pool (mimalloc) took fresh huge pages from the kernel for each of the processor's
+# threads: at 100,000 orders 0.1 to 0.6 s of kernel CPU per first run, against 0.12 to 0.23 s with
+# jemalloc, which holds 45 MB more than mimalloc at 1M orders (glibc's allocator: 190 MB more).
+# readme_files/benchmarks.md, "100,000 orders: the processor's fixed costs". Process-wide.
+try:
+    pa.set_memory_pool(pa.jemalloc_memory_pool())
+except NotImplementedError:
+    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def lambda_handler(event, context=None) -> dict:

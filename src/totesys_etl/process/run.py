@@ -38,6 +38,10 @@ MARK_PREFIX = "_state/process_mark/"
 #: Files of a run processed at once: one file's S3 transfer overlaps another's parsing (pyarrow
 #: and the network both release the GIL). Memory grows by one CSV block and one batch per worker.
 FILE_WORKERS = 4
+#: Parquet's dictionary encoding, off: the lake's big columns (ids, times, stamps, amounts) are nearly
+#: all distinct, where building a dictionary per row group cost half the writer's CPU and gave larger
+#: files than plain values under snappy (100,000 orders: 14.4 MB against 12.9 MB, readers no slower).
+DICTIONARY = False
 
 
 def process_run(settings: Settings, run_id: str, log: StageLog | None = None) -> RunResult | None:
@@ -268,7 +272,7 @@ def write_parquet(settings: Settings, run_id: str, output: Table, batches: Itera
     path = os.path.join(folder, "output.parquet")
     rows = 0
     try:
-        with pq.ParquetWriter(path, output.arrow_schema, compression="snappy") as writer:
+        with pq.ParquetWriter(path, output.arrow_schema, compression="snappy", use_dictionary=DICTIONARY) as writer:
             for batch in batches:
                 if batch.num_rows:
                     writer.write_batch(batch)
