@@ -131,6 +131,20 @@ def test_the_lake_s_parquet_has_no_dictionary_pages(lake_pair, copy_csv):
                 assert not chunk.has_dictionary_page and chunk.compression == "SNAPPY", (key, chunk.path_in_schema)
 
 
+def test_the_lake_s_parquet_carries_page_checksums_so_a_flipped_byte_is_caught(lake_pair, copy_csv):
+    """The loader verifies page checksums (load/files.py `open_parquet`); written without them, a
+    damaged data page in the lake would load wrong values silently instead of being quarantined."""
+    lake_pair.write_run(RUN_A, csvs(copy_csv))
+    run.process_run(lake_pair.settings, RUN_A)
+    key = next(k for k in lake_pair.keys() if k.endswith(".parquet") and "fact_sales_order" in k)
+    body = bytearray(lake_pair.get(key))
+    chunk = pq.ParquetFile(pa.BufferReader(bytes(body))).metadata.row_group(0).column(1)
+    body[chunk.data_page_offset + chunk.total_compressed_size - 2] ^= 0xFF   # inside the page's data
+    damaged = pq.ParquetFile(pa.BufferReader(bytes(body)), page_checksum_verification=True)
+    with pytest.raises(OSError, match="CRC"):
+        damaged.read()
+
+
 def test_an_empty_run_writes_only_its_manifest(lake_pair):
     lake_pair.write_run(RUN_A, {})
     assert run.process_run(lake_pair.settings, RUN_A).rows == {}

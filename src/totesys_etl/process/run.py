@@ -42,6 +42,10 @@ FILE_WORKERS = 4
 #: all distinct, where building a dictionary per row group cost half the writer's CPU and gave larger
 #: files than plain values under snappy (100,000 orders: 14.4 MB against 12.9 MB, readers no slower).
 DICTIONARY = False
+#: Each data page carries a CRC32, which the loader verifies (load/files.py `open_parquet`): a damaged
+#: page is then quarantined instead of loading wrong values. 1M rows of four columns: 0.078 CPU s to
+#: write against 0.074 without, 0.06 s to read verified.
+PAGE_CHECKSUMS = True
 
 
 def process_run(settings: Settings, run_id: str, log: StageLog | None = None) -> RunResult | None:
@@ -272,7 +276,8 @@ def write_parquet(settings: Settings, run_id: str, output: Table, batches: Itera
     path = os.path.join(folder, "output.parquet")
     rows = 0
     try:
-        with pq.ParquetWriter(path, output.arrow_schema, compression="snappy", use_dictionary=DICTIONARY) as writer:
+        with pq.ParquetWriter(path, output.arrow_schema, compression="snappy", use_dictionary=DICTIONARY,
+                              write_page_checksum=PAGE_CHECKSUMS) as writer:
             for batch in batches:
                 if batch.num_rows:
                     writer.write_batch(batch)
