@@ -5,6 +5,7 @@ import pytest
 
 from totesys_etl.errors import ConfigurationError, ProcessFailed
 from totesys_etl.events import PartRequest
+from totesys_etl import fanout
 from totesys_etl.fanout import fan_out
 
 REQUEST = PartRequest("20261124T071248780573Z", "sales_order", 0)
@@ -36,3 +37,12 @@ def test_the_lambda_fan_out_needs_the_function_it_runs_in():
         fan_out("process", [REQUEST], env={"TOTESYS_FANOUT": "lambda"})
     with pytest.raises(ValueError):
         fan_out("ingest", [REQUEST], env={"TOTESYS_FANOUT": "local"})
+
+
+def test_a_run_is_handled_whole_up_to_the_whole_run_rows_and_a_bad_setting_is_one_line():
+    assert fanout.handles_whole(fanout.DEFAULT_WHOLE_RUN_ROWS, {})
+    assert not fanout.handles_whole(fanout.DEFAULT_WHOLE_RUN_ROWS + 1, {})
+    assert fanout.handles_whole(10, {fanout.WHOLE_RUN_ROWS_VARIABLE: "10"})
+    assert not fanout.handles_whole(11, {fanout.WHOLE_RUN_ROWS_VARIABLE: "10"})
+    with pytest.raises(ConfigurationError, match="TOTESYS_WHOLE_RUN_ROWS must be a whole number"):
+        fanout.handles_whole(1, {fanout.WHOLE_RUN_ROWS_VARIABLE: "lots"})

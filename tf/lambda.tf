@@ -67,7 +67,7 @@ resource "aws_lambda_function" "stage" {
       TOTESYS_SOURCE_MODE      = var.source_mode
       TOTESYS_CDC_MAX_LAG_MB   = tostring(var.cdc_max_lag_mb)
       TOTESYS_PART_ROWS        = tostring(var.part_rows)
-      TOTESYS_LOAD_WHOLE_ROWS  = tostring(var.load_whole_rows)
+      TOTESYS_WHOLE_RUN_ROWS   = tostring(var.whole_run_rows)
       # contract §4 "Parts": the processor hands a run's parts to invocations of its own function
       # (readme_files/adr/0006-parts.md); the others never fan out.
       TOTESYS_FANOUT = contains(local.fanout_stages, each.key) ? "lambda" : ""

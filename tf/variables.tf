@@ -354,13 +354,13 @@ variable "part_rows" {
   }
 }
 
-variable "load_whole_rows" {
-  description = "TOTESYS_LOAD_WHOLE_ROWS (contract §4 \"Parts\"): a run in parts of at most this many rows is loaded whole by one loader invocation, each row written once; a bigger one is staged by one invocation a part and then published (readme_files/adr/0006-parts.md). The default is about a 13M-order first load; 10M orders (38M rows in parts) loaded whole in 92 to 104 s on a 2-core machine (readme_files/benchmarks.md)."
+variable "whole_run_rows" {
+  description = "TOTESYS_WHOLE_RUN_ROWS (contract §4 \"Parts\"): a run in parts of at most this many rows is handled whole by one invocation of each stage (the processor processes its parts itself, the loader copies them as files); a bigger one is fanned out, a part per invocation (readme_files/adr/0006-parts.md). The default is about a 13M-order first load; 10M orders (38M rows in parts) took 87 to 104 s to load whole on a 2-core machine (readme_files/benchmarks.md)."
   type        = number
   default     = 50000000
 
   validation {
-    condition     = var.load_whole_rows >= 1
-    error_message = "load_whole_rows must be at least 1."
+    condition     = var.whole_run_rows >= 1
+    error_message = "whole_run_rows must be at least 1."
   }
 }

@@ -32,6 +32,15 @@ from totesys_etl.errors import ConfigurationError, LoadFailed, ProcessFailed, de
 from totesys_etl.events import PartRequest, part_event
 from totesys_etl.logs import StageLog
 
+#: The setting: the most rows a run in parts may hold and still be handled whole by one invocation
+#: of each stage (the processor processes its parts itself, the loader copies them as files). Parts
+#: in parallel pay only where one invocation cannot hold the run: below this, the fan-out's process
+#: start-ups and the loader's staging (every row written three times) cost more than they save.
+WHOLE_RUN_ROWS_VARIABLE = "TOTESYS_WHOLE_RUN_ROWS"
+#: 50,000,000 rows, about a 13M-order first load: 10M orders' 38M rows in parts took 87 to 104 s
+#: to load whole and about 30 s to process on a 2-core machine (readme_files/benchmarks.md), so a
+#: several times slower warehouse or function still handles 50M within half of Lambda's 15 minutes.
+DEFAULT_WHOLE_RUN_ROWS = 50_000_000
 #: Which fan-out a deployment uses; unset means none (the caller handles every part itself).
 FANOUT_VARIABLE = "TOTESYS_FANOUT"
 LOCAL, LAMBDA = "local", "lambda"
@@ -67,6 +76,13 @@ def fan_out(stage: str, requests: Sequence[PartRequest], env: Mapping[str, str] 
         _lambda(stage, requests, env)
         return True
     raise ConfigurationError(f"{FANOUT_VARIABLE}={mode[:40]!r} is not a fan-out this build knows")
+
+
+def handles_whole(rows: int, env: Mapping[str, str] | None = None) -> bool:
+    """Whether a run whose parts hold `rows` rows (as its manifest counts them) is handled whole, by
+    the invocation that meets it, rather than fanned out (`TOTESYS_WHOLE_RUN_ROWS`)."""
+    env = os.environ if env is None else env
+    return rows <= whole_number_setting(env, WHOLE_RUN_ROWS_VARIABLE, DEFAULT_WHOLE_RUN_ROWS, "rows")
 
 
 def workers(env: Mapping[str, str]) -> int:

@@ -82,7 +82,7 @@ def test_apply_check_replan(deployment, aws):
             "TOTESYS_FX_API_URL": "",  # var.fx_api_url's default: the FX source off
             "TOTESYS_SOURCE_MODE": "poll", "TOTESYS_CDC_MAX_LAG_MB": "1024",  # contract §10's defaults
             # contract §4 "Parts": the processor and loader fan out, by invoking themselves (ADR 0006)
-            "TOTESYS_PART_ROWS": "2000000", "TOTESYS_LOAD_WHOLE_ROWS": "50000000",
+            "TOTESYS_PART_ROWS": "2000000", "TOTESYS_WHOLE_RUN_ROWS": "50000000",
             "TOTESYS_FANOUT": "lambda" if stage in ("process", "load") else ""}
         assert [layer["Arn"].split(":")[-2] for layer in config["Layers"]] == [f"{prefix}-dependencies"]
         assert config["EphemeralStorage"] == {"Size": tfvars["lambda_ephemeral_storage_mb"][stage]}

@@ -186,6 +186,7 @@ def test_every_call_each_handler_makes_is_granted_to_its_role(deployment, source
     # The first run in parts (contract §4): the processor hands them to its own function (moto queues
     # the invocations and runs nothing), then, with no fan-out, processes them itself.
     monkeypatch.setenv("TOTESYS_PART_ROWS", "100")
+    monkeypatch.setenv("TOTESYS_WHOLE_RUN_ROWS", "1")  # fanned out: a run this small is otherwise handled whole
     with recorder.stage_calls("ingest"):
         ingest({}, None)
     process_function = f"{terraform.prefix}-process"
@@ -207,8 +208,6 @@ def test_every_call_each_handler_makes_is_granted_to_its_role(deployment, source
         process({}, None)
     # The run's parts are staged by the loader's own function, one invocation each (moto queues them
     # and runs nothing); the next sweep, with no fan-out, stages them itself and publishes the run.
-    # (Staged: a run this small is otherwise loaded whole, which invokes nothing.)
-    monkeypatch.setenv("TOTESYS_LOAD_WHOLE_ROWS", "1")
     with recorder.stage_calls("load"), monkeypatch.context() as lambda_env:
         lambda_env.setenv("TOTESYS_FANOUT", "lambda")
         lambda_env.setenv("AWS_LAMBDA_FUNCTION_NAME", f"{terraform.prefix}-load")

@@ -31,7 +31,7 @@ from totesys_etl.errors import InvalidInput
 from totesys_etl.events import PartRequest, part_event
 from totesys_etl.load.handler import lambda_handler
 from totesys_etl.load.ledger import loaded_runs
-from totesys_etl.load.parts import WHOLE_ROWS_VARIABLE
+from totesys_etl.fanout import WHOLE_RUN_ROWS_VARIABLE as WHOLE_ROWS_VARIABLE
 from totesys_etl.load.run import load, warehouse_connection
 from totesys_etl.schema.staging import STAGING_LEDGER, STAGING_TABLES
 

@@ -94,6 +94,7 @@ def env_of(monkeypatch):
     def use(target) -> None:
         monkeypatch.setenv("TOTESYS_INGEST_BUCKET", target.ingest)
         monkeypatch.setenv("TOTESYS_PROCESSED_BUCKET", target.processed)
+        monkeypatch.setenv(fanout.WHOLE_RUN_ROWS_VARIABLE, "1")  # fanned out: every run here holds more rows
     return use
 
 
@@ -148,6 +149,26 @@ def test_the_last_part_invocation_finishes_the_run(lake_pair, write_parted, env_
     assert lake_pair.manifest(RUN)["files"]["fact_sales_order"]["rows"] == PARTS * PER_PART
 
 
+def test_a_run_within_the_whole_run_rows_is_processed_here_and_fans_nothing_out(
+        lake_pair, new_lake, write_parted, env_of, monkeypatch):
+    """Parts in parallel pay only where one invocation cannot hold the run (fanout.handles_whole)."""
+    write_parted(lake_pair)
+    env_of(lake_pair)
+    monkeypatch.setenv(fanout.WHOLE_RUN_ROWS_VARIABLE, str(PARTS * PER_PART))
+    monkeypatch.setenv("TOTESYS_FANOUT", "lambda")
+    fan_out = fanout.fan_out
+    monkeypatch.setattr(fanout, "fan_out", lambda *args, **kwargs: pytest.fail("fanned out a run held whole"))
+    result = run.process_run(lake_pair.settings, RUN)
+    assert result is not None and result.rows["fact_sales_order"] == PARTS * PER_PART
+    clean = new_lake()
+    write_parted(clean)
+    monkeypatch.setattr(fanout, "fan_out", fan_out)
+    monkeypatch.delenv("TOTESYS_FANOUT")
+    monkeypatch.setenv(fanout.WHOLE_RUN_ROWS_VARIABLE, "1")
+    run.process_run(clean.settings, RUN)                 # no fan-out configured: the same parts, by this call
+    assert _lake_objects(lake_pair) == _lake_objects(clean)
+
+
 def test_a_part_request_the_manifest_does_not_name_is_ignored(lake_pair, write_parted, env_of, logs):
     write_parted(lake_pair)
     env_of(lake_pair)
@@ -173,7 +194,8 @@ def test_a_crash_in_one_part_invocation_then_the_sweep_ends_as_a_clean_run(lake_
     command with 137 (contract §6). The sweep afterwards finishes the run, as clean."""
     write_parted(lake_pair, design=False)
     env = {**os.environ, "TOTESYS_INGEST_BUCKET": lake_pair.ingest, "TOTESYS_PROCESSED_BUCKET": lake_pair.processed,
-           "TOTESYS_FANOUT": "local", "TOTESYS_FANOUT_WORKERS": "1", "TOTESYS_CRASH_AT": "process.before_manifest"}
+           "TOTESYS_FANOUT": "local", "TOTESYS_FANOUT_WORKERS": "1", "TOTESYS_CRASH_AT": "process.before_manifest",
+           fanout.WHOLE_RUN_ROWS_VARIABLE: "1"}
     event = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
                           "s3": {"bucket": {"name": lake_pair.ingest}, "object": {"key": lake.manifest_key(RUN)}}}]}
     code = ("import json, sys; from totesys_etl.process.handler import lambda_handler; "

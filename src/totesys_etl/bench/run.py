@@ -239,8 +239,12 @@ def run_bench(svc: Services, orders: int, workdir: Path, out: TextIO, skip_basel
 
 
 def parts_env(part_rows: int | None) -> dict[str, str]:
-    """A first load in parts fans out as under `tick` (child processes); `part_rows` sets the part size."""
-    return {"TOTESYS_FANOUT": "local", **({"TOTESYS_PART_ROWS": str(part_rows)} if part_rows else {})}
+    """A first load in parts fans out as under `tick` (child processes) when it is too big for one
+    invocation (`fanout.handles_whole`). `part_rows` sets the part size and measures the fanned-out
+    path itself, at any size: a part per invocation for the processor and the loader."""
+    if not part_rows:
+        return {"TOTESYS_FANOUT": "local"}
+    return {"TOTESYS_FANOUT": "local", "TOTESYS_PART_ROWS": str(part_rows), "TOTESYS_WHOLE_RUN_ROWS": "1"}
 
 
 def parts_detail(initial: dict[str, dict], env: dict[str, str]) -> dict:
@@ -317,7 +321,8 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout) -> int:
                              "not measured; env COURIER_MB)")
     parser.add_argument("--part-rows", type=int, default=int(os.environ.get("PART_ROWS") or 0) or None,
                         help="TOTESYS_PART_ROWS for the first load (default: the pipeline's, 2,000,000; env "
-                             "PART_ROWS): a smaller one measures a first load in parts at a small size")
+                             "PART_ROWS): a smaller one measures a first load in parts at a small size, each "
+                             "part by an invocation of its own")
     parser.add_argument("--courier-only", action="store_true",
                         help="measure only the courier figure, kept beside the other keys of bench.json")
     args = parser.parse_args(argv)

@@ -19,7 +19,7 @@ staged rows go straight into it with its indexes rebuilt after (`fill_direct`), 
 rows do (load/files.py `copy_table`). At 30M orders the merge through temp tables kept the publishing
 invocation busy for most of Lambda's 15 minutes (readme_files/benchmarks.md).
 
-Staging is for runs too big for one invocation. A run of at most `TOTESYS_LOAD_WHOLE_ROWS` rows in
+Staging is for runs too big for one invocation. A run of at most `TOTESYS_WHOLE_RUN_ROWS` rows in
 parts (`loads_whole`) is loaded whole by one invocation instead: its parts are copied as a whole
 table's files are, each row written once, where staging writes it three times (the part's temp
 table, the staging table, the star table). At 10M orders staging made the loader 23 times slower
@@ -28,9 +28,7 @@ than at 1M for 10 times the rows.
 from __future__ import annotations
 
 from contextlib import closing
-import os
 from dataclasses import dataclass
-from typing import Mapping
 
 from pg8000.native import identifier
 
@@ -38,7 +36,7 @@ from totesys_etl import quarantine
 from totesys_etl.adapters.postgres import Connection, rollback_quietly
 from totesys_etl.faults import crash_point
 from totesys_etl.load import bulk
-from totesys_etl.config import whole_number_setting
+from totesys_etl.fanout import handles_whole
 from totesys_etl.load.files import TableFiles, copy_table, create_temp_sql, downloaded, temp_name
 from totesys_etl.load.ledger import is_loaded
 from totesys_etl.logs import StageLog
@@ -49,25 +47,15 @@ from totesys_etl.schema.staging import PART, STAGING_LEDGER, staging_table
 from totesys_etl.schema.warehouse import RUN_ID
 
 _LEDGER = identifier(STAGING_LEDGER.name)
-#: The setting: the most rows a run in parts may hold and still be loaded whole by one invocation.
-WHOLE_ROWS_VARIABLE = "TOTESYS_LOAD_WHOLE_ROWS"
-#: 50,000,000 rows, about 13M orders' first load: the loader took 10M orders' 38M rows in parts
-#: whole in 92 to 104 s on a 2-core machine (readme_files/benchmarks.md), so a warehouse several
-#: times slower still loads 50M within half of Lambda's 15 minutes, in 260 MB and two files of /tmp.
-DEFAULT_WHOLE_ROWS = 50_000_000
-
-
-def whole_rows(env: Mapping[str, str] | None = None) -> int:
-    """`TOTESYS_LOAD_WHOLE_ROWS` (a positive integer), or the default; ConfigurationError otherwise."""
-    return whole_number_setting(os.environ if env is None else env, WHOLE_ROWS_VARIABLE, DEFAULT_WHOLE_ROWS, "rows")
 
 
 def loads_whole(conn: Connection, run_id: str, parts: list[FileEntry]) -> bool:
     """Whether the run's `parts` (entries of its manifest) are loaded whole by the publishing
-    invocation, as files, rather than staged: they hold at most `whole_rows()` rows, as the
-    manifest counts them, and none of them is staged already (a run begins one way and ends it).
+    invocation, as files, rather than staged: they hold at most `TOTESYS_WHOLE_RUN_ROWS` rows
+    (`fanout.handles_whole`), as the manifest counts them, and none of them is staged already (a
+    run begins one way and ends it).
     """
-    return bool(parts) and sum(p.rows for p in parts) <= whole_rows() and not staged_parts(conn, run_id)
+    return bool(parts) and handles_whole(sum(p.rows for p in parts)) and not staged_parts(conn, run_id)
 
 
 @dataclass(frozen=True)

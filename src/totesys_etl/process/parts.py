@@ -2,10 +2,14 @@
 
 The invocation that meets the run (its manifest's event, or the sweep) processes the run's
 unsplit files as any run's and records what they gave; it hands every part not yet processed to
-the fan-out (`fanout.fan_out`), or processes them itself, one after another, when none is
-configured. A part invocation (`{"totesys_part": ...}`) processes exactly its ingested part into
-the processed part of the same number (`lake.part_key`, create-only, written even when no row is
-left, so the processed table has every part) and records what it gave.
+the fan-out (`fanout.fan_out`), or processes them itself, `PART_WORKERS` at a time, when the
+run is small enough for one invocation (`fanout.handles_whole`, `TOTESYS_WHOLE_RUN_ROWS`) or no
+fan-out is configured. At 10M orders on two cores, twenty part processes took 29 s where the
+unsplit path would take about 23: each paid its start-up, and two at a time shared the cores.
+
+A part invocation (`{"totesys_part": ...}`) processes exactly its ingested part into the processed
+part of the same number (`lake.part_key`, create-only, written even when no row is left, so the
+processed table has every part) and records what it gave.
 
 Each record is this stage's own create-only state, one object per unit of work under
 `_state/process_parts/<run_id>/`: a replayed part finds its record and does nothing twice. Whoever
@@ -21,6 +25,7 @@ import array
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 from botocore.exceptions import ClientError
@@ -39,6 +44,10 @@ from totesys_etl.schema import DIM_DATE, INGESTED_TABLES
 
 #: This stage's records of a run in parts, one per unit of work (the unsplit files, each part).
 STATE_PREFIX = "_state/process_parts/"
+#: Parts an invocation processes at once when it handles the run whole. Two, not the four files of
+#: `run.FILE_WORKERS`: a part is up to TOTESYS_PART_ROWS rows, and four at a time took the
+#: processor to 1,028 MB of RSS at 10M orders; two keep both cores busy (pyarrow and S3 release the GIL).
+PART_WORKERS = 2
 #: The record of a run's unsplit files (and of what its manifest's check held back).
 FILES_RECORD = "files"
 
@@ -63,14 +72,15 @@ def process_parted_run(settings: Settings, run_id: str, entries: list[FileEntry]
                                                quarantined, complete, log)
         _record(bucket, run_id, FILES_RECORD, {"outputs": outputs, "dates": _days(dates), "quarantined": quarantined,
                                                "complete": sorted(complete)})
-    requests = [PartRequest(run_id, e.table, e.part) for e in entries
-                if e.part is not None and part_name(e.table, e.part) not in recorded]
-    if requests and fanout.fan_out(run.STAGE, requests):
-        log.info("parts handed to invocations of their own", parts=len(requests))
-    else:
-        by_part = {(e.table, e.part): e for e in entries}
-        for request in requests:
-            _process_part(settings, run_id, by_part[(request.table, request.part)], log)
+    parts = [e for e in entries if e.part is not None]
+    pending = [e for e in parts if part_name(e.table, e.part) not in recorded]
+    whole = fanout.handles_whole(sum(e.rows for e in parts))
+    if pending and not whole and fanout.fan_out(run.STAGE, [PartRequest(run_id, e.table, e.part) for e in pending]):
+        log.info("parts handed to invocations of their own", parts=len(pending))
+    else:  # small enough for this invocation, or no fan-out: PART_WORKERS parts at a time
+        with ThreadPoolExecutor(max_workers=PART_WORKERS, thread_name_prefix="part") as workers:
+            for done in [workers.submit(_process_part, settings, run_id, e, log) for e in pending]:
+                done.result()  # the first failure fails the run (the others still finish)
     return _finish_if_done(settings, run_id, entries, timer, log)
 
 
