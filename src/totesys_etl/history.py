@@ -24,6 +24,7 @@ it, is an id that run read, each copy at a later position than the one before (t
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -255,7 +256,7 @@ def _csv_rows(bucket: str, key: str, table: str, versions: set[Version] | None =
         columns = source_table(table).column_names if versions is not None else [id_column, "last_updated"]
         data = read.text_columns(path, columns)
     finally:
-        os.unlink(path)
+        Path(path).unlink(missing_ok=True)  # s3.download removes what it wrote when it fails midway
     found = []
     ids, stamps = data.column(id_column).to_pylist(), data.column("last_updated").to_pylist()
     values = list(zip(*(data.column(c).to_pylist() for c in data.column_names))) if versions is not None else None

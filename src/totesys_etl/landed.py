@@ -17,6 +17,7 @@ not a difference: only the courier knows that order, and it still loads.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import tempfile
 from typing import Iterator
 
@@ -65,7 +66,7 @@ def _stage_landed(warehouse: Connection, ingest_bucket: str) -> int:
             s3.download(ingest_bucket, key, path)
             rows += copy_in(warehouse, LANDED, DELIVERY_EVENT.column_names, _without_header(path))
         finally:
-            os.unlink(path)
+            Path(path).unlink(missing_ok=True)  # s3.download removes what it wrote when it fails midway
     return rows
 
 

@@ -194,3 +194,20 @@ def test_reading_a_file_for_copy_holds_a_row_group_in_memory_not_the_file(tmp_pa
         most, chunks = max(most, pool.bytes_allocated() - before), chunks + 1
     assert chunks > groups and feed.error is None
     assert most < size / 4, (most, size)
+
+
+def test_a_download_failing_midway_raises_its_own_error_not_a_missing_temporary_file(monkeypatch, tmp_path):
+    """s3.download leaves no file behind when it fails after writing (e.g. the object replaced
+    between two ranges: 412); the loader's clean-up must not then hide that error."""
+    from botocore.exceptions import ClientError
+
+    def fails_midway(bucket, key, path):
+        os.remove(path)  # as s3.download does on a failure
+        raise ClientError({"Error": {"Code": "PreconditionFailed", "Message": "At least one of the pre-conditions "
+                                     "you specified did not hold"}}, "GetObject")
+
+    monkeypatch.setattr(files.s3, "download", fails_midway)
+    monkeypatch.setattr(files.tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(ClientError, match="PreconditionFailed"):
+        files._download("bucket", "key.parquet")
+    assert list(tmp_path.iterdir()) == []

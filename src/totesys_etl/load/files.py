@@ -23,6 +23,7 @@ raised, so the run fails and a later invocation retries it (contract §3, "Nothi
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import tempfile
 import concurrent.futures
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -178,12 +179,12 @@ def _download(bucket: str, key: str) -> str:
     try:
         s3.download(bucket, key, path)
     except ClientError as e:
-        os.unlink(path)
+        Path(path).unlink(missing_ok=True)  # s3.download removes what it wrote when it fails midway
         if is_missing(e):
             raise InvalidInput("the file the manifest names does not exist") from None
         raise
     except BaseException:
-        os.unlink(path)
+        Path(path).unlink(missing_ok=True)
         raise
     return path
 
