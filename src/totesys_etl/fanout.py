@@ -37,8 +37,8 @@ from totesys_etl.logs import StageLog
 #: in parallel pay only where one invocation cannot hold the run: below this, the fan-out's process
 #: start-ups and the loader's staging (every row written three times) cost more than they save.
 WHOLE_RUN_ROWS_VARIABLE = "TOTESYS_WHOLE_RUN_ROWS"
-#: 50,000,000 rows, about a 13M-order first load: 10M orders' 38M rows in parts took 87 to 104 s
-#: to load whole and about 30 s to process on a 2-core machine (readme_files/benchmarks.md), so a
+#: 50,000,000 rows, about a 13M-order first load: 10M orders' 38M rows in parts took 87 to 101 s
+#: to load whole and 23 s to process on a 2-core machine (readme_files/benchmarks.md), so a
 #: several times slower warehouse or function still handles 50M within half of Lambda's 15 minutes.
 DEFAULT_WHOLE_RUN_ROWS = 50_000_000
 #: Which fan-out a deployment uses; unset means none (the caller handles every part itself).
