@@ -1,15 +1,15 @@
 """The pieces `wraparound.explain_wraparound` proves a re-read after a wraparound with (ADR 0001's bound):
 which reshipped versions look like one in the lake, the ingest's 64-bit id of a raw `xmin`, and which
-ids a run read. The whole, through a real wraparound, is test/ingest/years/test_wraparound_reconcile.py."""
+ids a run read, rebuilt from the manifests (the rule itself, `extract.ReadCondition`, and its agreement
+with the ingest's SQL are test/ingest/test_extract.py's). The whole, through a real wraparound, is
+test/ingest/years/test_wraparound_reconcile.py."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from totesys_etl.history import _alike
-from totesys_etl.wraparound import _Read
 from totesys_etl.ingest.xids import xid8_of_raw
 from totesys_etl.ingest.extract import xid8_of_xmin
-from totesys_etl.ingest.xids import XidSet
 
 EPOCH = 1 << 32
 S1, S2 = datetime(2024, 1, 8, 1, 9), datetime(2024, 1, 9, 7, 0)
@@ -39,17 +39,6 @@ def test_the_64_bit_id_of_a_raw_xmin_is_the_ingests(warehouse_url, run_sql):
     sql = " UNION ALL ".join(f"SELECT {xid8_of_xmin(xmax)} FROM (SELECT CAST('{raw}' AS xid) AS xmin) AS t"
                              for raw, xmax in cases)  # nosec B608 - integers
     assert run_sql(warehouse_url, sql) == [[xid8_of_raw(raw, xmax)] for raw, xmax in cases]
-
-
-def test_the_ids_a_run_read():
-    first = _Read(EPOCH + 100, XidSet.span(EPOCH + 90, EPOCH + 100))
-    assert first.has(700, S1) and first.has(EPOCH + 89, S1) and not first.has(EPOCH + 95, S1)
-    recent = _Read(EPOCH + 200, XidSet(), XidSet.span(EPOCH + 100, EPOCH + 200), after=S1)
-    assert recent.has(EPOCH + 150, S2) and not recent.has(EPOCH + 150, S1) and not recent.has(EPOCH + 50, S2)
-    rescan = _Read(EPOCH + 300, XidSet(), XidSet.span(EPOCH + 200, EPOCH + 300),
-                   claims=((XidSet.span(EPOCH + 100, EPOCH + 200), S1 + timedelta(hours=1)),))
-    assert rescan.has(EPOCH + 250, S2) and rescan.has(EPOCH + 150, S1) and not rescan.has(EPOCH + 150, S2)
-    assert not rescan.has(EPOCH + 50, S1)
 
 
 def _manifest(run_id, snapshot, read, previous=None, in_progress="{}", seen="{}", unread=(), stopped=None):

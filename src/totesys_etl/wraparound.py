@@ -3,15 +3,14 @@ rows older than 2^32 ids"), for `reconcile`.
 
 `history.py` finds versions several runs shipped with the same row (`Shipped.alike`); the lake's
 CSVs do not carry `xmin`, so this checks them against the source: it rebuilds from each run's
-manifest which writer ids and stamps that run read (`_RunReads`, the condition of the ingest's
-`extract.changes_query`) and asks whether the row's raw `xmin`, made 64-bit as each run made it, is
-one of them, at a later position for each copy.
+manifest the plan that run read by and, from it, which writer ids and stamps it read (`_RunReads`:
+`extract.ReadCondition`, the same rule the ingest's `changes_query` renders as SQL), and asks
+whether the row's raw `xmin`, made 64-bit as each run made it, is one of them, at a later position
+for each copy.
 """
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
-from datetime import datetime
 from itertools import pairwise
 
 from pg8000.native import identifier
@@ -21,9 +20,9 @@ from totesys_etl.adapters.postgres import Connection
 from totesys_etl.errors import InvalidInput, LakeUnavailable
 from totesys_etl.history import Shipped
 from totesys_etl.ingest import xid_state
-from totesys_etl.ingest.extract import Plan
-from totesys_etl.ingest.watermark import OVERLAP, Watermark
-from totesys_etl.ingest.xids import XidSet, xid8_of_raw
+from totesys_etl.ingest.extract import Plan, ReadCondition
+from totesys_etl.ingest.watermark import Watermark
+from totesys_etl.ingest.xids import xid8_of_raw
 from totesys_etl.schema import Table, source_table
 
 
@@ -72,32 +71,14 @@ def _source_rows(source: Connection, table: Table, ids: list[int]) -> dict[int, 
     return {r[0]: (r[1], tuple(r[2:])) for r in found}
 
 
-@dataclass(frozen=True)
-class _Read:
-    """Which versions of one table one ingest run read, by writer id and stamp: the condition of the
-    ingest's `extract.changes_query` for that run, rebuilt from its manifest and its previous run's."""
-
-    xmax: int
-    in_progress: XidSet
-    reads: XidSet | None = None            # None: a first read (every id not in progress)
-    after: datetime | None = None          # a recent read: only stamps after this
-    claims: tuple[tuple[XidSet, datetime], ...] = ()   # a rescan: also these ids, stamped up to
-
-    def has(self, x: int, stamp: datetime) -> bool:
-        if self.reads is None:
-            return x not in self.in_progress
-        if x in self.reads and (self.after is None or stamp > self.after):
-            return True
-        return any(x in xids and stamp <= up_to for xids, up_to in self.claims)
-
-
 class _RunReads:
-    """Each ingest run's `_Read` of each table, from its manifest and its previous run's (read once each)."""
+    """Which versions of each table each ingest run read: the plan it read by, rebuilt from its manifest
+    and its previous run's (each read once), and that plan's `extract.ReadCondition`."""
 
     def __init__(self, bucket: str):
         self.bucket = bucket
         self.manifests: dict[str, tuple[str, str | None, Watermark] | None] = {}
-        self.reads: dict[tuple[str, str], _Read | None] = {}
+        self.reads: dict[tuple[str, str], ReadCondition | None] = {}
 
     def _run(self, run_id: str) -> tuple[str, str | None, Watermark] | None:
         """(how it read, its previous run, its watermark); None if its manifest holds none (a CDC run's,
@@ -111,12 +92,12 @@ class _RunReads:
                 self.manifests[run_id] = None
         return self.manifests[run_id]
 
-    def read(self, run_id: str, table: str) -> _Read | None:
+    def read(self, run_id: str, table: str) -> ReadCondition | None:
         if (run_id, table) not in self.reads:
             self.reads[run_id, table] = self._read(run_id, table)
         return self.reads[run_id, table]
 
-    def _read(self, run_id: str, table: str) -> _Read | None:
+    def _read(self, run_id: str, table: str) -> ReadCondition | None:
         mode, previous_id, run = self._run(run_id) or (None, None, None)
         if run is None:
             return None
@@ -129,10 +110,4 @@ class _RunReads:
             stopped = {s.table: s for s in previous.stopped}.get(table)
             if stopped is not None:  # the table resumed in this run: read from where it stopped
                 previous, mode = stopped.since, "rescan" if stopped.since else "first"
-        if previous is None:
-            return _Read(run.snapshot.xmax, run.in_progress)
-        plan = Plan(previous, run.snapshot, mode, run.in_progress)
-        claims = tuple((XidSet.parse(u.xids) - run.in_progress, u.stamped_up_to) for u in previous.unread
-                       ) if mode == "rescan" else ()
-        return _Read(run.snapshot.xmax, run.in_progress, plan.reads,
-                     None if plan.reads_every_stamp else previous.cutoff - OVERLAP, claims)
+        return Plan(previous, run.snapshot, mode if previous is not None else "first", run.in_progress).condition

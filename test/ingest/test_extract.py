@@ -1,14 +1,15 @@
 """The change query's pieces, checked against real PostgreSQL 15 as the read-only role."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pg8000.native
 
 from totesys_etl.adapters.postgres import parse_url, transaction
-from totesys_etl.ingest.extract import (MANY_RANGES, Cut, begin_snapshot, changes_query, in_progress_before, in_xids,
-                                        plan_read, take_snapshot, unread_after, xid8_of_xmin)
-from totesys_etl.ingest.watermark import Snapshot, Unread, Watermark
+from totesys_etl.ingest.extract import (MANY_RANGES, Cut, ReadCondition, begin_snapshot, changes_query,
+                                        in_progress_before, in_xids, plan_read, take_snapshot, unread_after,
+                                        xid8_of_xmin)
+from totesys_etl.ingest.watermark import Snapshot, Unread, Watermark, format_cutoff
 from totesys_etl.ingest.xids import XidSet
 from totesys_etl.schema import source_table
 
@@ -119,3 +120,68 @@ def test_a_recent_run_leaves_its_new_ids_old_stamps_unread_and_a_full_run_keeps_
     # The full run read every stamp of ids >= 90 not in P.seen: what stays unread is below 90 or in it.
     assert unread_after(full) == [Unread("{[80,90),[91,92)}", claim.stamped_up_to)]
     assert unread_after(plan_read(previous, _cut(Snapshot(90, 110, (90,))), 0)) == []
+
+
+def test_a_condition_answers_for_one_version():
+    """`ReadCondition.has` on hand-picked versions: a first read, a recent one, a rescan with a claim."""
+    s1, s2 = datetime(2024, 1, 8, 1, 9), datetime(2024, 1, 9, 7, 0)
+    first = ReadCondition(EPOCH + 100, XidSet.span(EPOCH + 90, EPOCH + 100))
+    assert first.has(700, s1) and first.has(EPOCH + 89, s1) and not first.has(EPOCH + 95, s1)
+    recent = ReadCondition(EPOCH + 200, XidSet(), XidSet.span(EPOCH + 100, EPOCH + 200), after=s1)
+    assert recent.has(EPOCH + 150, s2) and not recent.has(EPOCH + 150, s1) and not recent.has(EPOCH + 50, s2)
+    rescan = ReadCondition(EPOCH + 300, XidSet(), XidSet.span(EPOCH + 200, EPOCH + 300),
+                           claims=((XidSet.span(EPOCH + 100, EPOCH + 200), s1 + timedelta(hours=1)),))
+    assert rescan.has(EPOCH + 250, s2) and rescan.has(EPOCH + 150, s1) and not rescan.has(EPOCH + 150, s2)
+    assert not rescan.has(EPOCH + 50, s1)
+
+
+def _plans_of_every_mode() -> dict[str, object]:
+    """Plans as `plan_read` makes them: a first read with nothing in progress and with a fragmented set in
+    progress (past MANY_RANGES: the binary search), a recent read, a full one (something the previous run
+    had in progress ended) and a rescan whose claims overlap what runs now, one of them fragmented."""
+    e = EPOCH
+    fragmented = XidSet((x, x + 1) for x in range(e + 130, e + 400, 3))
+    running = XidSet.span(e + 90, e + 91) | XidSet.span(e + 100, e + 110)
+    claims = (Unread(f"{{[{e + 20},{e + 60}),[{e + 80},{e + 95})}}", datetime(2026, 11, 24, 7, 0)),
+              Unread(str(XidSet((x, x + 1) for x in range(e + 10, e + 330, 4))), datetime(2026, 11, 23, 12, 0, 0, 1)))
+    previous = Watermark("r", Snapshot(e + 90, e + 120, (e + 90,)), datetime(2026, 11, 24, 7, 30, 0, 250000),
+                         seen=str(XidSet.span(e + 91, e + 120) - running), running=str(running), unread=claims,
+                         rescanned_at="20261124T073000000000Z")
+    still = _cut(Snapshot(e + 90, e + 400), in_progress=running | fragmented)      # nothing P had running ended
+    ended = _cut(Snapshot(e + 90, e + 400), in_progress=XidSet.span(e + 90, e + 91) | fragmented)
+    plans = {"first": plan_read(None, _cut(Snapshot(e + 5, e + 5)), 3600),
+             "first, in progress": plan_read(None, _cut(Snapshot(e + 100, e + 400), in_progress=fragmented), 3600),
+             "recent": plan_read(previous, still, 3600), "full": plan_read(previous, ended, 3600),
+             "rescan": plan_read(previous, ended, 0)}
+    assert [plan.mode for plan in plans.values()] == ["first", "first", "recent", "full", "rescan"]
+    assert len(plans["rescan"].condition.claims) == 2 and len(plans["recent"].condition.reads.ranges) > MANY_RANGES
+    return plans
+
+
+def test_the_sql_condition_and_has_agree_on_every_version_for_every_mode(source, run_sql):
+    """The one rule, two renderings: for each plan, the SQL `changes_query` puts after WHERE, evaluated by
+    PostgreSQL over a grid of (id, stamp) versions, selects exactly those `has` says the run reads
+    (what `reconcile` relies on to prove a re-read after a wraparound). The ids are every bound of every
+    set in the condition and their neighbours; the stamps every bound of the window and the claims, a
+    microsecond either side."""
+    for name, plan in _plans_of_every_mode().items():
+        condition = plan.condition
+        sets = [condition.in_progress, *([condition.reads] if condition.reads is not None else []),
+                *(xids for xids, _ in condition.claims)]
+        ids = sorted({b + d for xids in sets for b in xids.bounds for d in (-1, 0, 1) if b + d < 1 << 63}
+                     | {0, 7, EPOCH, 3 * EPOCH})  # the bounds, an open end (2^63 - 1) included, less past bigint
+        bounds = [t for t in [condition.after, *(up_to for _, up_to in condition.claims)] if t is not None]
+        stamps = sorted({t + d * timedelta(microseconds=1) for t in bounds for d in (-1, 0, 1)}
+                        | {datetime(2000, 1, 1), datetime(2100, 1, 1)})
+        sql = condition.sql("x")
+        assert changes_query(source_table("currency"), plan).endswith(
+            f"WHERE {condition.sql(xid8_of_xmin(plan.current.xmax))}" if sql else '"currency"')
+        text = "{" + ",".join(f'"{format_cutoff(t)}"' for t in stamps) + "}"
+        selected = run_sql(source.reader_url, "SELECT x, last_updated FROM unnest(CAST(:ids AS bigint[])) AS a(x),"
+                           f" unnest(CAST(:stamps AS timestamp[])) AS b(last_updated) WHERE {sql or 'TRUE'}",  # nosec
+                           ids=ids, stamps=text)
+        expected = {(x, t) for x in ids for t in stamps if condition.has(x, t)}
+        assert {(x, t) for x, t in selected} == expected and len(selected) == len(expected), name
+        if name != "first":  # a condition that tells versions apart, not one that takes all or none
+            assert 0 < len(expected) < len(ids) * len(stamps), name
+        assert not any(x in plan.in_progress for x, _ in expected), name  # never an id in progress now

@@ -19,7 +19,9 @@ Each run reads, per table, in one of three ways (readme_files/adr/0001-late-comm
   as full, plus every `unread` version. Nothing is left unread afterwards.
 
 So a run ships what changed since the previous run however long a transaction stays open, and
-never ships a version a run already shipped. COPY takes no bind parameters, so the few values in
+never ships a version a run already shipped. Which versions a plan reads is stated once
+(`Plan.condition`, a `ReadCondition`): the ingest renders it as SQL, `reconcile` (wraparound.py) asks
+it about one version. COPY takes no bind parameters, so the few values in
 these statements are built from integers, validated id-range text and datetimes parsed out of
 the previous manifest (never copied from its text unchecked), quoted with pg8000's `literal()`;
 identifiers come from the schema declaration, quoted with `identifier()`.
@@ -93,6 +95,60 @@ class Plan:
         `[previous xmax, ...)` and what ended; a statement carries the fragments only in the run
         that meets them (the first after the interleaving, the first after the commit)."""
         return XidSet.span(self.previous.snapshot.xmin, _NO_ID) - self.previous.seen_xids - self.in_progress
+
+    @cached_property
+    def condition(self) -> ReadCondition:
+        """Which versions this run reads of a table read by this plan: the one place the rule is built,
+        for the ingest's statement (`changes_query`) and for `reconcile`'s proof of a re-read
+        (wraparound.py), which rebuilds the plan from the manifests. Built once per plan: every table
+        read by it carries the same sets."""
+        previous = self.previous
+        if previous is None:
+            return ReadCondition(self.current.xmax, self.in_progress)
+        after = None if self.reads_every_stamp else previous.cutoff - OVERLAP
+        claims = tuple((XidSet.parse(u.xids) - self.in_progress, u.stamped_up_to) for u in previous.unread
+                       ) if self.mode == "rescan" else ()
+        return ReadCondition(self.current.xmax, self.in_progress, self.reads, after, claims)
+
+
+@dataclass(frozen=True)
+class ReadCondition:
+    """Which versions of a table a run reads, by writer id `x` (64-bit) and stamp (`last_updated`), stated
+    once: `sql` renders it for the ingest's statement, `has` answers it for one version (wraparound.py).
+    The pipeline builds it only through `Plan.condition`, and both answers come from these fields, so
+    the two cannot drift (test/ingest/test_extract.py checks them against each other row for row).
+
+    A version is read iff its id is in `reads` (stamped after `after`, if given: a recent read) or in
+    one of the `claims` stamped at or before its bound (a rescan's unread claims, less the ids in
+    progress). `reads` None is a first read: every id not in progress. `xmax` is the run's snapshot's:
+    a raw `xmin` is made 64-bit against it (`xid8_of_xmin`, `xids.xid8_of_raw`)."""
+
+    xmax: int
+    in_progress: XidSet
+    reads: XidSet | None = None
+    after: datetime | None = None
+    claims: tuple[tuple[XidSet, datetime], ...] = ()
+
+    def has(self, x: int, stamp: datetime) -> bool:
+        """Whether the version with 64-bit writer id `x` and `last_updated` `stamp` is read."""
+        if self.reads is None:
+            return x not in self.in_progress
+        if x in self.reads and (self.after is None or stamp > self.after):
+            return True
+        return any(x in xids and stamp <= up_to for xids, up_to in self.claims)
+
+    def sql(self, x: str) -> str | None:
+        """The condition as SQL over the id expression `x` and the `last_updated` column; None when every
+        version is read (a first read with nothing in progress). Values are literal()s of parsed numbers
+        and times; `x` is the caller's own SQL, never input."""
+        if self.reads is None:
+            return f"NOT ({in_xids(x, self.in_progress)})" if self.in_progress else None
+        last_updated = identifier("last_updated")
+        read = f"({in_xids(x, self.reads)})"
+        if self.after is not None:
+            read = f"{last_updated} > {_stamp(self.after)} AND {read}"  # AND binds before OR, as in `has`
+        claims = [f"(({in_xids(x, xids)}) AND {last_updated} <= {_stamp(up_to)})" for xids, up_to in self.claims]
+        return " OR ".join([read, *claims])
 
 
 #: The next unassigned id (epoch-aware, through `age(xid)`, open to any role) and the oldest running one.
@@ -303,13 +359,6 @@ def _stamp(moment: datetime) -> str:
     return f"{literal(format_cutoff(moment))}::timestamp"
 
 
-def _unread_condition(x: str, unread: tuple[Unread, ...], running: XidSet) -> str | None:
-    last_updated = identifier("last_updated")
-    claims = [f"(({in_xids(x, XidSet.parse(u.xids) - running)}) AND {last_updated} <= {_stamp(u.stamped_up_to)})"
-              for u in unread]
-    return " OR ".join(claims) or None
-
-
 def changes_query(table: Table, plan: Plan) -> str:
     """The SELECT of `table`'s versions this run ships (all rows on the first run).
 
@@ -318,18 +367,10 @@ def changes_query(table: Table, plan: Plan) -> str:
     """
     columns = column_list(table.column_names)
     source = f"public.{identifier(table.name)}"  # contract §2: the tables live in public, whatever search_path says
-    # Identifiers from the declaration, quoted; values below are literal()s of parsed numbers/times.
+    # Identifiers from the declaration, quoted; values in the condition are literal()s of parsed numbers/times.
     select = f"SELECT {columns} FROM {source}"  # nosec B608
-    x = xid8_of_xmin(plan.current.xmax)
-    previous = plan.previous
-    if previous is None:
-        return f"{select} WHERE NOT ({in_xids(x, plan.in_progress)})" if plan.in_progress else select
-    where = f"({in_xids(x, plan.reads)})"
-    if not plan.reads_every_stamp:
-        since = _stamp(previous.cutoff - OVERLAP)
-        return f"{select} WHERE {identifier('last_updated')} > {since} AND {where}"
-    unread = _unread_condition(x, previous.unread, plan.in_progress) if plan.mode == "rescan" else None
-    return f"{select} WHERE {where} OR {unread}" if unread else f"{select} WHERE {where}"
+    condition = plan.condition.sql(xid8_of_xmin(plan.condition.xmax))
+    return f"{select} WHERE {condition}" if condition else select
 
 
 def unread_after(plan: Plan) -> list[Unread]:
