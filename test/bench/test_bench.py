@@ -14,6 +14,7 @@ import pytest
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.bench import baselines, run, scratch, stage
 from totesys_etl.bench import results as results_module
+from totesys_etl.local.source.seed import seed
 from totesys_etl.local.source.snapshot import SNAPSHOT, load_snapshot
 
 pytestmark = pytest.mark.slow
@@ -114,6 +115,30 @@ def test_a_tiny_bench_reports_every_spec_key_with_figures_that_add_up(svc, tmp_p
         conn.close()
     problems = run.count_mismatches(svc, main)
     assert len(problems) == 2 and problems[0].startswith("dim_design") and problems[1].startswith("fact_payment")
+
+
+def _left_for_autovacuum(svc, database: str) -> dict[str, tuple[int, bool]]:
+    """Each large source table's rows inserted since it was last vacuumed, and whether it ever was."""
+    conn = pg8000.native.Connection(**parse_url(svc.admin_url(database)))
+    try:
+        rows = conn.run("SELECT relname, n_ins_since_vacuum, last_vacuum IS NOT NULL FROM pg_stat_user_tables "
+                        "WHERE relname IN ('sales_order', 'purchase_order', 'transaction', 'payment')")
+    finally:
+        conn.close()
+    return {name: (inserted, vacuumed) for name, inserted, vacuumed in rows}
+
+
+def test_settle_leaves_a_seeded_source_with_nothing_for_autovacuum_to_do(svc):
+    """A freshly COPYed source has never been vacuumed: autovacuum would soon work through it while the
+    timed stages run. Settled, it has been vacuumed, with no row inserted since."""
+    main = scratch.Pipeline(*run.MAIN)
+    scratch.prepare(svc, main)
+    seed(main.env(svc)["TOTESYS_SOURCE_ADMIN_URL"], orders=300)
+    seeded = _left_for_autovacuum(svc, main.source_db)
+    assert len(seeded) == 4 and all(inserted > 0 and not vacuumed for inserted, vacuumed in seeded.values()), seeded
+
+    scratch.settle(svc, main.source_db)
+    assert all(inserted == 0 and vacuumed for inserted, vacuumed in _left_for_autovacuum(svc, main.source_db).values())
 
 
 def test_skip_baselines_leaves_out_to_sql_but_keeps_the_floor_and_the_ratio(svc, tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ from pg8000.native import identifier
 
 from totesys_etl.bench.baselines import floor, to_sql_seconds
 from totesys_etl.bench.results import STAGES, markdown, missed_targets
-from totesys_etl.bench.scratch import BenchFailed, Pipeline, Services, admin_connection, prepare
+from totesys_etl.bench.scratch import BenchFailed, Pipeline, Services, admin_connection, prepare, settle
 from totesys_etl.errors import EtlError
 from totesys_etl.local.drive.progress import Steps
 from totesys_etl.local.services import lifecycle
@@ -69,11 +69,18 @@ def run_stage(stage: str, env: dict[str, str], event: dict, log_path: Path) -> d
 
 
 def run_cycle(env: dict[str, str], log_path: Path) -> dict[str, dict]:
-    """Ingest (a scheduled event), then the processor's and the loader's sweeps (`{}`)."""
+    """Ingest (a scheduled event), then the processor's and the loader's sweeps (`{}`).
+
+    Each stage starts after `os.sync()`: the lake's files the stage before it wrote are on disk,
+    not flushed during its own clock (deployed, S3 holds them; `scratch.settle`).
+    """
     from totesys_etl.local.drive.tick import scheduled_event
 
-    return {stage: run_stage(stage, env, scheduled_event() if stage == "ingest" else {}, log_path)
-            for stage in STAGES}
+    cycle = {}
+    for stage in STAGES:
+        os.sync()
+        cycle[stage] = run_stage(stage, env, scheduled_event() if stage == "ingest" else {}, log_path)
+    return cycle
 
 
 def handler_seconds(cycle: dict[str, dict]) -> float:
@@ -175,8 +182,10 @@ def run_bench(svc: Services, orders: int, workdir: Path, out: TextIO, skip_basel
     counts = step(f"seed the source with {orders:,} sales orders", seed, env["TOTESYS_SOURCE_ADMIN_URL"],
                   orders=orders)
     source_rows = sum(counts.values())
+    step("settle the source: VACUUM (FREEZE, ANALYZE), CHECKPOINT, sync", settle, svc, main.source_db)
     initial = step("initial load: ingest, process, load (a process each)", run_cycle, env, log_path)
     _check(count_mismatches(svc, main), "the initial load")
+    step("settle the warehouse: VACUUM (FREEZE, ANALYZE), CHECKPOINT, sync", settle, svc, main.warehouse_db)
     floor_tables = step("floor: COPY out and in of the 11 tables (psql, one connection)", floor, svc,
                         main.source_db, workdir)
     to_sql_s = None if skip_baselines else step(

@@ -2,6 +2,7 @@
 databases and buckets, reset at will (never one given through the environment)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pg8000.native
@@ -73,3 +74,31 @@ def prepare(svc: Services, pipeline: Pipeline) -> None:
         fresh_database(svc, database)
     admin.grant_reader(svc.cluster, pipeline.source_db, svc.reader_password)
     fresh_buckets(svc, pipeline.buckets)
+
+
+def settle(svc: Services, *databases: str) -> None:
+    """Leave nothing of the steps before a timed one still to do or to write, as if it ran alone.
+
+    Each of `databases` first gets `VACUUM (FREEZE, ANALYZE)`:
+    - a freshly seeded source, never vacuumed: autovacuum (insert-triggered since PostgreSQL 13) would
+      work through it, every page (3.3 GB at 10M orders), while the timed stages run; a source that
+      has run for years has been vacuumed;
+    - a freshly loaded warehouse, before the floor: autovacuum would otherwise work through the
+      load's rows while the floor runs.
+    Then a `CHECKPOINT` and `os.sync()`: what the cluster and the lake's files left dirty is on disk
+    before the clock starts. Deployed, the source, the lake and the warehouse are separate
+    machines; here they share one disk, and at 10M orders the writes one step left behind were
+    flushed during the next.
+    """
+    for database in databases:
+        conn = admin_connection(svc, database)
+        try:
+            conn.run("VACUUM (FREEZE, ANALYZE)")
+        finally:
+            conn.close()
+    conn = admin_connection(svc, "postgres")
+    try:
+        conn.run("CHECKPOINT")
+    finally:
+        conn.close()
+    os.sync()
