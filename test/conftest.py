@@ -10,8 +10,8 @@ import itertools
 import logging
 import os
 import secrets
-import shutil
 import socket
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +41,14 @@ def postgres():
     reader_password = secrets.token_urlsafe(12)
     cluster.reader_password = reader_password
     yield cluster
-    cluster.destroy()
-    shutil.rmtree(home, ignore_errors=True)
+    cluster.stop()
+    # Each test leaves its databases, about 300 files each: removing 600 took 20 s, and the session's
+    # teardown was the last 45 to 50 s of a full run, though nothing after the session needs them
+    # gone. A process of its own removes them instead (the folders `destroy` would remove).
+    folders = [home, cluster.data_dir.parent if cluster.data_dir.parent.name.startswith("totesys-etl-pg-")
+               else cluster.data_dir]
+    subprocess.Popen(["rm", "-rf", "--", *map(str, folders)], start_new_session=True,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="session")
