@@ -44,10 +44,8 @@ def postgres():
     cluster.stop()
     # Each test leaves its databases, about 300 files each: removing 600 took 20 s, and the session's
     # teardown was the last 45 to 50 s of a full run, though nothing after the session needs them
-    # gone. A process of its own removes them instead (the folders `destroy` would remove).
-    folders = [home, cluster.data_dir.parent if cluster.data_dir.parent.name.startswith("totesys-etl-pg-")
-               else cluster.data_dir]
-    subprocess.Popen(["rm", "-rf", "--", *map(str, folders)], start_new_session=True,
+    # gone. A process of its own removes them instead (what `destroy` would remove).
+    subprocess.Popen(["rm", "-rf", "--", str(home), str(cluster.folder)], start_new_session=True,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

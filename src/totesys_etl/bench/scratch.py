@@ -91,14 +91,6 @@ def settle(svc: Services, *databases: str) -> None:
     flushed during the next.
     """
     for database in databases:
-        conn = admin_connection(svc, database)
-        try:
-            conn.run("VACUUM (FREEZE, ANALYZE)")
-        finally:
-            conn.close()
-    conn = admin_connection(svc, "postgres")
-    try:
-        conn.run("CHECKPOINT")
-    finally:
-        conn.close()
+        admin.admin_run(svc.cluster, database, "VACUUM (FREEZE, ANALYZE)")
+    admin.admin_run(svc.cluster, "postgres", "CHECKPOINT")
     os.sync()

@@ -169,10 +169,14 @@ class Postgres:
         # The local server has no SSL: sslmode=disable saves building a TLS context per connection.
         return f"postgresql://{user}:{password or self.password}@127.0.0.1:{self.port}/{database}?sslmode=disable"
 
+    @property
+    def folder(self) -> Path:
+        """What the cluster owns on disk: the folder `create` made for it in the temporary folder, or its data."""
+        return self.data_dir.parent if self.data_dir.parent.name.startswith("totesys-etl-pg-") else self.data_dir
+
     def destroy(self) -> None:
         self.stop()
-        shutil.rmtree(self.data_dir.parent if self.data_dir.parent.name.startswith("totesys-etl-pg-")
-                      else self.data_dir, ignore_errors=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @dataclass
