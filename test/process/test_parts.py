@@ -179,6 +179,16 @@ def test_a_part_request_the_manifest_does_not_name_is_ignored(lake_pair, write_p
     assert [level for level, message in logs if "does not name" in message] == ["WARNING"] * 4
 
 
+def test_a_part_request_for_a_run_whose_manifest_nests_too_deep_is_ignored(lake_pair, env_of, logs):
+    """A 50 KB `[[[…` at the run's manifest: json raises RecursionError there, not a ValueError; the
+    request is ignored as for any unreadable manifest (the run's own invocation quarantines it)."""
+    env_of(lake_pair)
+    lake_pair.put(lake.manifest_key(RUN), b"[" * 50_000)
+    assert _handle(lake_pair, PartRequest(RUN, "sales_order", 0))["runs"] == []
+    assert lake_pair.keys() == []
+    assert [level for level, message in logs if "does not name" in message] == ["WARNING"]
+
+
 def test_a_part_that_cannot_be_read_is_quarantined_and_its_processed_part_is_empty(lake_pair, write_parted):
     write_parted(lake_pair, bad_part=1)
     run.process_run(lake_pair.settings, RUN)
