@@ -286,8 +286,10 @@ def _logs(args) -> int:
             print(f"{line.get('time', '?')} {text}")
         shown += 1
     if not shown:
+        keepers = sorted(KEEPS_LOGS)
         print(f"no log lines{' matching' if args.stage or args.run or since else ''} kept under "
-              f"{home / logs.LOG_FOLDER} (tick, run, seed, simulate and demo keep theirs there)", file=sys.stderr)
+              f"{home / logs.LOG_FOLDER} ({', '.join(keepers[:-1])} and {keepers[-1]} keep theirs there)",
+              file=sys.stderr)
     return 0
 
 
