@@ -411,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, metavar="FILE",
                    help="where to write it (default .local/report.html)")
     p.set_defaults(func=_report)
-    p = commands.add_parser("demo", help="up, seed, tick, simulate, tick, reconcile, summary")
+    p = commands.add_parser("demo", help="up, reset, seed, tick, simulate, courier files, tick, reconcile, "
+                                         "summary, report")
     p.add_argument("--orders", type=int, default=10_000)
     p.set_defaults(func=_demo)
     return parser
