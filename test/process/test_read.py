@@ -157,6 +157,9 @@ def test_a_nul_character_is_a_problem_of_its_rows_in_the_declared_text_columns()
         assert {p.reason: p.rows.to_pylist() for p in read.column_problems(declared, batch)} == {
             "department_name holds a NUL character": [False, True, False, True],
             "location holds a NUL character": [None, False, True, None]}
+    assert {p.reason: p.rows.to_pylist() for p in read.column_problems(declared, text.slice(2))} == {
+        "department_name holds a NUL character": [False, True], "location holds a NUL character": [True, None]}
+    assert read.column_problems(declared, text.slice(0, 1)) == []   # a slice: only its own bytes count
     clean = text.set_column(1, "department_name", pa.array(["a", "b", "c", "d"]))
     assert read.column_problems(declared, clean.set_column(2, "location", pa.array([None, "x", "", None],
                                                                                    pa.string()))) == []
