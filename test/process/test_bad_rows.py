@@ -284,6 +284,21 @@ def test_a_nul_in_text_is_held_back_by_the_processor_and_the_rest_loads(lake_pai
     assert _sql(warehouse_url, select) == [[1, "A1"], [2, "B2"], [3, "C3"]]
 
 
+def test_bytes_that_are_not_utf8_in_one_value_quarantine_the_whole_file(lake_pair):
+    """Unlike a NUL (valid UTF-8 that only PostgreSQL refuses), bytes that are not UTF-8 make the file
+    not text: it cannot be read at all (`read.py`), so it is quarantined whole and none of its rows
+    is processed, the good ones included (a rule of this reader, stated in the design notes)."""
+    rows = [row("purchase_order", i, item_code=f"ITEM{i}") for i in (1, 2, 3)]
+    body = csv_text("purchase_order", rows).replace(b"ITEM2", b"IT\xffEM2")
+    lake_pair.write_run(RUN_A, {"purchase_order": (body, 3)})
+    result = run.process_run(lake_pair.settings, RUN_A)
+    assert result.quarantined == 1 and "fact_purchase_order" not in result.rows
+    [entry] = lake_pair.manifest(RUN_A)["quarantined"]
+    assert entry["error_kind"] == "quarantined_file" and "invalid UTF8" in entry["reason"], entry
+    key = lake.table_key("purchase_order", RUN_A, "csv")
+    assert lake_pair.get(f"quarantine/{RUN_A}/{key}") == body
+
+
 def _sql(url: str, statement: str) -> list:
     conn = pg8000.native.Connection(**parse_url(url))
     try:
