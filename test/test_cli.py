@@ -199,7 +199,21 @@ def test_a_machine_without_postgresql_is_told_what_to_install(tmp_path, monkeypa
     assert cli_module.main(["up"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("totesys-etl up: no PostgreSQL server binaries found") and "install PostgreSQL" in err
+    assert "pg_config" in err  # what the lookup finds on PATH (servers.postgres_bindir)
     assert len(err.splitlines()) == 1
+
+
+def test_logs_with_nothing_kept_names_every_command_that_keeps_logs(tmp_path, monkeypatch, capsys):
+    """The hint lists exactly the commands whose lines main() keeps (KEEPS_LOGS), not a copy of them."""
+    from totesys_etl import cli as cli_module
+
+    monkeypatch.delenv("TOTESYS_HOME", raising=False)
+    monkeypatch.chdir(make_clone(tmp_path))
+    assert cli_module.main(["logs"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("no log lines kept under "), err
+    hint = err[err.rindex("(") + 1:err.index(" keep theirs there)")]
+    assert set(hint.replace(" and ", ", ").split(", ")) == cli_module.KEEPS_LOGS
 
 
 def test_run_goes_on_after_a_failed_tick_and_fails_at_the_end(tmp_path, closed_port):

@@ -16,6 +16,10 @@ _QUOTED_PATH = re.compile(r"`((?:src|test|tf|\.ci|\.github|readme_files)/[A-Za-z
 #: A quoted file inside the package, named from its package folder (`ingest/run.py`).
 _PACKAGE_FILE = re.compile(r"`((?:[a-z_]+/)+[a-z_0-9]+\.py)`")
 _MODULE = re.compile(r"`(totesys_etl(?:\.[a-z_0-9]+)+)")
+#: A bare file name quoted in a table's first column (a module table: `| `run.py` | ... |`).
+_TABLE_FILE = re.compile(r"`([a-z_0-9]+\.py)`")
+#: The folder a heading names for the tables under it: `totesys_etl.process` or `src/totesys_etl/ingest/cdc/`.
+_HEADING_FOLDER = re.compile(r"`(?:totesys_etl\.([a-z_.]+)|(src/[a-z_/]+?))/?`")
 _COMMAND = re.compile(r"totesys-etl ([a-z][a-z-]+)")
 _MAKE = re.compile(r"`make ([a-z][a-z-]+)")
 #: Words that follow "totesys-etl" in prose without being a command.
@@ -56,7 +60,29 @@ def test_every_link_and_quoted_path_exists(doc):
         if not any((base / quoted).exists() for base in (ROOT, ROOT / "src" / "totesys_etl", ROOT / "src")):
             missing.append(quoted)
     missing += [m for m in _MODULE.findall(text) if not _importable(m)]
+    missing += [name for name, folder in _module_table_files(text) if not _table_file_exists(name, folder)]
     assert missing == []
+
+
+def _module_table_files(text: str) -> list[tuple[str, Path | None]]:
+    """Each bare file name in a table's first column, with the folder the nearest heading above it
+    names (`## The processor (`totesys_etl.process`)`), or None when that heading names none."""
+    found, folder = [], None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            named = _HEADING_FOLDER.search(line)
+            folder = None if named is None else (
+                ROOT / "src" / Path(*f"totesys_etl.{named[1]}".split(".")) if named[1] else ROOT / named[2])
+        elif line.startswith("|") and line.count("|") > 2:
+            found += [(name, folder) for name in _TABLE_FILE.findall(line.split("|")[1])]
+    return found
+
+
+def _table_file_exists(name: str, folder: Path | None) -> bool:
+    """In the heading's folder when it names one; otherwise anywhere under src/ or test/."""
+    if folder is not None:
+        return (folder / name).is_file()
+    return any(ROOT.glob(f"src/**/{name}")) or any(ROOT.glob(f"test/**/{name}"))
 
 
 def _importable(dotted: str) -> bool:
@@ -98,6 +124,23 @@ def test_the_checks_would_catch_a_missing_path(tmp_path, monkeypatch):
         test_every_link_and_quoted_path_exists(doc)
     with pytest.raises(AssertionError):
         test_every_command_and_make_target_exists(doc)
+
+
+@pytest.mark.parametrize("table", [
+    "## The processor (`totesys_etl.process`)\n| module | what |\n|---|---|\n| `dates.py` | dim_date rows |\n",
+    # quarantine.py exists, but at the package's top, not in process/
+    "## The processor (`totesys_etl.process`)\n| module | what |\n|---|---|\n| `quarantine.py` | bad input |\n",
+    "## A run (`src/totesys_etl/ingest/cdc/`)\n| module | what |\n|---|---|\n| `run.py`, `gone.py` | x |\n",
+    "## Shared\n| module | what |\n|---|---|\n| `nowhere_at_all.py` | x |\n",
+])
+def test_a_module_table_naming_a_file_that_is_not_there_fails(tmp_path, table):
+    doc = tmp_path / "x.md"
+    doc.write_text(table)
+    with pytest.raises(AssertionError):
+        test_every_link_and_quoted_path_exists(doc)
+    doc.write_text(table.replace("dates.py", "run.py").replace("quarantine.py", "read.py")
+                   .replace("`gone.py`", "`slot.py`").replace("nowhere_at_all.py", "lake.py"))
+    test_every_link_and_quoted_path_exists(doc)  # the same tables naming files that exist pass
 
 
 def test_every_contract_citation_names_a_section_of_the_contract():

@@ -1,6 +1,6 @@
 # The two database credentials (contract §5). Terraform creates the secrets but never their values:
 # an operator puts JSON {"host","port","username","password","dbname"} with
-# `aws secretsmanager put-secret-value` (README.md, "Deploying to AWS"), so no password is ever in
+# `aws secretsmanager put-secret-value` (readme_files/deployment.md, step 4), so no password is ever in
 # Terraform state, a variable or the repository.
 resource "aws_secretsmanager_secret" "source" {
   #checkov:skip=CKV2_AWS_57:The source is another team's database; its owners rotate the read-only role's password and update this secret.

@@ -300,7 +300,7 @@ variable "log_retention_days" {
 }
 
 variable "alert_email" {
-  description = "Email address that receives the alarms (SNS sends a confirmation mail first; see the README section Deploying to AWS)."
+  description = "Email address that receives the alarms (SNS sends a confirmation mail first; see readme_files/deployment.md, step 5)."
   type        = string
 
   validation {

@@ -12,6 +12,6 @@ terraform {
   # serves every account and environment:
   #   terraform init -backend-config=envs/dev.s3.tfbackend -backend-config="bucket=<state bucket>"
   # envs/<env>.s3.tfbackend holds key, region, encrypt and use_lockfile (S3-native locking,
-  # Terraform >= 1.10); README.md, "Deploying to AWS" explains the state bucket.
+  # Terraform >= 1.10); readme_files/deployment.md, step 2, explains the state bucket.
   backend "s3" {}
 }

@@ -286,8 +286,10 @@ def _logs(args) -> int:
             print(f"{line.get('time', '?')} {text}")
         shown += 1
     if not shown:
+        keepers = sorted(KEEPS_LOGS)
         print(f"no log lines{' matching' if args.stage or args.run or since else ''} kept under "
-              f"{home / logs.LOG_FOLDER} (tick, run, seed, simulate and demo keep theirs there)", file=sys.stderr)
+              f"{home / logs.LOG_FOLDER} ({', '.join(keepers[:-1])} and {keepers[-1]} keep theirs there)",
+              file=sys.stderr)
     return 0
 
 
@@ -409,7 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, metavar="FILE",
                    help="where to write it (default .local/report.html)")
     p.set_defaults(func=_report)
-    p = commands.add_parser("demo", help="up, seed, tick, simulate, tick, reconcile, summary")
+    p = commands.add_parser("demo", help="up, reset, seed, tick, simulate, courier files, tick, reconcile, "
+                                         "summary, report")
     p.add_argument("--orders", type=int, default=10_000)
     p.set_defaults(func=_demo)
     return parser

@@ -5,7 +5,7 @@ read-only role, driven only through `totesys-etl tick` (or a handler) in a subpr
 contract §5 variables. A faulted pipeline and a clean one read the same source at the same moments,
 so they must end with the same star rows: compared table by table as multisets of rows without
 the surrogate `*_record_id` keys. Every comparison, fault and row count goes into a session tally
-written to `.local/exactly-once.json` (the numbers the README's "Exactly once, proven" reports).
+written to `.local/exactly-once.json` (the numbers readme_files/exactly-once.md reports).
 """
 from __future__ import annotations
 

@@ -197,3 +197,44 @@ def test_a_corrupt_manifest_dated_in_the_future_hides_no_later_run(seeded, new_p
     compare("corrupt manifest dated in the future, event lost", faulted, clean)
     marks = marks_move("marks below a corrupt manifest dated in the future", faulted)
     assert all(mark < future for mark in marks)
+
+
+def test_a_nul_in_one_text_value_holds_back_its_row_alone(seeded, new_pipeline, tally, json_errors, run_sql):
+    """PostgreSQL's text cannot hold NUL. An ingested CSV tampered with one in one row's `item_code`:
+    the processor holds that row back, with its reason, and the other rows of the file load in the
+    same run (the loader's COPY would refuse the whole file); the row's next version loads normally."""
+    s3 = boto3.client("s3")
+    pipeline = new_pipeline("n")
+    pipeline.tick()
+    changed = run_sql(seeded.admin_url, "UPDATE purchase_order SET item_code = 'NUL-TEST-' || purchase_order_id, "
+                                        "last_updated = now() WHERE purchase_order_id IN (1, 2, 3) "
+                                        "RETURNING purchase_order_id")
+    assert sorted(changed) == [[1], [2], [3]]
+    pipeline.tick(extra={"TOTESYS_CRASH_AT": "ingest.after_manifest"}, expect=137)
+    run_id = lake.run_id_of_manifest(pipeline.manifests(pipeline.ingest_bucket)[-1])
+    manifest = json.loads(s3.get_object(Bucket=pipeline.ingest_bucket, Key=lake.manifest_key(run_id))["Body"].read())
+    key = manifest["files"]["purchase_order"]["key"]
+    body = s3.get_object(Bucket=pipeline.ingest_bucket, Key=key)["Body"].read()
+    assert body.count(b"NUL-TEST-2") == 1 and manifest["files"]["purchase_order"]["rows"] == 3
+    s3.put_object(Bucket=pipeline.ingest_bucket, Key=key, Body=body.replace(b"NUL-TEST-2", b"NUL-TEST\x00-2"))
+    tally.fault("NUL planted in one text value")
+
+    result = pipeline.tick(extra={"TOTESYS_LOG_LEVEL": "ERROR"})
+    errors = json_errors(result.stderr)
+    assert [(e["stage"], e["error_kind"], e["key"]) for e in errors] == [("process", "quarantined_rows", key)], errors
+    latest = ("SELECT DISTINCT ON (purchase_order_id) purchase_order_id, item_code FROM fact_purchase_order "
+              "WHERE purchase_order_id IN (1, 2, 3) "
+              "ORDER BY purchase_order_id, last_updated_date DESC, last_updated_time DESC")
+    loaded = dict(map(tuple, run_sql(pipeline.warehouse_url, latest)))
+    assert loaded[1] == "NUL-TEST-1" and loaded[3] == "NUL-TEST-3"   # the rest of the file, in that run
+    assert loaded[2] != "NUL-TEST-2"                                 # the held-back row's version is not in
+    held = s3.get_object(Bucket=pipeline.processed_bucket, Key=f"quarantine/{run_id}/{key}.rows.csv")["Body"].read()
+    [row] = list(csv.DictReader(io.StringIO(held.decode())))
+    assert (row["purchase_order_id"], row["item_code"]) == ("2", "NUL-TEST\x00-2")
+    assert row["etl_reason"] == "item_code holds a NUL character"
+    listing = pipeline.command("quarantine")
+    assert listing.returncode == 0 and "item_code holds a NUL character" in listing.stdout, listing.stdout
+
+    run_sql(seeded.admin_url, "UPDATE purchase_order SET last_updated = now() WHERE purchase_order_id = 2")
+    pipeline.tick()  # the source was never wrong: its next version of the row loads normally
+    assert dict(map(tuple, run_sql(pipeline.warehouse_url, latest)))[2] == "NUL-TEST-2"

@@ -1,4 +1,4 @@
-"""Exactly once, proven (issue 17): every fault point, SIGKILLs at random moments, replayed events.
+"""Exactly once, proven (issue 17): every fault point, SIGKILLs inside each stage, replayed events.
 
 Each test runs a *faulted* pipeline and a *clean* one over the same source, ticking them at the
 same source states (test/e2e/conftest.py), and then compares their warehouses table by table as

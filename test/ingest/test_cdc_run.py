@@ -407,6 +407,24 @@ def test_a_polled_run_after_cdc_runs_reads_every_row_and_calls_them_not_corrupt(
     assert [line for line in logs if "read the replication slot (cdc): this run reads every row" in line["message"]]
 
 
+def test_a_manifest_dated_far_in_the_future_neither_names_nor_precedes_a_cdc_run(totesys, cdc, ingested, logs):
+    """A forged or stray key a year ahead (more than MAX_CLOCK_STEP after the clock), even one holding
+    a real CDC run's fields, drags no run id forward and is never the previous run (as in the polling
+    ingest); the run reads on from the newest real run."""
+    first = run()
+    forged = {**ingested.manifest(first.run_id), "run_id": "29991231T235959000000Z", "lsn_to": "FF/0"}
+    ingested.put(lake.manifest_key(forged["run_id"]), json.dumps(forged).encode())
+    totesys.run("UPDATE staff SET first_name = 'after the forgery' WHERE staff_id = 1")
+    second = run()
+    assert first.run_id < second.run_id < lake.run_id_at(lake.run_time(first.run_id) + timedelta(hours=1))
+    manifest = ingested.manifest(second.run_id)
+    assert manifest["previous_run_id"] == first.run_id and manifest["lsn_from"] == ingested.manifest(
+        first.run_id)["lsn_to"]
+    assert [(r["staff_id"], r["first_name"]) for r in rows_of(ingested, second.run_id, "staff")] == [
+        ("1", "after the forgery")]
+    assert any("dated after this run" in line["message"] for line in logs if line["level"] == "WARNING")
+
+
 def test_a_role_without_replication_is_told_what_cdc_needs(totesys, cdc, source, monkeypatch):
     monkeypatch.setenv("TOTESYS_SOURCE_URL", source.reader_url)  # contract §2's SELECT-only role
     with pytest.raises(ConfigurationError, match="needs a LOGIN REPLICATION role"):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -10,7 +10,7 @@ from totesys_etl import lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
 from totesys_etl.errors import InvalidInput
-from totesys_etl.ingest.watermark import Snapshot, Watermark, previous_watermark
+from totesys_etl.ingest.watermark import MAX_CLOCK_STEP, Snapshot, Watermark, next_run_id, previous_watermark
 from totesys_etl.ingest.xids import XidSet
 from totesys_etl.logs import StageLog
 
@@ -118,5 +118,47 @@ def test_a_first_run_lists_twice_and_a_stray_object_still_widens_the_windows(buc
         older = "20010203T040506000007Z"
         manifests.write(bucket, _manifest(run_id=older))
         assert previous_watermark(bucket, log).run_id == older
+    finally:
+        client.meta.events.unregister("before-send.s3.ListObjectsV2", count)
+
+
+def test_a_run_id_follows_every_totesys_run_of_either_mode_within_a_day_of_the_clock(buckets):
+    """ADR 0002: the loader keeps the version of the latest run id, so a run named by a clock that
+    stepped back is named one microsecond after the newest totesys run instead, whichever mode wrote
+    it. Courier runs (another source, another clock), manifests that do not parse and keys more than
+    MAX_CLOCK_STEP ahead of the clock (stray or forged) move nothing. One listing, from the clock on."""
+    bucket, log, lists = buckets[0], StageLog("ingest"), []
+    now = datetime(2026, 11, 24, 7, 30, tzinfo=timezone.utc)
+
+    def at(**delta) -> str:
+        return lake.run_id_at(now + timedelta(**delta))
+
+    def after(run_id: str) -> str:
+        return lake.run_id_at(lake.run_time(run_id) + timedelta(microseconds=1))
+
+    def count(**_):
+        lists.append(1)
+    client = s3.client()
+    client.meta.events.register("before-send.s3.ListObjectsV2", count)
+    try:
+        assert next_run_id(bucket, now, log) == lake.run_id_at(now)  # an empty lake
+        manifests.write(bucket, _manifest(run_id=at(minutes=-5)))
+        assert next_run_id(bucket, now, log) == lake.run_id_at(now)  # runs before the clock: the clock
+        polled = at(minutes=30)
+        manifests.write(bucket, _manifest(run_id=polled))
+        assert next_run_id(bucket, now, log) == after(polled)
+        from_cdc = at(minutes=40)
+        manifests.write(bucket, {"run_id": from_cdc, "stage": "ingest", "files": {}, "rows": {},
+                                 "source_mode": "cdc", "read": "snapshot", "lsn_from": "0/10", "lsn_to": "0/10"})
+        assert next_run_id(bucket, now, log) == after(from_cdc)
+        manifests.write(bucket, manifests.courier_manifest(at(minutes=50), {"bucket": "b", "key": "k", "etag": "e"},
+                                                           {}, {"delivery_event": 0}, []))
+        s3.put_create_only(bucket, lake.manifest_key(at(minutes=55)), b"{not json")
+        manifests.write(bucket, _manifest(run_id=lake.run_id_at(now + MAX_CLOCK_STEP + timedelta(seconds=1))))
+        lists.clear()
+        assert next_run_id(bucket, now, log) == after(from_cdc)
+        assert len(lists) == 1
+        manifests.write(bucket, _manifest(run_id=at(hours=23)))  # a day's step back, less an hour: followed
+        assert next_run_id(bucket, now, log) == after(at(hours=23))
     finally:
         client.meta.events.unregister("before-send.s3.ListObjectsV2", count)

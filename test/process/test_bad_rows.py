@@ -113,6 +113,9 @@ BAD = [
     ("currency", "currency_code", "GBPX", "currency_code is longer than varchar(3)"),
     ("currency", "currency_code", None, "currency_code is NULL"),
     ("address", "city", None, "city is NULL"),
+    ("purchase_order", "item_code", "X\x00Y", "item_code holds a NUL character"),   # PostgreSQL refuses NUL
+    ("address", "address_line_2", "\x00", "address_line_2 holds a NUL character"),
+    ("currency", "currency_code", "\x00BPX", "currency_code holds a NUL character; currency_code is longer"),
 ]
 
 
@@ -253,6 +256,47 @@ def test_the_loader_takes_the_good_rows_then_the_fixed_version(lake_pair, wareho
     assert rows == [[1, date(2022, 11, 10)], [2, date(2022, 11, 20)], [3, date(2024, 1, 5)]]
     dates = _sql(warehouse_url, "SELECT count(*) FROM dim_date WHERE date_id IN ('2022-11-20', '2024-01-05')")
     assert dates == [[2]]
+
+
+def test_a_nul_in_text_is_held_back_by_the_processor_and_the_rest_loads(lake_pair, warehouse_url, monkeypatch):
+    """PostgreSQL's text cannot hold NUL: the row with one is held back with its reason, the other
+    rows of its file load in that run (not the whole file refused by the loader's COPY), and the
+    row's fixed version loads in the next."""
+    orders = [row("purchase_order", 1, item_code="A1"), row("purchase_order", 2, item_code="B\x002"),
+              row("purchase_order", 3, item_code="C3")]
+    fixed = row("purchase_order", 2, item_code="B2", last_updated="2022-11-04 09:01:02.5")
+    lake_pair.write_run(RUN_A, {"purchase_order": (csv_text("purchase_order", orders), 3)})
+    lake_pair.write_run(RUN_B, {"purchase_order": (csv_text("purchase_order", [fixed]), 1)})
+    for name, value in (("TOTESYS_WAREHOUSE_URL", warehouse_url), ("TOTESYS_INGEST_BUCKET", lake_pair.ingest),
+                        ("TOTESYS_PROCESSED_BUCKET", lake_pair.processed)):
+        monkeypatch.setenv(name, value)
+
+    assert run.process_run(lake_pair.settings, RUN_A).quarantined == 1
+    [held] = held_rows(lake_pair, RUN_A, "purchase_order")
+    assert (held["item_code"], held["etl_row"]) == ("B\x002", "2")
+    assert held["etl_reason"] == "item_code holds a NUL character"
+    assert [r["quarantined"] for r in load_handler({}, None)["runs"]] == [0]   # the loader refused nothing
+    select = "SELECT purchase_order_id, item_code FROM fact_purchase_order ORDER BY 1"
+    assert _sql(warehouse_url, select) == [[1, "A1"], [3, "C3"]]
+
+    run.process_run(lake_pair.settings, RUN_B)
+    load_handler({}, None)
+    assert _sql(warehouse_url, select) == [[1, "A1"], [2, "B2"], [3, "C3"]]
+
+
+def test_bytes_that_are_not_utf8_in_one_value_quarantine_the_whole_file(lake_pair):
+    """Unlike a NUL (valid UTF-8 that only PostgreSQL refuses), bytes that are not UTF-8 make the file
+    not text: it cannot be read at all (`read.py`), so it is quarantined whole and none of its rows
+    is processed, the good ones included (a rule of this reader, stated in the design notes)."""
+    rows = [row("purchase_order", i, item_code=f"ITEM{i}") for i in (1, 2, 3)]
+    body = csv_text("purchase_order", rows).replace(b"ITEM2", b"IT\xffEM2")
+    lake_pair.write_run(RUN_A, {"purchase_order": (body, 3)})
+    result = run.process_run(lake_pair.settings, RUN_A)
+    assert result.quarantined == 1 and "fact_purchase_order" not in result.rows
+    [entry] = lake_pair.manifest(RUN_A)["quarantined"]
+    assert entry["error_kind"] == "quarantined_file" and "invalid UTF8" in entry["reason"], entry
+    key = lake.table_key("purchase_order", RUN_A, "csv")
+    assert lake_pair.get(f"quarantine/{RUN_A}/{key}") == body
 
 
 def _sql(url: str, statement: str) -> list:

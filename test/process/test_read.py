@@ -129,6 +129,8 @@ def test_a_file_that_cannot_be_read_at_all_is_invalid(tmp_path, body, rows, reas
     (f"99999999999,GBP,{STAMP},{STAMP}", "currency_id does not read as int"),          # int32 overflow
     (f"1,GBPX,{STAMP},{STAMP}", "currency_code is longer than varchar(3)"),            # too long
     (f"1,\"\",{STAMP},{STAMP}", None),                                                 # '' is not NULL
+    (f"1,G\x00B,{STAMP},{STAMP}", "currency_code holds a NUL character"),              # PostgreSQL refuses
+    (f"1\x00,GBP,{STAMP},{STAMP}", "currency_id does not read as int"),                # not text: no NUL rule
 ])
 def test_a_row_that_does_not_fit_is_a_problem_of_that_row_alone(tmp_path, line, reason):
     body = (HEADER + GOOD + line + "\n" + GOOD.replace("1,", "3,", 1)).encode()
@@ -140,6 +142,27 @@ def test_a_row_that_does_not_fit_is_a_problem_of_that_row_alone(tmp_path, line, 
     typed, reasons = read_carefully(tmp_path, body, "currency", 3)
     assert reasons == [[], [reason] if reason else [], []]
     assert typed.column("currency_id").to_pylist()[::2] == [1, 3]
+
+
+def test_a_nul_character_is_a_problem_of_its_rows_in_the_declared_text_columns():
+    """PostgreSQL's text cannot hold NUL: the rows that have one anywhere in a text value, NULLs
+    and other rows untouched; the same check for a typed (fast path) or text (careful path) batch."""
+    declared = source_table("department")
+    text = pa.RecordBatch.from_pydict({
+        "department_id": ["1", "2", "3", "4"], "department_name": ["Sales", "Sa\x00les", "HR", "\x00"],
+        "location": [None, "Leeds", "Leeds\x00", None], "manager": ["M", "M", "M", "M"],
+        "created_at": [STAMP] * 4, "last_updated": [STAMP] * 4})
+    typed, _ = read.from_text(declared, text)
+    for batch in (text, typed):
+        assert {p.reason: p.rows.to_pylist() for p in read.column_problems(declared, batch)} == {
+            "department_name holds a NUL character": [False, True, False, True],
+            "location holds a NUL character": [None, False, True, None]}
+    assert {p.reason: p.rows.to_pylist() for p in read.column_problems(declared, text.slice(2))} == {
+        "department_name holds a NUL character": [False, True], "location holds a NUL character": [True, None]}
+    assert read.column_problems(declared, text.slice(0, 1)) == []   # a slice: only its own bytes count
+    clean = text.set_column(1, "department_name", pa.array(["a", "b", "c", "d"]))
+    assert read.column_problems(declared, clean.set_column(2, "location", pa.array([None, "x", "", None],
+                                                                                   pa.string()))) == []
 
 
 @pytest.mark.parametrize("table, column, value", [

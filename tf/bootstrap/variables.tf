@@ -31,7 +31,7 @@ variable "project" {
 }
 
 variable "state_bucket" {
-  description = "The S3 bucket holding Terraform state (README, Deploying to AWS, step 2)."
+  description = "The S3 bucket holding Terraform state (readme_files/deployment.md, step 2)."
   type        = string
 }
 

@@ -7,7 +7,9 @@ snapshot, the ids it counted as in progress (`in_progress`, savepoints' ids incl
 (`P.seen`), and `P.unread` (id ranges whose old-stamped versions no run has read yet). A version
 is *unseen by P* iff `x >= P.xmin AND x NOT IN P.seen`: it was in progress at P or came after.
 A run never reads a version of an id it counts as in progress itself: the next run does.
-Each run reads, per table, in one of three ways (readme_files/adr/0001-late-commits.md):
+A first run (no previous manifest) reads as **first**: every version of an id it does not count
+as in progress, leaving nothing unread. Every later run reads, per table, in one of three ways
+(readme_files/adr/0001-late-commits.md):
 
 - **recent** (nothing P had in progress has ended): unseen versions stamped after `P.cutoff -
   OVERLAP` (14 hours: writers' zones, clock steps), an index range when the source indexes
@@ -15,8 +17,8 @@ Each run reads, per table, in one of three ways (readme_files/adr/0001-late-comm
   are left `unread`: they wait for a run that reads every stamp.
 - **full** (something P had in progress has ended: it may have written old stamps): every unseen
   version whatever its stamp (a sequential scan). What it read is no longer `unread`.
-- **rescan** (the first run; `full_rescan_seconds` since the last scan; a stopped table resuming):
-  as full, plus every `unread` version. Nothing is left unread afterwards.
+- **rescan** (`full_rescan_seconds` since the last scan; MAX_UNREAD claims unread; a stopped table
+  resuming): as full, plus every `unread` version. Nothing is left unread afterwards.
 
 So a run ships what changed since the previous run however long a transaction stays open, and
 never ships a version a run already shipped. Which versions a plan reads is stated once

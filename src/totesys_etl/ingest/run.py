@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
 
 from pg8000.native import DatabaseError, InterfaceError
 
@@ -25,7 +24,8 @@ from totesys_etl.ingest import fx
 from totesys_etl.ingest import parts as parted
 from totesys_etl.ingest import xid_state
 from totesys_etl.ingest.identity import history_broken
-from totesys_etl.ingest.watermark import OVERLAP, Stopped, Watermark, format_cutoff, previous_watermark
+from totesys_etl.ingest.watermark import (OVERLAP, Stopped, Watermark, format_cutoff, next_run_id,
+                                          previous_watermark)
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult
 from totesys_etl.schema import SOURCE_TABLES
@@ -165,30 +165,17 @@ def _cut(conn, bucket: str, previous: Watermark | None, running, next_before: in
     return cut, previous, previous_fx, run_id
 
 
-#: How far the newest manifest's run id may lie ahead of the source's clock and still be the previous
-#: run (a clock stepped back, contract §2); one further ahead is a stray key, never the previous run.
-MAX_CLOCK_STEP = timedelta(days=1)
-_ONE_TICK = timedelta(microseconds=1)
-
-
 def _previous_and_run_id(bucket: str, previous: Watermark | None, cut: extract.Cut, log: StageLog
                          ) -> tuple[Watermark | None, str]:
-    """The previous run, and this run's id: the source's clock, or one microsecond after the previous
-    run's id when that clock reads earlier (it stepped back): run order never comes from a clock
-    that can step, and the loader keeps the latest run's version (ADR 0002)."""
-    run_id = lake.run_id_at(cut.now)
-    if previous is None or previous.run_id < run_id:
-        return previous, run_id
-    ahead = lake.run_time(previous.run_id) - cut.now
-    if ahead > MAX_CLOCK_STEP:
-        # A manifest dated far after this run (a stray or forged key) is never "the previous run":
-        # take the newest one before this run instead.
+    """The previous run, and this run's id: after every totesys run in the lake, whatever the clock or
+    the mode did (`next_run_id`). A previous manifest dated at or after that id lies more than
+    MAX_CLOCK_STEP after the source's clock (a stray or forged key): never "the previous run"; the
+    newest one before this run is."""
+    run_id = next_run_id(bucket, cut.now, log)
+    if previous is not None and previous.run_id >= run_id:
         log.warning("the newest manifest is dated after this run: ignored", previous_run_id=previous.run_id)
         previous = previous_watermark(bucket, log, before=run_id)
-        return previous, run_id
-    log.warning(f"the source's clock reads {ahead.total_seconds():.0f} s before the previous run's id: this run's "
-                "id follows the previous one", previous_run_id=previous.run_id)
-    return previous, lake.run_id_at(lake.run_time(previous.run_id) + _ONE_TICK)
+    return previous, run_id
 
 
 def _table_plans(conn, previous: Watermark | None, cut: extract.Cut, full_rescan_seconds: float, log: StageLog

@@ -240,6 +240,50 @@ def previous_watermark(bucket: str, log: StageLog, now: datetime | None = None, 
     return None
 
 
+#: How far a totesys run's id may lie ahead of the source's clock and still be a run (a clock stepped
+#: back, contract §2); one further ahead is a stray or forged key, never the previous run.
+MAX_CLOCK_STEP = timedelta(days=1)
+_ONE_TICK = timedelta(microseconds=1)
+
+
+def next_run_id(bucket: str, now: datetime, log: StageLog) -> str:
+    """The id of a totesys run starting at `now` (the source's clock), in either mode: `now`, or one
+    microsecond after the newest totesys run in the lake when that clock reads earlier (it stepped
+    back), whichever mode wrote that run. The loader keeps the version of the latest run id (ADR
+    0002), so run order never comes from a clock that can step, not even across a switch of mode
+    or a recreated slot, whose full read must win over every run before it.
+
+    Only runs dated at or after `now` matter, so one listing from there finds them (usually none).
+    A courier run is passed over (its own source and clock; its events are stored once each,
+    whatever the order of runs), as is a manifest that does not parse (nothing downstream loads it)
+    and a key dated more than MAX_CLOCK_STEP after `now` (a stray or forged key must not drag every
+    later run id forward)."""
+    run_id, latest = lake.run_id_at(now), lake.run_id_at(now + MAX_CLOCK_STEP)
+    with lake_errors(bucket, lake.RUNS_PREFIX):
+        later = lake.runs_after(bucket, lake.run_id_at(now - _ONE_TICK))
+    for newest in reversed(later):
+        if newest > latest or not _is_totesys_run(bucket, newest):
+            continue
+        ahead = lake.run_time(newest) - now
+        log.warning(f"the source's clock reads {ahead.total_seconds():.0f} s before the newest run's id: this "
+                    "run's id follows it", previous_run_id=newest)
+        return lake.run_id_at(lake.run_time(newest) + _ONE_TICK)
+    return run_id
+
+
+def _is_totesys_run(bucket: str, run_id: str) -> bool:
+    """True for the manifest of a run either totesys mode wrote (not a courier file's, and parseable)."""
+    key = lake.manifest_key(run_id)
+    with lake_errors(bucket, key, missing_ok=True) as call:
+        body = s3.get_bytes(bucket, key)
+    if call.missing:
+        return False
+    try:
+        return not manifests.is_courier(manifests.parse(body, run_id))
+    except InvalidInput:
+        return False
+
+
 def newest_runs_first(bucket: str, now: datetime | None = None) -> Iterator[str]:
     """Run ids newest first, listed from `now - RECENT`, then eight times further back each time
     only if the caller asks for more, back to FIRST_RUN (the lake grows for years; a listing must

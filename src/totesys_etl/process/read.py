@@ -2,7 +2,7 @@
 
 Which manifest entries are trusted is `manifest.entries`'s call. A CSV is read in record batches
 with the declared types and must match its declaration exactly: header, types (money exact, never
-rounded), nullability, lengths and the manifest's row count.
+rounded), nullability, lengths, text PostgreSQL can hold (no NUL) and the manifest's row count.
 
 A file that cannot be read at all (its header is not the declared columns, it is not UTF-8 or not
 CSV, its row count is not the manifest's) raises `InvalidInput`: the caller quarantines it whole.
@@ -32,6 +32,7 @@ import pyarrow.csv as pa_csv
 from totesys_etl.errors import InvalidInput
 from totesys_etl.process.rows import Problem
 from totesys_etl.schema import Column, Table
+from totesys_etl.schema.model import NUL, nul_reason
 
 #: Bytes of CSV parsed per record batch: large enough to be fast, small enough that a
 #: million-row file never sits in memory whole.
@@ -289,15 +290,21 @@ def table_schema(table: Table) -> pa.Schema:
 
 
 def column_problems(table: Table, batch: pa.RecordBatch) -> list[Problem]:
-    """Rows with a NULL in a NOT NULL column or text longer than its varchar(n).
+    """Rows with a NULL in a NOT NULL column, or text PostgreSQL would refuse: longer than its
+    varchar(n), or holding a NUL character (`schema.model.NUL`).
 
-    `batch` is typed (fast path) or text (careful path): NULLs and text read the same in both.
+    `batch` is typed (fast path) or text (careful path): NULLs and text read the same in both. Only
+    the declared text columns are searched for NUL: in any other, a NUL fails the conversion.
     """
     problems = []
     for column in table.columns:
         values = batch.column(column.name)
         if not column.nullable and values.null_count:
             problems.append(Problem(values.is_null(), f"{column.name} is NULL"))
+        if column.arrow_type == pa.string():
+            nul = _nul_rows(values)
+            if nul is not None and nul.true_count:
+                problems.append(Problem(nul, nul_reason(column.name)))
         limit = _VARCHAR.fullmatch(column.type)
         if limit:
             # The longest first: comparing every row with a Python int makes pyarrow import pandas (0.2 s).
@@ -305,6 +312,23 @@ def column_problems(table: Table, batch: pa.RecordBatch) -> list[Problem]:
             if (pc.max(lengths).as_py() or 0) > longest:
                 problems.append(Problem(pc.greater(lengths, longest), f"{column.name} is longer than {column.type}"))
     return problems
+
+
+def _nul_rows(values: pa.Array) -> pa.BooleanArray | None:
+    """The rows of a text column whose value holds a NUL, or None when none can.
+
+    The usual answer comes from the column's bytes taken together, in one vectorised pass: their
+    smallest byte is not 0 (about 0.7 ms per million 13-byte values, where `match_substring`, value
+    by value, takes 30 to 50 ms). Only a column with a 0 byte under it is searched value by value.
+    """
+    offsets = pa.Array.from_buffers(pa.int32(), len(values) + 1, [None, values.buffers()[1]], offset=values.offset)
+    start, end = offsets[0].as_py(), offsets[-1].as_py()
+    if end == start:
+        return None
+    data = pa.Array.from_buffers(pa.uint8(), end - start, [None, values.buffers()[2]], offset=start)
+    if pc.min(data).as_py() != 0:
+        return None
+    return pc.match_substring(values, NUL)
 
 
 def from_text(table: Table, text: pa.RecordBatch) -> tuple[pa.RecordBatch, list[Problem]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from totesys_etl.schema.model import Column, Table
+from totesys_etl.schema.model import NUL, Column, Table, nul_reason
 
 #: contract §9: the statuses a courier reports.
 DELIVERY_STATUSES = ("collected", "in_transit", "delivered", "failed")
@@ -65,7 +65,7 @@ def event_row(event) -> tuple | None:
             and type(courier) is str and type(order) is int and status in _STATUS_SET
             and _INT_RANGE[0] <= order <= _INT_RANGE[1] and event_id.strip()
             and len(event_id) <= MAX_EVENT_ID_CHARS
-            and "\x00" not in event_id and "\x00" not in city and "\x00" not in courier
+            and NUL not in event_id and NUL not in city and NUL not in courier
             and parse_at(at) is not None):
         return None
     return event_id, order, status, f"{at[:10]} {at[11:-1]}", city, courier
@@ -91,8 +91,8 @@ def validate_event(event) -> tuple[tuple | None, str | None]:
         value = event[name]
         if not isinstance(value, str):
             problems.append(f"{name} is not a string")
-        elif "\x00" in value:
-            problems.append(f"{name} holds a NUL character")
+        elif NUL in value:
+            problems.append(nul_reason(name))
     if isinstance(event["event_id"], str) and not event["event_id"].strip():
         problems.append("event_id is empty")
     if isinstance(event["event_id"], str) and len(event["event_id"]) > MAX_EVENT_ID_CHARS:

@@ -17,6 +17,17 @@ UNCONSTRAINED_NUMERIC = (38, 10)
 
 _NUMERIC = re.compile(r"numeric\((\d+),\s*(\d+)\)")
 
+#: The one character PostgreSQL's text types cannot hold: COPY refuses a value with it ("invalid byte
+#: sequence for encoding "UTF8": 0x00", SQLSTATE 22021), so one such value would make the loader
+#: refuse its whole file. Where text comes in (courier events, the processor's rows), it holds back
+#: the row it is in.
+NUL = "\x00"
+
+
+def nul_reason(column: str) -> str:
+    """A held-back row's reason for a NUL in `column`: the same words wherever it is found."""
+    return f"{column} holds a NUL character"
+
 
 def arrow_type(pg_type: str) -> pa.DataType:
     """The Arrow type that carries a PostgreSQL column exactly (never a float for money)."""

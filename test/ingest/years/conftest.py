@@ -107,6 +107,7 @@ def _chown(path: Path) -> None:
 
 def _start_with_env(cluster: servers.Postgres, env: dict[str, str]) -> None:
     options = (f"-p {cluster.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off "
+               "-c wal_level=logical "  # as servers.Postgres.start: a slot may be read (contract §10)
                "-c synchronous_commit=off -c full_page_writes=off -c timezone=UTC -c lc_messages=C")
     command = servers._run_as() + ["env", *(f"{k}={v}" for k, v in env.items()), str(cluster.bindir / "pg_ctl"),
                                    "-D", str(cluster.data_dir), "-w", "-t", "60", "-l",

@@ -3,11 +3,23 @@ comes from a clock that can step, a change arrives within one schedule interval 
 writer stamps in, and a dropped column stops only the tables that need it."""
 from __future__ import annotations
 
+import os
+import secrets
+
+import pg8000.native
 import pytest
 
 from totesys_etl import lake
+from totesys_etl.adapters.postgres import parse_url
+from totesys_etl.cli import main
 from totesys_etl.config import Settings
+from totesys_etl.ingest.cdc import run as cdc_run
 from totesys_etl.ingest.run import ingest
+from totesys_etl.load.handler import lambda_handler as load_handler
+from totesys_etl.local.services import admin
+from totesys_etl.local.source import cdc as cdc_setup
+from totesys_etl.local.source.seed import seed
+from totesys_etl.process.run import process_run
 from totesys_etl.schema import SOURCE_TABLES
 
 
@@ -121,3 +133,81 @@ def test_a_daylight_saving_fall_back_with_an_open_transaction_ships_every_versio
     assert sorted(ids(shipped, after_commit)["staff"]) == ["1", "2"] and quiet.files == 0
     assert first.run_id < during.run_id < after_change.run_id < after_commit.run_id < quiet.run_id
     assert max(versions([first, during, after_change, after_commit, quiet]).values()) == 1
+
+
+def _both_modes(source, warehouse_url, monkeypatch) -> dict[str, dict[str, str]]:
+    """The clocked source seeded, with the DBA steps of cdc mode done (publication, slot, replication
+    role), and a warehouse: the environment of each mode (`totesys-etl tick` switches on these two)."""
+    monkeypatch.setenv("TOTESYS_WAREHOUSE_URL", warehouse_url)
+    seed(source.admin_url, orders=12, seed=5)
+    source.run("ALTER DATABASE totesys SET synchronous_commit = on")  # decoding reads flushed WAL
+    slot, publication = f"years_{secrets.token_hex(5)}", f"pub_{secrets.token_hex(5)}"
+    role, password = f"cdc_{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+    conn = source.admin()
+    try:
+        cdc_setup.prepare_tables(conn, publication)
+        cdc_setup.create_slot(conn, slot)
+        cdc_setup.grant_cdc_role(conn, "totesys", password, role)
+    finally:
+        conn.close()
+    monkeypatch.setenv("TOTESYS_CDC_SLOT", slot)
+    monkeypatch.setenv("TOTESYS_CDC_PUBLICATION", publication)
+    cdc_url = source.reader_url.replace(f"{admin.READER_ROLE}:{source.reader_password}@", f"{role}:{password}@")
+    return {"poll": {"TOTESYS_SOURCE_URL": source.reader_url, "TOTESYS_SOURCE_MODE": "poll"},
+            "cdc": {"TOTESYS_SOURCE_URL": cdc_url, "TOTESYS_SOURCE_MODE": "cdc"}}
+
+
+def _tick(monkeypatch, env: dict[str, str]) -> str:
+    """One ingest in the mode `env` names, then the real processor and loader over it: the run's id."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()
+    result = cdc_run.ingest(settings) if env["TOTESYS_SOURCE_MODE"] == "cdc" else ingest(settings)
+    process_run(settings, result.run_id)
+    load_handler({}, None)
+    return result.run_id
+
+
+def _reconciled(capsys) -> None:
+    capsys.readouterr()
+    code = main(["reconcile"])
+    assert code == 0, capsys.readouterr().out[-3000:]
+
+
+def _staff_name(warehouse_url: str, staff_id: int) -> str:
+    conn = pg8000.native.Connection(**parse_url(warehouse_url))
+    try:
+        return conn.run("SELECT first_name FROM dim_staff WHERE staff_id = :id", id=staff_id)[0][0]
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("before, after", [("poll", "cdc"), ("cdc", "poll"), ("cdc", "recreated slot")])
+def test_the_run_after_a_switch_of_mode_sorts_after_every_run_whatever_the_clock_did(
+        clocked_source, warehouse_url, monkeypatch, capsys, ingested, before, after):
+    """The source's clock steps back 30 minutes, more than the time since the last run, and then the
+    mode is switched (or the slot recreated): the next run is a full read in the other mode. It still
+    sorts after the last run (the loader keeps the version of the latest run id: ADR 0002), so the
+    warehouse takes what it read: the changed staff row and order, not the previous run's versions."""
+    modes = _both_modes(clocked_source, warehouse_url, monkeypatch)
+    modes["recreated slot"] = modes["cdc"]
+    last = _tick(monkeypatch, modes[before])
+    _reconciled(capsys)
+    clocked_source.step_clock("-30m")
+    assert clocked_source.run("SELECT now() < CAST(:t AS timestamptz)", t=lake.run_time(last))[0][0]
+    clocked_source.run("UPDATE staff SET first_name = 'Stepped', last_updated = LOCALTIMESTAMP WHERE staff_id = 1")
+    clocked_source.run("UPDATE sales_order SET units_sold = units_sold + 1, last_updated = LOCALTIMESTAMP "
+                       "WHERE sales_order_id = 1")
+    if after == "recreated slot":
+        conn = clocked_source.admin()
+        try:
+            cdc_setup.drop_slot(conn, os.environ["TOTESYS_CDC_SLOT"])
+            cdc_setup.create_slot(conn, os.environ["TOTESYS_CDC_SLOT"])
+        finally:
+            conn.close()
+    switched = _tick(monkeypatch, modes[after])
+    assert ingested.manifest(switched)["read"] in ("first", "snapshot")  # a full read, as a switch makes
+    assert _staff_name(warehouse_url, 1) == "Stepped"
+    _reconciled(capsys)  # the order's current version too
+    assert switched > last

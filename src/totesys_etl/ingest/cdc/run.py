@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 
 from pg8000.native import DatabaseError, InterfaceError
 
@@ -43,7 +43,7 @@ from totesys_etl.ingest.cdc.copy import Copy, copy_tables, source_shape
 from totesys_etl.ingest.cdc.files import collision, upload, write_csv
 from totesys_etl.ingest.cdc.fold import Fold, TableChanges
 from totesys_etl.ingest.cdc.settings import CdcSettings
-from totesys_etl.ingest.watermark import newest_runs_first
+from totesys_etl.ingest.watermark import newest_runs_first, next_run_id
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult
 from totesys_etl.schema import DELETED_ROW, SOURCE_TABLES
@@ -102,12 +102,15 @@ class Position:
         return frozenset(t for t, c in self.copies.items() if c.covers(commit_lsn, xid))
 
 
-def previous_position(bucket: str, log: StageLog) -> Position | None:
-    """The newest CDC run's position, or None: no run yet, or the newest totesys run polled.
+def previous_position(bucket: str, log: StageLog, before: str | None = None) -> Position | None:
+    """The newest CDC run's position (before run id `before`, if given), or None: no run yet, or the
+    newest totesys run polled.
 
     Listed newest first from the recent past, further back only when needed (as the polling
     ingest does); courier runs are not totesys runs and are passed over; a corrupt manifest is
-    skipped with a warning, never trusted."""
+    skipped with a warning, never trusted. A manifest dated at or after `before` (this run's id,
+    which follows every run within MAX_CLOCK_STEP of the clock) is a stray or forged key, never
+    the previous run, as in the polling ingest."""
     for run_id in newest_runs_first(bucket):
         key = lake.manifest_key(run_id)
         try:
@@ -120,6 +123,9 @@ def previous_position(bucket: str, log: StageLog) -> Position | None:
             log.warning(f"skipping a corrupt manifest: {e}", previous_run_id=run_id)
             continue
         if manifests.is_courier(manifest):
+            continue
+        if before is not None and run_id >= before:
+            log.warning("the newest manifest is dated after this run: ignored", previous_run_id=run_id)
             continue
         if manifest.get("source_mode") != MODE:
             log.warning("the newest totesys run polled: this CDC run takes a full snapshot", previous_run_id=run_id)
@@ -143,13 +149,13 @@ def ingest(settings: Settings, log: StageLog | None = None, cdc: CdcSettings | N
             conn.run("SELECT pg_advisory_lock(CAST(:key AS bigint))", key=CDC_LOCK_KEY)
             conn.run("SET DateStyle = 'ISO, MDY'")  # timestamps as COPY writes them: YYYY-MM-DD HH:MM:SS[.f]
             state = _usable_slot(conn, cdc, log)
-            previous = previous_position(bucket, log)
+            run_id = _run_id(conn, bucket, log)
+            log.fields["run_id"] = run_id
+            previous = previous_position(bucket, log, before=run_id)
             if previous is not None and state.confirmed_flush > previous.lsn_to:
                 log.warning("the slot is ahead of the lake (recreated?): taking a full snapshot",
                             previous_run_id=previous.run_id)
                 previous = None
-            run_id = _run_id(conn, previous)
-            log.fields["run_id"] = run_id
             with tempfile.TemporaryDirectory(prefix="totesys-cdc-") as folder:
                 if previous is None:
                     manifest = _snapshot_run(conn, settings.source, bucket, run_id, state, folder, log)
@@ -202,15 +208,11 @@ def _usable_slot(conn, cdc: CdcSettings, log: StageLog) -> slots.SlotState:
     return state
 
 
-def _run_id(conn, previous: Position | None) -> str:
-    """The run named by the database's clock, later than the previous CDC run whatever the clock
-    did (runs are serialised by the lock, so this is LSN order)."""
+def _run_id(conn, bucket: str, log: StageLog) -> str:
+    """The run named by the database's clock, after every totesys run in the lake whatever the clock
+    or the mode did (`next_run_id`; CDC runs are serialised by the lock, so this is LSN order)."""
     now: datetime = conn.run("SELECT clock_timestamp()")[0][0]
-    run_id = lake.run_id_at(now)
-    if previous is not None and run_id <= previous.run_id:
-        moment = datetime.strptime(previous.run_id, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=timezone.utc)
-        run_id = lake.run_id_at(moment + timedelta(microseconds=1))
-    return run_id
+    return next_run_id(bucket, now, log)
 
 
 def _snapshot_run(conn, source: Database, bucket: str, run_id: str, state: slots.SlotState, folder: str,

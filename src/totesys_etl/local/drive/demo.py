@@ -70,7 +70,7 @@ def demo(home: Path, orders: int, out) -> int:
     first = step("tick: first run (everything)", tick)
     print(f"   {first.summary()}", file=out)
     step(f"simulate {DEMO_CHANGES} OLTP changes", simulate, env["TOTESYS_SOURCE_ADMIN_URL"], changes=DEMO_CHANGES)
-    deliveries = min(DEMO_DELIVERIES, 2 * orders)  # at most three events per order: a small seed has fewer
+    deliveries = min(DEMO_DELIVERIES, 2 * orders)  # a small seed has orders for fewer
     dropped = step(f"drop courier files with {deliveries:,} delivery events (simulate --deliveries)",
                    simulate_deliveries, env["TOTESYS_SOURCE_ADMIN_URL"], env["TOTESYS_LANDING_BUCKET"],
                    deliveries, seed=1)

@@ -118,7 +118,8 @@ class Postgres:
         bindir = postgres_bindir()
         if bindir is None:
             raise LocalServicesError("no PostgreSQL server binaries found (initdb, pg_ctl): install PostgreSQL 15 "
-                                     "(e.g. apt-get install postgresql-15) or put its bin folder on PATH")
+                                     "(e.g. apt-get install postgresql-15) or put the bin folder holding its "
+                                     "pg_config first on PATH")
         home.mkdir(parents=True, exist_ok=True)
         parent = home
         if os.geteuid() == 0:
