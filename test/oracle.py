@@ -118,6 +118,8 @@ FACTS = [
 ]
 
 _MANIFEST = re.compile(r"_runs/(\d{8}T\d{12}Z)\.json")
+#: contract §4: an object over 16 MiB at a manifest's key is a corrupt manifest, judged by its size alone.
+MANIFEST_MAX_BYTES = 16 << 20
 
 
 def connect(url: str) -> pg8000.native.Connection:
@@ -167,8 +169,9 @@ def lake_versions(bucket: str, skip_keys=()) -> dict[str, set]:
     """source table -> every (id, last_updated date, time) an ingested CSV named by a manifest carried.
 
     Only files at the key contract §4's layout gives the table in that run are read (a hostile manifest
-    may name anything); corrupt manifests, missing files and rows without a readable id and stamp
-    are passed over, as the pipeline must pass them (a test names their versions as held back).
+    may name anything); corrupt manifests (nested too deep to decode, or over the 16 MiB a manifest
+    may be, included), missing files and rows without a readable id and stamp are passed over, as the
+    pipeline must pass them (a test names their versions as held back).
     """
     s3 = boto3.client("s3")
     wanted = {f.source for f in FACTS}
@@ -179,11 +182,13 @@ def lake_versions(bucket: str, skip_keys=()) -> dict[str, set]:
             if not match:
                 continue
             run_id = match.group(1)
+            if obj["Size"] > MANIFEST_MAX_BYTES:
+                continue
             try:
                 files = json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())["files"]
                 entries = [(t, part["key"]) for t, e in files.items() if t in wanted  # a table in parts: each
                            for part in (e["parts"] if "parts" in e else [e])]
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 continue
             for table, key in entries:
                 layout = re.escape(f"{table}/year={run_id[:4]}/month={run_id[4:6]}/day={run_id[6:8]}/"

@@ -25,6 +25,7 @@ def test_sqs_wrapped_events_and_junk_records():
     inner = {"Records": [_record("b", "k")]}
     event = {"Records": [{"eventSource": "aws:sqs", "body": json.dumps(inner)},
                          {"eventSource": "aws:sqs", "body": "not json"},
+                         {"eventSource": "aws:sqs", "body": "[" * 50_000},  # RecursionError in json, not ValueError
                          _record("b", "removed", "ObjectRemoved:Delete"), "junk", {"eventName": "ObjectCreated:Put"}]}
     assert parse_event(event).objects == (S3Object("b", "k"),)
 

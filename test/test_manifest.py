@@ -2,10 +2,12 @@
 import json
 
 import pytest
+from botocore.response import StreamingBody
 
 from totesys_etl import lake
 from totesys_etl import manifest as manifests
-from totesys_etl.errors import InvalidInput
+from totesys_etl.adapters import s3
+from totesys_etl.errors import EtlError, InvalidInput
 
 RUN = "20261124T071248780573Z"
 
@@ -33,10 +35,40 @@ def test_an_ingest_manifest_holds_its_watermark_and_the_fields_the_next_ingest_r
     (b"{not json", "not JSON"), (b"[1]", "not a JSON object"), (b'{"run_id": "%s"}' % RUN.encode(), "lacks files"),
     (json.dumps({"run_id": "20200101T000000000000Z", "files": {}}).encode(), "another run"),
     (json.dumps({"run_id": RUN, "files": []}).encode(), "files is not an object"),
+    (b"[" * 50_000, "nested too deep to decode"),  # 50 KB; json raises RecursionError, not a ValueError
+    (b'{"run_id": "%s", "files": ' % RUN.encode() + b'{"a": ' * 50_000, "nested too deep to decode"),
+    (b'{"run_id": "\xff"}', "not JSON: 'utf-8' codec"),
 ])
 def test_corrupt_manifests_are_invalid_input(body, reason):
     with pytest.raises(InvalidInput, match=reason):
         manifests.parse(body, RUN)
+
+
+def _padded(manifest: dict, size: int) -> bytes:
+    """`manifest` as JSON padded with blanks to `size` bytes: valid, and readable but for its size."""
+    return json.dumps(manifest).encode().ljust(size)
+
+
+def test_a_manifest_over_the_cap_is_invalid_input_and_never_read(buckets, monkeypatch):
+    bucket, at_cap, over = buckets[0], RUN, "20261124T071248780574Z"
+    s3.put_create_only(bucket, lake.manifest_key(at_cap), _padded({"run_id": at_cap, "files": {}}, manifests.MAX_BYTES))
+    s3.put_create_only(bucket, lake.manifest_key(over), _padded({"run_id": over, "files": {}}, manifests.MAX_BYTES + 1))
+    assert manifests.read(bucket, at_cap) == {"run_id": at_cap, "files": {}}
+    reads = []
+    real_read = StreamingBody.read
+    monkeypatch.setattr(StreamingBody, "read", lambda self, *a, **k: reads.append(a) or real_read(self, *a, **k))
+    with pytest.raises(InvalidInput, match=f"^manifest _runs/{over}.json is 16,777,217 bytes, more than a manifest "
+                                           r"may be \(16,777,216\)$"):
+        manifests.read(bucket, over)
+    assert reads == []  # told from the GET's Content-Length: not one byte of the body read
+
+
+def test_a_manifest_over_the_cap_is_never_written(buckets):
+    bucket = buckets[0]
+    files = {f"t{i}": {"key": "k" * 1000, "rows": i} for i in range(manifests.MAX_BYTES // 1000)}
+    with pytest.raises(EtlError, match=f"manifest _runs/{RUN}.json would be .* bytes, more than a manifest may be"):
+        manifests.write(bucket, manifests.processed_manifest(RUN, files, []))
+    assert not lake.manifest_exists(bucket, RUN)
 
 
 def test_entries_accept_only_the_layout_key_with_a_row_count():

@@ -103,3 +103,19 @@ def test_a_key_with_a_control_character_is_still_one_line(buckets, monkeypatch, 
     assert cli.main(["quarantine"]) == 0
     [line] = capsys.readouterr().out.splitlines()
     assert line == f"{RUN_A}  -  {key!r}  whole file  quarantined_file: a stray reason"
+
+
+def test_a_reason_file_nested_too_deep_or_too_large_is_still_listed(buckets, monkeypatch, capsys):
+    """A reason file `[[[…` (json raises RecursionError, not a ValueError) or one larger than any a stage
+    writes (never read whole): each still one line, the listing goes on."""
+    monkeypatch.setenv("TOTESYS_INGEST_BUCKET", buckets[0])
+    monkeypatch.setenv("TOTESYS_PROCESSED_BUCKET", buckets[1])
+    s3 = boto3.client("s3")
+    nested = lake.table_key("sales_order", RUN_A, "csv")
+    s3.put_object(Bucket=buckets[1], Key=f"quarantine/{RUN_A}/{nested}.reason.json", Body=b"[" * 50_000)
+    s3.put_object(Bucket=buckets[1], Key=f"quarantine/{RUN_B}/_runs/{RUN_B}.json.reason.json",
+                  Body=b"{}".ljust(quarantine.MAX_REASON_BYTES + 1))
+    assert cli.main(["quarantine"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{RUN_A}  sales_order  {nested}  whole file  unknown: its reason file is not JSON",
+        f"{RUN_B}  -  _runs/{RUN_B}.json  whole file  unknown: its reason file is 16,777,217 bytes, not read"]

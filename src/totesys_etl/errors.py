@@ -1,13 +1,15 @@
 """Errors the pipeline raises on purpose, each with the `error_kind` its alarm counts (contract §6),
-and the one translation of S3's and the drivers' errors into them.
+the one translation of S3's and the drivers' errors into them, and the one parser of JSON that comes
+from outside (`parse_json`), whose every failure is its caller's bad-input error.
 
 Messages never hold credentials: they name *which* service failed and why, nothing more.
 """
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 
 class EtlError(Exception):
@@ -99,6 +101,28 @@ class TickIncomplete(EtlError):
     """`tick` gave up waiting for runs that a concurrent holder kept locked."""
 
     error_kind = "tick_incomplete"
+
+
+def parse_json(document: bytes | str, what: str, bad: Callable[[str], Exception] = InvalidInput, **options) -> Any:
+    """JSON read from outside this process (an object in a bucket, an API's answer, a queued message)
+    as Python values; `bad(reason)` raised, never anything else, when it cannot be decoded. `what`
+    names it in the reason ("manifest _runs/….json is not JSON: …"); `options` go to `json.loads`.
+
+    Decoding fails in three ways, and only two are ValueErrors: a syntax error (JSONDecodeError),
+    bytes that are not UTF-8 (UnicodeDecodeError), and nesting deeper than the decoder goes, which
+    is a RecursionError: `json.loads(b"[" * 5000)`, 5 KB, raises it, and an `except ValueError`
+    lets it through, so a tiny object could stop a stage on every attempt. Catching RecursionError
+    is sound here: CPython's C decoder (the `_json` scanner) raises it from its own depth check
+    (`Py_EnterRecursiveCall`) before going deeper, and unwinds cleanly, with nothing half-built left
+    behind and the interpreter's stack as it was; it says "this document nests too deep", not "this
+    process is broken". MemoryError is not caught: it says the machine ran short (transient).
+    """
+    try:
+        return json.loads(document, **options)
+    except RecursionError:
+        raise bad(f"{what} is nested too deep to decode") from None
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        raise bad(f"{what} is not JSON: {e}") from None
 
 
 def describe(error: BaseException) -> str:

@@ -7,12 +7,11 @@ part of a run split into parts (contract §4 "Parts") with `{"totesys_part": {..
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-from totesys_etl.errors import InvalidInput
+from totesys_etl.errors import InvalidInput, parse_json
 from totesys_etl.lake import MAX_PARTS, RUN_ID, run_id_of_manifest
 
 #: What a table name in a part request may look like (the stage then looks it up in its manifest).
@@ -80,7 +79,7 @@ def parse_event(event) -> Invocation:
             continue
         if record.get("eventSource") == "aws:sqs" and isinstance(record.get("body"), str):
             try:
-                objects.extend(parse_event(json.loads(record["body"])).objects)
+                objects.extend(parse_event(parse_json(record["body"], "an SQS message's body", ValueError)).objects)
             except ValueError:
                 continue
             continue

@@ -8,18 +8,20 @@ S3 itself is what failed, the log line and the alarm still say so.
 """
 from __future__ import annotations
 
-import json
 import os
 from datetime import datetime, timezone
 
 from totesys_etl import lake
 from totesys_etl.adapters import s3
-from totesys_etl.errors import describe, kind_of
+from totesys_etl.errors import describe, kind_of, parse_json
 
 PREFIX = "_state/failures/"
 BUCKET_VARIABLE = {"ingest": "TOTESYS_INGEST_BUCKET", "process": "TOTESYS_PROCESSED_BUCKET",
                    "load": "TOTESYS_PROCESSED_BUCKET",
                    "fx": "TOTESYS_INGEST_BUCKET"}  # the FX source's: it never fails a run, so no stage keeps it
+#: The most bytes of a failure record read: a record is well under 1 KB (its reason is one line of at
+#: most 300 characters); a larger object under the prefix is not one.
+MAX_BYTES = 64 << 10
 
 
 def record(stage: str, error: BaseException, now: datetime | None = None) -> None:
@@ -41,8 +43,10 @@ def newest(bucket: str, stage: str) -> dict | None:
     """The stage's most recent failure record in `bucket` (one short listing), or None."""
     for key in s3.list_keys(bucket, f"{PREFIX}{stage}/", limit=1):
         try:
-            entry = json.loads(s3.get_bytes(bucket, key))
+            entry = parse_json(s3.get_bytes(bucket, key, MAX_BYTES), "its failure record", ValueError)
         except ValueError:
             return {"stage": stage, "reason": "its failure record is not JSON"}
+        except s3.TooLarge as e:
+            return {"stage": stage, "reason": f"its failure record is {e.size:,} bytes, not read"}
         return entry if isinstance(entry, dict) else None
     return None

@@ -15,26 +15,37 @@ the run is complete; the next stage trusts nothing else. Both kinds share `run_i
   `rows` (readme_files/fx.md);
 - `process` adds `quarantined`: the files, row groups and manifest entries held back, with reasons.
 
-A manifest is read back only through `read`/`parse`: it must be a JSON object naming its own run,
-with the fields its stage declares, and a `files` entry is trusted only if it names a table the
-reading stage reads and exactly the key the lake's layout gives that table in this run, with a row
-count. Anything else (another run's file, `..`, quotes, an unknown table) is never opened.
+A manifest is read back only through `read`/`parse` (`read_bytes` for its bytes): it must be at
+most MAX_BYTES, a JSON object naming its own run, with the fields its stage declares, and a `files`
+entry is trusted only if it names a table the reading stage reads and exactly the key the lake's
+layout gives that table in this run, with a row count. Anything else (another run's file, `..`,
+quotes, an unknown table) is never opened.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Collection
 
 from totesys_etl import lake
 from totesys_etl.adapters import s3
-from totesys_etl.errors import InvalidInput
+from totesys_etl.errors import EtlError, InvalidInput, parse_json
 
 FORMAT = {"ingest": 2, "process": 1}
 #: What every reader requires; `stage` and `format` are written for people and tools, not required.
 COMMON_FIELDS = ("run_id", "files")
 #: The fields an ingest manifest must hold for the next ingest to trust its watermark.
 INGEST_FIELDS = (*COMMON_FIELDS, "stage", "rows", "snapshot", "cutoff")
+#: The most bytes a manifest may hold: a larger object at a manifest's key is a corrupt manifest,
+#: quarantined and skipped unread, and no stage writes one (`write`). Why 16 MiB: the largest
+#: manifest in use, a 30M-order first load in parts at the default TOTESYS_PART_ROWS (58 parts), is
+#: 11.5 KB, and the id sets a manifest keeps inline stay under 64 KB (ingest/xid_state.py);
+#: manifests written before those sets had an object of their own reached 1.6 MB (benchmarks.md,
+#: issue 34). A part entry is about 130 bytes, so 16 MiB holds about 129,000 parts: a 30M-order
+#: first load (114M source rows) with TOTESYS_PART_ROWS as low as about 900. Such a manifest parsed
+#: in 0.2 s and its entries were checked in 1.6 s on the 2-core machine (166 MiB peak RSS, building
+#: it included); a multi-GB object read whole would kill the stage for memory, with no error line, on
+#: every attempt.
+MAX_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -110,25 +121,43 @@ def complete_tables(manifest: dict, tables: Collection[str]) -> set[str]:
 
 
 def write(bucket: str, manifest: dict) -> bool:
-    """Create the run's manifest; False if it already exists (a rerun of a finished run)."""
-    return s3.put_json_create_only(bucket, lake.manifest_key(manifest["run_id"]), manifest)
+    """Create the run's manifest; False if it already exists (a rerun of a finished run).
+
+    A manifest over MAX_BYTES is never written (EtlError): every reader would quarantine it.
+    """
+    key = lake.manifest_key(manifest["run_id"])
+    body = s3.json_body(manifest)
+    if len(body) > MAX_BYTES:
+        raise EtlError(f"manifest {key} would be {len(body):,} bytes, more than a manifest may be ({MAX_BYTES:,}): "
+                       "not written; fewer parts (a larger TOTESYS_PART_ROWS) make it smaller")
+    return s3.put_create_only(bucket, key, body, "application/json")
 
 
-def read(bucket: str, run_id: str, required: tuple[str, ...] = COMMON_FIELDS) -> dict:
-    """The manifest as a dict; InvalidInput if it is not JSON or lacks a required field.
+def read_bytes(bucket: str, run_id: str) -> bytes:
+    """The manifest's bytes; InvalidInput, unread, if it is larger than MAX_BYTES.
 
     S3's own errors (a missing object included) are raised as they are, for the caller to judge.
     """
-    return parse(s3.get_bytes(bucket, lake.manifest_key(run_id)), run_id, required)
+    key = lake.manifest_key(run_id)
+    try:
+        return s3.get_bytes(bucket, key, MAX_BYTES)
+    except s3.TooLarge as e:
+        raise InvalidInput(f"manifest {key} is {e.size:,} bytes, more than a manifest may be ({MAX_BYTES:,})"
+                           ) from None
+
+
+def read(bucket: str, run_id: str, required: tuple[str, ...] = COMMON_FIELDS) -> dict:
+    """The manifest as a dict; InvalidInput if it is too large, not JSON or lacks a required field.
+
+    S3's own errors (a missing object included) are raised as they are, for the caller to judge.
+    """
+    return parse(read_bytes(bucket, run_id), run_id, required)
 
 
 def parse(body: bytes, run_id: str, required: tuple[str, ...] = COMMON_FIELDS) -> dict:
     """Parse a manifest's bytes; InvalidInput unless it is a JSON object of this run with `required`."""
     where = lake.manifest_key(run_id)
-    try:
-        manifest = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise InvalidInput(f"manifest {where} is not JSON: {e}") from None
+    manifest = parse_json(body, f"manifest {where}")
     if not isinstance(manifest, dict):
         raise InvalidInput(f"manifest {where} is not a JSON object")
     missing = [f for f in dict.fromkeys((*COMMON_FIELDS, *required)) if f not in manifest]

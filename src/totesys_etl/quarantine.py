@@ -7,14 +7,13 @@ processor and the loader), or a file's held-back rows (`hold_rows`, by the proce
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
 
 from totesys_etl import lake
 from totesys_etl.adapters import s3
-from totesys_etl.errors import ConfigurationError, is_missing
+from totesys_etl.errors import ConfigurationError, is_missing, parse_json
 
 QUARANTINED_ROWS = "quarantined_rows"
 ROWS_SUFFIX = ".rows.csv"
@@ -22,6 +21,10 @@ REASON_SUFFIX = ".reason.json"
 
 
 QUARANTINE_PREFIX = "quarantine/"
+#: The most bytes of a reason file the listing reads whole. A stage writes a few hundred (held-back
+#: rows: one count per rule broken, never a value); the longest it writes, a manifest's rejected
+#: entries, follows the manifest's size. A larger object is listed by its size, unread.
+MAX_REASON_BYTES = 16 << 20
 QUARANTINED_FILE, QUARANTINED_MANIFEST = "quarantined_file", "quarantined_manifest"
 
 
@@ -115,19 +118,33 @@ def listed(bucket: str, run_id: str | None = None) -> list[Held]:
         run = key[len(QUARANTINE_PREFIX):].split("/", 1)[0]
         if not key.endswith(REASON_SUFFIX) or not lake.RUN_ID.fullmatch(run):
             continue
-        held.append(_entry(run, key, s3.get_bytes(bucket, key)))
+        try:
+            held.append(_entry(run, key, s3.get_bytes(bucket, key, MAX_REASON_BYTES)))
+        except s3.TooLarge as e:
+            held.append(_unknown(run, key, f"its reason file is {e.size:,} bytes, not read"))
     return sorted(held, key=lambda h: (h.run_id, h.key, h.kind))
+
+
+def _quarantined(run_id: str, reason_key: str) -> str:
+    """The key a reason file is about: its own key without the prefix and `.reason.json`."""
+    return reason_key[len(quarantine_key(run_id, "")):-len(REASON_SUFFIX)]
+
+
+def _unknown(run_id: str, reason_key: str, reason: str) -> Held:
+    """The entry of a reason file that is not what a stage writes: still listed, with why."""
+    quarantined = _quarantined(run_id, reason_key)
+    return Held(run_id, _table_of(quarantined), quarantined, "unknown", None, reason)
 
 
 def _entry(run_id: str, reason_key: str, body: bytes) -> Held:
     """A reason file as a listing entry; one that is not the JSON a stage writes is still listed."""
-    quarantined = reason_key[len(quarantine_key(run_id, "")):-len(REASON_SUFFIX)]
+    quarantined = _quarantined(run_id, reason_key)
     try:
-        document = json.loads(body)
+        document = parse_json(body, "its reason file", ValueError)
     except ValueError:
         document = None
     if not isinstance(document, dict):
-        return Held(run_id, _table_of(quarantined), quarantined, "unknown", None, "its reason file is not JSON")
+        return _unknown(run_id, reason_key, "its reason file is not JSON")
     key = document.get("key") if isinstance(document.get("key"), str) else quarantined
     rows = document.get("rows") if isinstance(document.get("rows"), int) else None
     table = document.get("table") if isinstance(document.get("table"), str) else _table_of(key)

@@ -44,8 +44,10 @@ def test_secrets_are_read_and_validated_without_showing_values(aws):
     sm.create_secret(Name=f"good-secret-{tag}", SecretString=json.dumps(good))
     sm.create_secret(Name=f"partial-secret-{tag}", SecretString=json.dumps({"host": "h", "password": "Pa55word!"}))
     sm.create_secret(Name=f"text-secret-{tag}", SecretString="Pa55word!")
+    sm.create_secret(Name=f"nested-secret-{tag}", SecretString='{"password": "Pa55word!", "x": ' + "[" * 50_000)
     assert read_database_secret(f"good-secret-{tag}") == good
     for name, reason in ((f"partial-secret-{tag}", "lacks port, username, dbname"), (f"text-secret-{tag}", "not JSON"),
+                         (f"nested-secret-{tag}", "nested too deep to decode"),
                          (f"missing-secret-{tag}", "ResourceNotFoundException")):
         with pytest.raises(SecretError, match=reason) as error:
             read_database_secret(name)

@@ -17,6 +17,7 @@ import boto3
 import pytest
 
 from totesys_etl import lake
+from totesys_etl import manifest as manifest_module
 from totesys_etl.local.drive.notifications import queue_name
 from totesys_etl.local.source.simulate import simulate
 from totesys_etl.schema import FACTS
@@ -80,7 +81,7 @@ def test_bad_input_is_quarantined_or_ignored_and_nothing_else_is_lost(seeded, ne
         quarantined_versions[table] = _versions(body, what)
         damaged[key], held[key] = damage(body), what
         s3.put_object(Bucket=ingested, Key=key, Body=damaged[key])  # a hostile writer ignores create-only
-    bad_runs = [_run_id_after(run_id, n) for n in (1, 2, 3, 4)]
+    bad_runs = [_run_id_after(run_id, n) for n in range(1, 8)]
     hostile_files = {"sales_order": {"key": "../x.csv", "rows": 1},
                      "payment": {"key": "it's\"; DROP TABLE fact_payment; --.csv", "rows": 1},
                      "x'); DROP TABLE dim_staff; --": {"key": lake.table_key("staff", bad_runs[2], "csv"), "rows": 1}}
@@ -90,6 +91,13 @@ def test_bad_input_is_quarantined_or_ignored_and_nothing_else_is_lost(seeded, ne
         (ingested, bad_runs[2]): json.dumps({"run_id": bad_runs[2], "stage": "ingest", "files": hostile_files,
                                              "rows": {}}).encode(),
         (processed, bad_runs[3]): b"\x00not json",
+        # 50 KB of `[`: json raises RecursionError, not a ValueError (it stopped every ingest, and failed
+        # the run in the processor and the loader on every attempt)
+        (ingested, bad_runs[4]): b"[" * 50_000,
+        (processed, bad_runs[5]): b'{"run_id": "' + bad_runs[5].encode() + b'", "files": ' + b"{" * 50_000,
+        # over the size cap: judged by its size alone (valid, it would be the newest run's watermark)
+        (ingested, bad_runs[6]): json.dumps({**manifest, "run_id": bad_runs[6]}).encode()
+        .ljust(manifest_module.MAX_BYTES + 1),
     }
     for (bucket, bad_run), body in manifests.items():
         s3.put_object(Bucket=bucket, Key=lake.manifest_key(bad_run), Body=body)
@@ -111,9 +119,9 @@ def test_bad_input_is_quarantined_or_ignored_and_nothing_else_is_lost(seeded, ne
     assert all(e["level"] == "ERROR" and e["stage"] and e["message"] for e in errors)
     assert {(e["stage"], e["error_kind"], e["key"]) for e in errors} == {
         *{("process", KINDS[held[key]], key) for key in damaged},
-        *{("process", "quarantined_manifest", lake.manifest_key(r)) for r in bad_runs[:3]},
-        ("load", "quarantined_manifest", lake.manifest_key(bad_runs[3]))}
-    assert len(errors) == 7  # one line each, nothing else at ERROR (the stray objects are ignored)
+        *{("process", "quarantined_manifest", lake.manifest_key(r)) for r in (*bad_runs[:3], bad_runs[4], bad_runs[6])},
+        *{("load", "quarantined_manifest", lake.manifest_key(r)) for r in (bad_runs[3], bad_runs[5])}}
+    assert len(errors) == 10  # one line each, nothing else at ERROR (the stray objects are ignored)
 
     def quarantined(key, run):
         return s3.get_object(Bucket=processed, Key=f"quarantine/{run}/{key}")["Body"].read()

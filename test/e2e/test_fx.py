@@ -138,7 +138,7 @@ def test_429_with_retry_after_is_retried_and_succeeds(seeded, fx_pipeline, fx_ap
     assert len(fx_api.requests) >= 4  # the first page, two 429s, then the retry that succeeded
 
 
-@pytest.mark.parametrize("fault", ["500", "slow", "malformed", "negative"])
+@pytest.mark.parametrize("fault", ["500", "slow", "malformed", "nested", "negative"])
 def test_a_failing_api_stops_fx_at_the_gap_the_run_still_loads_and_the_next_run_catches_up(
         seeded, fx_pipeline, fx_api, run_sql, json_errors, fault):
     """The third request fails: the two pages before it are stored (an unbroken run of days), one
@@ -159,7 +159,7 @@ def test_a_failing_api_stops_fx_at_the_gap_the_run_still_loads_and_the_next_run_
         run_sql(seeded.admin_url, "SELECT count(*) FROM sales_order")[0][0]
     held = boto3.client("s3").list_objects_v2(Bucket=faulted.processed_bucket, Prefix=f"quarantine/{run_id}/fx_rate/")
     quarantined = [o["Key"] for o in held.get("Contents", [])]
-    if fault in ("malformed", "negative"):
+    if fault in ("malformed", "nested", "negative"):
         assert len(quarantined) == 2 and quarantined[0].endswith(".page3.json")  # the body and its reason
         listing = faulted.command("quarantine", "--run", run_id).stdout
         assert "fx_rate" in listing and "fx_unavailable" in listing

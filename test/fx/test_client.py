@@ -69,7 +69,8 @@ def test_a_refused_connection_fails(closed_port):
         list(Client(f"http://127.0.0.1:{closed_port}").pages(date(2024, 1, 8), date(2024, 1, 12), SYMBOLS))
 
 
-@pytest.mark.parametrize("fault, reason", [("malformed", "not JSON"), ("negative", "not positive")])
+@pytest.mark.parametrize("fault, reason", [("malformed", "not JSON"), ("negative", "not positive"),
+                                           ("nested", "^the body is nested too deep to decode$")])
 def test_a_bad_body_fails_with_the_body(fx_api, fault, reason):
     fx_api.set_fault(fault, after=1)
     fetched = []

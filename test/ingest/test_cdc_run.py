@@ -15,6 +15,7 @@ import pg8000.native
 import pytest
 
 from totesys_etl import lake
+from totesys_etl import manifest as manifests
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.config import Settings
 from totesys_etl.errors import ConfigurationError
@@ -313,6 +314,22 @@ def test_a_first_snapshot_without_a_column_copies_the_other_tables_and_a_manifes
         **ingested.manifest(resumed.run_id), "run_id": later, "cdc_stopped": ["pg_authid"]}).encode())
     assert ingested.manifest(run().run_id)["previous_run_id"] == resumed.run_id
     assert [line for line in logs if "skipping a corrupt manifest" in line["message"]]
+
+
+def test_a_manifest_nested_too_deep_or_too_large_is_skipped_and_never_stops_the_cdc_ingest(
+        totesys, cdc, ingested, logs):
+    """As the polling ingest: the newest manifest a 50 KB `[[[…`, or the previous run's padded past
+    manifest.MAX_BYTES (trusted, it would be the previous run): both skipped, the run goes on."""
+    first = run()
+    nested, large = (lake.run_id_at(lake.run_time(first.run_id) + timedelta(microseconds=n)) for n in (1, 2))
+    ingested.put(lake.manifest_key(nested), b"[" * 50_000)
+    ingested.put(lake.manifest_key(large), json.dumps({**ingested.manifest(first.run_id), "run_id": large}).encode()
+                 .ljust(manifests.MAX_BYTES + 1))
+    assert ingested.manifest(run().run_id)["previous_run_id"] == first.run_id
+    skipped = [line["message"] for line in logs if "skipping a corrupt manifest" in line["message"]]  # newest first
+    assert skipped == [f"skipping a corrupt manifest: manifest _runs/{large}.json is 16,777,217 bytes, more than a "
+                       "manifest may be (16,777,216)",
+                       f"skipping a corrupt manifest: manifest _runs/{nested}.json is nested too deep to decode"]
 
 
 def test_a_long_transaction_with_many_savepoints_arrives_whole_once_after_its_commit(totesys, cdc, ingested, source):

@@ -97,6 +97,30 @@ def test_a_symbol_missing_from_an_answer_stops_it_there_and_it_catches_up_once_s
     assert merged == {code: sorted(r) for code, r in landed(fx_env, clean).items()}
 
 
+def test_a_page_nested_too_deep_fails_the_fx_part_alone_and_its_body_is_quarantined(fx_env, fx_api, logs):
+    """The second page's rates 50,000 arrays deep (100 KB, under the body cap): json raises
+    RecursionError, not a ValueError, which stopped the whole ingest run. Contract §9: a body that is
+    not the expected shape fails the FX part alone, with one fx_unavailable line and the body kept."""
+    fx_api.latest = date(2024, 5, 31)
+    fx_api.set_fault("nested", times=1, after=1)
+    currencies = {"GBP": 1, "USD": 2, "EUR": 3}
+    outcome = run(fx_env, fx.FxMark(), date(2024, 5, 31), currencies, earliest=date(2024, 1, 1))
+    rows = landed(fx_env, outcome)
+    assert rows["USD"][-1][0] == rows["EUR"][-1][0] == outcome.fields()["fx"] < "2024-05-31"  # stopped at the gap
+    errors = [line for line in logs if line["level"] == "ERROR"]
+    assert len(errors) == 1 and errors[0]["error_kind"] == "fx_unavailable"
+    assert errors[0]["message"].endswith("the FX API's answer is not the contract's shape: the body is nested too "
+                                         "deep to decode")
+    held = sorted(o["key"] for o in s3.list_objects(fx_env.processed_bucket, "quarantine/20240301T000000000000Z/"))
+    page = "fx_rate_20240301T000000000000Z.page2.json"
+    assert [k.rsplit("/", 1)[1] for k in held] == [page, f"{page}.reason.json"]
+    body = s3.get_bytes(fx_env.processed_bucket, held[0])
+    assert body.startswith(b'{"amount":') and b"[" * 50_000 in body  # the answer as it came
+    fx_api.set_fault(None)  # served again: the next run resumes from the gap
+    later = run(fx_env, outcome.mark, date(2024, 5, 31), currencies, run_id="20240302T000000000000Z")
+    assert later.fields() == {"fx": "2024-05-31"}
+
+
 def test_the_mark_round_trips_through_a_manifest():
     from totesys_etl.ingest.watermark import Watermark
 

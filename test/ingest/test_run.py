@@ -12,6 +12,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from totesys_etl import lake
+from totesys_etl import manifest as manifests
 from totesys_etl.adapters.postgres import parse_url
 from totesys_etl.config import Settings
 from totesys_etl.errors import LakeUnavailable
@@ -180,6 +181,28 @@ def test_corrupt_newer_manifests_are_never_trusted(totesys, pipeline_env, ingest
     assert second.rows == {**{t.name: 0 for t in SOURCE_TABLES}, "currency": 1}
     skipped = [line for line in logs if line["level"] == "WARNING"]
     assert len(skipped) == 3 and {line.get("previous_run_id") for line in skipped} == set(future)
+
+
+def test_a_manifest_nested_too_deep_or_too_large_is_skipped_and_never_stops_the_ingest(
+        totesys, pipeline_env, ingested, logs):
+    """Every ingest reads the newest manifest first: a 50 KB `[[[…` there (json raises RecursionError,
+    not a ValueError) used to stop every run. A manifest over manifest.MAX_BYTES is skipped from its size
+    alone, though this one is the previous run's watermark padded with blanks: trusted, it would be the
+    previous run."""
+    first = run()
+    nested, large = (lake.run_id_at(lake.run_time(first.run_id) + timedelta(microseconds=n)) for n in (1, 2))
+    ingested.put(lake.manifest_key(nested), b"[" * 50_000)
+    ingested.put(lake.manifest_key(large), json.dumps({**ingested.manifest(first.run_id), "run_id": large}).encode()
+                 .ljust(manifests.MAX_BYTES + 1))
+    totesys.insert_generated(source_table("currency"), 4, 1)
+    second = run()
+    assert ingested.manifest(second.run_id)["previous_run_id"] == first.run_id
+    assert second.rows == {**{t.name: 0 for t in SOURCE_TABLES}, "currency": 1}
+    skipped = {line["previous_run_id"]: line["message"] for line in logs if "corrupt manifest" in line["message"]}
+    assert skipped == {
+        large: f"skipping a corrupt manifest: manifest _runs/{large}.json is 16,777,217 bytes, more than a manifest "
+               "may be (16,777,216)",
+        nested: f"skipping a corrupt manifest: manifest _runs/{nested}.json is nested too deep to decode"}
 
 
 def test_a_missing_bucket_is_a_lake_error_naming_bucket_and_code(totesys, pipeline_env, monkeypatch):

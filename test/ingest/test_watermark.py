@@ -125,8 +125,9 @@ def test_a_first_run_lists_twice_and_a_stray_object_still_widens_the_windows(buc
 def test_a_run_id_follows_every_totesys_run_of_either_mode_within_a_day_of_the_clock(buckets):
     """ADR 0002: the loader keeps the version of the latest run id, so a run named by a clock that
     stepped back is named one microsecond after the newest totesys run instead, whichever mode wrote
-    it. Courier runs (another source, another clock), manifests that do not parse and keys more than
-    MAX_CLOCK_STEP ahead of the clock (stray or forged) move nothing. One listing, from the clock on."""
+    it. Courier runs (another source, another clock), manifests that do not parse (nested too deep to
+    decode, over manifest.MAX_BYTES) and keys more than MAX_CLOCK_STEP ahead of the clock (stray or
+    forged) move nothing. One listing, from the clock on."""
     bucket, log, lists = buckets[0], StageLog("ingest"), []
     now = datetime(2026, 11, 24, 7, 30, tzinfo=timezone.utc)
 
@@ -154,6 +155,9 @@ def test_a_run_id_follows_every_totesys_run_of_either_mode_within_a_day_of_the_c
         manifests.write(bucket, manifests.courier_manifest(at(minutes=50), {"bucket": "b", "key": "k", "etag": "e"},
                                                            {}, {"delivery_event": 0}, []))
         s3.put_create_only(bucket, lake.manifest_key(at(minutes=55)), b"{not json")
+        s3.put_create_only(bucket, lake.manifest_key(at(minutes=56)), b"[" * 50_000)  # RecursionError in json
+        s3.put_create_only(bucket, lake.manifest_key(at(minutes=57)),  # valid, but over the cap: never read
+                           s3.json_body(_manifest(run_id=at(minutes=57))).ljust(manifests.MAX_BYTES + 1))
         manifests.write(bucket, _manifest(run_id=lake.run_id_at(now + MAX_CLOCK_STEP + timedelta(seconds=1))))
         lists.clear()
         assert next_run_id(bucket, now, log) == after(from_cdc)

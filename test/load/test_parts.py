@@ -305,6 +305,13 @@ def test_hostile_part_requests_stage_nothing(parted, warehouse_url, run_sql, log
         assert (result["status"], result["runs"]) == ("ok", [])
     assert _staging_rows(warehouse_url) == 0 and run_sql(warehouse_url, COUNTS) == [[0, 0, 0, 0]]
     assert sum("names no part" in line["message"] for line in log_lines) == 5
+    nested = "20991231T000000000001Z"  # its manifest a 50 KB `[[[…`: json raises RecursionError, not a ValueError
+    boto3.client("s3").put_object(Bucket=parted.settings.processed_bucket, Key=lake.manifest_key(nested),
+                                  Body=b"[" * 50_000)
+    result = _stage(PartRequest(nested, "fact_sales_order", 0))
+    assert (result["status"], result["runs"]) == ("ok", [])
+    assert sum("manifest is unreadable" in line["message"] and "nested too deep" in line["message"]
+               for line in log_lines) == 1
     for body in ({"run_id": run, "table": "fact_sales_order; DROP TABLE x", "part": 0},
                  {"run_id": "../x", "table": "fact_sales_order", "part": 0},
                  {"run_id": run, "table": "fact_sales_order", "part": -1}):

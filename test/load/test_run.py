@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 from datetime import date, timedelta
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from totesys_etl import manifest as manifests
 from totesys_etl.errors import LoadFailed
 from totesys_etl.load import bulk, files
 from totesys_etl.load import run as load_run_module
@@ -374,9 +376,19 @@ def test_bad_files_are_quarantined_and_the_rest_loads(settings, processed_lake, 
     assert loaded_runs(warehouse_connection(settings)) == {kit.run_id(1)}
 
 
-def test_a_corrupt_manifest_is_quarantined_and_passed(settings, processed_lake, kit, log_lines):
+#: Corrupt processed manifests: not JSON; a 50 KB `[[[…` (json raises RecursionError, not a ValueError:
+#: the run failed on every attempt, its mark stuck); valid JSON padded past manifest.MAX_BYTES (judged by
+#: its size alone: read, it would load as an empty run).
+CORRUPT = {"not JSON": lambda run_id: b"{nope", "nested": lambda run_id: b"[" * 50_000,
+           "too large": lambda run_id: json.dumps({"run_id": run_id, "stage": "process", "files": {},
+                                                   "quarantined": []}).encode().ljust(manifests.MAX_BYTES + 1)}
+
+
+@pytest.mark.parametrize("corrupt", CORRUPT.values(), ids=CORRUPT)
+def test_a_corrupt_manifest_is_quarantined_and_passed(settings, processed_lake, kit, log_lines, corrupt):
     processed_lake.write_ingested(kit.run_id(1))
-    processed_lake.s3.put_object(Bucket=processed_lake.processed, Key=f"_runs/{kit.run_id(1)}.json", Body=b"{nope")
+    processed_lake.s3.put_object(Bucket=processed_lake.processed, Key=f"_runs/{kit.run_id(1)}.json",
+                                 Body=corrupt(kit.run_id(1)))
     result = load(settings, None, today=TODAY)
     assert result["runs"][0].pop("seconds") >= 0
     assert result["runs"] == [{"run_id": kit.run_id(1), "rows": {}, "files": 0, "quarantined": 1}]

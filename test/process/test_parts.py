@@ -16,6 +16,7 @@ import pytest
 
 from totesys_etl import fanout, lake
 from totesys_etl import manifest as manifests
+from totesys_etl.errors import ProcessFailed
 from totesys_etl.events import part_event, PartRequest
 from totesys_etl.process import parts, run
 from totesys_etl.logs import StageLog
@@ -177,6 +178,28 @@ def test_a_part_request_the_manifest_does_not_name_is_ignored(lake_pair, write_p
         assert _handle(lake_pair, request)["runs"] == []
     assert lake_pair.keys() == []
     assert [level for level, message in logs if "does not name" in message] == ["WARNING"] * 4
+
+
+def test_a_part_request_for_a_run_whose_manifest_nests_too_deep_is_ignored(lake_pair, env_of, logs):
+    """A 50 KB `[[[…` at the run's manifest: json raises RecursionError there, not a ValueError; the
+    request is ignored as for any unreadable manifest (the run's own invocation quarantines it)."""
+    env_of(lake_pair)
+    lake_pair.put(lake.manifest_key(RUN), b"[" * 50_000)
+    assert _handle(lake_pair, PartRequest(RUN, "sales_order", 0))["runs"] == []
+    assert lake_pair.keys() == []
+    assert [level for level, message in logs if "does not name" in message] == ["WARNING"]
+
+
+@pytest.mark.parametrize("body", [b"[" * 50_000, b"{}".ljust(manifests.MAX_BYTES + 1)], ids=["nested", "too large"])
+def test_a_record_that_is_not_this_stage_s_json_fails_the_run_with_one_line(lake_pair, write_parted, body):
+    """A part's record nested too deep to decode, or larger than any record: ProcessFailed, never a
+    RecursionError or the whole object in memory."""
+    write_parted(lake_pair)
+    key = parts.record_key(RUN, parts.part_name("sales_order", 1))
+    lake_pair.put(key, body, lake_pair.processed)  # as if part 1 had recorded this
+    with pytest.raises(ProcessFailed, match=f"^the record {key} is not this stage's JSON$"):
+        run.process_run(lake_pair.settings, RUN)
+    assert not lake.manifest_exists(lake_pair.processed, RUN)
 
 
 def test_a_part_that_cannot_be_read_is_quarantined_and_its_processed_part_is_empty(lake_pair, write_parted):

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from totesys_etl import calendar, lake
+from totesys_etl import manifest as manifests
 from totesys_etl.process import run
 from totesys_etl.schema import star_table, state_table
 
@@ -291,6 +292,29 @@ def test_a_corrupt_manifest_dated_in_the_future_never_hides_the_runs_that_come_a
     assert lake.read_mark(lake_pair.processed, run.MARK_PREFIX) == RUN_A          # not the future one
     lake_pair.write_run(RUN_B, currency)  # a run that appears later, below the bogus one; no event
     assert [r.run_id for r in run.sweep(lake_pair.settings, log)] == [RUN_B]
+
+
+def test_a_manifest_nested_too_deep_or_too_large_is_quarantined_and_never_stops_the_sweep(lake_pair, copy_csv):
+    """A 50 KB `[[[…` (json raises RecursionError, not a ValueError) failed its run on every attempt,
+    and held the sweep's mark; a manifest over manifest.MAX_BYTES is judged by its size alone (this one
+    is valid JSON padded with blanks). Both are quarantined as any corrupt manifest is."""
+    lake_pair.write_run(RUN_A, csvs(copy_csv, {"currency": SOURCE["currency"]}))
+    nested, large = "20990101T000000000000Z", "20990101T000000000001Z"
+    bodies = {nested: b"[" * 50_000,
+              large: json.dumps({"run_id": large, "files": {}}).encode().ljust(manifests.MAX_BYTES + 1)}
+    for run_id, body in bodies.items():
+        lake_pair.put(lake.manifest_key(run_id), body)
+    assert [r.run_id for r in run.sweep(lake_pair.settings, run.StageLog("process"))] == [RUN_A, nested, large]
+    reasons = {}
+    for run_id in bodies:
+        manifest = lake_pair.manifest(run_id)
+        assert manifest["files"] == {} and [q["key"] for q in manifest["quarantined"]] == [lake.manifest_key(run_id)]
+        reasons[run_id] = json.loads(lake_pair.get(f"quarantine/{run_id}/_runs/{run_id}.json.reason.json"))["reason"]
+    assert reasons == {nested: f"manifest _runs/{nested}.json is nested too deep to decode",
+                       large: f"manifest _runs/{large}.json is 16,777,217 bytes, more than a manifest may be "
+                              "(16,777,216)"}
+    assert lake_pair.get(f"quarantine/{nested}/_runs/{nested}.json") == bodies[nested]
+    assert lake.read_mark(lake_pair.processed, run.MARK_PREFIX) == RUN_A
 
 
 def test_a_failed_run_holds_the_mark_but_not_the_runs_after_it(lake_pair, copy_csv):

@@ -249,8 +249,23 @@ def _abort(s3, bucket: str, key: str, upload_id: str) -> None:
                      extra={"fields": {"stage": None, "run_id": None, "key": key, "error_code": reason}})
 
 
-def get_bytes(bucket: str, key: str) -> bytes:
-    return client().get_object(Bucket=bucket, Key=key)["Body"].read()
+class TooLarge(Exception):
+    """An object larger than its reader reads whole (`get_bytes`'s `max_bytes`): its body was never read."""
+
+    def __init__(self, bucket: str, key: str, size: int, max_bytes: int):
+        super().__init__(f"s3://{bucket}/{key} is {size:,} bytes, more than the {max_bytes:,} read whole")
+        self.size, self.max_bytes = size, max_bytes
+
+
+def get_bytes(bucket: str, key: str, max_bytes: int | None = None) -> bytes:
+    """The object's bytes, whole in memory. With `max_bytes`, a larger object is TooLarge, told by the
+    GET's Content-Length before any of its body is read (the connection is closed, not drained), so
+    a multi-GB object where a small one belongs costs one request, never the process's memory."""
+    response = client().get_object(Bucket=bucket, Key=key)
+    if max_bytes is not None and response["ContentLength"] > max_bytes:
+        response["Body"].close()
+        raise TooLarge(bucket, key, response["ContentLength"], max_bytes)
+    return response["Body"].read()
 
 
 #: Bytes per GET of a download: the whole of a smaller object, a range of a larger one.

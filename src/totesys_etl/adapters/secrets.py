@@ -6,7 +6,6 @@ secret still reaches every container within minutes.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from functools import lru_cache
@@ -14,7 +13,7 @@ from functools import lru_cache
 import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from totesys_etl.errors import SecretError
+from totesys_etl.errors import SecretError, parse_json
 
 _FIELDS = ("host", "port", "username", "password", "dbname")
 #: How long a container keeps a secret it read (AWS's own caching clients default to an hour).
@@ -55,10 +54,10 @@ def _fetch(endpoint: str | None, secret_id: str) -> dict:
         raise SecretError(f"secret {secret_id!r}: {e.response['Error'].get('Code', 'error')}") from None
     except BotoCoreError as e:
         raise SecretError(f"secret {secret_id!r}: {type(e).__name__}") from None
-    try:
-        secret = json.loads(value)
-    except (TypeError, ValueError):
-        raise SecretError(f"secret {secret_id!r} is not JSON") from None
+    if not isinstance(value, str):  # no SecretString: a binary secret
+        raise SecretError(f"secret {secret_id!r} is not JSON")
+    # JSON's errors name a position, never the text: the reason holds nothing of the value
+    secret = parse_json(value, f"secret {secret_id!r}", SecretError)
     missing = [f for f in _FIELDS if not isinstance(secret, dict) or f not in secret]
     if missing:
         raise SecretError(f"secret {secret_id!r} lacks {', '.join(missing)}")

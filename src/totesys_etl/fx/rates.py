@@ -19,11 +19,12 @@ from that day again to carry its rate over the following weekend.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
+
+from totesys_etl.errors import parse_json
 
 BASE = "GBP"
 #: contract §3: `numeric` travels as decimal128(38, 10): at most 10 places and 20 integer digits.
@@ -85,10 +86,7 @@ def parse_page(body: bytes, symbols: list[str], asked_start: date, asked_end: da
     rate dated before `asked_start` is allowed (never after `asked_end`).
     """
     try:
-        try:
-            document = json.loads(body, parse_float=Decimal, parse_int=Decimal)
-        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise ValueError(f"the body is not JSON: {e}") from None
+        document = parse_json(body, "the body", ValueError, parse_float=Decimal, parse_int=Decimal)
         if not isinstance(document, dict):
             raise ValueError("the body is not a JSON object")
         if document.get("base") != BASE:

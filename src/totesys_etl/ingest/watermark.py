@@ -272,13 +272,14 @@ def next_run_id(bucket: str, now: datetime, log: StageLog) -> str:
 
 
 def _is_totesys_run(bucket: str, run_id: str) -> bool:
-    """True for the manifest of a run either totesys mode wrote (not a courier file's, and parseable)."""
+    """True for the manifest of a run either totesys mode wrote (not a courier file's, and parseable:
+    not over manifest.MAX_BYTES, nor nested too deep to decode)."""
     key = lake.manifest_key(run_id)
-    with lake_errors(bucket, key, missing_ok=True) as call:
-        body = s3.get_bytes(bucket, key)
-    if call.missing:
-        return False
     try:
+        with lake_errors(bucket, key, missing_ok=True) as call:
+            body = manifests.read_bytes(bucket, run_id)  # over manifest.MAX_BYTES: InvalidInput, unread
+        if call.missing:
+            return False
         return not manifests.is_courier(manifests.parse(body, run_id))
     except InvalidInput:
         return False
@@ -319,12 +320,12 @@ _FROM_CDC = object()
 
 def _read_watermark(bucket: str, run_id: str, log: StageLog):
     key = lake.manifest_key(run_id)
-    with lake_errors(bucket, key, missing_ok=True) as call:
-        body = s3.get_bytes(bucket, key)
-    if call.missing:  # listed a moment ago: only a deletion behind our back gets here
-        log.warning("skipping a manifest that disappeared", previous_run_id=run_id)
-        return None
     try:
+        with lake_errors(bucket, key, missing_ok=True) as call:
+            body = manifests.read_bytes(bucket, run_id)
+        if call.missing:  # listed a moment ago: only a deletion behind our back gets here
+            log.warning("skipping a manifest that disappeared", previous_run_id=run_id)
+            return None
         parsed = manifests.parse(body, run_id)
         if parsed.get("source_mode") == "cdc":
             return _FROM_CDC  # contract §10: no polling watermark; see previous_watermark

@@ -22,7 +22,6 @@ one part write the same objects.
 from __future__ import annotations
 
 import array
-import json
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,7 @@ from totesys_etl import calendar, fanout, lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
-from totesys_etl.errors import InvalidInput, ProcessFailed, is_missing, lake_errors
+from totesys_etl.errors import InvalidInput, ProcessFailed, is_missing, lake_errors, parse_json
 from totesys_etl.events import PartRequest
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.manifest import FileEntry
@@ -184,14 +183,15 @@ def _record(bucket: str, run_id: str, name: str, document: dict) -> None:
 
 def _read_record(bucket: str, run_id: str, name: str) -> dict:
     key = record_key(run_id, name)
-    with lake_errors(bucket, key):
-        body = s3.get_bytes(bucket, key)
+    not_ours = f"the record {key} is not this stage's JSON"
     try:
-        record = json.loads(body)
-    except ValueError:
-        record = None
+        with lake_errors(bucket, key):
+            body = s3.get_bytes(bucket, key, manifests.MAX_BYTES)  # a record is smaller than a manifest
+    except s3.TooLarge:
+        raise ProcessFailed(not_ours) from None
+    record = parse_json(body, f"the record {key}", lambda _: ProcessFailed(not_ours))
     if not isinstance(record, dict):
-        raise ProcessFailed(f"the record {key} is not this stage's JSON")
+        raise ProcessFailed(not_ours)
     return record
 
 

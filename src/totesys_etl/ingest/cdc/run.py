@@ -34,8 +34,8 @@ from totesys_etl import lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import postgres, s3
 from totesys_etl.config import Database, Settings
-from totesys_etl.errors import (ConfigurationError, EtlError, SourceSchemaChanged, SourceUnavailable, describe,
-                                lake_errors)
+from totesys_etl.errors import (ConfigurationError, EtlError, InvalidInput, SourceSchemaChanged, SourceUnavailable,
+                                describe, lake_errors)
 from totesys_etl.faults import crash_point
 from totesys_etl.ingest import fx
 from totesys_etl.ingest.cdc import pgoutput, slot as slots
@@ -113,13 +113,13 @@ def previous_position(bucket: str, log: StageLog, before: str | None = None) -> 
     the previous run, as in the polling ingest."""
     for run_id in newest_runs_first(bucket):
         key = lake.manifest_key(run_id)
-        with lake_errors(bucket, key, missing_ok=True) as call:
-            body = s3.get_bytes(bucket, key)
-        if call.missing:
-            continue
         try:
+            with lake_errors(bucket, key, missing_ok=True) as call:
+                body = manifests.read_bytes(bucket, run_id)
+            if call.missing:
+                continue
             manifest = manifests.parse(body, run_id)
-        except EtlError as e:
+        except InvalidInput as e:
             log.warning(f"skipping a corrupt manifest: {e}", previous_run_id=run_id)
             continue
         if manifests.is_courier(manifest):

@@ -10,7 +10,8 @@ and behaves as Frankfurter documents (readme_files/fx.md compares the two):
 - `latest` (a date) hides every day after it, as the real API has nothing after today.
 Fault switches (`set_fault`, or `POST /_faults` with the same JSON, `DELETE /_faults` to clear)
 make the next answers fail: `500`, `503` or `429` (with `Retry-After`), `slow` (an answer `delay`
-seconds late), `malformed` (not JSON), `negative` (a negative rate), `missing` (the first symbol left
+seconds late), `malformed` (not JSON), `nested` (the answer's rates 50,000 arrays deep: 100 KB that
+a JSON decoder cannot descend), `negative` (a negative rate), `missing` (the first symbol left
 out of the first day asked), and two hostile servers (contract §9 "Bounded work"): `drip` (the answer one byte every
 `delay` seconds, headers first or, with `headers`, the headers too) and `huge` (`size` bytes of
 blanks before the answer, with no Content-Length, as an endless stream would). `after` answers
@@ -44,7 +45,9 @@ DATASET = Path(__file__).with_name("fx_rates.csv")
 FIRST_DAY, LAST_DAY = date(2021, 1, 1), date(2027, 12, 31)
 START_RATES = {"USD": 1.3512, "EUR": 1.1241, "CHF": 1.2087, "JPY": 139.87}
 PAGE_DAYS = 120
-FAULTS = ("500", "503", "429", "slow", "malformed", "negative", "missing", "drip", "huge")
+FAULTS = ("500", "503", "429", "slow", "malformed", "nested", "negative", "missing", "drip", "huge")
+#: How deep the `nested` fault's rates go: far past what CPython's JSON decoder descends (about 1,000).
+NESTED_DEPTH = 50_000
 
 
 def _holiday(day: date) -> bool:
@@ -258,6 +261,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._huge(status, _dumps(body), fault["size"])
         if status == 200 and mode == "malformed":
             return self._send(200, _dumps(body)[:-7] + b"<html>")
+        if status == 200 and mode == "nested":
+            head = _dumps({k: v for k, v in body.items() if k != "rates"})[:-1]
+            return self._send(200, head + b',"rates":' + b"[" * NESTED_DEPTH + b"]" * NESTED_DEPTH + b"}")
         if status == 200 and mode in ("negative", "missing"):
             first = next(iter(body["rates"].values()))
             symbol = next(iter(first))
