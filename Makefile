@@ -2,6 +2,10 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
+# unit-test and check-coverage run the suite in WORKERS processes (pytest-xdist), each with its own
+# PostgreSQL cluster and moto server; a module's tests stay in one worker. WORKERS=0: one process.
+WORKERS ?= 2
+PARALLEL := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
 BIN := $(VENV)/bin
 CHECKOV_VENV := .venv-checkov
 ORDERS ?= 100000
@@ -63,12 +67,12 @@ run-flake: $(DEV_STAMP)
 	$(BIN)/flake8 src test
 
 unit-test: $(DEV_STAMP) $(CHROMIUM) $(FAKETIME) $(PGBOUNCER)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PARALLEL)
 
 ## check-coverage: the whole suite under coverage, subprocesses included; fails under 90 %
 check-coverage: $(DEV_STAMP) $(CHROMIUM) $(FAKETIME) $(PGBOUNCER)
 	rm -f .coverage .coverage.*
-	$(BIN)/coverage run -m pytest -q --durations=30
+	$(BIN)/coverage run -m pytest -q --durations=30 $(PARALLEL)
 	$(BIN)/coverage combine -q
 	$(BIN)/coverage report --fail-under=90
 
