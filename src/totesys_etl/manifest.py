@@ -28,7 +28,7 @@ from typing import Collection
 
 from totesys_etl import lake
 from totesys_etl.adapters import s3
-from totesys_etl.errors import EtlError, InvalidInput, parse_json
+from totesys_etl.errors import EtlError, InvalidInput, lake_errors, parse_json
 
 FORMAT = {"ingest": 2, "process": 1}
 #: What every reader requires; `stage` and `format` are written for people and tools, not required.
@@ -146,6 +146,15 @@ def read_bytes(bucket: str, run_id: str) -> bytes:
                            ) from None
 
 
+def read_if_present(bucket: str, run_id: str) -> dict | None:
+    """The manifest of a run a listing named, or None if it is gone since (deleted behind the reader's
+    back). InvalidInput if it is too large, not JSON or not this run's; S3's failures as
+    LakeUnavailable (`lake_errors`)."""
+    with lake_errors(bucket, lake.manifest_key(run_id), missing_ok=True) as call:
+        body = read_bytes(bucket, run_id)
+    return None if call.missing else parse(body, run_id)
+
+
 def read(bucket: str, run_id: str, required: tuple[str, ...] = COMMON_FIELDS) -> dict:
     """The manifest as a dict; InvalidInput if it is too large, not JSON or lacks a required field.
 
@@ -160,6 +169,12 @@ def parse(body: bytes, run_id: str, required: tuple[str, ...] = COMMON_FIELDS) -
     manifest = parse_json(body, f"manifest {where}")
     if not isinstance(manifest, dict):
         raise InvalidInput(f"manifest {where} is not a JSON object")
+    return require(manifest, run_id, required)
+
+
+def require(manifest: dict, run_id: str, required: tuple[str, ...] = COMMON_FIELDS) -> dict:
+    """`manifest` (a parsed JSON object) if it is this run's with `required`; InvalidInput if not."""
+    where = lake.manifest_key(run_id)
     missing = [f for f in dict.fromkeys((*COMMON_FIELDS, *required)) if f not in manifest]
     if missing:
         raise InvalidInput(f"manifest {where} lacks {', '.join(missing)}")

@@ -274,15 +274,11 @@ def next_run_id(bucket: str, now: datetime, log: StageLog) -> str:
 def _is_totesys_run(bucket: str, run_id: str) -> bool:
     """True for the manifest of a run either totesys mode wrote (not a courier file's, and parseable:
     not over manifest.MAX_BYTES, nor nested too deep to decode)."""
-    key = lake.manifest_key(run_id)
     try:
-        with lake_errors(bucket, key, missing_ok=True) as call:
-            body = manifests.read_bytes(bucket, run_id)  # over manifest.MAX_BYTES: InvalidInput, unread
-        if call.missing:
-            return False
-        return not manifests.is_courier(manifests.parse(body, run_id))
+        manifest = manifests.read_if_present(bucket, run_id)
     except InvalidInput:
         return False
+    return manifest is not None and not manifests.is_courier(manifest)
 
 
 def newest_runs_first(bucket: str, now: datetime | None = None) -> Iterator[str]:
@@ -319,19 +315,17 @@ _FROM_CDC = object()
 
 
 def _read_watermark(bucket: str, run_id: str, log: StageLog):
-    key = lake.manifest_key(run_id)
     try:
-        with lake_errors(bucket, key, missing_ok=True) as call:
-            body = manifests.read_bytes(bucket, run_id)
-        if call.missing:  # listed a moment ago: only a deletion behind our back gets here
+        parsed = manifests.read_if_present(bucket, run_id)
+        if parsed is None:  # listed a moment ago: only a deletion behind our back gets here
             log.warning("skipping a manifest that disappeared", previous_run_id=run_id)
             return None
-        parsed = manifests.parse(body, run_id)
         if parsed.get("source_mode") == "cdc":
             return _FROM_CDC  # contract §10: no polling watermark; see previous_watermark
         if manifests.is_courier(parsed):
             return None  # a courier file's run (contract §9): it read nothing of the source
-        return Watermark.from_manifest(xid_state.inline(bucket, manifests.parse(body, run_id, manifests.INGEST_FIELDS)))
+        manifests.require(parsed, run_id, manifests.INGEST_FIELDS)
+        return Watermark.from_manifest(xid_state.inline(bucket, parsed))
     except InvalidInput as e:
         log.warning(f"skipping a corrupt manifest: {e}", previous_run_id=run_id)
         return None

@@ -112,17 +112,12 @@ def previous_position(bucket: str, log: StageLog, before: str | None = None) -> 
     which follows every run within MAX_CLOCK_STEP of the clock) is a stray or forged key, never
     the previous run, as in the polling ingest."""
     for run_id in newest_runs_first(bucket):
-        key = lake.manifest_key(run_id)
         try:
-            with lake_errors(bucket, key, missing_ok=True) as call:
-                body = manifests.read_bytes(bucket, run_id)
-            if call.missing:
-                continue
-            manifest = manifests.parse(body, run_id)
+            manifest = manifests.read_if_present(bucket, run_id)
         except InvalidInput as e:
             log.warning(f"skipping a corrupt manifest: {e}", previous_run_id=run_id)
             continue
-        if manifests.is_courier(manifest):
+        if manifest is None or manifests.is_courier(manifest):
             continue
         if before is not None and run_id >= before:
             log.warning("the newest manifest is dated after this run: ignored", previous_run_id=run_id)
