@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 from urllib.parse import parse_qs, unquote
 
+from totesys_etl.local.services import moto_fixes
 from totesys_etl.local.services.moto_files import (
     HEADER_SLOT, FileBuffer, PartsChecksum, attach, complete_on_disk, header_line, write_parts)
 
@@ -404,17 +405,6 @@ def _complete_uploads_on_disk(store: DiskStore) -> None:
     S3Backend.complete_multipart_upload = complete
 
 
-def _list_moto_modules_once() -> None:
-    """moto's dispatcher lists its own package folder (a `listdir` and some 180 `stat`s) twice per
-    request to tell a service name from a host name. The list cannot change while the server runs,
-    so it is read once: about 3 ms of every request here (profiled), more than a write's disk copy
-    costs (ADR 4)."""
-    import moto.backends as backends
-
-    listed = tuple(backends.list_of_moto_modules())
-    backends.list_of_moto_modules = lambda: listed
-
-
 def main(argv: list[str] | None = None) -> None:
     """`python -m totesys_etl.local.services.moto_disk -p PORT --data FOLDER`: moto's server, S3 on disk."""
     import signal
@@ -430,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_PORT", str(args.port))  # moto builds queue URLs from it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    _list_moto_modules_once()
+    moto_fixes.apply()
     app = DomainDispatcherApplication(create_backend_app)
     try:
         store = DiskStore(args.data)

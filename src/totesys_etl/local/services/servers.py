@@ -230,13 +230,13 @@ class MotoServer(BackgroundServer):
     @classmethod
     def start(cls, log_path: Path | None = None, port: int | None = None,
               data_dir: Path | None = None) -> "MotoServer":
-        """In memory (the tests' throwaway server), or with S3 kept in `data_dir` (`moto_disk.py`: `up`'s lake)."""
+        """In memory (the tests' throwaway server), or with S3 kept in `data_dir` (`moto_disk.py`: `up`'s lake);
+        both with moto mended (`moto_fixes.py`)."""
         port = port or free_port()
         if data_dir is not None:
             command = [sys.executable, "-m", "totesys_etl.local.services.moto_disk", "--data", str(data_dir)]
         else:
-            exe = Path(sys.executable).with_name("moto_server")
-            command = [str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"]
+            command = [sys.executable, "-m", "totesys_etl.local.services.moto_fixes"]
         return cls(port, cls.spawn(command + ["-H", "127.0.0.1", "-p", str(port)], port, log_path))
 
     @property
