@@ -21,7 +21,7 @@ STAGES = ("ingest", "process", "load")
 OFF_LAMBDA = ("local", "bench", "cli", "__main__")
 #: What every stage may use: it may import nothing above it.
 CORE = ("schema", "adapters", "lake", "manifest", "runs", "events", "calendar", "config", "errors", "logs",
-        "faults", "quarantine", "failures", "landing_marks",
+        "faults", "quarantine", "failures", "landing_marks", "fanout",
         # read-only views of the lake's bookkeeping: they read it beside the stages, never through one
         "landed")
 
