@@ -153,7 +153,7 @@ def test_connections_carry_keepalives_and_timeouts(warehouse_url):
 def test_a_session_abandoned_mid_transaction_loses_its_lock(warehouse_url):
     """A loader that hangs (or dies behind a half-open socket) idle in its transaction is cut off by
     the server after idle_in_transaction_session_timeout, and its session lock goes with it."""
-    abandoned = pg.connect(Database("warehouse", warehouse_url, "x"), idle_in_transaction_timeout=1)
+    abandoned = pg.connect(Database("warehouse", warehouse_url, "x"), idle_in_transaction_timeout=3)
     other = pg.connect(Database("warehouse", warehouse_url, "x"))
     try:
         assert pg.advisory_lock(abandoned, 45, 0)

@@ -216,7 +216,9 @@ def test_the_tmp_watch_reports_the_most_held_at_once(tmp_path):
     with stage.TmpWatch(str(folder), interval=0.01) as watch:
         (folder / "run" / "a.csv").write_bytes(b"x" * 3_000_000)
         (folder / "b.parquet").write_bytes(b"y" * 1_000_000)
-        time.sleep(0.2)
+        deadline = time.monotonic() + 30   # the sampler thread runs when a busy machine lets it
+        while watch.peak_bytes < 4_000_000 and time.monotonic() < deadline:
+            time.sleep(0.01)
         (folder / "run" / "a.csv").unlink()
         (folder / "b.parquet").unlink()
         (folder / "c.csv").write_bytes(b"z" * 500_000)

@@ -9,6 +9,7 @@ written to `.local/exactly-once.json` (the numbers readme_files/exactly-once.md 
 """
 from __future__ import annotations
 
+import fcntl
 import http.client
 import importlib.util
 import itertools
@@ -162,13 +163,35 @@ class Tally:
                 "marks_seen_moving": dict(sorted(self.marks_moved.items()))}
 
 
+def _added(mine, theirs):
+    """Two tallies' `as_dict()` added up, number by number (nested counts by name)."""
+    if isinstance(mine, dict) or isinstance(theirs, dict):
+        mine, theirs = mine or {}, theirs or {}
+        return {k: _added(mine.get(k, 0), theirs.get(k, 0)) for k in sorted({*mine, *theirs})}
+    return mine + theirs
+
+
 @pytest.fixture(scope="session")
 def tally():
+    """The session's counts, written to TALLY_PATH at its end. Under pytest-xdist each worker holds
+    its own share: each adds it to what the other workers of the same run (`PYTEST_XDIST_TESTRUNUID`)
+    wrote, under a lock, so the file holds the whole run's counts, never the last worker's alone."""
     counts = Tally()
     yield counts
-    if counts.runs_compared or counts.faults or counts.oracle_checks:
-        TALLY_PATH.parent.mkdir(parents=True, exist_ok=True)
-        TALLY_PATH.write_text(json.dumps(counts.as_dict(), indent=1) + "\n")
+    if not (counts.runs_compared or counts.faults or counts.oracle_checks):
+        return
+    TALLY_PATH.parent.mkdir(parents=True, exist_ok=True)
+    testrun = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    with open(TALLY_PATH.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mine = counts.as_dict()
+        try:
+            earlier = json.loads(TALLY_PATH.read_text())
+        except (OSError, ValueError):
+            earlier = {}
+        if testrun and earlier.pop("testrun", None) == testrun:
+            mine = _added(mine, earlier)
+        TALLY_PATH.write_text(json.dumps({**mine, "testrun": testrun} if testrun else mine, indent=1) + "\n")
 
 
 #: What a gated child runs before its work: say it is ready, then wait for the line that releases it.

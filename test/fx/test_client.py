@@ -87,14 +87,14 @@ def test_the_url_comes_from_the_environment():
 
 @pytest.mark.parametrize("headers", [False, True], ids=["body", "headers"])
 def test_a_server_that_drips_is_stopped_at_the_total_deadline(fx_api, headers):
-    """Issue 39: a byte every 0.2 s never trips the 1 s read timeout; the 1.5 s deadline stops it,
+    """Issue 39: a byte every 0.2 s never trips the 2 s read timeout; the 1.5 s deadline stops it,
     whether the headers or the body drip (the real stand-in, real sockets)."""
     fx_api.set_fault("drip", delay=0.2, headers=headers)
     started = time.monotonic()
     with pytest.raises(FxUnavailable, match=r"no whole answer within its 1.5 s deadline \(TOTESYS_FX_DEADLINE"):
-        list(Client(fx_api.url, read_seconds=1, deadline_seconds=1.5).pages(date(2024, 1, 8), date(2024, 1, 12),
+        list(Client(fx_api.url, read_seconds=2, deadline_seconds=1.5).pages(date(2024, 1, 8), date(2024, 1, 12),
                                                                             SYMBOLS))
-    assert 1.5 <= time.monotonic() - started < 3
+    assert 1.5 <= time.monotonic() - started < 5
 
 
 def test_the_deadline_comes_from_the_environment(fx_api, monkeypatch):

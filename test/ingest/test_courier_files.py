@@ -172,10 +172,10 @@ def test_a_decompression_bomb_is_stopped_within_the_first_gigabyte():
     bomb = gzip.compress(b'[{"event_id": "e1"},', 9) + member * 192 + gzip.compress(b"]")
     assert len(bomb) < 4 << 20
     raw = Counting(bomb)
-    started = time.monotonic()
+    started = time.thread_time()  # CPU seconds: a wall-clock bound fails on a busy CI machine, not on a defect
     with pytest.raises(Unreadable) as caught:
         list(items(raw))
-    seconds = time.monotonic() - started
+    seconds = time.thread_time() - started
     reason = str(caught.value)
     assert "200:1" in reason and "decompression bomb" in reason, reason
     decompressed = int(reason.split(" bytes")[0].split()[-1].replace(",", ""))
