@@ -30,10 +30,14 @@ class Landed:
     last_modified: datetime | None = None
 
 
+def landed_digest(bucket: str, key: str, etag: str) -> str:
+    """The name of one landed object's state: a hash, so any key (`..`, quotes) is just input."""
+    return hashlib.sha256(json.dumps([bucket, key, etag]).encode()).hexdigest()
+
+
 def marker_key(bucket: str, key: str, etag: str) -> str:
-    """Where the marker of a taken object lives: a hash, so any key (`..`, quotes) is just input."""
-    digest = hashlib.sha256(json.dumps([bucket, key, etag]).encode()).hexdigest()
-    return f"{MARKER_PREFIX}{digest}.json"
+    """Where the marker of a taken object lives."""
+    return f"{MARKER_PREFIX}{landed_digest(bucket, key, etag)}.json"
 
 
 def is_taken(settings: Settings, obj: Landed) -> bool:

@@ -228,12 +228,19 @@ def test_courier_runs_are_never_the_totesys_ingests_previous_run(landing, pipeli
     assert not [line for line in logs if line["level"] != "INFO"]
 
 
-def _handler_in_subprocess(stage: str, event: dict, crash_at: str | None) -> int:
+def _handler_run(stage: str, event: dict, crash_at: str | None) -> tuple[int, list[dict]]:
+    """A handler in a process of its own, as Lambda runs it: its exit status and its JSON log lines."""
     env = {**os.environ, **({"TOTESYS_CRASH_AT": crash_at} if crash_at else {})}
     code = (f"import json, sys; from totesys_etl.{stage}.handler import lambda_handler; "
             "lambda_handler(json.loads(sys.argv[1]), None)")
-    return subprocess.run([sys.executable, "-c", code, json.dumps(event)], env=env, capture_output=True,
-                          timeout=120).returncode
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(event)], env=env, capture_output=True,
+                          timeout=120)
+    lines = [json.loads(line) for line in done.stderr.decode().splitlines() if line.startswith("{")]
+    return done.returncode, lines
+
+
+def _handler_in_subprocess(stage: str, event: dict, crash_at: str | None) -> int:
+    return _handler_run(stage, event, crash_at)[0]
 
 
 @pytest.mark.slow
@@ -259,8 +266,113 @@ def test_a_crash_at_each_fault_point_then_a_rerun_loads_every_event_once(
     assert stored(run_sql, pipeline_env["TOTESYS_WAREHOUSE_URL"]) == want
 
 
-def test_an_object_taken_twice_at_once_still_loads_each_event_once(landing, pipeline_env, run_sql, monkeypatch):
-    """The S3 event and the sweep both looked before either wrote the marker: two runs of one file."""
+#: A file with good and bad events, and a file that is not JSON: what a take quarantines.
+HELD_BACK = {"held.json": ([event(600, 600), event(601, 601)],
+                           as_array([event(600, 600), {"event_id": "x"}, event(601, 601),
+                                     {**event(602), "status": "lost"}])),
+             "garbage.json": ([], b"PK\x03\x04 a zip, not JSON")}
+
+
+def _quarantined_once(key: str, processed_bucket: str) -> None:
+    """`totesys-etl quarantine` lists the file's bad events (or the whole file) once, and status counts them once."""
+    from totesys_etl.status import status
+
+    held = quarantine.listed(processed_bucket)
+    whole = not HELD_BACK[key][0]
+    assert [(h.key, h.kind, h.rows) for h in held] == \
+        [(key, quarantine.QUARANTINED_FILE, None) if whole else (key, quarantine.QUARANTINED_ROWS, 2)]
+    kind = quarantine.QUARANTINED_FILE if whole else quarantine.QUARANTINED_ROWS
+    assert status().quarantined == {kind: {"entries": 1, "rows": None if whole else 2}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point, key", [("ingest.before_manifest", "held.json"),
+                                        ("ingest.after_manifest", "held.json"),
+                                        ("ingest.after_manifest", "garbage.json")])
+def test_a_crash_after_the_quarantine_then_a_rerun_quarantines_each_bad_event_once(
+        point, key, landing, pipeline_env, run_sql, logs):
+    """The take quarantines before its manifest (nothing lost); the rerun takes the file again and must
+    not quarantine it a second time: one listing entry, one status count, one ERROR line."""
+    from totesys_etl.logs import StageLog
+
+    good, body = HELD_BACK[key]
+    drop(landing, key, body)
+    code, lines = _handler_run("ingest", created(landing, key), point)
+    assert code == 137
+    assert len(quarantine.listed(pipeline_env["TOTESYS_PROCESSED_BUCKET"])) == 1  # written before the crash
+    errors = [line for line in lines if line["level"] == "ERROR"]
+    code, lines = _handler_run("ingest", created(landing, key), None)  # the event replayed
+    assert code == 0
+    errors += [line for line in lines if line["level"] == "ERROR"]
+    assert courier.sweep(Settings.from_env(), StageLog("ingest")) == []  # the scheduled sweep: taken already
+    errors += [line for line in logs if line["level"] == "ERROR"]
+    assert [(e["error_kind"], e["key"]) for e in errors] == \
+        [("quarantined_rows" if good else "quarantined_file", key)]
+    process_and_load()
+    _quarantined_once(key, pipeline_env["TOTESYS_PROCESSED_BUCKET"])
+    assert stored(run_sql, pipeline_env["TOTESYS_WAREHOUSE_URL"]) == Counter(expected_row(e) for e in good)
+
+
+@pytest.mark.parametrize("key", sorted(HELD_BACK))
+def test_a_retry_after_a_run_id_collision_quarantines_once(key, landing, pipeline_env, run_sql, monkeypatch):
+    """The first take's run id is another run's (its manifest exists): it stops after quarantining,
+    without a manifest or marker; the retry, under a new run id, does not quarantine again."""
+    from totesys_etl.logs import StageLog
+
+    settings = Settings.from_env()
+    good, body = HELD_BACK[key]
+    obj = courier.Landed(key, drop(landing, key, body))
+    taken = lake.run_id_at(datetime.now(timezone.utc) - timedelta(seconds=1))
+    manifests.write(settings.ingest_bucket, manifests.courier_manifest(
+        taken, {"bucket": landing, "key": "other.json", "etag": "0"}, {}, {}, []))
+    with monkeypatch.context() as clock:
+        clock.setattr(lake, "run_id_at", lambda when: taken)
+        with pytest.raises(courier.RunIdCollision):
+            courier.take(settings, obj, StageLog("ingest"))
+    retry = courier.take(settings, obj, StageLog("ingest"))
+    assert retry is not None and retry.run_id != taken
+    assert courier.take(settings, obj, StageLog("ingest")) is None  # taken now
+    process_and_load()
+    _quarantined_once(key, settings.processed_bucket)
+    assert stored(run_sql, pipeline_env["TOTESYS_WAREHOUSE_URL"]) == Counter(expected_row(e) for e in good)
+
+
+def test_two_takes_of_a_file_with_bad_events_at_once_quarantine_it_once(
+        landing, pipeline_env, run_sql, logs, monkeypatch):
+    """The S3 event and the sweep take one file at once: the second runs whole while the first is
+    between its quarantine and its manifest. Two runs carry the events (each loads once); the bad
+    events are quarantined, and alarmed, once."""
+    from totesys_etl.logs import StageLog
+
+    settings = Settings.from_env()
+    good, body = HELD_BACK["held.json"]
+    obj = courier.Landed("held.json", drop(landing, "held.json", body))
+    second, write = [], manifests.write
+
+    def the_other_take_first(bucket, manifest):
+        if not second:
+            second.append(None)  # the other take's own manifest write goes straight through
+            second[0] = courier.take(settings, obj, StageLog("ingest"))
+        return write(bucket, manifest)
+
+    with monkeypatch.context() as race:
+        race.setattr(manifests, "write", the_other_take_first)
+        first = courier.take(settings, obj, StageLog("ingest"))
+    assert first is not None and second[0] is not None and first.run_id != second[0].run_id
+    assert first.quarantined == second[0].quarantined == 2
+    process_and_load()
+    _quarantined_once("held.json", settings.processed_bucket)
+    assert [line["error_kind"] for line in logs if line["level"] == "ERROR"] == ["quarantined_rows"]
+    assert stored(run_sql, pipeline_env["TOTESYS_WAREHOUSE_URL"]) == Counter(expected_row(e) for e in good)
+    run_ids = {r[0] for r in run_sql(pipeline_env["TOTESYS_WAREHOUSE_URL"], "SELECT etl_run_id FROM fact_delivery")}
+    assert run_ids == {first.run_id}  # the first run loaded carries them all; the second changes nothing
+
+
+def test_a_take_that_missed_the_marker_finds_the_finished_run_and_writes_no_other(landing, pipeline_env, run_sql,
+                                                                                  monkeypatch):
+    """The S3 event and the sweep both looked for the marker before either wrote it, and the second
+    starts once the first has its manifest (as a retry after a crash between manifest and marker
+    does): the first take's record names a run of this very file, so the second only marks it taken."""
     from totesys_etl.logs import StageLog
 
     events = [event(n, n) for n in range(1, 40)]
@@ -269,12 +381,11 @@ def test_an_object_taken_twice_at_once_still_loads_each_event_once(landing, pipe
     with monkeypatch.context() as race:
         race.setattr(courier, "is_taken", lambda settings, obj: False)  # both checked before either marked
         runs = [courier.take(settings, courier.Landed("raced.json", etag), StageLog("ingest")) for _ in range(2)]
-    assert runs[0].run_id != runs[1].run_id and runs[0].rows == runs[1].rows == {"delivery_event": 39}
+    assert runs[0] is not None and runs[0].rows == {"delivery_event": 39} and runs[1] is None
+    assert lake.runs_after(settings.ingest_bucket, None) == [runs[0].run_id]
     assert courier.is_taken(settings, courier.Landed("raced.json", etag))
     process_and_load()
     assert stored(run_sql, pipeline_env["TOTESYS_WAREHOUSE_URL"]) == Counter(expected_row(e) for e in events)
-    run_ids = {r[0] for r in run_sql(pipeline_env["TOTESYS_WAREHOUSE_URL"], "SELECT etl_run_id FROM fact_delivery")}
-    assert run_ids == {runs[0].run_id}  # the first run loaded carries them all; the second changes nothing
 
 
 def test_a_landing_key_too_long_to_prefix_is_quarantined_under_its_hash(landing, pipeline_env, run_sql):

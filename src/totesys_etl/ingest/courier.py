@@ -8,11 +8,20 @@ run like any other. Only after the manifest is a create-only marker written,
 `_state/landing/<sha256 of bucket, key, ETag>.json` in the ingested bucket, naming the run: an
 object with a marker is never taken again. The landing bucket is only ever read.
 
+Before anything else a take writes, create-only, the record of the object's first take,
+`_state/landing_take/<the same sha256>.json`, naming its run id; a later take of the same object
+(a retry, or a second pick-up at once) reads it back. What is quarantined goes under that first
+run id, `quarantine/<first run_id>/…`, and is not written (nor alarmed) again once its reason file
+is there, so `totesys-etl quarantine` and `status` count a file's bad events once however many
+takes there were (`first_take` says why only the quarantine reuses the id). A later take whose
+first take has its manifest (a crash between manifest and marker) writes the marker and nothing else.
+
 Why this is safe without any lock (contract §3: a conditional write is never a claim):
-- a crash before the manifest leaves no run (its CSV is named by nothing); one after the manifest
-  and before the marker, or two pick-ups at once (the ObjectCreated event and the sweep), make two
-  runs of the same object: the loader stores an `event_id` only if it is absent
-  (load/deliveries.py), so every event is loaded once whatever number of runs carry it;
+- a crash before the manifest leaves no run (its CSV is named by nothing); the retry quarantines
+  nothing twice (above). One after the manifest and before the marker is finished by the retry's
+  marker. Two pick-ups at once (the ObjectCreated event and the sweep) may make two runs of the same
+  object: the loader stores an `event_id` only if it is absent (load/deliveries.py), so every event
+  is loaded once whatever number of runs carry it;
 - S3 shows an object only once its upload is complete (PUT and multipart alike), so a file "still
   being written" is not listed and cannot be read half-written; the exact version listed or named
   by the event is read (`IfMatch` on its ETag): an object removed or replaced before it is read is
@@ -35,6 +44,7 @@ import os
 import tempfile
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -42,11 +52,12 @@ from totesys_etl import failures, lake, quarantine
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
 from totesys_etl.config import Settings
-from totesys_etl.errors import EtlError, LakeUnavailable, RunIdCollision, describe, is_missing, kind_of, lake_errors
+from totesys_etl.errors import (EtlError, InvalidInput, LakeUnavailable, RunIdCollision, describe, is_missing, kind_of,
+                                lake_errors, parse_json)
 from totesys_etl.events import Invocation
 from totesys_etl.faults import crash_point
 from totesys_etl.ingest.courier_files import MAX_HELD_CHARS, Unreadable, items
-from totesys_etl.landing_marks import MARK_PREFIX, Landed, is_taken, marker_key
+from totesys_etl.landing_marks import MARK_PREFIX, Landed, is_taken, landed_digest, marker_key
 from totesys_etl.logs import StageLog, Timer
 from totesys_etl.runs import RunResult
 from totesys_etl.schema.courier import DELIVERY_EVENT, event_row, validate_event
@@ -55,6 +66,10 @@ from totesys_etl.schema.courier import DELIVERY_EVENT, event_row, validate_event
 LANDING_SETTLE = timedelta(days=1)
 #: CSV of the held-back events: the record number, the event as JSON text, the reason.
 HELD_COLUMNS = ("etl_row", "event", "etl_reason")
+#: The ingested bucket's records of each landed object's first take (`first_take`).
+FIRST_TAKE_PREFIX = "_state/landing_take/"
+#: A first-take record is a few hundred bytes (a landing key is at most 1,024): more is not ours.
+MAX_FIRST_TAKE_BYTES = 64 << 10
 
 
 class CourierFailed(EtlError):
@@ -130,10 +145,100 @@ def _read(body, csv_path: str, held: _HeldEvents) -> int:
     return rows
 
 
+def first_take_key(bucket: str, key: str, etag: str) -> str:
+    """Where the record of a landed object's first take lives (ingested bucket; see `first_take`)."""
+    return f"{FIRST_TAKE_PREFIX}{landed_digest(bucket, key, etag)}.json"
+
+
+def first_take(bucket: str, landed: dict, run_id: str, log: StageLog) -> str:
+    """The run id of the landed object's first take: `run_id` if this take is the first, else the one
+    an earlier take (crashed, failed or still running) recorded. Its bad events go under that run's
+    quarantine, whichever take writes them, so `totesys-etl quarantine` lists them once.
+
+    Why a record, and why only the quarantine reuses its run id (contract §3, §4): the record is one
+    create-only object per landed version (`_state/landing_take/<hash>.json`, the ingest's own
+    state), written before anything is quarantined, so every take of the object agrees on one
+    quarantine prefix however many retries or pick-ups at once there are. The take's CSV and
+    manifest keep a run id from the clock: an older run id whose manifest appeared only now could
+    lie below the processor's low-water mark, which passes run ids older than the settle period,
+    and never be swept. Deduplicating in the listing instead would keep every copy in the bucket
+    and make each reader of the quarantine repeat the rule.
+    """
+    key = first_take_key(landed["bucket"], landed["key"], landed["etag"])
+    with lake_errors(bucket, key):
+        if s3.put_json_create_only(bucket, key, {"run_id": run_id, **landed}):
+            return run_id
+    try:
+        with lake_errors(bucket, key):
+            body = s3.get_bytes(bucket, key, MAX_FIRST_TAKE_BYTES)
+        recorded = parse_json(body, key, ValueError).get("run_id")
+    except (s3.TooLarge, ValueError, AttributeError):  # not what a take writes: ours is a small JSON object
+        recorded = None
+    if isinstance(recorded, str) and lake.RUN_ID.fullmatch(recorded):
+        return recorded
+    log.warning("the record of this file's first take is unreadable: its quarantine goes under this run",
+                key=landed["key"], record=key)
+    return run_id
+
+
+def _already_ingested(bucket: str, run_id: str, landed: dict) -> bool:
+    """Whether run `run_id` is a take of this very object whose manifest exists: a take that stopped
+    after its manifest and before its marker (a run id that another run holds does not count)."""
+    try:
+        manifest = manifests.read_if_present(bucket, run_id)
+    except InvalidInput:
+        return False
+    return manifest is not None and manifests.is_courier(manifest) and manifest.get("landing") == landed
+
+
+def _mark_taken(bucket: str, landed: dict, run_id: str) -> None:
+    """The create-only marker naming the run that took the object: it is never taken again."""
+    marker = marker_key(landed["bucket"], landed["key"], landed["etag"])
+    with lake_errors(bucket, marker):
+        s3.put_json_create_only(bucket, marker, {"run_id": run_id, **landed})
+
+
+def _quarantine_once(bucket: str, target: str, quarantine_now: Callable[[], dict], log: StageLog) -> dict:
+    """The manifest entry of what is quarantined at `target`, quarantining it (and logging its ERROR)
+    only if no earlier take of the file did: the reason file, written last, says it is all there."""
+    reason_key = f"{target}{quarantine.REASON_SUFFIX}"
+    with lake_errors(bucket, reason_key, missing_ok=True) as call:
+        body = s3.get_bytes(bucket, reason_key, quarantine.MAX_REASON_BYTES)
+    if call.missing:
+        entry = quarantine_now()
+    else:
+        try:
+            entry = parse_json(body, reason_key, ValueError)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict):
+            entry = {"reason": "quarantined by an earlier take of this file (its reason file is not JSON)"}
+        log.info("already quarantined by an earlier take of this file: not again", quarantine_key=target)
+    return {"table": DELIVERY_EVENT.name, **entry, "quarantine_key": target}
+
+
+def _hold_back(settings: Settings, quarantine_run: str, key: str, unreadable: str | None, held: _HeldEvents,
+               log: StageLog) -> list[dict]:
+    """Quarantine what the file holds back under its first take's run (`first_take`): the whole file
+    when it could not be read (`unreadable`, the reason), else its bad events; the manifest's entries."""
+    bucket, name = settings.processed_bucket, quarantine_name(key)
+    if unreadable is not None:
+        def copy_whole() -> dict:
+            return quarantine.quarantine_file(settings.landing_bucket, key, bucket, quarantine_run, unreadable,
+                                              quarantine.QUARANTINED_FILE, log, name=name)
+        return [_quarantine_once(bucket, quarantine.quarantine_key(quarantine_run, name), copy_whole, log)]
+    if held.count:
+        def hold_events() -> dict:
+            return quarantine.hold_rows(bucket, quarantine_run, DELIVERY_EVENT.name, name, held, log)
+        return [_quarantine_once(bucket, quarantine.rows_key(quarantine_run, name), hold_events, log)]
+    return []
+
+
 def take(settings: Settings, obj: Landed, log: StageLog) -> RunResult | None:
     """Take one landed object as one ingest run; None if it is taken already or gone.
 
-    Raises on a transient failure (S3, the disk): nothing is marked, so a later pick-up retries.
+    Raises on a transient failure (S3, the disk): nothing is marked, so a later pick-up retries, and
+    finds what this take quarantined already there (`first_take`).
     """
     landing, bucket = settings.landing_bucket, settings.ingest_bucket
     if is_taken(settings, obj):
@@ -142,7 +247,14 @@ def take(settings: Settings, obj: Landed, log: StageLog) -> RunResult | None:
     timer = Timer()
     run_id = lake.run_id_at(datetime.now(timezone.utc))
     log = log.bind(run_id=run_id)
-    files, rows, quarantined = {}, {DELIVERY_EVENT.name: 0}, []
+    landed = {"bucket": landing, "key": obj.key, "etag": obj.etag}
+    quarantine_run = first_take(bucket, landed, run_id, log)
+    if quarantine_run != run_id and _already_ingested(bucket, quarantine_run, landed):
+        _mark_taken(bucket, landed, quarantine_run)
+        log.info("landed file was ingested by an earlier take that stopped before marking it: marked now",
+                 key=obj.key, taken_by=quarantine_run)
+        return None
+    files, rows = {}, {DELIVERY_EVENT.name: 0}
     with tempfile.TemporaryDirectory(prefix="totesys-courier-") as folder:
         csv_path, held = os.path.join(folder, "events.csv"), _HeldEvents(os.path.join(folder, "held.csv"))
         try:
@@ -155,15 +267,11 @@ def take(settings: Settings, obj: Landed, log: StageLog) -> RunResult | None:
                                 "taken on its own)", key=obj.key, etag=obj.etag)
                     return None
                 raise
+            unreadable = None
             try:
                 rows[DELIVERY_EVENT.name] = _read(body, csv_path, held)
             except Unreadable as e:
-                held.close()
-                entry = quarantine.quarantine_file(landing, obj.key, settings.processed_bucket, run_id,
-                                                   f"courier file: {e}", quarantine.QUARANTINED_FILE, log,
-                                                   name=quarantine_name(obj.key))
-                quarantined.append({"table": DELIVERY_EVENT.name, **entry})
-                rows[DELIVERY_EVENT.name] = 0
+                unreadable = f"courier file: {e}"
             finally:
                 body.close()
             held.close()
@@ -175,12 +283,9 @@ def take(settings: Settings, obj: Landed, log: StageLog) -> RunResult | None:
                         raise RunIdCollision(f"another run wrote {key}: stopped without a manifest")
                 files[DELIVERY_EVENT.name] = {"key": key, "rows": rows[DELIVERY_EVENT.name],
                                               "columns": DELIVERY_EVENT.column_names}
-            if held.count and not quarantined:
-                quarantined.append(quarantine.hold_rows(settings.processed_bucket, run_id, DELIVERY_EVENT.name,
-                                                        quarantine_name(obj.key), held, log))
+            quarantined = _hold_back(settings, quarantine_run, obj.key, unreadable, held, log)
         finally:
             held.close()
-    landed = {"bucket": landing, "key": obj.key, "etag": obj.etag}
     manifest = manifests.courier_manifest(run_id, landed, files, rows, quarantined)
     if files:
         crash_point("ingest.before_manifest")
@@ -189,13 +294,12 @@ def take(settings: Settings, obj: Landed, log: StageLog) -> RunResult | None:
         if not manifests.write(bucket, manifest) and not s3.holds(bucket, key, body=s3.json_body(manifest)):
             raise RunIdCollision(f"another ingest wrote the manifest of run {run_id}: this file is taken later")
     crash_point("ingest.after_manifest")
-    marker = marker_key(landing, obj.key, obj.etag)
-    with lake_errors(bucket, marker):
-        s3.put_json_create_only(bucket, marker, {"run_id": run_id, **landed})
+    _mark_taken(bucket, landed, run_id)
     result = RunResult(run_id, {t: n for t, n in rows.items() if n}, timer.seconds, files=len(files),
                        quarantined=sum(e.get("rows", 1) for e in quarantined))
     log.info("courier file ingested", key=obj.key, events=rows[DELIVERY_EVENT.name], held_back=held.count,
-             quarantined_whole=bool(quarantined and not held.count), seconds=result.seconds)
+             quarantined_whole=unreadable is not None, seconds=result.seconds,
+             **({"quarantined_under": quarantine_run} if quarantined and quarantine_run != run_id else {}))
     return result
 
 
