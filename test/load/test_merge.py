@@ -1,4 +1,5 @@
 """The merge statements on their own, against a real warehouse: the paths a whole run rarely takes."""
+import itertools
 from datetime import date, datetime, time
 from decimal import Decimal
 
@@ -9,6 +10,7 @@ from totesys_etl.load import merge
 from totesys_etl.load.files import create_temp_sql, temp_name
 from totesys_etl.schema import star_table, state_table
 from totesys_etl.schema.ddl import column_list
+from totesys_etl.schema.rereads import reread_table
 from totesys_etl.schema.warehouse import newest_first
 
 PAYMENT = star_table("fact_payment")
@@ -27,11 +29,12 @@ def _payment(payment_id: int, updated: time, amount: str) -> dict:
 
 
 def _stage(conn, table, rows: list[dict]) -> None:
+    """The run's rows into the temp table the loader fills from a file, in one statement."""
     conn.run(create_temp_sql(table))
     names = [c.name for c in table.data_columns]
-    for row in rows:
-        conn.run(f"INSERT INTO {temp_name(table)} ({column_list(names)}) "
-                 f"VALUES ({', '.join(':' + n for n in names)})", **{n: row[n] for n in names})
+    arrays = ", ".join(f"CAST(:{c.name} AS {c.type}[])" for c in table.data_columns)
+    conn.run(f"INSERT INTO {temp_name(table)} ({column_list(names)}) SELECT * FROM unnest({arrays})",
+             **{n: [row[n] for row in rows] for n in names})
 
 
 R1, R2, R3 = "20241114T100001000000Z", "20241114T100002000000Z", "20241114T100003000000Z"
@@ -185,3 +188,82 @@ def test_the_current_fact_version_is_the_latest_runs_whatever_its_stamp(conn):
                             (R3, _payment(1, time(10, 0), "2.00"))):
         assert _fact_run(conn, [version], run_id) == 0
     assert conn.run("SELECT xmin::text, ctid::text FROM fact_payment ORDER BY 1") == kept
+
+
+def test_a_version_carried_x_y_x_by_three_runs_and_loaded_r1_r3_r2_ends_x(conn):
+    """Three commits under one stamp carry amounts x, y, x; runs R1 < R2 < R3 read them. In order
+    the version ends x (R3's). Loaded R1, R3, R2 it ends x too, and no row is rewritten after R1:
+    R3 brings the values stored, and R2, older than R3, must not win over them."""
+    assert _fact_run(conn, [_payment(1, time(9, 0), "1.00")], R1) == 1
+    kept = conn.run("SELECT xmin::text, ctid::text, payment_record_id, etl_run_id FROM fact_payment")
+    assert _fact_run(conn, [_payment(1, time(9, 0), "1.00")], R3) == 0
+    assert _fact_run(conn, [_payment(1, time(9, 0), "2.00")], R2) == 0
+    assert conn.run("SELECT xmin::text, ctid::text, payment_record_id, etl_run_id FROM fact_payment") == kept
+    assert _current(conn) == [[1, time(9, 0), Decimal("1.00")]]
+    # the row keeps R1; the ledger holds R3, the run an in-order load leaves in the row
+    assert _effective(conn) == [[1, time(9, 0), Decimal("1.00"), R3]]
+
+
+def test_a_version_read_again_stays_current_when_a_run_between_brings_another_late(conn):
+    """R1 reads the 10:00 version, R2 a 9:00 one (committed later, stamped earlier), R3 the 10:00 one
+    again. Loaded R1, R3, R2, the 10:00 version must stay current, and every row ends as the in-order
+    load leaves it (test_the_current_fact_version_is_the_latest_runs_whatever_its_stamp)."""
+    _fact_run(conn, [_payment(1, time(10, 0), "2.00")], R1)
+    kept = conn.run("SELECT xmin::text, ctid::text FROM fact_payment")
+    assert _fact_run(conn, [_payment(1, time(10, 0), "2.00")], R3) == 0    # the values stored: no row rewritten
+    assert conn.run("SELECT xmin::text, ctid::text FROM fact_payment") == kept
+    _fact_run(conn, [_payment(1, time(9, 0), "1.00")], R2)
+    assert _current(conn) == [[1, time(10, 0), Decimal("2.00")]]
+    assert _facts(conn) == [[1, time(9, 0), Decimal("1.00"), R2], [1, time(10, 0), Decimal("2.00"), R3]]
+
+
+#: Runs R1 < R2 < R3 < R4, and what a run may carry of one payment id: nothing, or one version
+#: (stamp 9:00 or 10:00) with one of two amounts.
+_RUNS = tuple(f"20241114T10000{n}000000Z" for n in range(1, 5))
+_CARRIED = (None, (time(9, 0), "1.00"), (time(9, 0), "2.00"), (time(10, 0), "1.00"), (time(10, 0), "2.00"))
+
+
+def _in_order(script: tuple) -> dict:
+    """What an in-order load must leave for one id whose runs carried `script`: each stamp with the
+    values of the latest run that carried it, that run as its effective run (its `etl_run_id` or its
+    re-read ledger entry, the later), and the current version (the latest run's)."""
+    values, current = {}, None
+    for run_id, carried in zip(_RUNS, script):
+        if carried is not None:
+            values[carried[0]] = (Decimal(carried[1]), run_id)
+            current = carried[0]
+    return {"versions": sorted((stamp, *kept) for stamp, kept in values.items()),
+            "current": current and (current, values[current][0])}
+
+
+def _effective(conn) -> list:
+    """Each payment version with its values and its effective run (load/rereads.py)."""
+    ledger = reread_table(PAYMENT.name).name
+    return conn.run(f"SELECT payment_id, last_updated_time, payment_amount, greatest(f.etl_run_id, x.etl_run_id) "
+                    f"FROM fact_payment AS f LEFT JOIN {ledger} AS x "
+                    f"USING (payment_id, last_updated_date, last_updated_time) ORDER BY 1, 2")
+
+
+def test_every_order_of_four_runs_ends_as_the_in_order_load(conn):
+    """Every script of four runs over one id (each run carries nothing or one of four versions: 625
+    ids, one per script, all in the same runs) loaded in each of the 24 orders ends with the in-order
+    versions, values, effective runs and current version."""
+    scripts = list(itertools.product(_CARRIED, repeat=len(_RUNS)))
+    expected = {payment_id: _in_order(script) for payment_id, script in enumerate(scripts, start=1)}
+    for order in itertools.permutations(range(len(_RUNS))):
+        _empty_facts(conn)
+        for n in order:
+            rows = [_payment(payment_id, script[n][0], script[n][1])
+                    for payment_id, script in enumerate(scripts, start=1) if script[n] is not None]
+            _fact_run(conn, rows, _RUNS[n])
+        found = {payment_id: {"versions": [], "current": None} for payment_id in expected}
+        for payment_id, stamp, amount, run_id in _effective(conn):
+            found[payment_id]["versions"].append((stamp, amount, run_id))
+        for payment_id, stamp, amount in _current(conn):
+            found[payment_id]["current"] = (stamp, amount)
+        wrong = {scripts[i - 1]: found[i] for i in expected if found[i] != expected[i]}
+        assert not wrong, f"order {[n + 1 for n in order]}: {len(wrong)} differ, e.g. {next(iter(wrong.items()))}"
+
+
+def _empty_facts(conn) -> None:
+    conn.run(f"DELETE FROM fact_payment; DELETE FROM {reread_table(PAYMENT.name).name}")

@@ -8,6 +8,7 @@ from totesys_etl.load import migrations
 from totesys_etl.load.migrations import MIGRATIONS, migrate
 from totesys_etl.local.services import admin
 from totesys_etl.schema import API_FACTS, EVENT_FACTS, FACTS, STAR_TABLES, STATE_TABLES
+from totesys_etl.schema.rereads import REREAD_TABLES, reread_table, stored_key
 from totesys_etl.schema.warehouse import OLDEST_RUN_ID, bookkeeping_columns
 
 _TYPES = {"int": ("integer", None, None, None), "serial": ("integer", None, None, None),
@@ -61,6 +62,25 @@ def test_migration_creates_spec_tables_exactly(warehouse_url):
         names = dict(conn.run("SELECT currency_code, currency_name FROM etl_currency_name"))
         assert names["GBP"] == "Pound Sterling" and names["USD"] == "US Dollar"
         assert names["EUR"] == "Euro" and names["CHF"] == "Swiss Franc" and len(names) > 150
+    finally:
+        conn.close()
+
+
+def test_each_re_read_ledger_is_its_facts_stored_key_and_a_run_indexed(warehouse_url):
+    """schema/rereads.py: one ledger per fact whose stored rows a later run's values replace, keyed as
+    the fact's rows are matched (a version, a rate's day and currency), with the run that carried the
+    row again; indexed by run, which is how the loader reads and prunes it."""
+    conn = _connect(warehouse_url)
+    try:
+        migrate(conn)
+        assert sorted(REREAD_TABLES) == sorted(t.name for t in (*FACTS, *API_FACTS))
+        for fact in (*FACTS, *API_FACTS):
+            ledger = reread_table(fact.name)
+            got = [(name, nullable) for name, _, _, _, _, nullable, _ in _columns(conn, ledger.name)]
+            assert got == [(c, "NO") for c in (*stored_key(fact), "etl_run_id")], fact.name
+            indexes = dict(conn.run("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = :t", t=ledger.name))
+            assert sorted(indexes) == [f"{ledger.name}_pkey", f"{ledger.name}_run_idx"], fact.name
+            assert indexes[f"{ledger.name}_run_idx"].endswith("(etl_run_id)"), fact.name
     finally:
         conn.close()
 

@@ -19,7 +19,8 @@ from totesys_etl.load import run as load_run_module
 from totesys_etl.load.ledger import load_mark, loaded_runs
 from totesys_etl.load.migrations import migrate
 from totesys_etl.load.run import load, warehouse_connection
-from totesys_etl.schema import DIMENSIONS, FACTS, STATE_TABLES, fact_references, state_table
+from totesys_etl.schema import DIMENSIONS, FACT_EXCHANGE_RATE, FACTS, STATE_TABLES, fact_references, state_table
+from totesys_etl.schema.rereads import reread_table, stored_key
 from totesys_etl.schema.warehouse import newest_first
 
 TODAY = date(2024, 11, 14)
@@ -233,6 +234,85 @@ def test_state_dimensions_and_current_facts_follow_commit_order_not_stamps(
     assert run_sql(warehouse_url, "SELECT payment_amount, etl_run_id FROM fact_payment WHERE payment_id = 1 "
                                   "ORDER BY last_updated_date, last_updated_time") == [
         [Decimal("0.00000001"), kit.run_id(1)], [Decimal("1.11"), kit.run_id(3)]]
+
+
+def _rates_parquet(rate: str) -> bytes:
+    """One day's GBP to USD rate as the processor writes `fact_exchange_rate`."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist([{"rate_date": date(2024, 11, 13), "currency_id": 2,
+                                          "units_per_gbp": Decimal(rate), "carried": False}],
+                                        schema=FACT_EXCHANGE_RATE.arrow_schema), buffer)
+    return buffer.getvalue()
+
+
+def _x_y_x_runs(totesys, processed_lake, kit) -> None:
+    """Runs 1 < 2 < 3 that carry values x, y, x for one key of each merge rule. Payment 1 is committed
+    three times under one stamp, with amounts x, y, x. Sales order 1: run 1 reads version A, run 2
+    reads B (committed later, stamped earlier), run 3 reads A again (a writer set the stamp back). The
+    FX API revises a day's USD rate, then revises it back."""
+    payment, order = totesys.rows["payment"][1], totesys.rows["sales_order"][1]
+    b = {**order, "units_sold": 555, "last_updated": order["last_updated"] - timedelta(seconds=1)}
+    processed_lake.write_run(kit.run_id(1), _all_versions(totesys), extra_files={
+        FACT_EXCHANGE_RATE.name: _rates_parquet("1.2712")})
+    processed_lake.write_run(kit.run_id(2), {"payment": [{**payment, "paid": True}], "sales_order": [b]},
+                             extra_files={FACT_EXCHANGE_RATE.name: _rates_parquet("1.2713")})
+    processed_lake.write_run(kit.run_id(3), {"payment": [payment], "sales_order": [order]},
+                             extra_files={FACT_EXCHANGE_RATE.name: _rates_parquet("1.2712")})
+
+
+def _current_versions(url: str, run_sql) -> dict[str, list]:
+    """Each fact's current version of every id (greatest `etl_run_id`, then stamp), as the views read it."""
+    current = {}
+    for fact in FACTS:
+        source_id = fact.version_key[0]
+        order = ", ".join(f"{c} DESC" for c in newest_first(fact))
+        current[fact.name] = run_sql(url, f"SELECT DISTINCT ON ({source_id}) {', '.join(fact.version_key)} "
+                                          f"FROM {fact.name} ORDER BY {source_id}, {order}")
+    return current
+
+
+def _runs_by_key(url: str, run_sql) -> dict[str, dict[tuple, tuple]]:
+    """Fact and rate rows by stored key: (their `etl_run_id`, their re-read ledger entry's run or None)."""
+    found = {}
+    for table in (*FACTS, FACT_EXCHANGE_RATE):
+        key = ", ".join(stored_key(table))
+        found[table.name] = {tuple(r[:-2]): tuple(r[-2:]) for r in run_sql(
+            url, f"SELECT {key}, f.etl_run_id, x.etl_run_id FROM {table.name} AS f "
+                 f"LEFT JOIN {reread_table(table.name).name} AS x USING ({key})")}
+    return found
+
+
+@pytest.mark.parametrize("order", [[1, 3, 2], [3, 1, 2], [2, 3, 1]])
+def test_runs_carrying_x_y_x_out_of_order_end_as_in_order(settings, processed_lake, totesys, kit, warehouse_url,
+                                                          fresh_warehouse, run_sql, order):
+    """Last session's review: runs loaded 1, 3, 2 kept run 2's values (y) where an in-order load
+    keeps x, in fact versions and in rates alike; and the version run 3 read again lost its place as
+    current to run 2's. Every order must end with the in-order rows and current versions. Each row's
+    effective run (its `etl_run_id` or its re-read ledger entry, the later) is the in-order one too;
+    its own `etl_run_id` differs only where a ledger entry holds the later run that carried the
+    values again (load/rereads.py: moving it would rewrite a row whose values stay)."""
+    _x_y_x_runs(totesys, processed_lake, kit)
+    in_order = fresh_warehouse()
+    for n in (1, 2, 3):
+        load(in_order, [kit.run_id(n)], today=TODAY)
+    for n in order:
+        load(settings, [kit.run_id(n)], today=TODAY)
+
+    assert _data(warehouse_url, kit) == _data(in_order.warehouse.url, kit)
+    assert _current_versions(warehouse_url, run_sql) == _current_versions(in_order.warehouse.url, run_sql)
+    rates = "SELECT rate_date, currency_id, units_per_gbp, carried FROM fact_exchange_rate"
+    assert run_sql(warehouse_url, rates) == run_sql(in_order.warehouse.url, rates) == [
+        [date(2024, 11, 13), 2, Decimal("1.2712"), False]]
+    assert run_sql(warehouse_url, "SELECT paid FROM fact_payment WHERE payment_id = 1") == [[False]]
+    got, want = _runs_by_key(warehouse_url, run_sql), _runs_by_key(in_order.warehouse.url, run_sql)
+    assert {t: {k: max(r for r in runs if r) for k, runs in rows.items()} for t, rows in got.items()} == \
+        {t: {k: max(r for r in runs if r) for k, runs in rows.items()} for t, rows in want.items()}
+    differ = {(t, k) for t, rows in got.items() for k, runs in rows.items() if runs[0] != want[t][k][0]}
+    assert all(got[t][k][1] or want[t][k][1] for t, k in differ), differ
+    if order == [1, 3, 2]:  # payment 1 and the rate keep run 1, run 3 in the ledger; sales order 1 is promoted
+        assert sorted((t, got[t][k], want[t][k]) for t, k in differ) == [
+            ("fact_exchange_rate", (kit.run_id(1), kit.run_id(3)), (kit.run_id(3), None)),
+            ("fact_payment", (kit.run_id(1), kit.run_id(3)), (kit.run_id(3), None))]
 
 
 def test_two_loaders_at_once_load_every_row_once(settings, processed_lake, totesys, kit, warehouse_url,

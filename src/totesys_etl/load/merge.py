@@ -3,7 +3,10 @@
 Every statement is generated from the declarations (readme_files/design.md, "Loader"), and each
 changes a star row only when its values change, so a replayed run or a run that repeats known
 versions leaves every star row (and its xmin) as it was. Which version is newer is decided by the
-run that read it (`etl_run_id`), never by its `last_updated` stamp (contract §3).
+run that read it (`etl_run_id`), never by its `last_updated` stamp (contract §3). A fact version
+that a later run read again unchanged keeps its `etl_run_id`; the later run goes into the re-read
+ledger instead (load/rereads.py), so that runs carrying x, y, x and loaded out of order still end
+with x. State rows are not star rows: there the later run simply takes the row over (`merge_state`).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pg8000.native import DatabaseError, identifier
 
 from totesys_etl.adapters.postgres import Connection, copy_in, sqlstate
 from totesys_etl.calendar import date_range, date_rows
+from totesys_etl.load import rereads
 from totesys_etl.load.files import temp_name
 from totesys_etl.schema import DIM_DATE, Table, state_table
 from totesys_etl.schema.derive import PRIMARY, derived_select
@@ -132,10 +136,15 @@ def insert_fact_versions(conn: Connection, fact: Table, run_id: str) -> int:
     A version is (id, last_updated) (contract §3, "facts keep history"). One not stored yet is
     appended, in (id, last_updated) order, with this run's id. One already stored came from
     another commit with the same stamp, or is the same version read again: it is updated, values
-    and `etl_run_id`, only when this run is later than the one that stored it AND its values
+    and `etl_run_id`, only when this run is later than the version's effective run (its own
+    `etl_run_id`, or a later run that read it again unchanged: load/rereads.py) AND its values
     differ (the later commit wins) or another version of the id carries a later run than it (the
     id's current version, `newest_first`, must be the one the latest run read). So a replay, an
-    older run loaded late, or a later run that read the same thing changes no row.
+    older run loaded late, or a later run that read the same thing changes no row; the last is
+    recorded in the re-read ledger instead, so that a run between the two, loaded after both,
+    does not win either (R1, R2, R3 carrying x, y, x and loaded R1, R3, R2 end with x, as in
+    order). A version this run writes may also move another version of the id to its ledger run
+    (`promote_rereads`), so that the current version stays the one the latest run read.
 
     UPDATE first, so "another version carries a later run" looks only at earlier loads. `NOT
     EXISTS` before inserting, so a replay draws no serial values. A plain INSERT under a
@@ -152,7 +161,8 @@ def insert_fact_versions(conn: Connection, fact: Table, run_id: str) -> int:
     old = ", ".join(f"f.{_q(c)}" for c in values)
     new = ", ".join(f"t.{_q(c)}" for c in values)
     conn.run(f"UPDATE {target} AS f SET {sets}, {run} = :run_id FROM {tmp} AS t "  # nosec B608 - declared names
-             f"WHERE {same} AND f.{run} < :run_id AND (({old}) IS DISTINCT FROM ({new}) OR EXISTS "
+             f"WHERE {same} AND f.{run} < :run_id AND {rereads.not_reread_since(conn, fact, 'f', run_id)} "
+             f"AND (({old}) IS DISTINCT FROM ({new}) OR EXISTS "
              f"(SELECT 1 FROM {target} AS g WHERE g.{id_} = f.{id_} AND g.{run} > f.{run}))", run_id=run_id)
     updated = conn.row_count
     insert = (f"INSERT INTO {target} ({column_list([*names, RUN_ID.name])}) "  # nosec B608
@@ -169,7 +179,10 @@ def insert_fact_versions(conn: Connection, fact: Table, run_id: str) -> int:
         conn.run(f"{insert} ON CONFLICT ({column_list(fact.version_key)}) DO NOTHING", run_id=run_id)
     rows = conn.row_count
     conn.run("RELEASE SAVEPOINT etl_fact")
-    return updated + rows
+    rereads.record_rereads(conn, fact, run_id, updated + rows)
+    promoted = rereads.promote_rereads(conn, fact, run_id)
+    rereads.prune_rereads(conn, fact)
+    return updated + rows + promoted
 
 
 def insert_dates(conn: Connection) -> int:

@@ -20,6 +20,7 @@ from totesys_etl.schema.ddl import column_definitions, column_list, create_table
 from totesys_etl.schema.courier import EVENT_FACTS
 from totesys_etl.schema.fx import FACT_EXCHANGE_RATE
 from totesys_etl.schema.cdc import ETL_DELETED_ROW
+from totesys_etl.schema.rereads import REREAD_TABLES
 from totesys_etl.schema.staging import STAGING_LEDGER, STAGING_TABLES
 from totesys_etl.schema.views import (create_delivery_views, create_fx_views, create_live_current_views,
                                       create_report_views, create_views)
@@ -118,6 +119,16 @@ def _staging(conn: Connection) -> None:
         conn.run(create_table(table, if_not_exists=False, primary_key=table is STAGING_LEDGER, unlogged=True))
 
 
+def _rereads(conn: Connection) -> None:
+    """The re-read ledgers (schema/rereads.py, load/rereads.py): for a stored fact row, a later run that
+    carried it again with the same values, so that a run between them, loaded last, cannot win. Indexed
+    by run: the loader reads only entries later than the run it loads, and prunes those below the mark."""
+    for table in REREAD_TABLES.values():
+        conn.run(create_table(table, if_not_exists=False))
+        conn.run(f"CREATE INDEX {identifier(f'{table.name}_run_idx')} ON {identifier(table.name)} "
+                 f"({identifier(RUN_ID.name)})")
+
+
 #: (version, name, apply). Append only.
 MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (1, "star schema, loader state, ledger, mark, currency names", _star_schema),
@@ -130,6 +141,8 @@ MIGRATIONS: tuple[tuple[int, str, Callable[[Connection], None]], ...] = (
     (7, "etl_deleted_row (change data capture's deletes); current-version views leave deleted ids out",
      _deleted_rows),
     (8, "staging tables and their ledger for runs loaded in parts (contract §4 Parts), unlogged", _staging),
+    (9, "etl_reread_<fact>: a later run that carried a stored row again unchanged (runs x, y, x out of order)",
+     _rereads),
 )
 
 

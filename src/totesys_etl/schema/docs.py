@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from totesys_etl.schema import API_FACTS, DIMENSIONS, DIM_DATE, EVENT_FACTS, FACTS, STATE_TABLES, fact_references
 from totesys_etl.schema.model import Table
+from totesys_etl.schema.rereads import REREAD_TABLES
 from totesys_etl.schema.staging import STAGING_LEDGER
 from totesys_etl.schema.views import DELIVERY_VIEWS, FX_VIEWS, REPORT_VIEWS, SCHEMA, VIEWS
 
@@ -63,6 +64,11 @@ def render() -> str:
               "it; a row is replaced only by the version a later run read (never by comparing `last_updated`), "
               "so runs loaded out of order never make a dimension older.", ""]
     lines += [f"- `{t.name}`: the columns of source `{t.source}`" for t in STATE_TABLES]
+    lines += ["", "A later run that carries a stored fact or rate row again with the same values leaves the row "
+              "as it is and is recorded in the fact's re-read ledger, so that a run between the two, loaded "
+              "after both, does not overwrite the row (load/rereads.py); entries go once the loaders' "
+              "low-water mark passes them.", ""]
+    lines += [f"- `{t.name}`: `{', '.join(t.key)}` of `{t.source}`, and `etl_run_id`" for t in REREAD_TABLES.values()]
     lines += ["", "## Staging of runs loaded in parts (internal)", "",
               "A run whose processed manifest lists a table in parts (contract §4 \"Parts\") is staged part by "
               f"part, then published in one transaction that empties its staging rows (load/parts.py). "
