@@ -119,3 +119,24 @@ def test_a_reason_file_nested_too_deep_or_too_large_is_still_listed(buckets, mon
     assert capsys.readouterr().out.splitlines() == [
         f"{RUN_A}  sales_order  {nested}  whole file  unknown: its reason file is not JSON",
         f"{RUN_B}  -  _runs/{RUN_B}.json  whole file  unknown: its reason file is 16,777,217 bytes, not read"]
+
+
+def test_both_manifests_of_a_run_and_a_copy_in_the_old_layout_are_all_listed(buckets, monkeypatch, capsys):
+    """Each bucket's manifest of one run goes under its own key, and a copy the stages wrote before
+    manifests had a folder per bucket (`quarantine/<run>/_runs/<run>.json`) is still listed."""
+    monkeypatch.setenv("TOTESYS_INGEST_BUCKET", buckets[0])
+    monkeypatch.setenv("TOTESYS_PROCESSED_BUCKET", buckets[1])
+    s3, key = boto3.client("s3"), lake.manifest_key(RUN_A)
+    for bucket, body in zip(buckets, (b"{ingested", b"{processed")):
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    log = StageLog("process")
+    quarantine.quarantine_manifest(buckets[0], quarantine.INGESTED, buckets[1], RUN_A, "not JSON", log)
+    quarantine.quarantine_manifest(buckets[1], quarantine.PROCESSED, buckets[1], RUN_A, "not JSON", log)
+    s3.put_object(Bucket=buckets[1], Key=f"quarantine/{RUN_A}/{key}.reason.json", Body=json.dumps(
+        {"key": key, "reason": "an old copy", "error_kind": quarantine.QUARANTINED_MANIFEST}).encode())
+    assert cli.main(["quarantine"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{RUN_A}  -  {key}  whole file  quarantined_manifest: {reason}"
+        for reason in ("an old copy", "in the ingested bucket: not JSON", "in the processed bucket: not JSON")]
+    for origin, body in ((quarantine.INGESTED, b"{ingested"), (quarantine.PROCESSED, b"{processed")):
+        assert s3.get_object(Bucket=buckets[1], Key=f"quarantine/{RUN_A}/{origin}/{key}")["Body"].read() == body

@@ -202,8 +202,8 @@ def test_a_corrupt_manifest_is_quarantined_and_the_run_still_gets_a_processed_ma
         assert manifest["files"] == {}
         assert manifest["quarantined"][0]["key"] == lake.manifest_key(run_id)
         assert manifest["quarantined"][0]["error_kind"] == "quarantined_manifest"
-        assert lake_pair.get(f"quarantine/{run_id}/_runs/{run_id}.json") == body
-        assert json.loads(lake_pair.get(f"quarantine/{run_id}/_runs/{run_id}.json.reason.json"))["reason"]
+        assert lake_pair.get(f"quarantine/{run_id}/ingested/_runs/{run_id}.json") == body
+        assert json.loads(lake_pair.get(f"quarantine/{run_id}/ingested/_runs/{run_id}.json.reason.json"))["reason"]
     assert not [k for k in lake_pair.keys() if k.endswith(".parquet")]
 
 
@@ -223,10 +223,10 @@ def test_hostile_keys_are_quarantined_unopened_and_nothing_lands_elsewhere(lake_
     assert sorted(q["key"] for q in manifest["quarantined"]) == sorted(hostile.values())
     assert {q["error_kind"] for q in manifest["quarantined"]} == {"quarantined_manifest"}
     expected = {lake.manifest_key(RUN_A), lake.table_key("etl_src_currency", RUN_A, "parquet"),
-                f"quarantine/{RUN_A}/_runs/{RUN_A}.json",
-                f"quarantine/{RUN_A}/_runs/{RUN_A}.json.reason.json"}
+                f"quarantine/{RUN_A}/ingested/_runs/{RUN_A}.json",
+                f"quarantine/{RUN_A}/ingested/_runs/{RUN_A}.json.reason.json"}
     assert set(lake_pair.keys()) == expected
-    reason = json.loads(lake_pair.get(f"quarantine/{RUN_A}/_runs/{RUN_A}.json.reason.json"))
+    reason = json.loads(lake_pair.get(f"quarantine/{RUN_A}/ingested/_runs/{RUN_A}.json.reason.json"))
     assert all(repr(k) in reason["reason"] for k in hostile.values())
 
 
@@ -309,11 +309,12 @@ def test_a_manifest_nested_too_deep_or_too_large_is_quarantined_and_never_stops_
     for run_id in bodies:
         manifest = lake_pair.manifest(run_id)
         assert manifest["files"] == {} and [q["key"] for q in manifest["quarantined"]] == [lake.manifest_key(run_id)]
-        reasons[run_id] = json.loads(lake_pair.get(f"quarantine/{run_id}/_runs/{run_id}.json.reason.json"))["reason"]
-    assert reasons == {nested: f"manifest _runs/{nested}.json is nested too deep to decode",
-                       large: f"manifest _runs/{large}.json is 16,777,217 bytes, more than a manifest may be "
-                              "(16,777,216)"}
-    assert lake_pair.get(f"quarantine/{nested}/_runs/{nested}.json") == bodies[nested]
+        copy = f"quarantine/{run_id}/ingested/_runs/{run_id}.json"
+        reasons[run_id] = json.loads(lake_pair.get(f"{copy}.reason.json"))["reason"]
+    assert reasons == {nested: f"in the ingested bucket: manifest _runs/{nested}.json is nested too deep to decode",
+                       large: f"in the ingested bucket: manifest _runs/{large}.json is 16,777,217 bytes, more than "
+                              "a manifest may be (16,777,216)"}
+    assert lake_pair.get(f"quarantine/{nested}/ingested/_runs/{nested}.json") == bodies[nested]
     assert lake.read_mark(lake_pair.processed, run.MARK_PREFIX) == RUN_A
 
 

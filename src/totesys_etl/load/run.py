@@ -199,8 +199,7 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
             return None
         raise
     except InvalidInput as e:
-        quarantine.quarantine_file(bucket, lake.manifest_key(run_id), bucket, run_id, str(e),
-                                   quarantine.QUARANTINED_MANIFEST, log)
+        quarantine.quarantine_manifest(bucket, quarantine.PROCESSED, bucket, run_id, str(e), log)
         with transaction(conn):
             record_run(conn, run_id, {})
         return RunResult(run_id, {}, timer.seconds, quarantined=1)
@@ -217,8 +216,7 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
         return None
     quarantined = 0
     if rejected:
-        quarantine.quarantine_file(bucket, lake.manifest_key(run_id), bucket, run_id, "; ".join(rejected),
-                                   quarantine.QUARANTINED_MANIFEST, log)
+        quarantine.quarantine_manifest(bucket, quarantine.PROCESSED, bucket, run_id, "; ".join(rejected), log)
         quarantined += 1
     with transaction(conn):
         present, direct, partial, files = set(), {}, set(), 0

@@ -133,14 +133,14 @@ def manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantined
             return None
         raise
     except InvalidInput as e:
-        quarantined.append(quarantine.quarantine_file(settings.ingest_bucket, key, settings.processed_bucket, run_id,
-                                                      str(e), quarantine.QUARANTINED_MANIFEST, log))
+        quarantined.append(quarantine.quarantine_manifest(settings.ingest_bucket, quarantine.INGESTED,
+                                                          settings.processed_bucket, run_id, str(e), log))
         return []
     entries, rejected = manifests.entries(manifest, run_id, {t.name for t in INGESTED_TABLES}, "csv")
     if rejected:
         reason = "; ".join(f"{r.reason} ({r.key!r})" for r in rejected)
-        quarantine.quarantine_file(settings.ingest_bucket, key, settings.processed_bucket, run_id, reason,
-                                   quarantine.QUARANTINED_MANIFEST, log)
+        quarantine.quarantine_manifest(settings.ingest_bucket, quarantine.INGESTED, settings.processed_bucket, run_id,
+                                       reason, log)
         quarantined.extend({"key": r.key, "reason": r.reason, "error_kind": quarantine.QUARANTINED_MANIFEST}
                            for r in rejected)
     elif complete is not None:  # the source tables this run holds whole (contract §10 snapshot)
