@@ -26,8 +26,9 @@ REASON_SUFFIX = ".reason.json"
 
 QUARANTINE_PREFIX = "quarantine/"
 #: The most bytes of a reason file the listing reads whole. A stage writes a few hundred (held-back
-#: rows: one count per rule broken, never a value); the longest it writes, a manifest's rejected
-#: entries, follows the manifest's size. A larger object is listed by its size, unread.
+#: rows: one count per rule broken, never a value); the longest it writes, a manifest's hostile
+#: entries, lists at most manifest.MAX_LISTED_REJECTIONS of them, keys clipped (under 100 KB; before
+#: that cap it followed the manifest's size). A larger object is listed by its size, unread.
 MAX_REASON_BYTES = 16 << 20
 QUARANTINED_FILE, QUARANTINED_MANIFEST = "quarantined_file", "quarantined_manifest"
 

@@ -206,7 +206,6 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
 
     rows: dict[str, int] = {}
     trusted, hostile = manifests.entries(manifest, run_id, LOADABLE, "parquet")
-    rejected = [r.reason for r in hostile]
     parted = [e for e in trusted if e.part is not None]
     if parts.loads_whole(conn, run_id, parted):
         parted = []
@@ -215,8 +214,9 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
     if staged is None:
         return None
     quarantined = 0
-    if rejected:
-        quarantine.quarantine_manifest(bucket, quarantine.PROCESSED, bucket, run_id, "; ".join(rejected), log)
+    if hostile:
+        quarantine.quarantine_manifest(bucket, quarantine.PROCESSED, bucket, run_id,
+                                       manifests.rejection_reason(hostile), log)
         quarantined += 1
     with transaction(conn):
         present, direct, partial, files = set(), {}, set(), 0
