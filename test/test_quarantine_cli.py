@@ -5,6 +5,7 @@ import boto3
 import pytest
 
 from totesys_etl import cli, lake, quarantine
+from totesys_etl.adapters import s3 as s3_adapter
 from totesys_etl.logs import StageLog
 from totesys_etl.process import run
 
@@ -140,3 +141,24 @@ def test_both_manifests_of_a_run_and_a_copy_in_the_old_layout_are_all_listed(buc
         for reason in ("an old copy", "in the ingested bucket: not JSON", "in the processed bucket: not JSON")]
     for origin, body in ((quarantine.INGESTED, b"{ingested"), (quarantine.PROCESSED, b"{processed")):
         assert s3.get_object(Bucket=buckets[1], Key=f"quarantine/{RUN_A}/{origin}/{key}")["Body"].read() == body
+
+
+def test_a_file_over_the_copy_limit_is_quarantined_whole_and_a_missing_one_is_still_listed(buckets, monkeypatch,
+                                                                                           capsys):
+    """CopyObject refuses a source over 5 GiB: such a file is copied in parts (the limit lowered here to
+    1 MiB), byte for byte; a file gone before its copy still gets its reason file, saying so."""
+    monkeypatch.setattr(s3_adapter, "COPY_THRESHOLD", 1 << 20)
+    monkeypatch.setattr(s3_adapter, "COPY_PART_SIZE", 5 << 20)
+    monkeypatch.setenv("TOTESYS_INGEST_BUCKET", buckets[0])
+    monkeypatch.setenv("TOTESYS_PROCESSED_BUCKET", buckets[1])
+    s3, body = boto3.client("s3"), bytes(range(256)) * (24 << 10)  # 6 MiB: two parts
+    s3.put_object(Bucket=buckets[0], Key="landed/big.json", Body=body)
+    log = StageLog("ingest")
+    quarantine.quarantine_file(buckets[0], "landed/big.json", buckets[1], RUN_A, "not JSON", "quarantined_file", log)
+    quarantine.quarantine_file(buckets[0], "landed/gone.json", buckets[1], RUN_A, "not JSON", "quarantined_file", log)
+    copy = s3.get_object(Bucket=buckets[1], Key=quarantine.quarantine_key(RUN_A, "landed/big.json"))
+    assert copy["Body"].read() == body and copy["ETag"].endswith('-2"')
+    assert cli.main(["quarantine"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{RUN_A}  -  landed/big.json  whole file  quarantined_file: not JSON",
+        f"{RUN_A}  -  landed/gone.json  whole file  quarantined_file: not JSON (the object does not exist)"]

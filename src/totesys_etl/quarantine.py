@@ -43,8 +43,10 @@ def quarantine_file(from_bucket: str, key: str, to_bucket: str, run_id: str, rea
     """Nothing lost (contract §3): copy `key` aside with `<that key>.reason.json`, log an ERROR, go on.
 
     The original stays where it is; both writes are create-only, so a rerun or a second worker
-    leaves them as they are. `name` replaces `key` in the copy's key (a key from outside the lake may
-    be too long to prefix); the entry names `key`. Returns the entry a manifest lists for it.
+    leaves them as they are. The copy is made inside S3, in parts for an original over 5 GiB, which
+    CopyObject refuses (`s3.copy_create_only`; a courier file may be far larger). `name` replaces
+    `key` in the copy's key (a key from outside the lake may be too long to prefix); the entry names
+    `key`. Returns the entry a manifest lists for it.
     """
     target = quarantine_key(run_id, name or key)
     try:
