@@ -123,6 +123,28 @@ def test_a_table_in_parts_is_trusted_only_whole(entry, reason):
     assert len(rejected) == 1 and reason in rejected[0].reason
 
 
+def test_past_the_cap_hostile_entries_are_counted_not_listed(monkeypatch):
+    """A manifest of millions of hostile entries: the first MAX_LISTED_REJECTIONS are listed (keys and
+    table names clipped), the rest counted; the reason and the processed manifest's entries say how many."""
+    monkeypatch.setattr(manifests, "MAX_LISTED_REJECTIONS", 2)
+    files = {"z" * 1000: 0, "a": 0, "b": {"key": 7}, "c": {}, "d": 0,
+             "address": {"key": lake.table_key("address", RUN, "csv"), "rows": 1}}
+    accepted, rejected = manifests.entries({"files": files}, RUN, {"address"}, "csv")
+    assert [e.table for e in accepted] == ["address"]
+    assert [(r.table, r.key) for r in rejected] == [(t, f"_runs/{RUN}.json#files/{t}") for t in ("a", "b")]
+    assert rejected.more == 3
+    assert manifests.rejection_reason(rejected) == (
+        f"'a' is not a table this stage reads ('_runs/{RUN}.json#files/a'); 'b' is not a table this stage reads "
+        f"('_runs/{RUN}.json#files/b'); and 3 more hostile entries, not listed: the quarantined manifest "
+        "holds them all")
+    listed = manifests.rejection_entries(rejected, RUN, "quarantined_manifest")
+    assert [e.get("more") for e in listed] == [None, None, 3] and manifests.quarantined_count(listed) == 5
+    monkeypatch.setattr(manifests, "MAX_LISTED_REJECTIONS", 10)
+    [*_, clipped] = manifests.entries({"files": files}, RUN, {"address"}, "csv")[1]
+    assert clipped.table == "z" * 200 + "… (1,000 characters)" and len(clipped.reason) < 300
+    assert manifests.entries({"files": files}, RUN, {"address"}, "csv")[1].more == 0
+
+
 def test_part_keys_carry_five_digits_and_refuse_numbers_outside_them():
     assert lake.part_key("payment", RUN, "parquet", 7).endswith(f"payment_{RUN}.part00007.parquet")
     with pytest.raises(ValueError):

@@ -5,6 +5,7 @@ import boto3
 import pytest
 
 from totesys_etl import cli, lake, quarantine
+from totesys_etl.adapters import s3 as s3_adapter
 from totesys_etl.logs import StageLog
 from totesys_etl.process import run
 
@@ -119,3 +120,45 @@ def test_a_reason_file_nested_too_deep_or_too_large_is_still_listed(buckets, mon
     assert capsys.readouterr().out.splitlines() == [
         f"{RUN_A}  sales_order  {nested}  whole file  unknown: its reason file is not JSON",
         f"{RUN_B}  -  _runs/{RUN_B}.json  whole file  unknown: its reason file is 16,777,217 bytes, not read"]
+
+
+def test_both_manifests_of_a_run_and_a_copy_in_the_old_layout_are_all_listed(buckets, monkeypatch, capsys):
+    """Each bucket's manifest of one run goes under its own key, and a copy the stages wrote before
+    manifests had a folder per bucket (`quarantine/<run>/_runs/<run>.json`) is still listed."""
+    monkeypatch.setenv("TOTESYS_INGEST_BUCKET", buckets[0])
+    monkeypatch.setenv("TOTESYS_PROCESSED_BUCKET", buckets[1])
+    s3, key = boto3.client("s3"), lake.manifest_key(RUN_A)
+    for bucket, body in zip(buckets, (b"{ingested", b"{processed")):
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    log = StageLog("process")
+    quarantine.quarantine_manifest(buckets[0], quarantine.INGESTED, buckets[1], RUN_A, "not JSON", log)
+    quarantine.quarantine_manifest(buckets[1], quarantine.PROCESSED, buckets[1], RUN_A, "not JSON", log)
+    s3.put_object(Bucket=buckets[1], Key=f"quarantine/{RUN_A}/{key}.reason.json", Body=json.dumps(
+        {"key": key, "reason": "an old copy", "error_kind": quarantine.QUARANTINED_MANIFEST}).encode())
+    assert cli.main(["quarantine"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{RUN_A}  -  {key}  whole file  quarantined_manifest: {reason}"
+        for reason in ("an old copy", "in the ingested bucket: not JSON", "in the processed bucket: not JSON")]
+    for origin, body in ((quarantine.INGESTED, b"{ingested"), (quarantine.PROCESSED, b"{processed")):
+        assert s3.get_object(Bucket=buckets[1], Key=f"quarantine/{RUN_A}/{origin}/{key}")["Body"].read() == body
+
+
+def test_a_file_over_the_copy_limit_is_quarantined_whole_and_a_missing_one_is_still_listed(buckets, monkeypatch,
+                                                                                           capsys):
+    """CopyObject refuses a source over 5 GiB: such a file is copied in parts (the limit lowered here to
+    1 MiB), byte for byte; a file gone before its copy still gets its reason file, saying so."""
+    monkeypatch.setattr(s3_adapter, "COPY_THRESHOLD", 1 << 20)
+    monkeypatch.setattr(s3_adapter, "COPY_PART_SIZE", 5 << 20)
+    monkeypatch.setenv("TOTESYS_INGEST_BUCKET", buckets[0])
+    monkeypatch.setenv("TOTESYS_PROCESSED_BUCKET", buckets[1])
+    s3, body = boto3.client("s3"), bytes(range(256)) * (24 << 10)  # 6 MiB: two parts
+    s3.put_object(Bucket=buckets[0], Key="landed/big.json", Body=body)
+    log = StageLog("ingest")
+    quarantine.quarantine_file(buckets[0], "landed/big.json", buckets[1], RUN_A, "not JSON", "quarantined_file", log)
+    quarantine.quarantine_file(buckets[0], "landed/gone.json", buckets[1], RUN_A, "not JSON", "quarantined_file", log)
+    copy = s3.get_object(Bucket=buckets[1], Key=quarantine.quarantine_key(RUN_A, "landed/big.json"))
+    assert copy["Body"].read() == body and copy["ETag"].endswith('-2"')
+    assert cli.main(["quarantine"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{RUN_A}  -  landed/big.json  whole file  quarantined_file: not JSON",
+        f"{RUN_A}  -  landed/gone.json  whole file  quarantined_file: not JSON (the object does not exist)"]

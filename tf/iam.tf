@@ -156,6 +156,14 @@ data "aws_iam_policy_document" "load" {
     ]
   }
 
+  # A quarantined file over 5 GiB is copied in parts (adapters/s3.py `copy_create_only`; s3:PutObject
+  # covers UploadPartCopy), and that upload is aborted when its complete fails.
+  statement {
+    sid       = "AbortQuarantineCopies"
+    actions   = ["s3:AbortMultipartUpload"]
+    resources = ["${aws_s3_bucket.lake["processed"].arn}/quarantine/*"]
+  }
+
   statement {
     sid       = "WarehouseCredentials"
     actions   = ["secretsmanager:GetSecretValue"]

@@ -13,7 +13,9 @@ the run is complete; the next stage trusts nothing else. Both kinds share `run_i
   the source added, ignored; `status` may report them) (readme_files/adr/0001-late-commits.md); with the FX
   source on, `fx` (the newest FX day stored, ingest/fx.py) and an `fx_rate` entry in `files` and
   `rows` (readme_files/fx.md);
-- `process` adds `quarantined`: the files, row groups and manifest entries held back, with reasons.
+- `process` adds `quarantined`: the files, row groups and manifest entries held back, with reasons;
+  of a manifest's hostile entries the first MAX_LISTED_REJECTIONS, then one entry counting the rest
+  (`more`), so that millions of them never make a processed manifest too large to write.
 
 A manifest is read back only through `read`/`parse` (`read_bytes` for its bytes): it must be at
 most MAX_BYTES, a JSON object naming its own run, with the fields its stage declares, and a `files`
@@ -24,7 +26,7 @@ quotes, an unknown table) is never opened.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Collection
+from typing import Callable, Collection
 
 from totesys_etl import lake
 from totesys_etl.adapters import s3
@@ -46,6 +48,15 @@ INGEST_FIELDS = (*COMMON_FIELDS, "stage", "rows", "snapshot", "cutoff")
 #: it included); a multi-GB object read whole would kill the stage for memory, with no error line, on
 #: every attempt.
 MAX_BYTES = 16 << 20
+#: The hostile entries of one manifest listed one by one (in the processed manifest, the reason file,
+#: the ERROR line); the rest are counted (`rejection_reason`, `rejection_entries`). A manifest of
+#: MAX_BYTES holds millions of entries, and one listing each with its reason (about 150 bytes)
+#: was too large to write as a processed manifest, failing the run for good. Nothing is lost: the
+#: quarantined copy of the manifest holds every entry.
+MAX_LISTED_REJECTIONS = 100
+#: The characters of a hostile key or table name a listing shows (then `… (N characters)`): enough to
+#: tell it by. A key in a manifest may be megabytes long; the quarantined manifest holds it whole.
+MAX_SHOWN_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,59 @@ class RejectedEntry:
     table: str
     key: str
     reason: str
+
+
+class Rejections(list):
+    """A manifest's hostile entries, in table order: the first MAX_LISTED_REJECTIONS as RejectedEntry
+    (the list itself), and `more`, how many follow them. Those are counted, never built: a manifest of
+    MAX_BYTES may hold millions, and building each one's entry took 16 s and 540 MB."""
+
+    def __init__(self):
+        super().__init__()
+        self.more = 0
+
+    def __bool__(self) -> bool:
+        return bool(len(self) or self.more)
+
+    def add(self, table: str, key, run_id: str, reason: Callable[[str], str]) -> None:
+        """One hostile entry: `key` as the manifest gives it (anything), `reason` made from the table's
+        name as shown, and only for an entry listed."""
+        if len(self) >= MAX_LISTED_REJECTIONS:
+            self.more += 1
+            return
+        shown = _shown(key if isinstance(key, str) else f"{lake.manifest_key(run_id)}#files/{table}")
+        self.append(RejectedEntry(_shown(table), shown, reason(_shown(table))))
+
+
+def rejection_reason(rejected: Rejections) -> str:
+    """One line for a manifest's hostile entries, each listed one as its reason and key, then how many
+    more (the reason file and ERROR line of the quarantined manifest)."""
+    reason = "; ".join(f"{r.reason} ({r.key!r})" for r in rejected)
+    return f"{reason}; {_more(rejected.more)}" if rejected.more else reason
+
+
+def rejection_entries(rejected: Rejections, run_id: str, error_kind: str) -> list[dict]:
+    """The processed manifest's `quarantined` entries for a manifest's hostile entries: each listed
+    one, then, if more follow, one entry for them all with their count in `more`."""
+    entries = [{"key": r.key, "reason": r.reason, "error_kind": error_kind} for r in rejected]
+    if rejected.more:
+        entries.append({"key": lake.manifest_key(run_id), "reason": _more(rejected.more), "error_kind": error_kind,
+                        "more": rejected.more})
+    return entries
+
+
+def quarantined_count(quarantined: list[dict]) -> int:
+    """How many items a `quarantined` list holds back: one per entry, `more` for an entry counting the rest."""
+    return sum(entry["more"] if isinstance(entry.get("more"), int) else 1 for entry in quarantined)
+
+
+def _more(count: int) -> str:
+    return f"and {count:,} more hostile entries, not listed: the quarantined manifest holds them all"
+
+
+def _shown(text: str) -> str:
+    """A hostile key or table name as a listing shows it: whole, or its first MAX_SHOWN_CHARS."""
+    return text if len(text) <= MAX_SHOWN_CHARS else f"{text[:MAX_SHOWN_CHARS]}… ({len(text):,} characters)"
 
 
 def ingest_manifest(run_id: str, previous_run_id: str | None, watermark: dict, files: dict[str, dict],
@@ -196,32 +260,32 @@ def _valid_rows(rows) -> bool:
 
 
 def entries(manifest: dict, run_id: str, tables: Collection[str], extension: str
-            ) -> tuple[list[FileEntry], list[RejectedEntry]]:
+            ) -> tuple[list[FileEntry], Rejections]:
     """Split a parsed manifest's `files` into trusted entries and hostile ones, each in table order.
 
     A table in parts gives one entry per part, in part order; it is trusted only whole (every
     part named exactly as the layout gives part i, rows adding up to the table's), since a run
     missing a part must never look loaded. Keys are compared as strings; they never become paths
-    or SQL. A hostile entry's key is shown as given, or as `_runs/<run_id>.json#files/<table>`.
+    or SQL. A hostile entry's key is shown as given (clipped past MAX_SHOWN_CHARS, as its table is), or
+    as `_runs/<run_id>.json#files/<table>`; past MAX_LISTED_REJECTIONS hostile entries are only counted.
     """
-    accepted, rejected = [], []
+    accepted, rejected = [], Rejections()
     for table, entry in sorted(manifest["files"].items()):
         key = entry.get("key") if isinstance(entry, dict) else None
-        shown = key if isinstance(key, str) else f"{lake.manifest_key(run_id)}#files/{table}"
         rows = entry.get("rows") if isinstance(entry, dict) else None
         parts = entry.get("parts") if isinstance(entry, dict) else None
         if table not in tables:
-            rejected.append(RejectedEntry(table, shown, f"{table!r} is not a table this stage reads"))
+            rejected.add(table, key, run_id, lambda shown: f"{shown!r} is not a table this stage reads")
         elif parts is not None:
             problem = _parts_problem(table, run_id, extension, parts, rows)
             if problem:
-                rejected.append(RejectedEntry(table, shown, problem))
+                rejected.add(table, key, run_id, lambda shown: problem)
             else:
                 accepted.extend(FileEntry(table, p["key"], p["rows"], i, len(parts)) for i, p in enumerate(parts))
         elif key != lake.table_key(table, run_id, extension):
-            rejected.append(RejectedEntry(table, shown, f"entry for {table!r} does not name this run's file of it"))
+            rejected.add(table, key, run_id, lambda shown: f"entry for {shown!r} does not name this run's file of it")
         elif not _valid_rows(rows):
-            rejected.append(RejectedEntry(table, key, f"entry for {table} has no valid row count"))
+            rejected.add(table, key, run_id, lambda shown: f"entry for {shown} has no valid row count")
         else:
             accepted.append(FileEntry(table, key, rows))
     return accepted, rejected

@@ -1,9 +1,13 @@
 """What is held back (contract §3 "Nothing lost", §6 `quarantine`): rows set aside, and the listing.
 
 Everything quarantined lies in the processed bucket under `quarantine/<run_id>/`, each object
-beside its `<key>.reason.json`: a file or manifest copied whole (`quarantine_file`, by the
-processor and the loader), or a file's held-back rows (`hold_rows`, by the processor), at
-`quarantine/<run_id>/<original csv key>.rows.csv`. Listing reads those reason files only.
+beside its `<key>.reason.json`: a file copied whole (`quarantine_file`, by the processor and the
+loader), a manifest copied whole under the name of the bucket it came from (`quarantine_manifest`:
+`quarantine/<run_id>/ingested/_runs/<run_id>.json` by the processor,
+`quarantine/<run_id>/processed/_runs/<run_id>.json` by the loader), or a file's held-back rows
+(`hold_rows`, by the processor), at `quarantine/<run_id>/<original csv key>.rows.csv`. Listing reads
+those reason files only, wherever they lie under the run, so copies from before manifests had a
+folder per bucket (`quarantine/<run_id>/_runs/<run_id>.json`) are listed as they were.
 """
 from __future__ import annotations
 
@@ -22,8 +26,9 @@ REASON_SUFFIX = ".reason.json"
 
 QUARANTINE_PREFIX = "quarantine/"
 #: The most bytes of a reason file the listing reads whole. A stage writes a few hundred (held-back
-#: rows: one count per rule broken, never a value); the longest it writes, a manifest's rejected
-#: entries, follows the manifest's size. A larger object is listed by its size, unread.
+#: rows: one count per rule broken, never a value); the longest it writes, a manifest's hostile
+#: entries, lists at most manifest.MAX_LISTED_REJECTIONS of them, keys clipped (under 100 KB; before
+#: that cap it followed the manifest's size). A larger object is listed by its size, unread.
 MAX_REASON_BYTES = 16 << 20
 QUARANTINED_FILE, QUARANTINED_MANIFEST = "quarantined_file", "quarantined_manifest"
 
@@ -38,8 +43,10 @@ def quarantine_file(from_bucket: str, key: str, to_bucket: str, run_id: str, rea
     """Nothing lost (contract §3): copy `key` aside with `<that key>.reason.json`, log an ERROR, go on.
 
     The original stays where it is; both writes are create-only, so a rerun or a second worker
-    leaves them as they are. `name` replaces `key` in the copy's key (a key from outside the lake may
-    be too long to prefix); the entry names `key`. Returns the entry a manifest lists for it.
+    leaves them as they are. The copy is made inside S3, in parts for an original over 5 GiB, which
+    CopyObject refuses (`s3.copy_create_only`; a courier file may be far larger). `name` replaces
+    `key` in the copy's key (a key from outside the lake may be too long to prefix); the entry names
+    `key`. Returns the entry a manifest lists for it.
     """
     target = quarantine_key(run_id, name or key)
     try:
@@ -52,6 +59,25 @@ def quarantine_file(from_bucket: str, key: str, to_bucket: str, run_id: str, rea
     s3.put_json_create_only(to_bucket, f"{target}.reason.json", entry)
     log.error(f"quarantined {key}: {reason}", error_kind=error_kind, key=key, quarantine_key=target)
     return entry
+
+
+#: The buckets a quarantined manifest may come from, as the lake names them: the processor quarantines a
+#: run's ingested manifest and the loader the same run's processed one, both `_runs/<run_id>.json`.
+#: Each copy goes under its bucket's name: with one key for both, the first copy (writes are
+#: create-only) stood for both and the second manifest's evidence was lost.
+INGESTED, PROCESSED = "ingested", "processed"
+
+
+def quarantine_manifest(from_bucket: str, origin: str, to_bucket: str, run_id: str, reason: str, log) -> dict:
+    """Copy run `run_id`'s corrupt or hostile manifest from `from_bucket` (`origin`: INGESTED or
+    PROCESSED, the role of that bucket) to `quarantine/<run_id>/<origin>/_runs/<run_id>.json`, with its
+    reason file and an ERROR, as `quarantine_file` does. The reason names the bucket, since both
+    manifests of a run have the same key. Returns the entry a manifest lists for it."""
+    if origin not in (INGESTED, PROCESSED):
+        raise ValueError(f"not a bucket a manifest comes from: {origin!r}")
+    key = lake.manifest_key(run_id)
+    return quarantine_file(from_bucket, key, to_bucket, run_id, f"in the {origin} bucket: {reason}",
+                           QUARANTINED_MANIFEST, log, name=f"{origin}/{key}")
 
 
 def quarantine_body(bucket: str, run_id: str, key: str, body: bytes, reason: str, error_kind: str, log) -> dict:

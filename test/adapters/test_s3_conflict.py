@@ -101,6 +101,7 @@ def test_another_error_is_raised_without_retrying(stubber):
 
 def test_a_copy_meeting_a_conflict_is_retried(stubber):
     _head(stubber, present=False)  # copy_create_only looks first (moto ignores IfNoneMatch on copies)
+    stubber.add_response("head_object", {"ContentLength": 2, "ETag": '"s"'}, {"Bucket": BUCKET, "Key": SOURCE})
     params = {"Bucket": BUCKET, "Key": KEY, "CopySource": {"Bucket": BUCKET, "Key": SOURCE}, "IfNoneMatch": "*"}
     stubber.add_client_error("copy_object", service_error_code=CONFLICT[0], http_status_code=CONFLICT[1],
                              expected_params=params)

@@ -16,7 +16,7 @@ from urllib.parse import quote_plus
 import boto3
 import pytest
 
-from totesys_etl import lake
+from totesys_etl import lake, quarantine
 from totesys_etl import manifest as manifest_module
 from totesys_etl.local.drive.notifications import queue_name
 from totesys_etl.local.source.simulate import simulate
@@ -137,7 +137,8 @@ def test_bad_input_is_quarantined_or_ignored_and_nothing_else_is_lost(seeded, ne
         reason = json.loads(quarantined(key + ".reason.json", run_id))
         assert reason["error_kind"] == KINDS[held[key.removesuffix(".rows.csv")]] and reason["reason"]
     for (bucket, bad_run), body in manifests.items():
-        assert quarantined(lake.manifest_key(bad_run), bad_run) == body
+        origin = quarantine.INGESTED if bucket == ingested else quarantine.PROCESSED
+        assert quarantined(f"{origin}/{lake.manifest_key(bad_run)}", bad_run) == body
     processed_manifest = json.loads(s3.get_object(Bucket=processed, Key=lake.manifest_key(run_id))["Body"].read())
     assert {q["key"] for q in processed_manifest["quarantined"]} == set(damaged)
     for bucket, keys in stray.items():

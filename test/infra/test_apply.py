@@ -157,7 +157,7 @@ def test_apply_check_replan(deployment, aws):
                       "load": {f"{processed_arn}/quarantine/*", f"{processed_arn}/_state/failures/load/*"}}
     aborts = {stage: {r for a, r in grants[stage] if a == "s3:AbortMultipartUpload"} for stage in STAGES}
     assert aborts == {"ingest": {f"{ingested_arn}/*", f"{processed_arn}/quarantine/*"},
-                      "process": {f"{processed_arn}/*"}, "load": set()}
+                      "process": {f"{processed_arn}/*"}, "load": {f"{processed_arn}/quarantine/*"}}
     landing_arn = f"arn:aws:s3:::{outputs['landing_bucket']}"
     reads = {stage: {r for a, r in grants[stage] if r.startswith(landing_arn)} for stage in STAGES}
     assert reads == {"ingest": {landing_arn, f"{landing_arn}/*"}, "process": set(), "load": set()}

@@ -47,6 +47,8 @@ ACTIONS = {
                            ("kms:Decrypt", KEY), ("kms:GenerateDataKey", KEY)],
     ("s3", "CreateMultipartUpload"): [("s3:PutObject", OBJECT), ("kms:GenerateDataKey", KEY), ("kms:Decrypt", KEY)],
     ("s3", "UploadPart"): [("s3:PutObject", OBJECT), ("kms:GenerateDataKey", KEY), ("kms:Decrypt", KEY)],
+    ("s3", "UploadPartCopy"): [("s3:GetObject", SOURCE), ("s3:ListBucket", SOURCE_BUCKET), ("s3:PutObject", OBJECT),
+                               ("kms:Decrypt", KEY), ("kms:GenerateDataKey", KEY)],
     ("s3", "CompleteMultipartUpload"): [("s3:PutObject", OBJECT), ("kms:GenerateDataKey", KEY),
                                         ("kms:Decrypt", KEY)],
     ("s3", "AbortMultipartUpload"): [("s3:AbortMultipartUpload", OBJECT)],
@@ -57,10 +59,14 @@ ACTIONS = {
 }
 #: Calls a recorded call may be followed by on a path this test does not take (adapters/s3.py):
 #: upload_file_create_only aborts a multipart upload whose parts or complete failed; a conditional
-#: write that meets a lasting 409, or an ingest whose key is taken (s3.holds), HEADs the key.
+#: write that meets a lasting 409, or an ingest whose key is taken (s3.holds), HEADs the key; a copy
+#: of an original over s3.COPY_THRESHOLD (5 GiB) goes in parts, aborted when it fails.
+_COPY_IN_PARTS = [("s3", "CreateMultipartUpload"), ("s3", "UploadPartCopy"), ("s3", "CompleteMultipartUpload"),
+                  ("s3", "AbortMultipartUpload")]
 IMPLIED = {("s3", "CreateMultipartUpload"): [("s3", "AbortMultipartUpload")],
            ("s3", "PutObject"): [("s3", "HeadObject")], ("s3", "CompleteMultipartUpload"): [("s3", "HeadObject")],
-           ("s3", "CopyObject"): [("s3", "HeadObject")]}
+           ("s3", "CopyObject"): [("s3", "HeadObject"), *_COPY_IN_PARTS],
+           ("s3", "UploadPartCopy"): [("s3", "HeadObject"), ("s3", "CopyObject"), *_COPY_IN_PARTS]}
 
 
 class Recorder:
@@ -178,8 +184,10 @@ def test_every_call_each_handler_makes_is_granted_to_its_role(deployment, source
                         ("TOTESYS_WAREHOUSE_SECRET", terraform.names["warehouse_secret"]),
                         ("TOTESYS_INGEST_BUCKET", buckets[0]), ("TOTESYS_PROCESSED_BUCKET", buckets[1])):
         monkeypatch.setenv(name, value)
-    # Every file but the smallest goes up in parts, as files over 64 MB do in production.
+    # Every file but the smallest goes up in parts, as files over 64 MB do in production; and a copy to
+    # quarantine of more than 10 bytes (the processor's of "not a manifest") in parts, as one over 5 GiB.
     monkeypatch.setattr(s3, "MULTIPART_THRESHOLD", 1024)
+    monkeypatch.setattr(s3, "COPY_THRESHOLD", 10)
     seed(source.admin_url, orders=200, seed=21)
     raw = boto3.client("s3")
 
@@ -241,7 +249,7 @@ def test_every_call_each_handler_makes_is_granted_to_its_role(deployment, source
     assert {"GetSecretValue", "CreateMultipartUpload", "PutObject", "ListObjectsV2", "CopyObject",
             "GetObject", "HeadObject"} <= recorder.operations("ingest")
     assert {"CreateMultipartUpload", "CompleteMultipartUpload", "AbortMultipartUpload",
-            "CopyObject", "GetObject", "Invoke"} <= recorder.operations("process")
+            "UploadPartCopy", "GetObject", "Invoke"} <= recorder.operations("process")
     assert {"GetSecretValue", "CopyObject", "PutObject", "ListObjectsV2", "Invoke"} <= recorder.operations("load")
 
     lake_names = {buckets[0]: deployment.buckets["ingested"], buckets[1]: deployment.buckets["processed"],

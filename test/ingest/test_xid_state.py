@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import tracemalloc
 import zlib
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from totesys_etl import lake
 from totesys_etl import manifest as manifests
 from totesys_etl.adapters import s3
-from totesys_etl.errors import LakeUnavailable
+from totesys_etl.errors import InvalidInput, LakeUnavailable
 from totesys_etl.ingest import xid_state
 from totesys_etl.ingest.watermark import previous_watermark
 from totesys_etl.ingest.xids import XidSet
@@ -143,6 +144,40 @@ def test_an_altered_state_object_stops_the_run_with_one_line(buckets):
     forged = {**manifest, xid_state.FIELD: {**manifest[xid_state.FIELD], "bytes": 15, "sha256": digest}}
     with pytest.raises(xid_state.StateUnreadable, match="does not decode"):
         xid_state.inline(bucket, forged)
+
+
+def test_a_state_object_larger_than_its_manifest_says_is_refused_unread_in_one_line(buckets):
+    """A huge object where the state belongs costs one request, never memory: it is refused by its size
+    before its body is read (it was read whole first, then found not to match)."""
+    bucket = buckets[0]
+    manifest = _spilled_manifest(bucket)
+    s3.client().put_object(Bucket=bucket, Key=xid_state.state_key(RUN), Body=bytes(8 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(xid_state.StateUnreadable) as stopped:
+            previous_watermark(bucket, StageLog("ingest"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20, peak
+    expected = f"is 8,388,608 bytes, not the {manifest[xid_state.FIELD]['bytes']:,} its manifest names"
+    assert expected in str(stopped.value) and "\n" not in str(stopped.value)
+
+
+def test_a_reference_to_a_state_larger_than_any_is_a_corrupt_manifest_and_skipped_unread(buckets, monkeypatch):
+    """A manifest naming a state object over xid_state.MAX_BYTES (no run writes one) is corrupt: skipped
+    for the run before it, as a malformed reference is, and the object is never read."""
+    monkeypatch.setattr(xid_state, "MAX_BYTES", 1 << 20)
+    bucket = buckets[0]
+    manifest = _spilled_manifest(bucket)
+    body = bytes(8 << 20)
+    s3.client().put_object(Bucket=bucket, Key=xid_state.state_key(RUN), Body=body)
+    s3.client().put_object(Bucket=bucket, Key=lake.manifest_key(RUN), Body=s3.json_body(
+        {**manifest, xid_state.FIELD: {**manifest[xid_state.FIELD], "bytes": len(body),
+                                       "sha256": hashlib.sha256(body).hexdigest()}}))
+    with pytest.raises(InvalidInput, match="more than a state object may be"):
+        xid_state.inline(bucket, manifests.read(bucket, RUN))
+    assert previous_watermark(bucket, StageLog("ingest")).run_id == OLDER
 
 
 def test_a_manifest_whose_reference_is_malformed_is_a_corrupt_manifest_and_skipped(buckets):

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from totesys_etl import lake, quarantine
 from totesys_etl import manifest as manifests
 from totesys_etl.errors import LoadFailed
 from totesys_etl.load import bulk, files
@@ -19,6 +20,7 @@ from totesys_etl.load import run as load_run_module
 from totesys_etl.load.ledger import load_mark, loaded_runs
 from totesys_etl.load.migrations import migrate
 from totesys_etl.load.run import load, warehouse_connection
+from totesys_etl.process.run import process_run
 from totesys_etl.schema import DIMENSIONS, FACT_EXCHANGE_RATE, FACTS, STATE_TABLES, fact_references, state_table
 from totesys_etl.schema.rereads import reread_table, stored_key
 from totesys_etl.schema.warehouse import newest_first
@@ -440,7 +442,7 @@ def test_bad_files_are_quarantined_and_the_rest_loads(settings, processed_lake, 
         key = manifest["files"][name]["key"]
         assert {f"quarantine/{kit.run_id(1)}/{key}", f"quarantine/{kit.run_id(1)}/{key}.reason.json"} <= quarantined
         assert key in processed_lake.keys(key)                           # the original stays
-    manifest_copy = f"quarantine/{kit.run_id(1)}/_runs/{kit.run_id(1)}.json"     # hostile entries: never opened
+    manifest_copy = f"quarantine/{kit.run_id(1)}/processed/_runs/{kit.run_id(1)}.json"  # hostile entries: unopened
     assert {manifest_copy, manifest_copy + ".reason.json"} <= quarantined and len(quarantined) == 10
     reason = processed_lake.s3.get_object(Bucket=processed_lake.processed, Key=manifest_copy + ".reason.json")
     text = reason["Body"].read().decode()
@@ -472,9 +474,32 @@ def test_a_corrupt_manifest_is_quarantined_and_passed(settings, processed_lake, 
     result = load(settings, None, today=TODAY)
     assert result["runs"][0].pop("seconds") >= 0
     assert result["runs"] == [{"run_id": kit.run_id(1), "rows": {}, "files": 0, "quarantined": 1}]
-    assert f"quarantine/{kit.run_id(1)}/_runs/{kit.run_id(1)}.json.reason.json" in processed_lake.keys("quarantine/")
+    copy = f"quarantine/{kit.run_id(1)}/processed/_runs/{kit.run_id(1)}.json"
+    assert f"{copy}.reason.json" in processed_lake.keys("quarantine/")
     assert load_mark(warehouse_connection(settings)) == kit.run_id(1)
     assert [line["error_kind"] for line in log_lines if line["level"] == "ERROR"] == ["quarantined_manifest"]
+
+
+def test_both_manifests_of_a_run_tampered_are_each_kept_and_listed(settings, processed_lake, kit, log_lines):
+    """The processor quarantines a run's corrupt ingested manifest, the loader the same run's corrupt
+    processed one: both copies are kept (quarantine writes are create-only, so one shared key kept the
+    processor's alone and lost the loader's evidence) and `totesys-etl quarantine` lists both."""
+    run_id = kit.run_id(1)
+    bodies = {processed_lake.ingested: b'{"run_id": "' + run_id.encode(), processed_lake.processed: b"{nope"}
+    processed_lake.s3.put_object(Bucket=processed_lake.ingested, Key=lake.manifest_key(run_id),
+                                 Body=bodies[processed_lake.ingested])
+    assert process_run(settings, run_id).quarantined == 1
+    processed_lake.s3.put_object(Bucket=processed_lake.processed, Key=lake.manifest_key(run_id),   # tampered
+                                 Body=bodies[processed_lake.processed])
+    assert load(settings, [run_id], today=TODAY)["runs"][0]["quarantined"] == 1
+
+    copies = [k for k in processed_lake.keys(f"quarantine/{run_id}/") if not k.endswith(".reason.json")]
+    assert sorted(processed_lake.s3.get_object(Bucket=processed_lake.processed, Key=k)["Body"].read()
+                  for k in copies) == sorted(bodies.values())
+    held = quarantine.listed(processed_lake.processed, run_id)
+    assert [(h.table, h.key, h.kind) for h in held] == [("-", lake.manifest_key(run_id), "quarantined_manifest")] * 2
+    assert {h.reason.split(":")[0] for h in held} == {"in the ingested bucket", "in the processed bucket"}
+    assert [line["error_kind"] for line in log_lines if line["level"] == "ERROR"] == ["quarantined_manifest"] * 2
 
 
 def test_the_sweep_mark_waits_for_a_run_ingested_but_not_processed(settings, processed_lake, totesys, kit):

@@ -202,8 +202,8 @@ def test_a_corrupt_manifest_is_quarantined_and_the_run_still_gets_a_processed_ma
         assert manifest["files"] == {}
         assert manifest["quarantined"][0]["key"] == lake.manifest_key(run_id)
         assert manifest["quarantined"][0]["error_kind"] == "quarantined_manifest"
-        assert lake_pair.get(f"quarantine/{run_id}/_runs/{run_id}.json") == body
-        assert json.loads(lake_pair.get(f"quarantine/{run_id}/_runs/{run_id}.json.reason.json"))["reason"]
+        assert lake_pair.get(f"quarantine/{run_id}/ingested/_runs/{run_id}.json") == body
+        assert json.loads(lake_pair.get(f"quarantine/{run_id}/ingested/_runs/{run_id}.json.reason.json"))["reason"]
     assert not [k for k in lake_pair.keys() if k.endswith(".parquet")]
 
 
@@ -223,11 +223,40 @@ def test_hostile_keys_are_quarantined_unopened_and_nothing_lands_elsewhere(lake_
     assert sorted(q["key"] for q in manifest["quarantined"]) == sorted(hostile.values())
     assert {q["error_kind"] for q in manifest["quarantined"]} == {"quarantined_manifest"}
     expected = {lake.manifest_key(RUN_A), lake.table_key("etl_src_currency", RUN_A, "parquet"),
-                f"quarantine/{RUN_A}/_runs/{RUN_A}.json",
-                f"quarantine/{RUN_A}/_runs/{RUN_A}.json.reason.json"}
+                f"quarantine/{RUN_A}/ingested/_runs/{RUN_A}.json",
+                f"quarantine/{RUN_A}/ingested/_runs/{RUN_A}.json.reason.json"}
     assert set(lake_pair.keys()) == expected
-    reason = json.loads(lake_pair.get(f"quarantine/{RUN_A}/_runs/{RUN_A}.json.reason.json"))
+    reason = json.loads(lake_pair.get(f"quarantine/{RUN_A}/ingested/_runs/{RUN_A}.json.reason.json"))
     assert all(repr(k) in reason["reason"] for k in hostile.values())
+
+
+def test_a_manifest_with_many_hostile_entries_lists_the_first_and_counts_the_rest(lake_pair, copy_csv, monkeypatch):
+    """Millions of hostile entries in a 16 MiB manifest, each listed with its reason, made a processed
+    manifest too large to write: the run failed for good. Here at a small scale (a 160 KiB manifest cap,
+    five entries listed): the first are listed, the rest counted in one entry, a key of 30,007
+    characters shown clipped; the run completes, and the quarantined manifest's copy holds them all."""
+    monkeypatch.setattr(manifests, "MAX_BYTES", 160 << 10)
+    monkeypatch.setattr(manifests, "MAX_LISTED_REJECTIONS", 5)
+    currency = copy_csv("currency", SOURCE["currency"])
+    hostile = {f"t{i:04d}": {"key": f"t/{i}.csv", "rows": 1} for i in range(2_000)}
+    hostile["design"] = {"key": "design/" + "x" * 30_000, "rows": 1}
+    lake_pair.write_run(RUN_A, {"currency": (currency, 1)}, extra_entries=hostile)
+
+    result = run.process_run(lake_pair.settings, RUN_A)
+    assert result.rows == {"etl_src_currency": 1} and result.quarantined == len(hostile)
+    manifest = lake_pair.manifest(RUN_A)
+    *listed, rest = manifest["quarantined"]
+    assert [q["key"] for q in listed] == [hostile["design"]["key"][:200] + "… (30,007 characters)",
+                                          "t/0.csv", "t/1.csv", "t/2.csv", "t/3.csv"]
+    assert rest == {"key": lake.manifest_key(RUN_A), "error_kind": "quarantined_manifest", "more": len(hostile) - 5,
+                    "reason": f"and {len(hostile) - 5:,} more hostile entries, not listed: the quarantined "
+                              "manifest holds them all"}
+    copy = f"quarantine/{RUN_A}/ingested/_runs/{RUN_A}.json"
+    assert json.loads(lake_pair.get(copy))["files"].keys() == {"currency", *hostile}
+    reason = json.loads(lake_pair.get(f"{copy}.reason.json"))["reason"]
+    assert reason.count("is not a table this stage reads") == 4 and len(reason) < 2_000, reason
+    assert reason.endswith(f"; and {len(hostile) - 5:,} more hostile entries, not listed: the quarantined manifest "
+                           "holds them all")
 
 
 def test_processing_a_run_again_changes_nothing(lake_pair, copy_csv):
@@ -309,11 +338,12 @@ def test_a_manifest_nested_too_deep_or_too_large_is_quarantined_and_never_stops_
     for run_id in bodies:
         manifest = lake_pair.manifest(run_id)
         assert manifest["files"] == {} and [q["key"] for q in manifest["quarantined"]] == [lake.manifest_key(run_id)]
-        reasons[run_id] = json.loads(lake_pair.get(f"quarantine/{run_id}/_runs/{run_id}.json.reason.json"))["reason"]
-    assert reasons == {nested: f"manifest _runs/{nested}.json is nested too deep to decode",
-                       large: f"manifest _runs/{large}.json is 16,777,217 bytes, more than a manifest may be "
-                              "(16,777,216)"}
-    assert lake_pair.get(f"quarantine/{nested}/_runs/{nested}.json") == bodies[nested]
+        copy = f"quarantine/{run_id}/ingested/_runs/{run_id}.json"
+        reasons[run_id] = json.loads(lake_pair.get(f"{copy}.reason.json"))["reason"]
+    assert reasons == {nested: f"in the ingested bucket: manifest _runs/{nested}.json is nested too deep to decode",
+                       large: f"in the ingested bucket: manifest _runs/{large}.json is 16,777,217 bytes, more than "
+                              "a manifest may be (16,777,216)"}
+    assert lake_pair.get(f"quarantine/{nested}/ingested/_runs/{nested}.json") == bodies[nested]
     assert lake.read_mark(lake_pair.processed, run.MARK_PREFIX) == RUN_A
 
 

@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
 
-from totesys_etl.errors import is_missing
+from totesys_etl.errors import LakeUnavailable, is_missing
 
 #: Above this size a file goes up in parts, so neither it nor its upload sits in memory whole.
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
@@ -373,19 +373,75 @@ def list_keys(bucket: str, prefix: str, start_after: str | None = None, limit: i
             yield item["Key"]
 
 
+#: The largest object one CopyObject copies (S3 refuses a larger source); above it `copy_create_only`
+#: copies in parts (UploadPartCopy). A quarantined courier file may be far larger (contract §9).
+COPY_THRESHOLD = 5 * 1024 ** 3
+#: Bytes per part of such a copy (S3 takes 5 MiB to 5 GiB), larger when the object needs more than
+#: MAX_COPY_PARTS of them (S3's limit); each part is copied inside S3, none passes through here.
+COPY_PART_SIZE = 512 * 1024 * 1024
+MAX_COPY_PARTS = 10_000
+#: Parts copied at once: S3 copies each at some tens of MB/s, so a 100 GB object takes minutes, not
+#: the half hour one part at a time would (Lambda stops at 15).
+COPY_WORKERS = 8
+
+
 def copy_create_only(src_bucket: str, src_key: str, bucket: str, key: str) -> bool:
     """Server-side copy to `key` unless it exists (the original stays where it is).
 
     moto ignores `IfNoneMatch` on CopyObject, so the key is checked first as well; two racing
     copies of the same original write the same bytes, which keeps the object immutable in effect.
+    An original over COPY_THRESHOLD, which CopyObject refuses, is copied in parts
+    (`_multipart_copy`), as conditional as the rest. S3's errors are raised as they are (a missing
+    original: 404 from its HEAD).
     """
     if exists(bucket, key):
         return False
+    source = client().head_object(Bucket=src_bucket, Key=src_key)
+    if source["ContentLength"] > COPY_THRESHOLD:
+        return _create_only(bucket, key, lambda: _multipart_copy(src_bucket, src_key, source["ETag"],
+                                                                 source["ContentLength"], bucket, key))
 
     def copy() -> None:
         client().copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": src_bucket, "Key": src_key},
                              IfNoneMatch="*")
     return _create_only(bucket, key, copy)
+
+
+def _multipart_copy(src_bucket: str, src_key: str, etag: str, size: int, bucket: str, key: str) -> None:
+    """One multipart copy of the `size` bytes of the original whose ETag is `etag`: CreateMultipartUpload,
+    an UploadPartCopy per range (COPY_WORKERS at a time), then a complete with `IfNoneMatch` (a key that
+    exists: 412, which `_create_only` reads as "already exists"). Each range is asked for with
+    `CopySourceIfMatch`, so an original replaced meanwhile fails the copy (LakeUnavailable: a later
+    attempt copies what is there then) instead of mixing two versions; a 412 there is the original's,
+    never the key's. On any failure the upload is aborted and the failure raised."""
+    s3 = client()
+    part_size = max(COPY_PART_SIZE, -(-size // MAX_COPY_PARTS))
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+
+    def copy_part(number: int, start: int) -> dict:
+        try:
+            answer = s3.upload_part_copy(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                         CopySource={"Bucket": src_bucket, "Key": src_key}, CopySourceIfMatch=etag,
+                                         CopySourceRange=f"bytes={start}-{min(start + part_size, size) - 1}")
+        except ClientError as e:
+            if _code(e) in _EXISTS:
+                raise LakeUnavailable(f"s3://{src_bucket}/{src_key} changed while it was copied to {key}; "
+                                      "not copied") from None
+            raise
+        return {"ETag": answer["CopyPartResult"]["ETag"], "PartNumber": number}
+    starts = range(0, size, part_size)
+    workers = ThreadPoolExecutor(min(COPY_WORKERS, len(starts)), "part-copy")
+    try:
+        copies = [workers.submit(copy_part, number, start) for number, start in enumerate(starts, 1)]
+        parts = [part.result() for part in copies]
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts},
+                                     IfNoneMatch="*")
+    except BaseException:
+        workers.shutdown(cancel_futures=True)  # the parts not started yet never start; then abort
+        _abort(s3, bucket, key, upload_id)
+        raise
+    finally:
+        workers.shutdown()
 
 
 def head(bucket: str, key: str) -> dict | None:

@@ -16,7 +16,8 @@ with zlib; 100,000 interleavings take a few KB, random ones about two bytes per 
 A manifest without `xid_state` (every manifest before this, and every small one now) is read as
 before. A named state object that is missing, or whose bytes do not match, stops the run with one
 line (`StateUnreadable`): guessing would lose or re-ship versions, and skipping the manifest for an
-older one would ship again everything since.
+older one would ship again everything since. An object larger than its manifest says is refused by
+its size before its body is read; a manifest naming one over MAX_BYTES is corrupt.
 """
 from __future__ import annotations
 
@@ -42,6 +43,12 @@ _MAGIC = b"TXIDS2\n"
 _MAGIC_SETS = b"TXIDS1\n"
 #: A decoded state larger than this is corrupt (100,000 interleavings decode to ~3 MB).
 _MAX_DECODED = 64 << 20
+#: The most bytes a state object may hold: zlib adds at most 5 bytes per 16 KiB block (and a few in
+#: all) to what it cannot compress, so a larger object cannot decode within _MAX_DECODED. A manifest
+#: naming a larger one is corrupt; an object larger than its manifest says is refused by its size, its
+#: body unread (a multi-GB object read whole would kill the ingest for memory, with no error line, on
+#: every attempt).
+MAX_BYTES = _MAX_DECODED + (_MAX_DECODED >> 10)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -228,12 +235,19 @@ def inline(bucket: str, manifest: dict) -> dict:
     run_id = manifest.get("run_id")
     if not (isinstance(ref, dict) and isinstance(run_id, str) and ref.get("key") == state_key(run_id)
             and isinstance(ref.get("sha256"), str) and _SHA256.fullmatch(ref["sha256"])
-            and isinstance(ref.get("bytes"), int)):
+            and isinstance(ref.get("bytes"), int) and not isinstance(ref["bytes"], bool)):
         raise InvalidInput(f"manifest of {run_id!r}: {FIELD} is not {{key: {state_key('<run_id>')}, sha256, bytes}}")
+    if not 0 <= ref["bytes"] <= MAX_BYTES:
+        raise InvalidInput(f"manifest of {run_id!r}: {FIELD} names {ref['bytes']:,} bytes, more than a state object "
+                           f"may be ({MAX_BYTES:,})")
     key = ref["key"]
-    with lake_errors(bucket, key, missing_ok=True) as call:
-        body = s3.get_bytes(bucket, key)
     where = f"s3://{bucket}/{key}, the transaction ids run {run_id} saw"
+    with lake_errors(bucket, key, missing_ok=True) as call:
+        try:
+            body = s3.get_bytes(bucket, key, max_bytes=ref["bytes"])
+        except s3.TooLarge as e:
+            raise StateUnreadable(f"{where}, is {e.size:,} bytes, not the {ref['bytes']:,} its manifest names "
+                                  "(not read): ingest stopped rather than guess what that run read") from None
     if call.missing:
         raise StateUnreadable(f"{where}, is missing: ingest stopped rather than guess what that run read")
     if len(body) != ref["bytes"] or hashlib.sha256(body).hexdigest() != ref["sha256"]:

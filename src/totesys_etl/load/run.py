@@ -199,15 +199,13 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
             return None
         raise
     except InvalidInput as e:
-        quarantine.quarantine_file(bucket, lake.manifest_key(run_id), bucket, run_id, str(e),
-                                   quarantine.QUARANTINED_MANIFEST, log)
+        quarantine.quarantine_manifest(bucket, quarantine.PROCESSED, bucket, run_id, str(e), log)
         with transaction(conn):
             record_run(conn, run_id, {})
         return RunResult(run_id, {}, timer.seconds, quarantined=1)
 
     rows: dict[str, int] = {}
     trusted, hostile = manifests.entries(manifest, run_id, LOADABLE, "parquet")
-    rejected = [r.reason for r in hostile]
     parted = [e for e in trusted if e.part is not None]
     if parts.loads_whole(conn, run_id, parted):
         parted = []
@@ -216,9 +214,9 @@ def load_run(conn: Connection, bucket: str, run_id: str, log: StageLog, today: d
     if staged is None:
         return None
     quarantined = 0
-    if rejected:
-        quarantine.quarantine_file(bucket, lake.manifest_key(run_id), bucket, run_id, "; ".join(rejected),
-                                   quarantine.QUARANTINED_MANIFEST, log)
+    if hostile:
+        quarantine.quarantine_manifest(bucket, quarantine.PROCESSED, bucket, run_id,
+                                       manifests.rejection_reason(hostile), log)
         quarantined += 1
     with transaction(conn):
         present, direct, partial, files = set(), {}, set(), 0

@@ -87,9 +87,10 @@ def finish_run(settings: Settings, run_id: str, outputs: dict[str, dict], quaran
     created = manifests.write(settings.processed_bucket, manifest)
     crash_point("process.after_manifest")
     rows = {table: entry["rows"] for table, entry in manifest["files"].items()}
+    held = manifests.quarantined_count(quarantined)
     log.info("run processed" if created else "run processed; another processor wrote its manifest first",
-             rows=rows, quarantined=len(quarantined), seconds=timer.seconds)
-    return RunResult(run_id, rows, timer.seconds, files=len(manifest["files"]), quarantined=len(quarantined))
+             rows=rows, quarantined=held, seconds=timer.seconds)
+    return RunResult(run_id, rows, timer.seconds, files=len(manifest["files"]), quarantined=held)
 
 
 def process_files(settings: Settings, run_id: str, entries: list[FileEntry], folder: str, quarantined: list[dict],
@@ -133,16 +134,14 @@ def manifest_entries(settings: Settings, run_id: str, log: StageLog, quarantined
             return None
         raise
     except InvalidInput as e:
-        quarantined.append(quarantine.quarantine_file(settings.ingest_bucket, key, settings.processed_bucket, run_id,
-                                                      str(e), quarantine.QUARANTINED_MANIFEST, log))
+        quarantined.append(quarantine.quarantine_manifest(settings.ingest_bucket, quarantine.INGESTED,
+                                                          settings.processed_bucket, run_id, str(e), log))
         return []
     entries, rejected = manifests.entries(manifest, run_id, {t.name for t in INGESTED_TABLES}, "csv")
     if rejected:
-        reason = "; ".join(f"{r.reason} ({r.key!r})" for r in rejected)
-        quarantine.quarantine_file(settings.ingest_bucket, key, settings.processed_bucket, run_id, reason,
-                                   quarantine.QUARANTINED_MANIFEST, log)
-        quarantined.extend({"key": r.key, "reason": r.reason, "error_kind": quarantine.QUARANTINED_MANIFEST}
-                           for r in rejected)
+        quarantine.quarantine_manifest(settings.ingest_bucket, quarantine.INGESTED, settings.processed_bucket, run_id,
+                                       manifests.rejection_reason(rejected), log)
+        quarantined.extend(manifests.rejection_entries(rejected, run_id, quarantine.QUARANTINED_MANIFEST))
     elif complete is not None:  # the source tables this run holds whole (contract §10 snapshot)
         complete.update(manifests.complete_tables(manifest, {t.name for t in SOURCE_TABLES}))
     return entries
