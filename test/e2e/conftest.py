@@ -35,10 +35,11 @@ import pytest
 
 from totesys_etl import lake
 from totesys_etl.adapters.postgres import parse_url
+from totesys_etl.load.merge import SEED_YEARS
 from totesys_etl.local.services import admin
 from totesys_etl.local.source.seed import seed
 from totesys_etl.process.run import MARK_PREFIX
-from totesys_etl.schema import STAR_TABLES
+from totesys_etl.schema import DIM_DATE, STAR_TABLES
 
 REGION = "eu-west-2"
 TALLY_PATH = Path(__file__).resolve().parents[2] / ".local" / "exactly-once.json"
@@ -69,12 +70,25 @@ def sql(url: str, statement: str, **params):
         conn.close()
 
 
+def _off_the_seed_edges(day) -> bool:
+    """False for a day within a few days of either end of the calendar a first load seeds (SEED_YEARS
+    around the day it runs): two warehouses first loaded on either side of midnight UTC differ there
+    by a row at each end, though both are right. Every other day is compared (the oracle checks that
+    every day a fact refers to is there, with the right columns)."""
+    years = abs((day - datetime.now(timezone.utc).date()).days) / 365.25
+    return abs(years - SEED_YEARS) > 4 / 365.25
+
+
 def star_rows(url: str) -> dict[str, Counter]:
-    """Each star table as a multiset of rows, every column but the surrogate `serial` key."""
+    """Each star table as a multiset of rows, every column but the surrogate `serial` key (`dim_date`
+    off its seed's edges), for comparing one warehouse with another."""
     rows = {}
     for table in STAR_TABLES:
         columns = ", ".join(pg8000.native.identifier(c.name) for c in table.data_columns)
-        rows[table.name] = Counter(tuple(r) for r in sql(url, f"SELECT {columns} FROM {table.name}"))
+        found = sql(url, f"SELECT {columns} FROM {table.name}")
+        if table is DIM_DATE:
+            found = [r for r in found if _off_the_seed_edges(r[0])]
+        rows[table.name] = Counter(tuple(r) for r in found)
     return rows
 
 
