@@ -55,10 +55,17 @@ def quarantine_file(from_bucket: str, key: str, to_bucket: str, run_id: str, rea
         if not is_missing(e):
             raise
         reason = f"{reason} (the object does not exist)"
-    entry = {"key": key, "reason": reason, "error_kind": error_kind}
-    s3.put_json_create_only(to_bucket, f"{target}.reason.json", entry)
+    entry = file_entry(key, reason, error_kind)
+    # The ERROR before the reason file, which says "all there": a crash between the two then gives
+    # a rerun that alarms again, never a quarantine that no alarm announced.
     log.error(f"quarantined {key}: {reason}", error_kind=error_kind, key=key, quarantine_key=target)
+    s3.put_json_create_only(to_bucket, f"{target}{REASON_SUFFIX}", entry)
     return entry
+
+
+def file_entry(key: str, reason: str, error_kind: str) -> dict:
+    """What a manifest lists for a file quarantined whole (and its reason file holds)."""
+    return {"key": key, "reason": reason, "error_kind": error_kind}
 
 
 #: The buckets a quarantined manifest may come from, as the lake names them: the processor quarantines a
@@ -85,9 +92,9 @@ def quarantine_body(bucket: str, run_id: str, key: str, body: bytes, reason: str
     `quarantine/<run_id>/<key>` with its reason file, create-only, and log an ERROR."""
     target = quarantine_key(run_id, key)
     s3.put_create_only(bucket, target, body)
-    entry = {"key": key, "reason": reason, "error_kind": error_kind}
-    s3.put_json_create_only(bucket, f"{target}{REASON_SUFFIX}", entry)
+    entry = file_entry(key, reason, error_kind)
     log.error(f"quarantined {key}: {reason}", error_kind=error_kind, key=key, quarantine_key=target)
+    s3.put_json_create_only(bucket, f"{target}{REASON_SUFFIX}", entry)
     return entry
 
 
@@ -104,14 +111,20 @@ def hold_rows(bucket: str, run_id: str, table: str, key: str, held, log) -> dict
     """
     target = rows_key(run_id, key)
     s3.upload_file_create_only(bucket, target, held.path)
+    entry = rows_entry(run_id, table, key, held)
+    log.error(f"held back {held.count} row(s) of {key}: {entry['reason']}", error_kind=QUARANTINED_ROWS, key=key,
+              table=table, rows=held.count, quarantine_key=target)
+    s3.put_json_create_only(bucket, f"{target}{REASON_SUFFIX}", entry)  # after the ERROR: see quarantine_file
+    return entry
+
+
+def rows_entry(run_id: str, table: str, key: str, held) -> dict:
+    """What a manifest lists for a file's held-back rows (and their reason file holds): it follows from
+    the rows alone, so a rerun that finds them quarantined already lists them alike without reading."""
     reasons = dict(sorted(held.reasons.items()))
     summary = "; ".join(f"{reason} ({n} row{'s' if n != 1 else ''})" for reason, n in reasons.items())
-    entry = {"table": table, "key": key, "rows": held.count, "reason": summary, "reasons": reasons,
-             "error_kind": QUARANTINED_ROWS, "quarantine_key": target}
-    s3.put_json_create_only(bucket, f"{target}{REASON_SUFFIX}", entry)
-    log.error(f"held back {held.count} row(s) of {key}: {summary}", error_kind=QUARANTINED_ROWS, key=key,
-              table=table, rows=held.count, quarantine_key=target)
-    return entry
+    return {"table": table, "key": key, "rows": held.count, "reason": summary, "reasons": reasons,
+            "error_kind": QUARANTINED_ROWS, "quarantine_key": rows_key(run_id, key)}
 
 
 @dataclass(frozen=True)

@@ -315,8 +315,9 @@ def test_a_crash_after_the_quarantine_then_a_rerun_quarantines_each_bad_event_on
 
 @pytest.mark.parametrize("key", sorted(HELD_BACK))
 def test_a_retry_after_a_run_id_collision_quarantines_once(key, landing, pipeline_env, run_sql, monkeypatch):
-    """The first take's run id is another run's (its manifest exists): it stops after quarantining,
-    without a manifest or marker; the retry, under a new run id, does not quarantine again."""
+    """The first take's run id is another run's (its manifest exists): it stops before anything is
+    written (no record, quarantine, manifest or marker), so the file's bad events never go under
+    the other file's run; the retry, under a new run id, quarantines them there, once."""
     from totesys_etl.logs import StageLog
 
     settings = Settings.from_env()
@@ -329,8 +330,10 @@ def test_a_retry_after_a_run_id_collision_quarantines_once(key, landing, pipelin
         clock.setattr(lake, "run_id_at", lambda when: taken)
         with pytest.raises(courier.RunIdCollision):
             courier.take(settings, obj, StageLog("ingest"))
+    assert quarantine.listed(settings.processed_bucket) == []
     retry = courier.take(settings, obj, StageLog("ingest"))
     assert retry is not None and retry.run_id != taken
+    assert {held.run_id for held in quarantine.listed(settings.processed_bucket)} == {retry.run_id}
     assert courier.take(settings, obj, StageLog("ingest")) is None  # taken now
     process_and_load()
     _quarantined_once(key, settings.processed_bucket)
@@ -431,3 +434,57 @@ def test_no_hostile_file_fails_a_second_run(landing, pipeline_env, totesys, run_
     assert second["courier"] == [] and not [line for line in logs if line["level"] == "ERROR"]
     process_and_load()
     assert stored(run_sql, pipeline_env["TOTESYS_WAREHOUSE_URL"]) == Counter([expected_row(event(1))])
+
+
+def test_an_earlier_take_s_hostile_reason_file_neither_stops_the_file_nor_enters_its_manifest(
+        landing, pipeline_env, run_sql):
+    """The record names an earlier take, and a reason file is at that take's quarantine key: a retry
+    only looks for it (its content is not read), lists what it found itself, and the file loads. A
+    17 MiB reason file with `rows` not a number used to stop every retry before its marker."""
+    from totesys_etl.logs import StageLog
+
+    settings = Settings.from_env()
+    good, body = HELD_BACK["held.json"]
+    obj = courier.Landed("held.json", drop(landing, "held.json", body))
+    earlier = lake.run_id_at(datetime.now(timezone.utc) - timedelta(seconds=1))
+    s3_adapter.put_json_create_only(settings.ingest_bucket, courier.first_take_key(landing, obj.key, obj.etag),
+                                    {"run_id": earlier, "bucket": landing, "key": obj.key, "etag": obj.etag})
+    target = quarantine.rows_key(earlier, courier.quarantine_name(obj.key))
+    boto3.client("s3").put_object(Bucket=settings.processed_bucket, Key=f"{target}{quarantine.REASON_SUFFIX}",
+                                  Body=b'{"rows": "x", "reason": "' + b"y" * (17 << 20) + b'"}')
+    result = courier.take(settings, obj, StageLog("ingest"))
+    assert result is not None and result.quarantined == 2
+    listed = manifests.read_if_present(settings.ingest_bucket, result.run_id)["quarantined"]
+    assert [(e["rows"], e["quarantine_key"], e["error_kind"]) for e in listed] == \
+        [(2, target, quarantine.QUARANTINED_ROWS)]
+    process_and_load()
+    assert stored(run_sql, pipeline_env["TOTESYS_WAREHOUSE_URL"]) == Counter(expected_row(e) for e in good)
+
+
+def test_the_error_is_logged_before_the_reason_file_so_a_crash_between_loses_no_alarm(
+        landing, pipeline_env, monkeypatch, logs):
+    """The reason file says "quarantined, all there", and a retry that finds it does not alarm again:
+    so the ERROR goes first. A take that fails writing the reason file has alarmed already, and its
+    retry (finding no reason file) quarantines and alarms again: twice, never none."""
+    from totesys_etl.logs import StageLog
+
+    settings = Settings.from_env()
+    obj = courier.Landed("held.json", drop(landing, "held.json", HELD_BACK["held.json"][1]))
+    put = s3_adapter.put_json_create_only
+
+    def no_reason_file(bucket, key, document):
+        if key.endswith(quarantine.REASON_SUFFIX):
+            raise OSError("killed before the reason file")
+        return put(bucket, key, document)
+
+    def alarms() -> list[str]:
+        return [line["error_kind"] for line in logs if line["level"] == "ERROR"]
+
+    with monkeypatch.context() as crash:
+        crash.setattr(s3_adapter, "put_json_create_only", no_reason_file)
+        with pytest.raises(OSError):
+            courier.take(settings, obj, StageLog("ingest"))
+    assert alarms() == [quarantine.QUARANTINED_ROWS]
+    assert courier.take(settings, obj, StageLog("ingest")) is not None
+    assert alarms() == [quarantine.QUARANTINED_ROWS] * 2
+    _quarantined_once("held.json", settings.processed_bucket)

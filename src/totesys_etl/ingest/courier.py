@@ -166,6 +166,8 @@ def first_take(bucket: str, landed: dict, run_id: str, log: StageLog) -> str:
     """
     key = first_take_key(landed["bucket"], landed["key"], landed["etag"])
     with lake_errors(bucket, key):
+        if lake.manifest_exists(bucket, run_id):  # a run id another take holds must not become this file's
+            raise RunIdCollision(f"another ingest holds run {run_id}: this file is taken later")
         if s3.put_json_create_only(bucket, key, {"run_id": run_id, **landed}):
             return run_id
     try:
@@ -198,21 +200,18 @@ def _mark_taken(bucket: str, landed: dict, run_id: str) -> None:
         s3.put_json_create_only(bucket, marker, {"run_id": run_id, **landed})
 
 
-def _quarantine_once(bucket: str, target: str, quarantine_now: Callable[[], dict], log: StageLog) -> dict:
+def _quarantine_once(bucket: str, target: str, quarantine_now: Callable[[], dict], entry: dict,
+                     log: StageLog) -> dict:
     """The manifest entry of what is quarantined at `target`, quarantining it (and logging its ERROR)
-    only if no earlier take of the file did: the reason file, written last, says it is all there."""
+    only if no earlier take of the file did: the reason file, written last, says it is all there.
+    `entry` is what this take would list; an earlier take of the same object (same ETag) found the
+    same, so its reason file is only looked for, never read (its content is not trusted input)."""
     reason_key = f"{target}{quarantine.REASON_SUFFIX}"
-    with lake_errors(bucket, reason_key, missing_ok=True) as call:
-        body = s3.get_bytes(bucket, reason_key, quarantine.MAX_REASON_BYTES)
-    if call.missing:
+    with lake_errors(bucket, reason_key):
+        done = s3.exists(bucket, reason_key)
+    if not done:
         entry = quarantine_now()
     else:
-        try:
-            entry = parse_json(body, reason_key, ValueError)
-        except ValueError:
-            entry = None
-        if not isinstance(entry, dict):
-            entry = {"reason": "quarantined by an earlier take of this file (its reason file is not JSON)"}
         log.info("already quarantined by an earlier take of this file: not again", quarantine_key=target)
     return {"table": DELIVERY_EVENT.name, **entry, "quarantine_key": target}
 
@@ -226,11 +225,13 @@ def _hold_back(settings: Settings, quarantine_run: str, key: str, unreadable: st
         def copy_whole() -> dict:
             return quarantine.quarantine_file(settings.landing_bucket, key, bucket, quarantine_run, unreadable,
                                               quarantine.QUARANTINED_FILE, log, name=name)
-        return [_quarantine_once(bucket, quarantine.quarantine_key(quarantine_run, name), copy_whole, log)]
+        return [_quarantine_once(bucket, quarantine.quarantine_key(quarantine_run, name), copy_whole,
+                                 quarantine.file_entry(key, unreadable, quarantine.QUARANTINED_FILE), log)]
     if held.count:
         def hold_events() -> dict:
             return quarantine.hold_rows(bucket, quarantine_run, DELIVERY_EVENT.name, name, held, log)
-        return [_quarantine_once(bucket, quarantine.rows_key(quarantine_run, name), hold_events, log)]
+        return [_quarantine_once(bucket, quarantine.rows_key(quarantine_run, name), hold_events,
+                                 quarantine.rows_entry(quarantine_run, DELIVERY_EVENT.name, name, held), log)]
     return []
 
 

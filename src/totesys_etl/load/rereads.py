@@ -23,10 +23,11 @@ mark passes them (`prune_rereads`), so the ledger holds only what runs above the
 the mark trails the newest run by the sweeps' settle period (`TOTESYS_SETTLE_SECONDS`), or waits at
 a run not loaded yet.
 
-Cost. A merge adds a `count(*)` of its temp table and three statements that read the ledger by its
-run index alone: its latest entry, the entries later than the run (`promote_rereads`) and those at
-or below the mark (`prune_rereads`). Only when the latest entry is as late as the run (a later run
-was loaded first) does the merge's UPDATE check the ledger row by row. It writes the ledger only when
+Cost. A merge adds a `count(*)` of its temp table and statements that read the ledger by its run
+index alone: its latest entry, the entries later than the run (`promote_rereads`, facts with
+versions only; rates have none) and those at or below the mark (`prune_rereads`). Only when the
+latest entry is as late as the run (a later run was loaded first) does the merge's UPDATE check the
+ledger row by row. It writes the ledger only when
 its UPDATE and INSERT together wrote fewer rows than the run brought, i.e. when some row was stored
 already and stays. A first load goes straight into empty tables, with no merge at all, and a run of
 new versions writes every row, so neither touches the ledger per row. Measured in a test-sized run
