@@ -69,3 +69,20 @@ def test_history_is_clean_after_runs_and_reports_each_kind_of_loss(loaded):
     assert [v[0] for v in damaged.lost] == [5] and [v[0] for v in damaged.unshipped] == [6]
     assert [v[0] for v in damaged.twice] == [7] and not damaged.ok
     assert _history(env, conn)["fact_payment"].ok
+
+
+def test_a_version_committed_as_x_then_y_then_x_under_one_stamp_is_history_not_a_reship(loaded, source, run_sql):
+    """Three commits under one stamp, each read by its own run: x, y, x is what the source showed
+    (the later commit's values win, contract §3), so no run shipped a version it should have dropped."""
+    env, conn = loaded
+    for units in (20, 21, 20):
+        run_sql(source.admin_url, "UPDATE sales_order SET units_sold = :u, "
+                                  "last_updated = TIMESTAMP '2031-01-02 03:04:05' WHERE sales_order_id = 9", u=units)
+        tick(env)
+    history = _history(env, conn)["fact_sales_order"]
+    assert history.reshipped == [] and history.ok
+    assert conn.run("SELECT units_sold FROM fact_sales_order WHERE sales_order_id = 9 "
+                    "AND last_updated_date = DATE '2031-01-02'") == [[20]]
+    done = subprocess.run([sys.executable, "-m", "totesys_etl", "reconcile"], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

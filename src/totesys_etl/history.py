@@ -9,9 +9,9 @@ manifests list them), and compares the result with the fact table's version keys
 The same reading finds a version *shipped* twice (issue 34 item 12), which the warehouse cannot
 show, since the loader stores a version once whatever reaches it: a version key that more than one
 run carried. Two commits with the same stamp are one version whose later values win (contract §3),
-so the later run had to ship it again: only a version whose whole row is the same in several runs
-(NULL and '' apart) is a reship. Rows are compared only for the version keys seen twice, so a clean
-lake costs nothing more.
+so the later run had to ship it again: only a copy whose whole row is the same as the copy the run
+before it shipped (NULL and '' apart) is a reship; x, y, x over three runs is three commits. Rows
+are compared only for the version keys seen twice, so a clean lake costs nothing more.
 
 One reship is the bound, not a fault (ADR 0001, "Frozen rows older than 2^32 ids"): a frozen row
 whose raw `xmin` comes round again as an id handed out since the previous run is read once more.
@@ -169,9 +169,13 @@ def _alike(copies: dict[Version, list[tuple[str, tuple]]], carried_by: dict[str,
 
 def _same_rows(ingest_bucket: str, source: str, again: dict[Version, list[str]], keys: dict[str, list[str]]
                ) -> tuple[list[Reship], dict[Version, list[tuple[str, tuple]]]]:
-    """Of the versions several runs carried, those whose whole row is the same in more than one of
-    them, with those runs (a version committed again with new values under the same stamp is not);
-    and each of those versions' copies, (run, row) in run order."""
+    """Of the versions several runs carried, those a run shipped again unchanged: a copy whose whole
+    row is the same as the copy just before it in run order. With those runs (each such copy and the
+    one before it) and each of those versions' copies, (run, row) in run order.
+
+    Only the copy just before counts: a version committed again under the same stamp is read again
+    with its new values, so x, y, x over three runs is three commits the source showed (the later
+    commit's values win, contract §3), not a run shipping what it should have dropped."""
     wanted: dict[str, set[Version]] = {}
     for version, run_ids in again.items():
         for run_id in run_ids:
@@ -183,8 +187,9 @@ def _same_rows(ingest_bucket: str, source: str, again: dict[Version, list[str]],
                 rows.setdefault(version, []).append((run_id, row))
     reshipped, copies = [], {}
     for version in sorted(rows):
-        seen = Counter(row for _, row in rows[version])
-        same = [run_id for run_id, row in rows[version] if seen[row] > 1]
+        found = rows[version]
+        again = {i for i in range(1, len(found)) if found[i][1] == found[i - 1][1]}
+        same = [run_id for i, (run_id, _) in enumerate(found) if i in again or i + 1 in again]
         if same:
             reshipped.append((version, same))
             copies[version] = rows[version]
