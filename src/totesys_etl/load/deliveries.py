@@ -34,7 +34,7 @@ def insert_events(conn: Connection, fact: Table, run_id: str) -> int:
     key, run = identifier(fact.version_key[0]), identifier(RUN_ID.name)
     target, tmp = identifier(fact.name), identifier(temp_name(fact))
     order = ", ".join(f"t.{identifier(c)}" for c in names)
-    events = f"(SELECT DISTINCT ON (t.{key}) t.* FROM {tmp} AS t ORDER BY {order})"
+    events = f"(SELECT DISTINCT ON (t.{key}) t.* FROM {tmp} AS t ORDER BY {order})"  # nosec B608 - declared names
     sets = ", ".join(f"{identifier(c)} = n.{identifier(c)}" for c in names)
     old, new = (", ".join(f"{alias}.{identifier(c)}" for c in names) for alias in ("f", "n"))
     conn.run(f"UPDATE {target} AS f SET {sets}, {run} = :run_id FROM {events} AS n "  # nosec B608 - declared names
